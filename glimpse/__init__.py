@@ -1,0 +1,1 @@
+"""glimpse: an image retrieval engine."""

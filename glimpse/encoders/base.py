@@ -1,0 +1,64 @@
+"""The encoder interface: images and texts into one vector space."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a collection records about the encoder that filled it.
+
+    Two encoders are interchangeable only when all three fields match: vectors from
+    different models (or versions of one model) are not comparable.
+    """
+
+    name: str
+    dim: int
+    version: str
+
+
+class Encoder(ABC):
+    """Embeds images and texts into one L2-normalised space, so one cosine serves both.
+
+    Image encoding is split in two so that ingest can run the cheap, GIL-releasing part
+    (``prepare``: resize and convert one decoded image) in decode worker threads while the
+    model runs ``encode_prepared`` on whole batches.
+    """
+
+    name: str
+    dim: int
+    version: str
+    #: Side in pixels that ``prepare`` needs at least; decoders may shrink to it early.
+    image_size: int = 224
+
+    @property
+    def info(self) -> EncoderInfo:
+        return EncoderInfo(self.name, self.dim, self.version)
+
+    @abstractmethod
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """One RGB image -> the model's input array (any fixed shape). Thread-safe."""
+
+    @abstractmethod
+    def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        """A stack of ``prepare`` outputs -> float32 (n, dim), rows L2-normalised."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Texts -> float32 (n, dim), rows L2-normalised."""
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.encode_prepared(np.stack([self.prepare(im) for im in images]))
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
