@@ -1,1 +1,23 @@
-"""glimpse: an image retrieval engine."""
+"""glimpse: an image retrieval engine. Index a folder of images, search it by text or image."""
+
+from .collection import (
+    Collection,
+    CollectionStats,
+    EncoderMismatchError,
+    IndexReport,
+    open_collection as open,  # noqa: A001 - ``glimpse.open(path)`` is the public entry point
+)
+from .index import CollectionLockedError
+from .query import SearchResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Collection",
+    "CollectionLockedError",
+    "CollectionStats",
+    "EncoderMismatchError",
+    "IndexReport",
+    "SearchResult",
+    "open",
+]

@@ -1,0 +1,396 @@
+"""A collection: one directory holding metadata, vectors and the search index.
+
+Data flows one way: files -> ingest (scan, read, hash, decode) -> encoder -> vector file
+-> metadata commit -> search index. Each batch becomes visible in one SQLite transaction
+after its vectors are durable, so a kill at any moment leaves the last committed state.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+
+from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
+from .index.metadata import FileError, FileLink, NewItem
+from .ingest import FileEntry, Prepared, prepare_files, scan, stat_entry
+from .query import ImageLike, SearchResult, encode_query
+
+DB_NAME = "metadata.sqlite"
+VECTORS_NAME = "vectors.f16"
+LOCK_NAME = "write.lock"
+
+#: Called with (files done, files to do) while ``index``/``add`` run.
+ProgressFn = Callable[[int, int], None]
+
+
+class EncoderMismatchError(ValueError):
+    pass
+
+
+@dataclass
+class IndexReport:
+    """What one ``add``/``index`` run did, by file."""
+
+    scanned: int = 0
+    embedded: int = 0  # images that went through the model
+    linked: int = 0  # new or changed files whose content was already known
+    unchanged: int = 0  # same size and mtime as last time: not read
+    skipped: int = 0  # unreadable now, or still the same unreadable file as last time
+    removed: int = 0  # files gone from disk, dropped from the collection
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) new this run
+
+    @property
+    def indexed(self) -> int:
+        return self.embedded + self.linked
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    path: str
+    encoder: str
+    encoder_version: str
+    dim: int
+    files: int
+    images: int
+    errors: int
+    disk_bytes: int
+    vector_bytes: int
+    roots: list[str]
+    created: float | None
+    updated: float | None
+
+
+class Collection:
+    """Open with :func:`glimpse.open`. Safe to search from many processes while one writes."""
+
+    def __init__(self, path: Path, encoder: Encoder, meta: Metadata):
+        self.path = path
+        self.encoder = encoder
+        self._meta = meta
+        self._vectors = VectorStore(path / VECTORS_NAME, encoder.dim)
+        self._lock = WriteLock(path / LOCK_NAME)
+        self._index: VectorIndex | None = None
+        self._index_generation = -1
+        self._index_ids: set[int] = set()
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        self._meta.close()
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._meta.counts()["images"]
+
+    # -- writing ------------------------------------------------------------------------
+    def add(
+        self,
+        paths: Iterable[str | os.PathLike],
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        follow_symlinks: bool = False,
+        batch_size: int = 32,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Add image files and folders (recursively). Unchanged files are not read again."""
+        return self._ingest(paths, include, exclude, follow_symlinks, False, batch_size, workers, progress)
+
+    def index(
+        self,
+        roots: Iterable[str | os.PathLike] | None = None,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        follow_symlinks: bool = False,
+        batch_size: int = 32,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Bring the collection in line with folders: add new and changed files, drop gone ones.
+
+        Without ``roots``, re-index the folders indexed before.
+        """
+        if roots is None:
+            roots = self._meta.get_meta().get("roots", [])
+            if not roots:
+                raise ValueError("this collection has no folders yet: give one to index")
+        return self._ingest(roots, include, exclude, follow_symlinks, True, batch_size, workers, progress)
+
+    def remove(self, paths: Iterable[str | os.PathLike]) -> int:
+        """Forget files (or everything under folders); returns how many files went."""
+        targets = [str(Path(p).expanduser().absolute()) for p in paths]
+        with self._lock:
+            doomed = sorted(self._meta.file_records(targets)) + [
+                e.path for e in self._meta.error_records() if _is_under(e.path, targets)
+            ]
+            if doomed:
+                generation, dropped = self._meta.remove_paths(doomed)
+                self._apply(generation, [], None, dropped)
+        return len(doomed)
+
+    def _ingest(self, paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress) -> IndexReport:
+        roots = [str(Path(p).expanduser().absolute()) for p in paths]
+        for root in roots:
+            if not os.path.exists(root):
+                raise FileNotFoundError(f"no such file or folder: {root}")
+        report = IndexReport()
+        with self._lock:
+            self._refresh()
+            entries = list(scan(roots, include, exclude, follow_symlinks))
+            report.scanned = len(entries)
+            todo = self._plan(entries, report)
+            if prune:
+                self._prune(roots, {str(e.path) for e in entries}, report)
+            self._embed(todo, report, batch_size, workers, progress)
+            known_roots = self._meta.get_meta().get("roots", [])
+            dirs = [r for r in roots if os.path.isdir(r)]
+            if prune or dirs:
+                self._meta.set_meta(roots=sorted(set(known_roots) | set(dirs)), last_indexed=time.time())
+            self._persist_index()
+        return report
+
+    def _plan(self, entries: list[FileEntry], report: IndexReport) -> list[FileEntry]:
+        """Keep only the files that are new, or changed since they were last seen."""
+        known = self._meta.file_records()
+        failed = {e.path: e for e in self._meta.error_records()}
+        todo = []
+        for entry in entries:
+            path = str(entry.path)
+            seen = known.get(path) or failed.get(path)
+            if seen is not None and (seen.size, seen.mtime_ns) == (entry.size, entry.mtime_ns):
+                if path in known:
+                    report.unchanged += 1
+                else:
+                    report.skipped += 1
+                continue
+            todo.append(entry)
+        return todo
+
+    def _prune(self, roots: list[str], present: set[str], report: IndexReport) -> None:
+        gone = [p for p in self._meta.file_records(roots) if p not in present]
+        gone += [e.path for e in self._meta.error_records() if _is_under(e.path, roots) and e.path not in present]
+        if gone:
+            generation, dropped = self._meta.remove_paths(gone)
+            self._apply(generation, [], None, dropped)
+            report.removed = len(gone)
+
+    def _embed(self, todo: list[FileEntry], report: IndexReport, batch_size, workers, progress) -> None:
+        hashes = self._meta.hash_to_item()
+        rows = int(self._meta.get_meta().get("rows", 0))
+        done = 0
+        prepared = prepare_files(
+            todo,
+            self.encoder.prepare,
+            needs_decode=lambda h: h not in hashes,
+            target=self.encoder.image_size,
+            workers=workers,
+        )
+        for batch in batched(prepared, batch_size):
+            rows = self._commit(batch, hashes, rows, report)
+            done += len(batch)
+            if progress:
+                progress(done, len(todo))
+
+    def _commit(self, batch: Sequence[Prepared], hashes: dict[str, int], rows: int, report: IndexReport) -> int:
+        items: list[NewItem] = []
+        arrays: list[np.ndarray] = []
+        links: list[FileLink] = []
+        errors: list[FileError] = []
+        for p in batch:
+            path, size, mtime = str(p.entry.path), p.entry.size, p.entry.mtime_ns
+            new = p.array is not None and p.hash not in hashes
+            if p.error is None and not new and p.hash not in hashes:
+                p.error = "same content as a file that could not be read"
+            if p.error is not None:
+                errors.append(FileError(path, p.error, size, mtime))
+                report.errors.append((path, p.error))
+                report.skipped += 1
+                continue
+            if new:
+                item = NewItem(rows + len(items), p.hash, p.width, p.height)
+                items.append(item)
+                arrays.append(p.array)
+                hashes[p.hash] = item.id
+                report.embedded += 1
+            else:
+                report.linked += 1
+            links.append(FileLink(path, p.hash, size, mtime))
+        vectors = None
+        if arrays:
+            # Round to the stored precision so this process ranks exactly as a reader will.
+            vectors = self.encoder.encode_prepared(np.stack(arrays)).astype(VectorStore.DTYPE).astype(np.float32)
+            self._vectors.write(rows, vectors)
+        rows += len(items)
+        generation, dropped = self._meta.commit_batch(items, links, errors, rows)
+        if dropped:  # rare: a changed file left its old content unshown
+            gone = set(dropped)
+            for h in [h for h, i in hashes.items() if i in gone]:
+                del hashes[h]
+        self._apply(generation, [it.id for it in items], vectors, dropped)
+        return rows
+
+    # -- index maintenance ----------------------------------------------------------------
+    def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
+        """Mirror a commit of this process in the in-memory index, if one is loaded."""
+        if self._index is None:
+            return
+        if self._index_generation != generation - 1:
+            self._refresh()  # another writer came in between: resync from disk
+            return
+        if ids:
+            self._index.add(np.asarray(ids), vectors)
+            self._index_ids.update(ids)
+        if dropped:
+            self._index.remove(np.asarray(dropped))
+            self._index_ids.difference_update(dropped)
+        self._index_generation = generation
+
+    def _refresh(self) -> None:
+        """Bring the loaded index up to the committed state (other processes may write)."""
+        if self._index is None:
+            return
+        generation = self._meta.generation()
+        if generation == self._index_generation:
+            return
+        live = set(self._meta.item_ids())
+        rows = int(self._meta.get_meta().get("rows", 0))
+        new = np.array(sorted(live - self._index_ids), dtype=np.int64)
+        gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
+        if len(new):
+            self._index.add(new, self._vectors.read(new, rows))
+        if len(gone):
+            self._index.remove(gone)
+        self._index_ids = live
+        self._index_generation = generation
+
+    def _ensure_index(self) -> VectorIndex:
+        if self._index is None:
+            generation = self._meta.generation()
+            restored = FlatIndex.restore(self.path, generation, self.encoder.dim)
+            if restored is not None:
+                self._index, self._index_ids = restored, set(self._meta.item_ids())
+                self._index_generation = generation
+            else:
+                self._index = FlatIndex(self.encoder.dim)
+                self._index_ids, self._index_generation = set(), -1
+        self._refresh()
+        return self._index
+
+    def _persist_index(self) -> None:
+        if self._index is not None:
+            self._index.persist(self.path, self._index_generation)
+
+    # -- reading ------------------------------------------------------------------------
+    def search(
+        self,
+        text: str | None = None,
+        image: ImageLike | None = None,
+        *,
+        vector: np.ndarray | None = None,
+        k: int = 10,
+    ) -> list[SearchResult]:
+        """Top-``k`` images for a text, an image (path, bytes or Pillow image) or a raw vector."""
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        if vector is None:
+            vector = encode_query(self.encoder, text=text, image=image)
+        elif text is not None or image is not None:
+            raise ValueError("give a vector, or a text or image, not both")
+        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
+        if query.shape[1] != self.encoder.dim:
+            raise ValueError(f"query vector has {query.shape[1]} dims; this collection uses {self.encoder.dim}")
+        scores, ids = self._ensure_index().search(query, k)
+        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+        paths = self._meta.paths_for([i for i, _ in hits])
+        return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def errors(self, limit: int | None = None):
+        """Files that could not be indexed, newest first, with the reason."""
+        return self._meta.error_records(limit)
+
+    def stats(self) -> CollectionStats:
+        meta = self._meta.get_meta()
+        counts = self._meta.counts()
+        disk = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
+        return CollectionStats(
+            path=str(self.path),
+            encoder=self.encoder.name,
+            encoder_version=self.encoder.version,
+            dim=self.encoder.dim,
+            files=counts["files"],
+            images=counts["images"],
+            errors=counts["errors"],
+            disk_bytes=disk,
+            vector_bytes=self._vectors.nbytes(),
+            roots=meta.get("roots", []),
+            created=meta.get("created"),
+            updated=meta.get("updated"),
+        )
+
+
+def batched(items: Iterable, n: int):
+    """``itertools.batched`` (Python 3.12+) for 3.11."""
+    it = iter(items)
+    while chunk := tuple(islice(it, n)):
+        yield chunk
+
+
+def _is_under(path: str, roots: Sequence[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def open_collection(
+    path: str | os.PathLike,
+    encoder: str | Encoder | None = None,
+    *,
+    create: bool = True,
+    **encoder_options,
+) -> Collection:
+    """Open (or create) the collection in directory ``path``.
+
+    ``encoder`` is a registered name or an :class:`Encoder`; by default, the one the
+    collection was built with, or the default encoder for a new collection. Opening a
+    collection with a different encoder than the one that filled it is an error: their
+    vectors are not comparable.
+    """
+    root = Path(path).expanduser().absolute()
+    db_path = root / DB_NAME
+    if not db_path.exists():
+        if not create:
+            raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
+        root.mkdir(parents=True, exist_ok=True)
+    meta = Metadata(db_path)
+    recorded = meta.get_meta()
+    if "encoder" in recorded:
+        want = EncoderInfo(recorded["encoder"], recorded["dim"], recorded["encoder_version"])
+        if encoder is None:
+            encoder = want.name
+    if not isinstance(encoder, Encoder):
+        encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
+    if "encoder" in recorded:
+        if encoder.info != want:
+            meta.close()
+            raise EncoderMismatchError(
+                f"collection {root} was built with encoder {want.name} v{want.version} ({want.dim}-d), "
+                f"not {encoder.name} v{encoder.version} ({encoder.dim}-d): their vectors are not comparable. "
+                "Open it with its own encoder, or index into a new collection."
+            )
+    else:
+        meta.set_meta(
+            encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
+            rows=0, generation=0, created=time.time(),
+        )
+    return Collection(root, encoder, meta)

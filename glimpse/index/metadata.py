@@ -1,0 +1,275 @@
+"""SQLite (WAL) metadata: items, the files that show them, ingest errors, collection facts."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- One item per distinct content. Its id is its row in the vector file.
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+-- Identical files share one item.
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id),
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    added REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_item ON files(item_id);
+CREATE TABLE IF NOT EXISTS errors (
+    path TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: str
+    item_id: int
+    size: int
+    mtime_ns: int
+    hash: str
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    path: str
+    reason: str
+    size: int
+    mtime_ns: int
+    at: float
+
+
+@dataclass(frozen=True)
+class NewItem:
+    id: int
+    hash: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class FileLink:
+    path: str
+    hash: str  # the item it shows, by content
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FileError:
+    path: str
+    reason: str
+    size: int
+    mtime_ns: int
+
+
+class Metadata:
+    """All SQL lives here. Every write method is one transaction."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        # Readers and one writer share the file; WAL lets readers search during a write.
+        self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._lock = threading.RLock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        with self._tx() as db:
+            # Statement by statement: executescript() would commit our transaction early.
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- collection facts -------------------------------------------------------------
+    def get_meta(self) -> dict:
+        return {k: json.loads(v) for k, v in self._query("SELECT key, value FROM meta")}
+
+    def set_meta(self, **values) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                [(k, json.dumps(v)) for k, v in values.items()],
+            )
+
+    def generation(self) -> int:
+        rows = self._query("SELECT value FROM meta WHERE key='generation'")
+        return json.loads(rows[0][0]) if rows else 0
+
+    # -- reads ------------------------------------------------------------------------
+    def file_records(self, prefixes: Iterable[str] | None = None) -> dict[str, FileRecord]:
+        sql = "SELECT f.path, f.item_id, f.size, f.mtime_ns, i.hash FROM files f JOIN items i ON i.id = f.item_id"
+        rows = self._query(sql)
+        out = {r[0]: FileRecord(*r) for r in rows}
+        if prefixes is not None:
+            prefixes = tuple(prefixes)
+            out = {p: r for p, r in out.items() if _under(p, prefixes)}
+        return out
+
+    def error_records(self, limit: int | None = None) -> list[ErrorRecord]:
+        sql = "SELECT path, reason, size, mtime_ns, at FROM errors ORDER BY at DESC, path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [ErrorRecord(*r) for r in self._query(sql)]
+
+    def hash_to_item(self) -> dict[str, int]:
+        return dict(self._query("SELECT hash, id FROM items"))
+
+    def item_ids(self) -> list[int]:
+        return [r[0] for r in self._query("SELECT id FROM items ORDER BY id")]
+
+    def paths_for(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The first path (in sort order) of each item."""
+        if not item_ids:
+            return {}
+        marks = ",".join("?" * len(item_ids))
+        rows = self._query(
+            f"SELECT item_id, MIN(path) FROM files WHERE item_id IN ({marks}) GROUP BY item_id",
+            [int(i) for i in item_ids],
+        )
+        return dict(rows)
+
+    def item_for_path(self, path: str) -> int | None:
+        rows = self._query("SELECT item_id FROM files WHERE path = ?", (path,))
+        return rows[0][0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        (files,), = self._query("SELECT COUNT(*) FROM files")
+        (items,), = self._query("SELECT COUNT(*) FROM items")
+        (errors,), = self._query("SELECT COUNT(*) FROM errors")
+        return {"files": files, "images": items, "errors": errors}
+
+    # -- writes -----------------------------------------------------------------------
+    def commit_batch(
+        self,
+        items: Sequence[NewItem],
+        links: Sequence[FileLink],
+        errors: Sequence[FileError],
+        rows: int,
+    ) -> tuple[int, list[int]]:
+        """Make a batch visible in one transaction.
+
+        Returns the new generation and the ids of items that no file shows any more.
+
+        ``rows`` is the vector-file row count after this batch; the vectors of ``items``
+        must already be durable in the vector file.
+        """
+        now = time.time()
+        with self._tx() as db:
+            # Items that these paths showed before; they may be left without a file.
+            previous = _items_of(db, [link.path for link in links] + [e.path for e in errors])
+            db.executemany(
+                "INSERT INTO items(id, hash, width, height, added) VALUES(?, ?, ?, ?, ?)",
+                [(it.id, it.hash, it.width, it.height, now) for it in items],
+            )
+            _link_files(db, links, now)
+            db.executemany(
+                "INSERT INTO errors(path, reason, size, mtime_ns, at) VALUES(?, ?, ?, ?, ?) "
+                "ON CONFLICT(path) DO UPDATE SET reason=excluded.reason, size=excluded.size, "
+                "mtime_ns=excluded.mtime_ns, at=excluded.at",
+                [(e.path, e.reason, e.size, e.mtime_ns, now) for e in errors],
+            )
+            # A path that failed before and now has an error-free fate is no longer an error.
+            db.executemany("DELETE FROM errors WHERE path = ?", [(link.path,) for link in links])
+            db.executemany("DELETE FROM files WHERE path = ?", [(e.path,) for e in errors])
+            dropped = _drop_orphans(db, previous)
+            return _bump(db, rows=rows), dropped
+
+    def remove_paths(self, paths: Iterable[str]) -> tuple[int, list[int]]:
+        """Forget files (and errors) at ``paths``; items left with no file go too.
+
+        Returns the new generation and the ids of the items dropped."""
+        paths = list(paths)
+        with self._tx() as db:
+            items = _items_of(db, paths)
+            db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM errors WHERE path = ?", [(p,) for p in paths])
+            dropped = _drop_orphans(db, items)
+            return _bump(db), dropped
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in prefixes)
+
+
+def _items_of(db: sqlite3.Connection, paths: Sequence[str]) -> set[int]:
+    out: set[int] = set()
+    for p in paths:
+        row = db.execute("SELECT item_id FROM files WHERE path = ?", (p,)).fetchone()
+        if row:
+            out.add(row[0])
+    return out
+
+
+def _link_files(db: sqlite3.Connection, links: Sequence[FileLink], now: float) -> None:
+    """Point each path at the item with its content."""
+    db.executemany(
+        "INSERT INTO files(path, item_id, size, mtime_ns, added) "
+        "SELECT ?, id, ?, ?, ? FROM items WHERE hash = ? "
+        "ON CONFLICT(path) DO UPDATE SET item_id=excluded.item_id, size=excluded.size, "
+        "mtime_ns=excluded.mtime_ns",
+        [(link.path, link.size, link.mtime_ns, now, link.hash) for link in links],
+    )
+
+
+def _drop_orphans(db: sqlite3.Connection, candidates: Iterable[int]) -> list[int]:
+    dropped = []
+    for item in sorted(candidates):
+        cur = db.execute(
+            "DELETE FROM items WHERE id = ? AND NOT EXISTS (SELECT 1 FROM files WHERE item_id = ?)",
+            (item, item),
+        )
+        if cur.rowcount:
+            dropped.append(item)
+    return dropped
+
+
+def _bump(db: sqlite3.Connection, rows: int | None = None) -> int:
+    meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+    generation = int(meta.get("generation", 0)) + 1
+    updates = {"generation": generation, "updated": time.time()}
+    if rows is not None:
+        updates["rows"] = rows
+    db.executemany(
+        "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+        [(k, json.dumps(v)) for k, v in updates.items()],
+    )
+    return generation
