@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def make_image(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
+    """A distinct, smooth-ish picture: blocky colour fields, so resizes stay recognisable."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    Image.fromarray(small).resize(size, Image.Resampling.BILINEAR).save(path)
+    return path
+
+
+@pytest.fixture(name="make_image")
+def make_image_fixture():
+    return make_image
+
+
+@pytest.fixture
+def image_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for i in range(12):
+        make_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=i)
+    return folder
+
+
+@pytest.fixture
+def hash_encoder():
+    from glimpse.encoders import create_encoder
+
+    return create_encoder("hash")

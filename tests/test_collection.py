@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import glimpse
+from glimpse.encoders import create_encoder
+from glimpse.index import WriteLock
+
+
+def test_index_then_search_finds_each_image_first(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    report = col.index([image_dir])
+    assert (report.embedded, report.skipped, report.errors) == (12, 0, [])
+    for path in sorted(image_dir.rglob("*.png")):
+        top = col.search(image=path, k=3)
+        assert top[0].path == str(path)
+        assert top[0].score == pytest.approx(1.0, abs=1e-2)
+        assert top[0].score > top[1].score
+    stats = col.stats()
+    assert (stats.files, stats.images, stats.errors, stats.dim) == (12, 12, 0, hash_encoder.dim)
+    assert stats.vector_bytes == 12 * hash_encoder.dim * 2  # float16 rows
+
+
+def test_second_index_run_embeds_nothing(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    assert hash_encoder.images_encoded == 12
+    report = col.index([image_dir])
+    assert hash_encoder.images_encoded == 12
+    assert (report.embedded, report.unchanged) == (0, 12)
+
+
+def test_reindex_embeds_changed_files_and_drops_gone_ones(tmp_path, image_dir, hash_encoder, make_image):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    gone, changed = image_dir / "img01.png", image_dir / "img02.png"
+    gone.unlink()
+    make_image(changed, seed=99)
+    os.utime(changed, ns=(1, 10**18))  # a different mtime even on coarse file systems
+    make_image(image_dir / "new.png", seed=100)
+
+    report = col.index()  # the folders indexed before
+    assert (report.embedded, report.removed, report.unchanged) == (2, 1, 10)
+    assert hash_encoder.images_encoded == 14
+    paths = [r.path for r in col.search(image=changed, k=20)]
+    assert str(gone) not in paths
+    assert paths[0] == str(changed)
+    assert col.stats().images == 12
+
+
+def test_identical_files_are_embedded_once(tmp_path, image_dir, hash_encoder):
+    shutil.copy(image_dir / "img01.png", image_dir / "copy.png")
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    report = col.index([image_dir])
+    assert hash_encoder.images_encoded == 12
+    assert (report.embedded, report.linked) == (12, 1)
+    assert (col.stats().files, col.stats().images) == (13, 12)
+    # Removing one copy keeps the image; removing both drops it.
+    col.remove([image_dir / "copy.png"])
+    assert col.search(image=image_dir / "img01.png", k=1)[0].path == str(image_dir / "img01.png")
+    col.remove([image_dir / "img01.png"])
+    assert col.stats().images == 11
+    assert all(r.path != str(image_dir / "img01.png") for r in col.search(image=image_dir / "img01.png", k=20))
+
+
+def test_bad_files_are_skipped_with_a_reason(tmp_path, image_dir, hash_encoder):
+    from PIL import Image
+
+    (image_dir / "empty.jpg").write_bytes(b"")
+    (image_dir / "notes.jpg").write_text("this is not a picture")
+    full = image_dir / "full.jpg"
+    Image.new("RGB", (300, 200), "red").save(full, quality=90)
+    (image_dir / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    Image.new("1", (20_000, 20_000)).save(image_dir / "huge.png")
+
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    report = col.index([image_dir])
+    reasons = dict(report.errors)
+    assert set(reasons) == {str(image_dir / n) for n in ("empty.jpg", "notes.jpg", "truncated.jpg", "huge.png")}
+    assert all(reasons.values())
+    assert report.embedded == 13  # the 12 photos and full.jpg
+    assert {e.path for e in col.errors()} == set(reasons)
+    # The same bad files are not retried while unchanged; fixing one brings it in.
+    assert col.index([image_dir]).skipped == 4
+    Image.new("RGB", (30, 20), "blue").save(image_dir / "notes.jpg")
+    report = col.index([image_dir])
+    assert report.embedded == 1 and str(image_dir / "notes.jpg") not in {e.path for e in col.errors()}
+
+
+def test_opening_with_another_encoder_is_a_clear_error(tmp_path, image_dir, hash_encoder):
+    glimpse.open(tmp_path / "col", encoder=hash_encoder).index([image_dir])
+    with pytest.raises(glimpse.EncoderMismatchError, match="built with encoder hash"):
+        glimpse.open(tmp_path / "col", encoder=create_encoder("hash", dim=32))
+    # Without an encoder, the recorded one is used.
+    assert glimpse.open(tmp_path / "col").encoder.dim == hash_encoder.dim
+
+
+def test_a_second_writer_gets_the_pid_of_the_first(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    with WriteLock(tmp_path / "col" / "write.lock"):
+        with pytest.raises(glimpse.CollectionLockedError, match=f"locked by pid {os.getpid()}"):
+            col.add([image_dir])
+    assert col.add([image_dir]).embedded == 12  # the lock is gone with its holder
+
+
+def test_readers_search_while_a_writer_adds(tmp_path, image_dir, hash_encoder):
+    writer = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    reader = glimpse.open(tmp_path / "col")
+    seen = []
+
+    def progress(done, total):
+        seen.append(len(reader.search(text="anything", k=100)))
+
+    writer.add([image_dir], batch_size=4, progress=progress)
+    assert seen == [4, 8, 12]  # each committed batch is visible to the reader at once
+    writer.remove([image_dir / "img01.png"])
+    assert len(reader.search(text="anything", k=100)) == 11
+
+
+def test_search_matches_brute_force_over_stored_vectors(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    stored = np.fromfile(tmp_path / "col" / "vectors.f16", dtype=np.float16).reshape(-1, hash_encoder.dim)
+    query = hash_encoder.encode_texts(["red square"])[0]
+    expected = np.argsort(-(stored.astype(np.float32) @ query))[:5]
+    assert [r.id for r in col.search(vector=query, k=5)] == expected.tolist()
+
+
+def test_search_rejects_bad_queries(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    with pytest.raises(ValueError, match="exactly one"):
+        col.search()
+    with pytest.raises(ValueError, match="empty"):
+        col.search(text="  ")
+    with pytest.raises(ValueError, match="not usable"):
+        col.search(image=b"not an image")
+    with pytest.raises(ValueError, match="dims"):
+        col.search(vector=np.ones(3))
+
+
+CRASH_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import glimpse
+    from glimpse.index.metadata import Metadata
+
+    real = Metadata.commit_batch
+    calls = []
+
+    def crashing(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # vectors of batch 3 are on disk; its metadata never commits
+            os._exit(137)
+        return real(self, *args, **kwargs)
+
+    Metadata.commit_batch = crashing
+    col = glimpse.open(sys.argv[1], encoder="hash")
+    col.add([sys.argv[2]], batch_size=4)
+    """
+)
+
+
+def test_crash_between_vectors_and_metadata_leaves_a_usable_collection(tmp_path, image_dir):
+    col_path = tmp_path / "col"
+    proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(col_path), str(image_dir)])
+    assert proc.returncode == 137
+    # The vector file holds 12 rows, the metadata only the 8 that committed.
+    assert (col_path / "vectors.f16").stat().st_size == 12 * 64 * 2
+
+    encoder = create_encoder("hash")
+    col = glimpse.open(col_path, encoder=encoder)
+    assert col.stats().images == 8
+    assert len(col.search(text="anything", k=100)) == 8
+    report = col.add([image_dir])  # resumes: only the 4 uncommitted images are embedded
+    assert (report.embedded, report.unchanged, encoder.images_encoded) == (4, 8, 4)
+    for path in sorted(image_dir.rglob("*.png")):
+        assert col.search(image=path, k=1)[0].path == str(path)
