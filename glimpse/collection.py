@@ -378,19 +378,29 @@ def open_collection(
         want = EncoderInfo(recorded["encoder"], recorded["dim"], recorded["encoder_version"])
         if encoder is None:
             encoder = want.name
+        # Compare names before building: a model can take seconds to construct.
+        name = encoder.name if isinstance(encoder, Encoder) else encoder
+        if name != want.name or (isinstance(encoder, Encoder) and encoder.info != want):
+            meta.close()
+            raise _mismatch(root, want, encoder)
     if not isinstance(encoder, Encoder):
         encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
     if "encoder" in recorded:
-        if encoder.info != want:
+        if encoder.info != want:  # same name, another version of the model
             meta.close()
-            raise EncoderMismatchError(
-                f"collection {root} was built with encoder {want.name} v{want.version} ({want.dim}-d), "
-                f"not {encoder.name} v{encoder.version} ({encoder.dim}-d): their vectors are not comparable. "
-                "Open it with its own encoder, or index into a new collection."
-            )
+            raise _mismatch(root, want, encoder)
     else:
         meta.set_meta(
             encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
             rows=0, generation=0, created=time.time(),
         )
     return Collection(root, encoder, meta)
+
+
+def _mismatch(root: Path, want: EncoderInfo, got: Encoder | str) -> EncoderMismatchError:
+    have = f"{got.name} v{got.version} ({got.dim}-d)" if isinstance(got, Encoder) else got
+    return EncoderMismatchError(
+        f"collection {root} was built with encoder {want.name} v{want.version} ({want.dim}-d), "
+        f"not {have}: their vectors are not comparable. "
+        "Open it with its own encoder, or index into a new collection."
+    )
