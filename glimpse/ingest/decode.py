@@ -210,7 +210,7 @@ def _deep_to_l(im: Image.Image) -> Image.Image:
             out = a
         else:  # scale by the bit depth actually used (12-bit in 16-bit, full 16-bit...)
             out = a * (255.0 / ((1 << int(hi).bit_length()) - 1))
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -279,7 +279,7 @@ def _decode_simplejpeg(data: bytes, im: ImageFile.ImageFile, target: int | None)
         )
     except (ValueError, RuntimeError):
         return None  # Pillow decides (and words) what is wrong, or accepts a quirky file
-    return Image.fromarray(arr, "RGB")
+    return Image.fromarray(arr)
 
 
 # --------------------------------------------------------------------------- main
@@ -319,8 +319,7 @@ def decode_image(
             im.load()  # inside the try: truncation and corruption surface here
             out = im
         orientation = _orientation(im)
-        out = _reduce(out, target)
-        out = _to_rgb(out)
+        out = _reduce(_to_rgb(out), target)  # RGB first: palette indices cannot be averaged
         if orientation != 1:
             out = out.transpose(_TRANSPOSE[orientation])
     except DecodeError:

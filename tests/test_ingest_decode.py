@@ -1,0 +1,299 @@
+"""decode_image(): formats, colour modes, EXIF orientation, reduced decode, bad data."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from glimpse.ingest import HEIC_MISSING_REASON, DecodeError, decode_image
+
+decode_mod = importlib.import_module("glimpse.ingest.decode")
+
+RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def split_image(w: int, h: int, mode: str = "RGB") -> Image.Image:
+    """Left half red, right half blue."""
+    im = Image.new("RGB", (w, h), BLUE)
+    im.paste(RED, (0, 0, w // 2, h))
+    return im.convert(mode) if mode != "RGB" else im
+
+
+def close(pixel, expected, tol=40) -> bool:
+    return all(abs(int(a) - int(b)) <= tol for a, b in zip(pixel, expected))
+
+
+def reason(data: bytes, **kw) -> str:
+    with pytest.raises(DecodeError) as info:
+        decode_image(data, **kw)
+    return info.value.reason
+
+
+@pytest.fixture(params=["simplejpeg", "pillow"])
+def jpeg_backend(request, monkeypatch):
+    """Run JPEG tests through both decoders (simplejpeg is optional)."""
+    if request.param == "simplejpeg":
+        if decode_mod._simplejpeg is None:
+            pytest.skip("simplejpeg not installed")
+        monkeypatch.setattr(decode_mod, "USE_SIMPLEJPEG", True)
+    else:
+        monkeypatch.setattr(decode_mod, "USE_SIMPLEJPEG", False)
+    return request.param
+
+
+# --------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    "fmt, kw",
+    [
+        ("JPEG", {"quality": 95}),
+        ("PNG", {}),
+        ("WEBP", {"quality": 95}),
+        ("GIF", {}),
+        ("BMP", {}),
+        ("TIFF", {}),
+        ("TIFF", {"compression": "tiff_lzw"}),
+    ],
+)
+def test_every_format_decodes_to_rgb(fmt, kw, jpeg_backend):
+    data = encode(split_image(64, 32), fmt, **kw)
+    im = decode_image(data)
+    assert im.mode == "RGB"
+    assert im.size == (64, 32) and im.info["original_size"] == (64, 32)
+    assert close(im.getpixel((5, 16)), RED) and close(im.getpixel((58, 16)), BLUE)
+
+
+def test_gif_first_frame():
+    frames = [Image.new("RGB", (20, 20), RED), Image.new("RGB", (20, 20), BLUE)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=100)
+    im = decode_image(buf.getvalue())
+    assert im.getpixel((10, 10)) == RED
+
+
+def test_heic_when_pillow_heif_installed():
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif not installed")
+    buf = io.BytesIO()
+    pillow_heif.from_pillow(split_image(64, 32)).save(buf, quality=95)
+    data = buf.getvalue()
+    assert data[4:8] == b"ftyp"
+    im = decode_image(data, target=16)
+    assert im.mode == "RGB" and im.info["original_size"] == (64, 32)
+    assert close(im.getpixel((2, im.height // 2)), RED, 60)
+    assert close(im.getpixel((im.width - 3, im.height // 2)), BLUE, 60)
+    assert decode_mod.heif_available() is True
+
+
+def test_heic_without_pillow_heif_has_clear_reason(monkeypatch):
+    monkeypatch.setattr(decode_mod, "_heif_state", False)  # as if the import had failed
+    fake_heic = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0mif1heic" + b"\0" * 64
+    assert reason(fake_heic) == HEIC_MISSING_REASON == "HEIC support needs `pip install pillow-heif`"
+
+
+# --------------------------------------------------------------------------- colour
+
+
+def test_rgba_is_composited_on_white():
+    a = np.zeros((10, 30, 4), np.uint8)
+    a[:, :10] = (255, 0, 0, 0)  # fully transparent red -> white, not red/black
+    a[:, 10:20] = (255, 0, 0, 128)  # half transparent red -> pink
+    a[:, 20:] = (0, 0, 255, 255)  # opaque blue stays blue
+    for fmt in ("PNG", "WEBP"):
+        im = decode_image(encode(Image.fromarray(a), fmt, lossless=True))
+        assert im.mode == "RGB"
+        assert close(im.getpixel((5, 5)), WHITE, 2)
+        assert close(im.getpixel((15, 5)), (255, 127, 127), 3)
+        assert close(im.getpixel((25, 5)), BLUE, 2)
+
+
+def test_palette_transparency_and_la_on_white():
+    p = Image.new("P", (10, 10), 0)
+    p.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)  # index 0 black, 1 red
+    p.paste(1, (5, 0, 10, 10))
+    for fmt in ("PNG", "GIF"):
+        im = decode_image(encode(p, fmt, transparency=0))
+        assert im.getpixel((1, 1)) == WHITE  # transparent black -> white
+        assert im.getpixel((8, 1)) == RED
+    la = Image.merge("LA", [Image.new("L", (4, 4), 0), Image.new("L", (4, 4), 0)])
+    assert decode_image(encode(la, "PNG")).getpixel((0, 0)) == WHITE
+
+
+def test_16bit_greyscale_is_rescaled_not_clipped():
+    a = np.array([[0, 16384, 32768, 65535]], np.uint16).repeat(4, 0)
+    src = Image.fromarray(a)  # mode I;16
+    for fmt in ("PNG", "TIFF"):
+        im = decode_image(encode(src, fmt))
+        row = [im.getpixel((x, 0))[0] for x in range(4)]
+        assert row[0] == 0 and row[3] == 255
+        assert 60 <= row[1] <= 68 and 124 <= row[2] <= 132, row
+
+
+def test_float_tiff_is_rescaled():
+    a = np.array([[0.0, 0.5, 1.0]], np.float32).repeat(3, 0)
+    im = decode_image(encode(Image.fromarray(a), "TIFF"))
+    assert [im.getpixel((x, 0))[0] for x in range(3)] == [0, 128, 255]
+
+
+def test_cmyk_greyscale_and_bilevel(jpeg_backend):
+    cyan = Image.new("CMYK", (16, 16), (255, 0, 0, 0))
+    for fmt in ("JPEG", "TIFF"):
+        assert close(decode_image(encode(cyan, fmt)).getpixel((8, 8)), (0, 255, 255), 12)
+    grey = decode_image(encode(Image.new("L", (16, 16), 100), "JPEG"))
+    assert grey.mode == "RGB" and close(grey.getpixel((8, 8)), (100, 100, 100), 3)
+    bw = Image.new("1", (16, 16), 1)
+    assert decode_image(encode(bw, "PNG")).getpixel((3, 3)) == WHITE
+
+
+# --------------------------------------------------------------------------- orientation
+
+
+def with_orientation(im: Image.Image, fmt: str, orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(im, fmt, exif=exif.tobytes(), **({"quality": 95} if fmt == "JPEG" else {}))
+
+
+def test_exif_orientation_6_rotates_pixels_and_size(jpeg_backend):
+    # Stored 40x20, left red / right blue; orientation 6 = display rotated 90 deg clockwise,
+    # so the displayed image is 20x40 with red on top.
+    im = decode_image(with_orientation(split_image(40, 20), "JPEG", 6))
+    assert im.size == (20, 40) and im.info["original_size"] == (20, 40)
+    assert close(im.getpixel((10, 5)), RED) and close(im.getpixel((10, 34)), BLUE)
+
+
+@pytest.mark.parametrize(
+    "orientation, size, red_at",
+    [
+        (1, (40, 20), (5, 10)),
+        (3, (40, 20), (34, 10)),  # 180: red on the right
+        (8, (20, 40), (10, 34)),  # 90 counter-clockwise: red at the bottom
+        (2, (40, 20), (34, 10)),  # mirrored
+    ],
+)
+def test_other_orientations(orientation, size, red_at):
+    im = decode_image(with_orientation(split_image(40, 20), "PNG", orientation))
+    assert im.size == size and im.info["original_size"] == size
+    assert close(im.getpixel(red_at), RED, 2)
+
+
+def test_orientation_with_reduced_decode(jpeg_backend):
+    data = with_orientation(split_image(1600, 800), "JPEG", 6)
+    im = decode_image(data, target=100)
+    assert im.info["original_size"] == (800, 1600)  # full size, as displayed
+    assert 100 <= min(im.size) < 200 and im.width < im.height
+    assert close(im.getpixel((im.width // 2, 10)), RED) and close(im.getpixel((im.width // 2, im.height - 10)), BLUE)
+
+
+# --------------------------------------------------------------------------- reduced decode
+
+
+def test_jpeg_draft_keeps_short_side_at_least_target(jpeg_backend):
+    data = encode(split_image(1600, 1200), "JPEG", quality=90)
+    im = decode_image(data, target=224)
+    assert im.size == (400, 300)  # 1/4 scale: 300 >= 224 and 1/8 would give 150
+    assert im.info["original_size"] == (1600, 1200)
+    assert decode_image(data).size == (1600, 1200)  # no target: full size
+    assert decode_image(data, target=2000).size == (1600, 1200)  # never upscaled
+
+
+def test_non_jpeg_is_box_reduced_to_near_target():
+    im = decode_image(encode(split_image(1000, 900), "PNG"), target=224)
+    assert im.size == (250, 225) and im.info["original_size"] == (1000, 900)
+    assert close(im.getpixel((10, 100)), RED, 2) and close(im.getpixel((240, 100)), BLUE, 2)
+
+
+# --------------------------------------------------------------------------- bad data
+
+
+def big_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of any size, built by streaming zlib (tiny on disk, no RAM)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_empty_and_not_an_image():
+    assert reason(b"") == "empty file"
+    assert reason(b"hello, this is a text file\n" * 10) == "not an image (unrecognised format)"
+
+
+def test_truncated_jpeg_is_an_error_not_grey(jpeg_backend):
+    data = encode(split_image(256, 256), "JPEG", quality=90)
+    assert reason(data[: len(data) // 2]) == "truncated image data"
+    assert reason(data[: len(data) // 2], target=64) == "truncated image data"
+
+
+def test_truncated_png_is_an_error():
+    data = encode(Image.effect_noise((128, 128), 64).convert("RGB"), "PNG")
+    assert reason(data[: len(data) // 2]) == "truncated image data"
+
+
+def test_too_many_pixels_checked_before_decoding(recwarn):
+    data = big_png(20000, 20000)  # 400 MP, a few tens of KB
+    assert len(data) < 200_000
+    r = reason(data)
+    assert r.startswith("too many pixels") and "20000x20000" in r
+    # 100 MP is over Pillow's own warning threshold: our check wins, with no
+    # DecompressionBombWarning leaking out.
+    r = reason(big_png(10000, 10000))
+    assert r.startswith("too many pixels")
+    assert not [w for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]
+    # The limit is a parameter.
+    assert reason(encode(split_image(40, 20), "PNG"), max_pixels=799).startswith("too many pixels")
+    assert decode_image(encode(split_image(40, 20), "PNG"), max_pixels=800).size == (40, 20)
+
+
+def test_pillow_bomb_error_is_reported_not_raised(monkeypatch):
+    # Some Pillow plugins (TIFF tiles, GIF frames, MPO) check Pillow's global limit on
+    # their own; their DecompressionBombError must end as a DecodeError with a reason.
+    def bomb(fp):
+        raise Image.DecompressionBombError(
+            "Image size (400 pixels) exceeds limit of 20 pixels, could be decompression bomb DOS attack."
+        )
+
+    monkeypatch.setattr(decode_mod, "_identify", bomb)
+    assert reason(encode(split_image(20, 20), "PNG")) == "too many pixels (Image size (400 pixels) exceeds limit of 20 pixels)"
+
+
+def test_pillow_global_limit_is_left_alone():
+    before = Image.MAX_IMAGE_PIXELS
+    with pytest.raises(DecodeError):
+        decode_image(big_png(10000, 10000))
+    decode_image(encode(split_image(20, 20), "PNG"))
+    assert Image.MAX_IMAGE_PIXELS == before
+
+
+def test_no_warnings_for_normal_images():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"):
+            im = decode_image(encode(split_image(300, 300), fmt), target=100)
+            assert im.size == (150, 150)  # reduced by 2 (palette GIF converted first)
+            assert close(im.getpixel((10, 75)), RED) and close(im.getpixel((140, 75)), BLUE)
+
+
+def test_corrupt_data_after_a_valid_header():
+    data = bytearray(encode(Image.effect_noise((64, 64), 64).convert("RGB"), "PNG"))
+    data[60:200] = b"\xff" * 140  # garbage inside the compressed stream
+    r = reason(bytes(data))
+    assert r and r != "not an image (unrecognised format)"
