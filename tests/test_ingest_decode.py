@@ -288,7 +288,7 @@ def test_no_warnings_for_normal_images():
         warnings.simplefilter("error")
         for fmt in ("JPEG", "PNG", "GIF", "WEBP", "TIFF", "BMP"):
             im = decode_image(encode(split_image(300, 300), fmt), target=100)
-            assert im.size == (150, 150)  # reduced by 2 (palette GIF converted first)
+            assert 100 <= im.width == im.height < 200  # reduced (palette GIF converted first)
             assert close(im.getpixel((10, 75)), RED) and close(im.getpixel((140, 75)), BLUE)
 
 
