@@ -81,7 +81,7 @@ class _Skip(Exception):
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
-def read_file(entry: FileEntry, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, FileEntry]:
+def _read_file(entry: FileEntry, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, FileEntry]:
     """Read a whole regular file; returns the bytes and a refreshed entry. Raises ``_Skip``."""
     try:
         # O_NONBLOCK: opening a FIFO that replaced the file must not hang a worker.
@@ -94,22 +94,22 @@ def read_file(entry: FileEntry, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[byt
         raise _Skip("not a regular file (a directory)") from None
     except OSError as exc:
         raise _Skip(f"cannot read file: {exc.strerror or exc}") from None
-    with open(fd, "rb", buffering=0, closefd=True) as f:
+    try:
+        st = os.fstat(fd)
+        if not statmod.S_ISREG(st.st_mode):
+            raise _Skip("not a regular file")
+        if st.st_size > max_bytes:
+            raise _Skip(f"file too large ({st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB)")
         try:
-            st = os.fstat(fd)
-            if not statmod.S_ISREG(st.st_mode):
-                raise _Skip("not a regular file")
-            if st.st_size > max_bytes:
-                raise _Skip(f"file too large ({st.st_size / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB)")
-            try:
-                os.set_blocking(fd, True)
-            except (AttributeError, OSError):  # pragma: no cover - platform dependent
-                pass
+            os.set_blocking(fd, True)
+        except (AttributeError, OSError):  # pragma: no cover - platform dependent
+            pass
+        with open(fd, "rb", buffering=0, closefd=False) as f:
             data = f.readall()
-        except _Skip:
-            raise
-        except OSError as exc:
-            raise _Skip(f"cannot read file: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise _Skip(f"cannot read file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise _Skip(f"file too large ({len(data) / 2**20:.0f} MiB > {max_bytes / 2**20:.0f} MiB)")
     if st.st_size != entry.size or st.st_mtime_ns != entry.mtime_ns:
@@ -148,7 +148,7 @@ def prepare_files(
             if stop.is_set():
                 out.error = "cancelled"
                 return out
-            data, out.entry = read_file(entry, max_bytes)
+            data, out.entry = _read_file(entry, max_bytes)
             stage = "hash"
             out.hash = content_hash(data)
             with lock:
