@@ -243,6 +243,14 @@ def test_truncated_jpeg_is_an_error_not_grey(jpeg_backend):
     assert reason(data[: len(data) // 2], target=64) == "truncated image data"
 
 
+def test_truncated_jpeg_even_when_pillow_is_told_to_accept_them(jpeg_backend, monkeypatch):
+    from PIL import ImageFile
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    data = encode(split_image(256, 256), "JPEG", quality=90)
+    assert reason(data[: len(data) // 2]) == "truncated image data"
+
+
 def test_truncated_png_is_an_error():
     data = encode(Image.effect_noise((128, 128), 64).convert("RGB"), "PNG")
     assert reason(data[: len(data) // 2]) == "truncated image data"
