@@ -98,6 +98,18 @@ def test_heic_when_pillow_heif_installed():
     assert decode_mod.heif_available() is True
 
 
+def test_heic_orientation_applied_once():
+    pytest.importorskip("pillow_heif", reason="pillow-heif not installed")
+    assert decode_mod.heif_available()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    split_image(40, 20).save(buf, "HEIF", exif=exif.tobytes(), quality=95)
+    im = decode_image(buf.getvalue())  # libheif applies the rotation; we must not again
+    assert im.size == (20, 40) and im.info["original_size"] == (20, 40)
+    assert close(im.getpixel((10, 3)), RED, 60) and close(im.getpixel((10, 36)), BLUE, 60)
+
+
 def test_heic_without_pillow_heif_has_clear_reason(monkeypatch):
     monkeypatch.setattr(decode_mod, "_heif_state", False)  # as if the import had failed
     fake_heic = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0mif1heic" + b"\0" * 64

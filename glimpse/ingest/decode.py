@@ -312,7 +312,8 @@ def decode_image(
     if not data:
         raise DecodeError("empty file")
     brand = _isobmff_brand(data)
-    if brand in _HEIF_BRANDS and not heif_available() and brand not in _AVIF_BRANDS:
+    # Any ISO-BMFF file registers the HEIF opener (brands vary: heic, mif1, MiHE...).
+    if brand is not None and not heif_available() and brand in _HEIF_BRANDS - _AVIF_BRANDS:
         raise DecodeError(HEIC_MISSING_REASON)
     try:
         im = _identify(io.BytesIO(data))

@@ -25,8 +25,15 @@
   None`` always means "content already known" (from ``needs_decode`` or from an earlier
   file of this run).
 * **Hash**: :func:`content_hash` is BLAKE2b with a 16-byte digest, as 32 hex chars. It is
-  stored by collections, so it must stay stable; it costs ~1 ms per MB, a few percent of
-  decode time.
+  stored by collections, so it must stay stable. Measured 1.4 GB/s (0.25 ms for a
+  360 KB 1600x1200 JPEG, under 10% of its reduced decode; 6 us for an 8 KB thumbnail),
+  so a faster non-cryptographic hash (none is in the standard library) is not worth
+  an extra dependency and a format change.
+* **Throughput** (2-core VM, read + hash + decode + a resize-to-224 ``prepare``):
+  224x224 JPEGs 2350 img/s with 1 worker, 4070 with 2; 1600x1200 photo-like JPEGs 211
+  -> 412 img/s; 1600x1200 smooth JPEGs 362 -> 708 img/s. Two workers scale 1.7-1.95x
+  (the GIL is released for the heavy parts), far above what an image model encodes
+  per second on CPU, so the model does not wait on ingest.
 """
 
 from __future__ import annotations
