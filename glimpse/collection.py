@@ -98,6 +98,7 @@ class Collection:
         self,
         paths: Iterable[str | os.PathLike],
         *,
+        prune: bool = False,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_symlinks: bool = False,
@@ -105,29 +106,22 @@ class Collection:
         workers: int = 2,
         progress: ProgressFn | None = None,
     ) -> IndexReport:
-        """Add image files and folders (recursively). Unchanged files are not read again."""
-        return self._ingest(paths, include, exclude, follow_symlinks, False, batch_size, workers, progress)
+        """Add image files and folders (recursively). Unchanged files are not read again.
 
-    def index(
-        self,
-        roots: Iterable[str | os.PathLike] | None = None,
-        *,
-        include: Sequence[str] = (),
-        exclude: Sequence[str] = (),
-        follow_symlinks: bool = False,
-        batch_size: int = 32,
-        workers: int = 2,
-        progress: ProgressFn | None = None,
-    ) -> IndexReport:
+        With ``prune``, files under ``paths`` that are gone from disk are dropped too.
+        """
+        return self._ingest(paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress)
+
+    def index(self, roots: Iterable[str | os.PathLike] | None = None, **options) -> IndexReport:
         """Bring the collection in line with folders: add new and changed files, drop gone ones.
 
-        Without ``roots``, re-index the folders indexed before.
+        Without ``roots``, re-index the folders indexed before. Takes ``add``'s options.
         """
         if roots is None:
             roots = self._meta.get_meta().get("roots", [])
             if not roots:
                 raise ValueError("this collection has no folders yet: give one to index")
-        return self._ingest(roots, include, exclude, follow_symlinks, True, batch_size, workers, progress)
+        return self.add(roots, prune=True, **options)
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders); returns how many files went."""
