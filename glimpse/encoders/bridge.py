@@ -115,6 +115,35 @@ def _hub_offline() -> Iterator[None]:
             constants.HF_HUB_OFFLINE = saved_const
 
 
+def _fold_batchnorm(model: Any) -> Any:
+    """Fold every eval-mode BatchNorm into the convolution before it (same function, fewer ops).
+
+    BatchNorm is a memory-bound pass over every activation; folding it into the conv's weight
+    and bias measured 300 -> 370 img/s (bf16) and 160 -> 190 img/s (fp32) on 2 cores.
+    """
+    import torch
+    from torch import nn
+
+    pairs = [(model, "_conv_stem", "_bn0"), (model, "_conv_head", "_bn1")]
+    for block in model._blocks:
+        if hasattr(block, "_expand_conv"):
+            pairs.append((block, "_expand_conv", "_bn0"))
+        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
+    with torch.no_grad():
+        for owner, conv_name, bn_name in pairs:
+            conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
+            if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, nn.Conv2d):
+                raise TypeError(f"unexpected EfficientNet layout at {conv_name}/{bn_name}")
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = bn.bias - bn.running_mean * scale
+            if conv.bias is not None:
+                bias = bias + conv.bias * scale
+            conv.weight.mul_(scale.view(-1, 1, 1, 1))
+            conv.bias = nn.Parameter(bias)
+            setattr(owner, bn_name, nn.Identity())
+    return model
+
+
 class BridgeEncoder(Encoder):
     """EfficientNet-Lite0 + all-MiniLM-L6-v2 joined by ImageNet class semantics.
 
@@ -162,6 +191,7 @@ class BridgeEncoder(Encoder):
         self._image_model: Any = None
         self._text_model: Any = None
         self._class_vectors: np.ndarray | None = None  # (1000, 384), centred
+        self._class_tensor: Any = None  # the same as a torch tensor
         self._torch_ready = False
 
     # -- lazy loading -------------------------------------------------------------------
@@ -190,7 +220,8 @@ class BridgeEncoder(Encoder):
                     model = EfficientNet.from_pretrained(
                         "efficientnet-lite0", weights_path=str(weights)
                     )
-                self._image_model = model.eval().to(memory_format=torch.channels_last)
+                model = _fold_batchnorm(model.eval())
+                self._image_model = model.to(memory_format=torch.channels_last)
             return self._image_model
 
     def _text(self) -> Any:
@@ -293,42 +324,61 @@ class BridgeEncoder(Encoder):
             image = image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
         return np.asarray(image, dtype=np.uint8)
 
-    def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared uint8 (n, 224, 224, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
+    def _features(self, batch: np.ndarray) -> tuple[Any, Any]:
+        """Prepared uint8 (n, 224, 224, 3) -> torch (GeM visual (n, 1280), logits (n, 1000))."""
         import torch
 
         model = self._image()
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.uint8))
-        # NHWC memory viewed as NCHW is exactly channels_last: no copy before the stem.
-        x = x.permute(0, 3, 1, 2).float().sub_(_IN_MEAN).div_(_IN_STD)
         with torch.inference_mode():
+            # NHWC memory viewed as NCHW is exactly channels_last: no copy before the stem.
+            x = x.permute(0, 3, 1, 2).float().sub_(_IN_MEAN).div_(_IN_STD)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
                 fmap = model.extract_features(x)
             fmap = fmap.float()  # pool and classify in fp32: GeM's cube is fragile in bf16
-            mean = fmap.mean(dim=(2, 3))
-            logits = model._fc(mean)  # the classifier was trained on mean pooling
+            logits = model._fc(fmap.mean(dim=(2, 3)))  # the classifier was trained on mean pooling
             gem = fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+        return gem, logits
+
+    def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Prepared uint8 (n, 224, 224, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
+        gem, logits = self._features(batch)
         return gem.numpy(), logits.numpy()
+
+    def _semantic(self, logits: Any, top_k: int | None = TOP_K) -> Any:
+        # In torch, not numpy: a numpy matmul wakes OpenBLAS's own threads, which then spin
+        # against torch's threads on the next batch (measured: 300 -> 175 img/s on 2 cores).
+        import torch
+
+        with torch.inference_mode():
+            logits = torch.as_tensor(logits, dtype=torch.float32)
+            p = torch.softmax(logits / TEMPERATURE, dim=1)
+            if top_k is not None and top_k < p.shape[1]:
+                kth = p.topk(top_k, dim=1).values[:, -1:]
+                p = torch.where(p >= kth, p, torch.zeros_like(p))
+                p = p / p.sum(dim=1, keepdim=True)
+            if self._class_tensor is None:
+                self._class_tensor = torch.from_numpy(self.class_vectors())
+            sem = p @ self._class_tensor
+            return torch.nn.functional.normalize(sem, dim=1, eps=1e-12)
 
     def semantic_from_logits(self, logits: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
         """ConSE: softmax(logits / T) over (top-k) classes, weighting the class vectors."""
-        z = np.asarray(logits, dtype=np.float32) / TEMPERATURE
-        p = np.exp(z - z.max(axis=1, keepdims=True))
-        if top_k is not None and top_k < p.shape[1]:
-            kth = -np.partition(-p, top_k - 1, axis=1)[:, top_k - 1 : top_k]
-            p = np.where(p >= kth, p, 0.0)
-        p /= p.sum(axis=1, keepdims=True)
-        return l2_normalize(p @ self.class_vectors())
+        return self._semantic(logits, top_k).numpy()
 
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
         batch = np.asarray(batch)
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
-        visual, logits = self.image_features(batch)
-        semantic = self.semantic_from_logits(logits)
-        w_s = float(np.sqrt(1.0 - VISUAL_WEIGHT**2))
-        out = np.hstack([VISUAL_WEIGHT * l2_normalize(visual), w_s * semantic])
-        return l2_normalize(out)
+        visual, logits = self._features(batch)
+        with torch.inference_mode():
+            w_s = float(np.sqrt(1.0 - VISUAL_WEIGHT**2))
+            visual = torch.nn.functional.normalize(visual, dim=1, eps=1e-12)
+            out = torch.cat([VISUAL_WEIGHT * visual, w_s * self._semantic(logits)], dim=1)
+            out = torch.nn.functional.normalize(out, dim=1, eps=1e-12)
+        return out.numpy().astype(np.float32, copy=False)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)
