@@ -1,0 +1,146 @@
+"""The real default encoder (lite0-minilm) on scikit-image photographs."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+
+skdata = pytest.importorskip("skimage.data")
+
+NAMES = [
+    "chelsea", "coffee", "rocket", "astronaut", "stereo_motorcycle", "hubble_deep_field",
+    "immunohistochemistry", "colorwheel", "retina", "logo",
+]
+
+
+def _photo(name: str) -> Image.Image:
+    arr = getattr(skdata, name)()
+    if name == "stereo_motorcycle":
+        arr = arr[0]
+    im = Image.fromarray(arr)
+    return im.convert("RGB")  # logo is RGBA
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("glimpse-cache")
+
+
+@pytest.fixture(scope="module")
+def encoder(cache_dir):
+    from glimpse.encoders import create_encoder
+
+    return create_encoder("lite0-minilm", cache_dir=cache_dir)
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return {name: _photo(name) for name in NAMES}
+
+
+@pytest.fixture(scope="module")
+def image_vectors(encoder, photos):
+    return encoder.encode_images(list(photos.values()))
+
+
+def test_shapes_and_normalised(encoder, image_vectors):
+    texts = encoder.encode_texts(["a cat", "a cup of coffee", ""])
+    for v in (image_vectors, texts):
+        assert v.dtype == np.float32
+        assert v.shape[1] == encoder.dim == 1280 + 384
+        np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert encoder.encode_texts([]).shape == (0, encoder.dim)
+    assert encoder.encode_prepared(np.zeros((0, 224, 224, 3), np.uint8)).shape == (0, encoder.dim)
+
+
+def test_prepare_is_uint8_224(encoder):
+    wide = Image.new("RGB", (640, 300), (10, 20, 30))
+    out = encoder.prepare(wide)
+    assert out.shape == (224, 224, 3) and out.dtype == np.uint8
+    assert encoder.prepare(Image.new("L", (100, 150))).shape == (224, 224, 3)
+
+
+@pytest.mark.parametrize("query, expected", [("a cat", "chelsea"), ("a cup of coffee", "coffee")])
+def test_text_finds_photo(encoder, image_vectors, query, expected):
+    scores = (encoder.encode_texts([query]) @ image_vectors.T)[0]
+    assert NAMES[int(np.argmax(scores))] == expected
+
+
+def _copy(im: Image.Image) -> Image.Image:
+    w, h = im.size
+    cropped = im.crop((w // 10, h // 10, w - w // 10, h - h // 12))
+    buf = io.BytesIO()
+    cropped.save(buf, "JPEG", quality=40)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+@pytest.mark.parametrize("name", ["chelsea", "coffee", "rocket", "astronaut", "stereo_motorcycle"])
+def test_copy_finds_its_original(encoder, photos, image_vectors, name):
+    query = encoder.encode_images([_copy(photos[name])])
+    assert NAMES[int(np.argmax((query @ image_vectors.T)[0]))] == name
+
+
+def test_bf16_close_to_fp32(encoder, photos, cache_dir):
+    from glimpse.encoders import create_encoder
+
+    fp32 = create_encoder("lite0-minilm", precision="fp32", cache_dir=cache_dir)
+    batch = np.stack([encoder.prepare(im) for im in photos.values()])
+    cos = np.sum(encoder.encode_prepared(batch) * fp32.encode_prepared(batch), axis=1)
+    assert cos.min() >= 0.99
+    # Texts are always fp32: identical whatever the image precision.
+    np.testing.assert_allclose(encoder.encode_texts(["a dog"]), fp32.encode_texts(["a dog"]), atol=1e-6)
+
+
+def test_prompt_vectors_cached_on_disk(encoder, image_vectors, cache_dir):
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    files = list(cache_dir.glob("lite0-minilm-v*-prompts-*.npy"))
+    assert len(files) == 1
+    fresh = BridgeEncoder(cache_dir=cache_dir)
+    np.testing.assert_array_equal(fresh.class_vectors(), encoder.class_vectors())
+    assert fresh._text_model is None  # the cache spared loading MiniLM
+
+
+def test_unwritable_cache_is_tolerated(encoder, tmp_path):
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    enc = BridgeEncoder(cache_dir=blocker / "sub")
+    enc._text_model = encoder._text()  # share the loaded model: only the cache is under test
+    np.testing.assert_allclose(enc.class_vectors(), encoder.class_vectors(), atol=1e-5)
+
+
+def test_text_query_does_not_load_image_model(encoder, cache_dir):
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    enc = BridgeEncoder(cache_dir=cache_dir)
+    enc._text_model = encoder._text()  # loading MiniLM again would only cost time
+    enc.encode_texts(["a rocket"])
+    assert enc._image_model is None
+
+
+def test_info_and_hints(encoder):
+    assert encoder.info.name == "lite0-minilm"
+    assert encoder.version
+    assert encoder.precision == "bf16"
+    assert encoder.batch_size > 0
+    with pytest.raises(ValueError):
+        from glimpse.encoders.bridge import BridgeEncoder
+
+        BridgeEncoder(precision="fp16")  # type: ignore[arg-type]
+
+
+def test_hub_offline_is_scoped():
+    from glimpse.encoders.bridge import _hub_offline
+
+    before = os.environ.get("HF_HUB_OFFLINE")
+    with _hub_offline():
+        assert os.environ["HF_HUB_OFFLINE"] == "1"
+    assert os.environ.get("HF_HUB_OFFLINE") == before
