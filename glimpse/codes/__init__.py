@@ -1,0 +1,100 @@
+"""Binary codes for Hamming scans: one registry, one factory (``create_binarizer``).
+
+Every binarizer fits on float vectors, encodes them into packed uint8 codes in FAISS bit
+order (see ``base``), maps float queries into the code space for asymmetric scoring, and
+saves to / loads from one .npz file::
+
+    b = create_binarizer("itq", bits=256, seed=0).fit(vectors)
+    codes = b.encode(vectors)            # uint8 (n, 32) -> faiss.IndexBinaryFlat(256).add(codes)
+    b.save(path); b = load_binarizer(path)
+
+Kinds: ``sign`` (random rotation, the baseline), ``itq`` (PCA + ITQ rotation) and
+``learned`` (multi-bit residual MLP after BEBR; needs torch to fit, numpy only to encode).
+See ``benchmarks/BINARIZERS_NOTES.md`` for measurements and why the default is the default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .base import (
+    FILE_FORMAT,
+    Binarizer,
+    hamming_distances,
+    pack_bits,
+    read_file,
+    unpack_codes,
+)
+
+_REGISTRY: dict[str, Callable[..., Binarizer]] = {}
+_CLASSES: dict[str, Callable[[], type[Binarizer]]] = {}
+
+DEFAULT_BINARIZER = "itq"
+
+
+def register_binarizer(name: str, cls_loader: Callable[[], type[Binarizer]]) -> None:
+    """Register a kind; ``cls_loader`` returns its class (imported lazily)."""
+    _CLASSES[name] = cls_loader
+
+
+def list_binarizers() -> list[str]:
+    return sorted(_CLASSES)
+
+
+def _class(name: str) -> type[Binarizer]:
+    try:
+        loader = _CLASSES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown binarizer {name!r}; known binarizers: {', '.join(list_binarizers())}"
+        ) from None
+    return loader()
+
+
+def create_binarizer(name: str = DEFAULT_BINARIZER, bits: int = 256, seed: int = 0,
+                     **options) -> Binarizer:
+    """An unfitted binarizer by registered name; options go to its constructor."""
+    return _class(name)(bits=bits, seed=seed, **options)
+
+
+def load_binarizer(path: str | os.PathLike[str]) -> Binarizer:
+    """Load any saved binarizer: reads the stored kind and dispatches to its class."""
+    header, _ = read_file(path)
+    return _class(header["kind"]).load(path)
+
+
+def _sign() -> type[Binarizer]:
+    from .sign import SignBinarizer
+
+    return SignBinarizer
+
+
+def _itq() -> type[Binarizer]:
+    from .itq import ITQBinarizer
+
+    return ITQBinarizer
+
+
+def _learned() -> type[Binarizer]:
+    from .learned import LearnedBinarizer
+
+    return LearnedBinarizer
+
+
+register_binarizer("sign", _sign)
+register_binarizer("itq", _itq)
+register_binarizer("learned", _learned)
+
+__all__ = [
+    "DEFAULT_BINARIZER",
+    "FILE_FORMAT",
+    "Binarizer",
+    "create_binarizer",
+    "hamming_distances",
+    "list_binarizers",
+    "load_binarizer",
+    "pack_bits",
+    "register_binarizer",
+    "unpack_codes",
+]
