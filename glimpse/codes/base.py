@@ -8,9 +8,11 @@ order, but anything that unpacks codes (asymmetric scoring, ``unpack_codes``) do
 go through :func:`pack_bits` / :func:`unpack_codes`. A set bit means +1, a clear bit -1.
 
 Asymmetric scoring. ``query_vector(q)`` maps a float query into the ±1 code space so that
-``query_vector(q) @ unpack_codes(code, bits)`` ranks database items like ``q @ x`` would
-(up to a per-query constant): the float query is scored against the *decoded* codes, which
-loses only the database side's quantisation error, not the query's.
+``query_vector(q) @ unpack_codes(code, bits)`` approximates the float similarity (higher is
+more similar): the float query is scored against the *decoded* codes, which loses only the
+database side's quantisation error, not the query's. What exactly it approximates is each
+kind's choice, made by measurement: ``sign``/``itq`` score the centred query against the
+scaled signs (≈ <q - mean, x - mean>), ``learned`` scores q against its trained decoder.
 
 Files. ``save`` writes one ``.npz`` (never pickle; loads with ``allow_pickle=False``),
 atomically (temporary file in the same folder, then ``os.replace``), carrying ``kind``,
@@ -126,8 +128,8 @@ class Binarizer(ABC):
     def query_vector(self, vectors: np.ndarray) -> np.ndarray:
         """Float queries (n, dim) -> float32 (n, bits) for asymmetric scoring.
 
-        ``query_vector(q) @ unpack_codes(codes).T`` approximates ``q @ x.T`` up to a constant
-        per query (the same ranking); higher is more similar.
+        ``query_vector(q) @ unpack_codes(codes).T`` approximates the float similarity
+        ``q @ x.T`` (see the module docstring for each kind's estimate); higher is more similar.
         """
         x = self._checked(vectors, "query_vector")
         return np.ascontiguousarray(self._query_vector(x), dtype=np.float32)

@@ -70,7 +70,8 @@ class ITQBinarizer(Binarizer):
         return (x - self.mean) @ self.projection
 
     def _query_vector(self, x: np.ndarray) -> np.ndarray:
-        return (x @ self.projection) * self.scale
+        # Centred query against the scaled signs; see SignBinarizer._query_vector.
+        return ((x - self.mean) @ self.projection) * self.scale
 
     def _params(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "projection": self.projection, "scale": self.scale}
