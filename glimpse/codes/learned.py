@@ -222,7 +222,8 @@ class LearnedBinarizer(Binarizer):
             opt.step()
             sched.step()
             if self.progress is not None and (step % self.report_every == 0 or step == self.steps):
-                self.progress(TrainProgress(step, self.steps, float(loss), time.perf_counter() - t0))
+                self.progress(TrainProgress(step, self.steps, float(loss.detach()),
+                                           time.perf_counter() - t0))
         self.stages = [
             {k: p.detach().numpy().astype(np.float32).copy() for k, p in st.items()}
             for st in params
