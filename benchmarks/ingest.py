@@ -27,6 +27,15 @@ def rate(n: int, seconds: float) -> float:
     return n / seconds if seconds > 0 else float("inf")
 
 
+def median_seconds(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a folder of images")
@@ -34,6 +43,7 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="bf16 or fp32 (default: the encoder's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=3, help="passes per stage; the median is reported")
     args = parser.parse_args()
     if not args.data.exists():
         raise SystemExit(f"no data at {args.data}: pass --data FOLDER")
@@ -49,28 +59,29 @@ def main() -> None:
     warm = [p.array for p in prepare_files(entries[: args.batch_size], encoder.prepare, target=encoder.image_size)]
     encoder.encode_prepared(np.stack(warm))
 
-    start = time.perf_counter()
-    arrays = [
-        p.array
-        for p in prepare_files(entries, encoder.prepare, target=encoder.image_size, workers=args.workers)
-        if p.array is not None
-    ]
-    decode_s = time.perf_counter() - start
+    def decode_pass() -> list[np.ndarray]:
+        prepared = prepare_files(entries, encoder.prepare, target=encoder.image_size, workers=args.workers)
+        return [p.array for p in prepared if p.array is not None]
 
+    def encode_pass(batch: np.ndarray) -> None:
+        for i in range(0, len(batch), args.batch_size):
+            encoder.encode_prepared(batch[i : i + args.batch_size])
+
+    def e2e_pass() -> int:
+        with tempfile.TemporaryDirectory() as tmp:
+            col = glimpse.open(Path(tmp) / "bench", encoder=encoder)
+            report = col.add([args.data], batch_size=args.batch_size, workers=args.workers)
+            col.close()
+        return report.embedded
+
+    arrays = decode_pass()
     batch = np.stack(arrays)
-    start = time.perf_counter()
-    for i in range(0, len(batch), args.batch_size):
-        encoder.encode_prepared(batch[i : i + args.batch_size])
-    encode_s = time.perf_counter() - start
+    decode_s = median_seconds(decode_pass, args.repeat)
+    encode_s = median_seconds(lambda: encode_pass(batch), args.repeat)
+    embedded = e2e_pass()
+    e2e_s = median_seconds(e2e_pass, args.repeat)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        col = glimpse.open(Path(tmp) / "bench", encoder=encoder)
-        start = time.perf_counter()
-        report = col.add([args.data], batch_size=args.batch_size, workers=args.workers)
-        e2e_s = time.perf_counter() - start
-        col.close()
-
-    decode, encode, e2e = rate(len(arrays), decode_s), rate(len(batch), encode_s), rate(report.scanned, e2e_s)
+    decode, encode, e2e = rate(len(arrays), decode_s), rate(len(batch), encode_s), rate(embedded, e2e_s)
     print(f"{'stage':<34}{'img/s':>10}")
     print(f"{'decode alone (read+hash+decode)':<34}{decode:>10.0f}")
     print(f"{'encoder alone':<34}{encode:>10.0f}")
