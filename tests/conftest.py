@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def make_image(path: Path, seed: int, size: tuple[int, int] = (64, 48)) -> Path:
