@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glimpse.codes import create_binarizer
+from glimpse.index import FlatIndex
+from glimpse.index.binary import BinaryIndex
+
+
+def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, dim))
+    x = centres[rng.integers(0, 20, n)] + 0.4 * rng.standard_normal((n, dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def data():
+    vectors = clustered(600)
+    ids = np.arange(1000, 1600, dtype=np.int64)  # ids need not be rows
+    by_id = dict(zip(ids.tolist(), vectors))
+    reader = lambda wanted: np.stack([by_id[int(i)] for i in wanted])  # noqa: E731
+    binarizer = create_binarizer("itq", bits=16, seed=0).fit(vectors)
+    return vectors, ids, reader, binarizer
+
+
+def test_rerank_equals_exact_search_when_the_shortlist_covers_everything(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, oversample=len(ids))
+    index.add(ids, vectors)
+    exact = FlatIndex(vectors.shape[1])
+    exact.add(ids, vectors)
+    queries = clustered(10, seed=1)
+    got_scores, got_ids = index.search(queries, 10)
+    want_scores, want_ids = exact.search(queries, 10)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_rerank_beats_hamming_order_at_small_oversample(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, oversample=10)
+    index.add(ids, vectors)
+    exact = FlatIndex(vectors.shape[1])
+    exact.add(ids, vectors)
+    queries = clustered(50, seed=2)
+    _, truth = exact.search(queries, 10)
+
+    def recall(found):
+        return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
+
+    hamming_scores, hamming = index.search(queries, 10, rerank=False)
+    _, reranked = index.search(queries, 10)
+    assert recall(reranked) > recall(hamming)
+    assert np.all(hamming_scores <= 1) and np.all(hamming_scores >= -1)
+    assert np.all(np.diff(hamming_scores, axis=1) <= 0)  # best first
+
+
+def test_removed_ids_never_come_back_and_counts_agree(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, oversample=len(ids))
+    index.add(ids, vectors)
+    assert index.remove(ids[:100]) == 100
+    assert index.count() == 500
+    _, found = index.search(vectors[:100], 5)
+    assert not set(found.ravel().tolist()) & set(ids[:100].tolist())
+
+
+def test_persist_and_restore_by_generation(tmp_path, data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader)
+    index.add(ids, vectors)
+    index.persist(tmp_path, generation=7)
+    assert BinaryIndex.restore(tmp_path, generation=8, dim=vectors.shape[1]) is None  # stale
+    restored = BinaryIndex.restore(tmp_path, generation=7, dim=vectors.shape[1])
+    restored.reader = reader
+    np.testing.assert_array_equal(restored.search(vectors[:5], 5)[1], index.search(vectors[:5], 5)[1])
+    index.persist(tmp_path, generation=8)
+    assert [p.name for p in tmp_path.glob("codes-*")] == ["codes-8.faissbin"]
+
+
+def test_an_unfitted_binarizer_is_refused():
+    with pytest.raises(ValueError, match="fitted"):
+        BinaryIndex(create_binarizer("sign", bits=16))
