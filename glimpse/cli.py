@@ -98,9 +98,17 @@ def index(
     precision: Annotated[Optional[str], typer.Option(help="bf16 (fast) or fp32.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
+    codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign.")] = None,
+    bits: Annotated[int, typer.Option(help="Bits per image code (with --codes).")] = 256,
+    oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 10,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
     col = _open(collection, create=True, encoder=encoder, precision=precision)
+    if codes:
+        try:
+            col.use_codes(codes, bits=bits, oversample=oversample)
+        except ValueError as exc:
+            raise _fail(exc) from None
     run_index(
         col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
         batch_size=batch_size, workers=workers,
@@ -114,13 +122,16 @@ def search(
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
+    exact: Annotated[bool, typer.Option(help="Score every float vector (the reference), not the codes.")] = False,
+    oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank.")] = None,
+    rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors.")] = True,
 ) -> None:
     """Search by text, or by image with --image."""
     if (query is None) == (image is None):
         raise _fail(ValueError("give a text query or --image PATH (one of them)"))
     col = _open(collection)
     try:
-        results = col.search(text=query, image=image, k=k)
+        results = col.search(text=query, image=image, k=k, exact=exact, oversample=oversample, rerank=rerank)
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -160,6 +171,10 @@ def info(
     table.add_row("images", f"{stats.images:,} ({stats.files:,} files)")
     table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims")
     table.add_row("disk", f"{_human_bytes(stats.disk_bytes)} (vectors {_human_bytes(stats.vector_bytes)})")
+    codes = stats.codes
+    table.add_row("search", "exact float (FAISS inner product)" if not codes else (
+        f"{codes['binarizer']} codes, {codes['bits']} bits, re-rank x{codes['oversample']}"
+        + ("" if codes["fitted_on"] else " (not fitted yet: too few images, exact meanwhile)")))
     table.add_row("folders", "\n".join(stats.roots) or "-")
     table.add_row("errors", f"{stats.errors:,}")
     console.print(table)

@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
+from .index.binary import BINARIZER_FILE, BinaryIndex
 from .index.metadata import FileError, FileLink, NewItem
 from .ingest import FileEntry, Prepared, prepare_files, scan, stat_entry
 from .query import ImageLike, SearchResult, encode_query
@@ -63,6 +65,7 @@ class CollectionStats:
     disk_bytes: int
     vector_bytes: int
     roots: list[str]
+    codes: dict | None  # binary-code settings when codes are configured, else exact float search
     created: float | None
     updated: float | None
 
@@ -79,6 +82,7 @@ class Collection:
         self._index: VectorIndex | None = None
         self._index_generation = -1
         self._index_ids: set[int] = set()
+        self._rows = 0  # committed vector rows, as last seen
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -149,6 +153,7 @@ class Collection:
             if prune:
                 self._prune(roots, {str(e.path) for e in entries}, report)
             self._embed(todo, report, batch_size, workers, progress)
+            self._fit_codes()
             known_roots = self._meta.get_meta().get("roots", [])
             dirs = [r for r in roots if os.path.isdir(r)]
             if prune or dirs:
@@ -229,6 +234,7 @@ class Collection:
             self._vectors.write(rows, vectors)
         rows += len(items)
         generation, dropped = self._meta.commit_batch(items, links, errors, rows)
+        self._rows = rows
         if dropped:  # rare: a changed file left its old content unshown
             gone = set(dropped)
             for h in [h for h, i in hashes.items() if i in gone]:
@@ -260,11 +266,12 @@ class Collection:
         if generation == self._index_generation:
             return
         live = set(self._meta.item_ids())
-        rows = int(self._meta.get_meta().get("rows", 0))
+        self._rows = int(self._meta.get_meta().get("rows", 0))
         new = np.array(sorted(live - self._index_ids), dtype=np.int64)
         gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
-        if len(new):
-            self._index.add(new, self._vectors.read(new, rows))
+        for chunk in range(0, len(new), 65536):
+            ids = new[chunk : chunk + 65536]
+            self._index.add(ids, self._vectors.read(ids, self._rows))
         if len(gone):
             self._index.remove(gone)
         self._index_ids = live
@@ -273,19 +280,76 @@ class Collection:
     def _ensure_index(self) -> VectorIndex:
         if self._index is None:
             generation = self._meta.generation()
-            restored = FlatIndex.restore(self.path, generation, self.encoder.dim)
+            kind = BinaryIndex if self._codes_ready() else FlatIndex
+            restored = kind.restore(self.path, generation, self.encoder.dim)
             if restored is not None:
                 self._index, self._index_ids = restored, set(self._meta.item_ids())
                 self._index_generation = generation
+                self._rows = int(self._meta.get_meta().get("rows", 0))
             else:
-                self._index = FlatIndex(self.encoder.dim)
-                self._index_ids, self._index_generation = set(), -1
+                self._index, self._index_ids, self._index_generation = self._empty_index(), set(), -1
+            if isinstance(self._index, BinaryIndex):
+                self._index.reader = self._read_vectors
+                self._index.oversample = self._meta.get_meta()["codes"]["oversample"]
         self._refresh()
         return self._index
+
+    def _empty_index(self, binarizer=None) -> VectorIndex:
+        if binarizer is None and self._codes_ready():
+            binarizer = load_binarizer(self.path / BINARIZER_FILE)
+        if binarizer is None:
+            return FlatIndex(self.encoder.dim)
+        oversample = self._meta.get_meta()["codes"]["oversample"]
+        return BinaryIndex(binarizer, self._read_vectors, oversample=oversample)
+
+    def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._vectors.read(ids, self._rows)
 
     def _persist_index(self) -> None:
         if self._index is not None:
             self._index.persist(self.path, self._index_generation)
+
+    # -- binary codes -------------------------------------------------------------------
+    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 10, seed: int = 0) -> None:
+        """Search through compact binary codes (Hamming scan, then exact float re-rank).
+
+        The binarizer is fitted on the collection's own vectors at the end of the next
+        ``add``/``index`` (once there are enough of them), and re-fitted when the collection
+        has doubled since.
+        """
+        create_binarizer(binarizer, bits=bits, seed=seed)  # validates name and bits now
+        with self._lock:
+            self._meta.set_meta(codes={"binarizer": binarizer, "bits": bits, "oversample": oversample,
+                                       "seed": seed, "fitted_on": 0})
+            (self.path / BINARIZER_FILE).unlink(missing_ok=True)
+            self._index = None
+            self._fit_codes()
+
+    def _codes_ready(self) -> bool:
+        return bool(self._meta.get_meta().get("codes", {}).get("fitted_on")) and (self.path / BINARIZER_FILE).exists()
+
+    def _fit_codes(self) -> None:
+        """Fit (or re-fit) the binarizer when codes are configured and it is due."""
+        config = self._meta.get_meta().get("codes")
+        if not config:
+            return
+        ids = np.array(self._meta.item_ids(), dtype=np.int64)
+        binarizer = create_binarizer(config["binarizer"], bits=config["bits"], seed=config["seed"])
+        if len(ids) < binarizer.min_fit_vectors(self.encoder.dim):
+            return  # too few images to fit codes: exact float search serves meanwhile
+        if config["fitted_on"] and len(ids) < 2 * config["fitted_on"] and self._codes_ready():
+            return
+        self._rows = int(self._meta.get_meta().get("rows", 0))
+        rng = np.random.default_rng(config["seed"])
+        sample = np.sort(rng.choice(ids, size=min(len(ids), 100_000), replace=False))
+        binarizer.fit(self._read_vectors(sample))
+        # The binarizer file is replaced atomically; codes are derived state, rebuilt from the
+        # vector file on open when a crash leaves no codes file for the current generation.
+        binarizer.save(self.path / BINARIZER_FILE)
+        self._meta.set_meta(codes={**config, "fitted_on": len(ids)})
+        self._index = self._empty_index(binarizer)
+        self._index_ids, self._index_generation = set(), -1
+        self._refresh()
 
     # -- reading ------------------------------------------------------------------------
     def search(
@@ -295,8 +359,15 @@ class Collection:
         *,
         vector: np.ndarray | None = None,
         k: int = 10,
+        exact: bool = False,
+        oversample: int | None = None,
+        rerank: bool | None = None,
     ) -> list[SearchResult]:
-        """Top-``k`` images for a text, an image (path, bytes or Pillow image) or a raw vector."""
+        """Top-``k`` images for a text, an image (path, bytes or Pillow image) or a raw vector.
+
+        With binary codes in use, ``oversample`` and ``rerank`` tune the two stages for this
+        query, and ``exact`` scans every float vector instead (the reference).
+        """
         if k < 1:
             raise ValueError("k must be at least 1")
         if vector is None:
@@ -306,10 +377,25 @@ class Collection:
         query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
         if query.shape[1] != self.encoder.dim:
             raise ValueError(f"query vector has {query.shape[1]} dims; this collection uses {self.encoder.dim}")
-        scores, ids = self._ensure_index().search(query, k)
+        index = self._ensure_index()
+        if exact and isinstance(index, BinaryIndex):
+            scores, ids = self._exact_search(query, k)
+        elif isinstance(index, BinaryIndex):
+            scores, ids = index.search(query, k, oversample=oversample, rerank=rerank)
+        else:
+            scores, ids = index.search(query, k)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Score every stored vector, in chunks so the float copies stay small."""
+        ids = np.array(sorted(self._index_ids), dtype=np.int64)
+        scores = np.concatenate(
+            [self._read_vectors(ids[i : i + 65536]) @ query[0] for i in range(0, len(ids), 65536)]
+        ) if len(ids) else np.zeros(0, np.float32)
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best][None, :], ids[best][None, :]
 
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""
@@ -330,6 +416,7 @@ class Collection:
             disk_bytes=disk,
             vector_bytes=self._vectors.nbytes(),
             roots=meta.get("roots", []),
+            codes=meta.get("codes"),
             created=meta.get("created"),
             updated=meta.get("updated"),
         )

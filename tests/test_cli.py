@@ -63,3 +63,19 @@ def test_errors_are_messages_not_tracebacks(tmp_path, image_dir):
     assert bad.exit_code == 2 and "no such file or folder" in bad.output
     wrong = invoke("index", image_dir, "-c", col, "--encoder", "lite0-minilm")
     assert wrong.exit_code == 2 and "not comparable" in wrong.output
+
+
+def test_codes_options_reach_the_collection(tmp_path, image_dir, make_image):
+    for i in range(40):
+        make_image(image_dir / f"extra{i:02d}.png", seed=500 + i)
+    col = tmp_path / "col"
+    done = invoke("index", image_dir, "-c", col, "--encoder", "hash", "--codes", "itq", "--bits", "32")
+    assert done.exit_code == 0, done.output
+    info = json.loads(invoke("info", "--json", "-c", col).stdout)
+    assert info["stats"]["codes"]["binarizer"] == "itq" and info["stats"]["codes"]["fitted_on"] == 52
+    query = image_dir / "extra07.png"
+    for flags in ([], ["--exact"], ["--no-rerank"], ["--oversample", "2"]):
+        found = json.loads(invoke("search", "--image", query, "-k", "1", "--json", "-c", col, *flags).stdout)
+        assert found[0]["path"] == str(query), flags
+    bad = invoke("index", image_dir, "-c", col, "--codes", "nope")
+    assert bad.exit_code == 2 and "nope" in bad.output

@@ -184,3 +184,66 @@ def test_crash_between_vectors_and_metadata_leaves_a_usable_collection(tmp_path,
     assert (report.embedded, report.unchanged, encoder.images_encoded) == (4, 8, 4)
     for path in sorted(image_dir.rglob("*.png")):
         assert col.search(image=path, k=1)[0].path == str(path)
+
+
+@pytest.fixture
+def many_images(tmp_path, make_image):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(120):
+        make_image(folder / f"m{i:03d}.png", seed=1000 + i)
+    return folder
+
+
+def test_binary_codes_search_matches_exact_when_the_shortlist_covers_all(tmp_path, many_images, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32, oversample=10)
+    col.add([many_images])
+    assert col.stats().codes["fitted_on"] == 120
+    query = hash_encoder.encode_texts(["blue sky"])[0]
+    exact = col.search(vector=query, k=10, exact=True)
+    assert [r.id for r in col.search(vector=query, k=10, oversample=1000)] == [r.id for r in exact]
+    hamming = col.search(vector=query, k=10, rerank=False)
+    assert len(hamming) == 10 and all(-1 <= r.score <= 1 for r in hamming)
+    for path in sorted(many_images.glob("*.png"))[:10]:
+        assert col.search(image=path, k=1)[0].path == str(path)
+
+
+def test_codes_and_vectors_stay_consistent_across_add_remove_reopen(tmp_path, many_images, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32)
+    col.add([many_images])
+    col.remove(sorted(many_images.glob("*.png"))[:20])
+    col.add([image_dir])
+    query = hash_encoder.encode_texts(["green field"])[0]
+    before = [r.id for r in col.search(vector=query, k=132, oversample=100)]
+    assert len(before) == 112 and before == [r.id for r in col.search(vector=query, k=132, exact=True)]
+    col.close()
+
+    reopened = glimpse.open(tmp_path / "col")
+    assert [r.id for r in reopened.search(vector=query, k=132, oversample=100)] == before
+    assert reopened._ensure_index().count() == 112  # one code per live image, none for removed ones
+    # Doubling the collection re-fits the binarizer on the collection's own vectors.
+    more = tmp_path / "more"
+    shutil.copytree(many_images, more)
+    for p in more.glob("*.png"):
+        p.write_bytes(p.read_bytes() + b"\0")  # new content, same picture
+    reopened.add([more])
+    assert reopened.stats().codes["fitted_on"] == 120  # 232 images: not yet twice 120
+    extra = tmp_path / "extra"
+    shutil.copytree(image_dir, extra)
+    for p in extra.rglob("*.png"):
+        p.write_bytes(p.read_bytes() + b"\0")
+    reopened.add([extra])
+    assert reopened.stats().codes["fitted_on"] == 244
+    top = reopened.search(image=more / "m050.png", k=2)  # the same picture is in two files
+    assert {r.path for r in top} == {str(more / "m050.png"), str(many_images / "m050.png")}
+
+
+def test_too_few_images_for_codes_fall_back_to_exact_search(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32)
+    col.add([image_dir])  # 12 images: ITQ at 32 bits needs at least 32
+    assert col.stats().codes["fitted_on"] == 0
+    path = image_dir / "img04.png"
+    assert col.search(image=path, k=1)[0].path == str(path)
