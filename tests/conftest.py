@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -35,3 +37,21 @@ def hash_encoder():
     from glimpse.encoders import create_encoder
 
     return create_encoder("hash")
+
+
+def big_png(width: int, height: int) -> bytes:
+    """A valid 1-bit PNG of any size, built by streaming zlib (tiny on disk, no RAM)."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    comp = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(name="big_png")
+def big_png_fixture():
+    return big_png

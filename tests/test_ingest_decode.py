@@ -6,7 +6,6 @@ import importlib
 import io
 import struct
 import warnings
-import zlib
 
 import numpy as np
 import pytest
@@ -231,19 +230,6 @@ def test_non_jpeg_is_box_reduced_to_near_target():
 # --------------------------------------------------------------------------- bad data
 
 
-def big_png(width: int, height: int) -> bytes:
-    """A valid 1-bit PNG of any size, built by streaming zlib (tiny on disk, no RAM)."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    comp = zlib.compressobj(9)
-    row = b"\0" * (1 + (width + 7) // 8)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_empty_and_not_an_image():
     assert reason(b"") == "empty file"
     assert reason(b"hello, this is a text file\n" * 10) == "not an image (unrecognised format)"
@@ -268,7 +254,7 @@ def test_truncated_png_is_an_error():
     assert reason(data[: len(data) // 2]) == "truncated image data"
 
 
-def test_too_many_pixels_checked_before_decoding(recwarn):
+def test_too_many_pixels_checked_before_decoding(recwarn, big_png):
     data = big_png(20000, 20000)  # 400 MP, a few tens of KB
     assert len(data) < 200_000
     r = reason(data)
@@ -295,7 +281,7 @@ def test_pillow_bomb_error_is_reported_not_raised(monkeypatch):
     assert reason(encode(split_image(20, 20), "PNG")) == "too many pixels (Image size (400 pixels) exceeds limit of 20 pixels)"
 
 
-def test_pillow_global_limit_is_left_alone():
+def test_pillow_global_limit_is_left_alone(big_png):
     before = Image.MAX_IMAGE_PIXELS
     with pytest.raises(DecodeError):
         decode_image(big_png(10000, 10000))

@@ -6,10 +6,8 @@ import hashlib
 import importlib
 import io
 import os
-import struct
 import threading
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -37,17 +35,6 @@ def write(path: Path, data: bytes) -> FileEntry:
     return stat_entry(path)
 
 
-def big_png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    comp = zlib.compressobj(9)
-    row = b"\0" * (1 + (width + 7) // 8)
-    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def many(tmp_path: Path, n: int) -> list[FileEntry]:
     return [write(tmp_path / f"{i:04d}.jpg", jpeg((i % 256, (7 * i) % 256, 50), (16 + i % 7, 16))) for i in range(n)]
 
@@ -72,7 +59,7 @@ def test_order_preserved_with_uneven_work(tmp_path: Path):
         assert p.hash == content_hash(entries[i].path.read_bytes())
 
 
-def test_bad_files_folder(tmp_path: Path):
+def test_bad_files_folder(tmp_path: Path, big_png):
     good = jpeg((200, 10, 10), (64, 48))
     folder = tmp_path / "mixed"
     write(folder / "a_good.jpg", good)
