@@ -21,7 +21,7 @@ from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, BinaryIndex
 from .index.metadata import FileError, FileLink, NewItem
-from .ingest import FileEntry, Prepared, prepare_files, scan, stat_entry
+from .ingest import FileEntry, Prepared, prepare_files, scan
 from .query import ImageLike, SearchResult, encode_query
 
 DB_NAME = "metadata.sqlite"

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
 
 from glimpse.ingest import FileEntry, Prepared, content_hash, prepare_files, scan, stat_entry

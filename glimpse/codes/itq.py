@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import Binarizer, orthogonal
+from .base import orthogonal
+from .linear import LinearBinarizer
 
 
-class ITQBinarizer(Binarizer):
+class ITQBinarizer(LinearBinarizer):
     name = "itq"
     version = 1
 
@@ -30,9 +31,6 @@ class ITQBinarizer(Binarizer):
             raise ValueError(f"sample must be >= 1, got {sample}")
         self.iterations = int(iterations)
         self.sample = int(sample)
-        self.mean: np.ndarray | None = None  # (dim,)
-        self.projection: np.ndarray | None = None  # (dim, bits) = PCA @ rotation
-        self.scale: np.ndarray | None = None  # (bits,)
 
     def options(self) -> dict[str, Any]:
         return {"iterations": self.iterations, "sample": self.sample}
@@ -62,24 +60,4 @@ class ITQBinarizer(Binarizer):
             b = np.where(v @ rot >= 0, 1.0, -1.0)
             u, _, wt = np.linalg.svd(b.T @ v)  # maximise tr(B^T V R): R = W U^T
             rot = wt.T @ u.T
-        self.mean = mean.astype(np.float32)
-        self.projection = (pca @ rot).astype(np.float32)
-        self.scale = np.abs(xc @ self.projection).mean(axis=0).astype(np.float32)
-
-    def _project(self, x: np.ndarray) -> np.ndarray:
-        return (x - self.mean) @ self.projection
-
-    def _query_vector(self, x: np.ndarray) -> np.ndarray:
-        # Centred query against the scaled signs; see SignBinarizer._query_vector.
-        return ((x - self.mean) @ self.projection) * self.scale
-
-    def _params(self) -> dict[str, np.ndarray]:
-        return {"mean": self.mean, "projection": self.projection, "scale": self.scale}
-
-    def _set_params(self, params: dict[str, np.ndarray], dim: int) -> None:
-        mean, proj, scale = params["mean"], params["projection"], params["scale"]
-        if mean.shape != (dim,) or proj.shape != (dim, self.bits) or scale.shape != (self.bits,):
-            raise ValueError("itq binarizer file: parameter shapes do not match bits/dim")
-        self.mean = mean.astype(np.float32)
-        self.projection = proj.astype(np.float32)
-        self.scale = scale.astype(np.float32)
+        self._set_projection(x, mean, pca @ rot)  # projection = PCA @ rotation
