@@ -83,3 +83,20 @@ def test_persist_and_restore_by_generation(tmp_path, data):
 def test_an_unfitted_binarizer_is_refused():
     with pytest.raises(ValueError, match="fitted"):
         BinaryIndex(create_binarizer("sign", bits=16))
+
+
+@pytest.mark.parametrize("kind", ["flat", "binary"])
+def test_allowed_ids_filter_before_ranking(data, kind):
+    vectors, ids, reader, binarizer = data
+    index = FlatIndex(vectors.shape[1]) if kind == "flat" else BinaryIndex(binarizer, reader)
+    index.add(ids, vectors)
+    allowed = ids[1::37]  # 17 ids, none of them the queries themselves
+    scores, found = index.search(vectors[:3], 5, allowed=allowed)
+    assert found.shape == (3, 5)
+    assert set(found.ravel().tolist()) <= set(allowed.tolist())
+    # Exactly the best 5 of the allowed ids, in order: filtering happens before ranking.
+    for q in range(3):
+        exact = vectors[np.searchsorted(ids, allowed)] @ vectors[q]
+        assert found[q].tolist() == allowed[np.argsort(-exact, kind="stable")[:5]].tolist()
+    few = index.search(vectors[:1], 5, allowed=allowed[:2])[1]
+    assert sorted(few[0].tolist()) == sorted(allowed[:2].tolist())

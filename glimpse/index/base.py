@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 
@@ -27,8 +28,15 @@ class VectorIndex(ABC):
         """Remove ``ids``; returns how many were present."""
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """float32 (q, dim) -> (scores (q, k'), ids (q, k')) best first, k' = min(k, count)."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """float32 (q, dim) -> (scores (q, k'), ids (q, k')) best first, k' = min(k, count).
+
+        ``allowed`` (int64 ids) restricts the search to those ids *before* ranking, so a
+        filter that matches at least k items still gets k results. Rows with fewer matches
+        are padded with id -1.
+        """
 
     @abstractmethod
     def count(self) -> int:
@@ -42,6 +50,11 @@ class VectorIndex(ABC):
     @abstractmethod
     def restore(cls, directory: Path, generation: int, dim: int) -> VectorIndex | None:
         """Load the copy persisted for ``generation``, or None when there is none."""
+
+    def _selector(self, allowed: np.ndarray | None) -> faiss.SearchParameters | None:
+        if allowed is None:
+            return None
+        return faiss.SearchParameters(sel=faiss.IDSelectorBatch(np.asarray(allowed, dtype=np.int64)))
 
     def __len__(self) -> int:
         return self.count()

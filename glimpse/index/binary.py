@@ -59,15 +59,17 @@ class BinaryIndex(VectorIndex):
     def count(self) -> int:
         return int(self._index.ntotal)
 
-    def search(self, queries: np.ndarray, k: int, oversample: int | None = None,
-               rerank: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               oversample: int | None = None, rerank: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         rerank = (self.rerank if rerank is None else rerank) and self.reader is not None
-        k = min(k, self.count())
+        available = self.count() if allowed is None else len(allowed)
+        k = min(k, available)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        shortlist = min(self.count(), k * (oversample or self.oversample)) if rerank else k
-        distances, ids = self._index.search(self.binarizer.encode(queries), shortlist)
+        shortlist = min(available, k * (oversample or self.oversample)) if rerank else k
+        distances, ids = self._index.search(self.binarizer.encode(queries), shortlist,
+                                            params=self._selector(allowed))
         if not rerank:
             return (1.0 - 2.0 * distances / self.binarizer.bits).astype(np.float32), ids
         return self._rerank(queries, ids, k)

@@ -38,12 +38,14 @@ class FlatIndex(VectorIndex):
             return 0
         return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        k = min(k, self.count())
+        k = min(k, self.count() if allowed is None else len(allowed))
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        return self._index.search(queries, k)
+        return self._index.search(queries, k, params=self._selector(allowed))
 
     def count(self) -> int:
         return int(self._index.ntotal)
