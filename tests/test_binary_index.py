@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glimpse.codes import create_binarizer
+from glimpse.codes import create_binarizer, unpack_codes
 from glimpse.index import FlatIndex
 from glimpse.index.binary import BinaryIndex
 
@@ -100,3 +100,34 @@ def test_allowed_ids_filter_before_ranking(data, kind):
         assert found[q].tolist() == allowed[np.argsort(-exact, kind="stable")[:5]].tolist()
     few = index.search(vectors[:1], 5, allowed=allowed[:2])[1]
     assert sorted(few[0].tolist()) == sorted(allowed[:2].tolist())
+
+
+def test_asymmetric_scan_scores_the_float_query_against_every_code(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, rerank=False, scoring="asymmetric")
+    index.add(ids, vectors)
+    queries = clustered(4, seed=3)
+    want = binarizer.query_vector(queries) @ unpack_codes(binarizer.encode(vectors), binarizer.bits).T
+    scores, found = index.search(queries, 7)
+    for q in range(len(queries)):
+        np.testing.assert_allclose(scores[q], np.sort(want[q])[::-1][:7], rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(want[q][np.searchsorted(ids, found[q])], scores[q], rtol=1e-4, atol=1e-4)
+    allowed = ids[5::50]
+    _, subset = index.search(queries, 3, allowed=allowed)
+    for q in range(len(queries)):
+        best = allowed[np.argsort(-want[q][np.searchsorted(ids, allowed)], kind="stable")[:3]]
+        assert set(subset[q].tolist()) == set(best.tolist())
+
+
+def test_asymmetric_then_rerank_matches_exact_when_the_shortlist_covers_everything(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, oversample=len(ids))
+    index.add(ids, vectors)
+    index.remove(ids[:100])
+    exact = FlatIndex(vectors.shape[1])
+    exact.add(ids[100:], vectors[100:])
+    queries = clustered(5, seed=4)
+    _, got = index.search(queries, 10, scoring="asymmetric")
+    np.testing.assert_array_equal(got, exact.search(queries, 10)[1])
+    with pytest.raises(ValueError, match="scoring"):
+        index.search(queries, 10, scoring="cosine")
