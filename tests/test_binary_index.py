@@ -131,3 +131,31 @@ def test_asymmetric_then_rerank_matches_exact_when_the_shortlist_covers_everythi
     np.testing.assert_array_equal(got, exact.search(queries, 10)[1])
     with pytest.raises(ValueError, match="scoring"):
         index.search(queries, 10, scoring="cosine")
+
+
+@pytest.mark.parametrize("scoring", ["hamming", "asymmetric"])
+def test_ivf_layout_probing_every_list_matches_the_flat_scan(tmp_path, data, scoring):
+    vectors, ids, reader, binarizer = data
+    flat = BinaryIndex(binarizer, reader, rerank=False, scoring=scoring)
+    ivf = BinaryIndex(binarizer, reader, rerank=False, scoring=scoring, lists=8, probes=8)
+    with pytest.raises(ValueError, match="at least 8 codes"):
+        BinaryIndex(binarizer, lists=8).add(ids[:3], vectors[:3])
+    for index in (flat, ivf):
+        index.add(ids, vectors)
+        assert index.remove(ids[:50]) == 50
+    assert ivf.lists == 8 and flat.lists == 0 and ivf.count() == flat.count() == len(ids) - 50
+    queries = clustered(6, seed=5)
+    want_scores, want_ids = flat.search(queries, 10)
+    got_scores, got_ids = ivf.search(queries, 10)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)  # ties may reorder ids
+    assert not set(got_ids.ravel().tolist()) & set(ids[:50].tolist())
+    allowed = ids[40::25]  # includes removed ids: they must not come back
+    _, filtered = ivf.search(queries, 5, allowed=allowed)
+    assert set(filtered.ravel().tolist()) - {-1} <= set(allowed.tolist()) - set(ids[:50].tolist())
+    ivf.persist(tmp_path, 3)
+    again = BinaryIndex.restore(tmp_path, 3, vectors.shape[1])
+    again.scoring = scoring
+    assert again.lists == 8 and again.count() == ivf.count()
+    again.probes = 8
+    np.testing.assert_allclose(again.search(queries, 10, rerank=False)[0], want_scores, rtol=1e-5, atol=1e-5)
+    assert again.remove(ids[50:60]) == 10

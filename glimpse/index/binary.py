@@ -36,16 +36,36 @@ CODES_FILE = "codes-{generation}.faissbin"
 BINARIZER_FILE = "binarizer.npz"
 
 
-class BinaryIndex(VectorIndex):
-    """``IndexBinaryFlat`` over a fitted binarizer's codes, with optional float re-rank.
+#: From this many codes on, a collection's code index is IVF (sub-linear) instead of a flat
+#: scan. benchmarks/search.py measured the flat batch-1 scan of 256-bit codes at about
+#: 1.3 ms per million codes on this 2-core machine: 4M codes is ~5 ms, where IVF's fixed
+#: costs (coarse quantiser, list gathering) start to pay off.
+IVF_FROM = 4_000_000
 
-    ``search`` takes ``k * oversample`` Hamming candidates; with a ``reader`` and
-    ``rerank`` it scores them exactly and returns the top ``k``. Without re-rank, scores are
-    the Hamming similarity ``1 - 2 * distance / bits`` (in [-1, 1], like a cosine).
+
+def ivf_lists(count: int) -> int:
+    """Inverted lists for an index of ``count`` codes: none (flat) below ``IVF_FROM``."""
+    if count < IVF_FROM:
+        return 0
+    return int(2 ** round(np.log2(4 * np.sqrt(count))))
+
+
+class BinaryIndex(VectorIndex):
+    """A fitted binarizer's codes in a FAISS binary index, with optional float re-rank.
+
+    ``search`` takes ``k * oversample`` candidates from the codes (Hamming or asymmetric);
+    with a ``reader`` and ``rerank`` it scores them exactly and returns the top ``k``.
+    Without re-rank, scores are the code similarity: Hamming ``1 - 2 * distance / bits``
+    (in [-1, 1], like a cosine), or the asymmetric estimate.
+
+    Layout: ``lists=0`` is an exact scan (``IndexBinaryFlat``); ``lists > 0`` is
+    ``IndexBinaryIVF``, trained on the first codes added, visiting ``probes`` lists per
+    query. FAISS's binary IVF takes no id filter, so a filtered query on it scores the
+    allowed codes exactly instead.
     """
 
     def __init__(self, binarizer: Binarizer, reader: VectorReader | None = None, oversample: int = 10,
-                 rerank: bool = True, scoring: str = "hamming"):
+                 rerank: bool = True, scoring: str = "hamming", lists: int = 0, probes: int = 64):
         if not binarizer.fitted:
             raise ValueError("the binarizer must be fitted before it can index codes")
         if oversample < 1:
@@ -56,20 +76,42 @@ class BinaryIndex(VectorIndex):
         self.oversample = oversample
         self.rerank = rerank
         self.scoring = _checked_scoring(scoring)
-        self._index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(binarizer.bits))
-        self._adc = _sign_pattern_quantizer(binarizer.bits)
+        self.probes = probes
+        bits = binarizer.bits
+        if lists:
+            self._index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
+            self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id
+        else:
+            self._index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
+        self._adc = _sign_pattern_quantizer(bits)
+
+    @property
+    def lists(self) -> int:
+        return int(self._index.nlist) if self._ivf else 0
+
+    @property
+    def _ivf(self) -> bool:
+        return isinstance(self._index, faiss.IndexBinaryIVF)
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self.add_codes(ids, self.binarizer.encode(np.asarray(vectors, dtype=np.float32)))
 
     def add_codes(self, ids: np.ndarray, codes: np.ndarray) -> None:
-        self._index.add_with_ids(np.ascontiguousarray(codes, dtype=np.uint8), np.asarray(ids, dtype=np.int64))
+        codes = np.ascontiguousarray(codes, dtype=np.uint8)
+        if not self._index.is_trained:
+            if len(codes) < self.lists:
+                raise ValueError(f"an IVF code index needs at least {self.lists} codes in its first add "
+                                 f"to train its {self.lists} lists, got {len(codes)}")
+            self._index.train(codes)
+        self._index.add_with_ids(codes, np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):
             return 0
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+        ids = np.asarray(ids, dtype=np.int64)
+        selector = faiss.IDSelectorArray(ids) if self._ivf else faiss.IDSelectorBatch(ids)
+        return int(self._index.remove_ids(selector))
 
     def count(self) -> int:
         return int(self._index.ntotal)
@@ -84,39 +126,92 @@ class BinaryIndex(VectorIndex):
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         shortlist = min(available, k * (oversample or self.oversample)) if rerank else k
-        if _checked_scoring(scoring or self.scoring) == "asymmetric":
-            scores, ids = self._asymmetric(queries, shortlist, allowed)
+        asymmetric = _checked_scoring(scoring or self.scoring) == "asymmetric"
+        if allowed is None and not asymmetric:
+            scores, ids = self._hamming_search(queries, shortlist)
         else:
-            distances, ids = self._index.search(self.binarizer.encode(queries), shortlist,
-                                                params=self._selector(allowed))
-            scores = (1.0 - 2.0 * distances / self.binarizer.bits).astype(np.float32)
+            scores, ids = self._scan(queries, shortlist, allowed, asymmetric)
         if not rerank:
             return scores, ids
         return self._rerank(queries, ids, k)
 
-    def _asymmetric(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by ``query_vector(q) . (±1 code)`` over all codes (or the allowed ones)."""
-        weights = self.binarizer.query_vector(queries)
-        flat = faiss.downcast_IndexBinary(self._index.index)
-        n, width = flat.ntotal, flat.code_size
-        positions = None
-        if allowed is not None:
-            id_map = faiss.rev_swig_ptr(self._index.id_map.data(), n)
-            positions = np.flatnonzero(np.isin(id_map, allowed))
+    def _hamming_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
+        """FAISS's own scan (flat, optionally filtered) or IVF search."""
+        if self._ivf:
+            params = faiss.SearchParametersIVF(nprobe=min(self.probes, self.lists))
+        else:
+            params = self._selector(allowed)
+        distances, ids = self._index.search(self.binarizer.encode(queries), k, params=params)
+        return self._hamming_similarity(distances), ids
+
+    def _hamming_similarity(self, distances: np.ndarray) -> np.ndarray:
+        return (1.0 - 2.0 * distances / self.binarizer.bits).astype(np.float32)
+
+    def _scan(self, queries: np.ndarray, k: int, allowed: np.ndarray | None,
+              asymmetric: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Score a gathered set of codes: all of a flat index (zero-copy), the allowed ones,
+        or an IVF query's probed lists."""
+        if not asymmetric and not self._ivf:
+            return self._hamming_search(queries, k, allowed)
+        if allowed is None and not self._ivf:
+            return self._asymmetric(queries, k, *self._flat_codes())
         scores = np.full((len(queries), k), -np.inf, np.float32)
         labels = np.full((len(queries), k), -1, np.int64)
-        if positions is None:
-            codes_ptr, count = flat.xb.data(), n
-        else:  # a filter: score only the allowed rows (a gathered copy, rows x bytes)
-            picked = np.ascontiguousarray(faiss.rev_swig_ptr(flat.xb.data(), n * width).reshape(n, width)[positions])
-            codes_ptr, count = faiss.swig_ptr(picked), len(positions)
+        shared = self._gather(allowed) if allowed is not None else None
+        for row, query in enumerate(queries):
+            codes, ids = shared if shared is not None else self._probed(query[None])
+            if not len(ids):
+                continue
+            if asymmetric:
+                got_scores, got = self._asymmetric(query[None], k, codes, ids)
+            else:
+                distances, positions = faiss.knn_hamming(self.binarizer.encode(query[None]), codes, min(k, len(ids)))
+                got_scores, got = self._hamming_similarity(distances), ids[positions]
+            scores[row, : got.shape[1]], labels[row, : got.shape[1]] = got_scores[0], got[0]
+        return scores, labels
+
+    def _flat_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-copy views of a flat index's codes (n, bytes) and their ids (n,)."""
+        flat = faiss.downcast_IndexBinary(self._index.index)
+        n, width = flat.ntotal, flat.code_size
+        codes = faiss.rev_swig_ptr(flat.xb.data(), n * width).reshape(n, width)
+        return codes, faiss.rev_swig_ptr(self._index.id_map.data(), n)
+
+    def _lists(self, numbers) -> tuple[np.ndarray, np.ndarray]:
+        """Codes and ids of some IVF lists (zero-copy reads, one concatenated copy)."""
+        invlists, width = self._index.invlists, self._index.code_size
+        codes, ids = [], []
+        for number in numbers:
+            size = invlists.list_size(int(number))
+            if size:
+                codes.append(faiss.rev_swig_ptr(invlists.get_codes(int(number)), size * width).reshape(size, width))
+                ids.append(faiss.rev_swig_ptr(invlists.get_ids(int(number)), size))
+        if not ids:
+            return np.zeros((0, width), np.uint8), np.zeros(0, np.int64)
+        return np.concatenate(codes), np.concatenate(ids)
+
+    def _probed(self, query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        _, numbers = self._index.quantizer.search(self.binarizer.encode(query), min(self.probes, self.lists))
+        return self._lists(numbers[0][numbers[0] >= 0])
+
+    def _gather(self, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The allowed ids' codes and ids (a copy: allowed rows x bytes)."""
+        codes, ids = self._lists(range(self.lists)) if self._ivf else self._flat_codes()
+        keep = np.flatnonzero(np.isin(ids, allowed))
+        return np.ascontiguousarray(codes[keep]), ids[keep]
+
+    def _asymmetric(self, queries: np.ndarray, k: int, codes: np.ndarray,
+                    ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` by ``query_vector(q) . (±1 code)`` over ``codes`` (C-contiguous)."""
+        weights = self.binarizer.query_vector(queries)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        labels = np.full((len(queries), k), -1, np.int64)
         heap = faiss.float_minheap_array_t()
         heap.nh, heap.k = len(queries), k
         heap.ids, heap.val = faiss.swig_ptr(labels), faiss.swig_ptr(scores)
-        self._adc.search_ip(faiss.swig_ptr(weights), len(queries), codes_ptr, count, heap, True)
+        self._adc.search_ip(faiss.swig_ptr(weights), len(queries), faiss.swig_ptr(codes), len(codes), heap, True)
         found = labels >= 0
-        rows = labels[found] if positions is None else positions[labels[found]]
-        labels[found] = faiss.rev_swig_ptr(self._index.id_map.data(), n)[rows]
+        labels[found] = ids[labels[found]]
         return scores, labels
 
     def _rerank(self, queries: np.ndarray, candidates: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
