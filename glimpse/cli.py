@@ -215,5 +215,31 @@ def demo(
     run_demo(Path(os.path.expanduser(collection)), folder, encoder)
 
 
+@app.command()
+def serve(
+    collection: Annotated[str, typer.Argument(envvar="GLIMPSE_COLLECTION", help="Collection directory.")] = DEFAULT_COLLECTION,
+    host: Annotated[str, typer.Option(help="Address to listen on (this machine only by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token_file: Annotated[Optional[Path], typer.Option(help="File holding the write token (else $GLIMPSE_WRITE_TOKEN). Without a token the server is read-only.")] = None,
+    root: Annotated[list[Path], typer.Option("--root", help="Folder whose files may be added by path (repeatable). Default: the collection's folders.")] = [],
+    cors: Annotated[list[str], typer.Option("--cors", help="Origin allowed to call the API from other web pages (repeatable). Default: none.")] = [],
+    max_upload_mb: Annotated[int, typer.Option(help="Largest image upload, in MiB.")] = 20,
+) -> None:
+    """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
+    from .server import ServerConfig, read_token
+    from .server import serve as run_server
+
+    try:
+        token = read_token(token_file)
+    except (OSError, ValueError) as exc:
+        raise _fail(exc) from None
+    config = ServerConfig(write_token=token, roots=root, cors_origins=cors, max_upload_bytes=max_upload_mb << 20)
+    console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
+    try:
+        run_server(os.path.expanduser(collection), host=host, port=port, config=config)
+    except FileNotFoundError as exc:
+        raise _fail(exc) from None
+
+
 if __name__ == "__main__":
     app()

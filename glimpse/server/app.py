@@ -1,0 +1,403 @@
+"""The FastAPI app: the JSON API under ``/api`` and the web page at ``/``.
+
+Reads (search, items, thumbnails, stats) answer from one reader :class:`Collection`; its
+searches are serialised by a lock because the in-memory index is refreshed in place when
+another process (or this server's writer thread) commits. Writes need the write token and
+run on the writer thread (:mod:`.jobs`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import io
+import logging
+import os
+import threading
+import time
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from importlib.resources import files
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..collection import Collection, open_collection
+from ..ingest import DecodeError, content_hash, decode_image
+from .config import PathNotAllowedError, ServerConfig, confine
+from .jobs import JobState, Writer
+from .models import (
+    AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchRequest,
+    SearchResponse, Stats,
+)
+from .search import QueryError, search_arguments
+from .thumbnails import ThumbnailCache
+
+log = logging.getLogger(__name__)
+
+STATIC = files("glimpse.server") / "static"
+UPLOAD_DIR = "uploads"
+
+# Documented error answers, so clients (and schemathesis) know their shape.
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 501)}
+
+# Pillow's names for what decode_image accepts -> the extension ingest's scanner knows.
+_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+           "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".heic"}
+
+
+class Service:
+    """What the routes share: the reader collection, its search lock, the writer, the cache."""
+
+    def __init__(self, col: Collection, config: ServerConfig):
+        self.col = col
+        self.config = config
+        self.search_lock = threading.Lock()
+        self.upload_dir = Path(config.upload_dir or col.path / UPLOAD_DIR)
+        self.thumbnails = ThumbnailCache(col.path, config.max_upload_pixels)
+        self.writer = Writer(lambda: open_collection(col.path, encoder=col.encoder, create=False))
+
+    def roots(self) -> list[Path]:
+        """Folders that server-side paths may name: configured, else the collection's own."""
+        return list(self.config.roots) or [Path(r) for r in self.col.stats().roots] + [self.upload_dir]
+
+    def item(self, item_id: int):
+        try:
+            info = self.col.item(item_id)
+        except KeyError:
+            info = None
+        if info is None:
+            raise HTTPException(404, f"no image with id {item_id} in this collection")
+        return info
+
+
+def create_app(collection: Collection | str | os.PathLike, config: ServerConfig | None = None) -> FastAPI:
+    """The app for one collection (an open one, or a directory to open read-side)."""
+    config = config or ServerConfig()
+    owned = not isinstance(collection, Collection)
+    col = open_collection(collection, create=False) if owned else collection
+    service = Service(col, config)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        service.writer.close()
+        if owned:
+            col.close()
+
+    app = FastAPI(
+        title="glimpse", version=_version(), lifespan=lifespan,
+        description="Search a glimpse image collection by text, image, both, weighted terms or item id.",
+    )
+    app.state.service = service
+    if config.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=config.max_upload_bytes * 4 + (1 << 20))
+    _error_handlers(app)
+    _routes(app, service)
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    return app
+
+
+# --------------------------------------------------------------------------- routes
+
+
+def _routes(app: FastAPI, service: Service) -> None:
+    config, col = service.config, service.col
+    Writes = [Depends(require_write_token)]
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(str(STATIC / "index.html"), headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/health", response_model=Health, tags=["collection"])
+    def health() -> Health:
+        return Health(status="ok", images=len(col))
+
+    @app.get("/api/stats", response_model=Stats, tags=["collection"])
+    def stats() -> Stats:
+        s = col.stats()
+        return Stats(**asdict(s), writable=config.write_token is not None,
+                     max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
+
+    @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
+    def errors(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
+        """Files that could not be indexed, newest first, with the reason."""
+        return [IngestError(path=e.path, reason=e.reason, at=e.at) for e in col.errors(limit)]
+
+    @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+    def search(req: SearchRequest) -> SearchResponse:
+        """Search by text, vector, item id (like), weighted terms, with filters and a score cut-off."""
+        return _search(service, req, [])
+
+    @app.post("/api/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+    def search_image(
+        image: Annotated[list[UploadFile], File(description="Query image(s); with text: a composed query.")],
+        query: Annotated[str, Form(description="A SearchRequest as JSON (text, k, filters, terms...).")] = "{}",
+    ) -> SearchResponse:
+        """Search by uploaded image(s), alone or composed with the request's text or terms."""
+        try:
+            req = SearchRequest.model_validate_json(query)
+        except ValidationError as exc:
+            raise HTTPException(422, "query: " + _describe(exc.errors())) from None
+        pictures = [_decode_upload(service, f, target=col.encoder.image_size)[1] for f in image]
+        return _search(service, req, pictures)
+
+    @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
+    def item(item_id: int) -> ItemInfo:
+        info = service.item(item_id)
+        return ItemInfo(**asdict(info), thumbnail=_thumb_url(info.id), image=_image_url(info.id))
+
+    @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
+    def thumbnail(item_id: int, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
+        """A JPEG that fits in size x size, made once and cached in the collection."""
+        if size not in config.thumbnail_sizes:
+            raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
+        info = service.item(item_id)
+        try:
+            path = service.thumbnails.get(item_id, size, info.paths)
+        except FileNotFoundError as exc:
+            raise HTTPException(404, f"image {item_id}: {exc}") from None
+        except DecodeError as exc:
+            raise HTTPException(422, f"image {item_id} cannot be shown: {exc.reason}") from None
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+
+    @app.get("/api/items/{item_id}/image", response_class=FileResponse, responses=ERRORS, tags=["items"])
+    def original(item_id: int):
+        """The original file, as indexed (the first of its paths that still exists)."""
+        for path in service.item(item_id).paths:
+            if os.path.isfile(path):
+                return FileResponse(path, headers={"Cache-Control": "no-cache"})
+        raise HTTPException(404, f"image {item_id}: none of its files exist any more")
+
+    @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
+                responses=ERRORS, tags=["write"])
+    def delete_item(item_id: int, response: Response, wait: bool = False) -> Job:
+        """Forget every file of this image (the files themselves are not touched)."""
+        paths = service.item(item_id).paths
+        return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
+
+    @app.post("/api/items/upload", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
+               wait: bool = False) -> Job:
+        """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
+        saved = []
+        for f in image:
+            data, _ = _decode_upload(service, f, target=64)
+            fmt = Image.open(io.BytesIO(data)).format
+            target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
+            _write_atomic(target, data)
+            saved.append(str(target))
+        return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
+
+    @app.post("/api/items/add", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
+        """Add files or folders that are on the server, inside its roots."""
+        paths = _confined(service, req.paths)
+        return _job(service, "add", lambda c, p: _report(
+            c.add(paths, include=req.include, exclude=req.exclude, progress=p)), wait, response)
+
+    @app.post("/api/items/remove", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
+        """Forget files or whole folders (inside the server's roots)."""
+        paths = _confined(service, req.paths, must_exist=False)
+        return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
+
+    @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
+    def job(job_id: int) -> Job:
+        state = service.writer.get(job_id)
+        if state is None:
+            raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
+        return _job_model(state)
+
+
+_bearer = HTTPBearer(auto_error=False, description="The server's write token.")
+
+
+def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    token = request.app.state.service.config.write_token
+    if token is None:
+        raise HTTPException(403, "this server is read-only: start it with GLIMPSE_WRITE_TOKEN or --token-file to allow writes")
+    if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+        raise HTTPException(401, "writes need the write token: Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _search(service: Service, req: SearchRequest, pictures: list[Image.Image]) -> SearchResponse:
+    col = service.col
+    try:
+        args = search_arguments(col, req, pictures)
+        start = time.perf_counter()
+        with service.search_lock:
+            hits = col.search(**args)
+        took = (time.perf_counter() - start) * 1000
+    except QueryError as exc:
+        raise HTTPException(exc.status, str(exc)) from None
+    except KeyError as exc:  # an unknown item id in like / terms
+        raise HTTPException(404, str(exc.args[0]) if exc.args else "unknown item id") from None
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from None
+    return SearchResponse(
+        results=[Hit(id=h.id, path=h.path, score=h.score, thumbnail=_thumb_url(h.id), image=_image_url(h.id))
+                 for h in hits],
+        took_ms=round(took, 3),
+    )
+
+
+def _decode_upload(service: Service, upload: UploadFile, target: int) -> tuple[bytes, Image.Image]:
+    """Read an upload under the byte limit and decode it under the pixel limit."""
+    limit = service.config.max_upload_bytes
+    data = upload.file.read(limit + 1)
+    name = upload.filename or "upload"
+    if len(data) > limit:
+        raise HTTPException(413, f"{name}: larger than the upload limit of {limit:,} bytes")
+    try:
+        return data, decode_image(data, target=target, max_pixels=service.config.max_upload_pixels)
+    except DecodeError as exc:
+        status = 413 if exc.reason.startswith("too many pixels") else 415 if exc.reason.startswith("not an image") else 422
+        raise HTTPException(status, f"{name}: {exc.reason}") from None
+
+
+def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list[str]:
+    out = []
+    for p in raw:
+        try:
+            real = confine(p, service.roots())
+        except PathNotAllowedError as exc:
+            raise HTTPException(403, str(exc)) from None
+        if must_exist and not real.exists():
+            raise HTTPException(404, f"no such file or folder: {p}")
+        out.append(str(real))
+    return out
+
+
+def _job(service: Service, kind: str, work, wait: bool, response: Response) -> Job:
+    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, else 422)."""
+    state = service.writer.submit(kind, work)
+    if wait:
+        state.future.result()
+        if state.locked:
+            raise HTTPException(409, state.error)
+        if state.state == "failed":
+            raise HTTPException(422, state.error)
+        response.status_code = 200
+    return _job_model(state)
+
+
+def _job_model(state: JobState) -> Job:
+    return Job(id=state.id, kind=state.kind, state=state.state, done=state.done, total=state.total,
+               result=state.result, error=state.error)
+
+
+def _report(report) -> dict:
+    return {"indexed": report.indexed, "embedded": report.embedded, "linked": report.linked,
+            "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
+            "errors": [{"path": p, "reason": r} for p, r in report.errors]}
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+
+
+def _thumb_url(item_id: int) -> str:
+    return f"/api/items/{item_id}/thumbnail"
+
+
+def _image_url(item_id: int) -> str:
+    return f"/api/items/{item_id}/image"
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _describe(errors) -> str:
+    """Pydantic's error list as one readable line: 'body.k: must be <= 1000; ...'."""
+    parts = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def _error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail), "status": exc.status_code}, exc.status_code,
+                            headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JSONResponse({"error": "malformed JSON in the request body", "status": 400}, 400)
+        return JSONResponse({"error": _describe(errors), "status": 422}, 422)
+
+    @app.exception_handler(Exception)
+    async def crash(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "status": 500}, 500)
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes (413) before they are parsed or spooled."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await _too_large(self.limit)(scope, receive, send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, f"request body larger than {self.limit:,} bytes")
+            return message
+
+        return await self.app(scope, counted, send)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return JSONResponse({"error": f"request body larger than {limit:,} bytes", "status": 413}, 413)
+
+
+def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
+          config: ServerConfig | None = None) -> None:
+    """Open ``collection`` and serve it with uvicorn until interrupted."""
+    import uvicorn
+
+    col = open_collection(collection, create=False)
+    app = create_app(col, config)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    finally:
+        col.close()

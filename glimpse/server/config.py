@@ -1,0 +1,58 @@
+"""Server settings, and the one rule for client-supplied paths: resolve, then confine."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..ingest import DEFAULT_MAX_PIXELS
+
+TOKEN_ENV = "GLIMPSE_WRITE_TOKEN"
+
+
+class PathNotAllowedError(ValueError):
+    pass
+
+
+@dataclass
+class ServerConfig:
+    """How a server may be used. The defaults are the safe ones: read-only, no CORS."""
+
+    write_token: str | None = None  # writes need ``Authorization: Bearer <token>``; None: read-only
+    roots: list[Path] = field(default_factory=list)  # server-side paths must lie inside; default: the collection's
+    upload_dir: Path | None = None  # where uploaded images are kept; default: COLLECTION/uploads
+    cors_origins: list[str] = field(default_factory=list)
+    max_upload_bytes: int = 20 << 20
+    max_upload_pixels: int = DEFAULT_MAX_PIXELS // 2
+    thumbnail_sizes: tuple[int, ...] = (128, 256, 512, 1024)
+
+
+def read_token(token_file: str | os.PathLike | None) -> str | None:
+    """The write token: from ``token_file`` when given, else ``$GLIMPSE_WRITE_TOKEN``."""
+    if token_file is not None:
+        token = Path(token_file).expanduser().read_text().strip()
+        if not token:
+            raise ValueError(f"the token file {token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def confine(raw: str, roots: list[Path]) -> Path:
+    """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError.
+
+    Symlinks and ``..`` are resolved *before* the check, so neither can lead outside.
+    A relative path is taken relative to the first root.
+    """
+    if not roots:
+        raise PathNotAllowedError("this server has no folders to add from (start it with --root DIR)")
+    if "\0" in raw or not raw.strip():
+        raise PathNotAllowedError(f"not a usable path: {raw!r}")
+    candidate = Path(raw).expanduser()
+    if not candidate.is_absolute():
+        candidate = roots[0] / candidate
+    real = Path(os.path.realpath(candidate))
+    for root in roots:
+        if real.is_relative_to(os.path.realpath(root)):
+            return real
+    raise PathNotAllowedError(f"{raw} is outside the folders this server may read ({', '.join(map(str, roots))})")

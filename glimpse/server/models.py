@@ -1,0 +1,146 @@
+"""Pydantic models for every request and response of the HTTP API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    # A misspelt field is an error, not a silently ignored option.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Filters(_Strict):
+    """Metadata filters, applied before ranking (so ``k`` results come back when ``k`` match)."""
+
+    path_glob: str | None = Field(None, max_length=1000, description='Glob on the file path, e.g. "*/2023/*.jpg".')
+    path_prefix: str | None = Field(None, max_length=4096, description="Only files under this folder.")
+    after: datetime | None = Field(None, description="Files modified at or after this time (ISO 8601).")
+    before: datetime | None = Field(None, description="Files modified before this time (ISO 8601).")
+    min_width: int | None = Field(None, ge=0)
+    max_width: int | None = Field(None, ge=0)
+    min_height: int | None = Field(None, ge=0)
+    max_height: int | None = Field(None, ge=0)
+    min_bytes: int | None = Field(None, ge=0)
+    max_bytes: int | None = Field(None, ge=0)
+    orientation: Literal["landscape", "portrait", "square"] | None = None
+
+
+class Term(_Strict):
+    """One weighted term of a query: a text, an item of the collection, or an uploaded image."""
+
+    text: str | None = Field(None, min_length=1, max_length=1000)
+    id: int | None = Field(None, ge=0, description="An item id of this collection.")
+    upload: int | None = Field(None, ge=0, description="Index of an image uploaded with the query (multipart only).")
+    weight: float = Field(1.0, ge=-100, le=100, description="Negative weights push results away.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Term:
+        if sum(v is not None for v in (self.text, self.id, self.upload)) != 1:
+            raise ValueError("a term is exactly one of text, id or upload")
+        return self
+
+
+class SearchRequest(_Strict):
+    """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
+    also come with an uploaded image: a composed query)."""
+
+    text: str | None = Field(None, max_length=1000, description="Words, e.g. a cat asleep on a sofa.")
+    like: int | None = Field(None, ge=0, description="More like this item id.")
+    vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
+    terms: str | list[Term] | None = Field(
+        None, description='Weighted terms: the query language ("2:golden retriever" - "night"; ids as #12) '
+        "or a list of terms. Image paths are not accepted over HTTP: upload the image or use an id.",
+    )
+    alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
+    filters: Filters | None = None
+    min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
+    refine: str | None = Field(None, max_length=64, description="A re-ranking stage by name.")
+    k: int = Field(20, ge=1, le=1000, description="Number of results.")
+    exact: bool = Field(False, description="Score every float vector, not the binary codes.")
+    oversample: int | None = Field(None, ge=1, le=1000, description="Code candidates per result to re-rank.")
+    rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
+
+
+class Hit(BaseModel):
+    id: int
+    path: str
+    score: float
+    thumbnail: str = Field(description="URL of a JPEG thumbnail.")
+    image: str = Field(description="URL of the original file.")
+
+
+class SearchResponse(BaseModel):
+    results: list[Hit]
+    took_ms: float
+
+
+class ItemInfo(BaseModel):
+    id: int
+    paths: list[str]
+    width: int
+    height: int
+    bytes: int
+    mtime: float
+    thumbnail: str
+    image: str
+
+
+class Stats(BaseModel):
+    path: str
+    encoder: str
+    encoder_version: str
+    dim: int
+    files: int
+    images: int
+    errors: int
+    disk_bytes: int
+    vector_bytes: int
+    roots: list[str]
+    codes: dict | None
+    created: float | None
+    updated: float | None
+    writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
+    max_upload_bytes: int
+    max_upload_pixels: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    images: int
+
+
+class IngestError(BaseModel):
+    path: str
+    reason: str
+    at: float
+
+
+class AddPaths(_Strict):
+    paths: list[str] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
+    include: list[str] = Field(default_factory=list, max_length=100)
+    exclude: list[str] = Field(default_factory=list, max_length=100)
+
+
+class RemovePaths(_Strict):
+    paths: list[str] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
+
+
+class Job(BaseModel):
+    """A write (add or remove), run by the server's one writer thread."""
+
+    id: int
+    kind: Literal["add", "remove"]
+    state: Literal["queued", "running", "done", "failed"]
+    done: int = Field(description="Files processed so far.")
+    total: int | None = Field(description="Files to process, once known.")
+    result: dict | None = Field(description="The report when done.")
+    error: str | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="What went wrong, for people.")
+    status: int

@@ -1,0 +1,61 @@
+"""JPEG thumbnails, made once per (item id, size) and kept in the collection directory.
+
+An item id names one content for the life of the collection (ids are never reused), so a
+cached thumbnail never goes stale. Files are written to a temporary name and renamed, so
+a reader never sees half a JPEG, and two requests racing for one thumbnail both succeed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from PIL import Image
+
+from ..ingest import decode_image
+
+THUMBNAIL_DIR = "thumbnails"
+
+
+class ThumbnailCache:
+    def __init__(self, collection_dir: Path, max_pixels: int):
+        self.root = Path(collection_dir) / THUMBNAIL_DIR
+        self.max_pixels = max_pixels
+
+    def path(self, item_id: int, size: int) -> Path:
+        return self.root / str(size) / f"{item_id}.jpg"
+
+    def get(self, item_id: int, size: int, sources: list[str]) -> Path:
+        """The cached thumbnail, made from the first readable source file when missing.
+
+        Raises FileNotFoundError when no source can be read, DecodeError when it is not
+        (or no longer) a usable image.
+        """
+        target = self.path(item_id, size)
+        if target.exists():
+            return target
+        data = _read_first(sources)
+        # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
+        image = decode_image(data, target=size, max_pixels=self.max_pixels)
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                image.save(out, "JPEG", quality=85, optimize=True)
+            os.replace(tmp, target)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return target
+
+
+def _read_first(sources: list[str]) -> bytes:
+    for source in sources:
+        try:
+            return Path(source).read_bytes()
+        except OSError:
+            continue
+    raise FileNotFoundError("none of the files of this image can be read any more")
+
