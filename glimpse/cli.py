@@ -241,5 +241,10 @@ def serve(
         raise _fail(exc) from None
 
 
+from .eval.cli import app as eval_app  # noqa: E402 - the sub-app's heavy imports are lazy
+
+app.add_typer(eval_app, name="eval", help="Score search configurations on a retrieval benchmark; writes a report.")
+
+
 if __name__ == "__main__":
     app()

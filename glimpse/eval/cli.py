@@ -1,0 +1,146 @@
+"""``glimpse eval ADAPTER PATH``: the command-line face of the harness (Typer sub-app)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(
+    help="Score search configurations on a retrieval benchmark and write a report (JSON, Markdown, HTML).",
+    no_args_is_help=True,
+)
+console = Console()
+err = Console(stderr=True)
+
+Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder. Default: ./glimpse-eval/ADAPTER")]
+Codes = Annotated[str, typer.Option(help="Binary codes to compare with exact float: BINARIZER:BITS[:asym], "
+                                         "comma-separated, e.g. learned:256,itq:128. Each is scored with and "
+                                         "without re-rank. Empty: float only.")]
+Encoders = Annotated[Optional[str], typer.Option("--encoder", help="Encoder(s), comma-separated. Default: the default encoder.")]
+Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and binarizer fitting.")]
+Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
+Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly (k 10 x oversample 10 = 100).")]
+
+
+def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
+         shortlist: int) -> None:
+    from ..encoders import DEFAULT_ENCODER
+    from .configs import parse_configs
+    from .datasets import DatasetError
+    from .report import markdown, write_report
+    from .runner import evaluate
+
+    try:
+        configs = parse_configs(codes, shortlist)
+        dataset = load()
+    except (DatasetError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    encoders = [e.strip() for e in (encoder or DEFAULT_ENCODER).split(",") if e.strip()]
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done, total=total)
+
+        try:
+            result = evaluate(dataset, encoders, configs, seed=seed, cache=cache, progress=progress)
+        except ValueError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+    files = write_report(result, out or Path("glimpse-eval") / dataset.adapter)
+    console.print(Markdown(markdown(result)))
+    console.print(f"report: {files.html}\n        {files.markdown}\n        {files.json}")
+
+
+@app.command()
+def captioned(
+    path: Annotated[Path, typer.Argument(help="Folder with captions.tsv (or a Karpathy dataset_*.json).")],
+    split: Annotated[str, typer.Option(help="Karpathy split to score.")] = "test",
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
+    from .datasets import load_captioned
+
+    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist)
+
+
+@app.command()
+def copydetect(
+    folder: Annotated[Path, typer.Argument(help="Any folder of images.")],
+    per_image: Annotated[int, typer.Option(help="Edited copies (queries) per image.")] = 4,
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Seeded edited copies (crop, rotation, rescale, JPEG, colour, flip, text, combos) find their original."""
+    from .datasets import load_copydetect
+
+    _run(lambda: load_copydetect(folder, per_image, seed), out, codes, encoder, seed, cache, shortlist)
+
+
+@app.command()
+def groups(
+    path: Annotated[Path, typer.Argument(help="INRIA Holidays or UKBench images, or a folder with groups.tsv.")],
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Groups of the same scene: mAP with the query excluded, UKBench N-S score."""
+    from .datasets import load_groups
+
+    _run(lambda: load_groups(path), out, codes, encoder, seed, cache, shortlist)
+
+
+@app.command()
+def revisitop(
+    path: Annotated[Path, typer.Argument(help="Folder with gnd_roxford5k.pkl (or rparis6k) and jpg/.")],
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Revisited Oxford/Paris: mAP and mP@1/5/10 for Easy, Medium and Hard."""
+    from .datasets import load_revisitop
+
+    _run(lambda: load_revisitop(path), out, codes, encoder, seed, cache, shortlist)
+
+
+@app.command()
+def classes(
+    path: Annotated[Path, typer.Argument(help="A folder per class, or a folder with labels.tsv.")],
+    queries: Annotated[int, typer.Option(help="Queries to sample when labels.tsv has no split column.")] = 1000,
+    map_at: Annotated[int, typer.Option(help="k of mAP@k.")] = 1000,
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Labelled classes (hashing protocol): mAP@all and mAP@k, pessimistic Hamming ties."""
+    from .datasets import load_classes
+
+    _run(lambda: load_classes(path, queries, seed, map_at), out, codes, encoder, seed, cache, shortlist)
+
+
+@app.command()
+def composed(
+    path: Annotated[Path, typer.Argument(help="CIRR or FashionIQ folder (captions/, image_splits/, images).")],
+    split: Annotated[str, typer.Option(help="Split with targets.")] = "val",
+    category: Annotated[str, typer.Option(help="FashionIQ category.")] = "dress",
+    alpha: Annotated[Optional[float], typer.Option(help="Text weight of the composed query. Default: the collection's.")] = None,
+    out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
+    cache: Cache = None, shortlist: Shortlist = 100,
+) -> None:
+    """Reference image + modification text -> target: R@K and CIRR's R_subset@K."""
+    from .datasets import load_composed
+
+    def load():
+        dataset = load_composed(path, split, category)
+        for task in dataset.tasks:
+            task.options["alpha"] = alpha
+        return dataset
+
+    _run(load, out, codes, encoder, seed, cache, shortlist)

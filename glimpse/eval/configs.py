@@ -1,0 +1,163 @@
+"""Search configurations the harness compares, and how each one scores a query.
+
+A configuration is either **exact float** search, or a **binarizer at a bit count** scanned
+with Hamming (or asymmetric) scores, with or without an exact **re-rank** of a shortlist.
+Specs on the command line: ``learned:256``, ``itq:128``, ``sign:512``, ``learned:256:asym``.
+Each code spec gives two configurations: codes only, and codes + re-rank.
+
+For ranking metrics every configuration yields a score for *every* database item, so the
+ranking it implies is complete:
+
+* exact: the cosine ``q . x``.
+* codes only: ``1 - 2 * hamming / bits`` (equal to the ±1 codes' dot product over bits), or
+  the asymmetric score ``query_vector(q) . (±1 code)``. Hamming scores tie a lot; the
+  metrics' tie rule decides (see :mod:`glimpse.eval.metrics`).
+* re-rank: the ``shortlist`` best by code score (code-score ties go to the lower item index)
+  come first, in exact cosine order; every other item follows in code-score order. That is
+  what :class:`~glimpse.index.binary.BinaryIndex` returns for ``k * oversample = shortlist``.
+
+Latency is measured on the real search backends (``FlatIndex``, ``BinaryIndex``) at batch 1
+and k = 10; bytes per image are what the search path holds in RAM per image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..codes import create_binarizer, unpack_codes
+
+#: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
+DEFAULT_SHORTLIST = 100
+ID_BYTES = 8  # int64 id per code in the FAISS id map
+
+
+@dataclass(frozen=True)
+class Config:
+    binarizer: str | None = None  # None: exact float
+    bits: int = 0
+    rerank: bool = False
+    scoring: str = "hamming"
+    shortlist: int = DEFAULT_SHORTLIST
+
+    @property
+    def name(self) -> str:
+        if self.binarizer is None:
+            return "float"
+        name = f"{self.binarizer}-{self.bits}" + ("-asym" if self.scoring == "asymmetric" else "")
+        return name + (f" +rerank{self.shortlist}" if self.rerank else "")
+
+    @property
+    def code_key(self) -> tuple[str, int] | None:
+        return None if self.binarizer is None else (self.binarizer, self.bits)
+
+    def bytes_per_image(self, dim: int) -> int:
+        """RAM per image in the search path: float32 vectors, or a code and its id."""
+        return 4 * dim if self.binarizer is None else self.bits // 8 + ID_BYTES
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "binarizer": self.binarizer, "bits": self.bits, "rerank": self.rerank,
+                "scoring": self.scoring, "shortlist": self.shortlist if self.rerank else None}
+
+
+def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTLIST) -> list[Config]:
+    """``"learned:256,itq:128:asym"`` -> float + (codes only, codes + re-rank) per spec."""
+    if isinstance(specs, str):
+        specs = [specs]
+    configs = [Config()]
+    for spec in (s.strip() for group in (specs or []) for s in group.split(",")):
+        if not spec:
+            continue
+        parts = spec.split(":")
+        if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and parts[2] not in ("asym", "hamming")):
+            raise ValueError(f"bad code spec {spec!r}: use BINARIZER:BITS[:asym], e.g. learned:256 or itq:128:asym")
+        kind, bits = parts[0], int(parts[1])
+        create_binarizer(kind, bits=bits)  # validates the kind and the bit count now
+        scoring = "asymmetric" if len(parts) == 3 and parts[2] == "asym" else "hamming"
+        for rerank in (False, True):
+            config = Config(kind, bits, rerank, scoring, shortlist)
+            if config not in configs:
+                configs.append(config)
+    return configs
+
+
+@dataclass
+class Scorer:
+    """One configuration, prepared on a database: scores queries against every item."""
+
+    config: Config
+    database: np.ndarray
+    seed: int = 0
+    fit_seconds: float = 0.0
+    binarizer: object | None = None
+    _signs: np.ndarray | None = field(default=None, repr=False)
+    codes: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None) -> Scorer:
+        """Fit the config's binarizer on the database (reusing one in ``fitted`` by key)."""
+        scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed)
+        if config.binarizer is None:
+            return scorer
+        fitted = {} if fitted is None else fitted
+        key = config.code_key
+        if key not in fitted:
+            binarizer = create_binarizer(config.binarizer, bits=config.bits, seed=seed)
+            need = binarizer.min_fit_vectors(database.shape[1])
+            if len(database) < need:
+                raise ValueError(f"{config.binarizer}:{config.bits} needs at least {need} database vectors "
+                                 f"to fit, this dataset has {len(database)}: use fewer bits")
+            t0 = time.perf_counter()
+            binarizer.fit(scorer.database)
+            codes = binarizer.encode(scorer.database)
+            fitted[key] = (binarizer, codes, time.perf_counter() - t0)
+        scorer.binarizer, scorer.codes, scorer.fit_seconds = fitted[key]
+        scorer._signs = unpack_codes(scorer.codes, config.bits)
+        return scorer
+
+    def scores(self, queries: np.ndarray) -> np.ndarray:
+        """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        exact = queries @ self.database.T
+        if self.config.binarizer is None:
+            return exact
+        if self.config.scoring == "asymmetric":
+            code = self.binarizer.query_vector(queries) @ self._signs.T
+        else:
+            code = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T / self.config.bits
+        if not self.config.rerank:
+            return code
+        short = min(self.config.shortlist, code.shape[1])
+        order = np.argsort(-code, axis=1, kind="stable")[:, :short]
+        # The tail keeps its code order (and ties) strictly below every cosine in [-1, 1].
+        out = code - code.max(axis=1, keepdims=True) - 3.0
+        rows = np.arange(len(code))[:, None]
+        out[rows, order] = exact[rows, order]
+        return out
+
+    def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
+        """Batch-1 search latency on the real backend, over up to ``repeats`` queries."""
+        from ..index import FlatIndex
+        from ..index.binary import BinaryIndex
+
+        ids = np.arange(len(self.database), dtype=np.int64)
+        if self.config.binarizer is None:
+            index = FlatIndex(self.database.shape[1])
+            index.add(ids, self.database)
+            search = index.search
+        else:
+            index = BinaryIndex(self.binarizer, lambda rows: self.database[rows],
+                                oversample=max(1, self.config.shortlist // k), rerank=self.config.rerank,
+                                scoring=self.config.scoring)
+            index.add_codes(ids, self.codes)
+            search = index.search
+        sample = np.ascontiguousarray(queries[:repeats], dtype=np.float32)
+        search(sample[:1], k)  # warm-up
+        times = []
+        for q in sample:
+            t0 = time.perf_counter()
+            search(q[None, :], k)
+            times.append((time.perf_counter() - t0) * 1000)
+        return {"p50": float(np.median(times)), "mean": float(np.mean(times))} if times else {}

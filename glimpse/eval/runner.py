@@ -1,0 +1,132 @@
+"""Run an evaluation: embed a dataset once per encoder, then score every configuration on it."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ..encoders import Encoder, create_encoder
+from .configs import Config, Scorer
+from .datasets import Dataset, Items, Task, file_fingerprint
+from .embed import EmbeddingCache
+from .protocols import HEADLINE, TaskScore, score_task
+
+#: Called with (what, done, total) as work advances.
+Progress = Callable[[str, int, int], None]
+
+LATENCY_QUERIES = 100
+
+
+@dataclass
+class Row:
+    """One (encoder, configuration, task) result."""
+
+    encoder: str
+    config: Config
+    task: str
+    score: TaskScore
+    latency_ms: dict[str, float]
+    bytes_per_image: int
+    fit_seconds: float
+
+    def to_dict(self) -> dict:
+        return {
+            "encoder": self.encoder, "config": self.config.to_dict(), "task": self.task,
+            "figures": self.score.figures, "breakdown": self.score.breakdown,
+            "recall_curve": {str(k): v for k, v in self.score.curve.items()},
+            "latency_ms": self.latency_ms, "bytes_per_image": self.bytes_per_image,
+            "fit_seconds": self.fit_seconds,
+        }
+
+
+@dataclass
+class Evaluation:
+    dataset: Dataset
+    rows: list[Row] = field(default_factory=list)
+    fingerprint: str = ""
+    seed: int = 0
+    seconds: float = 0.0
+    command: list[str] = field(default_factory=list)
+
+    def headline(self, task: Task) -> str:
+        return HEADLINE[task.protocol]
+
+    def environment(self) -> dict:
+        versions = {"python": platform.python_version(), "platform": platform.platform()}
+        for package in ("glimpse", "numpy", "faiss-cpu", "torch", "Pillow", "transformers", "matplotlib"):
+            try:
+                versions[package] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                pass
+        return versions
+
+
+def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Config], *, seed: int = 0,
+             cache: str | Path | None = None, progress: Progress | None = None) -> Evaluation:
+    """Score every configuration of every encoder on every task of ``dataset``."""
+    started = time.perf_counter()
+    result = Evaluation(dataset, seed=seed, command=list(sys.argv))
+    data_parts = [file_fingerprint(dataset.files)] if dataset.files else []
+    for number, spec in enumerate(encoders):
+        encoder = spec if isinstance(spec, Encoder) else create_encoder(spec)
+        store = EmbeddingCache(encoder, cache)
+        for task in dataset.tasks:
+            queries, q_fp = _embed(store, task, task.queries, f"{task.name}: embedding queries", progress)
+            database, d_fp = _embed(store, task, task.database, f"{task.name}: embedding database", progress)
+            if number == 0:  # every encoder reads the same files
+                data_parts += [q_fp, d_fp]
+            fitted: dict = {}
+            for config in configs:
+                label = f"{task.name}: {encoder.name} {config.name}"
+                if progress:
+                    progress(label, 0, len(queries))
+                scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted)
+                score = score_task(task, lambda rows: scorer.scores(queries[rows]), len(queries))
+                latency = scorer.latency_ms(_latency_sample(queries, seed))
+                result.rows.append(Row(encoder.name, config, task.name, score, latency,
+                                       config.bytes_per_image(encoder.dim), scorer.fit_seconds))
+                if progress:
+                    progress(label, len(queries), len(queries))
+    result.fingerprint = hashlib.blake2b("|".join(data_parts).encode(), digest_size=16).hexdigest()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _latency_sample(queries: np.ndarray, seed: int) -> np.ndarray:
+    pick = np.random.default_rng(seed).permutation(len(queries))[:LATENCY_QUERIES]
+    return queries[np.sort(pick)]
+
+
+def _embed(store: EmbeddingCache, task: Task, items: Items, what: str,
+           progress: Progress | None) -> tuple[np.ndarray, str]:
+    step = (lambda done, total: progress(what, done, total)) if progress else None
+    if items.kind == "images":
+        return store.images(items.paths, step)
+    if items.kind == "texts":
+        return store.texts(items.texts, step)
+    if items.kind == "generated":
+        return store.generated(items.key, len(items), items.make, step)
+    if items.kind == "composed":
+        return _composed(store, items, task.options.get("alpha"), step)
+    raise ValueError(f"unknown item kind {items.kind!r}")
+
+
+def _composed(store: EmbeddingCache, items: Items, alpha: float | None, step) -> tuple[np.ndarray, str]:
+    """Reference image + text, fused the way the collection fuses composed queries."""
+    try:
+        from ..query.compose import compose
+    except ImportError:  # pragma: no cover - until composed queries land
+        raise ValueError("composed triplets need composed search (glimpse.query.compose)") from None
+    images, image_fp = store.images(items.paths, step)
+    texts, text_fp = store.texts(items.texts, step)
+    fused = np.stack([compose(images[r], t) if alpha is None else compose(images[r], t, float(alpha))
+                      for r, t in zip(items.refs, texts)])
+    return fused.astype(np.float32), f"{image_fp}+{text_fp}"
