@@ -19,7 +19,7 @@ import numpy as np
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
-from .index.binary import BINARIZER_FILE, BinaryIndex
+from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
 from .index.metadata import FileError, FileLink, NewItem
 from .ingest import FileEntry, Prepared, prepare_files, scan
 from .query import ImageLike, SearchResult, encode_query
@@ -300,7 +300,9 @@ class Collection:
         if binarizer is None:
             return FlatIndex(self.encoder.dim)
         oversample = self._meta.get_meta()["codes"]["oversample"]
-        return BinaryIndex(binarizer, self._read_vectors, oversample=oversample)
+        # Flat scan, or IVF lists once the collection is big enough for them to pay off.
+        lists = ivf_lists(len(self._meta.item_ids()))
+        return BinaryIndex(binarizer, self._read_vectors, oversample=oversample, lists=lists)
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
@@ -310,17 +312,22 @@ class Collection:
             self._index.persist(self.path, self._index_generation)
 
     # -- binary codes -------------------------------------------------------------------
-    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 10, seed: int = 0) -> None:
-        """Search through compact binary codes (Hamming scan, then exact float re-rank).
+    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 10, seed: int = 0,
+                  scoring: str = "auto") -> None:
+        """Search through compact binary codes (code scan, then exact float re-rank).
 
         The binarizer is fitted on the collection's own vectors at the end of the next
         ``add``/``index`` (once there are enough of them), and re-fitted when the collection
-        has doubled since.
+        has doubled since. ``scoring`` picks how the codes are scanned: ``hamming``,
+        ``asymmetric`` (float query against the codes), or ``auto``: asymmetric for text
+        queries, whose codes would be far from every image's, Hamming for the rest.
         """
         create_binarizer(binarizer, bits=bits, seed=seed)  # validates name and bits now
+        if scoring != "auto" and scoring not in SCORINGS:
+            raise ValueError(f"scoring must be auto or one of {', '.join(SCORINGS)}, not {scoring!r}")
         with self._lock:
             self._meta.set_meta(codes={"binarizer": binarizer, "bits": bits, "oversample": oversample,
-                                       "seed": seed, "fitted_on": 0})
+                                       "seed": seed, "scoring": scoring, "fitted_on": 0})
             (self.path / BINARIZER_FILE).unlink(missing_ok=True)
             self._index = None
             self._fit_codes()
@@ -362,11 +369,12 @@ class Collection:
         exact: bool = False,
         oversample: int | None = None,
         rerank: bool | None = None,
+        scoring: str | None = None,
     ) -> list[SearchResult]:
         """Top-``k`` images for a text, an image (path, bytes or Pillow image) or a raw vector.
 
-        With binary codes in use, ``oversample`` and ``rerank`` tune the two stages for this
-        query, and ``exact`` scans every float vector instead (the reference).
+        With binary codes in use, ``oversample``, ``rerank`` and ``scoring`` tune the two
+        stages for this query, and ``exact`` scans every float vector instead (the reference).
         """
         if k < 1:
             raise ValueError("k must be at least 1")
@@ -381,12 +389,19 @@ class Collection:
         if exact and isinstance(index, BinaryIndex):
             scores, ids = self._exact_search(query, k)
         elif isinstance(index, BinaryIndex):
-            scores, ids = index.search(query, k, oversample=oversample, rerank=rerank)
+            scoring = scoring or self._scoring(text_only=text is not None and image is None)
+            scores, ids = index.search(query, k, oversample=oversample, rerank=rerank, scoring=scoring)
         else:
             scores, ids = index.search(query, k)
         hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _scoring(self, text_only: bool) -> str:
+        configured = self._meta.get_meta()["codes"].get("scoring", "auto")
+        if configured == "auto":
+            return "asymmetric" if text_only else "hamming"
+        return configured
 
     def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Score every stored vector, in chunks so the float copies stay small."""

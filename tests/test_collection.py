@@ -246,3 +246,34 @@ def test_too_few_images_for_codes_fall_back_to_exact_search(tmp_path, image_dir,
     assert col.stats().codes["fitted_on"] == 0
     path = image_dir / "img04.png"
     assert col.search(image=path, k=1)[0].path == str(path)
+
+
+def test_text_queries_scan_codes_asymmetrically_unless_told(tmp_path, many_images, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32)
+    col.add([many_images])
+    auto = [(r.id, r.score) for r in col.search(text="red roof", k=5, rerank=False)]
+    assert auto == [(r.id, r.score) for r in col.search(text="red roof", k=5, rerank=False, scoring="asymmetric")]
+    hamming = col.search(text="red roof", k=5, rerank=False, scoring="hamming")
+    assert all((1 - r.score) * 32 / 2 == round((1 - r.score) * 32 / 2) for r in hamming)  # whole bit counts
+    assert [s for _, s in auto] != [r.score for r in hamming]
+    with pytest.raises(ValueError, match="scoring"):
+        col.use_codes("itq", bits=32, scoring="cosine")
+
+
+def test_big_collections_get_an_ivf_code_index_that_survives_reopen(tmp_path, many_images, hash_encoder, monkeypatch):
+    monkeypatch.setattr("glimpse.index.binary.IVF_FROM", 100)  # the real threshold is millions
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32, oversample=200)
+    col.add([many_images])
+    assert col._ensure_index().lists == 8  # 2 ** round(log2(sqrt(120)))
+    query = hash_encoder.encode_texts(["blue sky"])[0]
+    exact = [r.id for r in col.search(vector=query, k=5, exact=True)]
+    col._ensure_index().probes = 8  # every list: the IVF shortlist then covers everything
+    assert [r.id for r in col.search(vector=query, k=5)] == exact
+    col.remove(sorted(many_images.glob("*.png"))[:10])
+    col.close()
+    reopened = glimpse.open(tmp_path / "col")
+    assert reopened._ensure_index().lists == 8 and reopened._ensure_index().count() == 110
+    path = sorted(many_images.glob("*.png"))[50]
+    assert reopened.search(image=path, k=1)[0].path == str(path)

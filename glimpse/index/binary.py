@@ -47,7 +47,7 @@ def ivf_lists(count: int) -> int:
     """Inverted lists for an index of ``count`` codes: none (flat) below ``IVF_FROM``."""
     if count < IVF_FROM:
         return 0
-    return int(2 ** round(np.log2(4 * np.sqrt(count))))
+    return int(2 ** round(np.log2(np.sqrt(count))))
 
 
 class BinaryIndex(VectorIndex):
@@ -81,6 +81,10 @@ class BinaryIndex(VectorIndex):
         if lists:
             self._index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, lists)
             self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # removal by id
+            # k-means runs on the first add (a collection adds 65,536 codes at a time): 10 rounds
+            # keep it to seconds, and 16 points per list are enough for coarse lists.
+            self._index.cp.niter = 10
+            self._index.cp.min_points_per_centroid = 16
         else:
             self._index = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(bits))
         self._adc = _sign_pattern_quantizer(bits)
