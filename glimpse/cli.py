@@ -101,12 +101,14 @@ def index(
     codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign.")] = None,
     bits: Annotated[int, typer.Option(help="Bits per image code (with --codes).")] = 256,
     oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 10,
+    scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text queries), hamming or asymmetric.")] = "auto",
+    rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
     col = _open(collection, create=True, encoder=encoder, precision=precision)
     if codes:
         try:
-            col.use_codes(codes, bits=bits, oversample=oversample)
+            col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank)
         except ValueError as exc:
             raise _fail(exc) from None
     run_index(

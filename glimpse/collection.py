@@ -290,7 +290,7 @@ class Collection:
                 self._index, self._index_ids, self._index_generation = self._empty_index(), set(), -1
             if isinstance(self._index, BinaryIndex):
                 self._index.reader = self._read_vectors
-                self._index.oversample = self._meta.get_meta()["codes"]["oversample"]
+                self._configure(self._index)
         self._refresh()
         return self._index
 
@@ -299,10 +299,14 @@ class Collection:
             binarizer = load_binarizer(self.path / BINARIZER_FILE)
         if binarizer is None:
             return FlatIndex(self.encoder.dim)
-        oversample = self._meta.get_meta()["codes"]["oversample"]
         # Flat scan, or IVF lists once the collection is big enough for them to pay off.
-        lists = ivf_lists(len(self._meta.item_ids()))
-        return BinaryIndex(binarizer, self._read_vectors, oversample=oversample, lists=lists)
+        index = BinaryIndex(binarizer, self._read_vectors, lists=ivf_lists(len(self._meta.item_ids())))
+        return self._configure(index)
+
+    def _configure(self, index: BinaryIndex) -> BinaryIndex:
+        config = self._meta.get_meta()["codes"]
+        index.oversample, index.rerank = config["oversample"], config.get("rerank", True)
+        return index
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
@@ -313,21 +317,23 @@ class Collection:
 
     # -- binary codes -------------------------------------------------------------------
     def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 10, seed: int = 0,
-                  scoring: str = "auto") -> None:
+                  scoring: str = "auto", rerank: bool = True) -> None:
         """Search through compact binary codes (code scan, then exact float re-rank).
 
         The binarizer is fitted on the collection's own vectors at the end of the next
         ``add``/``index`` (once there are enough of them), and re-fitted when the collection
         has doubled since. ``scoring`` picks how the codes are scanned: ``hamming``,
         ``asymmetric`` (float query against the codes), or ``auto``: asymmetric for text
-        queries, whose codes would be far from every image's, Hamming for the rest.
+        queries, whose codes would be far from every image's, Hamming for the rest. Without
+        ``rerank``, results keep their code scores and the float vectors are never read.
+        Each of these can be changed per query in :meth:`search`.
         """
         create_binarizer(binarizer, bits=bits, seed=seed)  # validates name and bits now
         if scoring != "auto" and scoring not in SCORINGS:
             raise ValueError(f"scoring must be auto or one of {', '.join(SCORINGS)}, not {scoring!r}")
         with self._lock:
             self._meta.set_meta(codes={"binarizer": binarizer, "bits": bits, "oversample": oversample,
-                                       "seed": seed, "scoring": scoring, "fitted_on": 0})
+                                       "seed": seed, "scoring": scoring, "rerank": rerank, "fitted_on": 0})
             (self.path / BINARIZER_FILE).unlink(missing_ok=True)
             self._index = None
             self._fit_codes()

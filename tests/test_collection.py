@@ -277,3 +277,17 @@ def test_big_collections_get_an_ivf_code_index_that_survives_reopen(tmp_path, ma
     assert reopened._ensure_index().lists == 8 and reopened._ensure_index().count() == 110
     path = sorted(many_images.glob("*.png"))[50]
     assert reopened.search(image=path, k=1)[0].path == str(path)
+
+
+def test_rerank_off_per_collection_keeps_code_scores_and_a_query_can_turn_it_back_on(tmp_path, many_images, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32, oversample=1000, scoring="hamming", rerank=False)
+    col.add([many_images])
+    query = hash_encoder.encode_texts(["blue sky"])[0]
+    coded = col.search(vector=query, k=5)
+    assert all((1 - r.score) * 16 == round((1 - r.score) * 16) for r in coded)  # Hamming similarities
+    col.close()
+    reopened = glimpse.open(tmp_path / "col")  # the setting is the collection's, not the process's
+    assert [r.score for r in reopened.search(vector=query, k=5)] == [r.score for r in coded]
+    exact = reopened.search(vector=query, k=5, exact=True)
+    assert [r.id for r in reopened.search(vector=query, k=5, rerank=True)] == [r.id for r in exact]
