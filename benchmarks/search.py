@@ -1,0 +1,374 @@
+"""Search speed, recall and RAM: exact float against binary codes, 10k to 1M vectors, and a
+10M codes-only scan against the machine's measured memory bandwidth.
+
+    python benchmarks/search.py [--sizes 10000,100000,1000000] [--scan 10000000]
+                                [--methods sign,itq,learned] [--bits 64,128,256,512]
+                                [--oversample 10,50] [--queries 100] [--data DIR] [--cache DIR]
+
+Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
+variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
+sources open the database; the rest of it is those vectors tiled with *structured* noise
+(Gaussian in the real vectors' top-256 principal directions, with their variances, plus 25%
+isotropic), scaled so a tiled copy has the cosine to its source that a real augmented
+variant has to its original. Without ``--data`` the sources are a synthetic clustered set.
+
+Queries. ``img``: real vectors of the 100 held-out photos (never in the database);
+``txt``: their captions. Ground truth is always the exact float top-10 (``IndexFlatIP``).
+
+Baselines, measured in this run:
+* ``flat-ip``: FAISS ``IndexFlatIP`` on float32. FAISS only uses BLAS for a batch when it
+  has at least ``faiss.cvar.distance_compute_blas_threshold`` queries (default 20); its own
+  SIMD loop serves smaller batches. Each batch size is timed both ways and the faster one is
+  the baseline, so the codes are never compared against a handicapped scan.
+* ``ham-raw``: a raw FAISS ``IndexBinaryFlat`` over the same codes (Hamming top-10, no ids,
+  no re-rank): the floor any code scan pays.
+
+Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
+exactly from the float16 vector file through the memory map, as a collection does),
+``asym+rrO`` (asymmetric scan for the shortlist, then the same re-rank). Latency is batch 1 (p50/p99
+over the queries), throughput is batches of 64. ``B/img`` is the RAM the search path holds
+per image: code bytes plus the 8-byte id; ``rss`` is the measured growth of the process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import faiss  # noqa: E402
+
+from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binarizer, recall  # noqa: E402
+from glimpse.index import VectorStore  # noqa: E402
+from glimpse.index.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
+
+K = 10
+
+
+# -- data -----------------------------------------------------------------------------------
+
+
+def load_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, str]:
+    """(database seeds, image queries, text queries, target cosine to source, label)."""
+    if args.data and (args.data / "captions.tsv").exists():
+        emb = build_embeddings(args.data, args.cache, 11)
+        images = emb["images"]
+        n_db = len(images) - N_HELD_OUT
+        seeds = images[:n_db, 1:].reshape(-1, images.shape[2])
+        # How close a real augmented variant is to its original: the noise is scaled to match.
+        target = float(np.mean(np.einsum("sd,svd->sv", images[:, 0], images[:, 1:])))
+        return (np.ascontiguousarray(seeds), images[n_db:].reshape(-1, images.shape[2]),
+                emb["captions"][n_db:], target, "real captioned-dev embeddings")
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((300, 512)).astype(np.float32)
+    def draw(n: int) -> np.ndarray:
+        x = centres[rng.integers(0, len(centres), n)] + 0.8 * rng.standard_normal((n, 512)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+    return draw(8000), draw(1200), draw(200), 0.85, "synthetic clustered vectors (no --data)"
+
+
+class Tiler:
+    """Row i of the database: seed i, or a seed plus structured noise (deterministic by row)."""
+
+    def __init__(self, seeds: np.ndarray, target_cosine: float):
+        self.seeds = seeds
+        centred = (seeds - seeds.mean(axis=0))[:: max(1, len(seeds) // 4000)]
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        spread = s[:256] / np.sqrt(len(centred))  # standard deviation along each direction
+        self.basis = (spread[:, None] * vt[:256]).astype(np.float32)
+        # A quarter of the top directions' average spread, in every direction.
+        self.iso = 0.25 * float(np.sqrt((spread**2).sum() / seeds.shape[1]))
+        self.sigma = 1.0
+        self.sigma = self._calibrate(target_cosine)
+
+    def _noise(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        g = rng.standard_normal((n, len(self.basis)), dtype=np.float32)
+        iso = rng.standard_normal((n, self.seeds.shape[1]), dtype=np.float32) * self.iso
+        return self.sigma * (g @ self.basis + iso)
+
+    def _calibrate(self, target: float) -> float:
+        rng = np.random.default_rng(99)
+        src = self.seeds[rng.integers(0, len(self.seeds), 2000)]
+        noise = self._noise(rng, 2000)
+        lo, hi = 0.0, 10.0
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            x = src + mid * noise
+            cos = np.mean(np.sum(x * src, axis=1) / np.linalg.norm(x, axis=1))
+            lo, hi = (mid, hi) if cos > target else (lo, mid)
+        return lo
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, self.seeds.shape[1]), np.float32)
+        real = max(0, min(stop, len(self.seeds)) - start)
+        out[:real] = self.seeds[start : start + real]
+        if real < len(out):
+            rng = np.random.default_rng([7, start])
+            n = len(out) - real
+            x = self.seeds[rng.integers(0, len(self.seeds), n)] + self._noise(rng, n)
+            out[real:] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        return out
+
+
+# -- timing ---------------------------------------------------------------------------------
+
+
+def latencies(fn, queries: np.ndarray, batch: int = 1) -> np.ndarray:
+    fn(queries[:batch])  # warm caches and lazy set-up
+    out = []
+    for i in range(0, len(queries) - batch + 1, batch):
+        t = time.perf_counter()
+        fn(queries[i : i + batch])
+        out.append(time.perf_counter() - t)
+    return np.array(out)
+
+
+def timing(fn, queries: np.ndarray) -> dict[str, float]:
+    one = latencies(fn, queries[: max(10, len(queries))])
+    wide = np.tile(queries, (max(1, 192 // len(queries)), 1))[:192]
+    batch = latencies(fn, wide, 64)
+    return {"p50": 1e3 * float(np.percentile(one, 50)), "p99": 1e3 * float(np.percentile(one, 99)),
+            "qps64": 64 / float(np.median(batch))}
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def flat_timing(index: faiss.Index, queries: np.ndarray) -> dict[str, float]:
+    """IndexFlatIP timed with and without BLAS for each batch size; the faster one counts."""
+    search = lambda q: index.search(q, K)  # noqa: E731
+    best: dict[str, float] = {}
+    for threshold in (1, 10**9):  # BLAS for every batch / FAISS's SIMD loop for every batch
+        faiss.cvar.distance_compute_blas_threshold = threshold
+        got = timing(search, queries)
+        best = got if not best else {
+            "p50": min(best["p50"], got["p50"]), "p99": min(best["p99"], got["p99"]),
+            "qps64": max(best["qps64"], got["qps64"])}
+    faiss.cvar.distance_compute_blas_threshold = 1  # what glimpse's FlatIndex uses
+    return best
+
+
+# -- memory bandwidth -----------------------------------------------------------------------
+
+
+def memory_bandwidth(gib: float = 1.0) -> dict[int, float]:
+    """Read bandwidth (bytes/s) summing a buffer far larger than the caches, 1 and 2 threads."""
+    buf = np.ones(int(gib * 2**30) // 8, np.uint64)
+    out = {}
+    for threads in (1, 2):
+        parts = np.array_split(buf, threads)
+        times = []
+        for _ in range(5):
+            workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
+            t = time.perf_counter()
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            times.append(time.perf_counter() - t)
+        out[threads] = buf.nbytes / min(times)
+    return out
+
+
+# -- the benchmark ----------------------------------------------------------------------------
+
+
+def build_database(tiler: Tiler, n: int, workdir: Path) -> tuple[faiss.IndexFlatIP, np.ndarray, VectorStore]:
+    """The float16 vector file a collection would hold, and IndexFlatIP over the same values.
+
+    The float matrix is a zero-copy view of the flat index's storage, so 1M x 1664 floats
+    live in RAM once (6.7 GB), not twice.
+    """
+    dim = tiler.seeds.shape[1]
+    store = VectorStore(workdir / "vectors.f16", dim)
+    flat = faiss.IndexFlatIP(dim)
+    for start in range(0, n, 65536):
+        half = tiler.rows(start, min(n, start + 65536)).astype(np.float16)
+        store.write(start, half)
+        flat.add(half.astype(np.float32))  # rank exactly what the store holds
+    view = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim)
+    return flat, view, store
+
+
+def fit_binarizers(args, vectors: np.ndarray) -> dict[tuple[str, int], object]:
+    """Each binarizer fitted once, on a sample of the largest database (a collection fits on
+    a sample of its own vectors too)."""
+    rng = np.random.default_rng(1)
+    sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), args.fit_sample), replace=False))]
+    fitted = {}
+    for method in args.methods.split(","):
+        for bits in [int(b) for b in args.bits.split(",")]:
+            t = time.perf_counter()
+            fitted[(method, bits)] = make_binarizer(method, bits).fit(sample)
+            print(f"  fit {method}-{bits} on {len(sample)}: {time.perf_counter() - t:.1f}s", file=sys.stderr)
+    return fitted
+
+
+def run_size(n: int, big: faiss.IndexFlatIP, vectors: np.ndarray, store: VectorStore,
+             queries: dict[str, np.ndarray], binarizers: dict, args) -> list[dict]:
+    dim = vectors.shape[1]
+    if n == big.ntotal:
+        flat = big
+    else:
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(vectors[:n])
+    f32 = vectors[:n]
+    ids = np.arange(n, dtype=np.int64)
+    reader = lambda wanted: store.read(wanted, n)  # noqa: E731
+    base = flat_timing(flat, queries["img"])
+    truth = {name: flat.search(q, K)[1] for name, q in queries.items()}
+    rows = [{"n": n, "config": "flat-ip (baseline)", "bytes": dim * 4, **base,
+             "img": 1.0, "txt": 1.0}]
+    raw_bits = 256 if any(b == 256 for _, b in binarizers) else max(b for _, b in binarizers)
+    raw_method = next(m for m, b in binarizers if b == raw_bits)
+    for (method, bits), binarizer in binarizers.items():
+        before = rss_bytes()
+        index = BinaryIndex(binarizer, reader)
+        for start in range(0, n, 65536):
+            index.add(ids[start : start + 65536], f32[start : start + 65536])
+        grown = (rss_bytes() - before) / n
+        name = f"{method}-{bits}"
+        if (method, bits) == (raw_method, raw_bits):
+            raw = faiss.IndexBinaryFlat(bits)
+            for start in range(0, n, 65536):
+                raw.add(binarizer.encode(f32[start : start + 65536]))
+            codes_q = binarizer.encode(queries["img"])
+            got = timing(lambda q: raw.search(q, K), codes_q)
+            rows.append({"n": n, "config": f"ham-raw {name} (baseline)", "bytes": bits // 8,
+                         **got, "img": recall(raw.search(codes_q, K)[1], truth["img"]), "txt": None})
+            del raw
+        configs = [("ham", {"rerank": False})]
+        for o in args.oversample:
+            configs += [(f"ham+rr{o}", {"rerank": True, "oversample": o}),
+                        (f"asym+rr{o}", {"rerank": True, "oversample": o, "scoring": "asymmetric"})]
+        for label, kw in configs:
+            search = lambda q: index.search(q, K, **kw)  # noqa: E731
+            got = timing(search, queries["img"])
+            rows.append({"n": n, "config": f"{label} {name}", "bytes": bits // 8 + 8, "rss": grown, **got,
+                         "img": recall(search(queries["img"])[1], truth["img"]),
+                         "txt": recall(search(queries["txt"])[1], truth["txt"])})
+        print(f"  n={n} {name} done", file=sys.stderr)
+    return rows
+
+
+def tiled_codes(n: int, base: np.ndarray, bits: int) -> np.ndarray:
+    """``base`` codes repeated up to ``n`` rows, each repeat with 3% of its bits flipped."""
+    rng = np.random.default_rng(5)
+    codes = np.empty((n, base.shape[1]), np.uint8)
+    for start in range(0, n, len(base)):
+        stop = min(n, start + len(base))
+        flips = np.packbits(rng.random((stop - start, bits), dtype=np.float32) < 0.03, axis=1, bitorder="little")
+        codes[start:stop] = base[: stop - start] ^ (flips if start else 0)
+    return codes
+
+
+def scan(codes: np.ndarray, bits: int, queries: np.ndarray, bandwidth: dict[int, float]) -> list[str]:
+    """Batch-1 Hamming scans of every code (k=100) against the measured read bandwidth."""
+    n = len(codes)
+    best_bw = max(bandwidth.values())
+    lines = [f"memory read bandwidth: 1 thread {bandwidth[1] / 1e9:.1f} GB/s, "
+             f"2 threads {bandwidth[2] / 1e9:.1f} GB/s (numpy sum over 1 GiB)"]
+    flat = faiss.IndexBinaryFlat(bits)
+    flat.add(codes)
+    shards = faiss.IndexBinaryShards(bits, True, True)  # one thread per shard
+    for half in np.array_split(np.arange(n), 2):
+        part = faiss.IndexBinaryFlat(bits)
+        part.add(codes[half[0] : half[-1] + 1])
+        shards.add_shard(part)
+    for label, index in (("IndexBinaryFlat, 1 thread", flat), ("2 shards, 1 thread each", shards)):
+        secs = np.median(latencies(lambda q: index.search(q, 100), queries))
+        rate = codes.nbytes / secs
+        lines.append(f"{n:,} x {bits}-bit codes, {label}: {1e3 * secs:.1f} ms/query, "
+                     f"{rate / 1e9:.1f} GB/s = {100 * rate / best_bw:.0f}% of measured bandwidth")
+    return lines
+
+
+def layouts(codes: np.ndarray, binarizer, queries: np.ndarray, sizes: list[int]) -> list[str]:
+    """glimpse's BinaryIndex, flat scan against IVF, Hamming top-100 (no re-rank)."""
+    lines = ["| codes | layout | build s | p50 ms | p99 ms | top-100 overlap with flat |", "|---|---|---|---|---|---|"]
+    for n in sizes:
+        results = {}
+        for lists in (0, ivf_lists(max(n, IVF_FROM))):
+            t = time.perf_counter()
+            index = BinaryIndex(binarizer, lists=lists)
+            for start in range(0, n, 65536):  # the first 65536 codes train the lists
+                index.add_codes(np.arange(start, min(n, start + 65536)), codes[start : min(n, start + 65536)])
+            built = time.perf_counter() - t
+            search = lambda q: index.search(q, 100, rerank=False)  # noqa: E731
+            lat = latencies(search, queries)
+            results[lists] = search(queries)[1]
+            overlap = recall(results[lists], results[0])
+            label = "flat" if not lists else f"IVF {lists} lists, {index.probes} probes"
+            lines.append(f"| {n:,} | {label} | {built:.1f} | {1e3 * np.percentile(lat, 50):.2f} | "
+                         f"{1e3 * np.percentile(lat, 99):.2f} | {overlap:.3f} |")
+    return lines
+
+
+def print_table(rows: list[dict]) -> None:
+    base = {r["n"]: r for r in rows if r["config"].startswith("flat-ip")}
+    print("| n | config | B/img | p50 ms | p99 ms | x flat (p50) | q/s @64 | x flat (q/s) | img R@10 | txt R@10 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        b = base[r["n"]]
+        txt = "" if r["txt"] is None else f"{r['txt']:.3f}"
+        print(f"| {r['n']:,} | {r['config']} | {r['bytes']} | {r['p50']:.2f} | {r['p99']:.2f} | "
+              f"{b['p50'] / r['p50']:.1f} | {r['qps64']:,.0f} | {r['qps64'] / b['qps64']:.1f} | "
+              f"{r['img']:.3f} | {txt} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "captioned-dev")
+    ap.add_argument("--cache", type=Path, default=default_cache())
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--scan", type=int, default=10_000_000, help="codes-only scan size (0: skip)")
+    ap.add_argument("--methods", default="sign,itq,learned")
+    ap.add_argument("--bits", default="64,128,256,512")
+    ap.add_argument("--oversample", type=lambda v: [int(x) for x in v.split(",")], default=[10, 50],
+                    help="re-rank shortlists of k x each of these")
+    ap.add_argument("--queries", type=int, default=100)
+    ap.add_argument("--fit-sample", type=int, default=20_000)
+    args = ap.parse_args(argv)
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    seeds, img, txt, target, label = load_sources(args)
+    tiler = Tiler(seeds, target)
+    pick = np.random.default_rng(3).choice(len(img), args.queries, replace=False)
+    queries = {"img": np.ascontiguousarray(img[pick], np.float32),
+               "txt": np.ascontiguousarray(txt[: args.queries], np.float32)}
+    sizes = [int(s) for s in args.sizes.split(",")]
+    print(f"sources: {label}; {len(seeds)} seeds, {seeds.shape[1]}-d, tiled copies at cosine "
+          f"{target:.3f} to their seed; {os.cpu_count()} cores; faiss {faiss.__version__}")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="glimpse-search-") as tmp:
+        big, vectors, store = build_database(tiler, max(sizes), Path(tmp))
+        binarizers = fit_binarizers(args, vectors)
+        for n in sizes:
+            rows += run_size(n, big, vectors, store, queries, binarizers, args)
+        print_table(rows)
+        if args.scan:
+            main_bits = 256 if ("learned", 256) in binarizers else max(b for _, b in binarizers)
+            chosen = binarizers.get(("learned", main_bits)) or next(iter(binarizers.values()))
+            codes = tiled_codes(args.scan, chosen.encode(vectors[:1_000_000]), chosen.bits)
+            del big, vectors
+            queries_f = np.ascontiguousarray(queries["img"][:50])
+            for line in scan(codes, chosen.bits, chosen.encode(queries_f), memory_bandwidth()):
+                print(line)
+            steps = sorted({s for s in (1_000_000, IVF_FROM, args.scan) if s <= args.scan})
+            for line in layouts(codes, chosen, queries_f, steps):
+                print(line)
+
+
+if __name__ == "__main__":
+    main()
