@@ -120,9 +120,8 @@ class Scorer:
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        exact = queries @ self.database.T
         if self.config.binarizer is None:
-            return exact
+            return queries @ self.database.T
         if self.config.scoring == "asymmetric":
             code = self.binarizer.query_vector(queries) @ self._signs.T
         else:
@@ -134,7 +133,7 @@ class Scorer:
         # The tail keeps its code order (and ties) strictly below every cosine in [-1, 1].
         out = code - code.max(axis=1, keepdims=True) - 3.0
         rows = np.arange(len(code))[:, None]
-        out[rows, order] = exact[rows, order]
+        out[rows, order] = np.einsum("qd,qsd->qs", queries, self.database[order])
         return out
 
     def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:

@@ -85,7 +85,7 @@ class Task:
     queries: Items
     database: Items
     protocol: str  # recall | copy | groups | revisitop | hashing | composed (see protocols)
-    judgements: dict[str, Judgement]  # "" for the main one; E/M/H for revisitop; "subset"...
+    judgements: dict[str, Judgement]  # the first is the main one ("", or M for revisitop)
     options: dict = field(default_factory=dict)
     breakdown: dict[str, np.ndarray] = field(default_factory=dict)  # named query subsets
 
@@ -295,9 +295,9 @@ def revisitop_judgements(gnd: list[dict]) -> dict[str, Judgement]:
     def pick(*keys: str) -> list[np.ndarray]:
         return _as_arrays([np.concatenate([np.asarray(g.get(k, []), dtype=np.int64) for k in keys]) for g in gnd])
 
-    return {
-        "E": Judgement(pick("easy"), pick("junk", "hard")),
+    return {  # Medium first: the main judgement (curves, worst queries)
         "M": Judgement(pick("easy", "hard"), pick("junk")),
+        "E": Judgement(pick("easy"), pick("junk", "hard")),
         "H": Judgement(pick("hard"), pick("junk", "easy")),
     }
 

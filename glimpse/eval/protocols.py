@@ -44,6 +44,7 @@ def score_task(task: Task, scores: Callable[[np.ndarray], np.ndarray], n_queries
     """``scores(query indices) -> (len, items)`` for the configuration; chunks bound memory."""
     ranked: dict[str, list[np.ndarray]] = {name: [] for name in task.judgements}
     extra: dict[str, list[np.ndarray]] = {"optimistic": []} if task.protocol == "hashing" else {}
+    main = next(iter(task.judgements))  # the first judgement is the task's main one
     tops = []
     for start in range(0, n_queries, CHUNK):
         rows = np.arange(start, min(n_queries, start + CHUNK))
@@ -51,10 +52,10 @@ def score_task(task: Task, scores: Callable[[np.ndarray], np.ndarray], n_queries
         for name, judgement in task.judgements.items():
             ranked[name] += _ranks(s, judgement, rows)
         if extra:
-            extra["optimistic"] += _ranks(s, task.judgements[""], rows, ties="optimistic")
-        tops.append(_top(s, task.judgements[""], rows))
+            extra["optimistic"] += _ranks(s, task.judgements[main], rows, ties="optimistic")
+        tops.append(_top(s, task.judgements[main], rows))
     result = _FIGURES[task.protocol](task, ranked, extra)
-    first = m.first_ranks(ranked[next(iter(task.judgements))])
+    first = m.first_ranks(ranked[main])
     result.curve = {k: m.recall_from_ranks(first, k) for k in CURVE_KS}
     result.top = np.concatenate(tops) if tops else np.zeros((0, TOP_SHOWN), np.int64)
     if result.quality is None:

@@ -1,0 +1,156 @@
+"""Each protocol's figures on tiny hand-made ground truths, and configuration scoring."""
+
+import numpy as np
+import pytest
+
+from glimpse.eval.configs import Config, Scorer, parse_configs
+from glimpse.eval.datasets import Items, Judgement, Task, revisitop_judgements
+from glimpse.eval.protocols import score_task
+
+
+def arrays(lists):
+    return [np.asarray(x, dtype=np.int64) for x in lists]
+
+
+def task(protocol, positives, ignore=None, n_db=None, **options):
+    n_q = len(positives)
+    n_db = n_db or 1 + max(int(max(p, default=0)) for p in positives)
+    return Task("t", Items("texts", texts=[f"q{i}" for i in range(n_q)]),
+                Items("texts", texts=[f"d{i}" for i in range(n_db)]), protocol,
+                {"": Judgement(arrays(positives), None if ignore is None else arrays(ignore))}, options)
+
+
+def run(t, scores):
+    scores = np.asarray(scores, dtype=np.float32)
+    return score_task(t, lambda rows: scores[rows], len(scores))
+
+
+def test_recall_protocol():
+    scores = [[0.9, 0.1, 0.2], [0.1, 0.2, 0.9], [0.5, 0.5, 0.1]]
+    out = run(task("recall", [[0], [1], [1]]), scores)
+    # ranks: 1; 2; 2 (tie with item 0 counts against)
+    assert out.figures["R@1"] == pytest.approx(1 / 3)
+    assert out.figures["R@5"] == 1.0
+    assert out.figures["MRR"] == pytest.approx((1 + 0.5 + 0.5) / 3)
+    assert out.figures["median rank"] == 2
+    assert out.curve[1] == pytest.approx(1 / 3) and out.curve[2] == 1.0
+    assert out.top[1].tolist() == [2, 1, 0]
+
+
+def test_revisitop_easy_medium_hard():
+    # Database items: 0 easy, 1 hard, 2 junk, 3 negative. Ranking by score: 2, 1, 3, 0.
+    gnd = [{"easy": [0], "hard": [1], "junk": [2]}]
+    t = Task("landmarks", Items("texts", texts=["q"]), Items("texts", texts=list("abcd")), "revisitop",
+             revisitop_judgements(gnd))
+    out = run(t, [[0.1, 0.8, 0.9, 0.5]])
+    f = out.figures
+    # E: hard and junk removed -> [3, 0]: easy at position 1 -> (0 + 1/2) / 2.
+    assert f["E mAP"] == pytest.approx(0.25)
+    assert f["E mP@1"] == 0.0 and f["E mP@5"] == pytest.approx(0.5)
+    # M: junk removed -> [1, 3, 0]: positions 0 and 2 -> the trapezoid AP 0.7917.
+    assert f["M mAP"] == pytest.approx((1 + (0.5 + 2 / 3) / 2) / 2)
+    assert f["M mP@1"] == 1.0 and f["M mP@10"] == pytest.approx(2 / 3)
+    # H: junk and easy removed -> [1, 3]: hard first.
+    assert f["H mAP"] == 1.0 and f["H mP@5"] == 1.0
+
+
+def test_revisitop_skips_queries_without_positives():
+    gnd = [{"easy": [0], "hard": [], "junk": []}, {"easy": [1], "hard": [], "junk": []}]
+    t = Task("l", Items("texts", texts=["a", "b"]), Items("texts", texts=["x", "y"]), "revisitop",
+             revisitop_judgements(gnd))
+    out = run(t, [[0.9, 0.1], [0.9, 0.1]])
+    assert out.figures["H mAP"] != out.figures["H mAP"]  # NaN: no query has a hard positive
+    assert out.figures["E mAP"] == pytest.approx((1 + 0.25) / 2)
+
+
+def test_groups_map_excludes_query_and_ns_counts_it():
+    # Two queries (database items 0 and 3), groups {0,1,2} and {3,4}.
+    t = Task("g", Items("texts", texts=["a", "b"]), Items("texts", texts=list("abcde")), "groups",
+             {"": Judgement(arrays([[1, 2], [4]]), arrays([[0], [3]])),
+              "with query": Judgement(arrays([[0, 1, 2], [3, 4]]))}, {"ns": True})
+    scores = [[1.0, 0.2, 0.8, 0.5, 0.1], [0.3, 0.2, 0.1, 1.0, 0.05]]
+    out = run(t, scores)
+    # q0 without itself: [2, 3, 1, 4] -> relevant at 1 and 3 -> AP (1 + 2/3)/2. q1: [0, 1, 2, 4] -> 1/4.
+    assert out.figures["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 0.25) / 2)
+    # N-S (top 4 with the query): q0 has 0, 2, 1 -> 3; q1 has only 3 -> 1.
+    assert out.figures["N-S"] == pytest.approx(2.0)
+
+
+def test_hashing_map_at_k_and_tie_spread():
+    # One query; Hamming similarities with a four-way tie; relevant items 0 and 3.
+    t = task("hashing", [[0, 3]], n_db=6, map_at=2)
+    out = run(t, [[1.0, 0.5, 0.5, 0.5, 0.5, -1.0]])
+    assert out.figures["mAP"] == pytest.approx((1 + 2 / 5) / 2)
+    assert out.figures["mAP optimistic"] == pytest.approx(1.0)
+    assert out.figures["mAP@2"] == pytest.approx(1.0)  # only the rank-1 item is within the top 2
+
+
+def test_copy_protocol_with_breakdown():
+    t = task("copy", [[0], [1], [1]])
+    t.breakdown = {"crop": np.array([0, 1]), "flip": np.array([2])}
+    out = run(t, [[0.9, 0.1], [0.95, 0.3], [0.1, 0.7]])
+    assert out.figures["mAP"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert out.figures["R@1"] == pytest.approx(2 / 3)
+    assert out.breakdown["crop"]["R@1"] == 0.5 and out.breakdown["flip"]["R@1"] == 1.0
+    assert out.quality.tolist() == pytest.approx([1, 0.5, 1])
+
+
+def test_composed_recall_and_subset():
+    # Reference = database item 0 (excluded); target item 2; the subset is {0, 2, 3}.
+    t = Task("c", Items("texts", texts=["q"]), Items("texts", texts=list("abcde")), "composed",
+             {"": Judgement(arrays([[2]]), arrays([[0]])),
+              "subset": Judgement(arrays([[2]]), arrays([[0, 1, 4]]))}, {"ks": (1, 5)})
+    out = run(t, [[1.0, 0.9, 0.5, 0.4, 0.8]])
+    # Whole database without the reference: 1, 4, 2 -> rank 3. Subset without reference: 2 first.
+    assert out.figures["R@1"] == 0.0 and out.figures["R@5"] == 1.0
+    assert out.figures["R_subset@1"] == 1.0
+
+
+def test_parse_configs():
+    names = [c.name for c in parse_configs("learned:256,itq:128:asym")]
+    assert names == ["float", "learned-256", "learned-256 +rerank100", "itq-128-asym", "itq-128-asym +rerank100"]
+    assert [c.name for c in parse_configs("")] == ["float"]
+    for bad in ("learned", "learned:abc", "nope:64", "itq:100", "itq:64:fast"):
+        with pytest.raises(ValueError):
+            parse_configs(bad)
+    assert Config("sign", 256).bytes_per_image(1664) == 40 and Config().bytes_per_image(1664) == 6656
+
+
+@pytest.fixture
+def vectors():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 32)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_rerank_scores_match_binary_index(vectors):
+    """The harness ranks a re-rank config exactly as the real BinaryIndex returns results."""
+    from glimpse.index.binary import BinaryIndex
+
+    db, queries = vectors[:250], vectors[250:]
+    for scoring in ("hamming", "asymmetric"):
+        scorer = Scorer.prepare(Config("itq", 16, rerank=True, scoring=scoring, shortlist=40), db)
+        index = BinaryIndex(scorer.binarizer, lambda ids: db[ids], oversample=4, scoring=scoring)
+        index.add_codes(np.arange(len(db)), scorer.codes)
+        _, ids = index.search(queries, 10)
+        mine = np.argsort(-scorer.scores(queries), axis=1, kind="stable")[:, :10]
+        assert (mine == ids).mean() > 0.97  # equal up to Hamming ties at the shortlist edge
+
+
+def test_codes_only_scores_are_hamming_similarities(vectors):
+    from glimpse.codes import hamming_distances
+
+    scorer = Scorer.prepare(Config("sign", 32), vectors)
+    s = scorer.scores(vectors[:5])
+    d = hamming_distances(scorer.binarizer.encode(vectors[:5]), scorer.codes)
+    assert s == pytest.approx(1 - 2 * d / 32)
+    # Re-rank: the shortlist comes first, in exact order, above every other item.
+    rr = Scorer.prepare(Config("sign", 32, rerank=True, shortlist=20), vectors).scores(vectors[:5])
+    top = np.argsort(-rr, axis=1)[:, :20]
+    assert (np.sort(top, axis=1) == np.sort(np.argsort(-s, axis=1, kind="stable")[:, :20], axis=1)).all()
+    assert rr[0, 0] == pytest.approx(1.0, abs=1e-5)  # a query's own vector wins after re-rank
+
+
+def test_too_few_vectors_to_fit_is_a_clear_error(vectors):
+    with pytest.raises(ValueError, match="needs at least"):
+        Scorer.prepare(Config("itq", 32), vectors[:10])

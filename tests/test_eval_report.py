@@ -1,0 +1,87 @@
+"""End to end on a tiny generated folder with the hash encoder: CLI, report files, HTML in Chromium."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from glimpse.cli import app
+
+
+@pytest.fixture
+def photos(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(12):
+        make_image(folder / f"p{i:02d}.png", seed=i, size=(96, 72))
+    return folder
+
+
+def run_eval(*args):
+    result = CliRunner().invoke(app, ["eval", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def report(photos, tmp_path):
+    out = tmp_path / "out"
+    output = run_eval("copydetect", str(photos), "--per-image", "2", "--encoder", "hash", "--codes", "sign:32",
+                      "--out", str(out), "--cache", str(tmp_path / "cache"))
+    return out, output
+
+
+def test_copydetect_cli_writes_three_reports(report):
+    out, output = report
+    assert "copy→original" in output and "sign-32 +rerank100" in output and str(out / "report.html") in output
+    data = json.loads((out / "report.json").read_text())
+    names = [r["config"]["name"] for r in data["results"]]
+    assert names == ["float", "sign-32", "sign-32 +rerank100"]
+    float_row = data["results"][0]
+    assert 0 <= float_row["figures"]["mAP"] <= 1 and float_row["bytes_per_image"] == 4 * 64
+    assert set(float_row["breakdown"]) >= {"crop", "jpeg", "combo"}
+    assert data["seed"] == 0 and len(data["data_fingerprint"]) == 32 and "numpy" in data["environment"]
+    summary = (out / "summary.md").read_text()
+    assert "| config | mAP | R@1 | R@10 |" in summary
+
+
+def test_second_run_uses_the_embedding_cache(report, photos, tmp_path, monkeypatch):
+    from glimpse.encoders.hashing import HashEncoder
+
+    calls = []
+    original = HashEncoder.encode_prepared
+    monkeypatch.setattr(HashEncoder, "encode_prepared", lambda self, b: calls.append(len(b)) or original(self, b))
+    run_eval("copydetect", str(photos), "--per-image", "2", "--encoder", "hash", "--codes", "",
+             "--out", str(tmp_path / "again"), "--cache", str(tmp_path / "cache"))
+    assert calls == []
+    first = json.loads((report[0] / "report.json").read_text())
+    second = json.loads((tmp_path / "again" / "report.json").read_text())
+    assert second["results"][0]["figures"] == first["results"][0]["figures"]
+    assert second["data_fingerprint"] == first["data_fingerprint"]
+
+
+def test_html_report_renders_plots_and_gallery(report, page):
+    out, _ = report
+    text = (out / "report.html").read_text()
+    assert "http://" not in text and "https://" not in text  # self-contained
+    page.goto((out / "report.html").as_uri())
+    plots = page.locator("img.plot")
+    assert plots.count() == 3
+    thumbs = page.locator(".row img.thumb")
+    assert thumbs.count() >= 8 * 2
+    widths = page.eval_on_selector_all("img", "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+    assert widths and all(w > 0 for w in widths)
+    assert page.locator(".hit.good, .hit.bad").count() >= 8
+
+
+def test_captioned_cli_and_bad_input(tmp_path, make_image):
+    for i in range(4):
+        make_image(tmp_path / f"{i}.png", seed=i)
+    (tmp_path / "captions.tsv").write_text("image\tcaption\n" + "".join(f"{i}.png\tthing {i}\n" for i in range(4)))
+    output = run_eval("captioned", str(tmp_path), "--encoder", "hash", "--codes", "", "--out", str(tmp_path / "o"),
+                      "--cache", str(tmp_path / "c"))
+    assert "text→image" in output and "image→text" in output
+    bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path / "nowhere"), "--encoder", "hash"])
+    assert bad.exit_code == 2 and "Expected layout" in bad.output
+    bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path), "--codes", "learned", "--encoder", "hash"])
+    assert bad.exit_code == 2 and "BINARIZER:BITS" in bad.output
