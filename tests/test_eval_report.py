@@ -85,3 +85,35 @@ def test_captioned_cli_and_bad_input(tmp_path, make_image):
     assert bad.exit_code == 2 and "Expected layout" in bad.output
     bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path), "--codes", "learned", "--encoder", "hash"])
     assert bad.exit_code == 2 and "BINARIZER:BITS" in bad.output
+
+
+def test_composed_triplets_through_the_collection_fusion(tmp_path, make_image):
+    """CIRR layout -> fused queries (glimpse.query.compose) -> R@K with the reference excluded."""
+    pytest.importorskip("glimpse.query.compose", reason="composed search (issue 5) has not landed yet")
+    from PIL import Image
+
+    from glimpse.eval.configs import parse_configs
+    from glimpse.eval.datasets import load_composed
+    from glimpse.eval.runner import evaluate
+
+    (tmp_path / "dev").mkdir()
+    names = [f"i{i}" for i in range(6)]
+    for i, n in enumerate(names):
+        make_image(tmp_path / "dev" / f"{n}.png", seed=i, size=(64, 48))
+    # Each target is its reference with a few pixels changed: the nearest image once the
+    # reference itself is excluded, when the query is the image alone (alpha 0).
+    for ref, target in (("i0", "i1"), ("i2", "i3")):
+        im = Image.open(tmp_path / "dev" / f"{ref}.png").convert("RGB")
+        im.putpixel((0, 0), (255, 0, 0))
+        im.save(tmp_path / "dev" / f"{target}.png")
+    (tmp_path / "image_splits").mkdir()
+    (tmp_path / "captions").mkdir()
+    (tmp_path / "image_splits" / "split.rc2.val.json").write_text(json.dumps({n: f"./dev/{n}.png" for n in names}))
+    (tmp_path / "captions" / "cap.rc2.val.json").write_text(json.dumps([
+        {"reference": r, "target_hard": t, "caption": "the same", "img_set": {"members": [r, t, "i5"]}}
+        for r, t in (("i0", "i1"), ("i2", "i3"))]))
+    dataset = load_composed(tmp_path)
+    dataset.tasks[0].options["alpha"] = 0.0
+    ev = evaluate(dataset, ["hash"], parse_configs(""), cache=tmp_path / "cache")
+    figures = ev.rows[0].score.figures
+    assert figures["R@1"] == 1.0 and figures["R_subset@1"] == 1.0
