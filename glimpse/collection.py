@@ -20,9 +20,14 @@ from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
-from .index.metadata import FileError, FileLink, NewItem
+from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .ingest import FileEntry, Prepared, prepare_files, scan
-from .query import ImageLike, SearchResult, encode_query
+from .query import ImageLike, SearchResult
+from .eval.metrics import recall_at_k
+from .query.adapt import FORMAT as ADAPT_FORMAT, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
+from .query.build import QuerySources, build_query
+from .query.filters import Filter
+from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
 
 DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
@@ -51,6 +56,20 @@ class IndexReport:
     @property
     def indexed(self) -> int:
         return self.embedded + self.linked
+
+
+@dataclass
+class AdaptReport:
+    """What one ``adapt`` run learnt from; R@10 on the held-out captioned images before/after."""
+
+    kind: str
+    pairs: int  # captions used (captioned images found in the collection)
+    missing: int  # captions whose image the collection does not hold
+    version: int = 0
+    holdout_images: int = 0
+    before: float | None = None
+    after: float | None = None
+    seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +102,7 @@ class Collection:
         self._index_generation = -1
         self._index_ids: set[int] = set()
         self._rows = 0  # committed vector rows, as last seen
+        self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -371,35 +391,69 @@ class Collection:
         image: ImageLike | None = None,
         *,
         vector: np.ndarray | None = None,
+        like: int | None = None,
+        terms: str | list[tuple[object, float]] | None = None,
+        alpha: float | None = None,
+        filters: Filter | None = None,
+        min_score: float | None = None,
+        refine: str | None = None,
         k: int = 10,
         exact: bool = False,
         oversample: int | None = None,
         rerank: bool | None = None,
         scoring: str | None = None,
+        adapted: bool = True,
     ) -> list[SearchResult]:
-        """Top-``k`` images for a text, an image (path, bytes or Pillow image) or a raw vector.
+        """Top-``k`` images for a query, best first, each with its cosine score.
 
-        With binary codes in use, ``oversample``, ``rerank`` and ``scoring`` tune the two
-        stages for this query, and ``exact`` scans every float vector instead (the reference).
+        The query is one of: ``text``; ``image`` (path, bytes or Pillow image); both, a
+        composed query ``norm((1 - alpha) * image + alpha * text)``; a raw ``vector``; ``like``,
+        an item id (more like this one, itself left out); or ``terms``, a query-language string
+        or ``[(term, weight)]`` (see :mod:`glimpse.query.language`). A composed query leaves
+        out its reference image when the collection holds it.
+
+        ``filters`` restrict the candidates before ranking, so ``k`` results come back when
+        ``k`` images match. ``min_score`` drops weaker results. ``refine`` re-ranks the top
+        candidates: ``"aqe"`` or ``"superglobal"`` (off by default: neither helped in
+        measurements, see benchmarks/QUERY_NOTES.md). ``adapted=False`` ignores the caption
+        adaptation (``glimpse adapt``) for this query. With binary codes in use,
+        ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
+        ``exact`` scans every float vector instead (the reference).
         """
         if k < 1:
             raise ValueError("k must be at least 1")
-        if vector is None:
-            vector = encode_query(self.encoder, text=text, image=image)
-        elif text is not None or image is not None:
-            raise ValueError("give a vector, or a text or image, not both")
-        query = np.asarray(vector, dtype=np.float32).reshape(1, -1)
-        if query.shape[1] != self.encoder.dim:
-            raise ValueError(f"query vector has {query.shape[1]} dims; this collection uses {self.encoder.dim}")
+        if refine is not None and refine != "none" and refine not in REFINES:
+            raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
         index = self._ensure_index()
+        sources = QuerySources(self._item_vector, self._meta.item_for_hash,
+                               self._text_map() if adapted else None)
+        query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
+                            terms=terms, alpha=alpha)
+        allowed = None
+        if filters is not None and not filters.is_empty():
+            allowed = np.setdiff1d(np.array(self._meta.matching_items(filters.conditions()), dtype=np.int64),
+                                   np.array(sorted(query.exclude), dtype=np.int64))
+            if not len(allowed):
+                return []
+        refining = refine not in (None, "none")
+        want = max(k, CANDIDATES) if refining else k
+        want += 0 if allowed is not None else len(query.exclude)
+        q = query.vector.reshape(1, -1)
         if exact and isinstance(index, BinaryIndex):
-            scores, ids = self._exact_search(query, k)
+            scores, ids = self._exact_search(q, want, allowed)
         elif isinstance(index, BinaryIndex):
-            scoring = scoring or self._scoring(text_only=text is not None and image is None)
-            scores, ids = index.search(query, k, oversample=oversample, rerank=rerank, scoring=scoring)
+            scoring = scoring or self._scoring(text_only=query.kind == "text")
+            scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
+                                       scoring=scoring)
         else:
-            scores, ids = index.search(query, k)
-        hits = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            scores, ids = index.search(q, want, allowed=allowed)
+        keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
+        if refining and len(keep) > 1:
+            new_ids, new_scores = rerank_candidates(
+                refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
+                self._read_vectors)
+            keep = list(zip(new_ids.tolist(), new_scores.tolist()))
+        hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
@@ -409,14 +463,113 @@ class Collection:
             return "asymmetric" if text_only else "hamming"
         return configured
 
-    def _exact_search(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Score every stored vector, in chunks so the float copies stay small."""
+    def item(self, item_id: int) -> ItemInfo:
+        """An item's files, size in pixels and bytes, and modification time."""
+        info = self._meta.item_info(item_id)
+        if info is None:
+            raise KeyError(f"no item {item_id} in this collection")
+        return info
+
+    def _item_vector(self, item_id: int) -> np.ndarray:
+        self._ensure_index()
+        if item_id not in self._index_ids:
+            raise ValueError(f"no item #{item_id} in this collection")
+        return self._read_vectors(np.array([item_id], dtype=np.int64))[0]
+
+    def _exact_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score every stored vector (or every ``allowed`` one), in chunks so the float copies stay small."""
         ids = np.array(sorted(self._index_ids), dtype=np.int64)
+        if allowed is not None:
+            ids = np.intersect1d(ids, allowed)
         scores = np.concatenate(
             [self._read_vectors(ids[i : i + 65536]) @ query[0] for i in range(0, len(ids), 65536)]
         ) if len(ids) else np.zeros(0, np.float32)
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best][None, :], ids[best][None, :]
+
+    # -- caption adaptation ---------------------------------------------------------------
+    def adapt(
+        self,
+        captions: str | os.PathLike | None = None,
+        *,
+        kind: str = "contrastive",
+        holdout: float = 0.2,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+    ) -> AdaptReport:
+        """Learn how this collection's captions word things, so text queries find its images.
+
+        ``captions``: a TSV (``image<TAB>caption``, paths relative to the TSV); without it,
+        sidecar ``photo.jpg.txt``/``photo.txt`` files next to the indexed images. A seeded
+        ``holdout`` share of the captioned images is first kept out to report R@10 before and
+        after on them; the stored map is then trained on every pair. Replaces any earlier map.
+        """
+        started = time.perf_counter()
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError("holdout must be in [0, 1)")
+        pairs = read_captions(captions) if captions is not None else [
+            (Path(p), text) for p in sorted(self._meta.file_records()) if (text := sidecar_caption(p))]
+        ids, texts, missing = [], [], 0
+        for path, text in pairs:
+            item = self._meta.item_for_path(str(path))
+            if item is None:
+                missing += 1
+            else:
+                ids.append(item)
+                texts.append(text)
+        if not ids:
+            where = f"in {captions}" if captions is not None else "as .txt files next to the indexed images"
+            raise ValueError(f"no captioned image {where} is in this collection"
+                             + (f" ({missing} captions name images it does not hold: index them first)" if missing else ""))
+        self._ensure_index()
+        ids_arr = np.array(ids, dtype=np.int64)
+        text_vectors = self.encoder.encode_texts(texts)
+        image_vectors = self._read_vectors(ids_arr)
+        report = AdaptReport(kind=kind, pairs=len(ids), missing=missing)
+        items = np.unique(ids_arr)
+        held = np.random.default_rng(seed).random(len(items)) < holdout
+        test = np.isin(ids_arr, items[held])
+        if holdout and test.any() and (~test).sum() >= MIN_PAIRS:
+            trial = fit_adapter(text_vectors[~test], image_vectors[~test], kind, seed)
+            gallery = items[held]
+            relevant = np.searchsorted(gallery, ids_arr[test])
+            gallery_vectors = self._read_vectors(gallery)
+            report.holdout_images = len(gallery)
+            report.before = recall_at_k(text_vectors[test] @ gallery_vectors.T, relevant, 10)
+            report.after = recall_at_k(trial(text_vectors[test]) @ gallery_vectors.T, relevant, 10)
+        adapter = fit_adapter(text_vectors, image_vectors, kind, seed, progress)
+        with self._lock:
+            version = int(self._meta.get_meta().get("adapt", {}).get("version", 0)) + 1
+            name = f"adapt-{version}.npz"
+            adapter.save(self.path / name)
+            previous = self._meta.get_meta().get("adapt")
+            self._meta.set_meta(adapt={
+                "version": version, "file": name, "kind": kind, "format": ADAPT_FORMAT,
+                "pairs": len(ids), "trained": time.time(), "holdout_r10": [report.before, report.after],
+            })
+            if previous:
+                (self.path / previous["file"]).unlink(missing_ok=True)
+        report.version = version
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def remove_adapt(self) -> bool:
+        """Forget the caption adaptation; text queries go back to the plain encoder. True if one was there."""
+        with self._lock:
+            previous = self._meta.get_meta().get("adapt")
+            if not previous:
+                return False
+            self._meta.delete_meta("adapt")
+            (self.path / previous["file"]).unlink(missing_ok=True)
+        return True
+
+    def _text_map(self) -> TextAdapter | None:
+        config = self._meta.get_meta().get("adapt")
+        if not config:
+            return None
+        if self._adapter is None or self._adapter[0] != config["version"]:
+            self._adapter = (config["version"], TextAdapter.load(self.path / config["file"]))
+        return self._adapter[1]
 
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""

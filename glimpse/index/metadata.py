@@ -61,6 +61,35 @@ class ErrorRecord:
 
 
 @dataclass(frozen=True)
+class ItemInfo:
+    """One item (a distinct content) and the files that show it."""
+
+    id: int
+    paths: list[str]  # sorted; the first is the one search results show
+    width: int
+    height: int
+    bytes: int  # size of the first file
+    mtime: float  # modification time of the first file, seconds since the epoch
+
+
+@dataclass(frozen=True)
+class ItemConditions:
+    """What :meth:`Metadata.matching_items` checks; an item matches when one of its files does."""
+
+    path_glob: str | None = None  # SQLite GLOB on the absolute path
+    path_prefix: str | None = None  # a folder or a file
+    mtime_from_ns: int | None = None  # inclusive
+    mtime_to_ns: int | None = None  # exclusive
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    orientation: str | None = None  # landscape | portrait | square
+
+
+@dataclass(frozen=True)
 class NewItem:
     id: int
     hash: str
@@ -130,6 +159,10 @@ class Metadata:
                 [(k, json.dumps(v)) for k, v in values.items()],
             )
 
+    def delete_meta(self, key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     def generation(self) -> int:
         rows = self._query("SELECT value FROM meta WHERE key='generation'")
         return json.loads(rows[0][0]) if rows else 0
@@ -166,6 +199,51 @@ class Metadata:
             [int(i) for i in item_ids],
         )
         return dict(rows)
+
+    def item_info(self, item_id: int) -> ItemInfo | None:
+        rows = self._query(
+            "SELECT f.path, f.size, f.mtime_ns, i.width, i.height FROM files f JOIN items i ON i.id = f.item_id "
+            "WHERE f.item_id = ? ORDER BY f.path",
+            (int(item_id),),
+        )
+        if not rows:
+            return None
+        first = rows[0]
+        return ItemInfo(int(item_id), [r[0] for r in rows], first[3], first[4], first[1], first[2] / 1e9)
+
+    def item_for_hash(self, content_hash: str) -> int | None:
+        rows = self._query("SELECT id FROM items WHERE hash = ?", (content_hash,))
+        return rows[0][0] if rows else None
+
+    def matching_items(self, where: ItemConditions) -> list[int]:
+        """Ids of the items that pass ``where``, ascending."""
+        sql, params = [], []
+        if where.path_glob is not None:
+            sql.append("f.path GLOB ?")
+            params.append(where.path_glob)
+        if where.path_prefix is not None:
+            # Compare by range, not LIKE: paths may hold % and _ (and LIKE ignores case).
+            prefix = where.path_prefix.rstrip("/")
+            sql.append("(f.path = ? OR (f.path >= ? AND f.path < ?))")
+            params += [prefix, prefix + "/", prefix + "0"]  # "0" sorts right after "/"
+        for column, op, value in (
+            ("f.mtime_ns", ">=", where.mtime_from_ns), ("f.mtime_ns", "<", where.mtime_to_ns),
+            ("i.width", ">=", where.min_width), ("i.width", "<=", where.max_width),
+            ("i.height", ">=", where.min_height), ("i.height", "<=", where.max_height),
+            ("f.size", ">=", where.min_bytes), ("f.size", "<=", where.max_bytes),
+        ):
+            if value is not None:
+                sql.append(f"{column} {op} ?")
+                params.append(int(value))
+        if where.orientation is not None:
+            sql.append({"landscape": "i.width > i.height", "portrait": "i.width < i.height",
+                        "square": "i.width = i.height"}[where.orientation])
+        rows = self._query(
+            "SELECT DISTINCT i.id FROM items i JOIN files f ON f.item_id = i.id"
+            + (" WHERE " + " AND ".join(sql) if sql else "") + " ORDER BY i.id",
+            params,
+        )
+        return [r[0] for r in rows]
 
     def item_for_path(self, path: str) -> int | None:
         rows = self._query("SELECT item_id FROM files WHERE path = ?", (path,))

@@ -1,0 +1,155 @@
+"""Adapting text queries to a collection: a map learnt from its own image-caption pairs.
+
+The default encoder meets text and images only through 1000 ImageNet class names, so words a
+collection's captions use often land far from its photos. Given pairs (caption, image), a map
+sends a text vector towards the vectors of the images it describes; text queries then go
+through it. Two kinds, both measured in ``benchmarks/QUERY_NOTES.md``:
+
+* ``contrastive`` (default): ``q = norm(t @ (I + W))`` where ``W`` starts at zero and is
+  trained with an InfoNCE loss (each caption against all training images, temperature 0.05)
+  and an L2 penalty on ``W``. It can use the images' visual dimensions too, which no text
+  vector has.
+* ``ridge``: ``q = norm((1 - g) * t + g * norm((t - mean) @ W))``, with ``W`` the closed-form
+  ridge regression from centred text vectors to centred image vectors.
+
+Only the input dimensions where text vectors are ever non-zero are kept (for lite0-minilm the
+384 MiniLM dimensions), so a map is ``384 x dim`` floats.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..encoders import l2_normalize
+
+KINDS = ("contrastive", "ridge")
+#: Bump when the stored arrays change meaning; older maps are then refused, not misread.
+FORMAT = 1
+
+RIDGE_LAMBDA = 1.0
+RIDGE_MIX = 0.4
+CONTRASTIVE_STEPS = 200
+CONTRASTIVE_TEMPERATURE = 0.05
+CONTRASTIVE_PENALTY = 0.03
+CONTRASTIVE_LR = 3e-3
+#: Fewer pairs than this teach nothing reliable.
+MIN_PAIRS = 20
+
+
+@dataclass(frozen=True)
+class TextAdapter:
+    kind: str
+    dims: np.ndarray  # int64: the text-vector dimensions the map reads
+    matrix: np.ndarray  # float32 (len(dims), dim)
+    mean: np.ndarray  # float32 (len(dims),): ridge centring (zeros for contrastive)
+    mix: float  # ridge: weight of the mapped vector against the original
+
+    def __call__(self, texts: np.ndarray) -> np.ndarray:
+        """Map float32 (n, dim) text vectors; returns unit vectors."""
+        t = np.asarray(texts, dtype=np.float32)
+        x = t[:, self.dims]
+        if self.kind == "contrastive":
+            return l2_normalize(x @ self.matrix)
+        return l2_normalize((1.0 - self.mix) * l2_normalize(t) + self.mix * l2_normalize((x - self.mean) @ self.matrix))
+
+    def save(self, path: Path) -> None:
+        """Write atomically (temporary file, then rename)."""
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, format=FORMAT, kind=self.kind, dims=self.dims, matrix=self.matrix,
+                         mean=self.mean, mix=self.mix)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: Path) -> TextAdapter:
+        with np.load(path) as z:
+            if int(z["format"]) != FORMAT:
+                raise ValueError(f"{path} holds an adaptation in format {int(z['format'])}, not {FORMAT}: "
+                                 "run `glimpse adapt` again")
+            return cls(str(z["kind"]), z["dims"], z["matrix"], z["mean"], float(z["mix"]))
+
+
+def fit_adapter(texts: np.ndarray, images: np.ndarray, kind: str = "contrastive", seed: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> TextAdapter:
+    """Learn a map from caption vectors ``texts`` (n, dim) to their images' vectors (n, dim)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(KINDS)}")
+    texts = np.asarray(texts, dtype=np.float32)
+    images = np.asarray(images, dtype=np.float32)
+    if len(texts) != len(images):
+        raise ValueError("give one image vector per caption vector")
+    if len(texts) < MIN_PAIRS:
+        raise ValueError(f"{len(texts)} captioned images are too few to adapt to; give at least {MIN_PAIRS}")
+    dims = np.flatnonzero(np.abs(texts).sum(axis=0) > 0).astype(np.int64)
+    x = texts[:, dims]
+    if kind == "ridge":
+        mean, target = x.mean(axis=0), images - images.mean(axis=0)
+        xc = x - mean
+        matrix = np.linalg.solve(xc.T @ xc + RIDGE_LAMBDA * np.eye(len(dims)), xc.T @ target)
+        return TextAdapter(kind, dims, matrix.astype(np.float32), mean.astype(np.float32), RIDGE_MIX)
+    return TextAdapter(kind, dims, _contrastive(x, images, dims, seed, progress), np.zeros(len(dims), np.float32), 1.0)
+
+
+def _contrastive(x: np.ndarray, images: np.ndarray, dims: np.ndarray, seed: int, progress) -> np.ndarray:
+    import torch
+
+    torch.manual_seed(seed)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(images)
+    base = torch.zeros(len(dims), images.shape[1])
+    base[torch.arange(len(dims)), torch.from_numpy(dims)] = 1.0  # identity: start from the plain text query
+    delta = torch.zeros_like(base, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=CONTRASTIVE_LR)
+    target = torch.arange(len(x))
+    for step in range(CONTRASTIVE_STEPS):
+        q = torch.nn.functional.normalize(xt @ (base + delta), dim=1)
+        loss = torch.nn.functional.cross_entropy(q @ yt.T / CONTRASTIVE_TEMPERATURE, target)
+        loss = loss + CONTRASTIVE_PENALTY * (delta**2).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress:
+            progress(step + 1, CONTRASTIVE_STEPS)
+    return (base + delta).detach().numpy().astype(np.float32)
+
+
+def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(image path, caption) pairs from a TSV with ``image`` and ``caption`` columns.
+
+    Relative image paths are relative to the TSV's folder (the captioned-dev layout)."""
+    path = Path(path).expanduser()
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError as exc:
+        raise ValueError(f"cannot read captions {path}: {exc.strerror or exc}") from None
+    if not rows or not {"image", "caption"} <= set(rows[0]):
+        raise ValueError(f"{path}: expected a tab-separated file with a header row 'image<TAB>caption'")
+    base = path.absolute().parent
+    return [((base / r["image"]).absolute(), r["caption"].strip()) for r in rows if r["image"] and (r["caption"] or "").strip()]
+
+
+def sidecar_caption(image_path: str | os.PathLike) -> str | None:
+    """The text of ``photo.jpg.txt`` or ``photo.txt`` next to an image, if there is one."""
+    p = Path(image_path)
+    for candidate in (p.with_name(p.name + ".txt"), p.with_suffix(".txt")):
+        try:
+            text = candidate.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if text:
+            return text
+    return None
+

@@ -1,0 +1,147 @@
+"""Metadata filters: which items a search may return, decided before ranking.
+
+A :class:`Filter` is checked against every file of an item: an item passes when one of its
+files passes (identical files share one item). Dates are file modification times, in local
+time; ``after`` is inclusive and ``before`` exclusive, and both take ``YYYY``, ``YYYY-MM``,
+``YYYY-MM-DD`` or a full ISO date-time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Literal
+
+from ..index.metadata import ItemConditions
+
+Orientation = Literal["landscape", "portrait", "square"]
+ORIENTATIONS = ("landscape", "portrait", "square")
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*((?:[kmgt]i?)?b?)\s*", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Filter:
+    path_glob: str | None = None  # matched against the absolute path; see glob_pattern()
+    path_prefix: str | None = None  # a folder (or file); ~ and relative paths are resolved
+    after: dt.datetime | dt.date | str | None = None
+    before: dt.datetime | dt.date | str | None = None
+    min_width: int | None = None
+    max_width: int | None = None
+    min_height: int | None = None
+    max_height: int | None = None
+    min_bytes: int | None = None
+    max_bytes: int | None = None
+    orientation: Orientation | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("after", "before"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, parse_date(value, name))
+        for name in ("min_width", "max_width", "min_height", "max_height", "min_bytes", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, str):
+                    value = parse_bytes(value) if name.endswith("bytes") else _int(value, name)
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+                object.__setattr__(self, name, value)
+        if self.orientation is not None and self.orientation not in ORIENTATIONS:
+            raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {self.orientation!r}")
+        if self.after is not None and self.before is not None and self.after >= self.before:
+            raise ValueError(f"'after' ({self.after:%Y-%m-%d %H:%M}) must be earlier than 'before' ({self.before:%Y-%m-%d %H:%M})")
+        for what in ("width", "height", "bytes"):
+            low, high = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
+            if low is not None and high is not None and low > high:
+                raise ValueError(f"min_{what} ({low}) is above max_{what} ({high})")
+        for name in ("path_glob", "path_prefix"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"{name} must be a non-empty string")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Filter:
+        """From JSON-like data (the HTTP API); unknown keys are an error, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown filter field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in asdict(self).items() if v is not None}
+        for name in ("after", "before"):
+            if name in out:
+                out[name] = out[name].isoformat()
+        return out
+
+    def is_empty(self) -> bool:
+        return all(getattr(self, f.name) is None for f in fields(self))
+
+    def glob_pattern(self) -> str | None:
+        """SQLite GLOB pattern for the absolute path: a pattern without a leading ``/`` or ``*``
+        matches at any depth (``2023/*.jpg`` finds ``/home/me/Photos/2023/a.jpg``)."""
+        if self.path_glob is None:
+            return None
+        glob = os.path.expanduser(self.path_glob)
+        return glob if glob.startswith(("/", "*")) else "*/" + glob
+
+    def prefix_path(self) -> str | None:
+        if self.path_prefix is None:
+            return None
+        return str(Path(self.path_prefix).expanduser().absolute())
+
+    def conditions(self) -> ItemConditions:
+        """The same filter as plain values for the metadata store's query."""
+        def ns(t: dt.datetime | None) -> int | None:
+            return None if t is None else int(t.timestamp() * 1e9)
+
+        return ItemConditions(
+            path_glob=self.glob_pattern(), path_prefix=self.prefix_path(),
+            mtime_from_ns=ns(self.after), mtime_to_ns=ns(self.before),
+            min_width=self.min_width, max_width=self.max_width,
+            min_height=self.min_height, max_height=self.max_height,
+            min_bytes=self.min_bytes, max_bytes=self.max_bytes, orientation=self.orientation,
+        )
+
+
+def parse_date(value: dt.datetime | dt.date | str, name: str = "date") -> dt.datetime:
+    """A date or date-time (naive = local time); strings: YYYY, YYYY-MM, YYYY-MM-DD or ISO."""
+    if isinstance(value, dt.datetime):
+        return value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a date, got {value!r}")
+    text = value.strip()
+    try:
+        if re.fullmatch(r"\d{4}", text):
+            return dt.datetime(int(text), 1, 1)
+        if re.fullmatch(r"\d{4}-\d{2}", text):
+            return dt.datetime(int(text[:4]), int(text[5:]), 1)
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not a date (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+
+
+def parse_bytes(value: str | int) -> int:
+    """``"2MB"``, ``"500k"``, ``"1.5 GiB"`` or a plain number of bytes -> bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE.fullmatch(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a size (e.g. 500k, 2MB, 1.5GiB)")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    power = "bkmgt".index(unit[0]) if unit and unit[0] != "i" else 0
+    return int(number * (1024 if "i" in unit else 1000) ** power)
+
+
+def _int(value: str, name: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
