@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -119,39 +121,116 @@ def index(
 
 @app.command()
 def search(
-    query: Annotated[Optional[str], typer.Argument(help="What to look for, in words.")] = None,
-    image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one.")] = None,
+    query: Annotated[Optional[list[str]], typer.Argument(
+        help="Words, or query-language terms: '2:golden retriever' + ./pool.jpg - night + #12.")] = None,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one (with words: a composed query).")] = None,
+    like: Annotated[Optional[int], typer.Option("--like", help="More like this result id (itself left out).")] = None,
+    alpha: Annotated[Optional[float], typer.Option(help="Text weight of a composed --image + words query, 0-1 (default 0.6).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    path_glob: Annotated[Optional[str], typer.Option("--path-glob", help="Only paths matching this glob ('2023/*.jpg' matches at any depth).")] = None,
+    path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Only files under this folder.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Only files modified on or after this date (YYYY[-MM[-DD]]).")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Only files modified before this date.")] = None,
+    orientation: Annotated[Optional[str], typer.Option(help="landscape, portrait or square.")] = None,
+    min_width: Annotated[Optional[int], typer.Option("--min-width", help="Minimum width in pixels.")] = None,
+    max_width: Annotated[Optional[int], typer.Option("--max-width", help="Maximum width in pixels.")] = None,
+    min_height: Annotated[Optional[int], typer.Option("--min-height", help="Minimum height in pixels.")] = None,
+    max_height: Annotated[Optional[int], typer.Option("--max-height", help="Maximum height in pixels.")] = None,
+    min_size: Annotated[Optional[str], typer.Option("--min-size", help="Minimum file size (500k, 2MB).")] = None,
+    max_size: Annotated[Optional[str], typer.Option("--max-size", help="Maximum file size.")] = None,
+    refine: Annotated[Optional[str], typer.Option(help="Re-rank the top candidates: aqe or superglobal (default: none).")] = None,
+    adapted: Annotated[bool, typer.Option("--adapt/--no-adapt", help="Use the caption adaptation (glimpse adapt) if there is one.")] = True,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
     exact: Annotated[bool, typer.Option(help="Score every float vector (the reference), not the codes.")] = False,
     oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank.")] = None,
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors.")] = True,
 ) -> None:
-    """Search by text, or by image with --image."""
-    if (query is None) == (image is None):
-        raise _fail(ValueError("give a text query or --image PATH (one of them)"))
+    """Search by words, by image (--image), both (composed), by result id (--like) or by weighted terms."""
+    from .query.filters import Filter
+    from .query.language import parse_query
+
+    words = shlex.join(query) if query and len(query) > 1 else (query[0] if query else None)
+    args: dict = {}
+    if words is not None and image is None:
+        try:
+            terms = parse_query(words) if words.strip() else None
+        except ValueError as exc:
+            raise _fail(exc) from None
+        plain = terms is not None and len(terms) == 1 and terms[0].kind == "text" and terms[0].weight == 1.0
+        args = {"text": terms[0].value} if plain else {"terms": words}
+    elif words is not None:
+        args = {"text": words, "image": image}
+    elif image is not None:
+        args = {"image": image}
+    if like is not None:
+        args["like"] = like
+    if not args:
+        raise _fail(ValueError("give words, --image PATH, both, or --like ID"))
     col = _open(collection)
     try:
-        results = col.search(text=query, image=image, k=k, exact=exact, oversample=oversample, rerank=rerank)
+        where = Filter(path_glob=path_glob, path_prefix=path_prefix, after=after, before=before,
+                       orientation=orientation, min_width=min_width, max_width=max_width,
+                       min_height=min_height, max_height=max_height, min_bytes=min_size, max_bytes=max_size)
+        results = col.search(**args, alpha=alpha, filters=where, min_score=min_score, refine=refine,
+                             adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank)
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
         return
-    print_results(results, title=f"{query!r}" if query else f"like {image}")
+    title = escape(" + ".join(x for x in (words and repr(words), image and f"like {image}", like is not None and f"like #{like}") if x))
+    if not where.is_empty():
+        title += escape(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]")
+    empty = "no good matches" + (f": nothing scored {min_score} or more (try a lower --min-score)"
+                                 if min_score is not None else ": nothing passed the filters") if len(col) else None
+    print_results(results, title=title, empty=empty)
 
 
-def print_results(results, title: str) -> None:
+def print_results(results, title: str, empty: str | None = None) -> None:
     table = Table(title=title, title_justify="left", show_edge=False)
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), f"{r.score:.3f}", r.path)
+        table.add_row(str(rank), f"{r.score:.3f}", f"#{r.id}", r.path)
     if not results:
-        table.add_row("-", "-", "no images in this collection yet")
+        table.add_row("-", "-", "-", empty or "no images in this collection yet")
     console.print(table)
+
+
+@app.command()
+def adapt(
+    captions: Annotated[Optional[Path], typer.Option("--captions", help="TSV with 'image<TAB>caption' rows (paths relative to the file). Default: .txt files next to the images.")] = None,
+    kind: Annotated[str, typer.Option(help="contrastive (default, measured best) or ridge.")] = "contrastive",
+    remove_map: Annotated[bool, typer.Option("--remove", help="Forget the adaptation: text search goes back to the plain encoder.")] = False,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+) -> None:
+    """Teach text search the words of your own captions (learnt from image-caption pairs)."""
+    from glimpse import CollectionLockedError
+
+    col = _open(collection)
+    if remove_map:
+        console.print("adaptation removed" if col.remove_adapt() else "this collection has no adaptation")
+        return
+    with Progress(TextColumn("[bold]adapting"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("adapt", total=None)
+        try:
+            report = col.adapt(captions, kind=kind, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except (CollectionLockedError, ValueError) as exc:
+            raise _fail(exc) from None
+    line = f"adaptation v{report.version} ({report.kind}) learnt from {report.pairs:,} captions in {report.seconds:.0f}s"
+    if report.missing:
+        line += f"; {report.missing:,} captions name images not in this collection"
+    console.print(line)
+    if report.before is not None:
+        console.print(f"held-out check on {report.holdout_images} captioned images: text->image R@10 "
+                      f"{report.before:.3f} before, {report.after:.3f} after")
+        if report.after <= report.before:
+            err.print("[yellow]warning:[/] the adaptation did not help on held-out captions; "
+                      "`glimpse adapt --remove` undoes it")
 
 
 @app.command()
