@@ -154,3 +154,12 @@ def test_codes_only_scores_are_hamming_similarities(vectors):
 def test_too_few_vectors_to_fit_is_a_clear_error(vectors):
     with pytest.raises(ValueError, match="needs at least"):
         Scorer.prepare(Config("itq", 32), vectors[:10])
+
+
+def test_fitted_binarizers_are_kept_across_runs(vectors, tmp_path):
+    first = Scorer.prepare(Config("itq", 16), vectors, store=tmp_path)
+    assert len(list(tmp_path.glob("binarizer-itq-*.npz"))) == 1
+    again = Scorer.prepare(Config("itq", 16, rerank=True), vectors, store=tmp_path)
+    assert np.array_equal(again.codes, first.codes)
+    Scorer.prepare(Config("itq", 16), vectors[:-1], store=tmp_path)  # other data: fitted anew
+    assert len(list(tmp_path.glob("binarizer-itq-*.npz"))) == 2

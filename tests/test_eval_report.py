@@ -78,9 +78,14 @@ def test_captioned_cli_and_bad_input(tmp_path, make_image):
     for i in range(4):
         make_image(tmp_path / f"{i}.png", seed=i)
     (tmp_path / "captions.tsv").write_text("image\tcaption\n" + "".join(f"{i}.png\tthing {i}\n" for i in range(4)))
-    output = run_eval("captioned", str(tmp_path), "--encoder", "hash", "--codes", "", "--out", str(tmp_path / "o"),
+    output = run_eval("captioned", str(tmp_path), "--encoder", "hash", "--codes", "sign:32", "--out", str(tmp_path / "o"),
                       "--cache", str(tmp_path / "c"))
     assert "text→image" in output and "image→text" in output
+    rows = json.loads((tmp_path / "o" / "report.json").read_text())["results"]
+    # Collections hold images: codes are scored on the image database, texts exactly.
+    assert [(r["task"], r["config"]["name"]) for r in rows] == [
+        ("text→image", "float"), ("text→image", "sign-32"), ("text→image", "sign-32 +rerank100"),
+        ("image→text", "float")]
     bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path / "nowhere"), "--encoder", "hash"])
     assert bad.exit_code == 2 and "Expected layout" in bad.output
     bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path), "--codes", "learned", "--encoder", "hash"])

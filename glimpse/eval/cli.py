@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
@@ -57,7 +56,7 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
     files = write_report(result, out or Path("glimpse-eval") / dataset.adapter)
-    console.print(Markdown(markdown(result)))
+    console.print(markdown(result), markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {files.html}\n        {files.markdown}\n        {files.json}")
 
 

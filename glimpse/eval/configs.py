@@ -22,12 +22,14 @@ and k = 10; bytes per image are what the search path holds in RAM per image.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ..codes import create_binarizer, unpack_codes
+from ..codes import create_binarizer, load_binarizer, unpack_codes
 
 #: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
 DEFAULT_SHORTLIST = 100
@@ -96,8 +98,14 @@ class Scorer:
     codes: np.ndarray | None = field(default=None, repr=False)
 
     @classmethod
-    def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None) -> Scorer:
-        """Fit the config's binarizer on the database (reusing one in ``fitted`` by key)."""
+    def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None,
+                store: Path | None = None) -> Scorer:
+        """Fit the config's binarizer on the database, reusing one fitted before.
+
+        ``fitted`` shares binarizers between configurations of one run (by kind and bits);
+        ``store`` is a folder where fitted binarizers are kept across runs, keyed by the
+        database vectors, kind, bits, seed and binarizer version (a learned fit takes minutes).
+        """
         scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed)
         if config.binarizer is None:
             return scorer
@@ -109,10 +117,19 @@ class Scorer:
             if len(database) < need:
                 raise ValueError(f"{config.binarizer}:{config.bits} needs at least {need} database vectors "
                                  f"to fit, this dataset has {len(database)}: use fewer bits")
+            file = None
+            if store is not None:
+                data = hashlib.blake2b(scorer.database.tobytes(), digest_size=16).hexdigest()
+                file = Path(store) / f"binarizer-{config.binarizer}-v{binarizer.version}-{config.bits}-s{seed}-{data}.npz"
             t0 = time.perf_counter()
-            binarizer.fit(scorer.database)
-            codes = binarizer.encode(scorer.database)
-            fitted[key] = (binarizer, codes, time.perf_counter() - t0)
+            if file is not None and file.exists():
+                binarizer = load_binarizer(file)
+            else:
+                binarizer.fit(scorer.database)
+                if file is not None:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    binarizer.save(file)
+            fitted[key] = (binarizer, binarizer.encode(scorer.database), time.perf_counter() - t0)
         scorer.binarizer, scorer.codes, scorer.fit_seconds = fitted[key]
         scorer._signs = unpack_codes(scorer.codes, config.bits)
         return scorer

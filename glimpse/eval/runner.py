@@ -84,11 +84,12 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
             if number == 0:  # every encoder reads the same files
                 data_parts += [q_fp, d_fp]
             fitted: dict = {}
-            for config in configs:
+            # Collections hold images: codes apply to image databases; text databases are scored exactly.
+            for config in configs if task.database.kind == "images" else configs[:1]:
                 label = f"{task.name}: {encoder.name} {config.name}"
                 if progress:
                     progress(label, 0, len(queries))
-                scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted)
+                scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted, store=store.root)
                 score = score_task(task, lambda rows: scorer.scores(queries[rows]), len(queries))
                 latency = scorer.latency_ms(_latency_sample(queries, seed))
                 result.rows.append(Row(encoder.name, config, task.name, score, latency,
