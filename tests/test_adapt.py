@@ -1,0 +1,93 @@
+import json
+
+import numpy as np
+import pytest
+
+import glimpse
+from glimpse.query.adapt import TextAdapter, fit_adapter, read_captions
+
+WORDS = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
+         "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple",
+         "valley", "willow", "yacht", "zebra", "anchor", "beacon", "canyon", "dragon", "ember", "falcon"]
+
+
+@pytest.fixture
+def captioned(tmp_path, make_image, hash_encoder):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, word in enumerate(WORDS):
+        make_image(folder / f"p{i:02d}.png", seed=100 + i)
+        (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([folder])
+    return col, folder
+
+
+def mean_rank(col, folder, **kw):
+    ranks = []
+    for i, word in enumerate(WORDS):
+        found = [r.path for r in col.search(text=f"the {word}", k=len(WORDS), **kw)]
+        ranks.append(found.index(str(folder / f"p{i:02d}.png")) + 1)
+    return float(np.mean(ranks))
+
+
+@pytest.mark.parametrize("kind", ["contrastive", "ridge"])
+def test_adapt_from_sidecars_is_stored_used_versioned_and_removable(captioned, kind):
+    col, folder = captioned
+    before = mean_rank(col, folder)
+    report = col.adapt(kind=kind, holdout=0)
+    assert report.pairs == len(WORDS) and report.version == 1 and report.missing == 0
+    after = mean_rank(col, folder)
+    assert after < before - 3  # the captions' words now lead to their photos
+    assert mean_rank(col, folder, adapted=False) == before
+
+    again = glimpse.open(col.path)  # stored in the collection: a new process sees it
+    assert mean_rank(again, folder) == after
+    assert col.adapt(kind=kind, holdout=0).version == 2
+    assert sorted(p.name for p in col.path.glob("adapt-*.npz")) == ["adapt-2.npz"]
+
+    assert col.remove_adapt() and not list(col.path.glob("adapt-*.npz"))
+    assert mean_rank(col, folder) == before and not col.remove_adapt()
+
+
+def test_adapt_reads_a_tsv_and_reports_a_holdout(captioned, tmp_path):
+    col, folder = captioned
+    tsv = folder / "captions.tsv"
+    tsv.write_text("image\tcaption\n" + "".join(f"p{i:02d}.png\tthe {w}\n" for i, w in enumerate(WORDS))
+                   + "gone.png\ta missing photo\n")
+    assert read_captions(tsv)[0] == (folder / "p00.png", "the apple")
+    report = col.adapt(tsv, holdout=0.3)
+    assert report.pairs == len(WORDS) and report.missing == 1
+    assert report.holdout_images > 0 and 0.0 <= report.before <= 1.0 and 0.0 <= report.after <= 1.0
+    meta = json.loads(dict(col._meta._query("SELECT key, value FROM meta"))["adapt"])
+    assert meta["kind"] == "contrastive" and meta["pairs"] == len(WORDS) and meta["format"] == 1
+
+
+def test_adapt_refuses_what_it_cannot_learn_from(captioned, tmp_path):
+    col, folder = captioned
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("path,text\nx,y\n")
+    with pytest.raises(ValueError, match="header"):
+        col.adapt(bad)
+    elsewhere = tmp_path / "elsewhere.tsv"
+    elsewhere.write_text("image\tcaption\nnope.png\ta cat\n")
+    with pytest.raises(ValueError, match="not hold"):
+        col.adapt(elsewhere)
+    with pytest.raises(ValueError, match="too few"):
+        fit_adapter(np.ones((5, 8), np.float32), np.ones((5, 8), np.float32))
+    with pytest.raises(ValueError, match="unknown adaptation"):
+        col.adapt(kind="magic", holdout=0)
+
+
+def test_adapter_round_trips_and_is_deterministic(tmp_path):
+    rng = np.random.default_rng(0)
+    texts = np.zeros((40, 12), np.float32)
+    texts[:, 8:] = rng.standard_normal((40, 4))  # text lives in 4 of 12 dims, as with lite0-minilm
+    images = rng.standard_normal((40, 12)).astype(np.float32)
+    a = fit_adapter(texts, images, seed=3)
+    b = fit_adapter(texts, images, seed=3)
+    assert a.dims.tolist() == [8, 9, 10, 11] and a.matrix.shape == (4, 12)
+    assert np.array_equal(a.matrix, b.matrix)
+    a.save(tmp_path / "m.npz")
+    loaded = TextAdapter.load(tmp_path / "m.npz")
+    assert np.allclose(loaded(texts), a(texts)) and np.allclose(np.linalg.norm(a(texts), axis=1), 1.0)
