@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, Response, UploadFile
+from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
@@ -35,7 +36,7 @@ from ..ingest import DecodeError, content_hash, decode_image
 from .config import PathNotAllowedError, ServerConfig, confine
 from .jobs import JobState, Writer
 from .models import (
-    AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchRequest,
+    MAX_INT, AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchRequest,
     SearchResponse, Stats,
 )
 from .search import QueryError, search_arguments
@@ -46,8 +47,10 @@ log = logging.getLogger(__name__)
 STATIC = files("glimpse.server") / "static"
 UPLOAD_DIR = "uploads"
 
+PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
+
 # Documented error answers, so clients (and schemathesis) know their shape.
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 501)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
 
 # Pillow's names for what decode_image accepts -> the extension ingest's scanner knows.
 _SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
@@ -151,16 +154,18 @@ def _routes(app: FastAPI, service: Service) -> None:
             req = SearchRequest.model_validate_json(query)
         except ValidationError as exc:
             raise HTTPException(422, "query: " + _describe(exc.errors())) from None
-        pictures = [_decode_upload(service, f, target=col.encoder.image_size)[1] for f in image]
+        # The checked bytes go on, not the decoded picture: by its content hash the collection
+        # knows a reference image it holds (and leaves it out of a composed query's results).
+        pictures = [_decode_upload(service, f, target=col.encoder.image_size)[0] for f in image]
         return _search(service, req, pictures)
 
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
-    def item(item_id: int) -> ItemInfo:
+    def item(item_id: PathId) -> ItemInfo:
         info = service.item(item_id)
         return ItemInfo(**asdict(info), thumbnail=_thumb_url(info.id), image=_image_url(info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
-    def thumbnail(item_id: int, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
+    def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
@@ -174,7 +179,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/api/items/{item_id}/image", response_class=FileResponse, responses=ERRORS, tags=["items"])
-    def original(item_id: int):
+    def original(item_id: PathId):
         """The original file, as indexed (the first of its paths that still exists)."""
         for path in service.item(item_id).paths:
             if os.path.isfile(path):
@@ -183,7 +188,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
                 responses=ERRORS, tags=["write"])
-    def delete_item(item_id: int, response: Response, wait: bool = False) -> Job:
+    def delete_item(item_id: PathId, response: Response, wait: bool = False) -> Job:
         """Forget every file of this image (the files themselves are not touched)."""
         paths = service.item(item_id).paths
         return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
@@ -218,7 +223,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
-    def job(job_id: int) -> Job:
+    def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
         state = service.writer.get(job_id)
         if state is None:
             raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
@@ -237,7 +242,7 @@ def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCrede
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def _search(service: Service, req: SearchRequest, pictures: list[Image.Image]) -> SearchResponse:
+def _search(service: Service, req: SearchRequest, pictures: list[bytes]) -> SearchResponse:
     col = service.col
     try:
         args = search_arguments(col, req, pictures)
@@ -247,8 +252,6 @@ def _search(service: Service, req: SearchRequest, pictures: list[Image.Image]) -
         took = (time.perf_counter() - start) * 1000
     except QueryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
-    except KeyError as exc:  # an unknown item id in like / terms
-        raise HTTPException(404, str(exc.args[0]) if exc.args else "unknown item id") from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return SearchResponse(

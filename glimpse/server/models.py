@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+#: Ids and sizes fit SQLite's 64-bit integers.
+MAX_INT = 2**63 - 1
+ItemId = Annotated[int, Field(ge=0, le=MAX_INT, description="An item id of this collection.")]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 class _Strict(BaseModel):
@@ -18,14 +23,14 @@ class Filters(_Strict):
 
     path_glob: str | None = Field(None, max_length=1000, description='Glob on the file path, e.g. "*/2023/*.jpg".')
     path_prefix: str | None = Field(None, max_length=4096, description="Only files under this folder.")
-    after: datetime | None = Field(None, description="Files modified at or after this time (ISO 8601).")
-    before: datetime | None = Field(None, description="Files modified before this time (ISO 8601).")
-    min_width: int | None = Field(None, ge=0)
-    max_width: int | None = Field(None, ge=0)
-    min_height: int | None = Field(None, ge=0)
-    max_height: int | None = Field(None, ge=0)
-    min_bytes: int | None = Field(None, ge=0)
-    max_bytes: int | None = Field(None, ge=0)
+    after: str | None = Field(None, max_length=40, description="Files modified at or after: YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time.")
+    before: str | None = Field(None, max_length=40, description="Files modified before: YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time.")
+    min_width: Count | None = None
+    max_width: Count | None = None
+    min_height: Count | None = None
+    max_height: Count | None = None
+    min_bytes: Count | None = None
+    max_bytes: Count | None = None
     orientation: Literal["landscape", "portrait", "square"] | None = None
 
 
@@ -33,8 +38,8 @@ class Term(_Strict):
     """One weighted term of a query: a text, an item of the collection, or an uploaded image."""
 
     text: str | None = Field(None, min_length=1, max_length=1000)
-    id: int | None = Field(None, ge=0, description="An item id of this collection.")
-    upload: int | None = Field(None, ge=0, description="Index of an image uploaded with the query (multipart only).")
+    id: ItemId | None = None
+    upload: int | None = Field(None, ge=0, le=100, description="Index of an image uploaded with the query (multipart only).")
     weight: float = Field(1.0, ge=-100, le=100, description="Negative weights push results away.")
 
     @model_validator(mode="after")
@@ -49,20 +54,21 @@ class SearchRequest(_Strict):
     also come with an uploaded image: a composed query)."""
 
     text: str | None = Field(None, max_length=1000, description="Words, e.g. a cat asleep on a sofa.")
-    like: int | None = Field(None, ge=0, description="More like this item id.")
+    like: ItemId | None = Field(None, description="More like this item id.")
     vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
     terms: str | list[Term] | None = Field(
-        None, description='Weighted terms: the query language ("2:golden retriever" - "night"; ids as #12) '
-        "or a list of terms. Image paths are not accepted over HTTP: upload the image or use an id.",
+        None, description='Weighted terms: the query language ("2:golden retriever" + #12 - "night", #N is an '
+        "item id) or a list of terms. Image paths are not accepted over HTTP: upload the image or use an id.",
     )
     alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
-    refine: str | None = Field(None, max_length=64, description="A re-ranking stage by name.")
+    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="A re-ranking stage (off by default).")
     k: int = Field(20, ge=1, le=1000, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
     oversample: int | None = Field(None, ge=1, le=1000, description="Code candidates per result to re-rank.")
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
+    scoring: Literal["hamming", "asymmetric"] | None = Field(None, description="How codes are scanned (default: by query kind).")
 
 
 class Hit(BaseModel):
