@@ -94,6 +94,17 @@ def _table(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
     return head, body
 
 
+def _by_kind(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
+    """One row per query kind (copy detection's edits), R@1 of each configuration."""
+    rows = [r for r in ev.rows if r.task == task.name and r.score.breakdown]
+    if not rows:
+        return [], []
+    head = ["kind", "queries", *(f"{r.encoder} {r.config.name}" if len({x.encoder for x in rows}) > 1
+                                 else r.config.name for r in rows)]
+    return head, [[k, f"{rows[0].score.breakdown[k]['queries']:.0f}", *(_fmt(r.score.breakdown[k]["R@1"]) for r in rows)]
+                  for k in rows[0].score.breakdown]
+
+
 def markdown(ev: Evaluation) -> str:
     ds = ev.dataset
     lines = [f"# glimpse eval: {ds.adapter} ({ds.root})", "",
@@ -105,6 +116,10 @@ def markdown(ev: Evaluation) -> str:
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         lines.append("")
+        kinds, kbody = _by_kind(ev, task)
+        if kbody:
+            lines += ["R@1 by query kind:", "", "| " + " | ".join(kinds) + " |", "|" + "---|" * len(kinds)]
+            lines += ["| " + " | ".join(cells) + " |" for cells in kbody] + [""]
     lines.append("Latency: batch-1 search for the top 10 on the real index (FlatIndex / BinaryIndex), "
                  "this machine. Bytes/image: RAM the search path holds per image (float32 vector, or code + id).")
     return "\n".join(lines) + "\n"
@@ -156,7 +171,11 @@ def _plots(ev: Evaluation, task: Task) -> list[tuple[str, str]]:
     for key, members in groups.items():
         members.sort(key=lambda r: r.config.bits)
         ax.plot([r.config.bits for r in members], [r.score.figures[headline] for r in members], marker="o", label=key)
-    ax.set(xscale="log", xlabel="bits per image", ylabel=headline, title=f"{task.name}: {headline} against bits")
+    bits = sorted({r.config.bits for r in rows if r.config.binarizer})
+    ax.set_xscale("log", base=2)
+    if bits:
+        ax.set_xticks(bits, [str(b) for b in bits])
+    ax.set(xlabel="bits per image", ylabel=headline, title=f"{task.name}: {headline} against bits")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     plots.append((f"{headline} against bits", _png(fig)))
@@ -244,11 +263,9 @@ def to_html(ev: Evaluation) -> str:
         parts.append(_html_table(head, body))
         parts.append('<div class="plots">' + "".join(
             f'<img class="plot" alt="{html.escape(title)}" src="{src}">' for title, src in _plots(ev, task)) + "</div>")
-        breakdown = [(r, name, figs) for r in ev.rows if r.task == task.name for name, figs in r.score.breakdown.items()]
-        if breakdown:
-            names = list(breakdown[0][2])
-            parts.append("<h3>By query kind</h3>" + _html_table(
-                ["config", "kind", *names], [[r.config.name, k, *(_fmt(f[n]) for n in names)] for r, k, f in breakdown]))
+        head, body = _by_kind(ev, task)
+        if body:
+            parts.append("<h3>R@1 by query kind</h3>" + _html_table(head, body))
         parts.append(_gallery(ev, task))
     parts.append("<p><small>Latency: batch-1 top-10 search on the real index, this machine. "
                  "Bytes/image: RAM per image in the search path.</small></p></body></html>")
