@@ -399,3 +399,50 @@ def test_cors_is_off_unless_configured(col):
         assert "access-control-allow-origin" not in client.get("/api/health", headers=origin).headers
     with client_for(col, cors_origins=["https://elsewhere.example"]) as client:
         assert client.get("/api/health", headers=origin).headers["access-control-allow-origin"] == origin["Origin"]
+
+
+# --------------------------------------------------------------------------- glimpse serve
+
+
+def test_serve_command_settings(tmp_path, col, monkeypatch):
+    from typer.testing import CliRunner
+
+    import glimpse.server
+    from glimpse.cli import app
+
+    started = {}
+    monkeypatch.setattr(glimpse.server, "serve", lambda path, **kw: started.update(path=path, **kw))
+    monkeypatch.delenv("GLIMPSE_WRITE_TOKEN", raising=False)
+    runner = CliRunner()
+
+    read_only = runner.invoke(app, ["serve", str(col.path)])
+    assert read_only.exit_code == 0 and "read-only" in read_only.output
+    assert (started["host"], started["port"]) == ("127.0.0.1", 8000)  # this machine only, by default
+    assert started["config"].write_token is None and started["config"].cors_origins == []
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    writable = runner.invoke(app, ["serve", str(col.path), "--token-file", str(token_file), "--port", "9000",
+                                   "--root", str(tmp_path), "--cors", "http://localhost:3000"])
+    assert writable.exit_code == 0, writable.output
+    config = started["config"]
+    assert config.write_token == "from-a-file" and config.roots == [tmp_path]
+    assert config.cors_origins == ["http://localhost:3000"] and started["port"] == 9000
+    monkeypatch.setenv("GLIMPSE_WRITE_TOKEN", "from-env")
+    assert runner.invoke(app, ["serve", str(col.path)]).exit_code == 0
+    assert started["config"].write_token == "from-env"
+
+    token_file.write_text("  \n")
+    empty = runner.invoke(app, ["serve", str(col.path), "--token-file", str(token_file)])
+    assert empty.exit_code == 2 and "is empty" in empty.output
+    missing = runner.invoke(app, ["serve", str(col.path), "--token-file", str(tmp_path / "nope")])
+    assert missing.exit_code == 2 and "error" in missing.output
+
+
+def test_serve_refuses_a_missing_collection(tmp_path):
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+
+    missing = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "no glimpse collection" in missing.output

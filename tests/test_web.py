@@ -87,6 +87,8 @@ def test_search_by_text_shows_the_api_order(site, page, tmp_path):
     assert first_ids(page) == expected
     scores = page.locator(f"{RESULTS} .score").all_text_contents()
     assert len(scores) == 16 and all(re.fullmatch(r"-?\d\.\d{3}", s) for s in scores)
+    assert page.locator("#image-chip").is_hidden() and page.locator("#like-chip").is_hidden()
+    assert page.locator("#empty").is_hidden() and page.locator("#error").is_hidden()
     page.screenshot(path=tmp_path / "text-search.png", full_page=True)
     assert (tmp_path / "text-search.png").stat().st_size > 10_000
 
