@@ -379,7 +379,7 @@ def test_searches_answer_while_an_ingest_writes(client, col, tmp_path, make_imag
 def test_page_and_static_files_work_offline(client):
     page = client.get("/")
     assert page.status_code == 200 and 'role="search"' in page.text
-    for asset in ("/static/app.js", "/static/style.css"):
+    for asset in ("/static/app.js", "/static/style.css", "/static/api.html", "/static/api.js"):
         body = client.get(asset)
         assert body.status_code == 200
         assert "http://" not in body.text and "https://" not in body.text  # no CDN, no remote fonts

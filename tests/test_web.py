@@ -195,3 +195,13 @@ def test_filters_reach_the_api(site, page):
     titles = page.locator(RESULTS).evaluate_all("els => els.map(e => e.title)")
     square = {str(p) for p in photos.values() if Image.open(p).height == Image.open(p).width}
     assert 0 < len(titles) < len(photos) and set(titles) == square
+
+
+def test_api_reference_renders_offline(site, page):
+    url, _, _ = site
+    page.goto(url)
+    page.click("header .docs")
+    page.wait_for_selector(".operation")
+    text = page.locator("#operations").text_content()
+    assert "POST /api/search/image" in text and "Needs the write token" in text
+    assert page.locator("#error").is_hidden()
