@@ -105,6 +105,22 @@ def test_search_by_dropped_image_puts_it_first(site, page, tmp_path):
     page.screenshot(path=tmp_path / "dropped-image.png")
 
 
+def test_search_by_pasted_image(site, page):
+    url, _, photos = site
+    page.goto(url)
+    page.evaluate(
+        """([b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "clipboard.png", { type: "image/png" }));
+            document.dispatchEvent(new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true }));
+        }""",
+        [base64.b64encode(photos["logo"].read_bytes()).decode()],
+    )
+    wait_for_results(page)
+    assert page.locator(RESULTS).first.get_attribute("title") == str(photos["logo"])
+
+
 def test_search_by_picked_image_and_text(site, page, tmp_path):
     url, col, photos = site
     page.goto(url)

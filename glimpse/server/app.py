@@ -309,7 +309,8 @@ def _job_model(state: JobState) -> Job:
 def _report(report) -> dict:
     return {"indexed": report.indexed, "embedded": report.embedded, "linked": report.linked,
             "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
-            "errors": [{"path": p, "reason": r} for p, r in report.errors]}
+            # The first 100 reasons; the rest are in /api/errors.
+            "errors": [{"path": p, "reason": r} for p, r in report.errors[:100]]}
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
