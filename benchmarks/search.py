@@ -3,7 +3,7 @@
 
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--scan 10000000]
                                 [--methods sign,itq,learned] [--bits 64,128,256,512]
-                                [--oversample 10,50] [--queries 100] [--data DIR] [--cache DIR]
+                                [--oversample 10,30,100] [--queries 100] [--data DIR] [--cache DIR]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -25,7 +25,8 @@ Baselines, measured in this run:
 
 Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
 exactly from the float16 vector file through the memory map, as a collection does),
-``asym+rrO`` (asymmetric scan for the shortlist, then the same re-rank). Latency is batch 1 (p50/p99
+``casc+rrO`` (Hamming top 40 x O re-scored asymmetrically to 10 x O, then the same
+re-rank), ``asym+rrO`` (asymmetric scan of every code for the shortlist, then re-rank). Latency is batch 1 (p50/p99
 over the queries), throughput is batches of 64. ``B/img`` is the RAM the search path holds
 per image: code bytes plus the 8-byte id; ``rss`` is the measured growth of the process.
 """
@@ -33,6 +34,7 @@ per image: code bytes plus the 8-byte id; ``rss`` is the measured growth of the 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import sys
 import tempfile
@@ -49,6 +51,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import faiss  # noqa: E402
 
 from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binarizer, recall  # noqa: E402
+from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.index import VectorStore  # noqa: E402
 from glimpse.index.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
 
@@ -207,12 +210,21 @@ def fit_binarizers(args, vectors: np.ndarray) -> dict[tuple[str, int], object]:
     a sample of its own vectors too)."""
     rng = np.random.default_rng(1)
     sample = vectors[np.sort(rng.choice(len(vectors), min(len(vectors), args.fit_sample), replace=False))]
+    key = hashlib.sha256(sample[:: max(1, len(sample) // 64)].tobytes()).hexdigest()[:12]
     fitted = {}
     for method in args.methods.split(","):
         for bits in [int(b) for b in args.bits.split(",")]:
+            file = args.cache / f"search-fit-{method}-{bits}-{len(sample)}-{key}.npz"
+            try:
+                fitted[(method, bits)] = load_binarizer(file)  # reruns skip fitting
+                continue
+            except (OSError, ValueError):
+                pass
             t = time.perf_counter()
             fitted[(method, bits)] = make_binarizer(method, bits).fit(sample)
             print(f"  fit {method}-{bits} on {len(sample)}: {time.perf_counter() - t:.1f}s", file=sys.stderr)
+            args.cache.mkdir(parents=True, exist_ok=True)
+            fitted[(method, bits)].save(file)
     return fitted
 
 
@@ -226,7 +238,7 @@ def run_size(n: int, big: faiss.IndexFlatIP, vectors: np.ndarray, store: VectorS
         flat.add(vectors[:n])
     f32 = vectors[:n]
     ids = np.arange(n, dtype=np.int64)
-    reader = lambda wanted: store.read(wanted, n)  # noqa: E731
+    reader = lambda wanted: store.read(wanted, n, np.float16)  # noqa: E731  (as a collection reads)
     base = flat_timing(flat, queries["img"])
     truth = {name: flat.search(q, K)[1] for name, q in queries.items()}
     rows = [{"n": n, "config": "flat-ip (baseline)", "bytes": dim * 4, **base,
@@ -249,10 +261,10 @@ def run_size(n: int, big: faiss.IndexFlatIP, vectors: np.ndarray, store: VectorS
             rows.append({"n": n, "config": f"ham-raw {name} (baseline)", "bytes": bits // 8,
                          **got, "img": recall(raw.search(codes_q, K)[1], truth["img"]), "txt": None})
             del raw
-        configs = [("ham", {"rerank": False})]
+        configs = [("ham", {"rerank": False, "scoring": "hamming"})]
         for o in args.oversample:
-            configs += [(f"ham+rr{o}", {"rerank": True, "oversample": o}),
-                        (f"asym+rr{o}", {"rerank": True, "oversample": o, "scoring": "asymmetric"})]
+            configs += [(f"{short}+rr{o}", {"rerank": True, "oversample": o, "scoring": scoring})
+                        for short, scoring in (("ham", "hamming"), ("casc", "cascade"), ("asym", "asymmetric"))]
         for label, kw in configs:
             search = lambda q: index.search(q, K, **kw)  # noqa: E731
             got = timing(search, queries["img"])
@@ -318,12 +330,13 @@ def layouts(codes: np.ndarray, binarizer, queries: np.ndarray, sizes: list[int])
 
 def print_table(rows: list[dict]) -> None:
     base = {r["n"]: r for r in rows if r["config"].startswith("flat-ip")}
-    print("| n | config | B/img | p50 ms | p99 ms | x flat (p50) | q/s @64 | x flat (q/s) | img R@10 | txt R@10 |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| n | config | B/img | rss B/img | p50 ms | p99 ms | x flat (p50) | q/s @64 | x flat (q/s) | img R@10 | txt R@10 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b = base[r["n"]]
         txt = "" if r["txt"] is None else f"{r['txt']:.3f}"
-        print(f"| {r['n']:,} | {r['config']} | {r['bytes']} | {r['p50']:.2f} | {r['p99']:.2f} | "
+        rss = f"{r['rss']:.0f}" if "rss" in r else ""
+        print(f"| {r['n']:,} | {r['config']} | {r['bytes']} | {rss} | {r['p50']:.2f} | {r['p99']:.2f} | "
               f"{b['p50'] / r['p50']:.1f} | {r['qps64']:,.0f} | {r['qps64'] / b['qps64']:.1f} | "
               f"{r['img']:.3f} | {txt} |")
 
@@ -336,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--scan", type=int, default=10_000_000, help="codes-only scan size (0: skip)")
     ap.add_argument("--methods", default="sign,itq,learned")
     ap.add_argument("--bits", default="64,128,256,512")
-    ap.add_argument("--oversample", type=lambda v: [int(x) for x in v.split(",")], default=[10, 50],
+    ap.add_argument("--oversample", type=lambda v: [int(x) for x in v.split(",")], default=[10, 30, 100],
                     help="re-rank shortlists of k x each of these")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--fit-sample", type=int, default=20_000)

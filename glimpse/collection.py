@@ -309,7 +309,7 @@ class Collection:
             else:
                 self._index, self._index_ids, self._index_generation = self._empty_index(), set(), -1
             if isinstance(self._index, BinaryIndex):
-                self._index.reader = self._read_vectors
+                self._index.reader = self._read_stored
                 self._configure(self._index)
         self._refresh()
         return self._index
@@ -320,7 +320,7 @@ class Collection:
         if binarizer is None:
             return FlatIndex(self.encoder.dim)
         # Flat scan, or IVF lists once the collection is big enough for them to pay off.
-        index = BinaryIndex(binarizer, self._read_vectors, lists=ivf_lists(len(self._meta.item_ids())))
+        index = BinaryIndex(binarizer, self._read_stored, lists=ivf_lists(len(self._meta.item_ids())))
         return self._configure(index)
 
     def _configure(self, index: BinaryIndex) -> BinaryIndex:
@@ -330,6 +330,10 @@ class Collection:
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
+
+    def _read_stored(self, ids: np.ndarray) -> np.ndarray:
+        """float16 as stored: the re-rank scores them without a float32 copy."""
+        return self._vectors.read(ids, self._rows, np.float16)
 
     def _persist_index(self) -> None:
         if self._index is not None:
@@ -342,9 +346,11 @@ class Collection:
 
         The binarizer is fitted on the collection's own vectors at the end of the next
         ``add``/``index`` (once there are enough of them), and re-fitted when the collection
-        has doubled since. ``scoring`` picks how the codes are scanned: ``hamming``,
-        ``asymmetric`` (float query against the codes), or ``auto``: asymmetric for text
-        queries, whose codes would be far from every image's, Hamming for the rest. Without
+        has doubled since. ``scoring`` picks how the codes are scanned (see
+        :mod:`glimpse.index.binary`): ``hamming``, ``cascade`` (Hamming, then the float query
+        against the codes), ``asymmetric`` (float query against every code), or ``auto``:
+        asymmetric for text queries, whose codes would be far from every image's, cascade
+        for the rest. Without
         ``rerank``, results keep their code scores and the float vectors are never read.
         Each of these can be changed per query in :meth:`search`.
         """
@@ -460,7 +466,7 @@ class Collection:
     def _scoring(self, text_only: bool) -> str:
         configured = self._meta.get_meta()["codes"].get("scoring", "auto")
         if configured == "auto":
-            return "asymmetric" if text_only else "hamming"
+            return "asymmetric" if text_only else "cascade"
         return configured
 
     def item(self, item_id: int) -> ItemInfo:

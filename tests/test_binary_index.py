@@ -159,3 +159,32 @@ def test_ivf_layout_probing_every_list_matches_the_flat_scan(tmp_path, data, sco
     again.probes = 8
     np.testing.assert_allclose(again.search(queries, 10, rerank=False)[0], want_scores, rtol=1e-5, atol=1e-5)
     assert again.remove(ids[50:60]) == 10
+
+
+def test_cascade_is_the_asymmetric_scan_when_its_hamming_stage_covers_everything(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, rerank=False)
+    index.add(ids, vectors)
+    queries = clustered(5, seed=6)
+    full = index.search(queries, 150, scoring="asymmetric")  # 150 * CASCADE_WIDEN >= 600 codes
+    cascade = index.search(queries, 150, scoring="cascade")
+    np.testing.assert_allclose(cascade[0], full[0], rtol=1e-5, atol=1e-5)
+    narrow = index.search(queries, 5, scoring="cascade")  # 20 Hamming candidates, re-scored
+    hamming20 = index.search(queries, 20, scoring="hamming")[1]
+    for q in range(len(queries)):
+        assert set(narrow[1][q].tolist()) <= set(hamming20[q].tolist())
+
+
+def test_float16_rows_rerank_like_float32(data):
+    vectors, ids, _, binarizer = data
+    half = vectors.astype(np.float16)
+    by_id = dict(zip(ids.tolist(), half))
+    index = BinaryIndex(binarizer, lambda wanted: np.stack([by_id[int(i)] for i in wanted]), oversample=len(ids))
+    index.add(ids, vectors)
+    exact = FlatIndex(vectors.shape[1])
+    exact.add(ids, half.astype(np.float32))
+    queries = clustered(4, seed=7)
+    got_scores, got_ids = index.search(queries, 10)
+    want_scores, want_ids = exact.search(queries, 10)
+    np.testing.assert_array_equal(got_ids, want_ids)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)

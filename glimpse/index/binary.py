@@ -6,6 +6,8 @@ float vectors stay in the memory-mapped vector file and are read only for the sh
 Two ways to scan the codes for the shortlist:
 
 * ``hamming``: binarize the query too and count differing bits (popcount; the fastest).
+* ``cascade``: a Hamming shortlist ``CASCADE_WIDEN`` times longer, re-scored
+  asymmetrically (below) down to the shortlist: asymmetric quality at nearly Hamming cost.
 * ``asymmetric``: keep the query in floats and score it against every code's ±1 bits with
   the binarizer's ``query_vector``. Only the database side is quantised, which matters most
   for queries unlike the vectors the codes were fitted on (text queries against image codes:
@@ -27,10 +29,13 @@ import numpy as np
 from ..codes import Binarizer, load_binarizer
 from .base import VectorIndex
 
-#: Reads float32 vectors for int64 ids (the collection's vector store).
+#: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
 
-SCORINGS = ("hamming", "asymmetric")
+SCORINGS = ("hamming", "cascade", "asymmetric")
+
+#: ``cascade`` takes this many Hamming candidates per asymmetric one.
+CASCADE_WIDEN = 4
 
 CODES_FILE = "codes-{generation}.faissbin"
 BINARIZER_FILE = "binarizer.npz"
@@ -130,11 +135,13 @@ class BinaryIndex(VectorIndex):
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         shortlist = min(available, k * (oversample or self.oversample)) if rerank else k
-        asymmetric = _checked_scoring(scoring or self.scoring) == "asymmetric"
-        if allowed is None and not asymmetric:
+        mode = _checked_scoring(scoring or self.scoring)
+        if allowed is None and mode == "hamming":
             scores, ids = self._hamming_search(queries, shortlist)
-        else:
-            scores, ids = self._scan(queries, shortlist, allowed, asymmetric)
+        elif allowed is None and mode == "cascade" and not self._ivf:
+            scores, ids = self._cascade(queries, shortlist)
+        else:  # filtered, IVF lists (where a cascade is the asymmetric scan of the probed lists)
+            scores, ids = self._scan(queries, shortlist, allowed, asymmetric=mode != "hamming")
         if not rerank:
             return scores, ids
         return self._rerank(queries, ids, k)
@@ -172,6 +179,19 @@ class BinaryIndex(VectorIndex):
                 distances, positions = faiss.knn_hamming(self.binarizer.encode(query[None]), codes, min(k, len(ids)))
                 got_scores, got = self._hamming_similarity(distances), ids[positions]
             scores[row, : got.shape[1]], labels[row, : got.shape[1]] = got_scores[0], got[0]
+        return scores, labels
+
+    def _cascade(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hamming top ``k * CASCADE_WIDEN`` of a flat index, then asymmetric top ``k``."""
+        codes, ids = self._flat_codes()
+        inner = faiss.downcast_IndexBinary(self._index.index)
+        _, positions = inner.search(self.binarizer.encode(queries), min(len(ids), k * CASCADE_WIDEN))
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        labels = np.full((len(queries), k), -1, np.int64)
+        for row, found in enumerate(positions):
+            found = found[found >= 0]
+            got_scores, got = self._asymmetric(queries[row : row + 1], k, np.ascontiguousarray(codes[found]), ids[found])
+            scores[row], labels[row] = got_scores[0], got[0]
         return scores, labels
 
     def _flat_codes(self) -> tuple[np.ndarray, np.ndarray]:
@@ -222,12 +242,10 @@ class BinaryIndex(VectorIndex):
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
         for row, (query, ids) in enumerate(zip(queries, candidates)):
-            ids = ids[ids >= 0]
-            order = np.argsort(ids)  # sorted reads are kinder to the memory map
-            exact = self.reader(ids[order]) @ query
-            best = np.argsort(-exact, kind="stable")[:k]
-            out_scores[row, : len(best)] = exact[best]
-            out_ids[row, : len(best)] = ids[order][best]
+            ids = np.sort(ids[ids >= 0])  # sorted reads are kinder to the memory map
+            scores, best = _top_inner_products(self.reader(ids), query, k)
+            out_scores[row, : len(best)] = scores
+            out_ids[row, : len(best)] = ids[best]
         return out_scores, out_ids
 
     def persist(self, directory: Path, generation: int) -> None:
@@ -272,3 +290,20 @@ def _sign_pattern_quantizer(bits: int) -> faiss.ProductQuantizer:
     quantizer = faiss.ProductQuantizer(bits, bits // 8, 8)
     faiss.copy_array_to_vector(np.tile(patterns, (bits // 8, 1)).ravel(), quantizer.centroids)
     return quantizer
+
+
+def _top_inner_products(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of ``rows @ query`` (scores, row positions), best first.
+
+    Float16 rows are scored by FAISS's fp16 scalar quantiser straight from their bytes: its
+    SIMD conversion measured 7x faster than numpy's float16 -> float32 cast for 500 rows.
+    """
+    k = min(k, len(rows))
+    if rows.dtype == np.float16:
+        scorer = faiss.IndexScalarQuantizer(rows.shape[1], faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        scorer.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
+        scores, best = scorer.search(query[None].astype(np.float32), k)
+        return scores[0], best[0]
+    exact = rows.astype(np.float32, copy=False) @ query
+    best = np.argsort(-exact, kind="stable")[:k]
+    return exact[best], best

@@ -52,10 +52,10 @@ class VectorStore:
             self._mapped_rows = rows
         return self._map
 
-    def read(self, ids: np.ndarray, rows: int) -> np.ndarray:
-        """float32 vectors of ``ids`` (sorted access order is fastest)."""
+    def read(self, ids: np.ndarray, rows: int, dtype: np.dtype = np.float32) -> np.ndarray:
+        """Vectors of ``ids`` as ``dtype`` (float16: as stored, no conversion); sorted ids read fastest."""
         ids = np.asarray(ids, dtype=np.int64)
-        return np.asarray(self.view(rows)[ids], dtype=np.float32)
+        return np.asarray(self.view(rows)[ids], dtype=dtype)
 
     def nbytes(self) -> int:
         return self.path.stat().st_size if self.path.exists() else 0
