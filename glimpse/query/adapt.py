@@ -107,6 +107,17 @@ def _contrastive(x: np.ndarray, images: np.ndarray, dims: np.ndarray, seed: int,
     import torch
 
     torch.manual_seed(seed)
+    # One thread: the problem is small, and extra threads spin against whatever else is running
+    # (measured 40x slower for a toy set on a busy 2-core machine).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(torch, x, images, dims, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(torch, x: np.ndarray, images: np.ndarray, dims: np.ndarray, progress) -> np.ndarray:
     xt, yt = torch.from_numpy(x), torch.from_numpy(images)
     base = torch.zeros(len(dims), images.shape[1])
     base[torch.arange(len(dims)), torch.from_numpy(dims)] = 1.0  # identity: start from the plain text query
