@@ -163,3 +163,7 @@ def test_fitted_binarizers_are_kept_across_runs(vectors, tmp_path):
     assert np.array_equal(again.codes, first.codes)
     Scorer.prepare(Config("itq", 16), vectors[:-1], store=tmp_path)  # other data: fitted anew
     assert len(list(tmp_path.glob("binarizer-itq-*.npz"))) == 2
+    # The same vectors in another order (another adapter over one folder) reuse the fit.
+    shuffled = Scorer.prepare(Config("itq", 16), vectors[::-1], store=tmp_path)
+    assert len(list(tmp_path.glob("binarizer-itq-*.npz"))) == 2
+    assert np.array_equal(shuffled.codes, first.codes[::-1])

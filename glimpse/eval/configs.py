@@ -117,15 +117,19 @@ class Scorer:
             if len(database) < need:
                 raise ValueError(f"{config.binarizer}:{config.bits} needs at least {need} database vectors "
                                  f"to fit, this dataset has {len(database)}: use fewer bits")
+            # Fit on the rows in a canonical order (by row hash), so the same vectors listed in
+            # another order (one folder, two adapters) give the same binarizer and cache file.
+            rows = [hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in scorer.database]
+            order = np.argsort(np.array(rows, dtype="S8"), kind="stable")
+            data = hashlib.blake2b(b"".join(sorted(rows)), digest_size=16).hexdigest()
             file = None
             if store is not None:
-                data = hashlib.blake2b(scorer.database.tobytes(), digest_size=16).hexdigest()
                 file = Path(store) / f"binarizer-{config.binarizer}-v{binarizer.version}-{config.bits}-s{seed}-{data}.npz"
             t0 = time.perf_counter()
             if file is not None and file.exists():
                 binarizer = load_binarizer(file)
             else:
-                binarizer.fit(scorer.database)
+                binarizer.fit(scorer.database[order])
                 if file is not None:
                     file.parent.mkdir(parents=True, exist_ok=True)
                     binarizer.save(file)
