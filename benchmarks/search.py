@@ -28,7 +28,7 @@ exactly from the float16 vector file through the memory map, as a collection doe
 ``casc+rrO`` (Hamming top 40 x O re-scored asymmetrically to 10 x O, then the same
 re-rank), ``asym+rrO`` (asymmetric scan of every code for the shortlist, then re-rank). Latency is batch 1 (p50/p99
 over the queries), throughput is batches of 64. ``B/img`` is the RAM the search path holds
-per image: code bytes plus the 8-byte id; ``rss`` is the measured growth of the process.
+per image, read off FAISS's own arrays (codes plus their 8-byte ids).
 """
 
 from __future__ import annotations
@@ -144,11 +144,6 @@ def timing(fn, queries: np.ndarray) -> dict[str, float]:
             "qps64": 64 / float(np.median(batch))}
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def flat_timing(index: faiss.Index, queries: np.ndarray) -> dict[str, float]:
     """IndexFlatIP timed with and without BLAS for each batch size; the faster one counts."""
     search = lambda q: index.search(q, K)  # noqa: E731
@@ -246,11 +241,10 @@ def run_size(n: int, big: faiss.IndexFlatIP, vectors: np.ndarray, store: VectorS
     raw_bits = 256 if any(b == 256 for _, b in binarizers) else max(b for _, b in binarizers)
     raw_method = next(m for m, b in binarizers if b == raw_bits)
     for (method, bits), binarizer in binarizers.items():
-        before = rss_bytes()
         index = BinaryIndex(binarizer, reader)
         for start in range(0, n, 65536):
             index.add(ids[start : start + 65536], f32[start : start + 65536])
-        grown = (rss_bytes() - before) / n
+        held = index.nbytes() / n
         name = f"{method}-{bits}"
         if (method, bits) == (raw_method, raw_bits):
             raw = faiss.IndexBinaryFlat(bits)
@@ -268,7 +262,7 @@ def run_size(n: int, big: faiss.IndexFlatIP, vectors: np.ndarray, store: VectorS
         for label, kw in configs:
             search = lambda q: index.search(q, K, **kw)  # noqa: E731
             got = timing(search, queries["img"])
-            rows.append({"n": n, "config": f"{label} {name}", "bytes": bits // 8 + 8, "rss": grown, **got,
+            rows.append({"n": n, "config": f"{label} {name}", "bytes": f"{held:.0f}", **got,
                          "img": recall(search(queries["img"])[1], truth["img"]),
                          "txt": recall(search(queries["txt"])[1], truth["txt"])})
         print(f"  n={n} {name} done", file=sys.stderr)
@@ -330,13 +324,12 @@ def layouts(codes: np.ndarray, binarizer, queries: np.ndarray, sizes: list[int])
 
 def print_table(rows: list[dict]) -> None:
     base = {r["n"]: r for r in rows if r["config"].startswith("flat-ip")}
-    print("| n | config | B/img | rss B/img | p50 ms | p99 ms | x flat (p50) | q/s @64 | x flat (q/s) | img R@10 | txt R@10 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| n | config | B/img | p50 ms | p99 ms | x flat (p50) | q/s @64 | x flat (q/s) | img R@10 | txt R@10 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         b = base[r["n"]]
         txt = "" if r["txt"] is None else f"{r['txt']:.3f}"
-        rss = f"{r['rss']:.0f}" if "rss" in r else ""
-        print(f"| {r['n']:,} | {r['config']} | {r['bytes']} | {rss} | {r['p50']:.2f} | {r['p99']:.2f} | "
+        print(f"| {r['n']:,} | {r['config']} | {r['bytes']} | {r['p50']:.2f} | {r['p99']:.2f} | "
               f"{b['p50'] / r['p50']:.1f} | {r['qps64']:,.0f} | {r['qps64'] / b['qps64']:.1f} | "
               f"{r['img']:.3f} | {txt} |")
 

@@ -102,7 +102,7 @@ def index(
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign.")] = None,
     bits: Annotated[int, typer.Option(help="Bits per image code (with --codes).")] = 256,
-    oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 10,
+    oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 30,
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
 ) -> None:

@@ -340,7 +340,7 @@ class Collection:
             self._index.persist(self.path, self._index_generation)
 
     # -- binary codes -------------------------------------------------------------------
-    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 10, seed: int = 0,
+    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
                   scoring: str = "auto", rerank: bool = True) -> None:
         """Search through compact binary codes (code scan, then exact float re-rank).
 

@@ -188,3 +188,11 @@ def test_float16_rows_rerank_like_float32(data):
     want_scores, want_ids = exact.search(queries, 10)
     np.testing.assert_array_equal(got_ids, want_ids)
     np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_ram_per_image_is_the_code_and_its_id(data):
+    vectors, ids, reader, binarizer = data  # 16-bit codes: 2 bytes + an 8-byte id
+    for lists in (0, 8):
+        index = BinaryIndex(binarizer, reader, lists=lists)
+        index.add(ids, vectors)
+        assert index.nbytes() == len(ids) * (2 + 8)

@@ -69,7 +69,7 @@ class BinaryIndex(VectorIndex):
     allowed codes exactly instead.
     """
 
-    def __init__(self, binarizer: Binarizer, reader: VectorReader | None = None, oversample: int = 10,
+    def __init__(self, binarizer: Binarizer, reader: VectorReader | None = None, oversample: int = 30,
                  rerank: bool = True, scoring: str = "hamming", lists: int = 0, probes: int = 64):
         if not binarizer.fitted:
             raise ValueError("the binarizer must be fitted before it can index codes")
@@ -124,6 +124,13 @@ class BinaryIndex(VectorIndex):
 
     def count(self) -> int:
         return int(self._index.ntotal)
+
+    def nbytes(self) -> int:
+        """RAM held per the search path: the codes and their int64 ids (FAISS's own arrays)."""
+        if self._ivf:
+            invlists = self._index.invlists
+            return sum(invlists.list_size(i) for i in range(self.lists)) * (self._index.code_size + 8)
+        return int(faiss.downcast_IndexBinary(self._index.index).xb.size()) + 8 * int(self._index.id_map.size())
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
                oversample: int | None = None, rerank: bool | None = None,
