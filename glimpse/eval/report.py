@@ -121,7 +121,8 @@ def markdown(ev: Evaluation) -> str:
             lines += ["R@1 by query kind:", "", "| " + " | ".join(kinds) + " |", "|" + "---|" * len(kinds)]
             lines += ["| " + " | ".join(cells) + " |" for cells in kbody] + [""]
     lines.append("Latency: batch-1 search for the top 10 on the real index (FlatIndex / BinaryIndex), "
-                 "this machine. Bytes/image: RAM the search path holds per image (float32 vector, or code + id).")
+                 "this machine, median over queries of the best of 3 runs. "
+                 "Bytes/image: RAM the search path holds per image (float32 vector, or code + id).")
     return "\n".join(lines) + "\n"
 
 
@@ -216,8 +217,9 @@ def _gallery(ev: Evaluation, task: Task) -> str:
              "<p>Each row: the query, then its top results (green border: relevant); "
              "the expected item is shown last when it is not among them.</p>"]
     for q in worst:
-        cells = [f'<div class="query">{_thumb(task.queries, q)}<small>{html.escape(task.queries.label(int(q))[:80])}'
-                 f"<br>quality {ref.score.quality[q]:.3f}</small></div>"]
+        caption = "" if task.queries.kind == "texts" else html.escape(task.queries.label(int(q))[:80]) + "<br>"
+        cells = [f'<div class="query">{_thumb(task.queries, q)}<small>{caption}'
+                 f"quality {ref.score.quality[q]:.3f}</small></div>"]
         shown = ref.score.top[q]
         relevant = set(positives[q].tolist())
         for rank, d in enumerate(shown, 1):
