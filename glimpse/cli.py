@@ -254,7 +254,8 @@ def info(
     table.add_row("disk", f"{_human_bytes(stats.disk_bytes)} (vectors {_human_bytes(stats.vector_bytes)})")
     codes = stats.codes
     table.add_row("search", "exact float (FAISS inner product)" if not codes else (
-        f"{codes['binarizer']} codes, {codes['bits']} bits, re-rank x{codes['oversample']}"
+        f"{codes['binarizer']} codes, {codes['bits']} bits, {codes.get('scoring', 'auto')} scoring, "
+        + (f"re-rank x{codes['oversample']}" if codes.get("rerank", True) else "no re-rank")
         + ("" if codes["fitted_on"] else " (not fitted yet: too few images, exact meanwhile)")))
     table.add_row("folders", "\n".join(stats.roots) or "-")
     table.add_row("errors", f"{stats.errors:,}")
