@@ -53,9 +53,9 @@ PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of th
 # Documented error answers, so clients (and schemathesis) know their shape.
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
 
-# Pillow's names for what decode_image accepts -> the extension ingest's scanner knows.
+# Pillow's format names -> the file extension an uploaded image is kept under.
 _SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
-           "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".heic"}
+           "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 
 
 class Service:
@@ -75,12 +75,9 @@ class Service:
 
     def item(self, item_id: int):
         try:
-            info = self.col.item(item_id)
+            return self.col.item(item_id)
         except KeyError:
-            info = None
-        if info is None:
-            raise HTTPException(404, f"no image with id {item_id} in this collection")
-        return info
+            raise HTTPException(404, f"no image with id {item_id} in this collection") from None
 
 
 def create_app(collection: Collection | str | os.PathLike, config: ServerConfig | None = None) -> FastAPI:
@@ -107,6 +104,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
             CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # A request may carry a few images (weighted terms, several uploads to add) and a form.
     app.add_middleware(BodyLimit, limit=config.max_upload_bytes * 4 + (1 << 20))
     _error_handlers(app)
     _routes(app, service)
