@@ -13,6 +13,7 @@ import re
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 import uvicorn
@@ -25,13 +26,9 @@ from glimpse.server import ServerConfig, create_app
 RESULTS = "#results .result"
 
 
-@pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    """(base URL, collection, sample photo paths by name) for a server running in a thread."""
-    root = tmp_path_factory.mktemp("web")
-    photos = {p.stem: p for p in write_samples(root / "photos")}
-    col = glimpse.open(root / "col", encoder="hash")
-    col.add([root / "photos"])
+@contextmanager
+def serving(col):
+    """A uvicorn server for ``col`` in a thread, on a free loopback port; yields its URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(create_app(col, ServerConfig()), log_level="warning"))
@@ -41,9 +38,22 @@ def site(tmp_path_factory):
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
         time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}", col, photos
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """(base URL, collection, sample photo paths by name) for a server running in a thread."""
+    root = tmp_path_factory.mktemp("web")
+    photos = {p.stem: p for p in write_samples(root / "photos")}
+    col = glimpse.open(root / "col", encoder="hash")
+    col.add([root / "photos"])
+    with serving(col) as url:
+        yield url, col, photos
     col.close()
 
 
@@ -221,3 +231,20 @@ def test_api_reference_renders_offline(site, page):
     text = page.locator("#operations").text_content()
     assert "POST /api/search/image" in text and "Needs the write token" in text
     assert page.locator("#error").is_hidden()
+
+
+@pytest.mark.slow
+def test_words_find_the_cat_with_the_real_encoder(tmp_path, page):
+    """The one test that needs text semantics: the default encoder, scikit-image's photos."""
+    write_samples(tmp_path / "photos")
+    with glimpse.open(tmp_path / "col") as col:
+        col.add([tmp_path / "photos"])
+        col.search(text="load the text model", k=1)  # seconds, before the page's clock runs
+        with serving(col) as url:
+            page.goto(url)
+            for words, expected in (("a cat", "chelsea.jpg"), ("a cup of coffee", "coffee.jpg")):
+                page.fill("#q", words)
+                with page.expect_response("**/api/search"):
+                    page.press("#q", "Enter")
+                page.wait_for_function(f"document.querySelector('{RESULTS}')?.title.endsWith('/{expected}')")
+            page.screenshot(path=tmp_path / "real-encoder.png")
