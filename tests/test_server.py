@@ -319,7 +319,7 @@ def test_upload_adds_an_image_once(client, col, make_image, tmp_path):
 
 def test_remove_by_path_and_by_id(client, col, image_dir):
     job = client.post("/api/items/remove?wait=true", json={"paths": ["sub"]}, headers=AUTH).json()
-    assert job["result"] == {"removed": 4}
+    assert job["result"] == {"removed": 4} and (job["done"], job["total"]) == (4, 4)
     item_id = col.search(image=image_dir / "img01.png", k=1)[0].id
     gone = client.delete(f"/api/items/{item_id}?wait=true", headers=AUTH)
     assert gone.status_code == 200 and gone.json()["result"] == {"removed": 1}

@@ -190,7 +190,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     def delete_item(item_id: PathId, response: Response, wait: bool = False) -> Job:
         """Forget every file of this image (the files themselves are not touched)."""
         paths = service.item(item_id).paths
-        return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
+        return _job(service, "remove", _removal(paths), wait, response)
 
     @app.post("/api/items/upload", response_model=Job, status_code=202, dependencies=Writes,
               responses=ERRORS, tags=["write"])
@@ -219,7 +219,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
         """Forget files or whole folders (inside the server's roots)."""
         paths = _confined(service, req.paths, must_exist=False)
-        return _job(service, "remove", lambda c, _p: {"removed": c.remove(paths)}, wait, response)
+        return _job(service, "remove", _removal(paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
     def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
@@ -298,6 +298,15 @@ def _job(service: Service, kind: str, work, wait: bool, response: Response) -> J
             raise HTTPException(422, state.error)
         response.status_code = 200
     return _job_model(state)
+
+
+def _removal(paths: list[str]):
+    def work(col: Collection, progress) -> dict:
+        removed = col.remove(paths)
+        progress(removed, removed)
+        return {"removed": removed}
+
+    return work
 
 
 def _job_model(state: JobState) -> Job:
