@@ -258,7 +258,7 @@ def test_writes_need_the_token(client, col, method, url, kwargs):
 def test_servers_without_a_token_are_read_only(col, method, url, kwargs):
     with client_for(col) as client:
         answer = getattr(client, method)(url, headers=AUTH, **kwargs)
-        assert answer.status_code == 403 and "read-only" in answer.json()["error"]
+        assert answer.status_code == 401 and "read-only" in answer.json()["error"]
         assert client.get("/api/stats").json()["writable"] is False
 
 

@@ -234,8 +234,9 @@ _bearer = HTTPBearer(auto_error=False, description="The server's write token.")
 
 def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     token = request.app.state.service.config.write_token
-    if token is None:
-        raise HTTPException(403, "this server is read-only: start it with GLIMPSE_WRITE_TOKEN or --token-file to allow writes")
+    if token is None:  # 401 like a wrong token (the rule); the message says why
+        raise HTTPException(401, "this server is read-only: start it with GLIMPSE_WRITE_TOKEN or --token-file to allow writes",
+                            headers={"WWW-Authenticate": "Bearer"})
     if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
         raise HTTPException(401, "writes need the write token: Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
