@@ -203,7 +203,7 @@ def print_results(results, title: str, empty: str | None = None) -> None:
 
 @app.command()
 def adapt(
-    captions: Annotated[Optional[Path], typer.Option("--captions", help="TSV with 'image<TAB>caption' rows (paths relative to the file). Default: .txt files next to the images.")] = None,
+    captions: Annotated[Optional[Path], typer.Option("--captions", help="TSV with 'image<TAB>caption' rows (paths relative to the file). Default: .txt or .xmp (dc:description) files next to the images.")] = None,
     kind: Annotated[str, typer.Option(help="contrastive (default, measured best) or ridge.")] = "contrastive",
     remove_map: Annotated[bool, typer.Option("--remove", help="Forget the adaptation: text search goes back to the plain encoder.")] = False,
     collection: CollectionOpt = DEFAULT_COLLECTION,

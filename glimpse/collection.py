@@ -506,7 +506,7 @@ class Collection:
         """Learn how this collection's captions word things, so text queries find its images.
 
         ``captions``: a TSV (``image<TAB>caption``, paths relative to the TSV); without it,
-        sidecar ``photo.jpg.txt``/``photo.txt`` files next to the indexed images. A seeded
+        sidecar ``photo.jpg.txt``/``photo.txt`` (or XMP ``dc:description``) files next to the indexed images. A seeded
         ``holdout`` share of the captioned images is first kept out to report R@10 before and
         after on them; the stored map is then trained on every pair. Replaces any earlier map.
         """
@@ -524,7 +524,7 @@ class Collection:
                 ids.append(item)
                 texts.append(text)
         if not ids:
-            where = f"in {captions}" if captions is not None else "as .txt files next to the indexed images"
+            where = f"in {captions}" if captions is not None else "as .txt or .xmp files next to the indexed images"
             raise ValueError(f"no captioned image {where} is in this collection"
                              + (f" ({missing} captions name images it does not hold: index them first)" if missing else ""))
         self._ensure_index()

@@ -91,3 +91,27 @@ def test_adapter_round_trips_and_is_deterministic(tmp_path):
     a.save(tmp_path / "m.npz")
     loaded = TextAdapter.load(tmp_path / "m.npz")
     assert np.allclose(loaded(texts), a(texts)) and np.allclose(np.linalg.norm(a(texts), axis=1), 1.0)
+
+
+XMP = """<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+ <rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" {attributes}>{body}</rdf:Description>
+</rdf:RDF></x:xmpmeta>"""
+
+
+def test_sidecar_captions_from_txt_and_xmp(tmp_path):
+    from glimpse.query.adapt import sidecar_caption
+
+    photo = tmp_path / "a.jpg"
+    assert sidecar_caption(photo) is None
+    (tmp_path / "a.xmp").write_text(XMP.format(attributes="", body=(
+        "<dc:title><rdf:Alt><rdf:li xml:lang='x-default'>Title only</rdf:li></rdf:Alt></dc:title>"
+        "<dc:description><rdf:Alt><rdf:li xml:lang='de'>Ein Hund</rdf:li>"
+        "<rdf:li xml:lang='x-default'>A dog on the beach</rdf:li></rdf:Alt></dc:description>")))
+    assert sidecar_caption(photo) == "A dog on the beach"  # description over title, x-default first
+    (tmp_path / "a.jpg.xmp").write_text(XMP.format(attributes='dc:description="Attribute form"', body=""))
+    assert sidecar_caption(photo) == "Attribute form"  # photo.jpg.xmp is looked at first
+    (tmp_path / "a.jpg.xmp").write_text("<not xml")
+    assert sidecar_caption(photo) == "A dog on the beach"  # a broken sidecar is skipped
+    (tmp_path / "a.txt").write_text("  plain words \n")
+    assert sidecar_caption(photo) == "plain words"  # .txt wins over .xmp

@@ -24,6 +24,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -153,7 +154,9 @@ def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
 
 
 def sidecar_caption(image_path: str | os.PathLike) -> str | None:
-    """The text of ``photo.jpg.txt`` or ``photo.txt`` next to an image, if there is one."""
+    """A description kept next to an image: ``photo.jpg.txt`` / ``photo.txt``, or the
+    ``dc:description`` (else ``dc:title``) of an XMP sidecar ``photo.jpg.xmp`` / ``photo.xmp``
+    (darktable, Lightroom, digiKam)."""
     p = Path(image_path)
     for candidate in (p.with_name(p.name + ".txt"), p.with_suffix(".txt")):
         try:
@@ -162,5 +165,32 @@ def sidecar_caption(image_path: str | os.PathLike) -> str | None:
             continue
         if text:
             return text
+    for candidate in (p.with_name(p.name + ".xmp"), p.with_suffix(".xmp")):
+        if text := _xmp_description(candidate):
+            return text
+    return None
+
+
+_DC = "{http://purl.org/dc/elements/1.1/}"
+_RDF = "{http://www.w3.org/1999/02/22-rdf-syntax-ns#}"
+_XML_LANG = "{http://www.w3.org/XML/1998/namespace}lang"
+
+
+def _xmp_description(path: Path) -> str | None:
+    """dc:description (or dc:title) of an XMP file, the x-default language first."""
+    try:
+        root = ElementTree.parse(path).getroot()
+    except (OSError, ElementTree.ParseError):
+        return None
+    for field in ("description", "title"):
+        for element in root.iter(_DC + field):
+            items = list(element.iter(_RDF + "li"))
+            items.sort(key=lambda li: li.get(_XML_LANG) != "x-default")
+            for text in [li.text for li in items] + [element.text]:
+                if text and text.strip():
+                    return text.strip()
+        for description in root.iter(_RDF + "Description"):  # the attribute form
+            if (text := description.get(_DC + field)) and text.strip():
+                return text.strip()
     return None
 
