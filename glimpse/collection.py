@@ -239,7 +239,7 @@ class Collection:
                 report.skipped += 1
                 continue
             if new:
-                item = NewItem(rows + len(items), p.hash, p.width, p.height)
+                item = NewItem(rows + len(items), p.hash, p.width, p.height, p.taken)
                 items.append(item)
                 arrays.append(p.array)
                 hashes[p.hash] = item.id

@@ -163,3 +163,35 @@ def test_query_vector_is_unit_and_rejects_cancelling_terms(col):
     with pytest.raises(ValueError, match="nothing"):
         col.search(terms=[("red", 1.0), ("red", -1.0)])
     assert np.isfinite([r.score for r in col.search(terms="red - 0.5:blue", k=3)]).all()
+
+
+def test_date_filters_prefer_the_exif_capture_time(tmp_path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name, taken, colour in (("2019.jpg", "2019:08:14 09:30:00", (200, 40, 40)), ("none.jpg", None, (30, 60, 220))):
+        exif = Image.Exif()
+        if taken:
+            exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
+        Image.new("RGB", (40, 30), colour).save(folder / name, exif=exif)
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([folder])
+    shot = col.search(image=folder / "2019.jpg", k=1)[0]
+    assert col.item(shot.id).taken == pytest.approx(time.mktime((2019, 8, 14, 9, 30, 0, 0, 0, -1)))
+    assert ranking(col.search(text="x", k=5, filters=Filter(before="2020"))) == ["2019.jpg"]  # mtime is today
+    assert ranking(col.search(text="x", k=5, filters=Filter(after="2020"))) == ["none.jpg"]  # no EXIF: mtime
+    assert col.item(col.search(image=folder / "none.jpg", k=1)[0].id).taken is None
+
+
+def test_collections_from_before_capture_times_open_and_filter(tmp_path, photos):
+    import sqlite3
+
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([photos / "moon.png"])
+    col.close()
+    db = sqlite3.connect(tmp_path / "col" / "metadata.sqlite")
+    db.execute("ALTER TABLE items DROP COLUMN taken_ns")  # the schema of older collections
+    db.commit()
+    db.close()
+    reopened = glimpse.open(tmp_path / "col")
+    assert ranking(reopened.search(text="x", k=5, filters=Filter(after="2000"))) == ["moon.png"]
+    assert reopened.item(0).taken is None

@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS items (
     hash TEXT NOT NULL UNIQUE,
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    added REAL NOT NULL
+    added REAL NOT NULL,
+    taken_ns INTEGER  -- EXIF capture time, NULL when the image has none
 );
 -- Identical files share one item.
 CREATE TABLE IF NOT EXISTS files (
@@ -70,6 +71,7 @@ class ItemInfo:
     height: int
     bytes: int  # size of the first file
     mtime: float  # modification time of the first file, seconds since the epoch
+    taken: float | None = None  # EXIF capture time, seconds since the epoch, if the image has one
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class ItemConditions:
 
     path_glob: str | None = None  # SQLite GLOB on the absolute path
     path_prefix: str | None = None  # a folder or a file
-    mtime_from_ns: int | None = None  # inclusive
+    mtime_from_ns: int | None = None  # inclusive; the capture time when known, else the file's mtime
     mtime_to_ns: int | None = None  # exclusive
     min_width: int | None = None
     max_width: int | None = None
@@ -95,6 +97,7 @@ class NewItem:
     hash: str
     width: int
     height: int
+    taken: float | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,9 @@ class Metadata:
             # Statement by statement: executescript() would commit our transaction early.
             for statement in _SCHEMA.split(";"):
                 db.execute(statement)
+            # Collections made before capture times were kept gain the column (NULL: unknown).
+            if "taken_ns" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
+                db.execute("ALTER TABLE items ADD COLUMN taken_ns INTEGER")
 
     def close(self) -> None:
         with self._lock:
@@ -202,14 +208,15 @@ class Metadata:
 
     def item_info(self, item_id: int) -> ItemInfo | None:
         rows = self._query(
-            "SELECT f.path, f.size, f.mtime_ns, i.width, i.height FROM files f JOIN items i ON i.id = f.item_id "
+            "SELECT f.path, f.size, f.mtime_ns, i.width, i.height, i.taken_ns FROM files f JOIN items i ON i.id = f.item_id "
             "WHERE f.item_id = ? ORDER BY f.path",
             (int(item_id),),
         )
         if not rows:
             return None
         first = rows[0]
-        return ItemInfo(int(item_id), [r[0] for r in rows], first[3], first[4], first[1], first[2] / 1e9)
+        taken = None if first[5] is None else first[5] / 1e9
+        return ItemInfo(int(item_id), [r[0] for r in rows], first[3], first[4], first[1], first[2] / 1e9, taken)
 
     def item_for_hash(self, content_hash: str) -> int | None:
         rows = self._query("SELECT id FROM items WHERE hash = ?", (content_hash,))
@@ -227,7 +234,8 @@ class Metadata:
             sql.append("(f.path = ? OR (f.path >= ? AND f.path < ?))")
             params += [prefix, prefix + "/", prefix + "0"]  # "0" sorts right after "/"
         for column, op, value in (
-            ("f.mtime_ns", ">=", where.mtime_from_ns), ("f.mtime_ns", "<", where.mtime_to_ns),
+            ("COALESCE(i.taken_ns, f.mtime_ns)", ">=", where.mtime_from_ns),
+            ("COALESCE(i.taken_ns, f.mtime_ns)", "<", where.mtime_to_ns),
             ("i.width", ">=", where.min_width), ("i.width", "<=", where.max_width),
             ("i.height", ">=", where.min_height), ("i.height", "<=", where.max_height),
             ("f.size", ">=", where.min_bytes), ("f.size", "<=", where.max_bytes),
@@ -275,8 +283,9 @@ class Metadata:
             # Items that these paths showed before; they may be left without a file.
             previous = _items_of(db, [link.path for link in links] + [e.path for e in errors])
             db.executemany(
-                "INSERT INTO items(id, hash, width, height, added) VALUES(?, ?, ?, ?, ?)",
-                [(it.id, it.hash, it.width, it.height, now) for it in items],
+                "INSERT INTO items(id, hash, width, height, added, taken_ns) VALUES(?, ?, ?, ?, ?, ?)",
+                [(it.id, it.hash, it.width, it.height, now, None if it.taken is None else int(it.taken * 1e9))
+                 for it in items],
             )
             _link_files(db, links, now)
             db.executemany(

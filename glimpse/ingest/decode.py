@@ -57,6 +57,7 @@ simplejpeg release the GIL while decoding.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import struct
 import threading
@@ -176,6 +177,19 @@ def _orientation(im: Image.Image) -> int:
     except Exception:  # malformed EXIF must not lose the image
         return 1
     return value if value in _TRANSPOSE else 1
+
+
+def _capture_time(im: Image.Image) -> float | None:
+    """EXIF DateTimeOriginal (else DateTime) as a timestamp; camera clocks carry no zone, so
+    it is read as local time, like the date filters' dates."""
+    try:
+        exif = im.getexif()
+        value = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
+        if not value:
+            return None
+        return dt.datetime.strptime(str(value).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S").timestamp()
+    except Exception:  # malformed or missing EXIF dates are common; the file mtime serves
+        return None
 
 
 def _too_many_pixels(width: int, height: int, max_pixels: int) -> DecodeError:
@@ -307,7 +321,7 @@ def decode_image(
 
     With ``target``, the image may be returned reduced (short side in
     ``[target, 2*target)``); ``image.info['original_size']`` is the displayed size of the
-    full image. Raises :class:`DecodeError` with a human ``reason``.
+    full image, and ``image.info['taken']`` its EXIF capture time (a timestamp) or None. Raises :class:`DecodeError` with a human ``reason``.
     """
     if not data:
         raise DecodeError("empty file")
@@ -337,6 +351,7 @@ def decode_image(
                 raise DecodeError("truncated image data")
             out = im
         orientation = _orientation(im)
+        taken = _capture_time(im)
         out = _reduce(_to_rgb(out), target)  # RGB first: palette indices cannot be averaged
         if orientation != 1:
             out = out.transpose(_TRANSPOSE[orientation])
@@ -347,4 +362,5 @@ def decode_image(
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     out.info["original_size"] = (width, height)
+    out.info["taken"] = taken
     return out

@@ -65,6 +65,7 @@ class Prepared:
     array: np.ndarray | None = None  # the encoder's prepared input; None when not decoded
     width: int = 0  # displayed size of the full image (EXIF orientation applied)
     height: int = 0
+    taken: float | None = None  # EXIF capture time (timestamp), when the image has one
     error: str | None = None  # human reason the file was skipped
     duplicate_of_earlier: bool = False  # same content as an earlier file of this run
     duplicate_of: Path | None = None  # that earlier file
@@ -171,6 +172,7 @@ def prepare_files(
             image = decode_image(data, target=target, max_pixels=max_pixels)
             del data
             out.width, out.height = image.info["original_size"]
+            out.taken = image.info.get("taken")
             stage = "prepare"
             out.array = prepare(image)
         except _Skip as exc:

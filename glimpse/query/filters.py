@@ -1,8 +1,8 @@
 """Metadata filters: which items a search may return, decided before ranking.
 
 A :class:`Filter` is checked against every file of an item: an item passes when one of its
-files passes (identical files share one item). Dates are file modification times, in local
-time; ``after`` is inclusive and ``before`` exclusive, and both take ``YYYY``, ``YYYY-MM``,
+files passes (identical files share one item). Dates are EXIF capture times where the image
+has one, else file modification times, in local time; ``after`` is inclusive and ``before`` exclusive, and both take ``YYYY``, ``YYYY-MM``,
 ``YYYY-MM-DD`` or a full ISO date-time.
 """
 

@@ -91,6 +91,7 @@ class ItemInfo(BaseModel):
     height: int
     bytes: int
     mtime: float
+    taken: float | None = Field(None, description="EXIF capture time (seconds since the epoch), if the image has one.")
     thumbnail: str
     image: str
 
