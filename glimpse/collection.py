@@ -577,6 +577,10 @@ class Collection:
             self._adapter = (config["version"], TextAdapter.load(self.path / config["file"]))
         return self._adapter[1]
 
+    def item_ids(self) -> list[int]:
+        """Ids of every image in the collection, ascending."""
+        return self._meta.item_ids()
+
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""
         return self._meta.error_records(limit)

@@ -315,6 +315,13 @@ def test_upload_adds_an_image_once(client, col, make_image, tmp_path):
     assert hits[0]["path"] == str(kept[0])
     refused = client.post("/api/items/upload", files={"image": ("a.png", b"GIF89a broken", "image/gif")}, headers=AUTH)
     assert refused.status_code in (415, 422)
+    # Deleting it drops the server's copy and its thumbnails; other items keep theirs.
+    other = next(r.id for r in col.search(text="x", k=13) if r.id != hits[0]["id"])
+    for item in (hits[0]["id"], other):
+        assert client.get(f"/api/items/{item}/thumbnail?size=128").status_code == 200
+    assert client.delete(f"/api/items/{hits[0]['id']}?wait=true", headers=AUTH).status_code == 200
+    assert not kept[0].exists() and len(col) == 12
+    assert sorted(p.stem for p in (col.path / "thumbnails").rglob("*.jpg")) == [str(other)]
 
 
 def test_remove_by_path_and_by_id(client, col, image_dir):

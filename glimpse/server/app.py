@@ -190,7 +190,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     def delete_item(item_id: PathId, response: Response, wait: bool = False) -> Job:
         """Forget every file of this image (the files themselves are not touched)."""
         paths = service.item(item_id).paths
-        return _job(service, "remove", _removal(paths), wait, response)
+        return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.post("/api/items/upload", response_model=Job, status_code=202, dependencies=Writes,
               responses=ERRORS, tags=["write"])
@@ -219,7 +219,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
         """Forget files or whole folders (inside the server's roots)."""
         paths = _confined(service, req.paths, must_exist=False)
-        return _job(service, "remove", _removal(paths), wait, response)
+        return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
     def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
@@ -301,10 +301,17 @@ def _job(service: Service, kind: str, work, wait: bool, response: Response) -> J
     return _job_model(state)
 
 
-def _removal(paths: list[str]):
+def _removal(service: Service, paths: list[str]):
     def work(col: Collection, progress) -> dict:
         removed = col.remove(paths)
         progress(removed, removed)
+        # What the server made for the dropped items goes with them: thumbnails, and the
+        # files it keeps for uploads (other files are the user's and are never touched).
+        service.thumbnails.prune(set(col.item_ids()))
+        uploads = service.upload_dir.resolve()
+        for path in paths:
+            if Path(path).resolve().parent == uploads:
+                Path(path).unlink(missing_ok=True)
         return {"removed": removed}
 
     return work

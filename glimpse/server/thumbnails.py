@@ -1,7 +1,7 @@
 """JPEG thumbnails, made once per (item id, size) and kept in the collection directory.
 
 An item id names one content for the life of the collection (ids are never reused), so a
-cached thumbnail never goes stale. Files are written to a temporary name and renamed, so
+cached thumbnail never goes stale; removals prune the thumbnails of the items they drop. Files are written to a temporary name and renamed, so
 a reader never sees half a JPEG, and two requests racing for one thumbnail both succeed.
 """
 
@@ -49,6 +49,16 @@ class ThumbnailCache:
             os.unlink(tmp)
             raise
         return target
+
+
+    def prune(self, live: set[int]) -> int:
+        """Delete the thumbnails of items that are gone; returns how many files went."""
+        gone = 0
+        for file in self.root.glob("*/*.jpg"):
+            if file.stem.isdigit() and int(file.stem) not in live:
+                file.unlink(missing_ok=True)
+                gone += 1
+        return gone
 
 
 def _read_first(sources: list[str]) -> bytes:
