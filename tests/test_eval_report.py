@@ -90,6 +90,17 @@ def test_captioned_cli_and_bad_input(tmp_path, make_image):
     assert bad.exit_code == 2 and "Expected layout" in bad.output
     bad = CliRunner().invoke(app, ["eval", "captioned", str(tmp_path), "--codes", "learned", "--encoder", "hash"])
     assert bad.exit_code == 2 and "BINARIZER:BITS" in bad.output
+    many = tmp_path / "many"  # adaptation needs at least 20 training pairs
+    many.mkdir()
+    for i in range(44):
+        make_image(many / f"{i}.png", seed=100 + i)
+    (many / "captions.tsv").write_text("image\tcaption\n" + "".join(f"{i}.png\tthing {i}\n" for i in range(44)))
+    adapted = run_eval("captioned", str(many), "--encoder", "hash", "--codes", "", "--adapt", "ridge",
+                       "--out", str(tmp_path / "a"), "--cache", str(tmp_path / "c"))
+    assert "held-out half, no adaptation" in adapted and "held-out half, adapted: ridge" in adapted
+    bad = CliRunner().invoke(app, ["eval", "captioned", str(many), "--adapt", "magic", "--encoder", "hash", "--codes", "",
+                                   "--cache", str(tmp_path / "c")])
+    assert bad.exit_code == 2 and "unknown adaptation" in bad.output
 
 
 def test_composed_triplets_through_the_collection_fusion(tmp_path, make_image):

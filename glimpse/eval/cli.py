@@ -27,7 +27,7 @@ Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly 
 
 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
-         shortlist: int) -> None:
+         shortlist: int, adapt: str = "") -> None:
     from ..encoders import DEFAULT_ENCODER
     from .configs import parse_configs
     from .datasets import DatasetError
@@ -51,7 +51,8 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
             bar.update(tasks[what], completed=done, total=total)
 
         try:
-            result = evaluate(dataset, encoders, configs, seed=seed, cache=cache, progress=progress)
+            kinds = [a.strip() for a in adapt.split(",") if a.strip()]
+            result = evaluate(dataset, encoders, configs, seed=seed, cache=cache, progress=progress, adapt=kinds)
         except ValueError as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
@@ -66,11 +67,12 @@ def captioned(
     split: Annotated[str, typer.Option(help="Karpathy split to score.")] = "test",
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100,
+    adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
 ) -> None:
     """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
     from .datasets import load_captioned
 
-    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist)
+    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt)
 
 
 @app.command()

@@ -89,7 +89,7 @@ def _table(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
     names = list(rows[0].score.figures) if rows else []
     head = (["encoder"] if several else []) + ["config", *names, "ms/query (p50)", "bytes/image"]
     body = [([r.encoder] if several else []) + [r.config.name, *(_fmt(r.score.figures[n]) for n in names),
-                                                f"{r.latency_ms.get('p50', float('nan')):.2f}",
+                                                f"{r.latency_ms['p50']:.2f}" if "p50" in r.latency_ms else "–",
                                                 f"{r.bytes_per_image:,}"] for r in rows]
     return head, body
 

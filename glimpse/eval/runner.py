@@ -15,7 +15,7 @@ import numpy as np
 
 from ..encoders import Encoder, create_encoder
 from .configs import Config, Scorer
-from .datasets import Dataset, Items, Task, file_fingerprint
+from .datasets import Dataset, Items, Judgement, Task, file_fingerprint
 from .embed import EmbeddingCache
 from .protocols import HEADLINE, TaskScore, score_task
 
@@ -70,11 +70,17 @@ class Evaluation:
 
 
 def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Config], *, seed: int = 0,
-             cache: str | Path | None = None, progress: Progress | None = None) -> Evaluation:
-    """Score every configuration of every encoder on every task of ``dataset``."""
+             cache: str | Path | None = None, progress: Progress | None = None,
+             adapt: list[str] = ()) -> Evaluation:
+    """Score every configuration of every encoder on every task of ``dataset``.
+
+    ``adapt`` (kinds of :mod:`glimpse.query.adapt`) adds held-out rows to a text→image task:
+    see :func:`held_out_adaptation`.
+    """
     started = time.perf_counter()
     result = Evaluation(dataset, seed=seed, command=list(sys.argv))
     data_parts = [file_fingerprint(dataset.files)] if dataset.files else []
+    held_out: list[Task] = []
     for number, spec in enumerate(encoders):
         encoder = spec if isinstance(spec, Encoder) else create_encoder(spec)
         store = EmbeddingCache(encoder, cache)
@@ -96,9 +102,54 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
                                        config.bytes_per_image(encoder.dim), scorer.fit_seconds))
                 if progress:
                     progress(label, len(queries), len(queries))
+            if adapt and task.protocol == "recall" and (task.queries.kind, task.database.kind) == ("texts", "images"):
+                for sub, row in held_out_adaptation(task, queries, database, adapt, seed, encoder):
+                    held_out += [sub] if number == 0 else []
+                    result.rows.append(row)
+    dataset.tasks += held_out
     result.fingerprint = hashlib.blake2b("|".join(data_parts).encode(), digest_size=16).hexdigest()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds: list[str], seed: int,
+                        encoder: Encoder) -> list[tuple[Task, Row]]:
+    """Text→image before and after ``glimpse adapt``, never scored on its training pairs.
+
+    The images are split in two halves by a seeded permutation; each adapter is trained on
+    the first half's (caption, image) pairs, and every row, the unadapted one included, is
+    scored on the second half only: its captions against its images (the same gallery).
+    """
+    from ..query.adapt import fit_adapter
+
+    owner = np.array([int(p[0]) for p in task.judgements[""].positives])  # caption -> its image
+    order = np.random.default_rng(seed).permutation(len(images))
+    train = np.zeros(len(images), bool)
+    train[order[: len(images) // 2]] = True
+    test_images = np.flatnonzero(~train)
+    test_captions = np.flatnonzero(~train[owner])
+    position = np.full(len(images), -1)
+    position[test_images] = np.arange(len(test_images))
+    train_captions = np.flatnonzero(train[owner])
+    out = []
+    for kind in ["none", *kinds]:
+        t0 = time.perf_counter()
+        queries = texts[test_captions]
+        if kind != "none":
+            adapter = fit_adapter(texts[train_captions], images[owner[train_captions]], kind=kind, seed=seed)
+            queries = adapter(queries)
+        seconds = time.perf_counter() - t0
+        sub = Task(f"text→image, held-out half, {'no adaptation' if kind == 'none' else 'adapted: ' + kind}",
+                   Items("texts", texts=[task.queries.texts[c] for c in test_captions]),
+                   Items("images", paths=[task.database.paths[i] for i in test_images]), "recall",
+                   {"": Judgement([np.array([position[owner[c]]]) for c in test_captions])},
+                   options={"split": f"seeded permutation (seed {seed}): train on {int(train.sum())} images' "
+                                     f"{len(train_captions)} captions, score on the other {len(test_images)}"})
+        gallery = images[test_images]
+        score = score_task(sub, lambda rows: queries[rows] @ gallery.T, len(queries))
+        out.append((sub, Row(encoder.name, Config(), sub.name, score, {}, Config().bytes_per_image(encoder.dim),
+                             seconds)))
+    return out
 
 
 def _latency_sample(queries: np.ndarray, seed: int) -> np.ndarray:

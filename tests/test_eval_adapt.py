@@ -1,0 +1,38 @@
+"""glimpse eval captioned --adapt: rows before/after adaptation, scored only on held-out pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from glimpse.eval.datasets import Items, Judgement, Task
+from glimpse.eval.runner import held_out_adaptation
+from glimpse.encoders import create_encoder
+
+
+def _captioned(n: int = 60, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.standard_normal((n, 16)).astype(np.float32)
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    # Captions see their image through a fixed distortion that an adapter can learn to undo.
+    twist = np.linalg.qr(rng.standard_normal((16, 16)))[0].astype(np.float32)
+    texts = images @ twist + 0.05 * rng.standard_normal((n, 16)).astype(np.float32)
+    task = Task("text→image", Items("texts", texts=[f"caption {i}" for i in range(n)]),
+                Items("images", paths=[f"/img/{i}.jpg" for i in range(n)]), "recall",
+                {"": Judgement([np.array([i]) for i in range(n)])})
+    return task, texts, images
+
+
+def test_adaptation_rows_score_only_the_held_out_half_and_help():
+    task, texts, images = _captioned()
+    encoder = create_encoder("hash")
+    first = held_out_adaptation(task, texts, images, ["ridge"], seed=3, encoder=encoder)
+    again = held_out_adaptation(task, texts, images, ["ridge"], seed=3, encoder=encoder)
+    (plain_task, plain), (ridge_task, ridge) = first
+    assert [t.database.paths for t, _ in first] == [t.database.paths for t, _ in again]  # deterministic split
+    assert plain_task.database.paths == ridge_task.database.paths and len(plain_task.database.paths) == 30
+    held = {int(p.split("/")[-1].split(".")[0]) for p in plain_task.database.paths}
+    assert {int(t.split()[-1]) for t in plain_task.queries.texts} == held  # captions of held-out images only
+    assert "train on 30 images" in plain_task.options["split"]
+    assert ridge.score.figures["R@1"] > plain.score.figures["R@1"] + 0.2  # the twist is learnt on the other half
+    assert held_out_adaptation(task, texts, images, ["ridge"], seed=4, encoder=encoder)[0][0].database.paths != \
+        plain_task.database.paths
