@@ -17,17 +17,18 @@ console = Console()
 err = Console(stderr=True)
 
 Out = Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder. Default: ./glimpse-eval/ADAPTER")]
-Codes = Annotated[str, typer.Option(help="Binary codes to compare with exact float: BINARIZER:BITS[:asym], "
+Codes = Annotated[str, typer.Option(help="Binary codes to compare with exact float: BINARIZER:BITS[:asym|:cascade], "
                                          "comma-separated, e.g. learned:256,itq:128. Each is scored with and "
                                          "without re-rank. Empty: float only.")]
 Encoders = Annotated[Optional[str], typer.Option("--encoder", help="Encoder(s), comma-separated. Default: the default encoder.")]
 Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and binarizer fitting.")]
 Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
+Refine = Annotated[str, typer.Option(help="Also score each configuration with a re-ranking stage on its top 100: aqe, superglobal (comma-separated).")]
 Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly (k 10 x oversample 10 = 100).")]
 
 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
-         shortlist: int, adapt: str = "") -> None:
+         shortlist: int, adapt: str = "", refine: str = "") -> None:
     from ..encoders import DEFAULT_ENCODER
     from .configs import parse_configs
     from .datasets import DatasetError
@@ -35,7 +36,7 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
     from .runner import evaluate
 
     try:
-        configs = parse_configs(codes, shortlist)
+        configs = parse_configs(codes, shortlist, [r.strip() for r in refine.split(",") if r.strip()])
         dataset = load()
     except (DatasetError, ValueError) as exc:
         err.print(f"[red]error:[/] {exc}")
@@ -68,11 +69,12 @@ def captioned(
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100,
     adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
+    refine: Refine = "",
 ) -> None:
     """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
     from .datasets import load_captioned
 
-    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt)
+    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine)
 
 
 @app.command()
@@ -80,12 +82,13 @@ def copydetect(
     folder: Annotated[Path, typer.Argument(help="Any folder of images.")],
     per_image: Annotated[int, typer.Option(help="Edited copies (queries) per image.")] = 4,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, refine: Refine = "",
 ) -> None:
     """Seeded edited copies (crop, rotation, rescale, JPEG, colour, flip, text, combos) find their original."""
     from .datasets import load_copydetect
 
-    _run(lambda: load_copydetect(folder, per_image, seed), out, codes, encoder, seed, cache, shortlist)
+    _run(lambda: load_copydetect(folder, per_image, seed), out, codes, encoder, seed, cache, shortlist,
+         refine=refine)
 
 
 @app.command()

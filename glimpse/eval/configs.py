@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..codes import create_binarizer, load_binarizer, unpack_codes
+from ..index.binary import CASCADE_WIDEN
+from ..query.rerank import CANDIDATES, REFINES, refine
 
 #: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
 DEFAULT_SHORTLIST = 100
@@ -43,13 +45,15 @@ class Config:
     rerank: bool = False
     scoring: str = "hamming"
     shortlist: int = DEFAULT_SHORTLIST
+    refine: str | None = None  # a re-ranking stage of glimpse.query.rerank on the top candidates
 
     @property
     def name(self) -> str:
+        suffix = f" +{self.refine}" if self.refine else ""
         if self.binarizer is None:
-            return "float"
-        name = f"{self.binarizer}-{self.bits}" + ("-asym" if self.scoring == "asymmetric" else "")
-        return name + (f" +rerank{self.shortlist}" if self.rerank else "")
+            return "float" + suffix
+        name = f"{self.binarizer}-{self.bits}" + {"asymmetric": "-asym", "cascade": "-cascade"}.get(self.scoring, "")
+        return name + (f" +rerank{self.shortlist}" if self.rerank else "") + suffix
 
     @property
     def code_key(self) -> tuple[str, int] | None:
@@ -61,11 +65,16 @@ class Config:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "binarizer": self.binarizer, "bits": self.bits, "rerank": self.rerank,
-                "scoring": self.scoring, "shortlist": self.shortlist if self.rerank else None}
+                "scoring": self.scoring, "shortlist": self.shortlist if self.rerank else None,
+                "refine": self.refine}
 
 
-def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTLIST) -> list[Config]:
-    """``"learned:256,itq:128:asym"`` -> float + (codes only, codes + re-rank) per spec."""
+def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTLIST,
+                  refine: list[str] = ()) -> list[Config]:
+    """``"learned:256,itq:128:asym"`` -> float + (codes only, codes + re-rank) per spec.
+
+    Each ``refine`` method (``aqe``, ``superglobal``) adds a copy of every configuration with
+    that re-ranking stage applied to its top candidates."""
     if isinstance(specs, str):
         specs = [specs]
     configs = [Config()]
@@ -73,16 +82,20 @@ def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTL
         if not spec:
             continue
         parts = spec.split(":")
-        if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and parts[2] not in ("asym", "hamming")):
-            raise ValueError(f"bad code spec {spec!r}: use BINARIZER:BITS[:asym], e.g. learned:256 or itq:128:asym")
+        scorings = {"asym": "asymmetric", "cascade": "cascade", "hamming": "hamming"}
+        if len(parts) not in (2, 3) or not parts[1].isdigit() or (len(parts) == 3 and parts[2] not in scorings):
+            raise ValueError(f"bad code spec {spec!r}: use BINARIZER:BITS[:asym|:cascade], e.g. learned:256 or itq:128:asym")
         kind, bits = parts[0], int(parts[1])
         create_binarizer(kind, bits=bits)  # validates the kind and the bit count now
-        scoring = "asymmetric" if len(parts) == 3 and parts[2] == "asym" else "hamming"
+        scoring = scorings[parts[2]] if len(parts) == 3 else "hamming"
         for rerank in (False, True):
             config = Config(kind, bits, rerank, scoring, shortlist)
             if config not in configs:
                 configs.append(config)
-    return configs
+    for method in refine:
+        if method not in REFINES:
+            raise ValueError(f"unknown refine method {method!r}: use one of {', '.join(REFINES)}")
+    return configs + [replace(c, refine=m) for m in refine for c in configs]
 
 
 @dataclass
@@ -140,11 +153,31 @@ class Scorer:
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
+        base = self._base_scores(queries)
+        if not self.config.refine:
+            return base
+        out = np.empty_like(base)
+        for row, query in enumerate(np.asarray(queries, dtype=np.float32)):
+            top = np.argsort(-base[row], kind="stable")[:CANDIDATES]
+            ids, scores = refine(self.config.refine, query, top, base[row, top], lambda i: self.database[i])
+            # The refined head, then the rest in its old order, strictly below the head.
+            out[row] = base[row] - base[row].max() + scores.min() - 1.0
+            out[row, ids] = scores
+        return out
+
+    def _base_scores(self, queries: np.ndarray) -> np.ndarray:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         if self.config.binarizer is None:
             return queries @ self.database.T
         if self.config.scoring == "asymmetric":
             code = self.binarizer.query_vector(queries) @ self._signs.T
+        elif self.config.scoring == "cascade":  # Hamming top 4 x shortlist, re-scored asymmetrically
+            hamming = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T
+            asym = self.binarizer.query_vector(queries) @ self._signs.T
+            keep = np.argsort(-hamming, axis=1, kind="stable")[:, : CASCADE_WIDEN * self.config.shortlist]
+            code = hamming / self.config.bits - 2.0 * np.abs(asym).max() - 3.0
+            rows = np.arange(len(code))[:, None]
+            code[rows, keep] = asym[rows, keep]
         else:
             code = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T / self.config.bits
         if not self.config.rerank:
