@@ -20,7 +20,7 @@ from glimpse.server import ServerConfig, create_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TRAVERSALS = ["../../../etc/passwd", "/etc/passwd", "sub/../../../..", "/", "~", "..", "a\0b"]
+TRAVERSALS = ["../../../etc/passwd", "/etc/passwd", "sub/../../../..", "/", "~", "~0", "..", "a\0b"]
 
 
 @pytest.fixture
@@ -453,3 +453,4 @@ def test_serve_refuses_a_missing_collection(tmp_path):
 
     missing = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no glimpse collection" in missing.output
+

@@ -48,7 +48,10 @@ def confine(raw: str, roots: list[Path]) -> Path:
         raise PathNotAllowedError("this server has no folders to add from (start it with --root DIR)")
     if "\0" in raw or not raw.strip():
         raise PathNotAllowedError(f"not a usable path: {raw!r}")
-    candidate = Path(raw).expanduser()
+    try:
+        candidate = Path(raw).expanduser()
+    except RuntimeError:  # "~name" of a user this machine does not have
+        raise PathNotAllowedError(f"not a usable path: {raw!r}") from None
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     real = Path(os.path.realpath(candidate))
