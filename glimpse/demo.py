@@ -66,4 +66,5 @@ def run_demo(collection: Path, folder: Path | None, encoder: str | None) -> None
     images = sorted(p for p in folder.iterdir() if p.is_file())[:2]
     for image in images:
         print_results(col.search(image=image, k=3), title=f"image: like {image.name}")
-    console.print(f"\nnext: [bold]glimpse search \"your words\" -c {col.path}[/]")
+    console.print(f"\nnext: [bold]glimpse search \"your words\" -c {col.path}[/]"
+                  f"\n      [bold]glimpse serve {col.path}[/]  (the web page, http://127.0.0.1:8000/)")
