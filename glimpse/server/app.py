@@ -421,8 +421,10 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     faiss.omp_set_num_threads(1)
     col = open_collection(collection, create=False)
     if len(col):
-        print(f"loading the search index of {len(col):,} images...", flush=True)
-        col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)  # the first user query is not the slow one
+        print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
+        # Load both now, so the first user query is not the slow one (the text model takes seconds).
+        col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)
+        col.encoder.encode_texts(["warm up"])
     app = create_app(col, config)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
