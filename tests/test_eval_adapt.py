@@ -13,13 +13,19 @@ def _captioned(n: int = 60, seed: int = 0):
     rng = np.random.default_rng(seed)
     images = rng.standard_normal((n, 16)).astype(np.float32)
     images /= np.linalg.norm(images, axis=1, keepdims=True)
-    # Captions see their image through a fixed distortion that an adapter can learn to undo.
+    # Captions see their image through a fixed distortion that an adapter can learn to undo;
+    # the first 20 images have a second caption, so captions and images do not pair one to one.
+    owner = np.concatenate([np.arange(n), np.arange(20)])
     twist = np.linalg.qr(rng.standard_normal((16, 16)))[0].astype(np.float32)
-    texts = images @ twist + 0.05 * rng.standard_normal((n, 16)).astype(np.float32)
-    task = Task("text→image", Items("texts", texts=[f"caption {i}" for i in range(n)]),
+    texts = images[owner] @ twist + 0.05 * rng.standard_normal((len(owner), 16)).astype(np.float32)
+    task = Task("text→image", Items("texts", texts=[f"caption of {i}" for i in owner]),
                 Items("images", paths=[f"/img/{i}.jpg" for i in range(n)]), "recall",
-                {"": Judgement([np.array([i]) for i in range(n)])})
+                {"": Judgement([np.array([i]) for i in owner])})
     return task, texts, images
+
+
+def _number(path: str) -> int:
+    return int(path.split("/")[-1].split(".")[0])
 
 
 def test_adaptation_rows_score_only_the_held_out_half_and_help():
@@ -30,9 +36,18 @@ def test_adaptation_rows_score_only_the_held_out_half_and_help():
     (plain_task, plain), (ridge_task, ridge) = first
     assert [t.database.paths for t, _ in first] == [t.database.paths for t, _ in again]  # deterministic split
     assert plain_task.database.paths == ridge_task.database.paths and len(plain_task.database.paths) == 30
-    held = {int(p.split("/")[-1].split(".")[0]) for p in plain_task.database.paths}
-    assert {int(t.split()[-1]) for t in plain_task.queries.texts} == held  # captions of held-out images only
-    assert "train on 30 images" in plain_task.options["split"]
-    assert ridge.score.figures["R@1"] > plain.score.figures["R@1"] + 0.2  # the twist is learnt on the other half
+    split = plain_task.options["split"]
+    assert split["test_gallery"] == plain_task.database.paths and split["seed"] == 3
+    held = {_number(p) for p in plain_task.database.paths}
+    trained = set(range(60)) - held
+    assert split["train_images"] == len(trained) == 30
+    assert split["train_captions"] + split["test_captions"] == len(texts)
+    assert split["train_captions"] == sum(1 for t in task.queries.texts if int(t.split()[-1]) in trained)
+    queried = [int(t.split()[-1]) for t in plain_task.queries.texts]
+    assert set(queried) == held and len(queried) == split["test_captions"]  # every held-out caption, no other
+    # Each query's one relevant item is its own image, inside the held-out gallery.
+    positives = [plain_task.database.paths[int(p[0])] for p in plain_task.judgements[""].positives]
+    assert [_number(p) for p in positives] == queried
+    assert ridge.score.figures["R@10"] > plain.score.figures["R@10"] + 0.5  # the twist is learnt on the other half
     assert held_out_adaptation(task, texts, images, ["ridge"], seed=4, encoder=encoder)[0][0].database.paths != \
         plain_task.database.paths

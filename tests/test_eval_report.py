@@ -98,6 +98,11 @@ def test_captioned_cli_and_bad_input(tmp_path, make_image):
     adapted = run_eval("captioned", str(many), "--encoder", "hash", "--codes", "", "--adapt", "ridge",
                        "--out", str(tmp_path / "a"), "--cache", str(tmp_path / "c"))
     assert "held-out half, no adaptation" in adapted and "held-out half, adapted: ridge" in adapted
+    assert "Split: numpy default_rng(0).permutation" in adapted
+    recorded = [t for t in json.loads((tmp_path / "a" / "report.json").read_text())["dataset"]["tasks"]
+                if "held-out" in t["name"]]
+    assert len(recorded) == 2 and recorded[0]["options"]["split"]["test_images"] == 22
+    assert len(recorded[0]["options"]["split"]["test_gallery"]) == recorded[0]["database"] == 22
     bad = CliRunner().invoke(app, ["eval", "captioned", str(many), "--adapt", "magic", "--encoder", "hash", "--codes", "",
                                    "--cache", str(tmp_path / "c")])
     assert bad.exit_code == 2 and "unknown adaptation" in bad.output

@@ -64,7 +64,7 @@ def to_json(ev: Evaluation) -> dict:
     return _clean({
         "dataset": {"adapter": ds.adapter, "root": str(ds.root), "info": ds.info,
                     "tasks": [{"name": t.name, "protocol": t.protocol, "queries": len(t.queries),
-                               "database": len(t.database)} for t in ds.tasks]},
+                               "database": len(t.database), "options": t.options} for t in ds.tasks]},
         "data_fingerprint": ev.fingerprint,
         "seed": ev.seed,
         "command": ev.command,
@@ -116,6 +116,10 @@ def markdown(ev: Evaluation) -> str:
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         lines.append("")
+        if split := task.options.get("split"):
+            lines += [f"Split: {split['rule']} (seed {split['seed']}): trained on {split['train_captions']} captions "
+                      f"of {split['train_images']} images, scored on {split['test_captions']} captions against the "
+                      f"other {split['test_images']} images.", ""]
         kinds, kbody = _by_kind(ev, task)
         if kbody:
             lines += ["R@1 by query kind:", "", "| " + " | ".join(kinds) + " |", "|" + "---|" * len(kinds)]

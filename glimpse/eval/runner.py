@@ -131,6 +131,11 @@ def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds
     position = np.full(len(images), -1)
     position[test_images] = np.arange(len(test_images))
     train_captions = np.flatnonzero(train[owner])
+    split = {"rule": f"numpy default_rng({seed}).permutation over the images; the first half trains "
+                     "(their captions), the rest are the scored gallery (their captions are the queries)",
+             "seed": seed, "train_images": int(train.sum()), "train_captions": len(train_captions),
+             "test_images": len(test_images), "test_captions": len(test_captions),
+             "test_gallery": [str(task.database.paths[i]) for i in test_images]}
     out = []
     for kind in ["none", *kinds]:
         t0 = time.perf_counter()
@@ -143,8 +148,7 @@ def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds
                    Items("texts", texts=[task.queries.texts[c] for c in test_captions]),
                    Items("images", paths=[task.database.paths[i] for i in test_images]), "recall",
                    {"": Judgement([np.array([position[owner[c]]]) for c in test_captions])},
-                   options={"split": f"seeded permutation (seed {seed}): train on {int(train.sum())} images' "
-                                     f"{len(train_captions)} captions, score on the other {len(test_images)}"})
+                   options={"split": split})
         gallery = images[test_images]
         score = score_task(sub, lambda rows: queries[rows] @ gallery.T, len(queries))
         out.append((sub, Row(encoder.name, Config(), sub.name, score, {}, Config().bytes_per_image(encoder.dim),
