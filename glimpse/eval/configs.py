@@ -191,7 +191,7 @@ class Scorer:
         return out
 
     def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
-        """Batch-1 search latency (ms) on the real backend, over up to ``repeats`` queries."""
+        """Batch-1 search latency (ms) on the real backend (plus the refine stage), over up to ``repeats`` queries."""
         from ..index import FlatIndex
         from ..index.binary import BinaryIndex
 
@@ -206,6 +206,12 @@ class Scorer:
                                 scoring=self.config.scoring)
             index.add_codes(ids, self.codes)
             search = index.search
+        if self.config.refine:  # as the collection does: the top CANDIDATES, then the stage on them
+            plain, method = search, self.config.refine
+
+            def search(q, k):
+                scores, found = plain(q, max(k, CANDIDATES))
+                return refine(method, q[0], found[0], scores[0], lambda i: self.database[i])
         sample = np.ascontiguousarray(queries[:repeats], dtype=np.float32)
         search(sample[:1], k)  # warm-up
         times = []

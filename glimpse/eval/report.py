@@ -88,7 +88,9 @@ def _table(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
     several = len({r.encoder for r in ev.rows}) > 1
     names = list(rows[0].score.figures) if rows else []
     head = (["encoder"] if several else []) + ["config", *names, "ms/query (p50)", "bytes/image"]
-    body = [([r.encoder] if several else []) + [r.config.name, *(_fmt(r.score.figures[n]) for n in names),
+    body = [([r.encoder] if several else []) + [r.config.name,
+                                                *(f"{r.score.figures[n]:g}" if n == "median rank" else _fmt(r.score.figures[n])
+                                                  for n in names),
                                                 f"{r.latency_ms['p50']:.2f}" if "p50" in r.latency_ms else "–",
                                                 f"{r.bytes_per_image:,}"] for r in rows]
     return head, body
