@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from glimpse.eval.configs import Config, Scorer, parse_configs
 from glimpse.eval.datasets import Items, Judgement, Task
 from glimpse.eval.runner import held_out_adaptation
 from glimpse.encoders import create_encoder
@@ -31,9 +32,10 @@ def _number(path: str) -> int:
 def test_adaptation_rows_score_only_the_held_out_half_and_help():
     task, texts, images = _captioned()
     encoder = create_encoder("hash")
-    first = held_out_adaptation(task, texts, images, ["ridge"], seed=3, encoder=encoder)
-    again = held_out_adaptation(task, texts, images, ["ridge"], seed=3, encoder=encoder)
-    (plain_task, plain), (ridge_task, ridge) = first
+    float_only = [Scorer.prepare(Config(), images)]
+    first = held_out_adaptation(task, texts, float_only, ["ridge"], seed=3, encoder=encoder)
+    again = held_out_adaptation(task, texts, float_only, ["ridge"], seed=3, encoder=encoder)
+    (plain_task, (plain,)), (ridge_task, (ridge,)) = first
     assert [t.database.paths for t, _ in first] == [t.database.paths for t, _ in again]  # deterministic split
     assert plain_task.database.paths == ridge_task.database.paths and len(plain_task.database.paths) == 30
     split = plain_task.options["split"]
@@ -49,5 +51,19 @@ def test_adaptation_rows_score_only_the_held_out_half_and_help():
     positives = [plain_task.database.paths[int(p[0])] for p in plain_task.judgements[""].positives]
     assert [_number(p) for p in positives] == queried
     assert ridge.score.figures["R@10"] > plain.score.figures["R@10"] + 0.5  # the twist is learnt on the other half
-    assert held_out_adaptation(task, texts, images, ["ridge"], seed=4, encoder=encoder)[0][0].database.paths != \
+    assert held_out_adaptation(task, texts, float_only, ["ridge"], seed=4, encoder=encoder)[0][0].database.paths != \
         plain_task.database.paths
+
+
+def test_adaptation_rows_per_code_configuration_use_the_held_out_codes():
+    task, texts, images = _captioned()
+    fitted: dict = {}
+    scorers = [Scorer.prepare(c, images, fitted=fitted) for c in parse_configs("itq:8:asym", shortlist=5)]
+    out = held_out_adaptation(task, texts, scorers, ["ridge"], seed=3, encoder=create_encoder("hash"))
+    sub, rows = out[1]
+    assert [r.config.name for r in rows] == ["float", "itq-8-asym", "itq-8-asym +rerank5"]
+    held = np.array([_number(p) for p in sub.database.paths])
+    code = scorers[1].subset(held)
+    assert np.array_equal(code.codes, scorers[1].codes[held]) and code.database.shape == (30, 16)
+    # The code rows rank the held-out gallery only, with the codes fitted on every image.
+    assert code.scores(texts[:3]).shape == (3, 30)

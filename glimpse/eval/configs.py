@@ -151,6 +151,13 @@ class Scorer:
         scorer._signs = unpack_codes(scorer.codes, config.bits)
         return scorer
 
+    def subset(self, rows: np.ndarray) -> Scorer:
+        """The same configuration on some database items only, with the binarizer already fitted."""
+        part = replace(self, database=self.database[rows])
+        if self.codes is not None:
+            part.codes, part._signs = self.codes[rows], self._signs[rows]
+        return part
+
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
         base = self._base_scores(queries)

@@ -90,12 +90,14 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
             if number == 0:  # every encoder reads the same files
                 data_parts += [q_fp, d_fp]
             fitted: dict = {}
+            scorers = []
             # Collections hold images: codes apply to image databases; text databases are scored exactly.
             for config in configs if task.database.kind == "images" else configs[:1]:
                 label = f"{task.name}: {encoder.name} {config.name}"
                 if progress:
                     progress(label, 0, len(queries))
                 scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted, store=store.root)
+                scorers.append(scorer)
                 score = score_task(task, lambda rows: scorer.scores(queries[rows]), len(queries))
                 latency = scorer.latency_ms(_latency_sample(queries, seed))
                 result.rows.append(Row(encoder.name, config, task.name, score, latency,
@@ -103,25 +105,28 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
                 if progress:
                     progress(label, len(queries), len(queries))
             if adapt and task.protocol == "recall" and (task.queries.kind, task.database.kind) == ("texts", "images"):
-                for sub, row in held_out_adaptation(task, queries, database, adapt, seed, encoder):
+                for sub, rows in held_out_adaptation(task, queries, scorers, adapt, seed, encoder):
                     held_out += [sub] if number == 0 else []
-                    result.rows.append(row)
+                    result.rows += rows
     dataset.tasks += held_out
     result.fingerprint = hashlib.blake2b("|".join(data_parts).encode(), digest_size=16).hexdigest()
     result.seconds = time.perf_counter() - started
     return result
 
 
-def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds: list[str], seed: int,
-                        encoder: Encoder) -> list[tuple[Task, Row]]:
+def held_out_adaptation(task: Task, texts: np.ndarray, scorers: list[Scorer], kinds: list[str], seed: int,
+                        encoder: Encoder) -> list[tuple[Task, list[Row]]]:
     """Text→image before and after ``glimpse adapt``, never scored on its training pairs.
 
     The images are split in two halves by a seeded permutation; each adapter is trained on
     the first half's (caption, image) pairs, and every row, the unadapted one included, is
-    scored on the second half only: its captions against its images (the same gallery).
+    scored on the second half only: its captions against its images (the same gallery), once
+    per configuration in ``scorers`` (codes keep the binarizer fitted on every image: no
+    caption is seen). Adapted queries go through the map as a collection's text queries do.
     """
     from ..query.adapt import fit_adapter
 
+    images = scorers[0].database
     owner = np.array([int(p[0]) for p in task.judgements[""].positives])  # caption -> its image
     order = np.random.default_rng(seed).permutation(len(images))
     train = np.zeros(len(images), bool)
@@ -136,6 +141,7 @@ def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds
              "seed": seed, "train_images": int(train.sum()), "train_captions": len(train_captions),
              "test_images": len(test_images), "test_captions": len(test_captions),
              "test_gallery": [str(task.database.paths[i]) for i in test_images]}
+    galleries = [scorer.subset(test_images) for scorer in scorers]
     out = []
     for kind in ["none", *kinds]:
         t0 = time.perf_counter()
@@ -149,10 +155,12 @@ def held_out_adaptation(task: Task, texts: np.ndarray, images: np.ndarray, kinds
                    Items("images", paths=[task.database.paths[i] for i in test_images]), "recall",
                    {"": Judgement([np.array([position[owner[c]]]) for c in test_captions])},
                    options={"split": split})
-        gallery = images[test_images]
-        score = score_task(sub, lambda rows: queries[rows] @ gallery.T, len(queries))
-        out.append((sub, Row(encoder.name, Config(), sub.name, score, {}, Config().bytes_per_image(encoder.dim),
-                             seconds)))
+        rows = []
+        for gallery in galleries:
+            score = score_task(sub, lambda rows: gallery.scores(queries[rows]), len(queries))
+            rows.append(Row(encoder.name, gallery.config, sub.name, score, {},
+                            gallery.config.bytes_per_image(encoder.dim), seconds))
+        out.append((sub, rows))
     return out
 
 
