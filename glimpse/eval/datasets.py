@@ -103,6 +103,16 @@ def open_image(path: Path, target: int | None = None) -> Image.Image:
     return decode_image(Path(path).read_bytes(), target=target)
 
 
+def _read_tsv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
+    """Rows of a tab-separated file with a header that has at least ``columns``."""
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if not rows or not set(columns) <= set(rows[0]):
+        names = " and ".join(f"'{c}'" for c in columns)
+        raise DatasetError(f"{path} needs {names} columns. Expected layout:\n{layout}")
+    return rows
+
+
 def _need(path: Path, layout: str) -> Path:
     if not path.exists():
         raise DatasetError(f"{path} not found. Expected layout:\n{layout}")
@@ -230,10 +240,7 @@ def load_groups(path: str | Path) -> Dataset:
     files: list[Path] = []
     if (root / "groups.tsv").exists():
         files = [root / "groups.tsv"]
-        with open(files[0], encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if not rows or not {"image", "group"} <= set(rows[0]):
-            raise DatasetError(f"{files[0]} needs 'image' and 'group' columns. Expected layout:\n{GROUPS_LAYOUT}")
+        rows = _read_tsv(files[0], ("image", "group"), GROUPS_LAYOUT)
         images = [root / r["image"] for r in rows]
         groups = [r["group"] for r in rows]
         is_query = [r.get("query", "1").strip() in ("1", "true", "yes") for r in rows]
@@ -349,10 +356,7 @@ def load_classes(path: str | Path, queries: int = 1000, seed: int = 0, map_at: i
     splits: list[str] | None = None
     if (root / "labels.tsv").exists():
         files = [root / "labels.tsv"]
-        with open(files[0], encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
-        if not rows or not {"image", "labels"} <= set(rows[0]):
-            raise DatasetError(f"{files[0]} needs 'image' and 'labels' columns. Expected layout:\n{CLASSES_LAYOUT}")
+        rows = _read_tsv(files[0], ("image", "labels"), CLASSES_LAYOUT)
         paths = [root / r["image"] for r in rows]
         labels = [frozenset(x.strip() for x in r["labels"].split(",") if x.strip()) for r in rows]
         if "split" in rows[0]:
