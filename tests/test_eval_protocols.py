@@ -28,13 +28,26 @@ def run(t, scores):
 def test_recall_protocol():
     scores = [[0.9, 0.1, 0.2], [0.1, 0.2, 0.9], [0.5, 0.5, 0.1]]
     out = run(task("recall", [[0], [1], [1]]), scores)
-    # ranks: 1; 2; 2 (tie with item 0 counts against)
+    # ranks: 1; 2; 2 (tied with item 0, which has the lower index: the reference order puts it first)
     assert out.figures["R@1"] == pytest.approx(1 / 3)
     assert out.figures["R@5"] == 1.0
     assert out.figures["MRR"] == pytest.approx((1 + 0.5 + 0.5) / 3)
     assert out.figures["median rank"] == 2
+    assert out.bounds["optimistic"]["R@1"] == pytest.approx(2 / 3)  # the tie broken for item 1
+    assert out.bounds["pessimistic"]["R@1"] == pytest.approx(1 / 3)
     assert out.curve[1] == pytest.approx(1 / 3) and out.curve[2] == 1.0
     assert out.top[1].tolist() == [2, 1, 0]
+
+
+def test_recall_median_rank_and_constant_scorer_as_open_clip():
+    # Ranks 1 and 2: open_clip's median rank is the floor, 1.
+    out = run(task("recall", [[0], [0]]), [[0.9, 0.1], [0.1, 0.9]])
+    assert out.figures["median rank"] == 1
+    # A constant scorer over two items: open_clip gets R@1 0.5 (ties in index order).
+    out = run(task("recall", [[0], [1]]), np.zeros((2, 2)))
+    assert out.figures["R@1"] == 0.5 and out.figures["median rank"] == 1
+    assert out.bounds["pessimistic"]["R@1"] == 0.0 and out.bounds["optimistic"]["R@1"] == 1.0
+    assert out.bounds["pessimistic"]["median rank"] == 2
 
 
 def test_revisitop_easy_medium_hard():
@@ -63,6 +76,15 @@ def test_revisitop_skips_queries_without_positives():
     assert out.figures["E mAP"] == pytest.approx((1 + 0.25) / 2)
 
 
+def test_revisitop_item_both_positive_and_junk_is_a_positive():
+    # Item 0 is easy and junk; ranking by score: 1, 0. revisitop counts it as a positive.
+    gnd = [{"easy": [0], "hard": [], "junk": [0]}]
+    t = Task("l", Items("texts", texts=["a"]), Items("texts", texts=["x", "y"]), "revisitop", revisitop_judgements(gnd))
+    f = run(t, [[0.1, 0.9]]).figures
+    assert f["M mAP"] == pytest.approx(0.25) and f["E mAP"] == pytest.approx(0.25)
+    assert f["M mP@1"] == 0.0 and f["M mP@5"] == pytest.approx(0.5)  # numbers, not NaN
+
+
 def test_groups_map_excludes_query_and_ns_counts_it():
     # Two queries (database items 0 and 3), groups {0,1,2} and {3,4}.
     t = Task("g", Items("texts", texts=["a", "b"]), Items("texts", texts=list("abcde")), "groups",
@@ -70,19 +92,39 @@ def test_groups_map_excludes_query_and_ns_counts_it():
               "with query": Judgement(arrays([[0, 1, 2], [3, 4]]))}, {"ns": True})
     scores = [[1.0, 0.2, 0.8, 0.5, 0.1], [0.3, 0.2, 0.1, 1.0, 0.05]]
     out = run(t, scores)
-    # q0 without itself: [2, 3, 1, 4] -> relevant at 1 and 3 -> AP (1 + 2/3)/2. q1: [0, 1, 2, 4] -> 1/4.
-    assert out.figures["mAP"] == pytest.approx(((1 + 2 / 3) / 2 + 0.25) / 2)
+    # q0 without itself: [2, 3, 1, 4] -> relevant at 1 and 3; q1: [0, 1, 2, 4] -> relevant at 4.
+    # INRIA Holidays' trapezoid AP: q0 (1 + (1/2 + 2/3) / 2) / 2, q1 (0 + 1/4) / 2.
+    assert out.figures["mAP"] == pytest.approx(((1 + (0.5 + 2 / 3) / 2) / 2 + 0.125) / 2)
     # N-S (top 4 with the query): q0 has 0, 2, 1 -> 3; q1 has only 3 -> 1.
     assert out.figures["N-S"] == pytest.approx(2.0)
 
 
-def test_hashing_map_at_k_and_tie_spread():
+def test_groups_map_is_holidays_ap():
+    # The smallest case: one relevant image at rank 2 (the query itself removed) -> 0.25, not 0.5.
+    t = Task("g", Items("texts", texts=["a"]), Items("texts", texts=list("abc")), "groups",
+             {"": Judgement(arrays([[2]]), arrays([[0]])), "with query": Judgement(arrays([[0, 2]]))})
+    assert run(t, [[1.0, 0.5, 0.2]]).figures["mAP"] == pytest.approx(0.25)
+
+
+def test_hashing_map_at_k_and_tie_orders():
     # One query; Hamming similarities with a four-way tie; relevant items 0 and 3.
     t = task("hashing", [[0, 3]], n_db=6, map_at=2)
     out = run(t, [[1.0, 0.5, 0.5, 0.5, 0.5, -1.0]])
-    assert out.figures["mAP"] == pytest.approx((1 + 2 / 5) / 2)
-    assert out.figures["mAP optimistic"] == pytest.approx(1.0)
+    assert out.figures["mAP"] == pytest.approx((1 + 2 / 4) / 2)  # reference: item 3 after 1 and 2, rank 4
+    assert out.bounds["pessimistic"]["mAP"] == pytest.approx((1 + 2 / 5) / 2)  # last of the tie: rank 5
+    assert out.bounds["optimistic"]["mAP"] == pytest.approx(1.0)  # first of the tie: rank 2
     assert out.figures["mAP@2"] == pytest.approx(1.0)  # only the rank-1 item is within the top 2
+
+
+def test_hashing_tie_orders_do_not_bound_map_at_k():
+    # The issue's case: Hamming distances [0, 1, 2, 2], relevant {0, 2}, k = 3.
+    t = task("hashing", [[0, 2]], n_db=4, map_at=3)
+    out = run(t, [[-0.0, -1.0, -2.0, -2.0]])
+    assert out.figures["mAP@3"] == pytest.approx(5 / 6)  # CalcTopMap's figure
+    assert out.bounds["pessimistic"]["mAP@3"] == 1.0  # above the reference and the optimistic figure
+    assert out.bounds["optimistic"]["mAP@3"] == pytest.approx(5 / 6)
+    assert out.bounds["pessimistic"]["mAP"] == pytest.approx(0.75)  # mAP@all: pessimistic is the lower bound
+    assert out.figures["mAP"] == pytest.approx(5 / 6)
 
 
 def test_copy_protocol_with_breakdown():

@@ -123,7 +123,7 @@ def classes(
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100,
 ) -> None:
-    """Labelled classes (hashing protocol): mAP@all and mAP@k, pessimistic Hamming ties."""
+    """Labelled classes (hashing protocol): mAP@all and mAP@k as DeepHash-pytorch's CalcTopMap."""
     from .datasets import load_classes
 
     _run(lambda: load_classes(path, queries, seed, map_at), out, codes, encoder, seed, cache, shortlist)

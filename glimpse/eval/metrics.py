@@ -2,22 +2,31 @@
 
 Two layers:
 
-* **Rankings.** :func:`positive_ranks` turns one query's scores over the database into the
-  sorted 1-based ranks of its relevant items, after *ignored* items (junk, the query itself)
-  are removed from the list as if they were never there.
+* **Rankings.** :func:`tie_ranks` turns one query's scores over the database into the sorted
+  1-based ranks of its relevant items, after *ignored* items (junk, the query itself) are
+  removed from the list as if they were never there.
 * **Figures from ranks.** Average precision in three published flavours, precision/recall at
   k, reciprocal rank, UKBench's N-S score. All take the ranks, so they never sort again.
 
-**Tie rule** (matters for Hamming distances, where many items share one score): items that
-score exactly equal are ordered *pessimistically* by default: non-relevant before relevant.
-The figure is then a lower bound that no tie-break order can go below, the same for every
-run and implementation, and a constant scorer cannot look good. ``ties="optimistic"`` puts
-relevant items first (the upper bound); the gap between the two is how much of a hashing
-mAP is tie-breaking luck (the irreproducibility of DeepHash-pytorch #33, where an unstable
-``argsort`` decides).
+**Ties** (Hamming distances: many items share one score) are ranked three ways:
+
+* ``reference`` (the default): tied items in database-index order, as FAISS returns them and
+  as DeepHash-pytorch's ``CalcTopMap`` and open_clip's ``argsort`` order them. Papers report
+  this figure, so it is the one to compare with them.
+* ``pessimistic``: non-relevant items before relevant ones; ``optimistic``: the other way.
+
+Every relevant item is at its worst place in the pessimistic order and its best in the
+optimistic one, so the two bound every figure that only gets worse when a relevant item moves
+down: AP (:func:`average_precision`, :func:`trapezoid_average_precision`), precision at k
+(plain and :func:`revisitop_precision_at_k`), recall at k, reciprocal rank, N-S and median
+rank. They do **not** bound :func:`average_precision_at_k`: pushing a relevant item out of the
+top k removes it from the average, which can raise it (distances [0, 1, 2, 2], relevant
+{0, 2}, k = 3: pessimistic 1.0, optimistic and reference 0.833). A constant scorer over two
+items, each query's own item relevant, gets R@1 0.5 in the reference order (open_clip's
+figure), 0 pessimistic, 1 optimistic.
 
 The single-relevant helpers (:func:`ranks`, :func:`recall_at_k`, :func:`median_rank`) take a
-``(queries, items)`` score matrix and one relevant index per query, with the same tie rule.
+``(queries, items)`` score matrix and one relevant index per query, with the same tie orders.
 """
 
 from __future__ import annotations
@@ -26,56 +35,74 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-TIES = ("pessimistic", "optimistic")
+TIES = ("reference", "pessimistic", "optimistic")
 
 
 # -- rankings -------------------------------------------------------------------------------
 
 
-def positive_ranks(
+def tie_ranks(
     scores: np.ndarray,
     positives: Sequence[int] | np.ndarray,
     ignore: Sequence[int] | np.ndarray = (),
-    ties: str = "pessimistic",
-) -> np.ndarray:
-    """Sorted 1-based ranks of ``positives`` in one query's ranking of the database.
+) -> dict[str, np.ndarray]:
+    """Sorted 1-based ranks of ``positives`` in one query's ranking, for each order in ``TIES``.
 
     ``scores`` (items,) is higher-is-better. Items in ``ignore`` are removed before ranking
-    (they neither count as errors nor take a place), and win over ``positives`` when an item
-    is in both. Ties follow ``ties`` (see the module docstring).
+    (they neither count as errors nor take a place). An item in both counts as a positive, as
+    revisitop's ``compute_map`` does; there it is also junk for the positives ranked below it,
+    which move up one place (so ranks may repeat), and that is reproduced here too.
     """
-    if ties not in TIES:
-        raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    keep = np.ones(len(scores), bool)
-    keep[np.asarray(ignore, dtype=np.int64)] = False
     relevant = np.zeros(len(scores), bool)
     relevant[np.asarray(positives, dtype=np.int64)] = True
-    relevant, kept_scores = relevant[keep], scores[keep]
-    # lexsort: last key is primary. Score descending, then the tie key ascending.
-    tie_key = relevant if ties == "pessimistic" else ~relevant
-    order = np.lexsort((tie_key, -kept_scores))
-    return np.flatnonzero(relevant[order]) + 1
+    ignored = np.zeros(len(scores), bool)
+    ignored[np.asarray(ignore, dtype=np.int64)] = True
+    keep = ~ignored | relevant
+    kept = scores[keep]
+    order = np.argsort(-kept, kind="stable")  # the reference order
+    sorted_scores, rel = kept[order], relevant[keep][order]
+    # Runs of equal scores: the other two orders move relevant items to either end of their run.
+    new_run = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
+    run = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    ends = np.r_[starts[1:], len(sorted_scores)]
+    places = np.flatnonzero(rel)  # 0-based, reference order
+    run_of = run[places]
+    in_run = np.bincount(run_of, minlength=len(starts))
+    nth = np.arange(len(places)) - np.searchsorted(run_of, run_of)  # j-th relevant item of its run
+    both = (ignored[keep][order])[places]
+    shift = np.cumsum(both) - both  # overlapping items above: junk for this positive
+    return {
+        "reference": places - shift + 1,
+        "pessimistic": ends[run_of] - in_run[run_of] + nth - shift + 1,
+        "optimistic": starts[run_of] + nth - shift + 1,
+    }
 
 
-def query_positive_ranks(
+def query_tie_ranks(
     scores: np.ndarray,
     positives: Sequence[np.ndarray],
     ignore: Sequence[np.ndarray] | None = None,
-    ties: str = "pessimistic",
-) -> list[np.ndarray]:
-    """:func:`positive_ranks` for each row of a ``(queries, items)`` score matrix."""
+) -> dict[str, list[np.ndarray]]:
+    """:func:`tie_ranks` for each row of a ``(queries, items)`` score matrix, by tie order."""
     if len(positives) != len(scores) or (ignore is not None and len(ignore) != len(scores)):
         raise ValueError("need one positives (and ignore) list per query row")
-    return [
-        positive_ranks(row, pos, () if ignore is None else ign, ties)
-        for row, pos, ign in zip(scores, positives, ignore if ignore is not None else [()] * len(scores))
-    ]
+    out: dict[str, list[np.ndarray]] = {t: [] for t in TIES}
+    for row, pos, ign in zip(scores, positives, ignore if ignore is not None else [()] * len(scores)):
+        for t, r in tie_ranks(row, pos, ign).items():
+            out[t].append(r)
+    return out
 
 
 def first_ranks(ranked: Iterable[np.ndarray]) -> np.ndarray:
     """Rank of each query's best-placed relevant item; ``inf`` when it has none."""
     return np.array([r[0] if len(r) else np.inf for r in ranked], dtype=np.float64)
+
+
+def _check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {', '.join(TIES)}, not {ties!r}")
 
 
 # -- figures from ranks ---------------------------------------------------------------------
@@ -97,7 +124,8 @@ def average_precision_at_k(ranks_: np.ndarray, k: int) -> float:
     """AP@k of the hashing literature (DeepHash-pytorch ``CalcTopMap``).
 
     Precision at each relevant item within the top ``k``, averaged over *those* items (not
-    over all relevant ones); 0 when none is in the top k.
+    over all relevant ones); 0 when none is in the top k. The pessimistic and optimistic tie
+    orders do not bound it (see the module docstring).
     """
     top = np.asarray(ranks_, dtype=np.float64)
     top = top[top <= k]
@@ -106,13 +134,14 @@ def average_precision_at_k(ranks_: np.ndarray, k: int) -> float:
     return float(np.mean(np.arange(1, len(top) + 1) / top))
 
 
-def revisitop_average_precision(ranks_: np.ndarray, n_relevant: int) -> float:
-    """AP as the Revisited Oxford/Paris protocol defines it (``compute_ap`` in revisitop).
+def trapezoid_average_precision(ranks_: np.ndarray, n_relevant: int) -> float:
+    """AP by the trapezoid rule: INRIA Holidays' ``holidays_map.py`` and revisitop's ``compute_ap``.
 
     The precision-recall curve is integrated with trapezoids: each relevant item adds
     ``(1 / n_relevant) * (p_before + p_at) / 2``, where for its 0-based position r among the
     j earlier relevant ones ``p_before = j / r`` (1 when r = 0) and ``p_at = (j + 1) / (r + 1)``.
-    It is below the non-interpolated AP whenever a relevant item is not at the top.
+    It is below the non-interpolated AP whenever a relevant item is not at the top: one
+    relevant item at rank 2 scores 0.25 (non-interpolated: 0.5).
     """
     if n_relevant == 0:
         return float("nan")
@@ -168,28 +197,44 @@ def nan_mean(values: Iterable[float]) -> float:
 # -- one relevant item per query, from a score matrix ---------------------------------------
 
 
-def ranks(scores: np.ndarray, relevant: Sequence[int] | np.ndarray) -> np.ndarray:
-    """1-based rank of each query's relevant item: 1 + number of items scoring >= it, others."""
+def ranks(scores: np.ndarray, relevant: Sequence[int] | np.ndarray, ties: str = "reference") -> np.ndarray:
+    """1-based rank of each query's relevant item, ties ordered by ``ties`` (module docstring)."""
+    _check_ties(ties)
     scores = np.asarray(scores)
     relevant = np.asarray(relevant, dtype=np.int64)
     if scores.ndim != 2 or len(relevant) != scores.shape[0]:
         raise ValueError("scores must be (queries, items) with one relevant index per query")
     rel_scores = scores[np.arange(len(relevant)), relevant][:, None]
-    # Items at least as good as the relevant one, minus the relevant item itself.
-    return (scores >= rel_scores).sum(axis=1).astype(np.int64)
+    above = (scores > rel_scores).sum(axis=1)
+    tied = scores == rel_scores  # the relevant item itself included
+    if ties == "pessimistic":
+        before = tied.sum(axis=1) - 1
+    elif ties == "optimistic":
+        before = 0
+    else:  # tied items with a lower index come first
+        before = (tied & (np.arange(scores.shape[1]) < relevant[:, None])).sum(axis=1)
+    return (1 + above + before).astype(np.int64)
 
 
 def recall_at_k(
-    scores: np.ndarray, relevant: Sequence[int] | np.ndarray, k: int | Sequence[int]
+    scores: np.ndarray, relevant: Sequence[int] | np.ndarray, k: int | Sequence[int], ties: str = "reference"
 ) -> float | dict[int, float]:
     """Fraction of queries whose relevant item is in the top k (a dict for several k)."""
-    r = ranks(scores, relevant)
+    r = ranks(scores, relevant, ties)
     if isinstance(k, int):
         return recall_from_ranks(r, k)
     return {int(kk): recall_from_ranks(r, kk) for kk in k}
 
 
-def median_rank(scores: np.ndarray, relevant: Sequence[int] | np.ndarray) -> float:
-    """Median 1-based rank of the relevant item (lower is better)."""
-    r = ranks(scores, relevant)
-    return float(np.median(r)) if len(r) else float("nan")
+def median_rank(scores: np.ndarray, relevant: Sequence[int] | np.ndarray, ties: str = "reference") -> float:
+    """Median 1-based rank of the relevant item (lower is better), see :func:`median_of_ranks`."""
+    return median_of_ranks(ranks(scores, relevant, ties))
+
+
+def median_of_ranks(ranks_: np.ndarray) -> float:
+    """The median rank as open_clip and most papers report it: the floor of the median.
+
+    Ranks [1, 2] give 1 (``np.median`` would give 1.5). NaN without queries.
+    """
+    ranks_ = np.asarray(ranks_, dtype=np.float64)
+    return float(np.floor(np.median(ranks_))) if len(ranks_) else float("nan")

@@ -1,19 +1,25 @@
 """Score one task under one configuration: rankings -> the protocol's figures.
 
-Protocols (``Task.protocol``):
+Protocols (``Task.protocol``), each reporting the figures its benchmark publishes:
 
-* ``recall`` (captioned pairs): R@1/5/10, MRR and median rank of the first relevant item.
+* ``recall`` (captioned pairs): R@1/5/10, MRR and median rank of the first relevant item
+  (open_clip's: the floor of the median).
 * ``copy`` (copy detection): mAP (one relevant item: AP = 1 / rank) and R@1, R@10, also per
   edit kind.
-* ``groups`` (Holidays, UKBench): mAP with the query removed from its own ranking; UKBench's
-  N-S score (relevant items in the top 4, the query counting) when ``options["ns"]``.
-* ``revisitop``: mAP (the protocol's trapezoid AP) and mP@1/5/10 for Easy, Medium and Hard.
-* ``hashing`` (labelled classes): mAP@all and mAP@k (DeepHash ``CalcTopMap``), pessimistic ties;
-  ``mAP optimistic`` beside it shows how much tie-breaking could change mAP@all.
+* ``groups`` (Holidays, UKBench): mAP as INRIA's ``holidays_map.py`` scores Holidays (trapezoid
+  rule, the query removed from its own ranking); UKBench's N-S score (relevant items in the
+  top 4, the query counting) when ``options["ns"]``.
+* ``revisitop``: mAP and mP@1/5/10 for Easy, Medium and Hard as revisitop's ``compute_map``
+  (trapezoid AP; P@k cut at the last positive; an image both positive and junk is a positive).
+* ``hashing`` (labelled classes): mAP@all and mAP@k as DeepHash-pytorch's ``CalcTopMap``.
 * ``composed``: R@K (reference image excluded) and, for CIRR, R_subset@1/2/3.
 
-Every task also gets the R@K curve (K = 1..100) of its first relevant item and a per-query
-``quality`` in [0, 1] (reciprocal rank, or AP) that picks the worst queries for the report.
+Figures are in the reference tie order (ties by database index, as FAISS returns them and
+the reference implementations rank them); ``TaskScore.bounds`` holds the same figures with
+ties ordered pessimistically and optimistically (see :mod:`glimpse.eval.metrics` for which
+figures they bound). Every task also gets the R@K curve (K = 1..100) of its first relevant
+item and a per-query ``quality`` in [0, 1] (reciprocal rank, or AP) that picks the worst
+queries for the report.
 """
 
 from __future__ import annotations
@@ -33,29 +39,31 @@ CHUNK = 256
 
 @dataclass
 class TaskScore:
-    figures: dict[str, float]
+    figures: dict[str, float]  # reference tie order
     breakdown: dict[str, dict[str, float]] = field(default_factory=dict)
     curve: dict[int, float] = field(default_factory=dict)
     quality: np.ndarray | None = None  # per query, higher is better
     top: np.ndarray | None = None  # (queries, TOP_SHOWN) best database indices, ignored ones removed
+    bounds: dict[str, dict[str, float]] = field(default_factory=dict)  # "pessimistic"/"optimistic" -> figures
 
 
 def score_task(task: Task, scores: Callable[[np.ndarray], np.ndarray], n_queries: int) -> TaskScore:
     """``scores(query indices) -> (len, items)`` for the configuration; chunks bound memory."""
-    ranked: dict[str, list[np.ndarray]] = {name: [] for name in task.judgements}
-    extra: dict[str, list[np.ndarray]] = {"optimistic": []} if task.protocol == "hashing" else {}
+    ranked: dict[str, dict[str, list[np.ndarray]]] = {t: {name: [] for name in task.judgements} for t in m.TIES}
     main = next(iter(task.judgements))  # the first judgement is the task's main one
     tops = []
     for start in range(0, n_queries, CHUNK):
         rows = np.arange(start, min(n_queries, start + CHUNK))
         s = scores(rows)
-        for name, judgement in task.judgements.items():
-            ranked[name] += _ranks(s, judgement, rows)
-        if extra:
-            extra["optimistic"] += _ranks(s, task.judgements[main], rows, ties="optimistic")
+        for name, j in task.judgements.items():
+            ignore = None if j.ignore is None else [j.ignore[r] for r in rows]
+            for t, r in m.query_tie_ranks(s, [j.positives[r] for r in rows], ignore).items():
+                ranked[t][name] += r
         tops.append(_top(s, task.judgements[main], rows))
-    result = _FIGURES[task.protocol](task, ranked, extra)
-    first = m.first_ranks(ranked[main])
+    figures = _FIGURES[task.protocol]
+    result = figures(task, ranked["reference"])
+    result.bounds = {t: figures(task, ranked[t]).figures for t in ("pessimistic", "optimistic")}
+    first = m.first_ranks(ranked["reference"][main])
     result.curve = {k: m.recall_from_ranks(first, k) for k in CURVE_KS}
     result.top = np.concatenate(tops) if tops else np.zeros((0, TOP_SHOWN), np.int64)
     if result.quality is None:
@@ -66,16 +74,11 @@ def score_task(task: Task, scores: Callable[[np.ndarray], np.ndarray], n_queries
     return result
 
 
-def _ranks(s: np.ndarray, j: Judgement, rows: np.ndarray, ties: str = "pessimistic") -> list[np.ndarray]:
-    ignore = None if j.ignore is None else [j.ignore[r] for r in rows]
-    return m.query_positive_ranks(s, [j.positives[r] for r in rows], ignore, ties)
-
-
 def _top(s: np.ndarray, j: Judgement, rows: np.ndarray) -> np.ndarray:
     s = np.array(s, dtype=np.float64)
     if j.ignore is not None:
-        for i, r in enumerate(rows):
-            s[i, j.ignore[r]] = -np.inf
+        for i, r in enumerate(rows):  # an item also positive stays (see metrics.tie_ranks)
+            s[i, np.setdiff1d(j.ignore[r], j.positives[r])] = -np.inf
     k = min(TOP_SHOWN, s.shape[1])
     return np.argsort(-s, axis=1, kind="stable")[:, :k]
 
@@ -84,33 +87,33 @@ def _recall_figures(first: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
     return {f"R@{k}": m.recall_from_ranks(first, k) for k in ks}
 
 
-def _recall(task: Task, ranked, extra) -> TaskScore:
+def _recall(task: Task, ranked) -> TaskScore:
     first = m.first_ranks(ranked[""])
-    figures = _recall_figures(first) | {"MRR": m.mean_reciprocal_rank(first),
-                                        "median rank": float(np.median(first)) if len(first) else float("nan")}
+    figures = _recall_figures(first) | {"MRR": m.mean_reciprocal_rank(first), "median rank": m.median_of_ranks(first)}
     return TaskScore(figures)
 
 
-def _copy(task: Task, ranked, extra) -> TaskScore:
+def _copy(task: Task, ranked) -> TaskScore:
     aps = np.array([m.average_precision(r, len(p)) for r, p in zip(ranked[""], task.judgements[""].positives)])
     first = m.first_ranks(ranked[""])
     return TaskScore({"mAP": m.nan_mean(aps)} | _recall_figures(first, (1, 10)), quality=np.nan_to_num(aps))
 
 
-def _groups(task: Task, ranked, extra) -> TaskScore:
-    aps = np.array([m.average_precision(r, len(p)) for r, p in zip(ranked[""], task.judgements[""].positives)])
+def _groups(task: Task, ranked) -> TaskScore:
+    positives = task.judgements[""].positives
+    aps = np.array([m.trapezoid_average_precision(r, len(p)) for r, p in zip(ranked[""], positives)])
     figures = {"mAP": m.nan_mean(aps)} | _recall_figures(m.first_ranks(ranked[""]), (1, 10))
     if task.options.get("ns"):
         figures["N-S"] = float(np.mean([m.count_in_top(r, 4) for r in ranked["with query"]]))
     return TaskScore(figures, quality=np.nan_to_num(aps, nan=1.0))
 
 
-def _revisitop(task: Task, ranked, extra) -> TaskScore:
+def _revisitop(task: Task, ranked) -> TaskScore:
     figures: dict[str, float] = {}
     quality = None
     for setup in ("E", "M", "H"):
         judgement = task.judgements[setup]
-        aps = [m.revisitop_average_precision(r, len(p)) for r, p in zip(ranked[setup], judgement.positives)]
+        aps = [m.trapezoid_average_precision(r, len(p)) for r, p in zip(ranked[setup], judgement.positives)]
         figures[f"{setup} mAP"] = m.nan_mean(aps)
         for k in (1, 5, 10):
             figures[f"{setup} mP@{k}"] = m.nan_mean(m.revisitop_precision_at_k(r, k) for r in ranked[setup])
@@ -119,17 +122,15 @@ def _revisitop(task: Task, ranked, extra) -> TaskScore:
     return TaskScore(figures, quality=quality)
 
 
-def _hashing(task: Task, ranked, extra) -> TaskScore:
+def _hashing(task: Task, ranked) -> TaskScore:
     positives = task.judgements[""].positives
     k = task.options["map_at"]
     aps = np.array([m.average_precision(r, len(p)) if len(p) else 0.0 for r, p in zip(ranked[""], positives)])
-    optimistic = [m.average_precision(r, len(p)) if len(p) else 0.0 for r, p in zip(extra["optimistic"], positives)]
-    figures = {"mAP": float(aps.mean()), f"mAP@{k}": float(np.mean([m.average_precision_at_k(r, k) for r in ranked[""]])),
-               "mAP optimistic": float(np.mean(optimistic))}
+    figures = {"mAP": float(aps.mean()), f"mAP@{k}": float(np.mean([m.average_precision_at_k(r, k) for r in ranked[""]]))}
     return TaskScore(figures | _recall_figures(m.first_ranks(ranked[""]), (1,)), quality=aps)
 
 
-def _composed(task: Task, ranked, extra) -> TaskScore:
+def _composed(task: Task, ranked) -> TaskScore:
     figures = _recall_figures(m.first_ranks(ranked[""]), task.options.get("ks", (1, 5, 10, 50)))
     if "subset" in ranked:
         sub = m.first_ranks(ranked["subset"])

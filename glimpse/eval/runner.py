@@ -40,7 +40,8 @@ class Row:
     def to_dict(self) -> dict:
         return {
             "encoder": self.encoder, "config": self.config.to_dict(), "task": self.task,
-            "figures": self.score.figures, "breakdown": self.score.breakdown,
+            "figures": self.score.figures, "figures_pessimistic": self.score.bounds.get("pessimistic", {}),
+            "figures_optimistic": self.score.bounds.get("optimistic", {}), "breakdown": self.score.breakdown,
             "recall_curve": {str(k): v for k, v in self.score.curve.items()},
             "latency_ms": self.latency_ms, "bytes_per_image": self.bytes_per_image,
             "fit_seconds": self.fit_seconds,
