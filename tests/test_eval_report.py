@@ -138,3 +138,34 @@ def test_composed_triplets_through_the_collection_fusion(tmp_path, make_image):
     ev = evaluate(dataset, ["hash"], parse_configs(""), cache=tmp_path / "cache")
     figures = ev.rows[0].score.figures
     assert figures["R@1"] == 1.0 and figures["R_subset@1"] == 1.0
+
+
+def test_report_shows_the_reference_figure_with_tie_bounds(tmp_path):
+    """Codes with ties: the CalcTopMap figure, then (pessimistic / optimistic), in all three files."""
+    import numpy as np
+
+    from glimpse.eval.configs import Config
+    from glimpse.eval.datasets import Dataset, Items, Judgement, Task
+    from glimpse.eval.protocols import score_task
+    from glimpse.eval.report import TIES_NOTE, markdown, write_report
+    from glimpse.eval.runner import Evaluation, Row
+
+    t = Task("classes", Items("texts", texts=["q"]), Items("texts", texts=list("abcd")), "hashing",
+             {"": Judgement([np.array([0, 2])])}, {"map_at": 3})
+    exact = np.array([[0.9, 0.5, 0.8, 0.1]])
+    hamming = -np.array([[0.0, 1.0, 2.0, 2.0]])  # the issue's case: distances [0, 1, 2, 2]
+    rows = [Row("enc", config, t.name, score_task(t, lambda r, s=s: s[r], 1), {"p50": 0.1}, size, 0.0)
+            for config, s, size in ((Config(), exact, 16), (Config("sign", 32), hamming, 12))]
+    ev = Evaluation(Dataset("classes", tmp_path, [t], [], {}), rows)
+    files = write_report(ev, tmp_path / "out")
+
+    summary = files.markdown.read_text()
+    assert "| float | 1.000 | 1.000 | 1.000 |" in summary  # no ties: one figure per cell
+    assert "| sign-32 | 0.833 (0.750 / 0.833) | 0.833 (1.000 / 0.833) | 1.000 |" in summary
+    assert TIES_NOTE in summary and "except mAP@k" in TIES_NOTE
+    coded = json.loads(files.json.read_text())["results"][1]
+    assert coded["figures"]["mAP@3"] == pytest.approx(5 / 6)
+    assert coded["figures_pessimistic"]["mAP@3"] == 1.0 and coded["figures_optimistic"]["mAP"] == pytest.approx(5 / 6)
+    page = files.html.read_text()
+    assert "<td>0.833 (1.000 / 0.833)</td>" in page and "Tied scores (binary codes)" in page
+    assert "Tied scores" not in markdown(Evaluation(ev.dataset, rows[:1]))

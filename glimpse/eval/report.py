@@ -70,6 +70,9 @@ def to_json(ev: Evaluation) -> dict:
         "command": ev.command,
         "environment": ev.environment(),
         "seconds": round(ev.seconds, 2),
+        "tie_orders": {"figures": "ties by database index (FAISS, CalcTopMap, open_clip): the published figure",
+                       "figures_pessimistic": "relevant items last among equal scores",
+                       "figures_optimistic": "relevant items first among equal scores"},
         "results": [row.to_dict() for row in ev.rows],
     })
 
@@ -83,17 +86,33 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"
 
 
-def _table(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
+#: Printed under a table whose cells show tie-order bounds.
+TIES_NOTE = ("Tied scores (binary codes): each figure ranks ties by database index, as FAISS returns them and "
+             "DeepHash-pytorch's CalcTopMap and open_clip rank them (the order papers report); where the order of "
+             "ties changes a figure, (pessimistic / optimistic) follow it: relevant items last / first among equal "
+             "scores. Pessimistic is the worst case and optimistic the best for every figure except mAP@k, "
+             "which neither bounds.")
+
+
+def _cell(row: Row, name: str) -> str:
+    """The reference figure, then ``(pessimistic / optimistic)`` when tie order changes it."""
+    show = (lambda v: f"{v:g}") if name == "median rank" else _fmt
+    reference = show(row.score.figures[name])
+    low, high = (show(row.score.bounds.get(t, row.score.figures)[name]) for t in ("pessimistic", "optimistic"))
+    return reference if low == reference == high else f"{reference} ({low} / {high})"
+
+
+def _table(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]], bool]:
+    """Header, rows, and whether any cell shows tie-order bounds."""
     rows = [r for r in ev.rows if r.task == task.name]
     several = len({r.encoder for r in ev.rows}) > 1
     names = list(rows[0].score.figures) if rows else []
     head = (["encoder"] if several else []) + ["config", *names, "ms/query (p50)", "bytes/image"]
-    body = [([r.encoder] if several else []) + [r.config.name,
-                                                *(f"{r.score.figures[n]:g}" if n == "median rank" else _fmt(r.score.figures[n])
-                                                  for n in names),
+    cells = [[_cell(r, n) for n in names] for r in rows]
+    body = [([r.encoder] if several else []) + [r.config.name, *figures,
                                                 f"{r.latency_ms['p50']:.2f}" if "p50" in r.latency_ms else "–",
-                                                f"{r.bytes_per_image:,}"] for r in rows]
-    return head, body
+                                                f"{r.bytes_per_image:,}"] for r, figures in zip(rows, cells)]
+    return head, body, any(" (" in c for figures in cells for c in figures)
 
 
 def _by_kind(ev: Evaluation, task: Task) -> tuple[list[str], list[list[str]]]:
@@ -113,11 +132,11 @@ def markdown(ev: Evaluation) -> str:
              f"{', '.join(f'{k} {v}' for k, v in ds.info.items())}; seed {ev.seed}; "
              f"data fingerprint `{ev.fingerprint}`; {ev.seconds:.0f} s.", ""]
     for task in ds.tasks:
-        head, body = _table(ev, task)
+        head, body, tied = _table(ev, task)
         lines += [f"## {task.name} ({len(task.queries):,} queries, {len(task.database):,} items)", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        lines.append("")
+        lines += ["", TIES_NOTE, ""] if tied else [""]
         if split := task.options.get("split"):
             lines += [f"Split: {split['rule']} (seed {split['seed']}): trained on {split['train_captions']} captions "
                       f"of {split['train_images']} images, scored on {split['test_captions']} captions against the "
@@ -266,9 +285,11 @@ def to_html(ev: Evaluation) -> str:
              + f"<br>seed {ev.seed}; data fingerprint <code>{ev.fingerprint}</code>; {ev.seconds:.0f} s; "
              + html.escape(", ".join(f"{k} {v}" for k, v in env.items())) + "</p>"]
     for task in ds.tasks:
-        head, body = _table(ev, task)
+        head, body, tied = _table(ev, task)
         parts.append(f"<h2>{html.escape(task.name)} ({len(task.queries):,} queries, {len(task.database):,} items)</h2>")
         parts.append(_html_table(head, body))
+        if tied:
+            parts.append(f'<p class="ties"><small>{html.escape(TIES_NOTE)}</small></p>')
         parts.append('<div class="plots">' + "".join(
             f'<img class="plot" alt="{html.escape(title)}" src="{src}">' for title, src in _plots(ev, task)) + "</div>")
         head, body = _by_kind(ev, task)
