@@ -97,7 +97,7 @@ def groups(
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100,
 ) -> None:
-    """Groups of the same scene: mAP with the query excluded, UKBench N-S score."""
+    """Groups of the same scene: mAP as INRIA Holidays scores it (query excluded), UKBench N-S score."""
     from .datasets import load_groups
 
     _run(lambda: load_groups(path), out, codes, encoder, seed, cache, shortlist)

@@ -11,8 +11,9 @@ Two layers:
 **Ties** (Hamming distances: many items share one score) are ranked three ways:
 
 * ``reference`` (the default): tied items in database-index order, as FAISS returns them and
-  as DeepHash-pytorch's ``CalcTopMap`` and open_clip's ``argsort`` order them. Papers report
-  this figure, so it is the one to compare with them.
+  as DeepHash-pytorch's ``CalcTopMap`` and open_clip's ``argsort`` order them (numpy's default
+  sort only promises this for short arrays; a stable sort always keeps it). Papers report this
+  figure, so it is the one to compare with them.
 * ``pessimistic``: non-relevant items before relevant ones; ``optimistic``: the other way.
 
 Every relevant item is at its worst place in the pessimistic order and its best in the
