@@ -231,7 +231,7 @@ class Metadata:
         """Ids of the items that pass ``where``, ascending."""
         sql, params = [], []
         if where.path_glob is not None:
-            sql.append("f.path GLOB ?")
+            sql.append("CAST(f.path AS TEXT) GLOB ?")  # GLOB compares text, never BLOBs
             params.append(where.path_glob)
         if where.path_prefix is not None:
             # Compare by range, not LIKE: paths may hold % and _ (and LIKE ignores case).
