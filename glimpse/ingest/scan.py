@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
-    ".heic", ".heif",
+    ".heic", ".heif", ".avif",
 )  # fmt: skip
 
 
