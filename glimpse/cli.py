@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -291,6 +292,7 @@ def remove(
     from glimpse import CollectionLockedError
 
     col = _open(collection)
+    paths = [_unshown(p) for p in paths]
     try:
         n = col.remove(paths)
     except CollectionLockedError as exc:
@@ -300,6 +302,15 @@ def remove(
     if kept_out:
         console.print(escape(f"left out of later `glimpse index` runs: {', '.join(map(shown, kept_out))} "
                              "(`glimpse index PATH` brings it back)"))
+
+
+def _unshown(path: str) -> str:
+    """``path`` as typed, or, when only its ``\\xNN`` escapes name a file (a name copied from
+    `glimpse info`, see ``shown``), with those escapes turned back into bytes."""
+    if os.path.lexists(path) or "\\x" not in path:
+        return path
+    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), path.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw) if os.path.lexists(raw) else path
 
 
 def _options_note(options) -> str:

@@ -205,10 +205,12 @@ class Collection:
             meta = self._meta.get_meta()
             roots = [r for r in meta.get("roots", []) if not _is_under(r, targets)]
             excluded = {e for e in meta.get("excluded", []) if not _is_under(e, targets)}
-            excluded |= {t for t in targets if any(t != r and _is_under(t, [r]) for r in roots)}
             doomed = sorted(self._meta.file_records(targets)) + [
                 e.path for e in self._meta.error_records() if _is_under(e.path, targets)
             ]
+            # Remembered when under a folder still indexed, and real (not a mistyped path).
+            excluded |= {t for t in targets if any(t != r and _is_under(t, [r]) for r in roots)
+                         and (os.path.lexists(t) or any(_is_under(d, [t]) for d in doomed))}
             # One transaction: the files go and the removal is remembered, or neither.
             generation, dropped = self._meta.remove_paths(
                 doomed, roots=roots, excluded=sorted(excluded),

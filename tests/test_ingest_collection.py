@@ -126,3 +126,20 @@ def test_link_loops_dangling_links_and_fifos_are_listed_with_reasons(tmp_path, i
     assert col._meta.generation() == generation  # nothing rewritten
     (image_dir / "dangling.png").unlink()  # gone: its line goes too
     assert col.index().removed == 1 and len(col.errors()) == 2
+
+
+def test_a_name_copied_as_shown_removes_the_file(tmp_path, image_dir, make_image):
+    odd = make_image(image_dir / LATIN1, seed=50)
+    col_dir = tmp_path / "col"
+    runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir), "--encoder", "hash"])
+    listed = json.loads(runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", str(col_dir)]).stdout)
+    removed = runner.invoke(app, ["remove", listed[0]["path"], "-c", str(col_dir)])  # "…/caf\xe9.png" as text
+    assert "1 files removed" in removed.stdout
+    assert glimpse.open(col_dir).stats().excluded == [str(odd)]
+
+
+def test_a_mistyped_path_is_not_remembered_as_a_removal(tmp_path, image_dir, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    assert col.remove([image_dir / "no-such-photo.jpg"]) == 0
+    assert col.stats().excluded == []
