@@ -233,7 +233,8 @@ class Collection:
             todo = self._plan(entries, report)
             self._record_problems(problems, report)
             if prune:
-                self._prune(roots, excluded, {str(e.path) for e in entries} | set(problems), report)
+                # What lies under a folder that could not be read this time is not gone.
+                self._prune(roots, excluded + list(problems), {str(e.path) for e in entries} | set(problems), report)
             self._embed(todo, report, batch_size, workers, progress)
             self._fit_codes()
             self._meta.set_meta(last_indexed=time.time())
@@ -299,7 +300,7 @@ class Collection:
             self._apply(generation, [], None, dropped)
 
     def _prune(self, roots: list[str], excluded: list[str], present: set[str], report: IndexReport) -> None:
-        """Drop what the scan of ``roots`` would have found but did not (gone from disk)."""
+        """Drop what the scan of ``roots`` (less ``excluded``) would have found but did not (gone from disk)."""
         def scanned(path: str) -> bool:
             # The deepest root or removal above a path decides, as in the scan.
             return _depth(path, roots) > _depth(path, excluded)

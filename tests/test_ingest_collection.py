@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sqlite3
@@ -143,3 +144,22 @@ def test_a_mistyped_path_is_not_remembered_as_a_removal(tmp_path, image_dir, has
     col.index([image_dir])
     assert col.remove([image_dir / "no-such-photo.jpg"]) == 0
     assert col.stats().excluded == []
+
+
+def test_a_folder_unreadable_for_a_while_is_listed_and_keeps_its_files(tmp_path, image_dir, hash_encoder, monkeypatch):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.index([image_dir])
+    scan_module = importlib.import_module("glimpse.ingest.scan")
+    real = os.scandir
+
+    def scandir(path):
+        if str(path) == str(image_dir / "sub"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(scan_module.os, "scandir", scandir)
+    report = col.index()
+    assert report.removed == 0 and col.stats().files == 12
+    assert report.errors == [(str(image_dir / "sub"), "cannot read folder: permission denied")]
+    monkeypatch.undo()
+    assert col.index().unchanged == 12 and col.stats().errors == 0
