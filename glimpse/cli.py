@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 from dataclasses import asdict
 from pathlib import Path
@@ -14,6 +15,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+
+from .ingest.names import shown
+from .ingest.scan import absolute
 
 app = typer.Typer(
     help="glimpse: index a folder of images, search it by text or by image. Offline.",
@@ -178,11 +182,11 @@ def search(
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([{**r.to_dict(), "path": shown(r.path)} for r in results], indent=2))
         return
-    title = escape(" + ".join(x for x in (words and repr(words), image and f"like {image}", like is not None and f"like #{like}") if x))
+    title = escape(shown(" + ".join(x for x in (words and repr(words), image and f"like {image}", like is not None and f"like #{like}") if x)))
     if not where.is_empty():
-        title += escape(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]")
+        title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
     empty = "no good matches" + (f": nothing scored {min_score} or more (try a lower --min-score)"
                                  if min_score is not None else ": nothing passed the filters") if len(col) else None
     print_results(results, title=title, empty=empty)
@@ -195,7 +199,7 @@ def print_results(results, title: str, empty: str | None = None) -> None:
     table.add_column("id", justify="right")
     table.add_column("path", overflow="fold")
     for rank, r in enumerate(results, 1):
-        table.add_row(str(rank), f"{r.score:.3f}", f"#{r.id}", r.path)
+        table.add_row(str(rank), f"{r.score:.3f}", f"#{r.id}", escape(shown(r.path)))
     if not results:
         table.add_row("-", "-", "-", empty or "no images in this collection yet")
     console.print(table)
@@ -244,8 +248,15 @@ def info(
     col = _open(collection)
     stats = col.stats()
     failures = col.errors(limit if errors else 5)
+    folders = col.folders()
     if as_json:
-        print(json.dumps({"stats": asdict(stats), "errors": [asdict(e) for e in failures]}, indent=2))
+        # Paths as shown text: names that are not UTF-8 would make the JSON invalid.
+        print(json.dumps({
+            "stats": {**asdict(stats), "roots": [shown(r) for r in stats.roots],
+                      "excluded": [shown(e) for e in stats.excluded]},
+            "folders": {shown(root): options.to_json() for root, options in folders.items()},
+            "errors": [{**asdict(e), "path": shown(e.path)} for e in failures],
+        }, indent=2))
         return
     table = Table(show_header=False, show_edge=False)
     table.add_row("collection", stats.path)
@@ -257,16 +268,19 @@ def info(
         f"{codes['binarizer']} codes, {codes['bits']} bits, {codes.get('scoring', 'auto')} scoring, "
         + (f"re-rank x{codes['oversample']}" if codes.get("rerank", True) else "no re-rank")
         + ("" if codes["fitted_on"] else " (not fitted yet: too few images, exact meanwhile)")))
-    table.add_row("folders", "\n".join(stats.roots) or "-")
+    table.add_row("folders", "\n".join(escape(shown(root)) + _options_note(options) for root, options in folders.items()) or "-")
+    if stats.excluded:
+        table.add_row("left out", "\n".join(escape(shown(e)) for e in stats.excluded)
+                      + "\n(removed; `glimpse index PATH` brings one back)")
     table.add_row("errors", f"{stats.errors:,}")
     console.print(table)
     if failures:
-        shown = Table(title="files that could not be indexed" + ("" if errors else " (latest)"), title_justify="left")
-        shown.add_column("path", overflow="fold")
-        shown.add_column("reason", overflow="fold")
+        listed = Table(title="files that could not be indexed" + ("" if errors else " (latest)"), title_justify="left")
+        listed.add_column("path", overflow="fold")
+        listed.add_column("reason", overflow="fold")
         for e in failures:
-            shown.add_row(e.path, e.reason)
-        console.print(shown)
+            listed.add_row(escape(shown(e.path)), escape(e.reason))
+        console.print(listed)
 
 
 @app.command()
@@ -278,11 +292,32 @@ def remove(
     from glimpse import CollectionLockedError
 
     col = _open(collection)
+    paths = [_unshown(p) for p in paths]
     try:
         n = col.remove(paths)
     except CollectionLockedError as exc:
         raise _fail(exc) from None
     console.print(f"{n:,} files removed")
+    kept_out = [e for e in col.stats().excluded if e in {str(absolute(p)) for p in paths}]
+    if kept_out:
+        console.print(escape(f"left out of later `glimpse index` runs: {', '.join(map(shown, kept_out))} "
+                             "(`glimpse index PATH` brings it back)"))
+
+
+def _unshown(path: str) -> str:
+    """``path`` as typed, or, when only its ``\\xNN`` escapes name a file (a name copied from
+    `glimpse info`, see ``shown``), with those escapes turned back into bytes."""
+    if os.path.lexists(path) or "\\x" not in path:
+        return path
+    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), path.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw) if os.path.lexists(raw) else path
+
+
+def _options_note(options) -> str:
+    """The remembered scan options of a folder, as `info` shows them."""
+    parts = [f"--include {p}" for p in options.include] + [f"--exclude {p}" for p in options.exclude]
+    parts += ["--follow-symlinks"] if options.follow_symlinks else []
+    return escape(f"  ({' '.join(parts)})") if parts else ""
 
 
 @app.command()

@@ -21,7 +21,8 @@ from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
-from .ingest import FileEntry, Prepared, prepare_files, scan
+from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
+from .ingest.names import shown
 from .query import ImageLike, SearchResult
 from .eval.metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
@@ -39,6 +40,23 @@ ProgressFn = Callable[[int, int], None]
 
 class EncoderMismatchError(ValueError):
     pass
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a folder is scanned; remembered per folder for later ``index`` runs."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+
+    def to_json(self) -> dict:
+        return {"include": list(self.include), "exclude": list(self.exclude), "follow_symlinks": self.follow_symlinks}
+
+    @classmethod
+    def from_json(cls, saved: dict | None) -> ScanOptions:
+        saved = saved or {}
+        return cls(tuple(saved.get("include", ())), tuple(saved.get("exclude", ())), bool(saved.get("follow_symlinks")))
 
 
 @dataclass
@@ -87,6 +105,7 @@ class CollectionStats:
     codes: dict | None  # binary-code settings when codes are configured, else exact float search
     created: float | None
     updated: float | None
+    excluded: list[str] = field(default_factory=list)  # removed paths that later index runs leave out
 
 
 class Collection:
@@ -132,54 +151,124 @@ class Collection:
     ) -> IndexReport:
         """Add image files and folders (recursively). Unchanged files are not read again.
 
-        With ``prune``, files under ``paths`` that are gone from disk are dropped too.
+        With ``prune``, files under ``paths`` that are gone from disk are dropped too. Folders
+        are remembered with these scan options (a folder indexed before and given none keeps
+        its own), for :meth:`index` without folders; adding a path again undoes its removal
+        (see :meth:`remove`).
         """
-        return self._ingest(paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress)
+        given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
+        return self._ingest(self._targets(paths, given), prune, batch_size, workers, progress)
 
-    def index(self, roots: Iterable[str | os.PathLike] | None = None, **options) -> IndexReport:
+    def index(
+        self,
+        roots: Iterable[str | os.PathLike] | None = None,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        follow_symlinks: bool = False,
+        batch_size: int = 32,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+    ) -> IndexReport:
         """Bring the collection in line with folders: add new and changed files, drop gone ones.
 
-        Without ``roots``, re-index the folders indexed before. Takes ``add``'s options.
+        Without ``roots``, re-index the folders indexed before, each with the scan options it
+        was last given (unless new ones are given here). Takes ``add``'s options.
         """
         if roots is None:
-            roots = self._meta.get_meta().get("roots", [])
+            roots = list(self.folders())
             if not roots:
                 raise ValueError("this collection has no folders yet: give one to index")
-        return self.add(roots, prune=True, **options)
+        given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
+        return self._ingest(self._targets(roots, given), True, batch_size, workers, progress)
+
+    def _targets(self, paths: Iterable[str | os.PathLike], given: ScanOptions) -> list[tuple[str, ScanOptions]]:
+        """Each path with the scan options to use: those given, else the folder's remembered ones."""
+        kept = self.folders() if given == ScanOptions() else {}
+        return [(path, kept.get(path, given)) for path in (str(absolute(p)) for p in paths)]
+
+    def folders(self) -> dict[str, ScanOptions]:
+        """The folders :meth:`index` re-indexes, with the scan options each was last given."""
+        meta = self._meta.get_meta()
+        saved = meta.get("folder_options", {})
+        return {root: ScanOptions.from_json(saved.get(root)) for root in meta.get("roots", [])}
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
-        """Forget files (or everything under folders); returns how many files went."""
-        targets = [str(Path(p).expanduser().absolute()) for p in paths]
+        """Forget files (or everything under folders); returns how many files went.
+
+        A path under a folder that is still indexed stays out of later :meth:`index` runs
+        (listed in ``stats().excluded``) until it is added again; removing a folder that was
+        indexed forgets the folder.
+        """
+        targets = [str(absolute(p)) for p in paths]
         with self._lock:
+            meta = self._meta.get_meta()
+            roots = [r for r in meta.get("roots", []) if not _is_under(r, targets)]
+            excluded = {e for e in meta.get("excluded", []) if not _is_under(e, targets)}
             doomed = sorted(self._meta.file_records(targets)) + [
                 e.path for e in self._meta.error_records() if _is_under(e.path, targets)
             ]
-            if doomed:
-                generation, dropped = self._meta.remove_paths(doomed)
-                self._apply(generation, [], None, dropped)
+            # Remembered when under a folder still indexed, and real (not a mistyped path).
+            excluded |= {t for t in targets if any(t != r and _is_under(t, [r]) for r in roots)
+                         and (os.path.lexists(t) or any(_is_under(d, [t]) for d in doomed))}
+            # One transaction: the files go and the removal is remembered, or neither.
+            generation, dropped = self._meta.remove_paths(
+                doomed, roots=roots, excluded=sorted(excluded),
+                folder_options={r: o for r, o in meta.get("folder_options", {}).items() if r in roots})
+            self._apply(generation, [], None, dropped)
         return len(doomed)
 
-    def _ingest(self, paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress) -> IndexReport:
-        roots = [str(Path(p).expanduser().absolute()) for p in paths]
-        for root in roots:
-            if not os.path.exists(root):
-                raise FileNotFoundError(f"no such file or folder: {root}")
+    def _ingest(self, targets: list[tuple[str, ScanOptions]], prune: bool, batch_size, workers, progress) -> IndexReport:
+        for root, _ in targets:
+            if not os.path.lexists(root):
+                raise FileNotFoundError(f"no such file or folder: {shown(root)}")
+        roots = [root for root, _ in targets]
         report = IndexReport()
         with self._lock:
             self._refresh()
-            entries = list(scan(roots, include, exclude, follow_symlinks))
+            excluded = self._remember(targets)
+            problems: dict[str, str] = {}
+            entries = self._scan(targets, excluded, problems)
             report.scanned = len(entries)
             todo = self._plan(entries, report)
+            self._record_problems(problems, report)
             if prune:
-                self._prune(roots, {str(e.path) for e in entries}, report)
+                # What lies under a folder that could not be read this time is not gone.
+                self._prune(roots, excluded + list(problems), {str(e.path) for e in entries} | set(problems), report)
             self._embed(todo, report, batch_size, workers, progress)
             self._fit_codes()
-            known_roots = self._meta.get_meta().get("roots", [])
-            dirs = [r for r in roots if os.path.isdir(r)]
-            if prune or dirs:
-                self._meta.set_meta(roots=sorted(set(known_roots) | set(dirs)), last_indexed=time.time())
+            self._meta.set_meta(last_indexed=time.time())
             self._persist_index()
         return report
+
+    def _remember(self, targets: list[tuple[str, ScanOptions]]) -> list[str]:
+        """Record the folders with their scan options, and undo the removal of what is added
+        again, in one transaction before anything is embedded (an interrupted first run still
+        leaves its folders known). Returns the removals that still apply.
+
+        Naming a path undoes the removals at or under it, unless it is a folder indexed before:
+        re-indexing ``~/Photos`` keeps ``~/Photos/private`` out."""
+        meta = self._meta.get_meta()
+        known = meta.get("roots", [])
+        added = [root for root, _ in targets if root not in known]
+        folders = {root: options for root, options in targets if os.path.isdir(root)}
+        excluded = [e for e in meta.get("excluded", []) if not _is_under(e, added)]
+        self._meta.set_meta(
+            roots=sorted(set(known) | set(folders)),
+            folder_options={**meta.get("folder_options", {}), **{r: o.to_json() for r, o in folders.items()}},
+            excluded=excluded,
+        )
+        return excluded
+
+    @staticmethod
+    def _scan(targets: list[tuple[str, ScanOptions]], excluded: list[str], problems: dict[str, str]) -> list[FileEntry]:
+        """Every file under ``targets``, once, in order; what cannot be read goes to ``problems``."""
+        entries: dict[Path, FileEntry] = {}
+        for root, o in targets:
+            for entry in scan([root], o.include, o.exclude, o.follow_symlinks, skip=excluded,
+                              on_error=lambda path, reason: problems.setdefault(str(path), reason)):
+                entries.setdefault(entry.path, entry)
+        return list(entries.values())
 
     def _plan(self, entries: list[FileEntry], report: IndexReport) -> list[FileEntry]:
         """Keep only the files that are new, or changed since they were last seen."""
@@ -198,9 +287,26 @@ class Collection:
             todo.append(entry)
         return todo
 
-    def _prune(self, roots: list[str], present: set[str], report: IndexReport) -> None:
-        gone = [p for p in self._meta.file_records(roots) if p not in present]
-        gone += [e.path for e in self._meta.error_records() if _is_under(e.path, roots) and e.path not in present]
+    def _record_problems(self, problems: dict[str, str], report: IndexReport) -> None:
+        """List what the scan could not read (link loops, dangling links, FIFOs, unreadable
+        folders) with the files that could not be indexed; unchanged ones are not rewritten."""
+        failed = {e.path: e.reason for e in self._meta.error_records()}
+        new = [FileError(path, reason, *_lstat(path)) for path, reason in problems.items()
+               if failed.get(path) != reason]
+        report.skipped += len(problems)
+        report.errors += [(e.path, e.reason) for e in new]
+        if new:
+            generation, dropped = self._meta.commit_batch([], [], new, int(self._meta.get_meta().get("rows", 0)))
+            self._apply(generation, [], None, dropped)
+
+    def _prune(self, roots: list[str], excluded: list[str], present: set[str], report: IndexReport) -> None:
+        """Drop what the scan of ``roots`` (less ``excluded``) would have found but did not (gone from disk)."""
+        def scanned(path: str) -> bool:
+            # The deepest root or removal above a path decides, as in the scan.
+            return _depth(path, roots) > _depth(path, excluded)
+
+        gone = [p for p in self._meta.file_records(roots) if p not in present and scanned(p)]
+        gone += [e.path for e in self._meta.error_records() if e.path not in present and scanned(e.path)]
         if gone:
             generation, dropped = self._meta.remove_paths(gone)
             self._apply(generation, [], None, dropped)
@@ -603,6 +709,7 @@ class Collection:
             codes=meta.get("codes"),
             created=meta.get("created"),
             updated=meta.get("updated"),
+            excluded=meta.get("excluded", []),
         )
 
 
@@ -615,6 +722,20 @@ def batched(items: Iterable, n: int):
 
 def _is_under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _depth(path: str, above: Sequence[str]) -> int:
+    """Length of the longest of ``above`` that is ``path`` or a folder holding it; -1 if none."""
+    return max((len(a) for a in above if _is_under(path, [a])), default=-1)
+
+
+def _lstat(path: str) -> tuple[int, int]:
+    """Size and mtime of the path itself (a link, not its target); zeros if it is gone."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0, 0
+    return st.st_size, st.st_mtime_ns
 
 
 def open_collection(

@@ -5,7 +5,10 @@ from __future__ import annotations
 import importlib
 import io
 import struct
+import subprocess
+import sys
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -304,3 +307,89 @@ def test_corrupt_data_after_a_valid_header():
     data[60:200] = b"\xff" * 140  # garbage inside the compressed stream
     r = reason(bytes(data))
     assert r and r != "not an image (unrecognised format)"
+
+
+# --------------------------------------------------------------------------- PNG metadata and checksums
+
+
+def png_chunk(kind: bytes, body: bytes, crc: int | None = None) -> bytes:
+    crc = zlib.crc32(kind + body) if crc is None else crc
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
+
+
+def with_chunk(png: bytes, chunk: bytes) -> bytes:
+    """``chunk`` inserted right after IHDR (8-byte signature + 25-byte IHDR)."""
+    return png[:33] + chunk + png[33:]
+
+
+def broken_crc(png: bytes, kind: bytes) -> bytes:
+    """The PNG with the checksum of its first ``kind`` chunk flipped."""
+    data = bytearray(png)
+    start = data.index(kind) - 4
+    (length,) = struct.unpack_from(">I", data, start)
+    data[start + 8 + length] ^= 0xFF
+    return bytes(data)
+
+
+SPLIT_PNG = encode(split_image(64, 48), "PNG")
+
+
+@pytest.mark.parametrize("kind", [b"IHDR", b"IDAT", b"IEND"])
+def test_png_with_a_bad_checksum_is_kept_when_its_pixels_decode(kind):
+    im = decode_image(broken_crc(SPLIT_PNG, kind))
+    assert im.size == (64, 48) and close(im.getpixel((5, 20)), RED) and close(im.getpixel((60, 20)), BLUE)
+
+
+def test_png_with_a_bad_text_checksum_is_kept():
+    im = decode_image(broken_crc(with_chunk(SPLIT_PNG, png_chunk(b"tEXt", b"Comment\0hello")), b"tEXt"))
+    assert im.size == (64, 48)
+
+
+def test_png_with_corrupt_pixels_and_a_bad_checksum_is_still_an_error():
+    data = bytearray(broken_crc(SPLIT_PNG, b"IDAT"))
+    start = data.index(b"IDAT") + 4
+    data[start : start + 20] = b"\xff" * 20
+    assert reason(bytes(data)) != ""
+
+
+def test_oversized_png_text_is_dropped_unread(monkeypatch):
+    monkeypatch.setattr(decode_mod.PngImagePlugin, "MAX_TEXT_CHUNK", 4096)  # the real bound is 1 MiB
+    big = with_chunk(SPLIT_PNG, png_chunk(b"tEXt", b"Comment\0" + b"x" * 100_000))
+    seen = []
+    real = decode_mod._decode
+    monkeypatch.setattr(decode_mod, "_decode", lambda data, *a: seen.append(len(data)) or real(data, *a))
+    im = decode_image(big)
+    assert im.size == (64, 48) and seen == [len(SPLIT_PNG)]  # the text never reached Pillow
+
+
+def test_png_whose_profile_inflates_past_the_bound_is_decoded_without_it():
+    profile = zlib.compress(b"\0" * (50 << 20), 9)  # 50 MB once inflated, 50 KB stored
+    im = decode_image(with_chunk(SPLIT_PNG, png_chunk(b"iCCP", b"icc\0\0" + profile)))
+    assert im.size == (64, 48) and close(im.getpixel((5, 20)), RED)
+
+
+def test_png_with_a_200_mb_text_chunk_decodes():
+    body = bytearray(b"Comment\0") + bytearray(200 << 20)  # built in place: one 200 MB buffer
+    data = with_chunk(SPLIT_PNG, png_chunk(b"tEXt", bytes(body)))
+    del body
+    assert decode_image(data).size == (64, 48)
+
+
+def test_corrupt_exif_warnings_do_not_reach_the_terminal(tmp_path):
+    bad_exif = b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x05\x00"  # five tags announced, none there
+    path = tmp_path / "bad-exif.jpg"
+    split_image(64, 48).save(path, "JPEG", exif=bad_exif)
+    script = (
+        "import sys, warnings\n"
+        "from glimpse.ingest import decode_image\n"
+        "from PIL import Image\n"
+        "im = decode_image(open(sys.argv[1], 'rb').read())\n"
+        "print(im.size)\n"
+        # Pillow itself warns without our filter: the file does exercise the warning.
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        "    warnings.simplefilter('always')\n"
+        "    Image.open(sys.argv[1]).getexif()\n"
+        "print(bool(seen))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["(64,", "48)", "True"] and out.stderr == ""

@@ -164,9 +164,9 @@ def test_unreadable_directory_is_skipped(tree: Path, monkeypatch):
 
     monkeypatch.setattr(scan_mod.os, "scandir", scandir)
     errors = []
-    got = rels(scan([tree], on_error=lambda p, e: errors.append((p, type(e)))), tree)
+    got = rels(scan([tree], on_error=lambda p, reason: errors.append((p, reason))), tree)
     assert got == ["a.PNG", "b.jpg", "2023/trip/t.jpeg", "raw/x.jpg", "z/zz.webp"]
-    assert errors == [(tree / "sub", PermissionError)]
+    assert errors == [(tree / "sub", "cannot read folder: permission denied")]
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
@@ -191,10 +191,45 @@ def test_roots_files_missing_and_overlaps(tree: Path, caplog):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_fifo_is_never_yielded(tmp_path: Path):
+def test_fifo_is_never_yielded_but_reported(tmp_path: Path):
     touch(tmp_path / "a.jpg")
     os.mkfifo(tmp_path / "pipe.jpg")
-    assert rels(scan([tmp_path]), tmp_path) == ["a.jpg"]
+    os.mkfifo(tmp_path / "pipe.txt")  # not an image name: not a candidate, not reported
+    errors = []
+    assert rels(scan([tmp_path], on_error=lambda p, r: errors.append((p.name, r))), tmp_path) == ["a.jpg"]
+    assert errors == [("pipe.jpg", "not a regular file (a FIFO: never opened)")]
+    errors.clear()
+    assert list(scan([tmp_path / "pipe.jpg"], on_error=lambda p, r: errors.append(r))) == []  # named as a root
+    assert errors == ["not a regular file (a FIFO: never opened)"]
+
+
+def test_link_loops_and_dangling_links_are_reported_with_a_reason(tmp_path: Path):
+    touch(tmp_path / "a.jpg")
+    (tmp_path / "self.jpg").symlink_to(tmp_path / "self.jpg")
+    (tmp_path / "b.png").symlink_to(tmp_path / "c.png")
+    (tmp_path / "c.png").symlink_to(tmp_path / "b.png")
+    (tmp_path / "dangling.jpg").symlink_to(tmp_path / "missing.jpg")
+    (tmp_path / "dangling").symlink_to(tmp_path / "missing")  # no image name: not a candidate
+    errors = {}
+    assert rels(scan([tmp_path], on_error=lambda p, r: errors.update({p.name: r})), tmp_path) == ["a.jpg"]
+    loop = "symbolic link loop (the link leads back to itself)"
+    assert errors == {"self.jpg": loop, "b.png": loop, "c.png": loop,
+                      "dangling.jpg": "dangling symbolic link (its target does not exist)"}
+
+
+def test_skip_paths_are_left_out_unread_unless_named_as_roots(tree: Path, monkeypatch):
+    read = []
+    real = os.scandir
+
+    def spy(path):
+        read.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(scan_mod.os, "scandir", spy)
+    got = rels(scan([tree], skip=[tree / "sub", tree / "b.jpg"]), tree)
+    assert got == ["a.PNG", "2023/trip/t.jpeg", "raw/x.jpg", "z/zz.webp"]
+    assert "sub" not in read and "deeper" not in read
+    assert rels(scan([tree / "sub"], skip=[tree / "sub"]), tree) == ["sub/c.gif", "sub/deeper/d.tiff", "sub/deeper/e.heic"]
 
 
 def test_deep_tree_no_recursion_limit(tmp_path: Path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -11,7 +12,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+#: 2: paths are stored as their bytes (``os.fsencode``), so names that are not UTF-8 fit.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,7 +28,7 @@ CREATE TABLE IF NOT EXISTS items (
 );
 -- Identical files share one item.
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
+    path BLOB PRIMARY KEY,  -- os.fsencode(path): lossless for any name the OS gives
     item_id INTEGER NOT NULL REFERENCES items(id),
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -34,7 +36,7 @@ CREATE TABLE IF NOT EXISTS files (
 );
 CREATE INDEX IF NOT EXISTS files_item ON files(item_id);
 CREATE TABLE IF NOT EXISTS errors (
-    path TEXT PRIMARY KEY,
+    path BLOB PRIMARY KEY,
     reason TEXT NOT NULL,
     size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL,
@@ -134,6 +136,12 @@ class Metadata:
             # Collections made before capture times were kept gain the column (NULL: unknown).
             if "taken_ns" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
                 db.execute("ALTER TABLE items ADD COLUMN taken_ns INTEGER")
+            # Collections made when paths were text hold them as UTF-8 text: the same bytes
+            # as a BLOB, and BLOBs are what lookups now bind.
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                for table in ("files", "errors"):
+                    db.execute(f"UPDATE {table} SET path = CAST(path AS BLOB) WHERE typeof(path) = 'text'")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def close(self) -> None:
         with self._lock:
@@ -160,10 +168,7 @@ class Metadata:
 
     def set_meta(self, **values) -> None:
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                [(k, json.dumps(v)) for k, v in values.items()],
-            )
+            _set_meta(db, values)
 
     def delete_meta(self, key: str) -> None:
         with self._tx() as db:
@@ -177,7 +182,7 @@ class Metadata:
     def file_records(self, prefixes: Iterable[str] | None = None) -> dict[str, FileRecord]:
         sql = "SELECT f.path, f.item_id, f.size, f.mtime_ns, i.hash FROM files f JOIN items i ON i.id = f.item_id"
         rows = self._query(sql)
-        out = {r[0]: FileRecord(*r) for r in rows}
+        out = {(path := _path(r[0])): FileRecord(path, *r[1:]) for r in rows}
         if prefixes is not None:
             prefixes = tuple(prefixes)
             out = {p: r for p, r in out.items() if _under(p, prefixes)}
@@ -187,7 +192,7 @@ class Metadata:
         sql = "SELECT path, reason, size, mtime_ns, at FROM errors ORDER BY at DESC, path"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [ErrorRecord(*r) for r in self._query(sql)]
+        return [ErrorRecord(_path(r[0]), *r[1:]) for r in self._query(sql)]
 
     def hash_to_item(self) -> dict[str, int]:
         return dict(self._query("SELECT hash, id FROM items"))
@@ -204,7 +209,7 @@ class Metadata:
             f"SELECT item_id, MIN(path) FROM files WHERE item_id IN ({marks}) GROUP BY item_id",
             [int(i) for i in item_ids],
         )
-        return dict(rows)
+        return {item: _path(path) for item, path in rows}
 
     def item_info(self, item_id: int) -> ItemInfo | None:
         rows = self._query(
@@ -216,7 +221,7 @@ class Metadata:
             return None
         first = rows[0]
         taken = None if first[5] is None else first[5] / 1e9
-        return ItemInfo(int(item_id), [r[0] for r in rows], first[3], first[4], first[1], first[2] / 1e9, taken)
+        return ItemInfo(int(item_id), [_path(r[0]) for r in rows], first[3], first[4], first[1], first[2] / 1e9, taken)
 
     def item_for_hash(self, content_hash: str) -> int | None:
         rows = self._query("SELECT id FROM items WHERE hash = ?", (content_hash,))
@@ -226,13 +231,13 @@ class Metadata:
         """Ids of the items that pass ``where``, ascending."""
         sql, params = [], []
         if where.path_glob is not None:
-            sql.append("f.path GLOB ?")
+            sql.append("CAST(f.path AS TEXT) GLOB ?")  # GLOB compares text, never BLOBs
             params.append(where.path_glob)
         if where.path_prefix is not None:
             # Compare by range, not LIKE: paths may hold % and _ (and LIKE ignores case).
-            prefix = where.path_prefix.rstrip("/")
+            prefix = _key(where.path_prefix.rstrip("/"))
             sql.append("(f.path = ? OR (f.path >= ? AND f.path < ?))")
-            params += [prefix, prefix + "/", prefix + "0"]  # "0" sorts right after "/"
+            params += [prefix, prefix + b"/", prefix + b"0"]  # "0" sorts right after "/"
         for column, op, value in (
             ("COALESCE(i.taken_ns, f.mtime_ns)", ">=", where.mtime_from_ns),
             ("COALESCE(i.taken_ns, f.mtime_ns)", "<", where.mtime_to_ns),
@@ -254,7 +259,7 @@ class Metadata:
         return [r[0] for r in rows]
 
     def item_for_path(self, path: str) -> int | None:
-        rows = self._query("SELECT item_id FROM files WHERE path = ?", (path,))
+        rows = self._query("SELECT item_id FROM files WHERE path = ?", (_key(path),))
         return rows[0][0] if rows else None
 
     def counts(self) -> dict[str, int]:
@@ -292,25 +297,36 @@ class Metadata:
                 "INSERT INTO errors(path, reason, size, mtime_ns, at) VALUES(?, ?, ?, ?, ?) "
                 "ON CONFLICT(path) DO UPDATE SET reason=excluded.reason, size=excluded.size, "
                 "mtime_ns=excluded.mtime_ns, at=excluded.at",
-                [(e.path, e.reason, e.size, e.mtime_ns, now) for e in errors],
+                [(_key(e.path), e.reason, e.size, e.mtime_ns, now) for e in errors],
             )
             # A path that failed before and now has an error-free fate is no longer an error.
-            db.executemany("DELETE FROM errors WHERE path = ?", [(link.path,) for link in links])
-            db.executemany("DELETE FROM files WHERE path = ?", [(e.path,) for e in errors])
+            db.executemany("DELETE FROM errors WHERE path = ?", [(_key(link.path),) for link in links])
+            db.executemany("DELETE FROM files WHERE path = ?", [(_key(e.path),) for e in errors])
             dropped = _drop_orphans(db, previous)
             return _bump(db, rows=rows), dropped
 
-    def remove_paths(self, paths: Iterable[str]) -> tuple[int, list[int]]:
-        """Forget files (and errors) at ``paths``; items left with no file go too.
+    def remove_paths(self, paths: Iterable[str], **meta) -> tuple[int, list[int]]:
+        """Forget files (and errors) at ``paths``; items left with no file go too. ``meta``
+        values are set in the same transaction.
 
         Returns the new generation and the ids of the items dropped."""
         paths = list(paths)
         with self._tx() as db:
+            _set_meta(db, meta)
             items = _items_of(db, paths)
-            db.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
-            db.executemany("DELETE FROM errors WHERE path = ?", [(p,) for p in paths])
+            db.executemany("DELETE FROM files WHERE path = ?", [(_key(p),) for p in paths])
+            db.executemany("DELETE FROM errors WHERE path = ?", [(_key(p),) for p in paths])
             dropped = _drop_orphans(db, items)
             return _bump(db), dropped
+
+
+def _key(path: str) -> bytes:
+    """How a path is stored: its bytes on disk (a name that is not UTF-8 included)."""
+    return os.fsencode(path)
+
+
+def _path(key: bytes) -> str:
+    return os.fsdecode(key)
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -320,7 +336,7 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 def _items_of(db: sqlite3.Connection, paths: Sequence[str]) -> set[int]:
     out: set[int] = set()
     for p in paths:
-        row = db.execute("SELECT item_id FROM files WHERE path = ?", (p,)).fetchone()
+        row = db.execute("SELECT item_id FROM files WHERE path = ?", (_key(p),)).fetchone()
         if row:
             out.add(row[0])
     return out
@@ -333,7 +349,7 @@ def _link_files(db: sqlite3.Connection, links: Sequence[FileLink], now: float) -
         "SELECT ?, id, ?, ?, ? FROM items WHERE hash = ? "
         "ON CONFLICT(path) DO UPDATE SET item_id=excluded.item_id, size=excluded.size, "
         "mtime_ns=excluded.mtime_ns",
-        [(link.path, link.size, link.mtime_ns, now, link.hash) for link in links],
+        [(_key(link.path), link.size, link.mtime_ns, now, link.hash) for link in links],
     )
 
 
@@ -355,8 +371,12 @@ def _bump(db: sqlite3.Connection, rows: int | None = None) -> int:
     updates = {"generation": generation, "updated": time.time()}
     if rows is not None:
         updates["rows"] = rows
+    _set_meta(db, updates)
+    return generation
+
+
+def _set_meta(db: sqlite3.Connection, values: dict) -> None:
     db.executemany(
         "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-        [(k, json.dumps(v)) for k, v in updates.items()],
+        [(k, json.dumps(v)) for k, v in values.items()],
     )
-    return generation

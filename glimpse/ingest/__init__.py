@@ -2,7 +2,7 @@
 
 from .decode import DEFAULT_MAX_PIXELS, HEIC_MISSING_REASON, DecodeError, decode_image, heif_available
 from .pipeline import DEFAULT_MAX_BYTES, Prepared, content_hash, prepare_files
-from .scan import IMAGE_EXTENSIONS, FileEntry, glob_match, scan, stat_entry
+from .scan import IMAGE_EXTENSIONS, FileEntry, absolute, glob_match, scan, stat_entry
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -12,6 +12,7 @@ __all__ = [
     "DecodeError",
     "FileEntry",
     "Prepared",
+    "absolute",
     "content_hash",
     "decode_image",
     "glob_match",

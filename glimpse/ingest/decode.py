@@ -50,6 +50,19 @@ What :func:`decode_image` guarantees
   later. Truncated files are errors, not grey-filled images. For JPEG this holds even if
   the application sets ``ImageFile.LOAD_TRUNCATED_IMAGES = True``; for other formats
   we follow that setting (default False: truncation is an error).
+* **PNG metadata never costs the pixels**: an ancillary chunk (text, ICC profile, EXIF,
+  private data) stored larger than ``PngImagePlugin.MAX_TEXT_CHUNK`` (1 MiB, Pillow's own
+  bound on a decompressed text or profile, which it would refuse anyway) is dropped
+  before Pillow sees the file, so a 200 MB text chunk is never copied or parsed. A PNG
+  that still fails (a bad chunk checksum, a profile that inflates past that bound) is
+  retried once from its pixel chunks alone (``IHDR``, ``PLTE``, ``tRNS``, ``IDAT``, with
+  checksums recomputed); if the pixels decode, the image is kept. This needs no global
+  setting (``LOAD_TRUNCATED_IMAGES`` would also accept truncated files).
+* **Warnings**: Pillow's warnings about malformed EXIF/TIFF metadata ("Corrupt EXIF
+  data", "Possibly corrupt EXIF ...", "Metadata Warning ...") are filtered when this module
+  is imported: the orientation then falls back to none and the date to the file's, so
+  they say nothing to act on, and ``warnings.catch_warnings`` cannot be used per call from
+  worker threads (it swaps a process-wide list).
 
 Thread-safety: :func:`decode_image` may be called from many threads at once; Pillow and
 simplejpeg release the GIL while decoding.
@@ -61,9 +74,12 @@ import datetime as dt
 import io
 import struct
 import threading
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
 
 import numpy as np
-from PIL import Image, ImageFile, UnidentifiedImageError
+from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
 try:  # optional, faster JPEG decoder (libjpeg-turbo)
     import simplejpeg as _simplejpeg
@@ -78,6 +94,12 @@ DEFAULT_MAX_PIXELS = 89_478_485
 USE_SIMPLEJPEG = False
 
 HEIC_MISSING_REASON = "HEIC support needs `pip install pillow-heif`"
+
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")  # EXIF/TIFF tags
+warnings.filterwarnings("ignore", message="Possibly corrupt EXIF", category=UserWarning)  # MakerNote
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_PIXEL_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}
 
 _WHITE = (255, 255, 255)
 
@@ -311,6 +333,46 @@ def _decode_simplejpeg(data: bytes, im: ImageFile.ImageFile, target: int | None)
     return Image.fromarray(arr)
 
 
+# --------------------------------------------------------------------------- PNG
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
+    """(type, start, end) of each chunk, ``end`` past its checksum (maybe past the data when
+    truncated); stops after IEND."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        end = pos + 12 + length
+        yield kind, pos, end
+        if kind == b"IEND" or end > len(data):
+            return
+        pos = end
+
+
+def _png_keeping(data: bytes, keep: Callable[[bytes, int], bool], fix_crc: bool) -> bytes:
+    """The PNG with only the chunks ``keep(type, length)`` accepts (a truncated tail is left
+    as it is, for the decoder to report), checksums recomputed if ``fix_crc``."""
+    view = memoryview(data)
+    out: list[bytes | memoryview] = [view[: len(_PNG_SIGNATURE)]]
+    for kind, start, end in _png_chunks(data):
+        if end > len(data):
+            out.append(view[start:])
+            break
+        if keep(kind, end - start - 12):
+            out.append(view[start : end - 4])
+            out.append(struct.pack(">I", zlib.crc32(view[start + 4 : end - 4])) if fix_crc else view[end - 4 : end])
+    return b"".join(out)
+
+
+def _oversized_metadata(kind: bytes, length: int) -> bool:
+    # Ancillary chunks have a lowercase first letter; fdAT holds animation frames, not metadata.
+    return bool(kind[0] & 0x20) and kind != b"fdAT" and length > PngImagePlugin.MAX_TEXT_CHUNK
+
+
+def _pixels_only(kind: bytes, _length: int) -> bool:
+    return kind in _PNG_PIXEL_CHUNKS
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -325,6 +387,23 @@ def decode_image(
     """
     if not data:
         raise DecodeError("empty file")
+    if not data.startswith(_PNG_SIGNATURE):
+        return _decode(data, target, max_pixels)
+    if any(_oversized_metadata(kind, end - start - 12) for kind, start, end in _png_chunks(data)):
+        data = _png_keeping(data, lambda kind, length: not _oversized_metadata(kind, length), fix_crc=False)
+    try:
+        return _decode(data, target, max_pixels)
+    except DecodeError as failed:
+        if failed.reason.startswith("too many pixels"):
+            raise
+        try:
+            return _decode(_png_keeping(data, _pixels_only, fix_crc=True), target, max_pixels)
+        except DecodeError:
+            raise failed from None
+
+
+def _decode(data: bytes, target: int | None, max_pixels: int) -> Image.Image:
+    """:func:`decode_image` of any bytes, as they are."""
     brand = _isobmff_brand(data)
     # Any ISO-BMFF file registers the HEIF opener (brands vary: heic, mif1, MiHE...).
     if brand is not None and not heif_available() and brand in _HEIF_BRANDS - _AVIF_BRANDS:

@@ -6,9 +6,12 @@ Rules of :func:`scan`
   first, then its subdirectories, each sorted by name (code-point order, as ``sorted``).
 * **What is yielded**: regular files whose extension (case-insensitive) is in
   ``extensions`` (default :data:`IMAGE_EXTENSIONS`; ``None`` accepts any extension),
-  that match ``include`` (if given) and do not match ``exclude``. FIFOs, sockets and
-  devices are never yielded (reading them could block). A root that is itself a file is
-  yielded as it is (no filters: the user named it), if it is a regular file.
+  that match ``include`` (if given) and do not match ``exclude``, and do not lie under a
+  path in ``skip`` (absolute paths, e.g. what a user removed from a collection; such
+  folders are not read). FIFOs, sockets and devices are never yielded nor opened (reading
+  them could block): one that passes the filters is reported. A root that is itself a
+  file is yielded as it is (no filters: the user named it), if it is a regular file. A
+  root is scanned even when it lies under a ``skip`` path: naming it wins.
 * **Hidden** files and directories (name starting with ``.``) are skipped unless
   ``include_hidden=True``: they are thumbnails caches (``.thumbnails``), VCS data, macOS
   ``._name.jpg`` resource forks (not images) and trash folders far more often than
@@ -19,9 +22,10 @@ Rules of :func:`scan`
   directory cannot loop, and two links to the same folder (or overlapping roots) do not
   yield its files twice. A file named in ``roots`` is yielded once, at its place in
   ``roots``, even if a scanned folder also contains it.
-* **Errors**: unreadable or vanished directories and files are skipped; each skip is
-  passed to ``on_error(path, exc)`` (default: a ``logging`` warning). A root that does
-  not exist is reported the same way and skipped.
+* **Errors**: unreadable or vanished directories and files, symbolic-link loops, dangling
+  links and special files are skipped; each skip is passed to ``on_error(path, reason)``
+  with a one-line human reason (default: a ``logging`` warning). A root that does not
+  exist is reported the same way and skipped.
 
 Glob patterns (``include`` / ``exclude``)
 -----------------------------------------
@@ -44,6 +48,7 @@ name); a matching directory is pruned without being read, e.g. ``exclude=["@eaDi
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -57,7 +62,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (
     ".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff",
-    ".heic", ".heif",
+    ".heic", ".heif", ".avif",
 )  # fmt: skip
 
 
@@ -70,18 +75,36 @@ class FileEntry:
 
 def stat_entry(path: str | os.PathLike) -> FileEntry:
     """``FileEntry`` of one file (follows symlinks for size and mtime). Raises ``OSError``."""
-    p = _absolute(path)
+    p = absolute(path)
     st = p.stat()
     return FileEntry(p, st.st_size, st.st_mtime_ns)
 
 
-def _absolute(path: str | os.PathLike) -> Path:
-    # abspath also collapses "..", so one file has one spelling.
+def absolute(path: str | os.PathLike) -> Path:
+    """``~`` expanded, absolute, ``..`` collapsed (symlinks kept): one spelling per file."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
-def _warn(path: Path, exc: OSError) -> None:
-    log.warning("skipping %s: %s", path, exc.strerror or exc)
+def _warn(path: Path, reason: str) -> None:
+    log.warning("skipping %s: %s", path, reason)
+
+
+def _os_reason(exc: OSError, link: bool = False) -> str:
+    """One line saying why a path could not be scanned."""
+    if exc.errno == errno.ELOOP:
+        return "symbolic link loop (the link leads back to itself)"
+    if exc.errno == errno.ENOENT:
+        return "dangling symbolic link (its target does not exist)" if link else "no such file or folder"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return f"cannot read: {exc.strerror or exc}"
+
+
+def _special_reason(mode: int) -> str:
+    """Why a path that is neither a file nor a folder is not read."""
+    kind = ("a FIFO" if statmod.S_ISFIFO(mode) else "a socket" if statmod.S_ISSOCK(mode)
+            else "a device" if statmod.S_ISCHR(mode) or statmod.S_ISBLK(mode) else "a special file")
+    return f"not a regular file ({kind}: never opened)"
 
 
 # --------------------------------------------------------------------------- globs
@@ -166,7 +189,8 @@ def scan(
     *,
     include_hidden: bool = False,
     extensions: Sequence[str] | None = IMAGE_EXTENSIONS,
-    on_error: Callable[[Path, OSError], None] | None = None,
+    skip: Iterable[str | os.PathLike] = (),
+    on_error: Callable[[Path, str], None] | None = None,
 ) -> Iterator[FileEntry]:
     """Yield image files under ``roots``; see the module docstring for the exact rules."""
     if isinstance(include, str):
@@ -175,6 +199,7 @@ def scan(
         exclude = (exclude,)
     exts = None if extensions is None else tuple(e.lower() for e in extensions)
     report = on_error or _warn
+    skipped = {str(absolute(p)) for p in skip}
     visited_dirs: set[tuple[int, int]] = set()
 
     def wanted_file(rel: str, name: str) -> bool:
@@ -194,7 +219,7 @@ def scan(
                 with os.scandir(directory) as it:
                     items = sorted(it, key=lambda e: e.name)
             except OSError as exc:
-                report(Path(directory), exc)
+                report(Path(directory), f"cannot read folder: {_os_reason(exc)}")
                 continue
             subdirs: list[tuple[str, str]] = []
             for item in items:
@@ -202,6 +227,8 @@ def scan(
                 if not include_hidden and name.startswith("."):
                     continue
                 rel = f"{rel_dir}/{name}" if rel_dir else name
+                if skipped and item.path in skipped:
+                    continue
                 try:
                     is_dir = item.is_dir(follow_symlinks=True)
                     if is_dir and item.is_symlink() and not follow_symlinks:
@@ -219,10 +246,12 @@ def scan(
                     if not wanted_file(rel, name):
                         continue
                     st = item.stat(follow_symlinks=True)
-                except OSError as exc:  # broken link, vanished, no permission
-                    report(Path(item.path), exc)
+                except OSError as exc:  # broken link, link loop, vanished, no permission
+                    if exts is None or name.lower().endswith(exts):
+                        report(Path(item.path), _os_reason(exc, link=item.is_symlink()))
                     continue
                 if not statmod.S_ISREG(st.st_mode):
+                    report(Path(item.path), _special_reason(st.st_mode))
                     continue
                 path = Path(item.path)
                 if path in explicit:
@@ -233,11 +262,11 @@ def scan(
     # Files named directly are yielded at their place in ``roots`` and not again by a walk.
     resolved: list[tuple[Path, os.stat_result]] = []
     for raw in roots:
-        root = _absolute(raw)
+        root = absolute(raw)
         try:
             resolved.append((root, root.stat()))
         except OSError as exc:
-            report(root, exc)
+            report(root, _os_reason(exc, link=root.is_symlink()))
     explicit = {root for root, st in resolved if statmod.S_ISREG(st.st_mode)}
     done: set[Path] = set()
     for root, st in resolved:
@@ -250,3 +279,5 @@ def scan(
         elif statmod.S_ISREG(st.st_mode) and root not in done:
             done.add(root)
             yield FileEntry(root, st.st_size, st.st_mtime_ns)
+        elif not statmod.S_ISREG(st.st_mode):
+            report(root, _special_reason(st.st_mode))
