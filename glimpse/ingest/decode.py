@@ -65,6 +65,8 @@ import threading
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from ..extras import missing_extra
+
 try:  # optional, faster JPEG decoder (libjpeg-turbo)
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
@@ -77,7 +79,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: draft mode (see the module docstring); kept as a tested option for other CPUs.
 USE_SIMPLEJPEG = False
 
-HEIC_MISSING_REASON = "HEIC support needs `pip install pillow-heif`"
+HEIC_MISSING_REASON = missing_extra("HEIC support", "heic")
 
 _WHITE = (255, 255, 255)
 
