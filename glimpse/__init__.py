@@ -1,5 +1,8 @@
 """glimpse: an image retrieval engine. Index a folder of images, search it by text or image."""
 
+#: The one place the version lives: pyproject.toml reads it for the package metadata.
+__version__ = "0.1.0"
+
 from .collection import (
     Collection,
     CollectionStats,
@@ -10,8 +13,6 @@ from .collection import (
 from .index import CollectionLockedError
 from .query import SearchResult
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Collection",
     "CollectionLockedError",
@@ -19,5 +20,6 @@ __all__ = [
     "EncoderMismatchError",
     "IndexReport",
     "SearchResult",
+    "__version__",
     "open",
 ]

@@ -29,6 +29,22 @@ err = Console(stderr=True)
 
 DEFAULT_COLLECTION = "~/.glimpse/default"
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from glimpse import __version__
+
+        print(f"glimpse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options that come before any command (--version)."""
+
 CollectionOpt = Annotated[
     str,
     typer.Option(
@@ -50,7 +66,7 @@ def _open(path: str, create: bool = False, encoder: str | None = None, precision
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/] {exc}")
+    err.print(f"[red]error:[/] {escape(str(exc))}")  # messages quote brackets: glimpse-retrieval[server]
     return typer.Exit(2)
 
 
@@ -328,8 +344,12 @@ def demo(
 ) -> None:
     """Index sample photos (or FOLDER) and run a few text and image searches."""
     from .demo import run_demo
+    from .extras import MissingExtraError
 
-    run_demo(Path(os.path.expanduser(collection)), folder, encoder)
+    try:
+        run_demo(Path(os.path.expanduser(collection)), folder, encoder)
+    except MissingExtraError as exc:
+        raise _fail(exc) from None
 
 
 @app.command()
@@ -343,9 +363,13 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(help="Largest image upload, in MiB.")] = 20,
 ) -> None:
     """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
-    from .server import ServerConfig, read_token
-    from .server import serve as run_server
+    from .extras import MissingExtraError
 
+    try:
+        from .server import ServerConfig, read_token
+        from .server import serve as run_server
+    except MissingExtraError as exc:
+        raise _fail(exc) from None
     try:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .extras import require
+
 #: scikit-image ships these photographs inside its wheel (others need a download).
 SAMPLES = {
     "chelsea": "chelsea",
@@ -32,6 +34,7 @@ TEXT_QUERIES = ["a cat", "a cup of coffee", "a rocket launch", "a motorcycle", "
 
 def write_samples(folder: Path) -> list[Path]:
     """Save scikit-image's sample photos as JPEG/PNG files in ``folder``."""
+    require("demo", "glimpse demo without a folder of your own")
     import skimage.data
 
     folder.mkdir(parents=True, exist_ok=True)

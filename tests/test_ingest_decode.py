@@ -115,7 +115,7 @@ def test_heic_orientation_applied_once():
 def test_heic_without_pillow_heif_has_clear_reason(monkeypatch):
     monkeypatch.setattr(decode_mod, "_heif_state", False)  # as if the import had failed
     fake_heic = struct.pack(">I", 24) + b"ftypheic" + b"\0\0\0\0mif1heic" + b"\0" * 64
-    assert reason(fake_heic) == HEIC_MISSING_REASON == "HEIC support needs `pip install pillow-heif`"
+    assert reason(fake_heic) == HEIC_MISSING_REASON == "HEIC support needs the heic extra: pip install 'glimpse-retrieval[heic]'"
 
 
 # --------------------------------------------------------------------------- colour

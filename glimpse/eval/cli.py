@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
@@ -30,16 +31,18 @@ Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
          shortlist: int, adapt: str = "", refine: str = "") -> None:
     from ..encoders import DEFAULT_ENCODER
+    from ..extras import MissingExtraError, require
     from .configs import parse_configs
     from .datasets import DatasetError
     from .report import markdown, write_report
     from .runner import evaluate
 
     try:
+        require("eval", "glimpse eval")  # before the hours of embedding, not at the report
         configs = parse_configs(codes, shortlist, [r.strip() for r in refine.split(",") if r.strip()])
         dataset = load()
-    except (DatasetError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
+    except (DatasetError, MissingExtraError, ValueError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     encoders = [e.strip() for e in (encoder or DEFAULT_ENCODER).split(",") if e.strip()]
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..extras import require
 from .datasets import Items, Task
 from .runner import Evaluation, Row
 
@@ -164,6 +165,7 @@ def _png(fig) -> str:
 
 
 def _plots(ev: Evaluation, task: Task) -> list[tuple[str, str]]:
+    require("eval", "glimpse eval")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import __version__
 from ..encoders import Encoder, create_encoder
 from .configs import Config, Scorer
 from .datasets import Dataset, Items, Judgement, Task, file_fingerprint
@@ -61,8 +62,9 @@ class Evaluation:
         return HEADLINE[task.protocol]
 
     def environment(self) -> dict:
-        versions = {"python": platform.python_version(), "platform": platform.platform()}
-        for package in ("glimpse", "numpy", "faiss-cpu", "torch", "Pillow", "transformers", "matplotlib"):
+        # glimpse's own version from the package: "glimpse" on the registry is another project.
+        versions = {"python": platform.python_version(), "platform": platform.platform(), "glimpse": __version__}
+        for package in ("numpy", "faiss-cpu", "torch", "Pillow", "transformers", "matplotlib"):
             try:
                 versions[package] = metadata.version(package)
             except metadata.PackageNotFoundError:

@@ -81,6 +81,8 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
 
+from ..extras import missing_extra
+
 try:  # optional, faster JPEG decoder (libjpeg-turbo)
     import simplejpeg as _simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
@@ -93,7 +95,7 @@ DEFAULT_MAX_PIXELS = 89_478_485
 #: draft mode (see the module docstring); kept as a tested option for other CPUs.
 USE_SIMPLEJPEG = False
 
-HEIC_MISSING_REASON = "HEIC support needs `pip install pillow-heif`"
+HEIC_MISSING_REASON = missing_extra("HEIC support", "heic")
 
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")  # EXIF/TIFF tags
 warnings.filterwarnings("ignore", message="Possibly corrupt EXIF", category=UserWarning)  # MakerNote

@@ -1,0 +1,34 @@
+"""Optional features and the pip extra that installs each: one sentence when one is missing."""
+
+from __future__ import annotations
+
+import importlib
+
+#: The distribution name on the package registry (``glimpse`` there is an unrelated project).
+DISTRIBUTION = "glimpse-retrieval"
+
+#: The modules glimpse imports from each extra's libraries (pyproject.toml lists the libraries).
+MODULES = {
+    "server": ("fastapi", "uvicorn", "python_multipart"),
+    "eval": ("matplotlib",),
+    "demo": ("skimage",),
+    "heic": ("pillow_heif",),
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional feature was used without the extra that installs its libraries."""
+
+
+def missing_extra(feature: str, extra: str) -> str:
+    """The sentence that tells a user which extra ``feature`` needs."""
+    return f"{feature} needs the {extra} extra: pip install '{DISTRIBUTION}[{extra}]'"
+
+
+def require(extra: str, feature: str) -> None:
+    """Import the modules of ``extra``, or raise :class:`MissingExtraError` naming the extra to install."""
+    for module in MODULES[extra]:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            raise MissingExtraError(missing_extra(feature, extra), name=exc.name) from exc
