@@ -41,6 +41,7 @@ def main(
 ) -> None:
     """Options that come before any command (--version)."""
 
+
 CollectionOpt = Annotated[
     str,
     typer.Option(

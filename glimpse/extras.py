@@ -12,7 +12,6 @@ MODULES = {
     "server": ("fastapi", "uvicorn", "python_multipart"),
     "eval": ("matplotlib",),
     "demo": ("skimage",),
-    "heic": ("pillow_heif",),
 }
 
 
