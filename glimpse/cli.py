@@ -45,6 +45,7 @@ def main(
 ) -> None:
     """Options that come before any command (--version)."""
 
+
 CollectionOpt = Annotated[
     str,
     typer.Option(

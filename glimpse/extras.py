@@ -7,12 +7,11 @@ import importlib
 #: The distribution name on the package registry (``glimpse`` there is an unrelated project).
 DISTRIBUTION = "glimpse-retrieval"
 
-#: The modules glimpse imports from each extra's libraries (pyproject.toml lists the libraries).
+#: The modules require() imports to check that an extra is installed (pyproject.toml lists its libraries).
 MODULES = {
     "server": ("fastapi", "uvicorn", "python_multipart"),
     "eval": ("matplotlib",),
     "demo": ("skimage",),
-    "heic": ("pillow_heif",),
 }
 
 

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import sys
+import tomllib
 from importlib import metadata
+from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 from typer.testing import CliRunner
 
 import glimpse
 from glimpse.cli import app
-from glimpse.extras import DISTRIBUTION, MissingExtraError, require
+from glimpse.extras import DISTRIBUTION, MODULES, MissingExtraError, require
+
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"
 
 runner = CliRunner()
 
@@ -32,6 +37,16 @@ def test_installed_distribution_has_the_package_version():
     except metadata.PackageNotFoundError:
         pytest.skip(f"{DISTRIBUTION} is not installed here (tests run from the source tree)")
     assert installed == glimpse.__version__
+
+
+def test_all_extra_installs_every_feature_extra():
+    project = tomllib.loads(PYPROJECT.read_text())["project"]
+    extras = project["optional-dependencies"]
+    features = set(extras) - {"all", "test"}
+    (everything,) = map(Requirement, extras["all"])
+    assert (everything.name, everything.extras) == (DISTRIBUTION, features), "a new extra goes into `all` too"
+    assert project["name"] == DISTRIBUTION and f"{DISTRIBUTION}[all]" in extras["test"]
+    assert set(MODULES) <= features
 
 
 @pytest.fixture
