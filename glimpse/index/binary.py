@@ -142,7 +142,8 @@ class BinaryIndex(VectorIndex):
         k = min(k, available)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        shortlist = min(available, k * (oversample or self.oversample)) if rerank else k
+        oversample = self.oversample if oversample is None else check_oversample(oversample)
+        shortlist = min(available, k * oversample) if rerank else k
         mode = check_scoring(scoring or self.scoring, allow_auto=False)
         if allowed is None and mode == "hamming":
             scores, ids = self._hamming_search(queries, shortlist)
