@@ -477,6 +477,7 @@ class Collection:
         stored = self._code_settings()
         settings = settings or stored
         if settings is None:
+            self._drop_stale_fits(None)  # codes switched off by a change that was killed halfway
             return
         self._sync()
         binarizer = create_binarizer(settings.binarizer, bits=settings.bits, seed=settings.seed)
@@ -503,6 +504,8 @@ class Collection:
         for old in self.path.glob("binarizer*.npz"):
             if old.name != keep:
                 old.unlink(missing_ok=True)
+        for half_written in [*self.path.glob(".binarizer*.tmp"), *self.path.glob("codes-*.tmp")]:  # killed saves
+            half_written.unlink(missing_ok=True)
         if keep is None:
             for old in self.path.glob("codes-*.faissbin"):
                 old.unlink(missing_ok=True)
