@@ -189,3 +189,30 @@ def test_binarizer_files_hold_float16_parameters_and_encode_like_the_fit(tmp_pat
     assert loaded.fit_id == fitted.fit_id
     np.testing.assert_array_equal(loaded.encode(x), fitted.encode(x))
     np.testing.assert_array_equal(loaded.query_vector(x), fitted.query_vector(x))
+
+
+def test_a_collection_from_before_fit_ids_keeps_its_codes_until_the_next_write(tmp_path, photos, make_image):
+    import json
+    import sqlite3
+
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.use_codes("itq", bits=32)
+    col.add([photos])
+    before = results(col, photos)
+    settings = col.stats().codes
+    col.close()
+    # The layout of earlier versions: one binarizer.npz, codes-N.faissbin, settings without a fit id.
+    path = tmp_path / "col"
+    (path / settings["file"]).rename(path / "binarizer.npz")
+    for codes in path.glob("codes-*"):
+        codes.rename(path / f"codes-{codes.name.split('-')[1]}.faissbin")
+    legacy = {k: v for k, v in settings.items() if k not in ("fit", "file")}
+    with sqlite3.connect(path / "metadata.sqlite") as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'codes'", (json.dumps(legacy),))
+
+    old = glimpse.open(path)
+    assert results(old, photos) == before
+    make_image(photos / "new.png", seed=9)
+    old.add([photos])
+    assert files(path, "binarizer*") == ["binarizer.npz"] and len(files(path, "codes-*")) == 1
+    assert files(path, "codes-*")[0].endswith(f"-{settings['fit']}.faissbin")

@@ -270,7 +270,7 @@ class BinaryIndex(VectorIndex):
         tmp = target.with_suffix(".tmp")
         faiss.write_index_binary(self._index, str(tmp))
         os.replace(tmp, target)
-        for old in directory.glob(CODES_FILE.format(generation="*", fit="*")):
+        for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
             if old != target:
                 old.unlink(missing_ok=True)
 
