@@ -764,6 +764,8 @@ def open_collection(
     if not db_path.exists():
         if not create:
             raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
+        if not isinstance(encoder, Encoder):  # a bad name or option fails before anything is created
+            encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
         root.mkdir(parents=True, exist_ok=True)
     meta = Metadata(db_path)
     recorded = meta.get_meta()

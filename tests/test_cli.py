@@ -111,9 +111,12 @@ def test_bad_index_options_are_refused_before_anything_is_saved(tmp_path, image_
     assert fresh.exit_code == 2 and not (tmp_path / "fresh").exists()
 
 
-def test_a_failed_first_index_leaves_no_collection_behind(tmp_path):
+def test_a_failed_first_index_leaves_no_collection_behind(tmp_path, image_dir):
     bad = invoke("index", tmp_path / "no-such-folder", "-c", tmp_path / "col", "--encoder", "hash")
     assert bad.exit_code == 2 and "no such file or folder" in bad.output
+    assert not (tmp_path / "col").exists()
+    unknown = invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "nope")
+    assert unknown.exit_code == 2 and "nope" in unknown.output and no_traceback(unknown)
     assert not (tmp_path / "col").exists()
 
 
