@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -19,13 +21,29 @@ from rich.table import Table
 from .ingest.names import shown
 from .ingest.scan import absolute
 
+console = Console()
+err = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Errors meant for people end any command with their one sentence and exit 2, never a
+    traceback: another writer's lock, and ValueError, which the engine raises for bad options."""
+
+    def invoke(self, ctx):
+        from .index.lock import CollectionLockedError
+
+        try:
+            return super().invoke(ctx)
+        except (CollectionLockedError, ValueError) as exc:
+            raise _fail(exc) from None
+
 app = typer.Typer(
+    cls=_Commands,
     help="glimpse: index a folder of images, search it by text or by image. Offline.",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # plain click help: wraps to the terminal, shows --flag/--no-flag pairs
 )
-console = Console()
-err = Console(stderr=True)
 
 DEFAULT_COLLECTION = "~/.glimpse/default"
 
@@ -79,26 +97,40 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def progress_bars():
+    """Bars on stderr for long work: ``bar.add_task(what, total=None, rate="")``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=err, transient=True,
+    )
+
+
+def fit_progress(bar: Progress):
+    """A callback for a binarizer fit: its own bar, shown from its first step."""
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("fitting codes", total=total, rate="")
+        bar.update(task, completed=done)
+
+    return progress
+
+
 def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     """Index with a progress bar and the one-line summary people read."""
-    from glimpse import CollectionLockedError
-
-    with Progress(
-        TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=err, transient=True,
-    ) as bar:
-        task = bar.add_task("index", total=None, rate="")
+    with progress_bars() as bar:
+        task = bar.add_task("indexing", total=None, rate="")
 
         def progress(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} img/s" if elapsed else "")
 
         try:
-            if prune:
-                report = col.index(paths or None, progress=progress, **options)
-            else:
-                report = col.add(paths, progress=progress, **options)
-        except (CollectionLockedError, FileNotFoundError, ValueError) as exc:
+            report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar),
+                               **options)
+        except FileNotFoundError as exc:
             raise _fail(exc) from None
     parts = [f"{report.indexed:,} indexed", f"{report.unchanged:,} unchanged"]
     if report.removed:
@@ -121,38 +153,66 @@ def index(
     precision: Annotated[Optional[str], typer.Option(help="bf16 (fast) or fp32.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
-    codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign.")] = None,
+    codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign; none switches them off (exact float search).")] = None,
     bits: Annotated[int, typer.Option(help="Bits per image code (with --codes).")] = 256,
     oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 30,
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
+    from .collection import DB_NAME
+    from .settings import CodeSettings, check_ingest
+
+    check_ingest(batch_size, workers)  # every option is checked before anything is created or saved
+    if codes and codes != "none":
+        CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
+    where = Path(collection).expanduser()
+    existed, fresh = where.exists(), not (where / DB_NAME).exists()
     col = _open(collection, create=True, encoder=encoder, precision=precision)
-    if codes:
-        try:
-            col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank)
-        except ValueError as exc:
-            raise _fail(exc) from None
-    run_index(
-        col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-        batch_size=batch_size, workers=workers,
-    )
+    try:
+        if codes:
+            with progress_bars() as bar:
+                col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,
+                              progress=fit_progress(bar))
+        run_index(
+            col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+            batch_size=batch_size, workers=workers,
+        )
+    except BaseException:
+        if fresh:
+            _discard_if_empty(col, remove_folder=not existed)
+        raise
+
+
+def _discard_if_empty(col, remove_folder: bool) -> None:
+    """Delete a collection this command created when it failed before holding anything."""
+    from .collection import DB_NAME, LOCK_NAME
+
+    stats = col.stats()
+    if stats.files or stats.errors or stats.roots:
+        return
+    col.close()
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME):
+        (col.path / name).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: something else is there, keep it
+            col.path.rmdir()
 
 
 @app.command()
 def search(
     query: Annotated[Optional[list[str]], typer.Argument(
-        help="Words, or query-language terms: '2:golden retriever' + ./pool.jpg - night + #12.")] = None,
+        help="Words, or query-language terms: '2:golden retriever' + ./pool.jpg - night + #12. "
+             "A query that starts with '-' goes after --: glimpse search -- '-0.5:night'.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one (with words: a composed query).")] = None,
     like: Annotated[Optional[int], typer.Option("--like", help="More like this result id (itself left out).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Text weight of a composed --image + words query, 0-1 (default 0.6).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
-    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this.")] = None,
+    min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine; typical ranges depend on the encoder and the query kind: see the README).")] = None,
     path_glob: Annotated[Optional[str], typer.Option("--path-glob", help="Only paths matching this glob ('2023/*.jpg' matches at any depth).")] = None,
     path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Only files under this folder.")] = None,
-    after: Annotated[Optional[str], typer.Option(help="Only files modified on or after this date (YYYY[-MM[-DD]]).")] = None,
-    before: Annotated[Optional[str], typer.Option(help="Only files modified before this date.")] = None,
+    after: Annotated[Optional[str], typer.Option(help="Only images taken on or after this date (YYYY[-MM[-DD]]): the EXIF capture date, else the file's modification date.")] = None,
+    before: Annotated[Optional[str], typer.Option(help="Only images taken before this date (EXIF date first, as --after).")] = None,
     orientation: Annotated[Optional[str], typer.Option(help="landscape, portrait or square.")] = None,
     min_width: Annotated[Optional[int], typer.Option("--min-width", help="Minimum width in pixels.")] = None,
     max_width: Annotated[Optional[int], typer.Option("--max-width", help="Maximum width in pixels.")] = None,
@@ -230,18 +290,13 @@ def adapt(
     collection: CollectionOpt = DEFAULT_COLLECTION,
 ) -> None:
     """Teach text search the words of your own captions (learnt from image-caption pairs)."""
-    from glimpse import CollectionLockedError
-
     col = _open(collection)
     if remove_map:
         console.print("adaptation removed" if col.remove_adapt() else "this collection has no adaptation")
         return
-    with Progress(TextColumn("[bold]adapting"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("adapt", total=None)
-        try:
-            report = col.adapt(captions, kind=kind, progress=lambda done, total: bar.update(task, completed=done, total=total))
-        except (CollectionLockedError, ValueError) as exc:
-            raise _fail(exc) from None
+    with progress_bars() as bar:
+        task = bar.add_task("adapting", total=None, rate="")
+        report = col.adapt(captions, kind=kind, progress=lambda done, total: bar.update(task, completed=done, total=total))
     line = f"adaptation v{report.version} ({report.kind}) learnt from {report.pairs:,} captions in {report.seconds:.0f}s"
     if report.missing:
         line += f"; {report.missing:,} captions name images not in this collection"
@@ -335,6 +390,16 @@ def _options_note(options) -> str:
     parts = [f"--include {p}" for p in options.include] + [f"--exclude {p}" for p in options.exclude]
     parts += ["--follow-symlinks"] if options.follow_symlinks else []
     return escape(f"  ({' '.join(parts)})") if parts else ""
+
+
+@app.command()
+def compact(collection: CollectionOpt = DEFAULT_COLLECTION) -> None:
+    """Give back the disk space of removed images (writes also do it once they hold half the vector file)."""
+    col = _open(collection)
+    before = col.stats().vector_bytes
+    rows = col.compact()
+    console.print(f"{rows:,} unused vector rows dropped: vectors {_human_bytes(before)} -> "
+                  f"{_human_bytes(col.stats().vector_bytes)}")
 
 
 @app.command()

@@ -17,25 +17,32 @@ from pathlib import Path
 import numpy as np
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
-from .codes import create_binarizer, load_binarizer
+from .codes import Binarizer, create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
-from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
+from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
 from .eval.metrics import recall_at_k
-from .query.adapt import FORMAT as ADAPT_FORMAT, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
+from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
+from .settings import CodeSettings, check_ingest
 
 DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
+VECTORS_FILE = "vectors-{generation}.f16"  # after a compaction (the generation it committed)
 LOCK_NAME = "write.lock"
 
 #: Called with (files done, files to do) while ``index``/``add`` run.
 ProgressFn = Callable[[int, int], None]
+
+#: A write compacts the vector file once removed images hold more than this share of its rows
+#: and at least ``COMPACT_MIN_ROWS`` rows (below that the space is not worth a rewrite).
+COMPACT_SHARE = 0.5
+COMPACT_MIN_ROWS = 1000
 
 
 class EncoderMismatchError(ValueError):
@@ -120,7 +127,11 @@ class Collection:
         self._index: VectorIndex | None = None
         self._index_generation = -1
         self._index_ids: set[int] = set()
+        self._index_settings: CodeSettings | None = None  # the code settings the loaded index follows
+        self._next_id = 0
         self._rows = 0  # committed vector rows, as last seen
+        self._seen = -1  # generation whose vector layout and live ids were last loaded
+        self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -148,29 +159,35 @@ class Collection:
         batch_size: int = 32,
         workers: int = 2,
         progress: ProgressFn | None = None,
+        fit_progress: ProgressFn | None = None,
     ) -> IndexReport:
         """Add image files and folders (recursively). Unchanged files are not read again.
 
         With ``prune``, files under ``paths`` that are gone from disk are dropped too. Folders
         are remembered with these scan options (a folder indexed before and given none keeps
         its own), for :meth:`index` without folders; adding a path again undoes its removal
-        (see :meth:`remove`).
+        (see :meth:`remove`). ``fit_progress`` gets (steps done, steps) while binary codes are
+        fitted at the end.
         """
+        check_ingest(batch_size, workers)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
-        return self._ingest(self._targets(paths, given), prune, batch_size, workers, progress)
+        return self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
 
     def index(
         self,
         roots: Iterable[str | os.PathLike] | None = None,
         *,
+        prune: bool = True,
         include: Sequence[str] = (),
         exclude: Sequence[str] = (),
         follow_symlinks: bool = False,
         batch_size: int = 32,
         workers: int = 2,
         progress: ProgressFn | None = None,
+        fit_progress: ProgressFn | None = None,
     ) -> IndexReport:
-        """Bring the collection in line with folders: add new and changed files, drop gone ones.
+        """Bring the collection in line with folders: add new and changed files, drop gone ones
+        (unless ``prune=False``).
 
         Without ``roots``, re-index the folders indexed before, each with the scan options it
         was last given (unless new ones are given here). Takes ``add``'s options.
@@ -179,8 +196,8 @@ class Collection:
             roots = list(self.folders())
             if not roots:
                 raise ValueError("this collection has no folders yet: give one to index")
-        given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
-        return self._ingest(self._targets(roots, given), True, batch_size, workers, progress)
+        return self.add(roots, prune=prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+                        batch_size=batch_size, workers=workers, progress=progress, fit_progress=fit_progress)
 
     def _targets(self, paths: Iterable[str | os.PathLike], given: ScanOptions) -> list[tuple[str, ScanOptions]]:
         """Each path with the scan options to use: those given, else the folder's remembered ones."""
@@ -216,9 +233,11 @@ class Collection:
                 doomed, roots=roots, excluded=sorted(excluded),
                 folder_options={r: o for r, o in meta.get("folder_options", {}).items() if r in roots})
             self._apply(generation, [], None, dropped)
+            self._compact_if_due()
         return len(doomed)
 
-    def _ingest(self, targets: list[tuple[str, ScanOptions]], prune: bool, batch_size, workers, progress) -> IndexReport:
+    def _ingest(self, targets: list[tuple[str, ScanOptions]], prune: bool, batch_size, workers, progress,
+                fit_progress=None) -> IndexReport:
         for root, _ in targets:
             if not os.path.lexists(root):
                 raise FileNotFoundError(f"no such file or folder: {shown(root)}")
@@ -236,7 +255,8 @@ class Collection:
                 # What lies under a folder that could not be read this time is not gone.
                 self._prune(roots, excluded + list(problems), {str(e.path) for e in entries} | set(problems), report)
             self._embed(todo, report, batch_size, workers, progress)
-            self._fit_codes()
+            self._compact_if_due()
+            self._fit_codes(progress=fit_progress)
             self._meta.set_meta(last_indexed=time.time())
             self._persist_index()
         return report
@@ -314,7 +334,9 @@ class Collection:
 
     def _embed(self, todo: list[FileEntry], report: IndexReport, batch_size, workers, progress) -> None:
         hashes = self._meta.hash_to_item()
-        rows = int(self._meta.get_meta().get("rows", 0))
+        meta = self._meta.get_meta()
+        rows = int(meta.get("rows", 0))
+        self._next_id = int(meta.get("next_id", rows))  # ids are rows until a compaction
         done = 0
         prepared = prepare_files(
             todo,
@@ -345,7 +367,8 @@ class Collection:
                 report.skipped += 1
                 continue
             if new:
-                item = NewItem(rows + len(items), p.hash, p.width, p.height, p.taken)
+                item = NewItem(self._next_id, p.hash, p.width, p.height, p.taken, row=rows + len(items))
+                self._next_id += 1
                 items.append(item)
                 arrays.append(p.array)
                 hashes[p.hash] = item.id
@@ -384,15 +407,32 @@ class Collection:
             self._index_ids.difference_update(dropped)
         self._index_generation = generation
 
+    def _sync(self) -> None:
+        """Follow the committed state (other processes write): the vector file, each item's row
+        in it and the live ids, read in one snapshot. A compaction may delete the file just
+        named before it is opened: then the snapshot is read again."""
+        if self._meta.generation() == self._seen:
+            return
+        for attempt in range(3):
+            meta, pairs = self._meta.snapshot()
+            table = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            self._vectors.locate(self.path / meta.get("vectors", VECTORS_NAME), table[:, 0], table[:, 1])
+            self._rows = int(meta.get("rows", 0))
+            try:
+                self._vectors.view(self._rows)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            self._live, self._seen = table[:, 0], int(meta.get("generation", 0))
+            return
+
     def _refresh(self) -> None:
         """Bring the loaded index up to the committed state (other processes may write)."""
-        if self._index is None:
+        self._sync()
+        if self._index is None or self._index_generation == self._seen:
             return
-        generation = self._meta.generation()
-        if generation == self._index_generation:
-            return
-        live = set(self._meta.item_ids())
-        self._rows = int(self._meta.get_meta().get("rows", 0))
+        live = set(self._live.tolist())
         new = np.array(sorted(live - self._index_ids), dtype=np.int64)
         gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
         for chunk in range(0, len(new), 65536):
@@ -401,38 +441,33 @@ class Collection:
         if len(gone):
             self._index.remove(gone)
         self._index_ids = live
-        self._index_generation = generation
+        self._index_generation = self._seen
 
     def _ensure_index(self) -> VectorIndex:
+        settings = self._code_settings()
+        if self._index is not None and settings != self._index_settings:
+            self._index = None  # the code settings changed (perhaps in another process)
         if self._index is None:
-            generation = self._meta.generation()
-            kind = BinaryIndex if self._codes_ready() else FlatIndex
-            restored = kind.restore(self.path, generation, self.encoder.dim)
+            self._sync()
+            binarizer = self._binarizer(settings)
+            # The newest codes this fit made (any generation: their ids say what they hold).
+            restored = binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer)
             if restored is not None:
-                self._index, self._index_ids = restored, set(self._meta.item_ids())
-                self._index_generation = generation
-                self._rows = int(self._meta.get_meta().get("rows", 0))
+                self._index, self._index_ids = restored, set(restored.ids().tolist())
             else:
-                self._index, self._index_ids, self._index_generation = self._empty_index(), set(), -1
+                self._index, self._index_ids = self._empty_index(binarizer), set()
+            self._index_generation, self._index_settings = -1, settings
             if isinstance(self._index, BinaryIndex):
                 self._index.reader = self._read_stored
-                self._configure(self._index)
+                self._index.oversample, self._index.rerank = settings.oversample, settings.rerank
         self._refresh()
         return self._index
 
-    def _empty_index(self, binarizer=None) -> VectorIndex:
-        if binarizer is None and self._codes_ready():
-            binarizer = load_binarizer(self.path / BINARIZER_FILE)
+    def _empty_index(self, binarizer: Binarizer | None) -> VectorIndex:
         if binarizer is None:
             return FlatIndex(self.encoder.dim)
         # Flat scan, or IVF lists once the collection is big enough for them to pay off.
-        index = BinaryIndex(binarizer, self._read_stored, lists=ivf_lists(len(self._meta.item_ids())))
-        return self._configure(index)
-
-    def _configure(self, index: BinaryIndex) -> BinaryIndex:
-        config = self._meta.get_meta()["codes"]
-        index.oversample, index.rerank = config["oversample"], config.get("rerank", True)
-        return index
+        return BinaryIndex(binarizer, self._read_stored, lists=ivf_lists(len(self._live)))
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
@@ -445,56 +480,141 @@ class Collection:
         if self._index is not None:
             self._index.persist(self.path, self._index_generation)
 
+    # -- the vector file -------------------------------------------------------------------
+    def compact(self) -> int:
+        """Rewrite the vector file without the rows of removed images; returns the rows reclaimed.
+
+        Writes also do this on their own once removed images hold more than half of the rows
+        (``COMPACT_SHARE``, ``COMPACT_MIN_ROWS``). Item ids do not change.
+        """
+        with self._lock:
+            return self._compact()
+
+    def _compact_if_due(self) -> None:
+        self._sync()
+        dead = self._rows - len(self._live)
+        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows:
+            self._compact()
+        else:
+            self._drop_stale_vectors()
+
+    def _compact(self) -> int:
+        """Crash-safe: the live rows are copied to a new file, made durable beside the old one,
+        then one metadata commit points every item at its new row and names the new file. Until
+        then the old file is the committed one; readers in other processes keep their memory map
+        of it (the unlinked file lives on) until they see the commit."""
+        self._sync()
+        dead = self._rows - len(self._live)
+        if dead:
+            target = self.path / VECTORS_FILE.format(generation=self._seen + 1)
+            self._vectors.copy_rows(self._live, self._rows, target)
+            next_id = int(self._meta.get_meta().get("next_id", self._rows))  # ids were rows until now
+            moves = list(zip(self._live.tolist(), range(len(self._live))))
+            generation = self._meta.move_rows(moves, target.name, len(self._live), next_id)
+            self._apply(generation, [], None, [])  # the same ids: the index only moves on a generation
+            self._sync()
+        self._drop_stale_vectors()
+        return dead
+
+    def _drop_stale_vectors(self) -> None:
+        """Vector files the metadata no longer names: replaced ones, and those of killed compactions."""
+        for old in self.path.glob("vectors*.f16"):
+            if old != self._vectors.path:
+                old.unlink(missing_ok=True)
+
     # -- binary codes -------------------------------------------------------------------
-    def use_codes(self, binarizer: str = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
-                  scoring: str = "auto", rerank: bool = True) -> None:
+    def use_codes(self, binarizer: str | None = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
+                  scoring: str = "auto", rerank: bool = True, progress: ProgressFn | None = None) -> None:
         """Search through compact binary codes (code scan, then exact float re-rank).
 
-        The binarizer is fitted on the collection's own vectors at the end of the next
-        ``add``/``index`` (once there are enough of them), and re-fitted when the collection
-        has doubled since. ``scoring`` picks how the codes are scanned (see
+        The binarizer is fitted on the collection's own vectors now, or at the end of the
+        next ``add``/``index`` when there are too few of them yet, and re-fitted when the
+        collection has doubled since. ``scoring`` picks how the codes are scanned (see
         :mod:`glimpse.index.binary`): ``hamming``, ``cascade`` (Hamming, then the float query
         against the codes), ``asymmetric`` (float query against every code), or ``auto``:
         asymmetric for text queries, whose codes would be far from every image's, cascade
         for the rest. Without
         ``rerank``, results keep their code scores and the float vectors are never read.
-        Each of these can be changed per query in :meth:`search`.
+        Each of these can be changed per query in :meth:`search`. ``binarizer=None`` (or
+        ``"none"``) switches codes off: exact float search.
+
+        Every option is checked first (ValueError). The settings change in one commit, after
+        the new binarizer is fitted and saved: an interrupted change leaves the old settings,
+        whole. ``progress`` gets (steps done, steps) while a binarizer fits.
         """
-        create_binarizer(binarizer, bits=bits, seed=seed)  # validates name and bits now
-        if scoring != "auto" and scoring not in SCORINGS:
-            raise ValueError(f"scoring must be auto or one of {', '.join(SCORINGS)}, not {scoring!r}")
+        if binarizer is None or binarizer == "none":
+            with self._lock:
+                self._meta.delete_meta("codes")
+                self._index = None
+                self._drop_stale_fits(None)
+            return
+        settings = CodeSettings(binarizer, bits, oversample, seed, scoring, rerank).validate(self.encoder.dim)
         with self._lock:
-            self._meta.set_meta(codes={"binarizer": binarizer, "bits": bits, "oversample": oversample,
-                                       "seed": seed, "scoring": scoring, "rerank": rerank, "fitted_on": 0})
-            (self.path / BINARIZER_FILE).unlink(missing_ok=True)
-            self._index = None
-            self._fit_codes()
+            current = self._code_settings()
+            if current is not None and current.same_codes(settings) and self._binarizer(current) is not None:
+                settings = settings.fitted(current.fit, current.file, current.fitted_on)  # no need to re-fit
+            self._fit_codes(settings, progress)
+            self._persist_index()
 
-    def _codes_ready(self) -> bool:
-        return bool(self._meta.get_meta().get("codes", {}).get("fitted_on")) and (self.path / BINARIZER_FILE).exists()
+    def _code_settings(self) -> CodeSettings | None:
+        return CodeSettings.from_meta(self._meta.get_meta().get("codes"))
 
-    def _fit_codes(self) -> None:
-        """Fit (or re-fit) the binarizer when codes are configured and it is due."""
-        config = self._meta.get_meta().get("codes")
-        if not config:
+    def _binarizer(self, settings: CodeSettings | None) -> Binarizer | None:
+        """The fitted binarizer ``settings`` name, if its file holds that very fit."""
+        if settings is None or settings.file is None:
+            return None
+        try:
+            binarizer = load_binarizer(self.path / settings.file)
+        except (FileNotFoundError, ValueError):  # deleted by a newer fit, or damaged: not usable
+            return None
+        if binarizer.dim != self.encoder.dim or settings.fit not in (None, binarizer.fit_id):
+            return None
+        return binarizer
+
+    def _fit_codes(self, settings: CodeSettings | None = None, progress: ProgressFn | None = None) -> None:
+        """Fit (or re-fit) the binarizer when it is due, then switch the settings to it.
+
+        Under the write lock. ``settings``: new settings to store (default: the stored ones).
+        The binarizer file (named by its fit id) is durable before the one metadata commit
+        that names it, and other fits' files go only after that commit, so a kill at any
+        moment leaves settings whose binarizer is on disk. Codes are derived state: codes of
+        another fit are never scanned, and missing ones are rebuilt from the vector file.
+        """
+        stored = self._code_settings()
+        settings = settings or stored
+        if settings is None:
+            self._drop_stale_fits(None)  # codes switched off by a change that was killed halfway
             return
-        ids = np.array(self._meta.item_ids(), dtype=np.int64)
-        binarizer = create_binarizer(config["binarizer"], bits=config["bits"], seed=config["seed"])
-        if len(ids) < binarizer.min_fit_vectors(self.encoder.dim):
-            return  # too few images to fit codes: exact float search serves meanwhile
-        if config["fitted_on"] and len(ids) < 2 * config["fitted_on"] and self._codes_ready():
-            return
-        self._rows = int(self._meta.get_meta().get("rows", 0))
-        rng = np.random.default_rng(config["seed"])
-        sample = np.sort(rng.choice(ids, size=min(len(ids), 100_000), replace=False))
-        binarizer.fit(self._read_vectors(sample))
-        # The binarizer file is replaced atomically; codes are derived state, rebuilt from the
-        # vector file on open when a crash leaves no codes file for the current generation.
-        binarizer.save(self.path / BINARIZER_FILE)
-        self._meta.set_meta(codes={**config, "fitted_on": len(ids)})
-        self._index = self._empty_index(binarizer)
-        self._index_ids, self._index_generation = set(), -1
-        self._refresh()
+        self._sync()
+        binarizer = create_binarizer(settings.binarizer, bits=settings.bits, seed=settings.seed)
+        enough = len(self._live) >= binarizer.min_fit_vectors(self.encoder.dim)
+        fitted = self._binarizer(settings) is not None
+        if enough and (not fitted or len(self._live) >= 2 * settings.fitted_on):
+            rng = np.random.default_rng(settings.seed)
+            sample = np.sort(rng.choice(self._live, size=min(len(self._live), 100_000), replace=False))
+            binarizer.fit(self._read_vectors(sample), progress)
+            name = BINARIZER_FILE.format(fit=binarizer.fit_id)
+            binarizer.save(self.path / name)
+            settings = settings.fitted(binarizer.fit_id, name, len(self._live))
+        elif not fitted:
+            settings = settings.unfitted()  # too few images yet: exact float search meanwhile
+        if settings != stored:
+            self._meta.set_meta(codes=settings.to_meta())
+        if settings.file is not None:
+            self._ensure_index()  # this fit's codes, to persist for the current generation
+        self._drop_stale_fits(settings)
+
+    def _drop_stale_fits(self, settings: CodeSettings | None) -> None:
+        """Binarizer and codes files the committed settings do not name."""
+        keep = settings.file if settings is not None else None
+        for old in self.path.glob("binarizer*.npz"):
+            if old.name != keep:
+                old.unlink(missing_ok=True)
+        for half_written in [*self.path.glob(".binarizer*.tmp"), *self.path.glob("codes-*.tmp")]:  # killed saves
+            half_written.unlink(missing_ok=True)
+        if keep is None:
+            for old in self.path.glob("codes-*.faissbin"):
+                old.unlink(missing_ok=True)
 
     # -- reading ------------------------------------------------------------------------
     def search(
@@ -619,6 +739,15 @@ class Collection:
         started = time.perf_counter()
         if not 0.0 <= holdout < 1.0:
             raise ValueError("holdout must be in [0, 1)")
+        if kind not in ADAPT_KINDS:
+            raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(ADAPT_KINDS)}")
+        # The lock first: a second writer must hear "locked" now, not after minutes of training.
+        with self._lock:
+            report = self._adapt(captions, kind, holdout, seed, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _adapt(self, captions, kind: str, holdout: float, seed: int, progress: ProgressFn | None) -> AdaptReport:
         pairs = read_captions(captions) if captions is not None else [
             (Path(p), text) for p in sorted(self._meta.file_records()) if (text := sidecar_caption(p))]
         ids, texts, missing = [], [], 0
@@ -650,19 +779,17 @@ class Collection:
             report.before = recall_at_k(text_vectors[test] @ gallery_vectors.T, relevant, 10)
             report.after = recall_at_k(trial(text_vectors[test]) @ gallery_vectors.T, relevant, 10)
         adapter = fit_adapter(text_vectors, image_vectors, kind, seed, progress)
-        with self._lock:
-            version = int(self._meta.get_meta().get("adapt", {}).get("version", 0)) + 1
-            name = f"adapt-{version}.npz"
-            adapter.save(self.path / name)
-            previous = self._meta.get_meta().get("adapt")
-            self._meta.set_meta(adapt={
-                "version": version, "file": name, "kind": kind, "format": ADAPT_FORMAT,
-                "pairs": len(ids), "trained": time.time(), "holdout_r10": [report.before, report.after],
-            })
-            if previous:
-                (self.path / previous["file"]).unlink(missing_ok=True)
+        version = int(self._meta.get_meta().get("adapt", {}).get("version", 0)) + 1
+        name = f"adapt-{version}.npz"
+        adapter.save(self.path / name)
+        previous = self._meta.get_meta().get("adapt")
+        self._meta.set_meta(adapt={
+            "version": version, "file": name, "kind": kind, "format": ADAPT_FORMAT,
+            "pairs": len(ids), "trained": time.time(), "holdout_r10": [report.before, report.after],
+        })
+        if previous:
+            (self.path / previous["file"]).unlink(missing_ok=True)
         report.version = version
-        report.seconds = time.perf_counter() - started
         return report
 
     def remove_adapt(self) -> bool:
@@ -692,6 +819,7 @@ class Collection:
         return self._meta.error_records(limit)
 
     def stats(self) -> CollectionStats:
+        self._sync()
         meta = self._meta.get_meta()
         counts = self._meta.counts()
         disk = sum(f.stat().st_size for f in self.path.iterdir() if f.is_file())
@@ -757,6 +885,8 @@ def open_collection(
     if not db_path.exists():
         if not create:
             raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
+        if not isinstance(encoder, Encoder):  # a bad name or option fails before anything is created
+            encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
         root.mkdir(parents=True, exist_ok=True)
     meta = Metadata(db_path)
     recorded = meta.get_meta()

@@ -61,7 +61,7 @@ def run_demo(collection: Path, folder: Path | None, encoder: str | None) -> None
         folder = collection / "samples"
         console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")
         write_samples(folder)
-    col = glimpse.open(collection / "index", encoder=encoder)
+    col = glimpse.open(collection, encoder=encoder)
     console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
     run_index(col, [str(folder)], prune=True)
     for text in TEXT_QUERIES:

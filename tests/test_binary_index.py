@@ -5,7 +5,7 @@ import pytest
 
 from glimpse.codes import create_binarizer, unpack_codes
 from glimpse.index import FlatIndex
-from glimpse.index.binary import BinaryIndex
+from glimpse.index.binary import BINARIZER_FILE, BinaryIndex
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -71,8 +71,9 @@ def test_removed_ids_never_come_back_and_counts_agree(data):
     assert not set(found.ravel().tolist()) & set(ids[:100].tolist())
 
 
-def test_persist_and_restore_by_generation(tmp_path, data):
+def test_persist_and_restore_by_generation_and_fit(tmp_path, data):
     vectors, ids, reader, binarizer = data
+    binarizer.save(tmp_path / BINARIZER_FILE.format(fit=binarizer.fit_id))
     index = BinaryIndex(binarizer, reader)
     index.add(ids, vectors)
     index.persist(tmp_path, generation=7)
@@ -80,8 +81,14 @@ def test_persist_and_restore_by_generation(tmp_path, data):
     restored = BinaryIndex.restore(tmp_path, generation=7, dim=vectors.shape[1])
     restored.reader = reader
     np.testing.assert_array_equal(restored.search(vectors[:5], 5)[1], index.search(vectors[:5], 5)[1])
+    np.testing.assert_array_equal(np.sort(restored.ids()), ids)
     index.persist(tmp_path, generation=8)
-    assert [p.name for p in tmp_path.glob("codes-*")] == ["codes-8.faissbin"]
+    assert [p.name for p in tmp_path.glob("codes-*")] == [f"codes-8-{binarizer.fit_id}.faissbin"]
+    # Codes are only ever restored for the fit that made them.
+    other = create_binarizer("itq", bits=16, seed=1).fit(vectors)
+    assert other.fit_id != binarizer.fit_id
+    assert BinaryIndex.restore(tmp_path, generation=None, dim=vectors.shape[1], binarizer=other) is None
+    assert BinaryIndex.restore(tmp_path, generation=None, dim=vectors.shape[1], binarizer=binarizer) is not None
 
 
 def test_an_unfitted_binarizer_is_refused():
@@ -157,9 +164,10 @@ def test_ivf_layout_probing_every_list_matches_the_flat_scan(tmp_path, data, sco
     _, filtered = ivf.search(queries, 5, allowed=allowed)
     assert set(filtered.ravel().tolist()) - {-1} <= set(allowed.tolist()) - set(ids[:50].tolist())
     ivf.persist(tmp_path, 3)
-    again = BinaryIndex.restore(tmp_path, 3, vectors.shape[1])
+    again = BinaryIndex.restore(tmp_path, 3, vectors.shape[1], binarizer)
     again.scoring = scoring
     assert again.lists == 8 and again.count() == ivf.count()
+    np.testing.assert_array_equal(np.sort(again.ids()), ids[50:])
     again.probes = 8
     np.testing.assert_allclose(again.search(queries, 10, rerank=False)[0], want_scores, rtol=1e-5, atol=1e-5)
     assert again.remove(ids[50:60]) == 10

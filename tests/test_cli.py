@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from glimpse.cli import app
@@ -79,3 +81,115 @@ def test_codes_options_reach_the_collection(tmp_path, image_dir, make_image):
         assert found[0]["path"] == str(query), flags
     bad = invoke("index", image_dir, "-c", col, "--codes", "nope")
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+def no_traceback(result) -> bool:
+    return result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--codes", "sign", "--bits", "32", "--oversample", "0"], "oversample must be between 1 and 1000"),
+    (["--codes", "sign", "--bits", "32", "--oversample", "-5"], "oversample must be between 1 and 1000"),
+    (["--codes", "sign", "--bits", "12"], "bits must be a multiple of 8"),
+    (["--codes", "nope"], "unknown binarizer 'nope'"),
+    (["--codes", "itq", "--bits", "128"], "itq: 128 bits need at least that many input dimensions"),
+    (["--codes", "sign", "--scoring", "cosine"], "scoring must be one of auto, hamming"),
+    (["--batch-size", "0"], "batch_size must be between 1 and 4096"),
+    (["--batch-size", "-3"], "batch_size must be between 1 and 4096"),
+    (["--workers", "0"], "workers must be between 1 and 256"),
+])
+def test_bad_index_options_are_refused_before_anything_is_saved(tmp_path, image_dir, args, message):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    before = json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]
+    bad = invoke("index", image_dir, "-c", col, *args)
+    assert bad.exit_code == 2 and message in bad.output and no_traceback(bad), bad.output
+    after = json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]
+    assert after["codes"] == before["codes"] is None
+    # A new collection is not even created.
+    fresh = invoke("index", image_dir, "-c", tmp_path / "fresh", "--encoder", "hash", *args)
+    assert fresh.exit_code == 2 and not (tmp_path / "fresh").exists()
+
+
+def test_a_failed_first_index_leaves_no_collection_behind(tmp_path, image_dir):
+    bad = invoke("index", tmp_path / "no-such-folder", "-c", tmp_path / "col", "--encoder", "hash")
+    assert bad.exit_code == 2 and "no such file or folder" in bad.output
+    assert not (tmp_path / "col").exists()
+    unknown = invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "nope")
+    assert unknown.exit_code == 2 and "nope" in unknown.output and no_traceback(unknown)
+    assert not (tmp_path / "col").exists()
+
+
+def test_index_no_prune_without_folders_reindexes_the_known_ones(tmp_path, image_dir):
+    col = tmp_path / "col"
+    invoke("index", image_dir, "-c", col, "--encoder", "hash")
+    (image_dir / "img01.png").unlink()
+    kept = invoke("index", "-c", col, "--no-prune")
+    assert kept.exit_code == 0 and "0 indexed, 11 unchanged" in kept.output and no_traceback(kept), kept.output
+    assert json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]["images"] == 12
+
+
+def test_codes_none_switches_codes_off(tmp_path, image_dir, make_image):
+    for i in range(40):
+        make_image(image_dir / f"extra{i:02d}.png", seed=500 + i)
+    col = tmp_path / "col"
+    invoke("index", image_dir, "-c", col, "--encoder", "hash", "--codes", "itq", "--bits", "32")
+    assert list(col.glob("codes-*"))
+    off = invoke("index", "-c", col, "--codes", "none")
+    assert off.exit_code == 0, off.output
+    assert json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]["codes"] is None
+    assert not list(col.glob("codes-*")) and not list(col.glob("binarizer*"))
+    assert "exact float" in invoke("info", "-c", col).output
+
+
+@pytest.mark.parametrize("args", [
+    ["index"], ["index", "--codes", "sign", "--bits", "32"], ["remove", "img01.png"], ["adapt", "--remove"],
+    ["adapt", "--captions", "captions.tsv"], ["compact"],
+])
+def test_every_writing_command_says_who_holds_the_lock(tmp_path, image_dir, monkeypatch, args):
+    import os
+
+    from glimpse.index import WriteLock
+
+    col = tmp_path / "col"
+    invoke("index", image_dir, "-c", col, "--encoder", "hash")
+    (image_dir / "captions.tsv").write_text("image\tcaption\n" + "".join(f"img{i:02d}.png\ta photo\n" for i in range(1, 12)))
+    monkeypatch.chdir(image_dir)
+    trained = []
+    monkeypatch.setattr("glimpse.collection.fit_adapter", lambda *a, **k: trained.append(1))
+    with WriteLock(col / "write.lock"):
+        locked = invoke(*args, "-c", col)
+    assert locked.exit_code == 2 and no_traceback(locked), locked.output
+    assert f"locked by pid {os.getpid()}" in " ".join(locked.output.split())
+    assert trained == []  # adapt learns of the lock before it trains
+
+
+def test_compact_command_reports_what_it_gave_back(tmp_path, image_dir):
+    col = tmp_path / "col"
+    invoke("index", image_dir, "-c", col, "--encoder", "hash")
+    invoke("remove", image_dir / "sub", "-c", col)
+    done = invoke("compact", "-c", col)
+    assert done.exit_code == 0 and "4 unused vector rows dropped" in done.output, done.output
+    assert json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]["vector_bytes"] == 8 * 64 * 2
+
+
+def test_help_fits_the_terminal_and_flags_read_as_flags():
+    shown = runner.invoke(app, ["index", "--help"], terminal_width=80)
+    assert "--prune / --no-prune" in shown.output and "<bool>" not in shown.output
+    assert "…" not in shown.output and "GLIMPSE_COLLECTION" in shown.output
+    search_help = " ".join(runner.invoke(app, ["search", "--help"], terminal_width=80).output.split())
+    assert "goes after --" in search_help and "EXIF capture date" in search_help
+
+
+def test_a_query_that_starts_with_a_dash_goes_after_double_dash(tmp_path, image_dir):
+    col = tmp_path / "col"
+    invoke("index", image_dir, "-c", col, "--encoder", "hash")
+    found = invoke("search", "-c", col, "-k", "2", "--json", "--", "-red")
+    assert found.exit_code == 0 and len(json.loads(found.stdout)) == 2, found.output
+
+
+def test_demo_builds_in_the_given_folder(tmp_path, image_dir, monkeypatch):
+    monkeypatch.setattr("glimpse.demo.TEXT_QUERIES", ["a cat"])
+    done = invoke("demo", image_dir, "-c", tmp_path / "demo", "--encoder", "hash")
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "demo" / "metadata.sqlite").exists() and not (tmp_path / "demo" / "index").exists()

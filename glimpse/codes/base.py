@@ -16,16 +16,21 @@ scaled signs (≈ <q - mean, x - mean>), ``learned`` scores q against its traine
 
 Files. ``save`` writes one ``.npz`` (never pickle; loads with ``allow_pickle=False``),
 atomically (temporary file in the same folder, then ``os.replace``), carrying ``kind``,
-``format``, ``version``, ``bits``, ``dim``, ``seed``, the JSON options and the fitted arrays.
+``format``, ``version``, ``bits``, ``dim``, ``seed``, the JSON options and the fitted arrays,
+stored as float16: ``fit`` rounds the parameters to float16 (and back to float32 to compute),
+so a loaded binarizer encodes exactly as the one that was fitted, at half the file size.
+``fit_id`` names one fit by its stored content: codes keep it to tell which fit made them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,6 +41,12 @@ FILE_FORMAT = 1
 
 MIN_BITS = 8
 MAX_BITS = 4096
+
+#: Precision of the stored parameters (see the module docstring).
+PARAM_DTYPE = np.float16
+
+#: Called with (steps done, steps) while a binarizer fits; only long fits (``learned``) call it.
+FitProgress = Callable[[int, int], None]
 
 
 def pack_bits(positive: np.ndarray) -> np.ndarray:
@@ -84,6 +95,7 @@ class Binarizer(ABC):
         self.seed = int(seed)
         #: Input dimension; None until fitted.
         self.dim: int | None = None
+        self._fit_progress: FitProgress | None = None
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -99,23 +111,47 @@ class Binarizer(ABC):
         """Fewest training vectors ``fit`` accepts for this input dimension."""
         return 2
 
+    def check_dim(self, dim: int) -> None:
+        """Raise ValueError when this binarizer cannot be fitted on ``dim``-dimensional vectors."""
+
     def options(self) -> dict[str, Any]:
         """Constructor options beyond bits and seed (JSON-serialisable); saved with the file."""
         return {}
 
-    def fit(self, vectors: np.ndarray) -> Binarizer:
+    def fit(self, vectors: np.ndarray, progress: FitProgress | None = None) -> Binarizer:
         """Learn the code from float vectors (n, dim); returns self. Deterministic for a seed."""
         x = self._as_matrix(vectors, "fit")
         n, dim = x.shape
+        self.check_dim(dim)
         need = self.min_fit_vectors(dim)
         if n < need:
             raise ValueError(
                 f"{self.name}: fit needs at least {need} vectors for {self.bits} bits "
                 f"in {dim} dimensions, got {n}"
             )
-        self._fit(x)
+        self._fit_progress = progress
+        try:
+            self._fit(x)
+        finally:
+            self._fit_progress = None
+        self._set_params(self._stored_params(), dim)  # compute with what the file will hold
         self.dim = dim
         return self
+
+    @property
+    def fit_id(self) -> str:
+        """A digest of the fitted binarizer's stored content: equal ids encode alike."""
+        if not self.fitted:
+            raise RuntimeError(f"{self.name}: an unfitted binarizer has no fit id")
+        digest = hashlib.sha256(json.dumps(
+            [self.name, self.version, self.bits, self.dim, self.seed, self.options()], sort_keys=True).encode())
+        for key, value in sorted(self._stored_params().items()):
+            digest.update(key.encode())
+            digest.update(np.ascontiguousarray(value).tobytes())
+        return digest.hexdigest()[:16]
+
+    def _stored_params(self) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v).astype(PARAM_DTYPE) for k, v in self._params().items()}
 
     def encode(self, vectors: np.ndarray) -> np.ndarray:
         """Float vectors (n, dim) -> packed codes uint8 (n, bits // 8) (FAISS bit order)."""
@@ -148,8 +184,8 @@ class Binarizer(ABC):
             "seed": np.array(self.seed),
             "options": np.array(json.dumps(self.options(), sort_keys=True)),
         }
-        for key, value in self._params().items():
-            arrays["p_" + key] = np.asarray(value)
+        for key, value in self._stored_params().items():
+            arrays["p_" + key] = value
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
@@ -201,7 +237,7 @@ class Binarizer(ABC):
 
     @abstractmethod
     def _params(self) -> dict[str, np.ndarray]:
-        """Fitted arrays to save (numeric dtypes only)."""
+        """Fitted float arrays to save (stored as ``PARAM_DTYPE``)."""
 
     @abstractmethod
     def _set_params(self, params: dict[str, np.ndarray], dim: int) -> None:

@@ -38,13 +38,15 @@ class ITQBinarizer(LinearBinarizer):
     def min_fit_vectors(self, dim: int) -> int:
         return max(2, self.bits)
 
-    def _fit(self, x: np.ndarray) -> None:
-        n, dim = x.shape
+    def check_dim(self, dim: int) -> None:
         if self.bits > dim:
             raise ValueError(
                 f"itq: {self.bits} bits need at least that many input dimensions, got {dim} "
                 "(use 'sign' or 'learned' for more bits than dimensions)"
             )
+
+    def _fit(self, x: np.ndarray) -> None:
+        n, dim = x.shape
         rng = np.random.default_rng([self.seed, 0x17A])
         mean = x.mean(axis=0, dtype=np.float64)
         xc = x - mean.astype(np.float32)

@@ -130,13 +130,15 @@ class LearnedBinarizer(Binarizer):
 
     # -- fit --------------------------------------------------------------------------------
 
-    def _fit(self, x: np.ndarray) -> None:
-        n, dim = x.shape
+    def check_dim(self, dim: int) -> None:
         if self.width > dim:
             raise ValueError(
                 f"learned: {self.width} bits per stage need at least that many input "
-                f"dimensions, got {dim} (raise bits_per_dim)"
+                f"dimensions, got {dim} (raise bits_per_dim, or use fewer bits)"
             )
+
+    def _fit(self, x: np.ndarray) -> None:
+        n, dim = x.shape
         rng = np.random.default_rng([self.seed, 0x1EA2])
         if n > self.sample:
             x = x[np.sort(rng.choice(n, self.sample, replace=False))]
@@ -224,6 +226,8 @@ class LearnedBinarizer(Binarizer):
             if self.progress is not None and (step % self.report_every == 0 or step == self.steps):
                 self.progress(TrainProgress(step, self.steps, float(loss.detach()),
                                            time.perf_counter() - t0))
+            if self._fit_progress is not None:
+                self._fit_progress(step, self.steps)
         self.stages = [
             {k: p.detach().numpy().astype(np.float32).copy() for k, p in st.items()}
             for st in params

@@ -27,18 +27,21 @@ import faiss
 import numpy as np
 
 from ..codes import Binarizer, load_binarizer
+from ..settings import SCORINGS, check_oversample, check_scoring
 from .base import VectorIndex
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
 
-SCORINGS = ("hamming", "cascade", "asymmetric")
-
 #: ``cascade`` takes this many Hamming candidates per asymmetric one.
 CASCADE_WIDEN = 4
 
-CODES_FILE = "codes-{generation}.faissbin"
-BINARIZER_FILE = "binarizer.npz"
+#: Codes of one generation, made by the binarizer whose ``fit_id`` the name carries: codes are
+#: never scanned with another fit (a mismatch rebuilds them from the vector file).
+CODES_FILE = "codes-{generation}-{fit}.faissbin"
+#: A fitted binarizer, named by its ``fit_id`` (its content), so a new fit never replaces the
+#: file that the committed settings still name.
+BINARIZER_FILE = "binarizer-{fit}.npz"
 
 
 #: From this many codes on, a collection's code index is IVF (sub-linear) instead of a flat
@@ -73,14 +76,12 @@ class BinaryIndex(VectorIndex):
                  rerank: bool = True, scoring: str = "hamming", lists: int = 0, probes: int = 64):
         if not binarizer.fitted:
             raise ValueError("the binarizer must be fitted before it can index codes")
-        if oversample < 1:
-            raise ValueError("oversample must be at least 1")
         self.binarizer = binarizer
         self.dim = binarizer.dim
         self.reader = reader
-        self.oversample = oversample
+        self.oversample = check_oversample(oversample)
         self.rerank = rerank
-        self.scoring = _checked_scoring(scoring)
+        self.scoring = check_scoring(scoring, allow_auto=False)
         self.probes = probes
         bits = binarizer.bits
         if lists:
@@ -141,8 +142,9 @@ class BinaryIndex(VectorIndex):
         k = min(k, available)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        shortlist = min(available, k * (oversample or self.oversample)) if rerank else k
-        mode = _checked_scoring(scoring or self.scoring)
+        oversample = self.oversample if oversample is None else check_oversample(oversample)
+        shortlist = min(available, k * oversample) if rerank else k
+        mode = check_scoring(scoring or self.scoring, allow_auto=False)
         if allowed is None and mode == "hamming":
             scores, ids = self._hamming_search(queries, shortlist)
         elif allowed is None and mode == "cascade" and not self._ivf:
@@ -255,35 +257,48 @@ class BinaryIndex(VectorIndex):
             out_ids[row, : len(best)] = ids[best]
         return out_scores, out_ids
 
+    def ids(self) -> np.ndarray:
+        """The ids of every code held."""
+        if self._ivf:
+            return self._lists(range(self.lists))[1].copy()
+        return faiss.vector_to_array(self._index.id_map)
+
     def persist(self, directory: Path, generation: int) -> None:
+        """Write this generation's codes (the binarizer's file is its owner's to save)."""
         directory = Path(directory)
-        self.binarizer.save(directory / BINARIZER_FILE)
-        target = directory / CODES_FILE.format(generation=generation)
+        target = directory / CODES_FILE.format(generation=generation, fit=self.binarizer.fit_id)
         tmp = target.with_suffix(".tmp")
         faiss.write_index_binary(self._index, str(tmp))
         os.replace(tmp, target)
-        for old in directory.glob(CODES_FILE.format(generation="*")):
+        for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
             if old != target:
                 old.unlink(missing_ok=True)
 
     @classmethod
-    def restore(cls, directory: Path, generation: int, dim: int) -> BinaryIndex | None:
+    def restore(cls, directory: Path, generation: int | None, dim: int,
+                binarizer: Binarizer | None = None) -> BinaryIndex | None:
+        """The codes persisted for ``generation`` (None: the newest) by ``binarizer`` (None:
+        whichever fit's codes are there, with its ``BINARIZER_FILE``); None if there are none."""
         directory = Path(directory)
-        codes = directory / CODES_FILE.format(generation=generation)
-        if not codes.exists() or not (directory / BINARIZER_FILE).exists():
+        fit = "*" if binarizer is None else binarizer.fit_id
+        found = {int(generation_of): path for path in directory.glob(CODES_FILE.format(generation="*", fit=fit))
+                 if (generation_of := path.stem.split("-")[1]).isdigit()}
+        path = found.get(generation) if generation is not None else found.get(max(found, default=-1))
+        if path is None:
             return None
-        binarizer = load_binarizer(directory / BINARIZER_FILE)
+        if binarizer is None:
+            try:
+                binarizer = load_binarizer(directory / BINARIZER_FILE.format(fit=path.stem.split("-")[2]))
+            except FileNotFoundError:
+                return None
         if binarizer.dim != dim:
             return None
         index = cls(binarizer)
-        index._index = faiss.read_index_binary(str(codes))
+        try:
+            index._index = faiss.read_index_binary(str(path))
+        except RuntimeError:  # deleted by a writer between the listing and the read
+            return None
         return index
-
-
-def _checked_scoring(scoring: str) -> str:
-    if scoring not in SCORINGS:
-        raise ValueError(f"scoring must be one of {', '.join(SCORINGS)}, not {scoring!r}")
-    return scoring
 
 
 def _sign_pattern_quantizer(bits: int) -> faiss.ProductQuantizer:

@@ -17,7 +17,8 @@ SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- One item per distinct content. Its id is its row in the vector file.
+-- One item per distinct content. Its vectors are row ``row`` of the vector file (NULL: row = id;
+-- ids stay stable when a compaction moves rows).
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -100,6 +101,7 @@ class NewItem:
     width: int
     height: int
     taken: float | None = None
+    row: int | None = None  # row in the vector file; None: the id
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class Metadata:
             # Collections made before capture times were kept gain the column (NULL: unknown).
             if "taken_ns" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
                 db.execute("ALTER TABLE items ADD COLUMN taken_ns INTEGER")
+            if "row" not in {row[1] for row in db.execute("PRAGMA table_info(items)")}:
+                db.execute("ALTER TABLE items ADD COLUMN row INTEGER")
             # Collections made when paths were text hold them as UTF-8 text: the same bytes
             # as a BLOB, and BLOBs are what lookups now bind.
             if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
@@ -177,6 +181,27 @@ class Metadata:
     def generation(self) -> int:
         rows = self._query("SELECT value FROM meta WHERE key='generation'")
         return json.loads(rows[0][0]) if rows else 0
+
+    def snapshot(self) -> tuple[dict, list[tuple[int, int]]]:
+        """The collection facts and every item's (id, vector row), ascending by id, as of one commit."""
+        with self._lock:
+            self._db.execute("BEGIN")  # one read transaction: one consistent snapshot of the WAL
+            try:
+                meta = {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+                rows = self._db.execute("SELECT id, COALESCE(row, id) FROM items ORDER BY id").fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        return meta, rows
+
+    def move_rows(self, moves: Sequence[tuple[int, int]], vectors: str, rows: int, next_id: int) -> int:
+        """Point items at their rows in a new vector file, in one transaction; returns the generation."""
+        with self._tx() as db:
+            db.executemany("UPDATE items SET row = ? WHERE id = ?", [(row, item) for item, row in moves])
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES('vectors', ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (json.dumps(vectors),),
+            )
+            return _bump(db, rows=rows, next_id=next_id)
 
     # -- reads ------------------------------------------------------------------------
     def file_records(self, prefixes: Iterable[str] | None = None) -> dict[str, FileRecord]:
@@ -288,8 +313,8 @@ class Metadata:
             # Items that these paths showed before; they may be left without a file.
             previous = _items_of(db, [link.path for link in links] + [e.path for e in errors])
             db.executemany(
-                "INSERT INTO items(id, hash, width, height, added, taken_ns) VALUES(?, ?, ?, ?, ?, ?)",
-                [(it.id, it.hash, it.width, it.height, now, None if it.taken is None else int(it.taken * 1e9))
+                "INSERT INTO items(id, hash, width, height, added, taken_ns, row) VALUES(?, ?, ?, ?, ?, ?, ?)",
+                [(it.id, it.hash, it.width, it.height, now, None if it.taken is None else int(it.taken * 1e9), it.row)
                  for it in items],
             )
             _link_files(db, links, now)
@@ -303,7 +328,7 @@ class Metadata:
             db.executemany("DELETE FROM errors WHERE path = ?", [(_key(link.path),) for link in links])
             db.executemany("DELETE FROM files WHERE path = ?", [(_key(e.path),) for e in errors])
             dropped = _drop_orphans(db, previous)
-            return _bump(db, rows=rows), dropped
+            return _bump(db, rows=rows, next_id=max((it.id + 1 for it in items), default=None)), dropped
 
     def remove_paths(self, paths: Iterable[str], **meta) -> tuple[int, list[int]]:
         """Forget files (and errors) at ``paths``; items left with no file go too. ``meta``
@@ -365,12 +390,14 @@ def _drop_orphans(db: sqlite3.Connection, candidates: Iterable[int]) -> list[int
     return dropped
 
 
-def _bump(db: sqlite3.Connection, rows: int | None = None) -> int:
+def _bump(db: sqlite3.Connection, rows: int | None = None, next_id: int | None = None) -> int:
     meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
     generation = int(meta.get("generation", 0)) + 1
     updates = {"generation": generation, "updated": time.time()}
     if rows is not None:
         updates["rows"] = rows
+    if next_id is not None:  # ids are never reused, even after a compaction
+        updates["next_id"] = max(next_id, int(meta.get("next_id", 0)))
     _set_meta(db, updates)
     return generation
 

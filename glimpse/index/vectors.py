@@ -1,4 +1,4 @@
-"""Float16 vectors in one flat, memory-mapped file, one row per item id."""
+"""Float16 vectors in one flat, memory-mapped file, one row per item."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 
 class VectorStore:
-    """Row ``i`` of the file is the vector of item ``i``.
+    """Rows of float16 vectors; item ``i`` is row ``i`` until a compaction moves it (``locate``).
 
     The file may be longer than the committed row count: a writer appends and fsyncs rows
     *before* the metadata commit that makes them visible, so a crash in between leaves only
@@ -24,6 +24,18 @@ class VectorStore:
         self._row_bytes = dim * np.dtype(self.DTYPE).itemsize
         self._map: np.memmap | None = None
         self._mapped_rows = 0
+        self._row_of: np.ndarray | None = None  # item id -> row (-1: none); None: row = id
+
+    def locate(self, path: Path, ids: np.ndarray, rows: np.ndarray) -> None:
+        """Read from ``path`` from now on, item ``ids[j]`` at row ``rows[j]`` (as committed)."""
+        path = Path(path)
+        if path != self.path:
+            self.path, self._map, self._mapped_rows = path, None, 0
+        if np.array_equal(ids, rows):
+            self._row_of = None
+        else:
+            self._row_of = np.full(int(ids.max()) + 1, -1, np.int64)
+            self._row_of[ids] = rows
 
     def write(self, start_row: int, vectors: np.ndarray) -> None:
         """Write rows ``start_row ..`` and make them durable."""
@@ -37,12 +49,25 @@ class VectorStore:
         finally:
             os.close(fd)
 
+    def copy_rows(self, ids: np.ndarray, rows: int, target: Path) -> None:
+        """Write the vectors of ``ids`` to a new file ``target``, in that order, durably."""
+        with open(target, "wb") as f:
+            for start in range(0, len(ids), 65536):
+                f.write(self.read(ids[start : start + 65536], rows, self.DTYPE).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(target.parent, os.O_RDONLY)  # the new name too, before metadata points at it
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
     def view(self, rows: int) -> np.ndarray:
         """A read-only (rows, dim) memory map of the first ``rows`` rows."""
         if rows == 0:
             return np.zeros((0, self.dim), self.DTYPE)
         if self._map is None or self._mapped_rows != rows:
-            size = self.path.stat().st_size if self.path.exists() else 0
+            size = self.path.stat().st_size
             if size < rows * self._row_bytes:
                 raise OSError(
                     f"{self.path} holds {size // self._row_bytes} vectors but the metadata "
@@ -53,8 +78,12 @@ class VectorStore:
         return self._map
 
     def read(self, ids: np.ndarray, rows: int, dtype: np.dtype = np.float32) -> np.ndarray:
-        """Vectors of ``ids`` as ``dtype`` (float16: as stored, no conversion); sorted ids read fastest."""
+        """Vectors of item ``ids`` as ``dtype`` (float16: as stored, no conversion); sorted ids read fastest."""
         ids = np.asarray(ids, dtype=np.int64)
+        if self._row_of is not None:
+            ids = self._row_of[ids]
+            if len(ids) and ids.min() < 0:
+                raise KeyError("an item without a vector row was read")
         return np.asarray(self.view(rows)[ids], dtype=dtype)
 
     def nbytes(self) -> int:

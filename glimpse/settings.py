@@ -1,0 +1,100 @@
+"""Option checks shared by the Python API, the CLI and HTTP: each raises one actionable ValueError.
+
+Options are checked here once, before anything is saved, so no stored setting can break a
+later search. :class:`CodeSettings` is a collection's binary-code configuration as stored in
+its metadata (``codes``), with the state of its fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+
+from .codes import DEFAULT_BINARIZER, create_binarizer
+
+#: How the codes are scanned (see :mod:`glimpse.index.binary`); ``auto`` picks per query kind.
+SCORINGS = ("hamming", "cascade", "asymmetric")
+SCORING_MODES = ("auto", *SCORINGS)
+
+#: A shortlist of ``k * oversample`` codes; past this the re-rank reads most of the vector
+#: file for nothing (exact search, ``exact=True``, is the better tool then).
+MAX_OVERSAMPLE = 1000
+
+
+def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
+    """An int option in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        span = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise ValueError(f"{name} must be {span}, got {value}")
+    return value
+
+
+def check_oversample(value: object) -> int:
+    return check_count("oversample", value, 1, MAX_OVERSAMPLE)
+
+
+def check_scoring(value: object, allow_auto: bool = True) -> str:
+    modes = SCORING_MODES if allow_auto else SCORINGS
+    if value not in modes:
+        raise ValueError(f"scoring must be one of {', '.join(modes)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_ingest(batch_size: object, workers: object) -> None:
+    """``add``/``index`` options."""
+    check_count("batch_size", batch_size, 1, 4096)
+    check_count("workers", workers, 1, 256)
+
+
+@dataclass(frozen=True)
+class CodeSettings:
+    """Binary codes of a collection: what was asked for, and the fit that serves it.
+
+    ``fit`` is the :attr:`~glimpse.codes.Binarizer.fit_id` of the fitted binarizer, stored in
+    ``file``; codes files carry the same id, so codes are only ever scanned with the binarizer
+    that made them. ``fit`` is None until the collection has enough images to fit one.
+    """
+
+    binarizer: str = DEFAULT_BINARIZER
+    bits: int = 256
+    oversample: int = 30
+    seed: int = 0
+    scoring: str = "auto"
+    rerank: bool = True
+    fitted_on: int = 0  # images in the collection when the binarizer was fitted
+    fit: str | None = None
+    file: str | None = None
+
+    def validate(self, dim: int | None = None) -> CodeSettings:
+        """Check every option (and that the binarizer fits ``dim``-d vectors); returns self."""
+        binarizer = create_binarizer(self.binarizer, bits=self.bits, seed=self.seed)  # name, bits, seed
+        if dim is not None:
+            binarizer.check_dim(dim)
+        check_oversample(self.oversample)
+        check_scoring(self.scoring)
+        if not isinstance(self.rerank, bool):
+            raise ValueError(f"rerank must be true or false, not {self.rerank!r}")
+        return self
+
+    def same_codes(self, other: CodeSettings) -> bool:
+        """Whether ``other`` asks for the same binarizer (so its fit can be kept)."""
+        return (self.binarizer, self.bits, self.seed) == (other.binarizer, other.bits, other.seed)
+
+    def fitted(self, fit: str, file: str, images: int) -> CodeSettings:
+        return replace(self, fit=fit, file=file, fitted_on=images)
+
+    def unfitted(self) -> CodeSettings:
+        return replace(self, fit=None, file=None, fitted_on=0)
+
+    def to_meta(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_meta(cls, stored: dict | None) -> CodeSettings | None:
+        if not stored:
+            return None
+        known = {k: v for k, v in stored.items() if k in cls.__dataclass_fields__}
+        if known.get("fitted_on") and "file" not in stored:
+            known["file"] = "binarizer.npz"  # collections made before fits had ids
+        return cls(**known)
