@@ -299,7 +299,11 @@ def demo(
 
 @app.command()
 def serve(
-    collection: Annotated[str, typer.Argument(envvar="GLIMPSE_COLLECTION", help="Collection directory.")] = DEFAULT_COLLECTION,
+    collection: Annotated[Optional[str], typer.Argument(
+        envvar="GLIMPSE_COLLECTION", help=f"Collection directory (or -c, as other commands take it; default {DEFAULT_COLLECTION}).",
+        show_default=False)] = None,
+    collection_opt: Annotated[Optional[str], typer.Option("--collection", "-c", help="Collection directory.",
+                                                          show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (this machine only by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token_file: Annotated[Optional[Path], typer.Option(help="File holding the write token (else $GLIMPSE_WRITE_TOKEN). Without a token the server is read-only.")] = None,
@@ -311,6 +315,10 @@ def serve(
     from .server import ServerConfig, read_token
     from .server import serve as run_server
 
+    positional = collection is not None and collection != os.environ.get("GLIMPSE_COLLECTION")
+    if positional and collection_opt is not None and collection_opt != collection:
+        raise _fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
+    collection = collection_opt or collection or DEFAULT_COLLECTION
     try:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:

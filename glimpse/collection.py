@@ -8,11 +8,13 @@ after its vectors are durable, so a kill at any moment leaves the last committed
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -21,12 +23,14 @@ from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
+from .index.originals import FileChangedError, open_indexed
 from .ingest import FileEntry, Prepared, prepare_files, scan
 from .query import ImageLike, SearchResult
 from .eval.metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
+from .query.limits import MAX_ID, check_k, check_oversample
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
 
 DB_NAME = "metadata.sqlite"
@@ -101,6 +105,9 @@ class Collection:
         self._index: VectorIndex | None = None
         self._index_generation = -1
         self._index_ids: set[int] = set()
+        # Held while the in-memory index is refreshed or scanned, never while a query is
+        # encoded (see search).
+        self._index_lock = threading.Lock()
         self._rows = 0  # committed vector rows, as last seen
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
 
@@ -426,11 +433,15 @@ class Collection:
         ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
         ``exact`` scans every float vector instead (the reference).
         """
-        if k < 1:
-            raise ValueError("k must be at least 1")
+        check_k(k)
+        if oversample is not None:
+            check_oversample(oversample, k)
         if refine is not None and refine != "none" and refine not in REFINES:
             raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
-        index = self._ensure_index()
+        # Searches run in parallel (the server answers each request on its own thread). Only
+        # the index's refresh and scan are serialised, as the refresh changes the index in
+        # place; encoding the query (the model: most of a search's time), the filters' SQL,
+        # exact scans and re-ranking read only the files and run outside the lock.
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if adapted else None)
         query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
@@ -445,14 +456,19 @@ class Collection:
         want = max(k, CANDIDATES) if refining else k
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
-        if exact and isinstance(index, BinaryIndex):
-            scores, ids = self._exact_search(q, want, allowed)
-        elif isinstance(index, BinaryIndex):
-            scoring = scoring or self._scoring(text_only=query.kind == "text")
-            scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
-                                       scoring=scoring)
-        else:
-            scores, ids = index.search(q, want, allowed=allowed)
+        with self._index_lock:
+            index = self._ensure_index()
+            exact = exact and isinstance(index, BinaryIndex)
+            if exact:
+                live = np.array(sorted(self._index_ids), dtype=np.int64)
+            elif isinstance(index, BinaryIndex):
+                scoring = scoring or self._scoring(text_only=query.kind == "text")
+                scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
+                                           scoring=scoring)
+            else:
+                scores, ids = index.search(q, want, allowed=allowed)
+        if exact:
+            scores, ids = self._exact_search(q, want, live, allowed)
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
         if refining and len(keep) > 1:
             new_ids, new_scores = rerank_candidates(
@@ -471,20 +487,46 @@ class Collection:
 
     def item(self, item_id: int) -> ItemInfo:
         """An item's files, size in pixels and bytes, and modification time."""
-        info = self._meta.item_info(item_id)
+        info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None
         if info is None:
             raise KeyError(f"no item {item_id} in this collection")
         return info
 
+    def open_original(self, item_id: int, roots: Sequence[str | os.PathLike] = ()) -> tuple[str, BinaryIO]:
+        """The first file of an item that is still what was indexed, opened for reading, and its path.
+
+        A file counts when its size and modification time are those indexed and its real path
+        (symlinks resolved, at the time of reading) lies inside the collection's folders or
+        ``roots``. Raises KeyError (no such item), FileNotFoundError (none of its files is
+        there), FileChangedError (they are there, but changed or lead outside those folders).
+        """
+        files = self._meta.item_files(item_id) if 0 <= item_id <= MAX_ID else []
+        if not files:
+            raise KeyError(f"no item {item_id} in this collection")
+        allowed = [*self._meta.get_meta().get("roots", []), *roots]
+        changed: FileChangedError | None = None
+        for record in files:
+            try:
+                return record.path, open_indexed(record.path, record.size, record.mtime_ns, allowed)
+            except FileChangedError as exc:
+                changed = changed or exc
+            except OSError:
+                continue
+        if changed is not None:
+            raise changed
+        raise FileNotFoundError(f"none of the files of image {item_id} is there any more")
+
     def _item_vector(self, item_id: int) -> np.ndarray:
-        self._ensure_index()
-        if item_id not in self._index_ids:
+        with self._index_lock:
+            self._ensure_index()
+            known = item_id in self._index_ids
+        if not known:
             raise ValueError(f"no item #{item_id} in this collection")
         return self._read_vectors(np.array([item_id], dtype=np.int64))[0]
 
-    def _exact_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score every stored vector (or every ``allowed`` one), in chunks so the float copies stay small."""
-        ids = np.array(sorted(self._index_ids), dtype=np.int64)
+    def _exact_search(self, query: np.ndarray, k: int, ids: np.ndarray,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score every stored vector of ``ids`` (or every ``allowed`` one), in chunks so the float copies stay small."""
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)
         scores = np.concatenate(
