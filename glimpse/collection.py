@@ -431,7 +431,9 @@ class Collection:
         measurements, see benchmarks/QUERY_NOTES.md). ``adapted=False`` ignores the caption
         adaptation (``glimpse adapt``) for this query. With binary codes in use,
         ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
-        ``exact`` scans every float vector instead (the reference).
+        ``exact`` scans every float vector instead (the reference). The work one query may ask
+        for is bounded (``k`` <= 1000, 64 terms, ...: :mod:`glimpse.query.limits`); beyond it,
+        and for any malformed input, this raises ValueError. Safe to call from many threads.
         """
         check_k(k)
         if oversample is not None:

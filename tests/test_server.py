@@ -588,3 +588,20 @@ def test_images_with_names_that_are_not_utf8_are_served(client, col, tmp_path, m
 def test_any_terms_string_gets_no_5xx(client, terms):
     answer = client.post("/api/search", content=json.dumps({"terms": terms}), headers=JSON)
     assert answer.status_code in (200, 404, 422), answer.text
+
+
+def test_json_answers_carry_any_text():
+    from glimpse.server.app import SafeJSON
+
+    body = SafeJSON({"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}).body
+    assert json.loads(body) == {"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}
+    assert "café".encode() in body  # valid text stays UTF-8, only the lone surrogate is escaped
+
+
+def test_one_search_uploads_at_most_8_images(client, image_dir):
+    picture = png_bytes(image_dir / "img01.png")
+    files = [("image", (f"{i}.png", picture, "image/png")) for i in range(9)]
+    answer = client.post("/api/search/image", files=files, data={"query": '{"terms": [{"upload": 0}]}'})
+    assert answer.status_code == 422 and "at most 8" in answer.json()["error"]
+    answer = client.post("/api/search/image", files=files[:8], data={"query": '{"terms": [{"upload": 7}]}'})
+    assert answer.status_code == 200, answer.text

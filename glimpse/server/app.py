@@ -39,13 +39,13 @@ from ..collection import Collection, open_collection
 from ..index.originals import FileChangedError
 from ..ingest import DecodeError, content_hash, decode_image
 from ..ingest.names import shown
+from ..query.limits import clip
 from .config import PathNotAllowedError, ServerConfig, confine
 from .jobs import JobState, Writer
 from .models import (
     MAX_INT, AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchRequest,
     SearchResponse, Stats,
 )
-from ..query.limits import clip
 from .search import QueryError, search_arguments
 from .thumbnails import ThumbnailCache
 
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 STATIC = files("glimpse.server") / "static"
 UPLOAD_DIR = "uploads"
+#: Images one search may upload (terms weigh them as upload: 0, upload: 1, ...).
+MAX_QUERY_IMAGES = 8
 
 PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
@@ -151,7 +153,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/stats", response_model=Stats, tags=["collection"])
     def stats() -> Stats:
         s = col.stats()
-        return Stats(**{**asdict(s), "path": shown(s.path), "roots": [shown(r) for r in s.roots]}, writable=config.write_token is not None,
+        shown_paths = {"path": shown(s.path), "roots": [shown(r) for r in s.roots]}
+        return Stats(**{**asdict(s), **shown_paths}, writable=config.write_token is not None,
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
@@ -170,6 +173,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         query: Annotated[str, Form(description="A SearchRequest as JSON (text, k, filters, terms...).")] = "{}",
     ) -> SearchResponse:
         """Search by uploaded image(s), alone or composed with the request's text or terms."""
+        if len(image) > MAX_QUERY_IMAGES:  # each may take up to the pixel limit to decode
+            raise HTTPException(422, f"{len(image)} images came with the query; at most {MAX_QUERY_IMAGES} are allowed")
         try:
             req = SearchRequest.model_validate_json(query)
         except ValidationError as exc:
@@ -182,7 +187,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
     def item(item_id: PathId) -> ItemInfo:
         info = service.item(item_id)
-        return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]}, thumbnail=_thumb_url(info.id), image=_image_url(info.id))
+        return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]},
+                        thumbnail=_thumb_url(info.id), image=_image_url(info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
