@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -225,7 +226,7 @@ class Metadata:
             "WHERE f.item_id = ? ORDER BY f.path",
             (int(item_id),),
         )
-        return [FileRecord(*r) for r in rows]
+        return [FileRecord(os.fsdecode(r[0]), *r[1:]) for r in rows]  # str, stored as text or bytes
 
     def item_for_hash(self, content_hash: str) -> int | None:
         rows = self._query("SELECT id FROM items WHERE hash = ?", (content_hash,))
