@@ -1,8 +1,10 @@
 """Searches from several threads at once: why Collection.search locks only its index stage.
 
     python benchmarks/parallel_search.py [--images 100000] [--threads 4] [--seconds 10]
+                                         [--codes none|learned|itq|sign]
 
-On the synthetic collection of ``benchmarks/serve.py`` (1664-d vectors, learned 256-bit codes):
+On the synthetic collection of ``benchmarks/serve.py`` (1664-d vectors; exact float search,
+as ``glimpse index`` sets up by default, or ``--codes``):
 
 1. Where a search's time goes: for text queries (MiniLM) and vector queries, the mean time
    per query and the part of it spent holding the index lock (refresh + code scan + re-rank).
@@ -101,6 +103,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--codes", default="none", help="binarizer for the codes, or none (exact float)")
     parser.add_argument("--keep", type=Path, help="build the collection here once and reuse it in later runs")
     args = parser.parse_args()
 
@@ -109,11 +112,11 @@ def main() -> None:
         if (directory / "queries.npy").exists():
             col = glimpse.open(directory, create=False)
         else:
-            col = build(directory, args.images, "learned")
+            col = build(directory, args.images, args.codes)
         faiss.omp_set_num_threads(1)  # as glimpse serve runs
         vectors = np.load(directory / "queries.npy")
         col.search(text="warm up", k=K)
-        print(f"{len(col):,} images, {args.threads} threads, load average {os.getloadavg()[0]:.1f} before")
+        print(f"{len(col):,} images, codes={args.codes}, {args.threads} threads, load average {os.getloadavg()[0]:.1f} before")
         where_time_goes(col, lambda i: {"text": TEXTS[i % len(TEXTS)] + f" {i}"}, "text query")
         where_time_goes(col, lambda i: {"vector": vectors[i % len(vectors)]}, "vector query")
         for long_query in (False, True):

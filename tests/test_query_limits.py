@@ -122,7 +122,7 @@ def test_the_cli_answers_bad_queries_with_exit_2_and_a_sentence(col, args):
 
 
 @given(st.text(alphabet=st.sampled_from("#+-:.'\" 09az/~\udce9\ud800é"), max_size=60) | st.text(max_size=60))
-@settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_any_terms_string_is_searched_or_refused_with_a_value_error(col, query):
     try:
         terms = parse_query(query)
