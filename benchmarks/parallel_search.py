@@ -7,13 +7,12 @@ On the synthetic collection of ``benchmarks/serve.py`` (1664-d vectors; exact fl
 as ``glimpse index`` sets up by default, or ``--codes``):
 
 1. Where a search's time goes: for text queries (MiniLM) and vector queries, the mean time
-   per query and the part of it spent holding the index lock (refresh + code scan + re-rank).
-2. ``--threads`` threads sending text queries for ``--seconds`` (closed loop), twice: each
-   search inside one global lock (what ``glimpse serve`` did before: one search at a time),
-   and as ``Collection.search`` runs them now. Prints queries/s and p50/p99, and the ratio.
-3. The same two ways, one thread sending a 64-term query (the most one query may hold) while
-   the others send one-word queries: p50/p99 of the short ones, which a global lock makes
-   wait behind the long one.
+   per query and the part of it spent on the index (refresh + scan, under the index lock).
+2. ``--threads`` threads sending queries for ``--seconds`` (closed loop), twice: each search
+   inside one global lock (what ``glimpse serve`` did before: one search at a time), and as
+   ``Collection.search`` runs them now. Prints queries/s and p50/p99, and the ratio. Three
+   loads: short text queries; the same while one thread sends 64-term queries (the most one
+   query may hold; its own answers are not counted); vector queries.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import sys
 import tempfile
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import faiss
@@ -39,49 +38,42 @@ from glimpse.query.limits import MAX_TERMS  # noqa: E402
 K = 20
 
 
-class TimedLock:
-    """A lock that adds up how long it was held."""
-
-    def __init__(self, lock):
-        self.lock, self.held, self._since = lock, 0.0, 0.0
-
-    def __enter__(self):
-        self.lock.acquire()
-        self._since = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.held += time.perf_counter() - self._since
-        self.lock.release()
-
-
 def where_time_goes(col, queries, name: str, n: int = 50) -> None:
-    timed = TimedLock(col._index_lock)
-    col._index_lock = timed
+    held = 0.0
+    fresh = col._fresh_index
+
+    @contextmanager
+    def timed():
+        nonlocal held
+        start = time.perf_counter()
+        with fresh() as index:
+            yield index
+        held += time.perf_counter() - start
+
+    col._fresh_index = timed
     start = time.perf_counter()
     for i in range(n):
         col.search(**queries(i), k=K)
     total = (time.perf_counter() - start) / n
-    col._index_lock = timed.lock
-    print(f"{name}: {total * 1000:.1f} ms per query, {timed.held / n * 1000:.2f} ms of it in the index lock "
-          f"({timed.held / n / total:.0%})")
+    del col._fresh_index
+    print(f"{name}: {total * 1000:.1f} ms per query, {held / n * 1000:.2f} ms of it on the index ({held / n / total:.0%})")
 
 
-def closed_loop(col, threads: int, seconds: float, serialised: bool, long_query: bool) -> np.ndarray:
-    """Latencies (s) of the short text queries of ``threads`` threads; with ``long_query``,
-    thread 0 sends 64-term queries instead (not counted)."""
+def closed_loop(col, threads: int, seconds: float, serialised: bool, short, long: dict | None) -> np.ndarray:
+    """Latencies (s) of the ``short(i)`` queries of ``threads`` threads; with ``long``,
+    thread 0 sends that query instead (not counted)."""
     outer = threading.Lock() if serialised else nullcontext()
     latencies: list[list[float]] = [[] for _ in range(threads)]
     stop = time.perf_counter() + seconds
-    long_terms = " + ".join(f'"{TEXTS[i % len(TEXTS)]} {i}"' for i in range(MAX_TERMS))
 
     def worker(t: int) -> None:
         i = 0
         while time.perf_counter() < stop:
-            query = {"terms": long_terms} if long_query and t == 0 else {"text": TEXTS[(t + i) % len(TEXTS)]}
+            query = long if long is not None and t == 0 else short(t + i)
             began = time.perf_counter()
             with outer:
                 col.search(**query, k=K)
-            if not (long_query and t == 0):
+            if query is not long:
                 latencies[t].append(time.perf_counter() - began)
             i += 1
 
@@ -119,10 +111,14 @@ def main() -> None:
         print(f"{len(col):,} images, codes={args.codes}, {args.threads} threads, load average {os.getloadavg()[0]:.1f} before")
         where_time_goes(col, lambda i: {"text": TEXTS[i % len(TEXTS)] + f" {i}"}, "text query")
         where_time_goes(col, lambda i: {"vector": vectors[i % len(vectors)]}, "vector query")
-        for long_query in (False, True):
-            what = "short text queries" + (", one thread sending 64-term ones" if long_query else "")
-            before = closed_loop(col, args.threads, args.seconds, serialised=True, long_query=long_query)
-            now = closed_loop(col, args.threads, args.seconds, serialised=False, long_query=long_query)
+        text = lambda i: {"text": TEXTS[i % len(TEXTS)]}  # noqa: E731
+        long_terms = {"terms": " + ".join(f'"{TEXTS[i % len(TEXTS)]} {i}"' for i in range(MAX_TERMS))}
+        loads = [("short text queries", text, None),
+                 ("short text queries, one thread sending 64-term ones", text, long_terms),
+                 ("vector queries", lambda i: {"vector": vectors[i % len(vectors)]}, None)]
+        for what, short, long in loads:
+            before = closed_loop(col, args.threads, args.seconds, True, short, long)
+            now = closed_loop(col, args.threads, args.seconds, False, short, long)
             print(what)
             print(line("  one search at a time (the old server lock)", before, args.seconds))
             print(line("  Collection.search as it locks now", now, args.seconds))

@@ -8,15 +8,16 @@ after its vectors are durable, so a kill at any moment leaves the last committed
 from __future__ import annotations
 
 import os
-import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+from fasteners import ReaderWriterLock
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from .codes import create_binarizer, load_binarizer
@@ -105,9 +106,9 @@ class Collection:
         self._index: VectorIndex | None = None
         self._index_generation = -1
         self._index_ids: set[int] = set()
-        # Held while the in-memory index is refreshed or scanned, never while a query is
-        # encoded (see search).
-        self._index_lock = threading.Lock()
+        # Searches scan the in-memory index together (read side); a refresh changes it in
+        # place, so it waits for them, and they for it (write side). See _fresh_index.
+        self._index_lock = ReaderWriterLock()
         self._rows = 0  # committed vector rows, as last seen
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
 
@@ -440,10 +441,10 @@ class Collection:
             check_oversample(oversample, k)
         if refine is not None and refine != "none" and refine not in REFINES:
             raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
-        # Searches run in parallel (the server answers each request on its own thread). Only
-        # the index's refresh and scan are serialised, as the refresh changes the index in
-        # place; encoding the query (the model: most of a search's time), the filters' SQL,
-        # exact scans and re-ranking read only the files and run outside the lock.
+        # Searches run in parallel (the server answers each request on its own thread): the
+        # query's encoding (the model: most of a text or image query's time), the filters' SQL,
+        # exact scans and re-ranking take no lock, and index scans share theirs; only a
+        # refresh after a commit makes them wait (benchmarks/parallel_search.py measures it).
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if adapted else None)
         query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
@@ -458,8 +459,7 @@ class Collection:
         want = max(k, CANDIDATES) if refining else k
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
-        with self._index_lock:
-            index = self._ensure_index()
+        with self._fresh_index() as index:
             exact = exact and isinstance(index, BinaryIndex)
             if exact:
                 live = np.array(sorted(self._index_ids), dtype=np.int64)
@@ -518,9 +518,20 @@ class Collection:
             raise changed
         raise FileNotFoundError(f"none of the files of image {item_id} is there any more")
 
-    def _item_vector(self, item_id: int) -> np.ndarray:
-        with self._index_lock:
+    @contextmanager
+    def _fresh_index(self) -> Iterator[VectorIndex]:
+        """The in-memory index, up to date with the last commit, held for reading."""
+        with self._index_lock.read_lock():
+            if self._index is not None and self._index_generation == self._meta.generation():
+                yield self._index
+                return
+        with self._index_lock.write_lock():
             self._ensure_index()
+        with self._index_lock.read_lock():
+            yield self._index
+
+    def _item_vector(self, item_id: int) -> np.ndarray:
+        with self._fresh_index():
             known = item_id in self._index_ids
         if not known:
             raise ValueError(f"no item #{item_id} in this collection")
