@@ -434,7 +434,8 @@ class Collection:
         ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
         ``exact`` scans every float vector instead (the reference). The work one query may ask
         for is bounded (``k`` <= 1000, 64 terms, ...: :mod:`glimpse.query.limits`); beyond it,
-        and for any malformed input, this raises ValueError. Safe to call from many threads.
+        and for any malformed input, this raises ValueError. Many threads may search at once;
+        a thread that writes (``add``, ``remove``, ...) needs its own Collection, as in the server.
         """
         check_k(k)
         if oversample is not None:
