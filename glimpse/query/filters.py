@@ -108,6 +108,10 @@ class Filter:
         )
 
 
+#: Dates whose nanoseconds since 1970 fit in 64 bits, whatever the time zone.
+FIRST_YEAR, LAST_YEAR = 1678, 2261
+
+
 def parse_date(value: dt.datetime | dt.date | str, name: str = "date") -> dt.datetime:
     """A date or date-time (naive = local time); strings: YYYY, YYYY-MM, YYYY-MM-DD or ISO.
 
@@ -124,10 +128,6 @@ def parse_date(value: dt.datetime | dt.date | str, name: str = "date") -> dt.dat
     if not FIRST_YEAR <= when.year <= LAST_YEAR:
         raise ValueError(f"{name}: {when:%Y-%m-%d} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}")
     return when
-
-
-#: Dates whose nanoseconds since 1970 fit in 64 bits, whatever the time zone.
-FIRST_YEAR, LAST_YEAR = 1678, 2261
 
 
 def _parse_date_text(value: str, name: str) -> dt.datetime:
