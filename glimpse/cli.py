@@ -226,7 +226,8 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,
     exact: Annotated[bool, typer.Option(help="Score every float vector (the reference), not the codes.")] = False,
     oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank.")] = None,
-    rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors.")] = True,
+    rerank: Annotated[Optional[bool], typer.Option("--rerank/--no-rerank", help="Re-rank code candidates with the float vectors (default: the collection's setting).")] = None,
+    scoring: Annotated[Optional[str], typer.Option(help="Code scan for this query: auto, hamming, cascade or asymmetric (default: the collection's setting).")] = None,
 ) -> None:
     """Search by words, by image (--image), both (composed), by result id (--like) or by weighted terms."""
     from .query.filters import Filter
@@ -255,7 +256,8 @@ def search(
                        orientation=orientation, min_width=min_width, max_width=max_width,
                        min_height=min_height, max_height=max_height, min_bytes=min_size, max_bytes=max_size)
         results = col.search(**args, alpha=alpha, filters=where, min_score=min_score, refine=refine,
-                             adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank)
+                             adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank,
+                             scoring=scoring)
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
@@ -420,7 +422,11 @@ def demo(
 
 @app.command()
 def serve(
-    collection: Annotated[str, typer.Argument(envvar="GLIMPSE_COLLECTION", help="Collection directory.")] = DEFAULT_COLLECTION,
+    collection: Annotated[Optional[str], typer.Argument(
+        envvar="GLIMPSE_COLLECTION", help=f"Collection directory (or -c, as other commands take it; default {DEFAULT_COLLECTION}).",
+        show_default=False)] = None,
+    collection_opt: Annotated[Optional[str], typer.Option("--collection", "-c", help="Collection directory.",
+                                                          show_default=False)] = None,
     host: Annotated[str, typer.Option(help="Address to listen on (this machine only by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token_file: Annotated[Optional[Path], typer.Option(help="File holding the write token (else $GLIMPSE_WRITE_TOKEN). Without a token the server is read-only.")] = None,
@@ -431,6 +437,10 @@ def serve(
     """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
     from .extras import MissingExtraError
 
+    positional = collection is not None and collection != os.environ.get("GLIMPSE_COLLECTION")
+    if positional and collection_opt is not None and collection_opt != collection:
+        raise _fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
+    collection = collection_opt or collection or DEFAULT_COLLECTION
     try:
         from .server import ServerConfig, read_token
         from .server import serve as run_server

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+from fasteners import ReaderWriterLock
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from .codes import Binarizer, create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
+from .index.originals import FileChangedError, open_indexed
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
@@ -28,8 +32,9 @@ from .eval.metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
+from .query.limits import MAX_ID, check_k, check_oversample
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
-from .settings import CodeSettings, check_ingest
+from .settings import CodeSettings, check_ingest, check_scoring
 
 DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
@@ -129,6 +134,9 @@ class Collection:
         self._index_ids: set[int] = set()
         self._index_settings: CodeSettings | None = None  # the code settings the loaded index follows
         self._next_id = 0
+        # Searches scan the in-memory index together (read side); a refresh changes it in
+        # place, so it waits for them, and they for it (write side). See _fresh_index.
+        self._index_lock = ReaderWriterLock()
         self._rows = 0  # committed vector rows, as last seen
         self._seen = -1  # generation whose vector layout and live ids were last loaded
         self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
@@ -650,13 +658,22 @@ class Collection:
         measurements, see benchmarks/QUERY_NOTES.md). ``adapted=False`` ignores the caption
         adaptation (``glimpse adapt``) for this query. With binary codes in use,
         ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
-        ``exact`` scans every float vector instead (the reference).
+        ``exact`` scans every float vector instead (the reference). The work one query may ask
+        for is bounded (``k`` <= 1000, 64 terms, ...: :mod:`glimpse.query.limits`); beyond it,
+        and for any malformed input, this raises ValueError. Many threads may search at once;
+        a thread that writes (``add``, ``remove``, ...) needs its own Collection, as in the server.
         """
-        if k < 1:
-            raise ValueError("k must be at least 1")
+        check_k(k)
+        if oversample is not None:
+            check_oversample(oversample, k)
+        if scoring is not None:
+            check_scoring(scoring)
         if refine is not None and refine != "none" and refine not in REFINES:
             raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
-        index = self._ensure_index()
+        # Searches run in parallel (the server answers each request on its own thread): the
+        # query's encoding (the model: most of a text or image query's time), the filters' SQL,
+        # exact scans and re-ranking take no lock, and index scans share theirs; only a
+        # refresh after a commit makes them wait (benchmarks/parallel_search.py measures it).
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if adapted else None)
         query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
@@ -671,14 +688,18 @@ class Collection:
         want = max(k, CANDIDATES) if refining else k
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
-        if exact and isinstance(index, BinaryIndex):
-            scores, ids = self._exact_search(q, want, allowed)
-        elif isinstance(index, BinaryIndex):
-            scoring = scoring or self._scoring(text_only=query.kind == "text")
-            scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
-                                       scoring=scoring)
-        else:
-            scores, ids = index.search(q, want, allowed=allowed)
+        with self._fresh_index() as index:
+            exact = exact and isinstance(index, BinaryIndex)
+            if exact:
+                live = np.array(sorted(self._index_ids), dtype=np.int64)
+            elif isinstance(index, BinaryIndex):
+                scoring = self._scoring(scoring, text_only=query.kind == "text")
+                scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
+                                           scoring=scoring)
+            else:
+                scores, ids = index.search(q, want, allowed=allowed)
+        if exact:
+            scores, ids = self._exact_search(q, want, live, allowed)
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
         if refining and len(keep) > 1:
             new_ids, new_scores = rerank_candidates(
@@ -689,28 +710,68 @@ class Collection:
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
-    def _scoring(self, text_only: bool) -> str:
-        configured = self._meta.get_meta()["codes"].get("scoring", "auto")
-        if configured == "auto":
+    def _scoring(self, asked: str | None, text_only: bool) -> str:
+        """The code scan for one query: the one asked for, else the collection's; ``auto`` resolved."""
+        chosen = asked or self._index_settings.scoring
+        if chosen == "auto":
             return "asymmetric" if text_only else "cascade"
-        return configured
+        return chosen
 
     def item(self, item_id: int) -> ItemInfo:
         """An item's files, size in pixels and bytes, and modification time."""
-        info = self._meta.item_info(item_id)
+        info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None
         if info is None:
             raise KeyError(f"no item {item_id} in this collection")
         return info
 
+    def open_original(self, item_id: int, roots: Sequence[str | os.PathLike] = ()) -> tuple[str, BinaryIO]:
+        """The first file of an item that is still what was indexed, opened for reading, and its path.
+
+        A file counts when its size and modification time are those indexed and its real path
+        (symlinks resolved, at the time of reading) lies inside the collection's folders or
+        ``roots``. Raises KeyError (no such item), FileNotFoundError (none of its files is
+        there), FileChangedError (they are there, but changed or lead outside those folders).
+        """
+        files = self._meta.item_files(item_id) if 0 <= item_id <= MAX_ID else []
+        if not files:
+            raise KeyError(f"no item {item_id} in this collection")
+        allowed = [*self._meta.get_meta().get("roots", []), *roots]
+        changed: FileChangedError | None = None
+        for record in files:
+            try:
+                return record.path, open_indexed(record.path, record.size, record.mtime_ns, allowed)
+            except FileChangedError as exc:
+                changed = changed or exc
+            except OSError:
+                continue
+        if changed is not None:
+            raise changed
+        raise FileNotFoundError(f"none of the files of image {item_id} is there any more")
+
+    @contextmanager
+    def _fresh_index(self) -> Iterator[VectorIndex]:
+        """The in-memory index, up to date with the last commit, held for reading."""
+        with self._index_lock.read_lock():
+            # Code settings change without a new generation (use_codes, perhaps in another process).
+            if (self._index is not None and self._index_generation == self._meta.generation()
+                    and self._index_settings == self._code_settings()):
+                yield self._index
+                return
+        with self._index_lock.write_lock():
+            self._ensure_index()
+        with self._index_lock.read_lock():
+            yield self._index
+
     def _item_vector(self, item_id: int) -> np.ndarray:
-        self._ensure_index()
-        if item_id not in self._index_ids:
+        with self._fresh_index():
+            known = item_id in self._index_ids
+        if not known:
             raise ValueError(f"no item #{item_id} in this collection")
         return self._read_vectors(np.array([item_id], dtype=np.int64))[0]
 
-    def _exact_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score every stored vector (or every ``allowed`` one), in chunks so the float copies stay small."""
-        ids = np.array(sorted(self._index_ids), dtype=np.int64)
+    def _exact_search(self, query: np.ndarray, k: int, ids: np.ndarray,
+                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Score every stored vector of ``ids`` (or every ``allowed`` one), in chunks so the float copies stay small."""
         if allowed is not None:
             ids = np.intersect1d(ids, allowed)
         scores = np.concatenate(

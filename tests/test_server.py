@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import glimpse
@@ -454,3 +456,152 @@ def test_serve_refuses_a_missing_collection(tmp_path):
     missing = CliRunner().invoke(app, ["serve", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "no glimpse collection" in missing.output
 
+
+
+def test_serve_takes_the_collection_as_c_too(tmp_path, col, monkeypatch):
+    from typer.testing import CliRunner
+
+    import glimpse.server
+    from glimpse.cli import app
+
+    started = {}
+    monkeypatch.setattr(glimpse.server, "serve", lambda path, **kw: started.update(path=path))
+    monkeypatch.delenv("GLIMPSE_COLLECTION", raising=False)
+    runner = CliRunner()
+    for args in (["-c", str(col.path)], ["--collection", str(col.path)], [str(col.path)],
+                 [str(col.path), "-c", str(col.path)]):
+        started.clear()
+        answer = runner.invoke(app, ["serve", *args])
+        assert answer.exit_code == 0 and started["path"] == str(col.path), (args, answer.output)
+    both = runner.invoke(app, ["serve", str(col.path), "-c", str(tmp_path / "other")])
+    assert both.exit_code == 2 and "give one" in both.output
+    monkeypatch.setenv("GLIMPSE_COLLECTION", str(tmp_path / "from-env"))
+    assert runner.invoke(app, ["serve", "-c", str(col.path)]).exit_code == 0 and started["path"] == str(col.path)
+    assert runner.invoke(app, ["serve"]).exit_code == 0 and started["path"] == str(tmp_path / "from-env")
+
+
+# --------------------------------------------------------------------------- hostile requests
+
+
+def test_a_slow_search_does_not_hold_up_the_others(client, col):
+    """One search is stopped inside its query encoding until another search has been answered:
+    when searches are serialised, the second waits for the first and neither finishes."""
+    slow_started, other_answered = threading.Event(), threading.Event()
+    encode = col.encoder.encode_texts
+
+    def encode_texts(texts):
+        if texts == ["the slow one"]:
+            slow_started.set()
+            assert other_answered.wait(20), "the other search was not answered while this one ran"
+        return encode(texts)
+
+    col.encoder.encode_texts = encode_texts
+    slow: list = []
+    thread = threading.Thread(target=lambda: slow.append(client.post("/api/search", json={"text": "the slow one"})))
+    thread.start()
+    try:
+        assert slow_started.wait(20)
+        quick = client.post("/api/search", json={"text": "a quick one", "k": 3})
+        assert quick.status_code == 200 and len(quick.json()["results"]) == 3
+        other_answered.set()
+    finally:
+        other_answered.set()
+        thread.join(30)
+    assert slow[0].status_code == 200, slow[0].text
+
+
+JSON = {"Content-Type": "application/json"}
+
+# (method, url, request options): none may get a 5xx, a byte from outside the roots, or an
+# answer that echoes the request at length.
+HOSTILE = [
+    ("post", "/api/search", {"json": {"terms": " + ".join(f"word{i}" for i in range(10_000))}}),
+    ("post", "/api/search", {"json": {"terms": [{"text": f"w{i}"} for i in range(10_000)]}}),
+    ("post", "/api/search", {"json": {"terms": '"' + "x" * 100_000}}),
+    ("post", "/api/search", {"content": b'{"terms": "' + b"(" * 100_000, "headers": JSON}),
+    ("post", "/api/search", {"json": {"terms": "#" + "9" * 40}}),
+    ("post", "/api/search", {"json": {"terms": "#9223372036854775808 + dog"}}),
+    ("post", "/api/search", {"json": {"terms": [{"id": 2**64}]}}),
+    ("post", "/api/search", {"json": {"like": 2**70}}),
+    ("post", "/api/search", {"json": {"text": "dog", "k": 10**30}}),
+    ("post", "/api/search", {"json": {"text": "dog", "k": 1000, "oversample": 1000}}),
+    ("post", "/api/search", {"json": {"text": "dog", "filters": {"after": "2300"}}}),
+    ("post", "/api/search", {"json": {"text": "dog", "filters": {"before": "0001-01-01"}}}),
+    ("post", "/api/search", {"json": {"text": "dog", "filters": {"after": "2020-01-01T00:00+05:00", "before": "2021"}}}),
+    ("post", "/api/search", {"json": {"text": "dog", "filters": {"min_bytes": 2**70}}}),
+    ("post", "/api/search", {"content": b'{"terms": "dog + caf\\udce9"}', "headers": JSON}),
+    ("post", "/api/search", {"content": b'{"terms": [{"text": "\\ud800"}]}', "headers": JSON}),
+    ("post", "/api/search", {"content": b'{"text": "caf\\udce9"}', "headers": JSON}),
+    ("post", "/api/search", {"content": b'{"text": "x", "filters": {"path_prefix": "/caf\\udce9"}}', "headers": JSON}),
+    ("post", "/api/search", {"content": b'{"text": "caf\xe9"}', "headers": JSON}),
+    ("post", "/api/search", {"json": {"vector": [1e39] * 8}}),
+    ("post", "/api/search", {"content": b"[" * 100_000, "headers": JSON}),
+    ("post", "/api/search/image", {"data": {"query": "{" * 100_000}, "files": {"image": ("x.png", b"\x89PNG", "image/png")}}),
+    ("post", "/api/items/add", {"content": b'{"paths": ["caf\\udce9.png"]}', "headers": JSON}),
+    ("post", "/api/items/add", {"content": b'{"paths": ["\\ud800"]}', "headers": JSON}),
+    ("post", "/api/items/remove?wait=true", {"content": b'{"paths": ["/caf\\udce9"]}', "headers": JSON}),
+    ("post", "/api/items/add", {"json": {"paths": ["x" * 100_000]}}),
+    ("post", "/api/items/add", {"json": {"paths": ["../" * 1000 + "etc/passwd"]}}),
+    ("get", "/api/items/99999999999999999999999999/image", {}),
+    ("get", "/api/items/9223372036854775807/thumbnail", {}),
+    ("get", "/api/items/..%2F..%2Fetc%2Fpasswd/image", {}),
+    ("get", "/api/items/%2e%2e/image", {}),
+    ("get", "/static/..%2F..%2F..%2Fetc%2Fpasswd", {}),
+    ("get", "/static/../../../../etc/passwd", {}),
+    ("get", "/api/errors?limit=99999999999999999999999", {}),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "kwargs"), HOSTILE, ids=range(len(HOSTILE)))
+def test_hostile_requests_get_no_5xx_and_a_short_answer(client, method, url, kwargs):
+    answer = getattr(client, method)(url, **{**kwargs, "headers": {**kwargs.get("headers", {}), **AUTH}})
+    assert answer.status_code < 500, answer.text[:500]
+    assert len(answer.content) < 2000 and b"root:" not in answer.content
+    if answer.status_code >= 400:
+        assert answer.json()["status"] == answer.status_code
+
+
+def test_paths_that_are_not_utf8_are_shown_escaped(client, col, tmp_path):
+    folder = os.fsdecode(bytes(tmp_path) + b"/caf\xe9")
+    os.mkdir(folder)
+    col.add([folder])
+    stats = client.get("/api/stats")
+    assert stats.status_code == 200 and str(tmp_path / "caf\\xe9") in stats.json()["roots"]
+
+
+def test_images_with_names_that_are_not_utf8_are_served(client, col, tmp_path, make_image):
+    photo = os.fsdecode(bytes(tmp_path) + b"/photos/caf\xe9.png")
+    make_image(Path(photo), seed=909)
+    try:
+        col.add([photo])
+    except UnicodeEncodeError:
+        pytest.skip("this collection cannot store names that are not UTF-8 yet")
+    hit = search_image(client, Path(photo).read_bytes(), '{"k": 1}').json()["results"][0]
+    assert hit["path"] == str(tmp_path / "photos" / "caf\\xe9.png")
+    assert client.get(f"/api/items/{hit['id']}").json()["paths"] == [hit["path"]]
+    assert client.get(hit["image"]).content == Path(photo).read_bytes()
+    assert client.get(hit["thumbnail"]).status_code == 200
+
+
+@given(terms=st.text(alphabet=st.sampled_from("#+-:.'\" 09az/~\udce9\ud800é"), max_size=40) | st.text(max_size=40))
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def test_any_terms_string_gets_no_5xx(client, terms):
+    answer = client.post("/api/search", content=json.dumps({"terms": terms}), headers=JSON)
+    assert answer.status_code in (200, 404, 422), answer.text
+
+
+def test_json_answers_carry_any_text():
+    from glimpse.server.app import SafeJSON
+
+    body = SafeJSON({"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}).body
+    assert json.loads(body) == {"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}
+    assert "café".encode() in body  # valid text stays UTF-8, only the lone surrogate is escaped
+
+
+def test_one_search_uploads_at_most_8_images(client, image_dir):
+    picture = png_bytes(image_dir / "img01.png")
+    files = [("image", (f"{i}.png", picture, "image/png")) for i in range(9)]
+    answer = client.post("/api/search/image", files=files, data={"query": '{"terms": [{"upload": 0}]}'})
+    assert answer.status_code == 422 and "at most 8" in answer.json()["error"]
+    answer = client.post("/api/search/image", files=files[:8], data={"query": '{"terms": [{"upload": 7}]}'})
+    assert answer.status_code == 200, answer.text

@@ -248,6 +248,15 @@ class Metadata:
         taken = None if first[5] is None else first[5] / 1e9
         return ItemInfo(int(item_id), [_path(r[0]) for r in rows], first[3], first[4], first[1], first[2] / 1e9, taken)
 
+    def item_files(self, item_id: int) -> list[FileRecord]:
+        """The files that show an item, by path, with the size and mtime they were indexed at."""
+        rows = self._query(
+            "SELECT f.path, f.item_id, f.size, f.mtime_ns, i.hash FROM files f JOIN items i ON i.id = f.item_id "
+            "WHERE f.item_id = ? ORDER BY f.path",
+            (int(item_id),),
+        )
+        return [FileRecord(os.fsdecode(r[0]), *r[1:]) for r in rows]  # str, stored as text or bytes
+
     def item_for_hash(self, content_hash: str) -> int | None:
         rows = self._query("SELECT id FROM items WHERE hash = ?", (content_hash,))
         return rows[0][0] if rows else None

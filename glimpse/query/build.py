@@ -17,10 +17,13 @@ import numpy as np
 from PIL import Image
 
 from ..encoders import Encoder
-from ..ingest import DecodeError, decode_image
+from ..index.originals import open_regular
+from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
+from ..ingest.names import shown
 from ..ingest.pipeline import content_hash
 from .compose import DEFAULT_ALPHA, combine, compose
 from .language import Term, parse_query, terms_from_python
+from .limits import check_item_id, check_text
 
 ImageLike = str | os.PathLike | bytes | Image.Image
 
@@ -86,7 +89,8 @@ def build_query(
         _check_dim(q, encoder.dim)
         return Query(q, kind="vector")
     if like is not None:
-        return Query(sources.item_vector(int(like)), {int(like)}, kind="item")
+        like = check_item_id(like)
+        return Query(sources.item_vector(like), {like}, kind="item")
     if terms is not None:
         parsed = parse_query(terms) if isinstance(terms, str) else terms_from_python(terms)
         return _terms_query(encoder, sources, parsed)
@@ -105,6 +109,7 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
     for t in texts:
         if not str(t).strip():
             raise ValueError("a text term is empty")
+        check_text(t, "a text term")
     text_vectors = iter(_adapted(encoder.encode_texts(texts), sources.text_map) if texts else [])
     for term in terms:
         if term.kind == "text":
@@ -124,6 +129,7 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
 def _text_vector(encoder: Encoder, text: str, text_map) -> np.ndarray:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("the text query is empty")
+    check_text(text)
     return _adapted(encoder.encode_texts([text]), text_map)[0]
 
 
@@ -147,9 +153,13 @@ def _image_bytes(image: str | os.PathLike | bytes) -> bytes:
         return image
     path = Path(image).expanduser()
     try:
-        return path.read_bytes()
+        with open_regular(path) as f:  # a FIFO or device named as the query must not hang it
+            data = f.read(DEFAULT_MAX_BYTES + 1)
     except OSError as exc:
-        raise ValueError(f"cannot read query image {path}: {exc.strerror or exc}") from None
+        raise ValueError(f"cannot read query image {shown(str(path))}: {exc.strerror or exc}") from None
+    if len(data) > DEFAULT_MAX_BYTES:
+        raise ValueError(f"query image {shown(str(path))} is larger than {DEFAULT_MAX_BYTES >> 20:,} MiB")
+    return data
 
 
 def _check_dim(q: np.ndarray, dim: int) -> None:

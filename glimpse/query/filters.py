@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..index.metadata import ItemConditions
+from .limits import MAX_ID, clip
 
 Orientation = Literal["landscape", "portrait", "square"]
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -47,12 +48,12 @@ class Filter:
             if value is not None:
                 if isinstance(value, str):
                     value = parse_bytes(value) if name.endswith("bytes") else _int(value, name)
-                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                    raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+                    raise ValueError(f"{name} must be a whole number from 0 to {MAX_ID}, got {clip(repr(value))}")
                 object.__setattr__(self, name, value)
         if self.orientation is not None and self.orientation not in ORIENTATIONS:
             raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {self.orientation!r}")
-        if self.after is not None and self.before is not None and self.after >= self.before:
+        if self.after is not None and self.before is not None and _ns(self.after) >= _ns(self.before):
             raise ValueError(f"'after' ({self.after:%Y-%m-%d %H:%M}) must be earlier than 'before' ({self.before:%Y-%m-%d %H:%M})")
         for what in ("width", "height", "bytes"):
             low, high = getattr(self, f"min_{what}"), getattr(self, f"max_{what}")
@@ -97,26 +98,39 @@ class Filter:
 
     def conditions(self) -> ItemConditions:
         """The same filter as plain values for the metadata store's query."""
-        def ns(t: dt.datetime | None) -> int | None:
-            return None if t is None else int(t.timestamp() * 1e9)
-
         return ItemConditions(
             path_glob=self.glob_pattern(), path_prefix=self.prefix_path(),
-            mtime_from_ns=ns(self.after), mtime_to_ns=ns(self.before),
+            mtime_from_ns=None if self.after is None else _ns(self.after),
+            mtime_to_ns=None if self.before is None else _ns(self.before),
             min_width=self.min_width, max_width=self.max_width,
             min_height=self.min_height, max_height=self.max_height,
             min_bytes=self.min_bytes, max_bytes=self.max_bytes, orientation=self.orientation,
         )
 
 
+#: Dates whose nanoseconds since 1970 fit in 64 bits, whatever the time zone.
+FIRST_YEAR, LAST_YEAR = 1678, 2261
+
+
 def parse_date(value: dt.datetime | dt.date | str, name: str = "date") -> dt.datetime:
-    """A date or date-time (naive = local time); strings: YYYY, YYYY-MM, YYYY-MM-DD or ISO."""
+    """A date or date-time (naive = local time); strings: YYYY, YYYY-MM, YYYY-MM-DD or ISO.
+
+    Times are compared as nanoseconds since the epoch in 64 bits, so dates must fall
+    between 1678 and 2261 (:data:`FIRST_YEAR`, :data:`LAST_YEAR`)."""
     if isinstance(value, dt.datetime):
-        return value
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day)
-    if not isinstance(value, str):
-        raise ValueError(f"{name} must be a date, got {value!r}")
+        when = value
+    elif isinstance(value, dt.date):
+        when = dt.datetime(value.year, value.month, value.day)
+    elif not isinstance(value, str):
+        raise ValueError(f"{name} must be a date, got {clip(repr(value))}")
+    else:
+        when = _parse_date_text(value, name)
+    if not FIRST_YEAR <= when.year <= LAST_YEAR:
+        raise ValueError(f"{name}: {when:%Y-%m-%d} is out of range: give a date from {FIRST_YEAR} to {LAST_YEAR}")
+    return when
+
+
+def _parse_date_text(value: str, name: str) -> dt.datetime:
     text = value.strip()
     try:
         if re.fullmatch(r"\d{4}", text):
@@ -125,7 +139,12 @@ def parse_date(value: dt.datetime | dt.date | str, name: str = "date") -> dt.dat
             return dt.datetime(int(text[:4]), int(text[5:]), 1)
         return dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{name}: {value!r} is not a date (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+        raise ValueError(f"{name}: '{clip(value)}' is not a date (use YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDTHH:MM)") from None
+
+
+def _ns(when: dt.datetime) -> int:
+    """Nanoseconds since the epoch (naive = local time)."""
+    return int(when.timestamp() * 1e9)
 
 
 def parse_bytes(value: str | int) -> int:
@@ -134,7 +153,7 @@ def parse_bytes(value: str | int) -> int:
         return value
     m = _SIZE.fullmatch(value)
     if m is None:
-        raise ValueError(f"{value!r} is not a size (e.g. 500k, 2MB, 1.5GiB)")
+        raise ValueError(f"'{clip(value)}' is not a size (e.g. 500k, 2MB, 1.5GiB)")
     number, unit = float(m.group(1)), m.group(2).lower()
     power = "bkmgt".index(unit[0]) if unit and unit[0] != "i" else 0
     return int(number * (1024 if "i" in unit else 1000) ** power)
@@ -144,4 +163,4 @@ def _int(value: str, name: str) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+        raise ValueError(f"{name} must be a whole number, got '{clip(value)}'") from None

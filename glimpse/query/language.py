@@ -18,12 +18,15 @@ The Python form is a list of ``(term, weight)`` pairs: ``str`` is text, ``pathli
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from PIL import Image
+
+from .limits import MAX_ID, MAX_QUERY_CHARS, check_item_id, check_terms, check_text, clip
 
 TermKind = Literal["text", "image", "item"]
 
@@ -47,11 +50,24 @@ class QuerySyntaxError(ValueError):
 
     def __init__(self, message: str, query: str, position: int):
         self.position = position
-        super().__init__(f"{message} (at position {position + 1})\n  {query}\n  {' ' * position}^")
+        # A window of the query around the spot, so a long query is not echoed whole.
+        start, end = max(0, position - _CONTEXT), position + _CONTEXT
+        before = ("…" if start else "") + _printable(query[start:position])
+        window = before + _printable(query[position:end]) + ("…" if end < len(query) else "")
+        super().__init__(f"{message} (at position {position + 1})\n  {window}\n  {' ' * len(before)}^")
+
+
+_CONTEXT = 40
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def parse_query(query: str) -> list[Term]:
     """Parse a query string into signed, weighted terms."""
+    if len(query) > MAX_QUERY_CHARS:
+        raise ValueError(f"the query is {len(query):,} characters long; at most {MAX_QUERY_CHARS:,} are allowed")
     terms: list[Term] = []
     pos, n = 0, len(query)
     sign = 1.0
@@ -96,9 +112,10 @@ def parse_query(query: str) -> list[Term]:
             body, pos = query[pos:end].strip(), end
             if not body:
                 raise QuerySyntaxError("expected a term after the weight", query, start)
-        if weight is not None and weight <= 0:
-            raise QuerySyntaxError("a weight must be above 0 (use '-' for a negative term)", query, start)
+        if weight is not None and not 0 < weight < math.inf:
+            raise QuerySyntaxError("a weight must be a number above 0 (use '-' for a negative term)", query, start)
         terms.append(_classify(body, sign * (1.0 if weight is None else weight), query, start))
+        check_terms(len(terms))
         expect_term, sign, sign_given = False, 1.0, False
     if not terms:
         raise QuerySyntaxError("the query is empty", query, 0)
@@ -111,26 +128,27 @@ def terms_from_python(terms: list[tuple[object, float]]) -> list[Term]:
     """The Python form: ``[(term, weight)]`` with str = text, Path/bytes/PIL = image, int = item."""
     if not terms:
         raise ValueError("terms is empty: give at least one (term, weight) pair")
+    check_terms(len(terms))
     out = []
     for pair in terms:
         if not isinstance(pair, tuple) or len(pair) != 2:
-            raise ValueError(f"each term must be a (term, weight) pair, got {pair!r}")
+            raise ValueError(f"each term must be a (term, weight) pair, got {clip(repr(pair))}")
         value, weight = pair
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight == 0:
-            raise ValueError(f"the weight of {value!r} must be a non-zero number, got {weight!r}")
+            raise ValueError(f"the weight of {clip(repr(value))} must be a non-zero number, got {weight!r}")
         if isinstance(value, bool):
             raise ValueError(f"unsupported term {value!r}")
         if isinstance(value, int):
-            out.append(Term("item", value, float(weight)))
+            out.append(Term("item", check_item_id(value), float(weight)))
         elif isinstance(value, str):
             if not value.strip():
                 raise ValueError("a text term is empty")
-            out.append(Term("text", value, float(weight)))
+            out.append(Term("text", check_text(value, "a text term"), float(weight)))
         elif isinstance(value, (Path, bytes, Image.Image)):
             out.append(Term("image", value, float(weight)))
         else:
             raise ValueError(
-                f"unsupported term {value!r}: use str for text, pathlib.Path/bytes/PIL for images, int for ids"
+                f"unsupported term {clip(repr(value))}: use str for text, pathlib.Path/bytes/PIL for images, int for ids"
             )
     return out
 
@@ -163,11 +181,17 @@ def _classify(body: str, weight: float, query: str, at: int) -> Term:
     if body.startswith("#"):
         m = _ITEM.fullmatch(body)
         if m is None:
-            raise QuerySyntaxError(f"an item id is '#' and digits, got {body!r}", query, at)
-        return Term("item", int(m.group(1)), weight)
+            raise QuerySyntaxError(f"an item id is '#' and digits, got '{clip(body)}'", query, at)
+        digits = m.group(1).lstrip("0") or "0"
+        if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+            raise QuerySyntaxError(f"no item id is that large (at most {MAX_ID})", query, at)
+        return Term("item", int(digits), weight)
     if looks_like_path(body):
-        return Term("image", Path(body).expanduser(), weight)
-    return Term("text", body, weight)
+        try:
+            return Term("image", Path(body).expanduser(), weight)
+        except RuntimeError:  # "~name" of a user this machine does not have
+            raise QuerySyntaxError(f"no home folder for '{clip(body.split('/')[0])}'", query, at) from None
+    return Term("text", check_text(body, "a text term"), weight)
 
 
 def looks_like_path(text: str) -> bool:

@@ -1,16 +1,19 @@
 """The FastAPI app: the JSON API under ``/api`` and the web page at ``/``.
 
-Reads (search, items, thumbnails, stats) answer from one reader :class:`Collection`; its
-searches are serialised by a lock because the in-memory index is refreshed in place when
-another process (or this server's writer thread) commits. Writes need the write token and
-run on the writer thread (:mod:`.jobs`).
+Reads (search, items, thumbnails, stats) answer from one reader :class:`Collection`, whose
+searches run in parallel (see :meth:`Collection.search`). Writes need the write token and
+run on the writer thread (:mod:`.jobs`). Original files are read only through
+:meth:`Collection.open_original`: what was indexed, inside the roots, or nothing. Paths are
+shown with :func:`~glimpse.ingest.names.shown` (bytes that are not UTF-8 as ``\\xNN``).
 """
 
 from __future__ import annotations
 
 import hmac
 import io
+import json
 import logging
+import mimetypes
 import os
 import threading
 import time
@@ -25,7 +28,7 @@ from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request,
 from fastapi import Path as FastPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
@@ -33,7 +36,10 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..collection import Collection, open_collection
+from ..index.originals import FileChangedError
 from ..ingest import DecodeError, content_hash, decode_image
+from ..ingest.names import shown
+from ..query.limits import clip
 from .config import PathNotAllowedError, ServerConfig, confine
 from .jobs import JobState, Writer
 from .models import (
@@ -47,6 +53,8 @@ log = logging.getLogger(__name__)
 
 STATIC = files("glimpse.server") / "static"
 UPLOAD_DIR = "uploads"
+#: Images one search may upload (terms weigh them as upload: 0, upload: 1, ...).
+MAX_QUERY_IMAGES = 8
 
 PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
@@ -59,12 +67,11 @@ _SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF":
 
 
 class Service:
-    """What the routes share: the reader collection, its search lock, the writer, the cache."""
+    """What the routes share: the reader collection, the writer, the cache."""
 
     def __init__(self, col: Collection, config: ServerConfig):
         self.col = col
         self.config = config
-        self.search_lock = threading.Lock()
         self.upload_dir = Path(config.upload_dir or col.path / UPLOAD_DIR)
         self.thumbnails = ThumbnailCache(col.path, config.max_upload_pixels)
         self.writer = Writer(lambda: open_collection(col.path, encoder=col.encoder, create=False))
@@ -78,6 +85,22 @@ class Service:
             return self.col.item(item_id)
         except KeyError:
             raise HTTPException(404, f"no image with id {item_id} in this collection") from None
+
+    def original(self, item_id: int):
+        """(path, open file) of an item's original, as indexed; else 404, or 409 when it changed."""
+        try:
+            return self.col.open_original(item_id, [*self.config.roots, self.upload_dir])
+        except KeyError:
+            raise HTTPException(404, f"no image with id {item_id} in this collection") from None
+        except FileNotFoundError:
+            raise HTTPException(404, f"image {item_id}: none of its files is there any more") from None
+        except FileChangedError as exc:
+            raise HTTPException(409, f"image {item_id} is not shown: {exc}") from None
+
+    def read_original(self, item_id: int) -> bytes:
+        _, file = self.original(item_id)
+        with file:
+            return file.read()
 
 
 def create_app(collection: Collection | str | os.PathLike, config: ServerConfig | None = None) -> FastAPI:
@@ -95,7 +118,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
             col.close()
 
     app = FastAPI(
-        title="glimpse", version=_version(), lifespan=lifespan,
+        title="glimpse", version=_version(), lifespan=lifespan, default_response_class=SafeJSON,
         description="Search a glimpse image collection by text, image, both, weighted terms or item id.",
     )
     app.state.service = service
@@ -130,13 +153,14 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/stats", response_model=Stats, tags=["collection"])
     def stats() -> Stats:
         s = col.stats()
-        return Stats(**asdict(s), writable=config.write_token is not None,
+        shown_paths = {"path": shown(s.path), "roots": [shown(r) for r in s.roots]}
+        return Stats(**{**asdict(s), **shown_paths}, writable=config.write_token is not None,
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
     def errors(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
         """Files that could not be indexed, newest first, with the reason."""
-        return [IngestError(path=e.path, reason=e.reason, at=e.at) for e in col.errors(limit)]
+        return [IngestError(path=shown(e.path), reason=e.reason, at=e.at) for e in col.errors(limit)]
 
     @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search(req: SearchRequest) -> SearchResponse:
@@ -149,6 +173,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         query: Annotated[str, Form(description="A SearchRequest as JSON (text, k, filters, terms...).")] = "{}",
     ) -> SearchResponse:
         """Search by uploaded image(s), alone or composed with the request's text or terms."""
+        if len(image) > MAX_QUERY_IMAGES:  # each may take up to the pixel limit to decode
+            raise HTTPException(422, f"{len(image)} images came with the query; at most {MAX_QUERY_IMAGES} are allowed")
         try:
             req = SearchRequest.model_validate_json(query)
         except ValidationError as exc:
@@ -161,29 +187,36 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
     def item(item_id: PathId) -> ItemInfo:
         info = service.item(item_id)
-        return ItemInfo(**asdict(info), thumbnail=_thumb_url(info.id), image=_image_url(info.id))
+        return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]},
+                        thumbnail=_thumb_url(info.id), image=_image_url(info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
-        info = service.item(item_id)
+        service.item(item_id)
         try:
-            path = service.thumbnails.get(item_id, size, info.paths)
-        except FileNotFoundError as exc:
-            raise HTTPException(404, f"image {item_id}: {exc}") from None
+            path = service.thumbnails.get(item_id, size, lambda: service.read_original(item_id))
         except DecodeError as exc:
             raise HTTPException(422, f"image {item_id} cannot be shown: {exc.reason}") from None
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/api/items/{item_id}/image", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def original(item_id: PathId):
-        """The original file, as indexed (the first of its paths that still exists)."""
-        for path in service.item(item_id).paths:
-            if os.path.isfile(path):
-                return FileResponse(path, headers={"Cache-Control": "no-cache"})
-        raise HTTPException(404, f"image {item_id}: none of its files exist any more")
+        """The original file, as indexed: 404 when it is gone, 409 when it changed since (or now
+        leads outside the collection's folders)."""
+        path, file = service.original(item_id)
+
+        def chunks():
+            with file:
+                while block := file.read(1 << 20):
+                    yield block
+
+        headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                   "Content-Length": str(os.fstat(file.fileno()).st_size)}
+        return StreamingResponse(chunks(), media_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
+                                 headers=headers)
 
     @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
                 responses=ERRORS, tags=["write"])
@@ -247,15 +280,14 @@ def _search(service: Service, req: SearchRequest, pictures: list[bytes]) -> Sear
     try:
         args = search_arguments(col, req, pictures)
         start = time.perf_counter()
-        with service.search_lock:
-            hits = col.search(**args)
+        hits = col.search(**args)
         took = (time.perf_counter() - start) * 1000
     except QueryError as exc:
         raise HTTPException(exc.status, str(exc)) from None
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return SearchResponse(
-        results=[Hit(id=h.id, path=h.path, score=h.score, thumbnail=_thumb_url(h.id), image=_image_url(h.id))
+        results=[Hit(id=h.id, path=shown(h.path), score=h.score, thumbnail=_thumb_url(h.id), image=_image_url(h.id))
                  for h in hits],
         took_ms=round(took, 3),
     )
@@ -283,7 +315,7 @@ def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list
         except PathNotAllowedError as exc:
             raise HTTPException(403, str(exc)) from None
         if must_exist and not real.exists():
-            raise HTTPException(404, f"no such file or folder: {p}")
+            raise HTTPException(404, f"no such file or folder: {shown(str(real))}")
         out.append(str(real))
     return out
 
@@ -326,7 +358,7 @@ def _report(report) -> dict:
     return {"indexed": report.indexed, "embedded": report.embedded, "linked": report.linked,
             "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
             # The first 100 reasons; the rest are in /api/errors.
-            "errors": [{"path": p, "reason": r} for p, r in report.errors[:100]]}
+            "errors": [{"path": shown(p), "reason": r} for p, r in report.errors[:100]]}
 
 
 def _write_atomic(target: Path, data: bytes) -> None:
@@ -362,23 +394,35 @@ def _describe(errors) -> str:
     return "; ".join(parts)
 
 
+class SafeJSON(JSONResponse):
+    """JSON that any Python text can go into: a lone surrogate (the undecodable byte of a
+    name, or one a client sent) becomes a ``\\udcXX`` escape, which is valid JSON, not a 500."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode(
+            "utf-8", "backslashreplace")
+
+
+def _error(message: str, status: int, headers=None) -> SafeJSON:
+    return SafeJSON({"error": message, "status": status}, status, headers=headers)
+
+
 def _error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"error": str(exc.detail), "status": exc.status_code}, exc.status_code,
-                            headers=getattr(exc, "headers", None))
+        return _error(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
-            return JSONResponse({"error": "malformed JSON in the request body", "status": 400}, 400)
-        return JSONResponse({"error": _describe(errors), "status": 422}, 422)
+            return _error("malformed JSON in the request body", 400)
+        return _error(_describe(errors), 422)
 
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
-        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}", "status": 500}, 500)
+        return _error(f"internal error: {type(exc).__name__}: {clip(str(exc))}", 500)
 
 
 class BodyLimit:
@@ -407,7 +451,7 @@ class BodyLimit:
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse({"error": f"request body larger than {limit:,} bytes", "status": 413}, 413)
+    return _error(f"request body larger than {limit:,} bytes", 413)
 
 
 def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..ingest import DEFAULT_MAX_PIXELS
+from ..ingest.names import shown
+from ..query.limits import clip
 
 TOKEN_ENV = "GLIMPSE_WRITE_TOKEN"
 
@@ -42,20 +44,25 @@ def confine(raw: str, roots: list[Path]) -> Path:
     """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError.
 
     Symlinks and ``..`` are resolved *before* the check, so neither can lead outside.
-    A relative path is taken relative to the first root.
+    A relative path is taken relative to the first root. A byte of a name that is not UTF-8
+    comes as a lone surrogate ``\\udcXX`` (Python's ``os.fsdecode``); other lone surrogates
+    name no file.
     """
     if not roots:
         raise PathNotAllowedError("this server has no folders to add from (start it with --root DIR)")
+    unusable = PathNotAllowedError(f"not a usable path: '{clip(raw)}'")
     if "\0" in raw or not raw.strip():
-        raise PathNotAllowedError(f"not a usable path: {raw!r}")
+        raise unusable
     try:
+        os.fsencode(raw)
         candidate = Path(raw).expanduser()
-    except RuntimeError:  # "~name" of a user this machine does not have
-        raise PathNotAllowedError(f"not a usable path: {raw!r}") from None
+    except (UnicodeEncodeError, RuntimeError):  # RuntimeError: "~name" of a user this machine does not have
+        raise unusable from None
     if not candidate.is_absolute():
         candidate = roots[0] / candidate
     real = Path(os.path.realpath(candidate))
     for root in roots:
         if real.is_relative_to(os.path.realpath(root)):
             return real
-    raise PathNotAllowedError(f"{raw} is outside the folders this server may read ({', '.join(map(str, roots))})")
+    raise PathNotAllowedError(f"{clip(raw)} is outside the folders this server may read "
+                              f"({', '.join(shown(str(r)) for r in roots)})")

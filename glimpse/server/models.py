@@ -6,9 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from ..settings import MAX_OVERSAMPLE, SCORING_MODES
+from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
 
 #: Ids and sizes fit SQLite's 64-bit integers.
-MAX_INT = 2**63 - 1
+MAX_INT = MAX_ID
 ItemId = Annotated[int, Field(ge=0, le=MAX_INT, description="An item id of this collection.")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
@@ -37,7 +39,7 @@ class Filters(_Strict):
 class Term(_Strict):
     """One weighted term of a query: a text, an item of the collection, or an uploaded image."""
 
-    text: str | None = Field(None, min_length=1, max_length=1000)
+    text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     id: ItemId | None = None
     upload: int | None = Field(None, ge=0, le=100, description="Index of an image uploaded with the query (multipart only).")
     weight: float = Field(1.0, ge=-100, le=100, description="Negative weights push results away.")
@@ -53,22 +55,23 @@ class SearchRequest(_Strict):
     """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
     also come with an uploaded image: a composed query)."""
 
-    text: str | None = Field(None, max_length=1000, description="Words, e.g. a cat asleep on a sofa.")
+    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Words, e.g. a cat asleep on a sofa.")
     like: ItemId | None = Field(None, description="More like this item id.")
     vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
     terms: str | list[Term] | None = Field(
         None, description='Weighted terms: the query language ("2:golden retriever" + #12 - "night", #N is an '
-        "item id) or a list of terms. Image paths are not accepted over HTTP: upload the image or use an id.",
+        f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
+        "Image paths are not accepted over HTTP: upload the image or use an id.",
     )
     alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
     refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="A re-ranking stage (off by default).")
-    k: int = Field(20, ge=1, le=1000, description="Number of results.")
+    k: int = Field(20, ge=1, le=MAX_K, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
-    oversample: int | None = Field(None, ge=1, le=1000, description="Code candidates per result to re-rank.")
+    oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
-    scoring: Literal["hamming", "asymmetric"] | None = Field(None, description="How codes are scanned (default: by query kind).")
+    scoring: Literal[SCORING_MODES] | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).")
 
 
 class Hit(BaseModel):
@@ -126,14 +129,18 @@ class IngestError(BaseModel):
     at: float
 
 
+#: A path a client names (PATH_MAX on Linux).
+ClientPath = Annotated[str, Field(max_length=4096)]
+
+
 class AddPaths(_Strict):
-    paths: list[str] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
+    paths: list[ClientPath] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
     include: list[str] = Field(default_factory=list, max_length=100)
     exclude: list[str] = Field(default_factory=list, max_length=100)
 
 
 class RemovePaths(_Strict):
-    paths: list[str] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
+    paths: list[ClientPath] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
 
 
 class Job(BaseModel):

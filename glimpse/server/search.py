@@ -11,6 +11,7 @@ import numpy as np
 from ..collection import Collection
 from ..query.filters import Filter
 from ..query.language import parse_query
+from ..query.limits import check_terms
 from .models import SearchRequest, Term
 
 
@@ -69,6 +70,7 @@ def _terms(col: Collection, terms: str | list[Term], uploads: list[bytes]) -> li
             raise QueryError("image paths are not accepted over HTTP: upload the image (upload: N) or use an item id (#12)")
         pairs = [(t.value, t.weight) for t in parsed]
     else:
+        check_terms(len(terms))
         pairs = []
         for term in terms:
             if term.upload is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
@@ -26,16 +27,15 @@ class ThumbnailCache:
     def path(self, item_id: int, size: int) -> Path:
         return self.root / str(size) / f"{item_id}.jpg"
 
-    def get(self, item_id: int, size: int, sources: list[str]) -> Path:
-        """The cached thumbnail, made from the first readable source file when missing.
+    def get(self, item_id: int, size: int, read: Callable[[], bytes]) -> Path:
+        """The cached thumbnail, made from ``read()`` (the original's bytes) when missing.
 
-        Raises FileNotFoundError when no source can be read, DecodeError when it is not
-        (or no longer) a usable image.
+        Raises what ``read`` raises, and DecodeError when the bytes are not a usable image.
         """
         target = self.path(item_id, size)
         if target.exists():
             return target
-        data = _read_first(sources)
+        data = read()
         # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
         image = decode_image(data, target=size, max_pixels=self.max_pixels)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -60,12 +60,4 @@ class ThumbnailCache:
                 gone += 1
         return gone
 
-
-def _read_first(sources: list[str]) -> bytes:
-    for source in sources:
-        try:
-            return Path(source).read_bytes()
-        except OSError:
-            continue
-    raise FileNotFoundError("none of the files of this image can be read any more")
 
