@@ -138,18 +138,26 @@ def hub_mode(remote: bool) -> Iterator[None]:
     """Load from the local cache only when downloads are off or not wanted (a local model:
     ``remote`` False), and keep libraries' logs quiet.
 
-    ``HF_HUB_OFFLINE`` set after huggingface_hub was imported is applied too (the library
-    reads it once, at import). Failures come back as one glimpse sentence, so the libraries'
-    own error logs would only repeat it.
+    huggingface_hub reads ``HF_HUB_OFFLINE`` once, at import: its constant is set too, for
+    this block only, so other encoders in the process may still download. Failures come back
+    as one glimpse sentence, so the libraries' own error logs would only repeat it.
     """
-    from .bridge import _hub_offline
+    import huggingface_hub.constants as constants
 
+    saved = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    if not remote or offline_reason():
+        constants.HF_HUB_OFFLINE = True
+        os.environ["HF_HUB_OFFLINE"] = "1"
     logging.disable(logging.ERROR)
     try:
-        with _hub_offline() if not remote or offline_reason() else contextlib.nullcontext():
-            yield
+        yield
     finally:
         logging.disable(logging.NOTSET)
+        constants.HF_HUB_OFFLINE = saved[0]
+        if saved[1] is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved[1]
 
 
 def hub_cache() -> str:
