@@ -168,6 +168,17 @@ def test_hf_vectors_equal_the_library(models, make_image, tmp_path, kind):
     assert cosines(encoder.encode_texts(TEXTS), want_texts).min() >= 0.9999
 
 
+def test_hf_half_precision_checkpoint_runs_in_fp32(models, tmp_path, make_image):
+    from transformers import AutoModel
+
+    half = tmp_path / "half"
+    shutil.copytree(models["clip"], half)
+    AutoModel.from_pretrained(half).half().save_pretrained(half)
+    encoder = create_encoder("hf", model=str(half), device="cpu")
+    images = sample_images(make_image, tmp_path)
+    assert np.isfinite(encoder.encode_images(images)).all() and np.isfinite(encoder.encode_texts(TEXTS)).all()
+
+
 def test_crop_offset_rounds_like_each_library():
     image = Image.fromarray(np.arange(64 * 79 * 3, dtype=np.uint8).reshape(64, 79, 3))  # 15 px to crop
     rounded = Preprocess(64, 64, OPENAI_MEAN, OPENAI_STD, crop_round=True)(image)

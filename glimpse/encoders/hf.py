@@ -43,6 +43,7 @@ class HfEncoder(TowerEncoder):
             raise ValueError(f"no model folder at {self.model}: give a folder saved with save_pretrained, or a hub id")
         super().__init__(device, precision, num_threads)
         try:
+            import torch
             from transformers import AutoConfig, AutoModel, AutoTokenizer
             from transformers.utils import logging as hf_logging
 
@@ -51,7 +52,8 @@ class HfEncoder(TowerEncoder):
             with hub_mode(remote=not local):
                 config = AutoConfig.from_pretrained(self.model, **offline)
                 if config.model_type in MODEL_TYPES:
-                    net = AutoModel.from_pretrained(self.model, **offline)
+                    # fp32 whatever the checkpoint stores: transformers 5 keeps a checkpoint's dtype.
+                    net = AutoModel.from_pretrained(self.model, dtype=torch.float32, **offline)
                     self._tokenizer = AutoTokenizer.from_pretrained(self.model, **offline)
                     processor = _processor_config(self.model, offline)
         except Exception as exc:

@@ -249,9 +249,8 @@ class TowerEncoder(Encoder):
     def _inference(self, autocast: bool) -> Iterator[None]:
         import torch
 
-        dtype = torch.bfloat16 if self.device == "cpu" else torch.float16
         device_type = torch.device(self.device).type
-        with torch.inference_mode(), torch.autocast(device_type, dtype=dtype, enabled=autocast):
+        with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=autocast):
             yield
 
     def _image_features(self, pixels: Any) -> Any:
