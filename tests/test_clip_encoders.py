@@ -267,6 +267,18 @@ def test_missing_weights_offline_is_one_clear_sentence(argv, tmp_path, monkeypat
     assert not (tmp_path / "col").exists()
 
 
+def test_no_network_is_found_at_once_and_said(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from glimpse.encoders import towers
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # read once, at import
+    monkeypatch.setattr(towers, "hub_unreachable", lambda: "no network: cannot reach huggingface.co (test)")
+    with pytest.raises(ValueError, match=r"could not be downloaded \(no network: cannot reach huggingface.co"):
+        create_encoder("hf", model="openai/clip-vit-base-patch32")
+
+
 @pytest.mark.parametrize("options, message", [
     ({}, "needs --model"),
     ({"model": "ViT-B-32"}, "needs weights"),
