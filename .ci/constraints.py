@@ -15,6 +15,8 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parent.parent
 #: Also pinned: what .ci/run installs to build the wheel.
 TOOLS = ["build"]
+#: Pinned alone: installed with --no-deps (open_clip's torchvision cannot import beside the CPU torch).
+NO_DEPS = ["open-clip-torch"]
 
 
 def _key(name: str) -> str:
@@ -48,6 +50,8 @@ def pins() -> dict[str, str]:
         # "2.13.0+cpu" -> "2.13.0": a local build label is not on the registry; the constraint still picks it here.
         found[key] = dist.version.split("+")[0]
         todo += _wanted(dist.requires or [], extras)
+    for name in NO_DEPS:
+        found[_key(name)] = metadata.version(name)
     return found
 
 

@@ -73,15 +73,14 @@ CollectionOpt = Annotated[
 ]
 
 
-def _open(path: str, create: bool = False, encoder: str | None = None, precision: str | None = None):
+def _open(path: str, create: bool = False, encoder: str | None = None, **options):
     import glimpse
 
-    options = {"precision": precision} if precision else {}
+    options = {k: v for k, v in options.items() if v is not None}
     try:
         return glimpse.open(path, encoder=encoder, create=create, **options)
     except (FileNotFoundError, glimpse.EncoderMismatchError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+        raise _fail(exc) from None
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -151,6 +150,9 @@ def index(
     prune: Annotated[bool, typer.Option(help="Drop files that are gone from the given folders.")] = True,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="bf16 (fast) or fp32.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="open_clip: architecture (ViT-B-32), hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     codes: Annotated[Optional[str], typer.Option(help="Search through binary codes: learned, itq or sign; none switches them off (exact float search).")] = None,
@@ -168,7 +170,8 @@ def index(
         CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
     where = Path(collection).expanduser()
     existed, fresh = where.exists(), not (where / DB_NAME).exists()
-    col = _open(collection, create=True, encoder=encoder, precision=precision)
+    col = _open(collection, create=True, encoder=encoder, precision=precision, model=model, pretrained=pretrained,
+                device=device)
     try:
         if codes:
             with progress_bars() as bar:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from .base import Encoder, EncoderInfo, l2_normalize
@@ -27,7 +28,13 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
         raise ValueError(
             f"unknown encoder {name!r}; known encoders: {', '.join(list_encoders())}"
         ) from None
-    return factory(**options)
+    try:
+        return factory(**options)
+    except TypeError as exc:
+        bad = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+        if bad is None:
+            raise
+        raise ValueError(f"encoder {name!r} does not take the option {bad.group(1)!r}") from None
 
 
 def _hash_encoder(**options) -> Encoder:
@@ -43,8 +50,22 @@ def _bridge_encoder(**options) -> Encoder:
     return BridgeEncoder(**options)
 
 
+def _open_clip_encoder(**options) -> Encoder:
+    from .open_clip import OpenClipEncoder
+
+    return OpenClipEncoder(**options)
+
+
+def _hf_encoder(**options) -> Encoder:
+    from .hf import HfEncoder
+
+    return HfEncoder(**options)
+
+
 register_encoder("hash", _hash_encoder)
 register_encoder(DEFAULT_ENCODER, _bridge_encoder)
+register_encoder("open_clip", _open_clip_encoder)
+register_encoder("hf", _hf_encoder)
 
 __all__ = [
     "DEFAULT_ENCODER",

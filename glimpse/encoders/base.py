@@ -41,6 +41,12 @@ class Encoder(ABC):
     def info(self) -> EncoderInfo:
         return EncoderInfo(self.name, self.dim, self.version)
 
+    @property
+    def options(self) -> dict[str, str]:
+        """The constructor options that choose the model, recorded by collections so that a
+        later open without options rebuilds the same encoder (device and precision are not)."""
+        return {}
+
     @abstractmethod
     def prepare(self, image: Image.Image) -> np.ndarray:
         """One RGB image -> the model's input array (any fixed shape). Thread-safe."""

@@ -26,11 +26,16 @@ Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and bi
 Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
 Refine = Annotated[str, typer.Option(help="Also score each configuration with a re-ranking stage on its top 100: aqe, superglobal (comma-separated).")]
 Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly (k 10 x oversample 10 = 100).")]
+Model = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: the model (as in `glimpse index --model`).")]
+Pretrained = Annotated[Optional[str], typer.Option(help="open_clip encoder: the weights (tag, hf-hub:org/name, file or folder).")]
+Device = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: cpu, cuda or cuda:N.")]
+#: Encoders that take --model/--pretrained/--device.
+MODEL_ENCODERS = ("open_clip", "hf")
 
 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
-         shortlist: int, adapt: str = "", refine: str = "") -> None:
-    from ..encoders import DEFAULT_ENCODER
+         shortlist: int, adapt: str = "", refine: str = "", model_options: dict | None = None) -> None:
+    from ..encoders import DEFAULT_ENCODER, create_encoder
     from ..extras import MissingExtraError, require
     from .configs import parse_configs
     from .datasets import DatasetError
@@ -44,7 +49,15 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
     except (DatasetError, MissingExtraError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
-    encoders = [e.strip() for e in (encoder or DEFAULT_ENCODER).split(",") if e.strip()]
+    names = [e.strip() for e in (encoder or DEFAULT_ENCODER).split(",") if e.strip()]
+    options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    try:
+        if options and not set(names) & set(MODEL_ENCODERS):
+            raise ValueError(f"--model, --pretrained and --device apply to the {' and '.join(MODEL_ENCODERS)} encoders")
+        encoders = [create_encoder(n, **options) if n in MODEL_ENCODERS else n for n in names]
+    except ValueError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as bar:
         tasks: dict[str, int] = {}
@@ -72,12 +85,13 @@ def captioned(
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100,
     adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
-    refine: Refine = "",
+    refine: Refine = "", model: Model = None, pretrained: Pretrained = None, device: Device = None,
 ) -> None:
     """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
     from .datasets import load_captioned
 
-    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine)
+    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine,
+         {"model": model, "pretrained": pretrained, "device": device})
 
 
 @app.command()
@@ -86,12 +100,13 @@ def copydetect(
     per_image: Annotated[int, typer.Option(help="Edited copies (queries) per image.")] = 4,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100, refine: Refine = "",
+    model: Model = None, pretrained: Pretrained = None, device: Device = None,
 ) -> None:
     """Seeded edited copies (crop, rotation, rescale, JPEG, colour, flip, text, combos) find their original."""
     from .datasets import load_copydetect
 
     _run(lambda: load_copydetect(folder, per_image, seed), out, codes, encoder, seed, cache, shortlist,
-         refine=refine)
+         refine=refine, model_options={"model": model, "pretrained": pretrained, "device": device})
 
 
 @app.command()
