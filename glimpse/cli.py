@@ -27,15 +27,18 @@ err = Console(stderr=True)
 
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
-    traceback: another writer's lock, and ValueError, which the engine raises for bad options."""
+    traceback: another writer's lock, ValueError, which the engine raises for bad options, and
+    an optional feature used without its extra."""
 
     def invoke(self, ctx):
+        from .extras import MissingExtraError
         from .index.lock import CollectionLockedError
 
         try:
             return super().invoke(ctx)
-        except (CollectionLockedError, ValueError) as exc:
+        except (CollectionLockedError, MissingExtraError, ValueError) as exc:
             raise _fail(exc) from None
+
 
 app = typer.Typer(
     cls=_Commands,
@@ -415,12 +418,8 @@ def demo(
 ) -> None:
     """Index sample photos (or FOLDER) and run a few text and image searches."""
     from .demo import run_demo
-    from .extras import MissingExtraError
 
-    try:
-        run_demo(Path(os.path.expanduser(collection)), folder, encoder)
-    except MissingExtraError as exc:
-        raise _fail(exc) from None
+    run_demo(Path(os.path.expanduser(collection)), folder, encoder)
 
 
 @app.command()
@@ -438,17 +437,13 @@ def serve(
     max_upload_mb: Annotated[int, typer.Option(help="Largest image upload, in MiB.")] = 20,
 ) -> None:
     """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
-    from .extras import MissingExtraError
-
     positional = collection is not None and collection != os.environ.get("GLIMPSE_COLLECTION")
     if positional and collection_opt is not None and collection_opt != collection:
         raise _fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
     collection = collection_opt or collection or DEFAULT_COLLECTION
-    try:
-        from .server import ServerConfig, read_token
-        from .server import serve as run_server
-    except MissingExtraError as exc:
-        raise _fail(exc) from None
+    from .server import ServerConfig, read_token
+    from .server import serve as run_server
+
     try:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:

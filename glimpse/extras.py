@@ -12,6 +12,7 @@ MODULES = {
     "server": ("fastapi", "uvicorn", "python_multipart"),
     "eval": ("matplotlib",),
     "demo": ("skimage",),
+    "clip": ("transformers", "ftfy"),
 }
 
 

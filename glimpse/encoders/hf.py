@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..extras import require
 from .towers import (Precision, Preprocess, TowerEncoder, absolute_path, first_line, hub_cache, hub_mode,
                      is_path, offline_reason)
 
@@ -41,6 +42,7 @@ class HfEncoder(TowerEncoder):
         self.model = absolute_path(model) if local else model
         if local and not os.path.isdir(self.model):
             raise ValueError(f"no model folder at {self.model}: give a folder saved with save_pretrained, or a hub id")
+        require("clip", "the hf encoder")
         super().__init__(device, precision, num_threads)
         try:
             import torch

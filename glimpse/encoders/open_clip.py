@@ -22,6 +22,7 @@ from typing import Any
 
 from PIL import Image
 
+from ..extras import MissingExtraError, missing_extra, require
 from .towers import (Precision, Preprocess, TowerEncoder, absolute_path, first_line, hub_cache, hub_mode,
                      is_path, offline_reason)
 
@@ -96,9 +97,10 @@ def import_open_clip() -> Any:
     """
     if "open_clip" in sys.modules:
         return sys.modules["open_clip"]
+    require("clip", "the open_clip encoder")
     if importlib.util.find_spec("open_clip") is None:
-        raise ValueError("the open_clip encoder needs open_clip: pip install 'glimpse[clip]' "
-                         "and then pip install --no-deps open-clip-torch==3.3.0 (see the README)")
+        raise MissingExtraError(missing_extra("the open_clip encoder", "clip")
+                                + " && pip install --no-deps open-clip-torch (see the README)", name="open_clip")
     if importlib.util.find_spec("torchvision") is None:
         with _torchvision_stand_in():
             import open_clip
