@@ -135,6 +135,10 @@ def test_info_and_hints(encoder):
         from glimpse.encoders.bridge import BridgeEncoder
 
         BridgeEncoder(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lite must be one of"):
+        from glimpse.encoders.bridge import BridgeEncoder
+
+        BridgeEncoder(lite=3)
 
 
 @pytest.mark.parametrize("lite, side", [(1, 240), (2, 260)])
