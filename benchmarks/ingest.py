@@ -3,7 +3,9 @@
     python benchmarks/ingest.py [--data ../shared/data/captioned-dev] [--encoder lite0-minilm[,lite1-minilm,...]]
 
 Goals (issue #2, default encoder, 2-core machine): end-to-end >= 300 img/s and
-end-to-end / encoder-alone >= 0.9, i.e. the model never waits on I/O.
+end-to-end / encoder-alone >= 0.9, i.e. the model never waits on I/O. Several encoders run
+interleaved in one process and are compared with the first; each also gets its model's CPU
+time per image on one thread, a cost ratio that depends far less on other jobs' load on a shared machine.
 """
 
 from __future__ import annotations
