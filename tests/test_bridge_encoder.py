@@ -135,12 +135,22 @@ def test_info_and_hints(encoder):
         from glimpse.encoders.bridge import BridgeEncoder
 
         BridgeEncoder(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="lite must be one of"):
+        from glimpse.encoders.bridge import BridgeEncoder
+
+        BridgeEncoder(lite=3)
 
 
-def test_hub_offline_is_scoped():
-    from glimpse.encoders.bridge import _hub_offline
+@pytest.mark.parametrize("lite, side", [(1, 240), (2, 260)])
+def test_larger_lite_variants_load_their_own_weights(photos, cache_dir, lite, side):
+    from glimpse.encoders import create_encoder
+    from glimpse.encoders.bridge import load_class_names
 
-    before = os.environ.get("HF_HUB_OFFLINE")
-    with _hub_offline():
-        assert os.environ["HF_HUB_OFFLINE"] == "1"
-    assert os.environ.get("HF_HUB_OFFLINE") == before
+    enc = create_encoder(f"lite{lite}-minilm", cache_dir=cache_dir)
+    assert enc.name == f"lite{lite}-minilm" and enc.image_size == side
+    batch = np.stack([enc.prepare(photos[name]) for name in ("coffee", "chelsea")])
+    assert batch.shape == (2, side, side, 3)
+    _, logits = enc.image_features(batch)
+    names = load_class_names()
+    top = [names[i] for i in np.argmax(logits, axis=1)]
+    assert top[0] == "espresso" and "cat" in top[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import partial
 
 from .base import Encoder, EncoderInfo, l2_normalize
 
@@ -63,7 +64,8 @@ def _hf_encoder(**options) -> Encoder:
 
 
 register_encoder("hash", _hash_encoder)
-register_encoder(DEFAULT_ENCODER, _bridge_encoder)
+for _lite in (0, 1, 2):  # EfficientNet-Lite0/1/2; the sizes are in bridge.LITE_IMAGE_SIZES
+    register_encoder(f"lite{_lite}-minilm", partial(_bridge_encoder, lite=_lite))
 register_encoder("open_clip", _open_clip_encoder)
 register_encoder("hf", _hf_encoder)
 

