@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -58,20 +60,27 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+@contextmanager
+def progress_bar(label: str, unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A transient bar on stderr; yields the ``progress(done, total)`` callback to feed it."""
+    with Progress(
+        TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=err, transient=True,
+    ) as bar:
+        task = bar.add_task(label, total=None, rate="")
+
+        def progress(done: int, total: int) -> None:
+            elapsed = bar.tasks[0].elapsed or 0
+            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} {unit}/s" if elapsed else "")
+
+        yield progress
+
+
 def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     """Index with a progress bar and the one-line summary people read."""
     from glimpse import CollectionLockedError
 
-    with Progress(
-        TextColumn("[bold]indexing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
-        TimeRemainingColumn(), console=err, transient=True,
-    ) as bar:
-        task = bar.add_task("index", total=None, rate="")
-
-        def progress(done: int, total: int) -> None:
-            elapsed = bar.tasks[0].elapsed or 0
-            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} img/s" if elapsed else "")
-
+    with progress_bar("indexing", "img") as progress:
         try:
             if prune:
                 report = col.index(paths or None, progress=progress, **options)
@@ -117,6 +126,42 @@ def index(
         col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
         batch_size=batch_size, workers=workers,
     )
+
+
+@app.command("import-vectors")
+def import_vectors(
+    file: Annotated[Path, typer.Argument(help="A .npy array (vectors x dims), or a .parquet file with a list-of-floats column.")],
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="Text file with one key per vector, one a line, in row order. Default: FILE-NAME/ROW.")] = None,
+    column: Annotated[Optional[str], typer.Option("--column", help="The vectors' column of a .parquet file (default: its only list column).")] = None,
+    key_column: Annotated[Optional[str], typer.Option("--key-column", help="A .parquet string column holding the keys.")] = None,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    batch_size: Annotated[int, typer.Option(help="Vectors per commit.")] = 16384,
+) -> None:
+    """Add embeddings computed elsewhere to a collection without a model (made with encoder precomputed when new).
+
+    Vectors are L2-normalised on the way in; a key the collection already holds gets the new vector.
+    Search the collection by vector (HTTP: "vector" in /api/search) or by item id (--like).
+    """
+    import glimpse
+    from glimpse import CollectionLockedError
+    from glimpse.vectorfiles import parquet_keys, read_keys, read_vectors
+
+    try:
+        if keys is not None and key_column is not None:
+            raise ValueError("give the keys once: --keys FILE or --key-column NAME")
+        if key_column is not None and file.suffix.lower() != ".parquet":
+            raise ValueError("--key-column is for .parquet files: give a .npy file's keys with --keys FILE")
+        vectors = read_vectors(file, column)
+        names = (read_keys(keys) if keys is not None else parquet_keys(file, key_column) if key_column is not None
+                 else [f"{file.name}/{row}" for row in range(len(vectors))])
+        if len(names) != len(vectors):
+            raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
+        col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
+        with progress_bar("importing", "vectors") as progress:
+            col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+    except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
+        raise _fail(exc) from None
+    console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
 
 
 @app.command()
@@ -250,7 +295,8 @@ def info(
     table = Table(show_header=False, show_edge=False)
     table.add_row("collection", stats.path)
     table.add_row("images", f"{stats.images:,} ({stats.files:,} files)")
-    table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims")
+    table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims"
+                  + ("" if col.has_files else " (no model: search by vector or --like)"))
     table.add_row("disk", f"{_human_bytes(stats.disk_bytes)} (vectors {_human_bytes(stats.vector_bytes)})")
     codes = stats.codes
     table.add_row("search", "exact float (FAISS inner product)" if not codes else (

@@ -43,8 +43,15 @@ def _bridge_encoder(**options) -> Encoder:
     return BridgeEncoder(**options)
 
 
+def _precomputed_encoder(**options) -> Encoder:
+    from .precomputed import PrecomputedEncoder
+
+    return PrecomputedEncoder(**options)
+
+
 register_encoder("hash", _hash_encoder)
 register_encoder(DEFAULT_ENCODER, _bridge_encoder)
+register_encoder("precomputed", _precomputed_encoder)
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -79,6 +79,13 @@ class Service:
         except KeyError:
             raise HTTPException(404, f"no image with id {item_id} in this collection") from None
 
+    def item_files(self, item_id: int) -> list[str]:
+        """The files an item shows (404 for an item of precomputed vectors: its paths are keys)."""
+        paths = self.item(item_id).paths
+        if not self.col.has_files:
+            raise HTTPException(404, f"item {item_id} has no image file: this collection holds precomputed vectors")
+        return paths
+
 
 def create_app(collection: Collection | str | os.PathLike, config: ServerConfig | None = None) -> FastAPI:
     """The app for one collection (an open one, or a directory to open read-side)."""
@@ -168,9 +175,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
-        info = service.item(item_id)
         try:
-            path = service.thumbnails.get(item_id, size, info.paths)
+            path = service.thumbnails.get(item_id, size, service.item_files(item_id))
         except FileNotFoundError as exc:
             raise HTTPException(404, f"image {item_id}: {exc}") from None
         except DecodeError as exc:
@@ -180,7 +186,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/items/{item_id}/image", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def original(item_id: PathId):
         """The original file, as indexed (the first of its paths that still exists)."""
-        for path in service.item(item_id).paths:
+        for path in service.item_files(item_id):
             if os.path.isfile(path):
                 return FileResponse(path, headers={"Cache-Control": "no-cache"})
         raise HTTPException(404, f"image {item_id}: none of its files exist any more")
@@ -217,8 +223,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.post("/api/items/remove", response_model=Job, status_code=202, dependencies=Writes,
               responses=ERRORS, tags=["write"])
     def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
-        """Forget files or whole folders (inside the server's roots)."""
-        paths = _confined(service, req.paths, must_exist=False)
+        """Forget files or whole folders (inside the server's roots), or keys of precomputed vectors."""
+        paths = _confined(service, req.paths, must_exist=False) if col.has_files else req.paths
         return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
@@ -309,7 +315,7 @@ def _removal(service: Service, paths: list[str]):
         # files it keeps for uploads (other files are the user's and are never touched).
         service.thumbnails.prune(set(col.item_ids()))
         uploads = service.upload_dir.resolve()
-        for path in paths:
+        for path in paths if col.has_files else ():  # keys of precomputed vectors name no file
             if Path(path).resolve().parent == uploads:
                 Path(path).unlink(missing_ok=True)
         return {"removed": removed}
@@ -424,7 +430,8 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
         col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)
-        col.encoder.encode_texts(["warm up"])
+        if col.has_files:  # a collection of precomputed vectors has no model
+            col.encoder.encode_texts(["warm up"])
     app = create_app(col, config)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
