@@ -140,9 +140,7 @@ class Collection:
 
         With ``prune``, files under ``paths`` that are gone from disk are dropped too.
         """
-        if not self.has_files:
-            raise ValueError("this collection holds precomputed vectors and has no model to embed images: "
-                             "add vectors with add_vectors (glimpse import-vectors)")
+        self._require_model()
         return self._ingest(paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress)
 
     def index(self, roots: Iterable[str | os.PathLike] | None = None, **options) -> IndexReport:
@@ -150,11 +148,17 @@ class Collection:
 
         Without ``roots``, re-index the folders indexed before. Takes ``add``'s options.
         """
+        self._require_model()
         if roots is None:
             roots = self._meta.get_meta().get("roots", [])
             if not roots:
                 raise ValueError("this collection has no folders yet: give one to index")
         return self.add(roots, prune=True, **options)
+
+    def _require_model(self) -> None:
+        if not self.has_files:
+            raise ValueError("this collection holds precomputed vectors and has no model to embed images: "
+                             "add vectors with add_vectors (glimpse import-vectors)")
 
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders); returns how many files went.

@@ -84,8 +84,9 @@ def test_queries_that_need_a_model_say_there_is_none(col, image_dir):
 
 
 def test_image_files_and_vectors_do_not_mix(tmp_path, col, image_dir):
-    with pytest.raises(ValueError, match="add_vectors"):
-        col.add([image_dir])
+    for index in (lambda: col.add([image_dir]), lambda: col.index([image_dir]), col.index):
+        with pytest.raises(ValueError, match="no model to embed images: add vectors with add_vectors"):
+            index()
     images = glimpse.open(tmp_path / "images", encoder="hash")
     with pytest.raises(ValueError, match="precomputed"):
         images.add_vectors(unit_rows(1, dim=images.encoder.dim), ["a"])
