@@ -16,6 +16,7 @@ from itertools import islice
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder, l2_normalize
 from .encoders.precomputed import PRECOMPUTED
@@ -286,7 +287,7 @@ class Collection:
         self._apply(generation, [it.id for it in items], vectors, dropped)
         return rows, dropped
 
-    def add_vectors(self, vectors, keys: Sequence[str], *, batch_size: int = VECTOR_BATCH,
+    def add_vectors(self, vectors: npt.ArrayLike, keys: Sequence[str], *, batch_size: int = VECTOR_BATCH,
                     progress: ProgressFn | None = None) -> np.ndarray:
         """Add embeddings computed elsewhere, one per key; returns their item ids (int64, in order).
 
