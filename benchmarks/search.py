@@ -51,11 +51,14 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import faiss  # noqa: E402
 
 from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binarizer, recall  # noqa: E402
+import glimpse  # noqa: E402
 from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.index import VectorStore  # noqa: E402
 from glimpse.index.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
 
 K = 10
+#: With --isotropic: each photo and 4 augmented variants (5 x 657 photos covers 3,000 real rows).
+ISO_VARIANTS = 5
 
 
 # -- data -----------------------------------------------------------------------------------
@@ -334,6 +337,200 @@ def print_table(rows: list[dict]) -> None:
               f"{r['img']:.3f} | {txt} |")
 
 
+# -- isotropic near-copies, through encoder="precomputed" (issue 15) --------------------------
+
+
+def isotropic_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(``--real`` database vectors, image queries, text queries), all real default-encoder vectors.
+
+    The last ``--queries`` photos of captioned-dev are the image queries (their captions, the
+    text queries); the database's real vectors are the other photos and their augmented
+    variants (``benchmarks/binarizers.py``'s augmentations), photo by photo.
+    """
+    emb = build_embeddings(args.data, args.cache, ISO_VARIANTS - 1)
+    images, held = emb["images"], args.queries
+    real = images[:-held].reshape(-1, images.shape[2])[: args.real]
+    return (np.ascontiguousarray(real), np.ascontiguousarray(images[-held:, 0]),
+            np.ascontiguousarray(emb["captions"][-held:][: args.text_queries]))
+
+
+def isotropic_rows(real: np.ndarray, n: int, cosine: float, seed: int = 7) -> np.ndarray:
+    """float16 (n, dim): the real vectors, then copies of random ones plus isotropic Gaussian
+    noise scaled so a copy has ``cosine`` to its source (1 / sqrt(1 + dim * sigma^2))."""
+    dim = real.shape[1]
+    sigma = np.sqrt((1 / cosine**2 - 1) / dim)
+    out = np.empty((n, dim), np.float16)
+    out[: len(real)] = real
+    rng = np.random.default_rng(seed)
+    for start in range(len(real), n, 16384):
+        stop = min(n, start + 16384)
+        x = real[rng.integers(0, len(real), stop - start)] + sigma * rng.standard_normal((stop - start, dim), dtype=np.float32)
+        out[start:stop] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def adaptive_search(index: BinaryIndex, query: np.ndarray, k: int, first: int, pool: int, z: float) -> np.ndarray:
+    """A shortlist sized per query (experiment): asymmetric code scores of every code, the top
+    ``first`` re-ranked exactly, the code scores' error measured on them (the asymmetric score
+    is ``q . (x - mean)`` up to the codes' loss, so exact ~ code + offset), then candidates
+    taken in code order while their predicted exact score is within ``z`` deviations of the
+    k-th exact score so far (at most ``pool``). Returns the top-k ids."""
+    code_scores, ids = index._asymmetric(query[None], pool, *index._flat_codes())
+    code_scores, ids = code_scores[0], ids[0]
+    done = first
+    exact = index.reader(ids[:first]).astype(np.float32) @ query
+    error = exact - code_scores[:first]
+    offset, spread = float(np.mean(error)), float(np.std(error))
+    while done < pool:
+        kth = np.partition(exact, -k)[-k]
+        reach = int(np.searchsorted(-code_scores, -(kth - offset - z * spread)))
+        if reach <= done:
+            break
+        step = min(pool, max(reach, 2 * done))
+        exact = np.concatenate([exact, index.reader(ids[done:step]).astype(np.float32) @ query])
+        done = step
+    return ids[np.argsort(-exact, kind="stable")[:k]]
+
+
+class ResidualCodes:
+    """Experiment: a coarse quantiser (spherical k-means, ``lists`` centroids) and learned-256
+    codes of each vector's residual to its centroid, as IVF-PQ and BEBR do. A query scores
+    the members of its ``probes`` nearest lists by ``q . centroid + asymmetric(q, residual
+    code)`` (both calibrated, so lists compare), then re-ranks the top ``shortlist`` exactly.
+    RAM per image: the 32-byte code and an 8-byte id, as a list-ordered array."""
+
+    def __init__(self, stored: np.ndarray, lists: int, sample: int, reader):
+        n, dim = stored.shape
+        train = np.ascontiguousarray(stored[:: max(1, n // sample)].astype(np.float32))
+        kmeans = faiss.Kmeans(dim, lists, niter=10, spherical=True, seed=1)
+        kmeans.train(train)
+        self.centroids = kmeans.centroids
+        self.quantizer = faiss.IndexFlatIP(dim)
+        self.quantizer.add(self.centroids)
+        assign = np.concatenate([self.quantizer.search(stored[i : i + 65536].astype(np.float32), 1)[1][:, 0]
+                                 for i in range(0, n, 65536)])
+        train_lists = self.quantizer.search(train, 1)[1][:, 0]
+        self.binarizer = make_binarizer("learned", 256).fit(train - self.centroids[train_lists])
+        self.order = np.argsort(assign, kind="stable")
+        self.starts = np.searchsorted(assign[self.order], np.arange(lists + 1))
+        self.codes = np.empty((n, 32), np.uint8)
+        for i in range(0, n, 65536):
+            rows = self.order[i : i + 65536]
+            self.codes[i : i + len(rows)] = self.binarizer.encode(stored[rows].astype(np.float32) - self.centroids[assign[rows]])
+        self.reader = reader
+        self.lists = lists
+
+    def search(self, query: np.ndarray, k: int, probes: int, shortlist: int) -> np.ndarray:
+        near_scores, near = self.quantizer.search(query[None], probes)
+        spans = [np.arange(self.starts[c], self.starts[c + 1]) for c in near[0]]
+        positions = np.concatenate(spans)
+        base = np.repeat(near_scores[0], [len(s) for s in spans])
+        weights = self.binarizer.query_vector(query[None])[0].reshape(32, 8)
+        table = weights @ (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).T.astype(np.float32)
+        estimate = base + table[np.arange(32), self.codes[positions]].sum(axis=1)
+        top = positions[np.argpartition(-estimate, min(shortlist, len(estimate) - 1))[:shortlist]]
+        ids = np.sort(self.order[top])
+        exact = self.reader(ids).astype(np.float32) @ query
+        return ids[np.argsort(-exact, kind="stable")[:k]]
+
+
+def timed(search, queries: np.ndarray) -> tuple[float, np.ndarray]:
+    """Batch-1 p50 in ms over ``queries`` (after one warm-up), and the ids each query found."""
+    search(queries[:1])
+    seconds, found = [], []
+    for i in range(len(queries)):
+        t = time.perf_counter()
+        found.append(search(queries[i : i + 1])[0])
+        seconds.append(time.perf_counter() - t)
+    return 1e3 * float(np.median(seconds)), np.vstack(found)
+
+
+def isotropic_benchmark(args) -> None:
+    """Recall@10 and batch-1 p50 of the default code path against FAISS's anchors, per cosine.
+
+    Each row is printed as soon as its index is built (the slow builds come last)."""
+    faiss.omp_set_num_threads(1)
+    real, img, txt = isotropic_sources(args)
+    n, dim = args.size, real.shape[1]
+    print(f"isotropic near-copies: {len(real):,} real {dim}-d default-encoder vectors + noisy copies to {n:,}; "
+          f"{len(img)} image / {len(txt)} text queries (other real photos, their captions); batch 1, one thread; "
+          f"faiss {faiss.__version__}; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    for cosine in args.isotropic:
+        rows = isotropic_rows(real, n, cosine)
+        copies = rows[len(real) :: 997].astype(np.float32)
+        with tempfile.TemporaryDirectory(prefix="glimpse-iso-") as tmp:
+            col = glimpse.open(Path(tmp) / "col", encoder="precomputed", dim=dim)
+            t = time.perf_counter()
+            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
+            imported = time.perf_counter() - t
+            t = time.perf_counter()
+            col.use_codes()  # the defaults: learned-256, cascade (image) / asymmetric (text), re-rank x30
+            fitted = time.perf_counter() - t
+            del rows
+            index = col._ensure_index()
+            stored = col._vectors.view(n)
+            sources = real[np.argmax(copies @ real.T, axis=1)]
+            print(f"\n### cosine {cosine}: measured copy-to-source cosine {np.mean(np.sum(copies * sources, axis=1)):.3f}; "
+                  f"add_vectors {n / imported:,.0f} vectors/s, codes fitted and built in {fitted:.0f}s")
+            flat = faiss.IndexFlatIP(dim)
+            for start in range(0, n, 65536):
+                flat.add(stored[start : start + 65536].astype(np.float32))
+            truth = {"img": flat.search(img, K)[1], "txt": flat.search(txt, K)[1]}
+            print("| index | B/img in RAM | p50 ms | x exact | image R@10 | text R@10 |")
+            print("|---|---|---|---|---|---|")
+            exact_p50 = []
+
+            def row(label: str, per_image: float, image_search, text_search=None) -> None:
+                p50, found = timed(image_search, img)
+                exact_p50.append(p50)
+                got_txt = recall(timed(text_search or image_search, txt)[1], truth["txt"])
+                print(f"| {label} | {per_image:,.0f} | {p50:.2f} | {exact_p50[0] / p50:.0f} | "
+                      f"{recall(found, truth['img']):.3f} | {got_txt:.3f} |", flush=True)
+
+            row("FAISS IndexFlatIP (exact)", dim * 4, lambda q: flat.search(q, K)[1])
+            held = index.nbytes() / n
+            for o in args.oversample:
+                row(f"glimpse learned-256, cascade (img) / asymmetric (txt) + re-rank x{o}" + (" (default)" if o == 30 else ""),
+                    held, lambda q, o=o: index.search(q, K, oversample=o, scoring="cascade")[1],
+                    lambda q, o=o: index.search(q, K, oversample=o, scoring="asymmetric")[1])
+            for z in args.adaptive_z:
+                row(f"glimpse learned-256, asymmetric + shortlist sized per query (z {z}, <= {args.adaptive_pool})", held,
+                    lambda q, z=z: adaptive_search(index, q[0], K, 100, args.adaptive_pool, z)[None])
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            t = time.perf_counter()
+            lists = args.ivf_lists
+            ivfpq = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, 32, 8, faiss.METRIC_INNER_PRODUCT)
+            ivfpq.cp.niter = 10
+            ivfpq.train(np.ascontiguousarray(stored[:: max(1, n // (30 * lists))].astype(np.float32)))
+            for start in range(0, n, 65536):
+                ivfpq.add(stored[start : start + 65536].astype(np.float32))
+            print(f"(IVF-PQ built in {time.perf_counter() - t:.0f}s)", flush=True)
+            faiss.omp_set_num_threads(1)
+            refine = faiss.IndexRefine(ivfpq, flat)  # shares the exact index's floats
+            for top in (300, 1000, 3000):
+                params = faiss.IndexRefineSearchParameters(k_factor=top / K, base_index_params=faiss.SearchParametersIVF(nprobe=32))
+                row(f"FAISS IVF{lists},PQ32, nprobe 32, float refine of top {top}", 32 + 8,
+                    lambda q, params=params: refine.search(q, K, params=params)[1])
+            if args.residual_lists:
+                t = time.perf_counter()
+                residual = ResidualCodes(stored, args.residual_lists, 20_000, index.reader)
+                print(f"(residual codes built in {time.perf_counter() - t:.0f}s)", flush=True)
+                for probes, short in args.residual_probes:
+                    row(f"experiment: IVF{args.residual_lists} + learned-256 residual codes, {probes} probes, re-rank {short}",
+                        40, lambda q, p=probes, s=short: residual.search(q[0], K, p, s)[None])
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            t = time.perf_counter()
+            hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+            hnsw.add(faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim))
+            print(f"(HNSW built in {time.perf_counter() - t:.0f}s)", flush=True)
+            faiss.omp_set_num_threads(1)
+            for ef in (128, 256, 512):
+                row(f"FAISS HNSW32, efSearch {ef}", dim * 4 + 32 * 2 * 4,
+                    lambda q, ef=ef: hnsw.search(q, K, params=faiss.SearchParametersHNSW(efSearch=ef))[1])
+            col.close()
+    print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "captioned-dev")
@@ -346,7 +543,26 @@ def main(argv: list[str] | None = None) -> None:
                     help="re-rank shortlists of k x each of these")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--fit-sample", type=int, default=20_000)
+    ap.add_argument("--isotropic", type=lambda v: [float(x) for x in v.split(",")], default=None,
+                    help="instead: the isotropic near-copy data models at these cosines (e.g. 0.79,0.93)")
+    ap.add_argument("--size", type=int, default=200_000, help="with --isotropic: database size")
+    ap.add_argument("--real", type=int, default=3000, help="with --isotropic: real vectors in the database")
+    ap.add_argument("--text-queries", type=int, default=50, help="with --isotropic: caption queries")
+    ap.add_argument("--ivf-lists", type=int, default=1024, help="with --isotropic: IVF-PQ's lists")
+    ap.add_argument("--adaptive-z", type=lambda v: [float(x) for x in v.split(",") if x], default=[2.0, 3.0],
+                    help="with --isotropic: error-bound widths of the adaptive shortlist experiment")
+    ap.add_argument("--adaptive-pool", type=int, default=4000, help="with --isotropic: its largest shortlist")
+    ap.add_argument("--residual-lists", type=int, default=1024, help="with --isotropic: coarse lists of the "
+                    "residual-codes experiment (0: skip it)")
+    ap.add_argument("--residual-probes", default=[(16, 300), (32, 300), (32, 1000)],
+                    type=lambda v: [tuple(int(y) for y in x.split(":")) for x in v.split(",")],
+                    help="with --isotropic: PROBES:SHORTLIST pairs of the residual-codes experiment")
     args = ap.parse_args(argv)
+    if args.isotropic:
+        args.queries = 200 if args.queries == 100 else args.queries
+        args.oversample = [30, 100, 300] if args.oversample == [10, 30, 100] else args.oversample
+        isotropic_benchmark(args)
+        return
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     seeds, img, txt, target, label = load_sources(args)
     tiler = Tiler(seeds, target)

@@ -120,15 +120,21 @@ def fit_progress(bar: Progress):
     return progress
 
 
+def rate_progress(bar: Progress, label: str, unit: str):
+    """A callback for counted work (``progress(done, total)``): its own bar, with the rate."""
+    task = bar.add_task(label, total=None, rate="")
+
+    def progress(done: int, total: int) -> None:
+        elapsed = next(t for t in bar.tasks if t.id == task).elapsed or 0
+        bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} {unit}/s" if elapsed else "")
+
+    return progress
+
+
 def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     """Index with a progress bar and the one-line summary people read."""
     with progress_bars() as bar:
-        task = bar.add_task("indexing", total=None, rate="")
-
-        def progress(done: int, total: int) -> None:
-            elapsed = bar.tasks[0].elapsed or 0
-            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} img/s" if elapsed else "")
-
+        progress = rate_progress(bar, "indexing", "img")
         try:
             report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar),
                                **options)
@@ -203,6 +209,43 @@ def _discard_if_empty(col, remove_folder: bool) -> None:
     if remove_folder:
         with contextlib.suppress(OSError):  # not empty: something else is there, keep it
             col.path.rmdir()
+
+
+@app.command("import-vectors")
+def import_vectors(
+    file: Annotated[Path, typer.Argument(help="A .npy array (vectors x dims), or a .parquet file with a list-of-floats column.")],
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="Text file with one key per vector, one a line, in row order. Default: FILE-NAME/ROW.")] = None,
+    column: Annotated[Optional[str], typer.Option("--column", help="The vectors' column of a .parquet file (default: its only list column).")] = None,
+    key_column: Annotated[Optional[str], typer.Option("--key-column", help="A .parquet string column holding the keys.")] = None,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    batch_size: Annotated[int, typer.Option(help="Vectors per commit.")] = 16384,
+) -> None:
+    """Add embeddings computed elsewhere to a collection without a model (made with encoder precomputed when new).
+
+    Vectors are L2-normalised on the way in; a key the collection already holds gets the new vector.
+    Search the collection by vector (HTTP: "vector" in /api/search) or by item id (--like).
+    """
+    import glimpse
+    from glimpse import CollectionLockedError
+    from glimpse.vectorfiles import parquet_keys, read_keys, read_vectors
+
+    try:
+        if keys is not None and key_column is not None:
+            raise ValueError("give the keys once: --keys FILE or --key-column NAME")
+        if key_column is not None and file.suffix.lower() != ".parquet":
+            raise ValueError("--key-column is for .parquet files: give a .npy file's keys with --keys FILE")
+        vectors = read_vectors(file, column)
+        names = (read_keys(keys) if keys is not None else parquet_keys(file, key_column) if key_column is not None
+                 else [f"{file.name}/{row}" for row in range(len(vectors))])
+        if len(names) != len(vectors):
+            raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
+        col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
+        with progress_bars() as bar:
+            progress = rate_progress(bar, "importing", "vectors")
+            col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+    except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
+        raise _fail(exc) from None
+    console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
 
 
 @app.command()
@@ -341,7 +384,8 @@ def info(
     table = Table(show_header=False, show_edge=False)
     table.add_row("collection", stats.path)
     table.add_row("images", f"{stats.images:,} ({stats.files:,} files)")
-    table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims")
+    table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims"
+                  + ("" if col.has_files else " (no model: search by vector or --like)"))
     table.add_row("disk", f"{_human_bytes(stats.disk_bytes)} (vectors {_human_bytes(stats.vector_bytes)})")
     codes = stats.codes
     table.add_row("search", "exact float (FAISS inner product)" if not codes else (

@@ -8,6 +8,7 @@ after its vectors are durable, so a kill at any moment leaves the last committed
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,8 +19,10 @@ from typing import BinaryIO
 
 import numpy as np
 from fasteners import ReaderWriterLock
+import numpy.typing as npt
 
-from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder, l2_normalize
+from .encoders.precomputed import PRECOMPUTED
 from .codes import Binarizer, create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
@@ -40,6 +43,10 @@ DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
 VECTORS_FILE = "vectors-{generation}.f16"  # after a compaction (the generation it committed)
 LOCK_NAME = "write.lock"
+#: Rows per commit of ``add_vectors``: 16,384 x 1664-d float32 is 109 MB in flight.
+VECTOR_BATCH = 16384
+#: What a key may not hold: control characters, and lone surrogates (not storable as UTF-8).
+_UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 
 #: Called with (files done, files to do) while ``index``/``add`` run.
 ProgressFn = Callable[[int, int], None]
@@ -177,6 +184,7 @@ class Collection:
         (see :meth:`remove`). ``fit_progress`` gets (steps done, steps) while binary codes are
         fitted at the end.
         """
+        self._require_model()
         check_ingest(batch_size, workers)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
         return self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
@@ -200,6 +208,7 @@ class Collection:
         Without ``roots``, re-index the folders indexed before, each with the scan options it
         was last given (unless new ones are given here). Takes ``add``'s options.
         """
+        self._require_model()
         if roots is None:
             roots = list(self.folders())
             if not roots:
@@ -218,14 +227,21 @@ class Collection:
         saved = meta.get("folder_options", {})
         return {root: ScanOptions.from_json(saved.get(root)) for root in meta.get("roots", [])}
 
+    def _require_model(self) -> None:
+        if not self.has_files:
+            raise ValueError("this collection holds precomputed vectors and has no model to embed images: "
+                             "add vectors with add_vectors (glimpse import-vectors)")
+
     def remove(self, paths: Iterable[str | os.PathLike]) -> int:
         """Forget files (or everything under folders); returns how many files went.
 
         A path under a folder that is still indexed stays out of later :meth:`index` runs
         (listed in ``stats().excluded``) until it is added again; removing a folder that was
-        indexed forgets the folder.
+        indexed forgets the folder. In a collection of precomputed vectors, ``paths`` are keys,
+        taken as given: a key also removes the keys under it (``shop`` removes ``shop/1``), as a
+        folder would.
         """
-        targets = [str(absolute(p)) for p in paths]
+        targets = [str(absolute(p)) if self.has_files else str(p) for p in paths]
         with self._lock:
             meta = self._meta.get_meta()
             roots = [r for r in meta.get("roots", []) if not _is_under(r, targets)]
@@ -384,20 +400,77 @@ class Collection:
             else:
                 report.linked += 1
             links.append(FileLink(path, p.hash, size, mtime))
-        vectors = None
-        if arrays:
-            # Round to the stored precision so this process ranks exactly as a reader will.
-            vectors = self.encoder.encode_prepared(np.stack(arrays)).astype(VectorStore.DTYPE).astype(np.float32)
-            self._vectors.write(rows, vectors)
-        rows += len(items)
-        generation, dropped = self._meta.commit_batch(items, links, errors, rows)
-        self._rows = rows
+        vectors = self.encoder.encode_prepared(np.stack(arrays)) if arrays else None
+        rows, dropped = self._commit_rows(rows, items, vectors, links, errors)
         if dropped:  # rare: a changed file left its old content unshown
             gone = set(dropped)
             for h in [h for h, i in hashes.items() if i in gone]:
                 del hashes[h]
-        self._apply(generation, [it.id for it in items], vectors, dropped)
         return rows
+
+    def _commit_rows(self, rows: int, items: Sequence[NewItem], vectors: np.ndarray | None,
+                     links: Sequence[FileLink], errors: Sequence[FileError] = ()) -> tuple[int, list[int]]:
+        """Make one batch visible: its vectors durable in the vector file first, then one SQLite
+        transaction (a kill in between leaves only unreferenced rows past the end), then the
+        loaded index. Returns the new row count and the ids of the items no path shows any more."""
+        if vectors is not None:
+            # Round to the stored precision so this process ranks exactly as a reader will.
+            vectors = np.asarray(vectors).astype(VectorStore.DTYPE).astype(np.float32)
+            self._vectors.write(rows, vectors)
+        rows += len(items)
+        generation, dropped = self._meta.commit_batch(items, links, errors, rows)
+        self._rows = rows
+        self._apply(generation, [it.id for it in items], vectors, dropped)
+        return rows, dropped
+
+    def add_vectors(self, vectors: npt.ArrayLike, keys: Sequence[str], *, batch_size: int = VECTOR_BATCH,
+                    progress: ProgressFn | None = None) -> np.ndarray:
+        """Add embeddings computed elsewhere, one per key; returns their item ids (int64, in order).
+
+        Only for a collection opened with ``encoder="precomputed", dim=D``. ``vectors`` is any
+        (n, D) float array (a ``numpy.load(..., mmap_mode="r")`` map is read batch by batch, so
+        it need not fit in RAM). Rows must be finite and not all zero; each is L2-normalised on
+        the way in, because search ranks by inner product and reports it as a cosine.
+        ``keys`` are the user's names for the rows, unique non-empty strings, shown where an
+        image collection shows paths (filters match them with ``path_glob``/``path_prefix``).
+        A key the collection already holds gets the new vector, under a new id.
+
+        Everything is checked before anything is written. Then, like ``add``, every
+        ``batch_size`` rows are made durable in the vector file and visible in one SQLite
+        transaction, so a kill leaves the batches committed before it.
+        """
+        if self.has_files:
+            raise ValueError(f"add_vectors needs a collection of precomputed vectors (encoder='precomputed'); "
+                             f"this one embeds image files with {self.encoder.name}: index them instead")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        keys = _checked_keys(keys)
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dim or len(vectors) != len(keys):
+            raise ValueError(f"expected vectors of shape ({len(keys)}, {self.encoder.dim}) (one {self.encoder.dim}-d "
+                             f"row per key), got {vectors.shape}")
+        for start in range(0, len(keys), batch_size):
+            _unit_rows(vectors[start : start + batch_size], start)  # refuse bad rows before any write
+        ids = np.empty(len(keys), np.int64)
+        with self._lock:
+            self._refresh()
+            rows = int(self._meta.get_meta().get("rows", 0))
+            for start in range(0, len(keys), batch_size):
+                batch = _unit_rows(vectors[start : start + batch_size], start)
+                items = [NewItem(rows + i, f"vector:{rows + i}", 0, 0) for i in range(len(batch))]
+                links = [FileLink(key, item.hash, 0, 0) for key, item in zip(keys[start : start + len(batch)], items)]
+                ids[start : start + len(batch)] = [item.id for item in items]
+                rows, _ = self._commit_rows(rows, items, batch, links)
+                if progress:
+                    progress(start + len(batch), len(keys))
+            self._fit_codes()
+            self._persist_index()
+        return ids
+
+    @property
+    def has_files(self) -> bool:
+        """False for a collection of precomputed vectors: its items are keys, with no image file."""
+        return self.encoder.name != PRECOMPUTED
 
     # -- index maintenance ----------------------------------------------------------------
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
@@ -680,7 +753,8 @@ class Collection:
                             terms=terms, alpha=alpha)
         allowed = None
         if filters is not None and not filters.is_empty():
-            allowed = np.setdiff1d(np.array(self._meta.matching_items(filters.conditions()), dtype=np.int64),
+            conditions = filters.conditions() if self.has_files else filters.key_conditions()
+            allowed = np.setdiff1d(np.array(self._meta.matching_items(conditions), dtype=np.int64),
                                    np.array(sorted(query.exclude), dtype=np.int64))
             if not len(allowed):
                 return []
@@ -907,6 +981,38 @@ def batched(items: Iterable, n: int):
     it = iter(items)
     while chunk := tuple(islice(it, n)):
         yield chunk
+
+
+def _checked_keys(keys: Sequence[str]) -> list[str]:
+    """The keys of ``add_vectors`` as a list, or a ValueError naming the first bad one."""
+    if isinstance(keys, (str, bytes)):
+        raise ValueError("keys must be a list of strings, one per vector, not one string")
+    keys = list(keys)
+    seen: set[str] = set()
+    for row, key in enumerate(keys):
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key {row} must be a non-empty string, got {key!r}")
+        if key in seen:
+            raise ValueError(f"key {key!r} is given twice (rows {keys.index(key)} and {row}): each vector needs its own key")
+        seen.add(key)
+    bad = next((row for row, key in enumerate(keys) if _UNSHOWABLE.search(key)), None)
+    if bad is not None:
+        raise ValueError(f"key {bad} ({keys[bad]!r}) holds control characters or invalid Unicode: keys are shown as paths")
+    return keys
+
+
+def _unit_rows(batch, first_row: int) -> np.ndarray:
+    """float32 rows of unit length, or a ValueError naming the first unusable row."""
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
+        x = np.asarray(batch, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"vector {first_row + int(np.argmax(bad))} holds NaN or infinite values "
+                         "(or numbers too large for float32)")
+    peak = np.abs(x).max(axis=1, keepdims=True)
+    if (peak == 0).any():
+        raise ValueError(f"vector {first_row + int(np.argmax(peak[:, 0] == 0))} is all zeros: it has no direction to search by")
+    return l2_normalize(x / peak)  # scaled first, so squaring cannot overflow
 
 
 def _is_under(path: str, roots: Sequence[str]) -> bool:

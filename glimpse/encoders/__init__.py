@@ -63,11 +63,18 @@ def _hf_encoder(**options) -> Encoder:
     return HfEncoder(**options)
 
 
+def _precomputed_encoder(**options) -> Encoder:
+    from .precomputed import PrecomputedEncoder
+
+    return PrecomputedEncoder(**options)
+
+
 register_encoder("hash", _hash_encoder)
 for _lite in (0, 1, 2):  # EfficientNet-Lite0/1/2; the sizes are in bridge.LITE_IMAGE_SIZES
     register_encoder(f"lite{_lite}-minilm", partial(_bridge_encoder, lite=_lite))
 register_encoder("open_clip", _open_clip_encoder)
 register_encoder("hf", _hf_encoder)
+register_encoder("precomputed", _precomputed_encoder)
 
 __all__ = [
     "DEFAULT_ENCODER",

@@ -27,7 +27,7 @@ import faiss
 import numpy as np
 
 from ..codes import Binarizer, load_binarizer
-from ..settings import SCORINGS, check_oversample, check_scoring
+from ..settings import check_oversample, check_scoring
 from .base import VectorIndex
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.

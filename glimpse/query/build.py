@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..encoders import Encoder
+from ..encoders import Encoder, l2_normalize
 from ..index.originals import open_regular
 from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
 from ..ingest.names import shown
@@ -87,7 +87,9 @@ def build_query(
     if vector is not None:
         q = np.asarray(vector, dtype=np.float32).reshape(-1)
         _check_dim(q, encoder.dim)
-        return Query(q, kind="vector")
+        if not np.isfinite(q).all():
+            raise ValueError("the query vector holds NaN or infinite values")
+        return Query(l2_normalize(q), kind="vector")  # unit length, so scores are cosines
     if like is not None:
         like = check_item_id(like)
         return Query(sources.item_vector(like), {like}, kind="item")

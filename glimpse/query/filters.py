@@ -107,6 +107,17 @@ class Filter:
             min_bytes=self.min_bytes, max_bytes=self.max_bytes, orientation=self.orientation,
         )
 
+    def key_conditions(self) -> ItemConditions:
+        """The filter for a collection of precomputed vectors, whose paths are the user's keys:
+        ``path_glob`` and ``path_prefix`` match the keys as given (nothing is made absolute).
+        Its items have no dates, sizes or pixels, so a filter on those is refused, not left
+        to match nothing."""
+        unknown = sorted(set(self.to_dict()) - {"path_glob", "path_prefix"})
+        if unknown:
+            raise ValueError(f"this collection holds precomputed vectors, whose items have no dates, sizes or pixel "
+                             f"dimensions: filter by key with path_glob or path_prefix, not {', '.join(unknown)}")
+        return ItemConditions(path_glob=self.path_glob, path_prefix=self.path_prefix)
+
 
 #: Dates whose nanoseconds since 1970 fit in 64 bits, whatever the time zone.
 FIRST_YEAR, LAST_YEAR = 1678, 2261

@@ -88,6 +88,8 @@ class Service:
 
     def original(self, item_id: int):
         """(path, open file) of an item's original, as indexed; else 404, or 409 when it changed."""
+        if not self.col.has_files:
+            raise HTTPException(404, f"item {item_id} has no image file: this collection holds precomputed vectors")
         try:
             return self.col.open_original(item_id, [*self.config.roots, self.upload_dir])
         except KeyError:
@@ -250,8 +252,8 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.post("/api/items/remove", response_model=Job, status_code=202, dependencies=Writes,
               responses=ERRORS, tags=["write"])
     def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
-        """Forget files or whole folders (inside the server's roots)."""
-        paths = _confined(service, req.paths, must_exist=False)
+        """Forget files or whole folders (inside the server's roots), or keys of precomputed vectors."""
+        paths = _confined(service, req.paths, must_exist=False) if col.has_files else req.paths
         return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
@@ -341,7 +343,7 @@ def _removal(service: Service, paths: list[str]):
         # files it keeps for uploads (other files are the user's and are never touched).
         service.thumbnails.prune(set(col.item_ids()))
         uploads = service.upload_dir.resolve()
-        for path in paths:
+        for path in paths if col.has_files else ():  # keys of precomputed vectors name no file
             if Path(path).resolve().parent == uploads:
                 Path(path).unlink(missing_ok=True)
         return {"removed": removed}
@@ -468,7 +470,8 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
         col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)
-        col.encoder.encode_texts(["warm up"])
+        if col.has_files:  # a collection of precomputed vectors has no model
+            col.encoder.encode_texts(["warm up"])
     app = create_app(col, config)
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")

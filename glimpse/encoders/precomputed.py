@@ -1,0 +1,53 @@
+"""No model at all: a collection of embeddings computed elsewhere (``encoder="precomputed"``).
+
+Its vectors come in through :meth:`glimpse.Collection.add_vectors` (or ``glimpse
+import-vectors``) under the user's own keys, and it is searched by ``vector=`` or ``like=``.
+Anything that needs a model (a text or image query, image files to index) is refused with a
+message that says so.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+from .base import Encoder
+
+PRECOMPUTED = "precomputed"
+
+
+class PrecomputedEncoder(Encoder):
+    name = PRECOMPUTED
+    version = "1"
+
+    def __init__(self, dim: int | None = None):
+        if dim is None:
+            raise ValueError("encoder 'precomputed' needs dim=D, the length of the vectors you will add")
+        try:
+            dim = operator.index(dim)
+        except TypeError:
+            raise ValueError(f"dim must be a whole number, got {dim!r}") from None
+        if dim < 1:
+            raise ValueError(f"dim must be at least 1, got {dim}")
+        self.dim = dim
+
+    @property
+    def options(self) -> dict[str, int]:
+        return {"dim": self.dim}  # recorded: a later open without dim= knows it
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        raise _no_model("an image")
+
+    def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
+        raise _no_model("an image")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise _no_model("a text")
+
+
+def _no_model(what: str) -> ValueError:
+    return ValueError(f"this collection holds precomputed vectors and has no model to embed {what}: "
+                      "search it with vector= (a query vector) or like= (an item id)")
