@@ -111,8 +111,10 @@ def test_glob_semantics():
     assert not glob_match("[!i]*.jpg", "img.jpg", "img.jpg")
 
 
-def test_exclude_prunes_directories_without_reading_them(tree: Path, monkeypatch):
-    read = []
+@pytest.fixture
+def scanned(monkeypatch) -> list[str]:
+    """The names of the folders scan() lists, in order."""
+    read: list[str] = []
     real = os.scandir
 
     def spy(path):
@@ -120,9 +122,13 @@ def test_exclude_prunes_directories_without_reading_them(tree: Path, monkeypatch
         return real(path)
 
     monkeypatch.setattr(scan_mod.os, "scandir", spy)
+    return read
+
+
+def test_exclude_prunes_directories_without_reading_them(tree: Path, scanned: list[str]):
     got = rels(scan([tree], exclude=["sub/**"]), tree)
     assert not any(r.startswith("sub/") for r in got)
-    assert "sub" not in read and "deeper" not in read
+    assert "sub" not in scanned and "deeper" not in scanned
 
 
 def test_symlink_loop_is_not_followed_forever(tmp_path: Path):
@@ -217,18 +223,10 @@ def test_link_loops_and_dangling_links_are_reported_with_a_reason(tmp_path: Path
                       "dangling.jpg": "dangling symbolic link (its target does not exist)"}
 
 
-def test_skip_paths_are_left_out_unread_unless_named_as_roots(tree: Path, monkeypatch):
-    read = []
-    real = os.scandir
-
-    def spy(path):
-        read.append(Path(path).name)
-        return real(path)
-
-    monkeypatch.setattr(scan_mod.os, "scandir", spy)
+def test_skip_paths_are_left_out_unread_unless_named_as_roots(tree: Path, scanned: list[str]):
     got = rels(scan([tree], skip=[tree / "sub", tree / "b.jpg"]), tree)
     assert got == ["a.PNG", "2023/trip/t.jpeg", "raw/x.jpg", "z/zz.webp"]
-    assert "sub" not in read and "deeper" not in read
+    assert "sub" not in scanned and "deeper" not in scanned
     assert rels(scan([tree / "sub"], skip=[tree / "sub"]), tree) == ["sub/c.gif", "sub/deeper/d.tiff", "sub/deeper/e.heic"]
 
 
