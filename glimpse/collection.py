@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from .codes import create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, SCORINGS, BinaryIndex, ivf_lists
+from .index.lexical import WordHit, WordIndex
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .ingest import FileEntry, Prepared, prepare_files, scan
 from .query import ImageLike, SearchResult
@@ -27,6 +28,8 @@ from .eval.metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
+from .query import fusion as fuse
+from .query.words import Phrase, split_word_terms
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
 
 DB_NAME = "metadata.sqlite"
@@ -103,10 +106,12 @@ class Collection:
         self._index_ids: set[int] = set()
         self._rows = 0  # committed vector rows, as last seen
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
+        self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
         self._meta.close()
+        self._words.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -129,12 +134,42 @@ class Collection:
         batch_size: int = 32,
         workers: int = 2,
         progress: ProgressFn | None = None,
+        ocr: bool = False,
     ) -> IndexReport:
         """Add image files and folders (recursively). Unchanged files are not read again.
 
-        With ``prune``, files under ``paths`` that are gone from disk are dropped too.
+        With ``prune``, files under ``paths`` that are gone from disk are dropped too. With
+        ``ocr``, the words in the images are read afterwards (:meth:`enrich`; ``progress`` then
+        counts that pass too), while the new images are already searchable.
         """
-        return self._ingest(paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress)
+        report = self._ingest(paths, include, exclude, follow_symlinks, prune, batch_size, workers, progress)
+        if ocr:
+            self.enrich(ocr=True, progress=progress)
+        return report
+
+    def enrich(self, *, ocr: bool = False, progress: ProgressFn | None = None):
+        """Read the words in the images not read yet (OCR), for ``text:`` queries and text search.
+
+        Each image's words are committed with its done marker: a killed run resumes where it
+        stopped, and search works throughout. Returns an :class:`~glimpse.enrich.ocr.EnrichReport`.
+        """
+        from .enrich import ocr as ocr_pass
+
+        if not ocr:
+            raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
+        reader = ocr_pass.rapidocr_reader()
+        report = ocr_pass.EnrichReport()
+        with self._lock:
+            live = self._meta.item_ids()
+            self._words.forget(live)
+            read = set(self._words.read_items())
+            report.already = len(read)
+            files: dict[int, list[tuple[str, str]]] = {}
+            for record in sorted(self._meta.file_records().values(), key=lambda r: r.path):
+                if record.item_id not in read:
+                    files.setdefault(record.item_id, []).append((record.path, record.hash))
+            ocr_pass.run_pass(self._words, sorted(files.items()), reader, report, progress)
+        return report
 
     def index(self, roots: Iterable[str | os.PathLike] | None = None, **options) -> IndexReport:
         """Bring the collection in line with folders: add new and changed files, drop gone ones.
@@ -409,6 +444,7 @@ class Collection:
         rerank: bool | None = None,
         scoring: str | None = None,
         adapted: bool = True,
+        fusion: str = "calibrated",
     ) -> list[SearchResult]:
         """Top-``k`` images for a query, best first, each with its cosine score.
 
@@ -425,24 +461,34 @@ class Collection:
         adaptation (``glimpse adapt``) for this query. With binary codes in use,
         ``oversample``, ``rerank`` and ``scoring`` tune the two stages for this query, and
         ``exact`` scans every float vector instead (the reference).
+
+        Once the words in the images were read (:meth:`enrich`), a ``text`` query also ranks by
+        them: ``fusion`` is ``"calibrated"`` (cosine plus a bounded BM25 bonus), ``"rrf"`` or
+        ``"none"`` (see :mod:`glimpse.query.fusion`). ``text:"..."`` terms match those words
+        only, and ``Filter(has_text=True)`` keeps the images with words.
         """
         if k < 1:
             raise ValueError("k must be at least 1")
         if refine is not None and refine != "none" and refine not in REFINES:
             raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
+        fuse.check_fusion(fusion)
+        terms, phrases = split_word_terms(terms)
+        if phrases and terms is None:
+            return self._search_words(phrases, filters, k, min_score)
         index = self._ensure_index()
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if adapted else None)
         query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
                             terms=terms, alpha=alpha)
-        allowed = None
-        if filters is not None and not filters.is_empty():
-            allowed = np.setdiff1d(np.array(self._meta.matching_items(filters.conditions()), dtype=np.int64),
-                                   np.array(sorted(query.exclude), dtype=np.int64))
+        allowed = self._allowed(filters, phrases)
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, np.array(sorted(query.exclude), dtype=np.int64))
             if not len(allowed):
                 return []
         refining = refine not in (None, "none")
+        lexical = self._word_hits(text, allowed, query.exclude) if query.kind == "text" and fusion != "none" else []
         want = max(k, CANDIDATES) if refining else k
+        want = max(want, fuse.RRF_DEPTH) if lexical and fusion == "rrf" else want
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
         if exact and isinstance(index, BinaryIndex):
@@ -459,7 +505,49 @@ class Collection:
                 refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
                 self._read_vectors)
             keep = list(zip(new_ids.tolist(), new_scores.tolist()))
+        if lexical:
+            keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
+                keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector)
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
+        paths = self._meta.paths_for([i for i, _ in hits])
+        return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
+        """The item ids that filters and ``text:`` phrases let through; None when all pass."""
+        allowed = None
+        if filters is not None and not filters.is_empty():
+            allowed = np.array(self._meta.matching_items(filters.conditions()), dtype=np.int64)
+            if filters.has_text is not None:
+                with_text = np.array(self._words.items_with_text(), dtype=np.int64)
+                allowed = (np.intersect1d if filters.has_text else np.setdiff1d)(allowed, with_text)
+        for phrase, sign in phrases:
+            found = np.array([h.item_id for h in self._words.search(phrase, phrase=True)], dtype=np.int64)
+            if sign > 0:
+                allowed = found if allowed is None else np.intersect1d(allowed, found)
+            else:
+                allowed = np.setdiff1d(np.array(self._meta.item_ids(), dtype=np.int64) if allowed is None else allowed, found)
+        return allowed
+
+    def _word_hits(self, text: str, allowed: np.ndarray | None, exclude: set[int]) -> list[WordHit]:
+        """Matches of a text query in the words read in the images, best first (BM25)."""
+        hits = self._words.search(text, limit=None if allowed is not None or exclude else fuse.RRF_DEPTH)
+        keep = set(allowed.tolist()) if allowed is not None else None
+        return [h for h in hits if h.item_id not in exclude and (keep is None or h.item_id in keep)][:fuse.RRF_DEPTH]
+
+    def _search_words(self, phrases: list[Phrase], filters: Filter | None, k: int,
+                      min_score: float | None) -> list[SearchResult]:
+        """A query of ``text:`` terms only: images whose words hold the phrases, by BM25."""
+        allowed = self._allowed(filters, phrases)
+        scores: dict[int, float] = {}
+        for phrase, sign in phrases:
+            if sign > 0:
+                for hit in self._words.search(phrase, phrase=True):
+                    scores[hit.item_id] = scores.get(hit.item_id, 0.0) + hit.bm25
+        if not scores:  # only negative phrases: every other image, in id order
+            scores = dict.fromkeys(allowed.tolist() if allowed is not None else self._meta.item_ids(), 0.0)
+        keep = set(allowed.tolist()) if allowed is not None else set(scores)
+        ranked = sorted(((i, s) for i, s in scores.items() if i in keep), key=lambda x: (-x[1], x[0]))
+        hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
@@ -470,11 +558,11 @@ class Collection:
         return configured
 
     def item(self, item_id: int) -> ItemInfo:
-        """An item's files, size in pixels and bytes, and modification time."""
+        """An item's files, size in pixels and bytes, modification time, and the words read in it."""
         info = self._meta.item_info(item_id)
         if info is None:
             raise KeyError(f"no item {item_id} in this collection")
-        return info
+        return replace(info, words=self._words.words(item_id))
 
     def _item_vector(self, item_id: int) -> np.ndarray:
         self._ensure_index()

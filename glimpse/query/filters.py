@@ -36,6 +36,7 @@ class Filter:
     min_bytes: int | None = None
     max_bytes: int | None = None
     orientation: Orientation | None = None
+    has_text: bool | None = None  # True: only images where OCR read words (glimpse enrich --ocr); False: none
 
     def __post_init__(self) -> None:
         for name in ("after", "before"):
@@ -50,6 +51,8 @@ class Filter:
                 if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                     raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
                 object.__setattr__(self, name, value)
+        if self.has_text is not None and not isinstance(self.has_text, bool):
+            raise ValueError(f"has_text must be true or false, got {self.has_text!r}")
         if self.orientation is not None and self.orientation not in ORIENTATIONS:
             raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {self.orientation!r}")
         if self.after is not None and self.before is not None and self.after >= self.before:
