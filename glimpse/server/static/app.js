@@ -146,7 +146,7 @@ function showWords(item) {
   if (words.length) line.append("words: ");
   words.forEach((word, i) => {
     const match = wanted.some((t) => squash(word.text).includes(t));
-    const shape = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
+    const shape = document.createElementNS(boxes.namespaceURI, "polygon");
     shape.setAttribute("points", word.box.map(([x, y]) => `${x},${y}`).join(" "));
     if (match) shape.classList.add("match");
     boxes.append(shape);
