@@ -530,7 +530,7 @@ class Collection:
 
     def _word_hits(self, text: str, allowed: np.ndarray | None, exclude: set[int]) -> list[WordHit]:
         """Matches of a text query in the words read in the images, best first (BM25)."""
-        hits = self._words.search(text, limit=None if allowed is not None or exclude else fuse.RRF_DEPTH)
+        hits = self._words.search(fuse.lexical_text(text), limit=None if allowed is not None or exclude else fuse.RRF_DEPTH)
         keep = set(allowed.tolist()) if allowed is not None else None
         return [h for h in hits if h.item_id not in exclude and (keep is None or h.item_id in keep)][:fuse.RRF_DEPTH]
 

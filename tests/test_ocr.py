@@ -87,6 +87,11 @@ def test_calibrated_fusion_ranks_the_whole_phrase_above_one_shared_word(col, pho
     assert ranked.index(item_of(col, photos, 70)) < ranked.index(item_of(col, photos, 74))
 
 
+def test_quoted_words_of_a_longer_query_weigh_as_a_whole_match(col, photos):
+    query = 'a street scene on a sunny morning with people walking past a sign that says "exit only"'
+    assert col.search(query, k=1)[0].id == item_of(col, photos, 72)
+
+
 def test_text_term_matches_the_phrase_in_order(col, photos):
     assert [r.id for r in col.search(terms='text:"exit only"')] == [item_of(col, photos, 72)]
     assert [r.id for r in col.search(terms="text:'only exit'")] == [item_of(col, photos, 74)]

@@ -13,6 +13,7 @@ Two ways, measured in benchmarks/ocr.py (README "Words in images"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -26,6 +27,13 @@ RRF_K = 60
 RRF_DEPTH = 100
 
 Hits = Sequence[tuple[int, float]]
+
+
+def lexical_text(text: str) -> str:
+    """What of a text query to look up in the pictures' words: its quoted parts when it has any
+    (``a shop with a sign that says "fresh bread"``), else all of it."""
+    quoted = [q for q in re.findall(r'"([^"]+)"', text) if q.strip()]
+    return " ".join(quoted) if quoted else text
 
 
 def check_fusion(fusion: str) -> str:
