@@ -169,6 +169,7 @@ def index(
     oversample: Annotated[int, typer.Option(help="Code candidates per result to re-rank (with --codes).")] = 30,
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
+    ocr: Annotated[bool, typer.Option("--ocr", help="Then read the words in the images (glimpse enrich --ocr).")] = False,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
     from .collection import DB_NAME
@@ -194,6 +195,8 @@ def index(
         if fresh:
             _discard_if_empty(col, remove_folder=not existed)
         raise
+    if ocr:
+        run_enrich(col)
 
 
 def _discard_if_empty(col, remove_folder: bool) -> None:
@@ -248,6 +251,27 @@ def import_vectors(
     console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
 
 
+def run_enrich(col) -> None:
+    """Read the words in the images not read yet, with a progress bar and a one-line summary."""
+    with progress_bars() as bar:
+        report = col.enrich(ocr=True, progress=rate_progress(bar, "reading words", "img"))
+    line = f"words read in {report.read:,} images ({report.with_text:,} with text), {report.already:,} read before"
+    if report.failed:
+        line += f", {len(report.failed):,} could not be read (retried next time): {report.failed[0][0]}: {report.failed[0][1]}"
+    console.print(line)
+
+
+@app.command()
+def enrich(
+    ocr: Annotated[bool, typer.Option("--ocr", help="Read the words in the images (OCR), for text search and text: queries.")] = False,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+) -> None:
+    """Slower readings of the indexed images, run after indexing; resumes where a killed run stopped."""
+    if not ocr:
+        raise _fail(ValueError("nothing to enrich: pass --ocr"))
+    run_enrich(_open(collection))
+
+
 @app.command()
 def search(
     query: Annotated[Optional[list[str]], typer.Argument(
@@ -263,6 +287,8 @@ def search(
     after: Annotated[Optional[str], typer.Option(help="Only images taken on or after this date (YYYY[-MM[-DD]]): the EXIF capture date, else the file's modification date.")] = None,
     before: Annotated[Optional[str], typer.Option(help="Only images taken before this date (EXIF date first, as --after).")] = None,
     orientation: Annotated[Optional[str], typer.Option(help="landscape, portrait or square.")] = None,
+    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help="Only images with (or without) words read in them (glimpse enrich --ocr).", show_default=False)] = None,
+    fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = "calibrated",
     min_width: Annotated[Optional[int], typer.Option("--min-width", help="Minimum width in pixels.")] = None,
     max_width: Annotated[Optional[int], typer.Option("--max-width", help="Maximum width in pixels.")] = None,
     min_height: Annotated[Optional[int], typer.Option("--min-height", help="Minimum height in pixels.")] = None,
@@ -303,10 +329,11 @@ def search(
     try:
         where = Filter(path_glob=path_glob, path_prefix=path_prefix, after=after, before=before,
                        orientation=orientation, min_width=min_width, max_width=max_width,
-                       min_height=min_height, max_height=max_height, min_bytes=min_size, max_bytes=max_size)
+                       min_height=min_height, max_height=max_height, min_bytes=min_size, max_bytes=max_size,
+                       has_text=has_text)
         results = col.search(**args, alpha=alpha, filters=where, min_score=min_score, refine=refine,
                              adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank,
-                             scoring=scoring)
+                             scoring=scoring, fusion=fusion)
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:

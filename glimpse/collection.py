@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +26,7 @@ from .encoders.precomputed import PRECOMPUTED
 from .codes import Binarizer, create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
+from .index.lexical import WordHit, WordIndex
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .index.originals import FileChangedError, open_indexed
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
@@ -36,6 +37,8 @@ from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
 from .query.limits import MAX_ID, check_k, check_oversample
+from .query import fusion as fuse
+from .query.words import Phrase, split_word_terms
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
 from .settings import CodeSettings, check_ingest, check_scoring
 
@@ -148,10 +151,12 @@ class Collection:
         self._seen = -1  # generation whose vector layout and live ids were last loaded
         self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
+        self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
         self._meta.close()
+        self._words.close()
 
     def __enter__(self) -> Collection:
         return self
@@ -175,6 +180,7 @@ class Collection:
         workers: int = 2,
         progress: ProgressFn | None = None,
         fit_progress: ProgressFn | None = None,
+        ocr: bool = False,
     ) -> IndexReport:
         """Add image files and folders (recursively). Unchanged files are not read again.
 
@@ -182,12 +188,41 @@ class Collection:
         are remembered with these scan options (a folder indexed before and given none keeps
         its own), for :meth:`index` without folders; adding a path again undoes its removal
         (see :meth:`remove`). ``fit_progress`` gets (steps done, steps) while binary codes are
-        fitted at the end.
+        fitted at the end. With ``ocr``, the words in the images are read afterwards
+        (:meth:`enrich`; ``progress`` then counts that pass too), while the new images are
+        already searchable.
         """
         self._require_model()
         check_ingest(batch_size, workers)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
-        return self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
+        report = self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
+        if ocr:
+            self.enrich(ocr=True, progress=progress)
+        return report
+
+    def enrich(self, *, ocr: bool = False, progress: ProgressFn | None = None):
+        """Read the words in the images not read yet (OCR), for ``text:`` queries and text search.
+
+        Each image's words are committed with its done marker: a killed run resumes where it
+        stopped, and search works throughout. Returns an :class:`~glimpse.enrich.ocr.EnrichReport`.
+        """
+        from .enrich import ocr as ocr_pass
+
+        if not ocr:
+            raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
+        reader = ocr_pass.rapidocr_reader()
+        report = ocr_pass.EnrichReport()
+        with self._lock:
+            live = self._meta.item_ids()
+            self._words.forget(live)
+            read = set(self._words.read_items())
+            report.already = len(read)
+            files: dict[int, list[tuple[str, str]]] = {}
+            for record in sorted(self._meta.file_records().values(), key=lambda r: r.path):
+                if record.item_id not in read:
+                    files.setdefault(record.item_id, []).append((record.path, record.hash))
+            ocr_pass.run_pass(self._words, sorted(files.items()), reader, report, progress)
+        return report
 
     def index(
         self,
@@ -201,6 +236,7 @@ class Collection:
         workers: int = 2,
         progress: ProgressFn | None = None,
         fit_progress: ProgressFn | None = None,
+        ocr: bool = False,
     ) -> IndexReport:
         """Bring the collection in line with folders: add new and changed files, drop gone ones
         (unless ``prune=False``).
@@ -214,7 +250,8 @@ class Collection:
             if not roots:
                 raise ValueError("this collection has no folders yet: give one to index")
         return self.add(roots, prune=prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-                        batch_size=batch_size, workers=workers, progress=progress, fit_progress=fit_progress)
+                        batch_size=batch_size, workers=workers, progress=progress, fit_progress=fit_progress,
+                        ocr=ocr)
 
     def _targets(self, paths: Iterable[str | os.PathLike], given: ScanOptions) -> list[tuple[str, ScanOptions]]:
         """Each path with the scan options to use: those given, else the folder's remembered ones."""
@@ -716,6 +753,7 @@ class Collection:
         rerank: bool | None = None,
         scoring: str | None = None,
         adapted: bool = True,
+        fusion: str = "calibrated",
     ) -> list[SearchResult]:
         """Top-``k`` images for a query, best first, each with its cosine score.
 
@@ -735,6 +773,12 @@ class Collection:
         for is bounded (``k`` <= 1000, 64 terms, ...: :mod:`glimpse.query.limits`); beyond it,
         and for any malformed input, this raises ValueError. Many threads may search at once;
         a thread that writes (``add``, ``remove``, ...) needs its own Collection, as in the server.
+
+        Once the words in the images were read (:meth:`enrich`), a ``text`` query also ranks by
+        them: ``fusion`` is ``"calibrated"`` (cosine plus a bounded bonus for the query's words
+        found in the picture), ``"rrf"`` or ``"none"`` (see :mod:`glimpse.query.fusion`).
+        ``text:"..."`` terms match those words only, and ``Filter(has_text=True)`` keeps the
+        images with words.
         """
         check_k(k)
         if oversample is not None:
@@ -743,6 +787,10 @@ class Collection:
             check_scoring(scoring)
         if refine is not None and refine != "none" and refine not in REFINES:
             raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
+        fuse.check_fusion(fusion)
+        terms, phrases = split_word_terms(terms)
+        if phrases and terms is None:
+            return self._search_words(phrases, filters, k, min_score)
         # Searches run in parallel (the server answers each request on its own thread): the
         # query's encoding (the model: most of a text or image query's time), the filters' SQL,
         # exact scans and re-ranking take no lock, and index scans share theirs; only a
@@ -751,15 +799,15 @@ class Collection:
                                self._text_map() if adapted else None)
         query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
                             terms=terms, alpha=alpha)
-        allowed = None
-        if filters is not None and not filters.is_empty():
-            conditions = filters.conditions() if self.has_files else filters.key_conditions()
-            allowed = np.setdiff1d(np.array(self._meta.matching_items(conditions), dtype=np.int64),
-                                   np.array(sorted(query.exclude), dtype=np.int64))
+        allowed = self._allowed(filters, phrases)
+        if allowed is not None:
+            allowed = np.setdiff1d(allowed, np.array(sorted(query.exclude), dtype=np.int64))
             if not len(allowed):
                 return []
         refining = refine not in (None, "none")
+        lexical = self._word_hits(text, allowed, query.exclude) if query.kind == "text" and fusion != "none" else []
         want = max(k, CANDIDATES) if refining else k
+        want = max(want, fuse.RRF_DEPTH) if lexical and fusion == "rrf" else want
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
         with self._fresh_index() as index:
@@ -780,7 +828,50 @@ class Collection:
                 refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
                 self._read_vectors)
             keep = list(zip(new_ids.tolist(), new_scores.tolist()))
+        if lexical:
+            keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
+                keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector)
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
+        paths = self._meta.paths_for([i for i, _ in hits])
+        return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
+        """The item ids that filters and ``text:`` phrases let through; None when all pass."""
+        allowed = None
+        if filters is not None and not filters.is_empty():
+            conditions = filters.conditions() if self.has_files else filters.key_conditions()
+            allowed = np.array(self._meta.matching_items(conditions), dtype=np.int64)
+            if filters.has_text is not None:
+                with_text = np.array(self._words.items_with_text(), dtype=np.int64)
+                allowed = (np.intersect1d if filters.has_text else np.setdiff1d)(allowed, with_text)
+        for phrase, sign in phrases:
+            found = np.array([h.item_id for h in self._words.search(phrase, phrase=True)], dtype=np.int64)
+            if sign > 0:
+                allowed = found if allowed is None else np.intersect1d(allowed, found)
+            else:
+                allowed = np.setdiff1d(np.array(self._meta.item_ids(), dtype=np.int64) if allowed is None else allowed, found)
+        return allowed
+
+    def _word_hits(self, text: str, allowed: np.ndarray | None, exclude: set[int]) -> list[WordHit]:
+        """Matches of a text query in the words read in the images, best first (BM25)."""
+        hits = self._words.search(fuse.lexical_text(text), limit=None if allowed is not None or exclude else fuse.RRF_DEPTH)
+        keep = set(allowed.tolist()) if allowed is not None else None
+        return [h for h in hits if h.item_id not in exclude and (keep is None or h.item_id in keep)][:fuse.RRF_DEPTH]
+
+    def _search_words(self, phrases: list[Phrase], filters: Filter | None, k: int,
+                      min_score: float | None) -> list[SearchResult]:
+        """A query of ``text:`` terms only: images whose words hold the phrases, by BM25."""
+        allowed = self._allowed(filters, phrases)
+        scores: dict[int, float] = {}
+        for phrase, sign in phrases:
+            if sign > 0:
+                for hit in self._words.search(phrase, phrase=True):
+                    scores[hit.item_id] = scores.get(hit.item_id, 0.0) + hit.bm25
+        if not scores:  # only negative phrases: every other image, in id order
+            scores = dict.fromkeys(allowed.tolist() if allowed is not None else self._meta.item_ids(), 0.0)
+        keep = set(allowed.tolist()) if allowed is not None else set(scores)
+        ranked = sorted(((i, s) for i, s in scores.items() if i in keep), key=lambda x: (-x[1], x[0]))
+        hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
@@ -792,11 +883,11 @@ class Collection:
         return chosen
 
     def item(self, item_id: int) -> ItemInfo:
-        """An item's files, size in pixels and bytes, and modification time."""
+        """An item's files, size in pixels and bytes, modification time, and the words read in it."""
         info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None
         if info is None:
             raise KeyError(f"no item {item_id} in this collection")
-        return info
+        return replace(info, words=self._words.words(item_id))
 
     def open_original(self, item_id: int, roots: Sequence[str | os.PathLike] = ()) -> tuple[str, BinaryIO]:
         """The first file of an item that is still what was indexed, opened for reading, and its path.

@@ -13,6 +13,7 @@ MODULES = {
     "eval": ("matplotlib",),
     "demo": ("skimage",),
     "clip": ("transformers", "ftfy"),
+    "ocr": ("rapidocr_onnxruntime",),
 }
 
 

@@ -37,6 +37,7 @@ class Filter:
     min_bytes: int | None = None
     max_bytes: int | None = None
     orientation: Orientation | None = None
+    has_text: bool | None = None  # True: only images where OCR read words (glimpse enrich --ocr); False: none
 
     def __post_init__(self) -> None:
         for name in ("after", "before"):
@@ -51,6 +52,8 @@ class Filter:
                 if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
                     raise ValueError(f"{name} must be a whole number from 0 to {MAX_ID}, got {clip(repr(value))}")
                 object.__setattr__(self, name, value)
+        if self.has_text is not None and not isinstance(self.has_text, bool):
+            raise ValueError(f"has_text must be true or false, got {self.has_text!r}")
         if self.orientation is not None and self.orientation not in ORIENTATIONS:
             raise ValueError(f"orientation must be one of {', '.join(ORIENTATIONS)}, got {self.orientation!r}")
         if self.after is not None and self.before is not None and _ns(self.after) >= _ns(self.before):

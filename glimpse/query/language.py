@@ -8,11 +8,13 @@
 * ``N:`` in front of a term (inside or outside quotes) weighs it: ``2:dog``, ``"0.5:a red car"``.
 * Quotes (``"..."`` or ``'...'``) keep operators and spaces inside one term. Unquoted words
   run up to the next operator, so ``golden retriever + pool`` is two terms.
+* ``text:"exit only"`` matches the words read in the pictures (OCR) only, not the vectors: a
+  positive one keeps the images whose words hold the phrase, a negative one drops them.
 * A term that looks like a file path (starts with ``/``, ``./``, ``../`` or ``~``, or is one
   word ending in an image extension) is an image; everything else is text.
 
 The Python form is a list of ``(term, weight)`` pairs: ``str`` is text, ``pathlib.Path``,
-``bytes`` or a Pillow image is an image, ``int`` is an item id. Both forms become a list of
+``bytes`` or a Pillow image is an image, ``int`` is an item id, :class:`Words` is a ``text:`` term. Both forms become a list of
 :class:`Term`.
 """
 
@@ -28,7 +30,7 @@ from PIL import Image
 
 from .limits import MAX_ID, MAX_QUERY_CHARS, check_item_id, check_terms, check_text, clip
 
-TermKind = Literal["text", "image", "item"]
+TermKind = Literal["text", "image", "item", "words"]
 
 IMAGE_SUFFIXES = (
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif",
@@ -36,12 +38,20 @@ IMAGE_SUFFIXES = (
 
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+):")
 _ITEM = re.compile(r"#(\d+)")
+_WORDS = re.compile(r"text:\s*([\"']?)(.*)\1", re.IGNORECASE | re.DOTALL)
+
+
+class Words(str):
+    """A ``text:`` term's phrase: matched in the words read in the pictures, not by the vectors.
+
+    In the Python form, ``(Words("exit only"), 1.0)`` is ``text:"exit only"``.
+    """
 
 
 @dataclass(frozen=True)
 class Term:
     kind: TermKind
-    value: object  # text: str; image: Path, bytes or a Pillow image; item: int
+    value: object  # text, words: str; image: Path, bytes or a Pillow image; item: int
     weight: float  # negative for "-" terms
 
 
@@ -186,6 +196,10 @@ def _classify(body: str, weight: float, query: str, at: int) -> Term:
         if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
             raise QuerySyntaxError(f"no item id is that large (at most {MAX_ID})", query, at)
         return Term("item", int(digits), weight)
+    if m := _WORDS.fullmatch(body):
+        if not m.group(2).strip():
+            raise QuerySyntaxError('text: needs the words to look for, e.g. text:"exit only"', query, at)
+        return Term("words", Words(check_text(m.group(2).strip(), "a text: term")), weight)
     if looks_like_path(body):
         try:
             return Term("image", Path(body).expanduser(), weight)

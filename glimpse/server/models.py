@@ -34,6 +34,7 @@ class Filters(_Strict):
     min_bytes: Count | None = None
     max_bytes: Count | None = None
     orientation: Literal["landscape", "portrait", "square"] | None = None
+    has_text: bool | None = Field(None, description="Only images with (true) or without (false) words read in them.")
 
 
 class Term(_Strict):
@@ -87,6 +88,14 @@ class SearchResponse(BaseModel):
     took_ms: float
 
 
+class Word(BaseModel):
+    """A text region read in the image."""
+
+    text: str
+    box: list[list[float]] = Field(description="Four (x, y) corners in pixels of the full image, clockwise from top-left.")
+    confidence: float
+
+
 class ItemInfo(BaseModel):
     id: int
     paths: list[str]
@@ -95,6 +104,7 @@ class ItemInfo(BaseModel):
     bytes: int
     mtime: float
     taken: float | None = Field(None, description="EXIF capture time (seconds since the epoch), if the image has one.")
+    words: list[Word] | None = Field(None, description="Words read in the image (glimpse enrich --ocr); null until read.")
     thumbnail: str
     image: str
 

@@ -114,6 +114,7 @@ async function openViewer(index) {
   const hit = state.hits[index];
   state.current = hit;
   $("viewer-img").src = `${hit.thumbnail}?size=1024`;
+  showWords({ words: [], width: 1, height: 1 });  // the last image's words go until this one's come
   $("viewer-img").alt = basename(hit.path);
   $("viewer-path").textContent = hit.path;
   $("viewer-meta").textContent = `score ${hit.score.toFixed(3)} · id ${hit.id}`;
@@ -126,9 +127,33 @@ async function openViewer(index) {
     const others = item.paths.length > 1 ? ` · ${item.paths.length - 1} more cop${item.paths.length === 2 ? "y" : "ies"}` : "";
     $("viewer-meta").textContent =
       `score ${hit.score.toFixed(3)} · id ${hit.id} · ${item.width}×${item.height} · ${(item.bytes / 1024).toFixed(0)} KiB${others}`;
+    showWords(item);
   } catch (err) {
     showError(err.message);
   }
+}
+
+// The words read in the picture (glimpse enrich --ocr), with the ones the query names marked
+// on the image, so people see why it matched. Boxes are in the full image's pixels.
+function showWords(item) {
+  const words = item.words ?? [], boxes = $("viewer-boxes"), line = $("viewer-words");
+  const squash = (text) => text.toLowerCase().replace(/[^\p{L}\p{N}]/gu, "");
+  const wanted = q.value.toLowerCase().replace(/text:/g, " ").split(/[^\p{L}\p{N}]+/u).filter((t) => t.length >= 3);
+  boxes.setAttribute("viewBox", `0 0 ${item.width} ${item.height}`);
+  boxes.replaceChildren();
+  line.replaceChildren();
+  line.hidden = words.length === 0;
+  if (words.length) line.append("words: ");
+  words.forEach((word, i) => {
+    const match = wanted.some((t) => squash(word.text).includes(t));
+    const shape = document.createElementNS(boxes.namespaceURI, "polygon");
+    shape.setAttribute("points", word.box.map(([x, y]) => `${x},${y}`).join(" "));
+    if (match) shape.classList.add("match");
+    boxes.append(shape);
+    const label = document.createElement(match ? "mark" : "span");
+    label.textContent = word.text;
+    line.append(...(i ? [" · ", label] : [label]));
+  });
 }
 
 function setImage(file) {

@@ -1,0 +1,1 @@
+"""Enrichment passes: slower readings of the images that run after the fast embedding."""
