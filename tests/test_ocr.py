@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import glimpse
 from glimpse.cli import app
 from glimpse.enrich import ocr as ocr_pass
+from glimpse.extras import MissingExtraError
 from glimpse.index.lexical import Word
 from glimpse.query.filters import Filter
 from glimpse.query.language import Term, parse_query
@@ -147,17 +148,10 @@ def test_removed_items_leave_no_words(col, photos):
 
 
 def test_enrich_without_rapidocr_names_the_extra(tmp_path, photos, hash_encoder, monkeypatch):
-    real_import = builtins.__import__
-
-    def no_rapidocr(name, *args, **kwargs):
-        if name.startswith("rapidocr_onnxruntime"):
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_rapidocr)
+    monkeypatch.setitem(sys.modules, "rapidocr_onnxruntime", None)  # None: ModuleNotFoundError on import
     with glimpse.open(tmp_path / "col", encoder=hash_encoder) as c:
         c.add([photos])
-        with pytest.raises(ValueError, match=r"glimpse\[ocr\]"):
+        with pytest.raises(MissingExtraError, match=r"glimpse-retrieval\[ocr\]"):
             c.enrich(ocr=True)
         with pytest.raises(ValueError, match="ocr=True"):
             c.enrich()
