@@ -448,7 +448,7 @@ def remove(
         n = col.remove(paths)
     except CollectionLockedError as exc:
         raise _fail(exc) from None
-    console.print(f"{n:,} files removed")
+    console.print(f"{n:,} file{'' if n == 1 else 's'} removed")
     kept_out = [e for e in col.stats().excluded if e in {str(absolute(p)) for p in paths}]
     if kept_out:
         console.print(escape(f"left out of later `glimpse index` runs: {', '.join(map(shown, kept_out))} "

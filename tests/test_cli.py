@@ -41,7 +41,7 @@ def test_index_search_info_remove_round_trip(tmp_path, image_dir):
     assert [e["path"] for e in stats["errors"]] == [str(image_dir / "broken.jpg")]
 
     removed = invoke("remove", query, "-c", col)
-    assert "1 files removed" in removed.output
+    assert "1 file removed" in removed.output
     found = json.loads(invoke("search", "--image", query, "-k", "20", "--json", "-c", col).stdout)
     assert str(query) not in [r["path"] for r in found] and len(found) == 11
 

@@ -39,7 +39,7 @@ def test_a_name_that_is_not_utf8_is_indexed_found_shown_and_removed(tmp_path, im
     table = runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "-c", str(col_dir)])
     assert "caf\\xe9.png" in table.stdout
     removed = runner.invoke(app, ["remove", str(odd), "-c", str(col_dir)])
-    assert removed.exit_code == 0 and "1 files removed" in removed.stdout
+    assert removed.exit_code == 0 and "1 file removed" in removed.stdout
     info = runner.invoke(app, ["info", "--json", "-c", str(col_dir)])
     stats = json.loads(info.stdout)["stats"]
     assert (stats["files"], stats["excluded"]) == (12, [shown(str(odd))])
@@ -135,7 +135,7 @@ def test_a_name_copied_as_shown_removes_the_file(tmp_path, image_dir, make_image
     runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir), "--encoder", "hash"])
     listed = json.loads(runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", str(col_dir)]).stdout)
     removed = runner.invoke(app, ["remove", listed[0]["path"], "-c", str(col_dir)])  # "…/caf\xe9.png" as text
-    assert "1 files removed" in removed.stdout
+    assert "1 file removed" in removed.stdout
     assert glimpse.open(col_dir).stats().excluded == [str(odd)]
 
 
