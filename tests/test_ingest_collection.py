@@ -21,6 +21,7 @@ LATIN1 = os.fsdecode(b"caf\xe9.png")  # a Latin-1 name: not UTF-8, kept as Pytho
 def test_shown_escapes_undecodable_bytes_and_leaves_text_alone():
     assert shown("/p/" + LATIN1) == "/p/caf\\xe9.png"
     assert shown("/p/café.png") == "/p/café.png"
+    assert shown("/p/new\nline\t.png") == "/p/new\\x0aline\\x09.png"  # one table row per name
     assert shown(shown("/p/" + LATIN1)) == shown("/p/" + LATIN1)
 
 
