@@ -10,7 +10,7 @@ from .collection import (
     IndexReport,
     open_collection as open,  # noqa: A001 - ``glimpse.open(path)`` is the public entry point
 )
-from .index import CollectionLockedError
+from .storage import CollectionLockedError
 from .query import SearchResult
 
 __all__ = [

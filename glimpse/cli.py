@@ -32,7 +32,7 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx):
         from .extras import MissingExtraError
-        from .index.lock import CollectionLockedError
+        from .storage.lock import CollectionLockedError
 
         try:
             return super().invoke(ctx)

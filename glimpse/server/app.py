@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..collection import Collection, open_collection
-from ..index.originals import FileChangedError
+from ..storage.originals import FileChangedError
 from ..ingest import DecodeError, content_hash, decode_image
 from ..ingest.names import shown
 from ..query.limits import clip
