@@ -12,6 +12,7 @@ from .collection import (
 )
 from .storage import CollectionLockedError
 from .query import SearchResult
+from .query.request import SearchRequest
 
 __all__ = [
     "Collection",
@@ -19,6 +20,7 @@ __all__ = [
     "CollectionStats",
     "EncoderMismatchError",
     "IndexReport",
+    "SearchRequest",
     "SearchResult",
     "__version__",
     "open",
