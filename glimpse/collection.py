@@ -33,7 +33,7 @@ from .storage.originals import FileChangedError, open_indexed
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
-from .eval.metrics import recall_at_k
+from .metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
