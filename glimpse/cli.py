@@ -433,11 +433,11 @@ def info(
     table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims"
                   + ("" if col.has_files else " (no model: search by vector or --like)"))
     table.add_row("disk", f"{_human_bytes(stats.disk_bytes)} (vectors {_human_bytes(stats.vector_bytes)})")
-    codes = stats.codes
-    table.add_row("search", "exact float (FAISS inner product)" if not codes else (
-        f"{codes['binarizer']} codes, {codes['bits']} bits, {codes.get('scoring', 'auto')} scoring, "
-        + (f"re-rank x{codes['oversample']}" if codes.get("rerank", True) else "no re-rank")
-        + ("" if codes["fitted_on"] else " (not fitted yet: too few images, exact meanwhile)")))
+    codes = col.settings().codes
+    table.add_row("search", "exact float (FAISS inner product)" if codes is None else (
+        f"{codes.binarizer} codes, {codes.bits} bits, {codes.scoring} scoring, "
+        + (f"re-rank x{codes.oversample}" if codes.rerank else "no re-rank")
+        + ("" if codes.fitted_on else " (not fitted yet: too few images, exact meanwhile)")))
     table.add_row("folders", "\n".join(escape(shown(root)) + _options_note(options) for root, options in folders.items()) or "-")
     if stats.excluded:
         table.add_row("left out", "\n".join(escape(shown(e)) for e in stats.excluded)
