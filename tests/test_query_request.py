@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import glimpse
-from glimpse.cli import search as cli_search
+from glimpse.cli.search import search as cli_search
 from glimpse.cli import app
 from glimpse.query.filters import Filter
 from glimpse.query.request import DEFAULT_K, SearchRequest
