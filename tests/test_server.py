@@ -591,7 +591,7 @@ def test_any_terms_string_gets_no_5xx(client, terms):
 
 
 def test_json_answers_carry_any_text():
-    from glimpse.server.app import SafeJSON
+    from glimpse.server.errors import SafeJSON
 
     body = SafeJSON({"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}).body
     assert json.loads(body) == {"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}
