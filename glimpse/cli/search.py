@@ -39,7 +39,7 @@ def search(
     max_height: Annotated[Optional[int], typer.Option("--max-height", help="Maximum height in pixels.")] = None,
     min_size: Annotated[Optional[str], typer.Option("--min-size", help="Minimum file size (500k, 2MB).")] = None,
     max_size: Annotated[Optional[str], typer.Option("--max-size", help="Maximum file size.")] = None,
-    refine: Annotated[Optional[str], typer.Option(help="Re-rank the top candidates: aqe or superglobal (default: none).")] = None,
+    refine: Annotated[Optional[str], typer.Option(help="Refine the top 100 candidates: aqe or superglobal (default: none).")] = None,
     adapted: Annotated[bool, typer.Option("--adapt/--no-adapt", help="Use the caption adaptation (glimpse adapt) if there is one.")] = True,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for programs.")] = False,

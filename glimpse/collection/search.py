@@ -49,7 +49,7 @@ class Searching:
         out its reference image when the collection holds it.
 
         ``filters`` restrict the candidates before ranking, so ``k`` results come back when
-        ``k`` images match. ``min_score`` drops weaker results. ``refine`` re-ranks the top
+        ``k`` images match. ``min_score`` drops weaker results. ``refine`` re-orders the top
         candidates: ``"aqe"`` or ``"superglobal"`` (off by default: neither helped in
         measurements, see benchmarks/QUERY_NOTES.md). ``adapted=False`` ignores the caption
         adaptation (``glimpse adapt``) for this query. With binary codes in use,

@@ -71,7 +71,7 @@ class SearchBody(_Strict):
     alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
-    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="A re-ranking stage (off by default).")
+    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
     oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
