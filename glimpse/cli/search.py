@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from ..ingest.names import shown
+from ..query.filters import FIELDS as FILTERS
 from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing, print_results
 
@@ -26,17 +27,17 @@ def search(
     alpha: Annotated[Optional[float], typer.Option(help="Text weight of a composed --image + words query, 0-1 (default 0.6).")] = None,
     k: Annotated[int, typer.Option("-k", help="Number of results.")] = DEFAULT_K,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine; typical ranges depend on the encoder and the query kind: see the README).")] = None,
-    path_glob: Annotated[Optional[str], typer.Option("--path-glob", help="Only paths matching this glob ('2023/*.jpg' matches at any depth).")] = None,
-    path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Only files under this folder.")] = None,
-    after: Annotated[Optional[str], typer.Option(help="Only images taken on or after this date (YYYY[-MM[-DD]]): the EXIF capture date, else the file's modification date.")] = None,
-    before: Annotated[Optional[str], typer.Option(help="Only images taken before this date (EXIF date first, as --after).")] = None,
-    orientation: Annotated[Optional[str], typer.Option(help="landscape, portrait or square.")] = None,
-    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help="Only images with (or without) words read in them (glimpse enrich --ocr).", show_default=False)] = None,
+    path_glob: Annotated[Optional[str], typer.Option("--path-glob", help=FILTERS["path_glob"])] = None,
+    path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help=FILTERS["path_prefix"])] = None,
+    after: Annotated[Optional[str], typer.Option(help=FILTERS["after"])] = None,
+    before: Annotated[Optional[str], typer.Option(help=FILTERS["before"])] = None,
+    orientation: Annotated[Optional[str], typer.Option(help=FILTERS["orientation"])] = None,
+    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help=FILTERS["has_text"], show_default=False)] = None,
     fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = DEFAULT_FUSION,
-    min_width: Annotated[Optional[int], typer.Option("--min-width", help="Minimum width in pixels.")] = None,
-    max_width: Annotated[Optional[int], typer.Option("--max-width", help="Maximum width in pixels.")] = None,
-    min_height: Annotated[Optional[int], typer.Option("--min-height", help="Minimum height in pixels.")] = None,
-    max_height: Annotated[Optional[int], typer.Option("--max-height", help="Maximum height in pixels.")] = None,
+    min_width: Annotated[Optional[int], typer.Option("--min-width", help=FILTERS["min_width"])] = None,
+    max_width: Annotated[Optional[int], typer.Option("--max-width", help=FILTERS["max_width"])] = None,
+    min_height: Annotated[Optional[int], typer.Option("--min-height", help=FILTERS["min_height"])] = None,
+    max_height: Annotated[Optional[int], typer.Option("--max-height", help=FILTERS["max_height"])] = None,
     min_size: Annotated[Optional[str], typer.Option("--min-size", help="Minimum file size (500k, 2MB).")] = None,
     max_size: Annotated[Optional[str], typer.Option("--max-size", help="Maximum file size.")] = None,
     refine: Annotated[Optional[str], typer.Option(help="Refine the top 100 candidates: aqe or superglobal (default: none).")] = None,
