@@ -153,6 +153,11 @@ class LiveIndex:
         with self._index_lock.read_lock():
             yield self._index
 
+    def backend_info(self) -> dict:
+        """What the search backend is and holds (``kind`` first), loading it if it is not yet."""
+        with self._fresh_index() as index:
+            return index.describe()
+
     def _item_vector(self, item_id: int) -> np.ndarray:
         with self._fresh_index():
             known = item_id in self._index_ids

@@ -90,7 +90,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     def stats() -> Stats:
         s = col.stats()
         shown_paths = {"path": shown(s.path), "roots": [shown(r) for r in s.roots]}
-        return Stats(**{**asdict(s), **shown_paths}, writable=config.write_token is not None,
+        return Stats(**{**asdict(s), **shown_paths}, backend=col.backend_info(), writable=config.write_token is not None,
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])

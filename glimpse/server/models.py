@@ -131,6 +131,7 @@ class Stats(BaseModel):
     codes: dict | None
     created: float | None
     updated: float | None
+    backend: dict = Field(description="The search backend in use: kind (flat or binary) and what it holds.")
     writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
     max_upload_bytes: int
     max_upload_pixels: int
