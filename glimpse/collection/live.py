@@ -10,7 +10,6 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..backends import SearchBackend, open_backend
-
 from .layout import VECTORS_FILE, VECTORS_NAME
 
 
