@@ -5,19 +5,22 @@ with Hamming (or asymmetric) scores, with or without an exact **re-rank** of a s
 Specs on the command line: ``learned:256``, ``itq:128``, ``sign:512``, ``learned:256:asym``.
 Each code spec gives two configurations: codes only, and codes + re-rank.
 
-For ranking metrics every configuration yields a score for *every* database item, so the
-ranking it implies is complete:
+Every configuration scores queries through the engine's own search backends
+(:class:`~glimpse.index.flat.FlatIndex`, :class:`~glimpse.index.binary.BinaryIndex`), called
+in one place (:func:`engine_search`), so a figure here is what a collection's search returns.
+Ranking metrics need a score for *every* database item, so each query's complete ranking is:
 
-* exact: the cosine ``q . x``.
-* codes only: ``1 - 2 * hamming / bits`` (equal to the ±1 codes' dot product over bits), or
-  the asymmetric score ``query_vector(q) . (±1 code)``. Hamming scores tie a lot; the
-  metrics' tie rule decides (see :mod:`glimpse.eval.metrics`).
-* re-rank: the ``shortlist`` best by code score (code-score ties go to the lower item index)
-  come first, in exact cosine order; every other item follows in code-score order. That is
-  what :class:`~glimpse.index.binary.BinaryIndex` returns for ``k * oversample = shortlist``.
+* exact: the backend's cosine ``q . x`` for every item.
+* codes only (Hamming or asymmetric): the backend's code score for every item, Hamming
+  ``1 - 2 * hamming / bits`` or the asymmetric ``query_vector(q) . (±1 code)``. Hamming
+  scores tie a lot; the metrics' tie rule decides (see :mod:`glimpse.eval.metrics`).
+* with a ``shortlist`` (re-rank, or the cascade's code stage): first the backend's result
+  list for ``k = shortlist`` (oversample 1: the same code candidates as ``k = 10`` with
+  oversample ``shortlist / 10``, so its top 10 is that search's result), then every other
+  item below it in Hamming (asymmetric for ``asymmetric``) code order.
 
-Latency is measured on the real search backends (``FlatIndex``, ``BinaryIndex``) at batch 1
-and k = 10; bytes per image are what the search path holds in RAM per image.
+Latency is measured on the same backends at batch 1 and k = 10; bytes per image are what
+the search path holds in RAM per image.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codes import create_binarizer, load_binarizer, unpack_codes
-from ..index.binary import CASCADE_WIDEN
+from ..codes import Binarizer, create_binarizer, load_binarizer
+from ..index.base import VectorIndex
+from ..index.binary import BinaryIndex
+from ..index.flat import FlatIndex
 from ..query.rerank import CANDIDATES, REFINES, refine
 
-#: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
+#: Shortlist re-ranked by default: k = 10 results x oversample 10.
 DEFAULT_SHORTLIST = 100
 ID_BYTES = 8  # int64 id per code in the FAISS id map
 
@@ -106,14 +111,14 @@ class Scorer:
     database: np.ndarray
     seed: int = 0
     fit_seconds: float = 0.0
-    binarizer: object | None = None
-    _signs: np.ndarray | None = field(default=None, repr=False)
+    binarizer: Binarizer | None = None
     codes: np.ndarray | None = field(default=None, repr=False)
+    index: VectorIndex | None = field(default=None, repr=False)
 
     @classmethod
     def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None,
                 store: Path | None = None) -> Scorer:
-        """Fit the config's binarizer on the database, reusing one fitted before.
+        """Fit the config's binarizer on the database, reusing one fitted before, and load the backend.
 
         ``fitted`` shares binarizers between configurations of one run (by kind and bits);
         ``store`` is a folder where fitted binarizers are kept across runs, keyed by the
@@ -121,7 +126,7 @@ class Scorer:
         """
         scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed)
         if config.binarizer is None:
-            return scorer
+            return scorer.loaded()
         fitted = {} if fitted is None else fitted
         key = config.code_key
         if key not in fitted:
@@ -148,15 +153,23 @@ class Scorer:
                     binarizer.save(file)
             fitted[key] = (binarizer, binarizer.encode(scorer.database), time.perf_counter() - t0)
         scorer.binarizer, scorer.codes, scorer.fit_seconds = fitted[key]
-        scorer._signs = unpack_codes(scorer.codes, config.bits)
-        return scorer
+        return scorer.loaded()
+
+    def loaded(self) -> Scorer:
+        """This scorer with its database (and codes) in the engine's backend, under ids 0..n-1."""
+        ids = np.arange(len(self.database), dtype=np.int64)
+        if self.binarizer is None:
+            self.index = FlatIndex(self.database.shape[1])
+            self.index.add(ids, self.database)
+        else:
+            self.index = BinaryIndex(self.binarizer, lambda rows: self.database[rows])
+            self.index.add_codes(ids, self.codes)
+        return self
 
     def subset(self, rows: np.ndarray) -> Scorer:
         """The same configuration on some database items only, with the binarizer already fitted."""
-        part = replace(self, database=self.database[rows])
-        if self.codes is not None:
-            part.codes, part._signs = self.codes[rows], self._signs[rows]
-        return part
+        codes = None if self.codes is None else self.codes[rows]
+        return replace(self, database=self.database[rows], codes=codes).loaded()
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
@@ -174,45 +187,33 @@ class Scorer:
 
     def _base_scores(self, queries: np.ndarray) -> np.ndarray:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.config.binarizer is None:
-            return queries @ self.database.T
-        if self.config.scoring == "asymmetric":
-            code = self.binarizer.query_vector(queries) @ self._signs.T
-        elif self.config.scoring == "cascade":  # Hamming top 4 x shortlist, re-scored asymmetrically
-            hamming = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T
-            asym = self.binarizer.query_vector(queries) @ self._signs.T
-            keep = np.argsort(-hamming, axis=1, kind="stable")[:, : CASCADE_WIDEN * self.config.shortlist]
-            code = hamming / self.config.bits - 2.0 * np.abs(asym).max() - 3.0
-            rows = np.arange(len(code))[:, None]
-            code[rows, keep] = asym[rows, keep]
-        else:
-            code = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T / self.config.bits
-        if not self.config.rerank:
+        config, everything = self.config, len(self.database)
+        if config.binarizer is None:
+            return _scatter(*self._search(queries, everything), everything)
+        # The full code ranking, by the scan the shortlist itself starts from.
+        order = "asymmetric" if config.scoring == "asymmetric" else "hamming"
+        code = _scatter(*self._search(queries, everything, rerank=False, scoring=order), everything)
+        if not config.rerank and config.scoring != "cascade":
             return code
-        short = min(self.config.shortlist, code.shape[1])
-        order = np.argsort(-code, axis=1, kind="stable")[:, :short]
-        # The tail keeps its code order (and ties) strictly below every cosine in [-1, 1].
-        out = code - code.max(axis=1, keepdims=True) - 3.0
-        rows = np.arange(len(code))[:, None]
-        out[rows, order] = np.einsum("qd,qsd->qs", queries, self.database[order])
+        head_scores, head_ids = self._search(queries, min(config.shortlist, everything), rerank=config.rerank)
+        # The tail keeps its code order (and ties), strictly below the head.
+        out = code - code.max(axis=1, keepdims=True) + head_scores.min(axis=1, keepdims=True) - 1.0
+        np.put_along_axis(out, head_ids, head_scores, axis=1)
         return out
 
-    def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
-        """Batch-1 search latency (ms) on the real backend (plus the refine stage), over up to ``repeats`` queries."""
-        from ..index import FlatIndex
-        from ..index.binary import BinaryIndex
+    def _search(self, queries: np.ndarray, k: int, oversample: int = 1, rerank: bool | None = None,
+                scoring: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        rerank = self.config.rerank if rerank is None else rerank
+        return engine_search(self.index, queries, k, oversample=oversample, rerank=rerank,
+                             scoring=scoring or self.config.scoring)
 
-        ids = np.arange(len(self.database), dtype=np.int64)
-        if self.config.binarizer is None:
-            index = FlatIndex(self.database.shape[1])
-            index.add(ids, self.database)
-            search = index.search
-        else:
-            index = BinaryIndex(self.binarizer, lambda rows: self.database[rows],
-                                oversample=max(1, self.config.shortlist // k), rerank=self.config.rerank,
-                                scoring=self.config.scoring)
-            index.add_codes(ids, self.codes)
-            search = index.search
+    def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
+        """Batch-1 search latency (ms) on the backend (plus the refine stage), over up to ``repeats`` queries."""
+        oversample = max(1, self.config.shortlist // k)
+
+        def search(q: np.ndarray, k: int):
+            return self._search(q, k, oversample)
+
         if self.config.refine:  # as the collection does: the top CANDIDATES, then the stage on them
             plain, method = search, self.config.refine
 
@@ -232,3 +233,20 @@ class Scorer:
                 best = min(best, time.perf_counter() - t0)
             times.append(best * 1000)
         return {"p50": float(np.median(times)), "mean": float(np.mean(times))} if times else {}
+
+
+def engine_search(index: VectorIndex, queries: np.ndarray, k: int, *, oversample: int, rerank: bool,
+                  scoring: str) -> tuple[np.ndarray, np.ndarray]:
+    """The one call from the harness into the engine's search: (scores, ids), best first.
+
+    The code-stage options only reach a codes backend; exact float search has none."""
+    if isinstance(index, BinaryIndex):
+        return index.search(queries, k, oversample=oversample, rerank=rerank, scoring=scoring)
+    return index.search(queries, k)
+
+
+def _scatter(scores: np.ndarray, ids: np.ndarray, items: int) -> np.ndarray:
+    """A backend's (scores, ids) holding every item -> the (queries, items) score matrix."""
+    out = np.empty((len(ids), items), np.float32)
+    np.put_along_axis(out, ids, scores, axis=1)
+    return out
