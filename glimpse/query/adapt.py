@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..encoders import l2_normalize
 
 KINDS = ("contrastive", "ridge")
@@ -62,17 +62,8 @@ class TextAdapter:
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file, then rename)."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, format=FORMAT, kind=self.kind, dims=self.dims, matrix=self.matrix,
-                         mean=self.mean, mix=self.mix)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, format=FORMAT, kind=self.kind, dims=self.dims, matrix=self.matrix,
+                                              mean=self.mean, mix=self.mix))
 
     @classmethod
     def load(cls, path: Path) -> TextAdapter:

@@ -15,7 +15,6 @@ import json
 import logging
 import mimetypes
 import os
-import threading
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict
@@ -35,6 +34,7 @@ from PIL import Image
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ..atomic import write_atomic
 from ..collection import Collection, open_collection
 from ..index.originals import FileChangedError
 from ..ingest import DecodeError, content_hash, decode_image
@@ -237,7 +237,7 @@ def _routes(app: FastAPI, service: Service) -> None:
             data, _ = _decode_upload(service, f, target=64)
             fmt = Image.open(io.BytesIO(data)).format
             target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
-            _write_atomic(target, data)
+            write_atomic(target, data)
             saved.append(str(target))
         return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
 
@@ -361,13 +361,6 @@ def _report(report) -> dict:
             "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
             # The first 100 reasons; the rest are in /api/errors.
             "errors": [{"path": shown(p), "reason": r} for p, r in report.errors[:100]]}
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
 
 
 def _thumb_url(item_id: int) -> str:
