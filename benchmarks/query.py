@@ -19,7 +19,6 @@ a cached collection (``--collection``). Figures and the choices made from them a
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 import time
@@ -34,14 +33,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import glimpse  # noqa: E402
 from glimpse.encoders import bridge  # noqa: E402
 from glimpse.eval.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.query.adapt import read_captions  # noqa: E402
 from glimpse.query.compose import compose, compose_direction  # noqa: E402
 from glimpse.query.rerank import CANDIDATES, refine  # noqa: E402
-
-
-def load_captions(data: Path) -> tuple[list[Path], list[str]]:
-    with open(data / "captions.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [(data / r["image"]).absolute() for r in rows], [r["caption"] for r in rows]
 
 
 def first_sentence(text: str) -> str:
@@ -192,7 +186,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.data / "captions.tsv").exists():
         sys.exit(f"no captioned-dev at {args.data} (give --data)")
-    paths, captions = load_captions(args.data)
+    paths, captions = map(list, zip(*read_captions(args.data / "captions.tsv")))
     col = open_indexed(args.collection, args.data)
     vectors = image_vectors(col, paths)
     if args.only in (None, "compose"):
