@@ -33,7 +33,7 @@ from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
 from .eval.metrics import recall_at_k
-from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
+from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, held_out_split, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
 from .query.limits import MAX_ID, check_k, check_oversample
@@ -994,7 +994,7 @@ class Collection:
         image_vectors = self._read_vectors(ids_arr)
         report = AdaptReport(kind=kind, pairs=len(ids), missing=missing)
         items = np.unique(ids_arr)
-        held = np.random.default_rng(seed).random(len(items)) < holdout
+        held = held_out_split(len(items), holdout, seed)
         test = np.isin(ids_arr, items[held])
         if holdout and test.any() and (~test).sum() >= MIN_PAIRS:
             trial = fit_adapter(text_vectors[~test], image_vectors[~test], kind, seed)

@@ -127,13 +127,11 @@ def held_out_adaptation(task: Task, texts: np.ndarray, scorers: list[Scorer], ki
     per configuration in ``scorers`` (codes keep the binarizer fitted on every image: no
     caption is seen). Adapted queries go through the map as a collection's text queries do.
     """
-    from ..query.adapt import fit_adapter
+    from ..query.adapt import fit_adapter, held_out_split
 
     images = scorers[0].database
     owner = np.array([int(p[0]) for p in task.judgements[""].positives])  # caption -> its image
-    order = np.random.default_rng(seed).permutation(len(images))
-    train = np.zeros(len(images), bool)
-    train[order[: len(images) // 2]] = True
+    train = ~held_out_split(len(images), 0.5, seed)
     test_images = np.flatnonzero(~train)
     test_captions = np.flatnonzero(~train[owner])
     position = np.full(len(images), -1)

@@ -128,6 +128,19 @@ def _train(torch, x: np.ndarray, images: np.ndarray, dims: np.ndarray, progress)
     return (base + delta).detach().numpy().astype(np.float32)
 
 
+def held_out_split(count: int, share: float, seed: int) -> np.ndarray:
+    """Which of ``count`` images to keep out of training to score an adaptation on: bool (count,).
+
+    The images in ``numpy default_rng(seed).permutation(count)`` order: the first
+    ``floor(count * (1 - share))`` train, the rest (a ``share`` of them) are held out. Every
+    caption of an image goes where its image goes, so no held-out image was seen in training.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    held = np.ones(count, bool)
+    held[order[: int(count * (1.0 - share) + 1e-9)]] = False  # + 1e-9: 10 * 0.7 is 6.999...
+    return held
+
+
 def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     """(image path, caption) pairs from a TSV with ``image`` and ``caption`` columns.
 
