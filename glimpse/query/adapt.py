@@ -144,11 +144,13 @@ def held_out_split(count: int, share: float, seed: int) -> np.ndarray:
 def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     """(image path, caption) pairs from a TSV with ``image`` and ``caption`` columns.
 
-    Relative image paths are relative to the TSV's folder (the captioned-dev layout)."""
+    Relative image paths are relative to the TSV's folder (the captioned-dev layout). A field
+    may be quoted the way csv writers quote one that holds quotes (``"it reads ""EXIT"" here"``): 74 of
+    captioned-dev's captions are; a quote inside an unquoted field stays as it is."""
     path = Path(path).expanduser()
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+            rows = list(csv.DictReader(f, delimiter="\t"))
     except OSError as exc:
         raise ValueError(f"cannot read captions {path}: {exc.strerror or exc}") from None
     if not rows or not {"image", "caption"} <= set(rows[0]):
