@@ -36,6 +36,7 @@ from ..codes import Binarizer, create_binarizer, load_binarizer
 from ..index.base import VectorIndex
 from ..index.binary import BinaryIndex
 from ..index.flat import FlatIndex
+from ..query.fusion import check_fusion
 from ..query.rerank import CANDIDATES, REFINES, refine
 
 #: Shortlist re-ranked by default: k = 10 results x oversample 10.
@@ -51,10 +52,11 @@ class Config:
     scoring: str = "hamming"
     shortlist: int = DEFAULT_SHORTLIST
     refine: str | None = None  # a re-ranking stage of glimpse.query.rerank on the top candidates
+    fusion: str | None = None  # text queries fused with the words read in the images (glimpse.eval.words)
 
     @property
     def name(self) -> str:
-        suffix = f" +{self.refine}" if self.refine else ""
+        suffix = (f" +{self.refine}" if self.refine else "") + (f" +words:{self.fusion}" if self.fusion else "")
         if self.binarizer is None:
             return "float" + suffix
         name = f"{self.binarizer}-{self.bits}" + {"asymmetric": "-asym", "cascade": "-cascade"}.get(self.scoring, "")
@@ -71,15 +73,16 @@ class Config:
     def to_dict(self) -> dict:
         return {"name": self.name, "binarizer": self.binarizer, "bits": self.bits, "rerank": self.rerank,
                 "scoring": self.scoring, "shortlist": self.shortlist if self.rerank else None,
-                "refine": self.refine}
+                "refine": self.refine, "fusion": self.fusion}
 
 
 def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTLIST,
-                  refine: list[str] = ()) -> list[Config]:
+                  refine: list[str] = (), fusions: list[str] = ()) -> list[Config]:
     """``"learned:256,itq:128:asym"`` -> float + (codes only, codes + re-rank) per spec.
 
     Each ``refine`` method (``aqe``, ``superglobal``) adds a copy of every configuration with
-    that re-ranking stage applied to its top candidates."""
+    that re-ranking stage applied to its top candidates; then each fusion (``calibrated``,
+    ``rrf``) a copy of every one with text queries fused with the words in the images."""
     if isinstance(specs, str):
         specs = [specs]
     configs = [Config()]
@@ -100,7 +103,11 @@ def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTL
     for method in refine:
         if method not in REFINES:
             raise ValueError(f"unknown refine method {method!r}: use one of {', '.join(REFINES)}")
-    return configs + [replace(c, refine=m) for m in refine for c in configs]
+    configs += [replace(c, refine=m) for m in refine for c in configs]
+    for fusion in fusions:
+        if check_fusion(fusion) == "none":
+            raise ValueError("fusion none is every configuration without --ocr: use calibrated or rrf")
+    return configs + [replace(c, fusion=f) for f in fusions for c in configs]
 
 
 @dataclass
