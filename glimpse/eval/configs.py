@@ -187,9 +187,7 @@ class Scorer:
         for row, query in enumerate(np.asarray(queries, dtype=np.float32)):
             top = np.argsort(-base[row], kind="stable")[:CANDIDATES]
             ids, scores = refine(self.config.refine, query, top, base[row, top], lambda i: self.database[i])
-            # The refined head, then the rest in its old order, strictly below the head.
-            out[row] = base[row] - base[row].max() + scores.min() - 1.0
-            out[row, ids] = scores
+            out[row] = head_first(base[row], ids, scores)
         return out
 
     def _base_scores(self, queries: np.ndarray) -> np.ndarray:
@@ -203,10 +201,7 @@ class Scorer:
         if not config.rerank and config.scoring != "cascade":
             return code
         head_scores, head_ids = self._search(queries, min(config.shortlist, everything), rerank=config.rerank)
-        # The tail keeps its code order (and ties), strictly below the head.
-        out = code - code.max(axis=1, keepdims=True) + head_scores.min(axis=1, keepdims=True) - 1.0
-        np.put_along_axis(out, head_ids, head_scores, axis=1)
-        return out
+        return head_first(code, head_ids, head_scores)
 
     def _search(self, queries: np.ndarray, k: int, oversample: int = 1, rerank: bool | None = None,
                 scoring: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -250,6 +245,14 @@ def engine_search(index: VectorIndex, queries: np.ndarray, k: int, *, oversample
     if isinstance(index, BinaryIndex):
         return index.search(queries, k, oversample=oversample, rerank=rerank, scoring=scoring)
     return index.search(queries, k)
+
+
+def head_first(rest: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores (last axis: items) that rank ``ids`` first with their ``scores``, and every other
+    item strictly below them in the order (and ties) of its ``rest`` score."""
+    out = rest - rest.max(axis=-1, keepdims=True) + scores.min(axis=-1, keepdims=True) - 1.0
+    np.put_along_axis(out, ids, scores, axis=-1)
+    return out
 
 
 def _scatter(scores: np.ndarray, ids: np.ndarray, items: int) -> np.ndarray:

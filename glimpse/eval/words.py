@@ -28,6 +28,7 @@ from ..index.lexical import Word, WordIndex
 from ..collection import DB_NAME
 from ..ingest import content_hash
 from ..query import fusion as fuse
+from .configs import head_first
 from .embed import ProgressFn, digest
 
 #: Images read between two saves of the OCR cache.
@@ -96,8 +97,5 @@ class WordChannel:
         else:
             order = np.argsort(-base, kind="stable")[: fuse.RRF_DEPTH]
             ranked = fuse.reciprocal_rank(list(zip(order.tolist(), base[order].tolist())), hits)
-        ids = np.array([i for i, _ in ranked], dtype=np.int64)
-        scores = np.array([s for _, s in ranked], dtype=np.float32)
-        out = base - base.max() + scores.min() - 1.0  # the rest, in the configuration's order, below
-        out[ids] = scores
-        return out
+        return head_first(base, np.array([i for i, _ in ranked], dtype=np.int64),
+                          np.array([s for _, s in ranked], dtype=np.float32))
