@@ -32,7 +32,6 @@ noise (labelled as such; only fit time is read from it).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import io
 import os
@@ -52,12 +51,6 @@ N_HELD_OUT = 100
 
 
 # -- data -----------------------------------------------------------------------------------
-
-
-def load_captions(data: Path) -> tuple[list[Path], list[str]]:
-    with open(data / "captions.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [data / r["image"] for r in rows], [r["caption"] for r in rows]
 
 
 def first_sentence(text: str) -> str:
@@ -96,9 +89,10 @@ def augment(image: Image.Image, rng: np.random.Generator) -> Image.Image:
 def build_embeddings(data: Path, cache: Path, n_aug: int) -> dict[str, np.ndarray]:
     """Image vectors (n_src, 1 + n_aug, dim), caption vectors (n_src, dim) x2; cached."""
     from glimpse.encoders import create_encoder
+    from glimpse.query.adapt import read_captions
 
     enc = create_encoder()
-    paths, captions = load_captions(data)
+    paths, captions = zip(*read_captions(data / "captions.tsv"))
     key = hashlib.sha256(
         "\n".join([enc.name, enc.version, AUG_VERSION, str(n_aug), *map(str, paths)]).encode()
     ).hexdigest()[:12]

@@ -16,7 +16,6 @@ on them (cycling through text sizes, angles and contrasts), the rest stay as the
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import tempfile
@@ -28,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 import glimpse
 from glimpse.storage.words import squashed
+from glimpse.query.adapt import read_captions
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
@@ -72,13 +72,13 @@ def render(photo: Image.Image, words: list[str], size: int, angle: int, contrast
 
 
 def build(data: Path, folder: Path, images: int, signed: int, seed: int) -> list[dict]:
-    rows = list(csv.DictReader(open(data / "captions.tsv", encoding="utf-8"), delimiter="\t"))[:images]
+    pairs = read_captions(data / "captions.tsv")[:images]
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     cases = []
-    for n, row in enumerate(rows):
-        photo = Image.open(data / row["image"])
-        case = {"file": str(folder / f"{n:04d}.jpg"), "caption": row["caption"], "words": []}
+    for n, (image, caption) in enumerate(pairs):
+        photo = Image.open(image)
+        case = {"file": str(folder / f"{n:04d}.jpg"), "caption": caption, "words": []}
         if n < signed:
             words = [str(w) for w in rng.choice(WORDS, size=2, replace=False)]
             size, angle, contrast = SIZES[n % 4], ANGLES[(n // 4) % 3], CONTRASTS[(n // 12) % 3]

@@ -13,7 +13,6 @@ measured on.
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import re
 import sys
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from glimpse.encoders import bridge, create_encoder, l2_normalize  # noqa: E402
 from glimpse.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.query.adapt import read_captions  # noqa: E402
 
 ALT_TEMPLATES = {
     "a photo of a {}.": "photo",
@@ -36,12 +36,6 @@ ALT_TEMPLATES = {
     "The image shows a {}.": "shows",
     "a close-up photo of a {}.": "close-up",
 }
-
-
-def load(data: Path) -> tuple[list[Path], list[str]]:
-    with open(data / "captions.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [data / r["image"] for r in rows], [r["caption"] for r in rows]
 
 
 def sentences(text: str) -> list[str]:
@@ -127,7 +121,7 @@ def main() -> None:
     ap.add_argument("--speed", action="store_true", help="also time encode_prepared, bf16 and fp32")
     args = ap.parse_args()
 
-    paths, captions = load(args.data)
+    paths, captions = map(list, zip(*read_captions(args.data / "captions.tsv")))
     print(f"captioned-dev: {len(paths)} images, {len(captions)} captions ({args.data})")
     enc = create_encoder("lite0-minilm", precision=args.precision)
     originals = [Image.open(p).convert("RGB") for p in paths]

@@ -19,7 +19,6 @@ a cached collection (``--collection``). Figures and the choices made from them a
 from __future__ import annotations
 
 import argparse
-import csv
 import re
 import sys
 import time
@@ -34,14 +33,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import glimpse  # noqa: E402
 from glimpse.encoders import bridge  # noqa: E402
 from glimpse.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.query.adapt import held_out_split, read_captions  # noqa: E402
 from glimpse.query.compose import compose, compose_direction  # noqa: E402
 from glimpse.query.refine import CANDIDATES, refine  # noqa: E402
-
-
-def load_captions(data: Path) -> tuple[list[Path], list[str]]:
-    with open(data / "captions.tsv", encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    return [(data / r["image"]).absolute() for r in rows], [r["caption"] for r in rows]
 
 
 def first_sentence(text: str) -> str:
@@ -144,33 +138,30 @@ def copy_queries(enc, paths: list[Path], per_kind: int, seed: int = 0) -> dict[s
     return out
 
 
-def bench_adapt(collection: Path, paths: list[Path], captions: list[str]) -> None:
-    """Two folds by file name (its tens digit odd or even): train on one, score on the other.
+def bench_adapt(collection: Path, paths: list[Path], captions: list[str], seed: int = 0) -> None:
+    """Two folds, the halves of ``held_out_split`` (the split ``glimpse eval`` scores on): train on one, score on the other.
 
-    Scoring goes through ``Collection.search`` with a path filter that keeps only the
-    held-out photos: the same held-out gallery before and after."""
+    Scoring goes through ``Collection.search`` over every photo, ranking only the held-out
+    ones: the same held-out gallery before and after."""
     import shutil
     import tempfile
 
-    from glimpse.query.filters import Filter
-
-    tens = np.array([int(p.stem) // 10 % 2 if len(p.stem) > 1 else -1 for p in paths])
-    odd, even = tens == 1, tens == 0
-    print("\nadapt: two folds (photos whose name's tens digit is odd / even), text->image on the "
+    half = held_out_split(len(paths), 0.5, seed)
+    print(f"\nadapt: two folds (held_out_split(photos, 0.5, seed={seed}) and the rest), text->image on the "
           "held-out photos only, full captions")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "col"
         shutil.copytree(collection, work)
         col = glimpse.open(work)
-        for fold, (train, test, glob) in enumerate([(even, odd, "*[13579]?.jpg"), (odd, even, "*[02468]?.jpg")]):
+        for fold, (train, test) in enumerate([(~half, half), (half, ~half)]):
             tsv = Path(tmp) / f"train{fold}.tsv"
             tsv.write_text("image\tcaption\n" + "".join(f"{paths[i]}\t{captions[i]}\n" for i in np.flatnonzero(train)))
-            held = Filter(path_glob=glob)
+            gallery = {str(paths[i]) for i in np.flatnonzero(test)}
             queries = [(str(paths[i]), captions[i]) for i in np.flatnonzero(test)]
 
             def r10(adapted: bool) -> float:
-                return float(np.mean([any(h.path == p for h in col.search(text=c, k=10, filters=held, adapted=adapted))
-                                      for p, c in queries]))
+                return float(np.mean([p in [h.path for h in col.search(text=c, k=len(col), adapted=adapted)
+                                            if h.path in gallery][:10] for p, c in queries]))
 
             col.remove_adapt()
             print(f"  fold {fold}: {train.sum()} training pairs, {test.sum()} held-out photos")
@@ -192,7 +183,7 @@ def main() -> None:
     args = ap.parse_args()
     if not (args.data / "captions.tsv").exists():
         sys.exit(f"no captioned-dev at {args.data} (give --data)")
-    paths, captions = load_captions(args.data)
+    paths, captions = map(list, zip(*read_captions(args.data / "captions.tsv")))
     col = open_indexed(args.collection, args.data)
     vectors = image_vectors(col, paths)
     if args.only in (None, "compose"):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import glimpse
-from glimpse.query.adapt import TextAdapter, fit_adapter, read_captions
+from glimpse.query.adapt import TextAdapter, fit_adapter, held_out_split, read_captions
 
 WORDS = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
          "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple",
@@ -56,9 +56,10 @@ def test_adapt_reads_a_tsv_and_reports_a_holdout(captioned, tmp_path):
     tsv.write_text("image\tcaption\n" + "".join(f"p{i:02d}.png\tthe {w}\n" for i, w in enumerate(WORDS))
                    + "gone.png\ta missing photo\n")
     assert read_captions(tsv)[0] == (folder / "p00.png", "the apple")
-    report = col.adapt(tsv, holdout=0.3)
+    report = col.adapt(tsv, holdout=0.25)
     assert report.pairs == len(WORDS) and report.missing == 1
     assert report.holdout_images > 0 and 0.0 <= report.before <= 1.0 and 0.0 <= report.after <= 1.0
+    assert report.holdout_images == held_out_split(len(WORDS), 0.25, seed=0).sum()  # the split eval scores with
     meta = json.loads(dict(col._meta._query("SELECT key, value FROM meta"))["adapt"])
     assert meta["kind"] == "contrastive" and meta["pairs"] == len(WORDS) and meta["format"] == 1
 

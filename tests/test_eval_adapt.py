@@ -8,6 +8,7 @@ from glimpse.eval.configs import Config, Scorer, parse_configs
 from glimpse.eval.datasets import Items, Judgement, Task
 from glimpse.eval.runner import held_out_adaptation
 from glimpse.encoders import create_encoder
+from glimpse.query.adapt import held_out_split
 
 
 def _captioned(n: int = 60, seed: int = 0):
@@ -67,3 +68,12 @@ def test_adaptation_rows_per_code_configuration_use_the_held_out_codes():
     assert np.array_equal(code.codes, scorers[1].codes[held]) and code.database.shape == (30, 16)
     # The code rows rank the held-out gallery only, with the codes fitted on every image.
     assert code.scores(texts[:3]).shape == (3, 30)
+
+
+def test_held_out_split_holds_out_the_last_share_of_a_seeded_permutation():
+    order = np.random.default_rng(7).permutation(857)
+    held = held_out_split(857, 0.5, seed=7)
+    assert not held[order[:428]].any() and held[order[428:]].all()  # the rule the report states
+    for count, share, want in [(10, 0.3, 3), (100, 0.2, 20), (15, 0.2, 3), (5, 0.0, 0), (3, 0.99, 3)]:
+        assert held_out_split(count, share, seed=1).sum() == want
+    assert not np.array_equal(held, held_out_split(857, 0.5, seed=8))

@@ -26,11 +26,14 @@ def test_captioned_tsv(tmp_path, make_image):
     for i in range(3):
         make_image(tmp_path / f"{i}.png", seed=i)
     (tmp_path / "captions.tsv").write_text(
-        "image\tcaption\n0.png\ta red thing\n1.png\ta blue thing\n0.png\tred again\n2.png\tgreen\n")
+        "image\tcaption\n0.png\ta red thing\n1.png\ta blue thing\n0.png\tred again\n"
+        '2.png\t"green, it reads ""EXIT"""\n1.png\ta 5" screen\n')
     t2i, i2t = load_captioned(tmp_path).tasks
     assert [p.name for p in t2i.database.paths] == ["0.png", "1.png", "2.png"]
-    assert ints(t2i.judgements[""].positives) == [[0], [1], [0], [2]]
-    assert ints(i2t.judgements[""].positives) == [[0, 2], [1], [3]]
+    # Quoted as csv writers quote a field that holds quotes (as in captioned-dev); a bare quote stays.
+    assert t2i.queries.texts[3:] == ['green, it reads "EXIT"', 'a 5" screen']
+    assert ints(t2i.judgements[""].positives) == [[0], [1], [0], [2], [1]]
+    assert ints(i2t.judgements[""].positives) == [[0, 2], [1, 4], [3]]
 
 
 def test_captioned_karpathy(tmp_path, make_image):

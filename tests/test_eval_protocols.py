@@ -165,18 +165,37 @@ def vectors():
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_rerank_scores_match_binary_index(vectors):
-    """The harness ranks a re-rank config exactly as the real BinaryIndex returns results."""
+@pytest.mark.parametrize("spec", ["float", "itq:16", "itq:16:asym", "itq:16:cascade"])
+def test_eval_scores_are_the_backends_search_results(vectors, spec):
+    """Each configuration's ranking is what the engine's backend returns, ids and scores alike.
+
+    The backend is built as a collection builds it (float32 vectors behind the re-rank) and
+    asked as a collection asks it: k = 10, oversample = shortlist / 10."""
+    from glimpse.backends import FlatIndex
+    from glimpse.backends.base import CodeStage
     from glimpse.backends.binary import BinaryIndex
 
     db, queries = vectors[:250], vectors[250:]
-    for scoring in ("hamming", "asymmetric"):
-        scorer = Scorer.prepare(Config("itq", 16, rerank=True, scoring=scoring, shortlist=40), db)
-        index = BinaryIndex(scorer.binarizer, lambda ids: db[ids], oversample=4, scoring=scoring)
-        index.add_codes(np.arange(len(db)), scorer.codes)
-        _, ids = index.search(queries, 10)
-        mine = np.argsort(-scorer.scores(queries), axis=1, kind="stable")[:, :10]
-        assert (mine == ids).mean() > 0.97  # equal up to Hamming ties at the shortlist edge
+    configs = parse_configs("" if spec == "float" else spec, shortlist=40)
+    for config in configs[1:] if spec != "float" else configs:
+        scorer = Scorer.prepare(config, db)
+        got = scorer.scores(queries)
+        if config.binarizer is None:
+            index = FlatIndex(db.shape[1])
+            index.add(np.arange(len(db)), db)
+            want_scores, want_ids = index.search(queries, 10)
+        else:
+            index = BinaryIndex(scorer.binarizer, lambda ids: db[ids])
+            index.add(np.arange(len(db)), db)  # codes of the same fit, encoded again
+            # Codes only, a cascade's ranking is its search at k = shortlist (the shortlist is its code stage).
+            k = 10 if config.rerank or config.scoring != "cascade" else 40
+            want_scores, want_ids = index.search(queries, k, stage=CodeStage(scoring=config.scoring, oversample=4, rerank=config.rerank))
+            want_scores, want_ids = want_scores[:, :10], want_ids[:, :10]
+        # The backend's results carry the harness's scores, and they are its 10 best.
+        assert np.array_equal(np.take_along_axis(got, want_ids, axis=1), want_scores), config.name
+        assert np.array_equal(-np.sort(-got, axis=1)[:, :10], want_scores), config.name
+        if config.rerank or config.binarizer is None:  # exact cosines, no ties: the very same ids, in order
+            assert np.array_equal(np.argsort(-got, axis=1, kind="stable")[:, :10], want_ids), config.name
 
 
 def test_codes_only_scores_are_hamming_similarities(vectors):

@@ -19,13 +19,13 @@ Two ways to scan the codes for the shortlist:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from ..atomic import write_atomic
 from ..codes import Binarizer, load_binarizer
 from ..settings import check_oversample, check_scoring
 from .base import CodeStage, SearchBackend
@@ -290,9 +290,7 @@ class BinaryIndex(SearchBackend):
         """Write this generation's codes (the binarizer's file is its owner's to save)."""
         directory = Path(directory)
         target = directory / CODES_FILE.format(generation=generation, fit=self.binarizer.fit_id)
-        tmp = target.with_suffix(".tmp")
-        faiss.write_index_binary(self._index, str(tmp))
-        os.replace(tmp, target)
+        write_atomic(target, lambda f: faiss.write_index_binary(self._index, faiss.PyCallbackIOWriter(f.write)))
         for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
             if old != target:
                 old.unlink(missing_ok=True)

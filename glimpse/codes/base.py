@@ -24,17 +24,17 @@ so a loaded binarizer encodes exactly as the one that was fitted, at half the fi
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..atomic import write_atomic
 
 #: Version of the file layout (keys and their meaning), independent of each kind's version.
 FILE_FORMAT = 1
@@ -186,19 +186,7 @@ class Binarizer(ABC):
         }
         for key, value in self._stored_params().items():
             arrays["p_" + key] = value
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)  # a file object: numpy adds no ".npz" suffix
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        return path
+        return write_atomic(path, lambda f: np.savez(f, **arrays))  # a file object: numpy adds no ".npz" suffix
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Binarizer:

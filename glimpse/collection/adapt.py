@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..metrics import recall_at_k
-from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
+from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, held_out_split, read_captions, sidecar_caption
 from .reports import AdaptReport, ProgressFn
 
 
@@ -64,7 +64,7 @@ class Adapting:
         image_vectors = self._read_vectors(ids_arr)
         report = AdaptReport(kind=kind, pairs=len(ids), missing=missing)
         items = np.unique(ids_arr)
-        held = np.random.default_rng(seed).random(len(items)) < holdout
+        held = held_out_split(len(items), holdout, seed)
         test = np.isin(ids_arr, items[held])
         if holdout and test.any() and (~test).sum() >= MIN_PAIRS:
             trial = fit_adapter(text_vectors[~test], image_vectors[~test], kind, seed)

@@ -101,7 +101,7 @@ class CodeStages:
         for old in self.path.glob("binarizer*.npz"):
             if old.name != keep:
                 old.unlink(missing_ok=True)
-        for half_written in [*self.path.glob(".binarizer*.tmp"), *self.path.glob("codes-*.tmp")]:  # killed saves
+        for half_written in [*self.path.glob(".binarizer*.tmp"), *self.path.glob(".codes-*.tmp")]:  # killed saves
             half_written.unlink(missing_ok=True)
         if keep is None:
             for old in self.path.glob("codes-*.faissbin"):

@@ -20,7 +20,6 @@ import contextlib
 import hashlib
 import importlib
 import os
-import tempfile
 import threading
 from collections.abc import Sequence
 from importlib import resources
@@ -30,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 from PIL import Image
 
+from ..atomic import write_atomic
 from .base import Encoder, l2_normalize
 from .minilm import MiniLM, bundled_model_dir
 from .runtime import configure_torch_threads, torch_threads, tune_malloc
@@ -263,19 +263,8 @@ class BridgeEncoder(Encoder):
     @staticmethod
     def _store_cached(path: Path, arr: np.ndarray) -> None:
         # Atomic write; a read-only or missing home only means recomputing next time.
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, arr)
-                os.replace(tmp, path)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            write_atomic(path, lambda f: np.save(f, arr))
 
     # -- Encoder interface ----------------------------------------------------------------
 

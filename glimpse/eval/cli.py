@@ -34,7 +34,8 @@ MODEL_ENCODERS = ("open_clip", "hf")
 
 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
-         shortlist: int, adapt: str = "", refine: str = "", model_options: dict | None = None) -> None:
+         shortlist: int, adapt: str = "", refine: str = "", model_options: dict | None = None,
+         fusion: str = "") -> None:
     from ..encoders import DEFAULT_ENCODER, create_encoder
     from ..extras import MissingExtraError, require
     from .configs import parse_configs
@@ -44,7 +45,10 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
 
     try:
         require("eval", "glimpse eval")  # before the hours of embedding, not at the report
-        configs = parse_configs(codes, shortlist, [r.strip() for r in refine.split(",") if r.strip()])
+        fusions = [f.strip() for f in fusion.split(",") if f.strip()]
+        if fusions:
+            require("ocr", "glimpse eval --ocr")
+        configs = parse_configs(codes, shortlist, [r.strip() for r in refine.split(",") if r.strip()], fusions)
         dataset = load()
     except (DatasetError, MissingExtraError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")
@@ -86,12 +90,14 @@ def captioned(
     cache: Cache = None, shortlist: Shortlist = 100,
     adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
     refine: Refine = "", model: Model = None, pretrained: Pretrained = None, device: Device = None,
+    ocr: Annotated[bool, typer.Option(help="Read the words in the images (OCR, the ocr extra; cached) and also score text→image fused with them.")] = False,
+    fusion: Annotated[str, typer.Option(help="With --ocr: the fusions to score (calibrated, rrf; comma-separated).")] = "calibrated,rrf",
 ) -> None:
     """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
     from .datasets import load_captioned
 
     _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine,
-         {"model": model, "pretrained": pretrained, "device": device})
+         {"model": model, "pretrained": pretrained, "device": device}, fusion if ocr else "")
 
 
 @app.command()

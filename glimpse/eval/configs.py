@@ -5,19 +5,22 @@ with Hamming (or asymmetric) scores, with or without an exact **re-rank** of a s
 Specs on the command line: ``learned:256``, ``itq:128``, ``sign:512``, ``learned:256:asym``.
 Each code spec gives two configurations: codes only, and codes + re-rank.
 
-For ranking metrics every configuration yields a score for *every* database item, so the
-ranking it implies is complete:
+Every configuration scores queries through the engine's own search backends
+(:class:`~glimpse.backends.flat.FlatIndex`, :class:`~glimpse.backends.binary.BinaryIndex`), called
+in one place (:func:`engine_search`), so a figure here is what a collection's search returns.
+Ranking metrics need a score for *every* database item, so each query's complete ranking is:
 
-* exact: the cosine ``q . x``.
-* codes only: ``1 - 2 * hamming / bits`` (equal to the ±1 codes' dot product over bits), or
-  the asymmetric score ``query_vector(q) . (±1 code)``. Hamming scores tie a lot; the
-  metrics' tie rule decides (see :mod:`glimpse.metrics`).
-* re-rank: the ``shortlist`` best by code score (code-score ties go to the lower item index)
-  come first, in exact cosine order; every other item follows in code-score order. That is
-  what :class:`~glimpse.backends.binary.BinaryIndex` returns for ``k * oversample = shortlist``.
+* exact: the backend's cosine ``q . x`` for every item.
+* codes only (Hamming or asymmetric): the backend's code score for every item, Hamming
+  ``1 - 2 * hamming / bits`` or the asymmetric ``query_vector(q) . (±1 code)``. Hamming
+  scores tie a lot; the metrics' tie rule decides (see :mod:`glimpse.metrics`).
+* with a ``shortlist`` (re-rank, or the cascade's code stage): first the backend's result
+  list for ``k = shortlist`` (oversample 1: the same code candidates as ``k = 10`` with
+  oversample ``shortlist / 10``, so its top 10 is that search's result), then every other
+  item below it in Hamming (asymmetric for ``asymmetric``) code order.
 
-Latency is measured on the real search backends (``FlatIndex``, ``BinaryIndex``) at batch 1
-and k = 10; bytes per image are what the search path holds in RAM per image.
+Latency is measured on the same backends at batch 1 and k = 10; bytes per image are what
+the search path holds in RAM per image.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codes import create_binarizer, load_binarizer, unpack_codes
-from ..backends.binary import CASCADE_WIDEN
+from ..codes import Binarizer, create_binarizer, load_binarizer
+from ..backends.base import CodeStage, SearchBackend
+from ..backends.binary import BinaryIndex
+from ..backends.flat import FlatIndex
+from ..query.fusion import check_fusion
 from ..query.refine import CANDIDATES, REFINES, refine
 
-#: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
+#: Shortlist re-ranked by default in eval: k = 10 results x oversample 10 (collections default to 30).
 DEFAULT_SHORTLIST = 100
 ID_BYTES = 8  # int64 id per code in the FAISS id map
 
@@ -45,11 +51,12 @@ class Config:
     rerank: bool = False
     scoring: str = "hamming"
     shortlist: int = DEFAULT_SHORTLIST
-    refine: str | None = None  # a re-ranking stage of glimpse.query.refine on the top candidates
+    refine: str | None = None  # a refinement stage of glimpse.query.refine on the top candidates
+    fusion: str | None = None  # text queries fused with the words read in the images (glimpse.eval.words)
 
     @property
     def name(self) -> str:
-        suffix = f" +{self.refine}" if self.refine else ""
+        suffix = (f" +{self.refine}" if self.refine else "") + (f" +words:{self.fusion}" if self.fusion else "")
         if self.binarizer is None:
             return "float" + suffix
         name = f"{self.binarizer}-{self.bits}" + {"asymmetric": "-asym", "cascade": "-cascade"}.get(self.scoring, "")
@@ -66,15 +73,16 @@ class Config:
     def to_dict(self) -> dict:
         return {"name": self.name, "binarizer": self.binarizer, "bits": self.bits, "rerank": self.rerank,
                 "scoring": self.scoring, "shortlist": self.shortlist if self.rerank else None,
-                "refine": self.refine}
+                "refine": self.refine, "fusion": self.fusion}
 
 
 def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTLIST,
-                  refine: list[str] = ()) -> list[Config]:
+                  refine: list[str] = (), fusions: list[str] = ()) -> list[Config]:
     """``"learned:256,itq:128:asym"`` -> float + (codes only, codes + re-rank) per spec.
 
     Each ``refine`` method (``aqe``, ``superglobal``) adds a copy of every configuration with
-    that re-ranking stage applied to its top candidates."""
+    that re-ranking stage applied to its top candidates; then each fusion (``calibrated``,
+    ``rrf``) a copy of every one with text queries fused with the words in the images."""
     if isinstance(specs, str):
         specs = [specs]
     configs = [Config()]
@@ -95,7 +103,11 @@ def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTL
     for method in refine:
         if method not in REFINES:
             raise ValueError(f"unknown refine method {method!r}: use one of {', '.join(REFINES)}")
-    return configs + [replace(c, refine=m) for m in refine for c in configs]
+    configs += [replace(c, refine=m) for m in refine for c in configs]
+    for fusion in fusions:
+        if check_fusion(fusion) == "none":
+            raise ValueError("fusion none is every configuration without --ocr: use calibrated or rrf")
+    return configs + [replace(c, fusion=f) for f in fusions for c in configs]
 
 
 @dataclass
@@ -106,14 +118,14 @@ class Scorer:
     database: np.ndarray
     seed: int = 0
     fit_seconds: float = 0.0
-    binarizer: object | None = None
-    _signs: np.ndarray | None = field(default=None, repr=False)
+    binarizer: Binarizer | None = None
     codes: np.ndarray | None = field(default=None, repr=False)
+    index: SearchBackend | None = field(default=None, repr=False)
 
     @classmethod
     def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None,
                 store: Path | None = None) -> Scorer:
-        """Fit the config's binarizer on the database, reusing one fitted before.
+        """Fit the config's binarizer on the database, reusing one fitted before, and load the backend.
 
         ``fitted`` shares binarizers between configurations of one run (by kind and bits);
         ``store`` is a folder where fitted binarizers are kept across runs, keyed by the
@@ -121,7 +133,7 @@ class Scorer:
         """
         scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed)
         if config.binarizer is None:
-            return scorer
+            return scorer.loaded()
         fitted = {} if fitted is None else fitted
         key = config.code_key
         if key not in fitted:
@@ -148,15 +160,23 @@ class Scorer:
                     binarizer.save(file)
             fitted[key] = (binarizer, binarizer.encode(scorer.database), time.perf_counter() - t0)
         scorer.binarizer, scorer.codes, scorer.fit_seconds = fitted[key]
-        scorer._signs = unpack_codes(scorer.codes, config.bits)
-        return scorer
+        return scorer.loaded()
+
+    def loaded(self) -> Scorer:
+        """This scorer with its database (and codes) in the engine's backend, under ids 0..n-1."""
+        ids = np.arange(len(self.database), dtype=np.int64)
+        if self.binarizer is None:
+            self.index = FlatIndex(self.database.shape[1])
+            self.index.add(ids, self.database)
+        else:
+            self.index = BinaryIndex(self.binarizer, lambda rows: self.database[rows])
+            self.index.add_codes(ids, self.codes)
+        return self
 
     def subset(self, rows: np.ndarray) -> Scorer:
         """The same configuration on some database items only, with the binarizer already fitted."""
-        part = replace(self, database=self.database[rows])
-        if self.codes is not None:
-            part.codes, part._signs = self.codes[rows], self._signs[rows]
-        return part
+        codes = None if self.codes is None else self.codes[rows]
+        return replace(self, database=self.database[rows], codes=codes).loaded()
 
     def scores(self, queries: np.ndarray) -> np.ndarray:
         """(q, dim) -> (q, items) scores, higher first; see the module docstring."""
@@ -167,52 +187,35 @@ class Scorer:
         for row, query in enumerate(np.asarray(queries, dtype=np.float32)):
             top = np.argsort(-base[row], kind="stable")[:CANDIDATES]
             ids, scores = refine(self.config.refine, query, top, base[row, top], lambda i: self.database[i])
-            # The refined head, then the rest in its old order, strictly below the head.
-            out[row] = base[row] - base[row].max() + scores.min() - 1.0
-            out[row, ids] = scores
+            out[row] = head_first(base[row], ids, scores)
         return out
 
     def _base_scores(self, queries: np.ndarray) -> np.ndarray:
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.config.binarizer is None:
-            return queries @ self.database.T
-        if self.config.scoring == "asymmetric":
-            code = self.binarizer.query_vector(queries) @ self._signs.T
-        elif self.config.scoring == "cascade":  # Hamming top 4 x shortlist, re-scored asymmetrically
-            hamming = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T
-            asym = self.binarizer.query_vector(queries) @ self._signs.T
-            keep = np.argsort(-hamming, axis=1, kind="stable")[:, : CASCADE_WIDEN * self.config.shortlist]
-            code = hamming / self.config.bits - 2.0 * np.abs(asym).max() - 3.0
-            rows = np.arange(len(code))[:, None]
-            code[rows, keep] = asym[rows, keep]
-        else:
-            code = unpack_codes(self.binarizer.encode(queries), self.config.bits) @ self._signs.T / self.config.bits
-        if not self.config.rerank:
+        config, everything = self.config, len(self.database)
+        if config.binarizer is None:
+            return _scatter(*self._search(queries, everything), everything)
+        # The full code ranking, by the scan the shortlist itself starts from.
+        order = "asymmetric" if config.scoring == "asymmetric" else "hamming"
+        code = _scatter(*self._search(queries, everything, rerank=False, scoring=order), everything)
+        if not config.rerank and config.scoring != "cascade":
             return code
-        short = min(self.config.shortlist, code.shape[1])
-        order = np.argsort(-code, axis=1, kind="stable")[:, :short]
-        # The tail keeps its code order (and ties) strictly below every cosine in [-1, 1].
-        out = code - code.max(axis=1, keepdims=True) - 3.0
-        rows = np.arange(len(code))[:, None]
-        out[rows, order] = np.einsum("qd,qsd->qs", queries, self.database[order])
-        return out
+        head_scores, head_ids = self._search(queries, min(config.shortlist, everything), rerank=config.rerank)
+        return head_first(code, head_ids, head_scores)
+
+    def _search(self, queries: np.ndarray, k: int, oversample: int = 1, rerank: bool | None = None,
+                scoring: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        rerank = self.config.rerank if rerank is None else rerank
+        return engine_search(self.index, queries, k, oversample=oversample, rerank=rerank,
+                             scoring=scoring or self.config.scoring)
 
     def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
-        """Batch-1 search latency (ms) on the real backend (plus the refine stage), over up to ``repeats`` queries."""
-        from ..backends import FlatIndex
-        from ..backends.binary import BinaryIndex
+        """Batch-1 search latency (ms) on the backend (plus the refine stage), over up to ``repeats`` queries."""
+        oversample = max(1, self.config.shortlist // k)
 
-        ids = np.arange(len(self.database), dtype=np.int64)
-        if self.config.binarizer is None:
-            index = FlatIndex(self.database.shape[1])
-            index.add(ids, self.database)
-            search = index.search
-        else:
-            index = BinaryIndex(self.binarizer, lambda rows: self.database[rows],
-                                oversample=max(1, self.config.shortlist // k), rerank=self.config.rerank,
-                                scoring=self.config.scoring)
-            index.add_codes(ids, self.codes)
-            search = index.search
+        def search(q: np.ndarray, k: int):
+            return self._search(q, k, oversample)
+
         if self.config.refine:  # as the collection does: the top CANDIDATES, then the stage on them
             plain, method = search, self.config.refine
 
@@ -232,3 +235,26 @@ class Scorer:
                 best = min(best, time.perf_counter() - t0)
             times.append(best * 1000)
         return {"p50": float(np.median(times)), "mean": float(np.mean(times))} if times else {}
+
+
+def engine_search(index: SearchBackend, queries: np.ndarray, k: int, *, oversample: int, rerank: bool,
+                  scoring: str) -> tuple[np.ndarray, np.ndarray]:
+    """The one call from the harness into the engine's search: (scores, ids), best first.
+
+    Backends without codes ignore the code-stage options."""
+    return index.search(queries, k, stage=CodeStage(scoring=scoring, oversample=oversample, rerank=rerank))
+
+
+def head_first(rest: np.ndarray, ids: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Scores (last axis: items) that rank ``ids`` first with their ``scores``, and every other
+    item strictly below them in the order (and ties) of its ``rest`` score."""
+    out = rest - rest.max(axis=-1, keepdims=True) + scores.min(axis=-1, keepdims=True) - 1.0
+    np.put_along_axis(out, ids, scores, axis=-1)
+    return out
+
+
+def _scatter(scores: np.ndarray, ids: np.ndarray, items: int) -> np.ndarray:
+    """A backend's (scores, ids) holding every item -> the (queries, items) score matrix."""
+    out = np.empty((len(ids), items), np.float32)
+    np.put_along_axis(out, ids, scores, axis=1)
+    return out

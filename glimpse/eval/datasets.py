@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from ..ingest import IMAGE_EXTENSIONS, decode_image
+from ..query.adapt import read_captions
 from . import augment as aug
 
 
@@ -167,18 +168,17 @@ def load_captioned(path: str | Path, split: str = "test") -> Dataset:
 
 
 def _captions_tsv(tsv: Path) -> tuple[list[Path], list[str], list[int]]:
-    with open(tsv, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or not {"image", "caption"} <= set(rows[0]):
-        raise DatasetError(f"{tsv} needs a header row with 'image' and 'caption' columns. Expected layout:\n"
-                           + CAPTIONED_LAYOUT)
-    index: dict[str, int] = {}
+    try:
+        pairs = read_captions(tsv)
+    except ValueError as exc:
+        raise DatasetError(f"{exc}. Expected layout:\n{CAPTIONED_LAYOUT}") from None
+    index: dict[Path, int] = {}
     captions, owner = [], []
-    for row in rows:
-        index.setdefault(row["image"], len(index))
-        captions.append(row["caption"])
-        owner.append(index[row["image"]])
-    return [tsv.parent / name for name in index], captions, owner
+    for image, caption in pairs:
+        index.setdefault(image, len(index))
+        captions.append(caption)
+        owner.append(index[image])
+    return list(index), captions, owner
 
 
 def _karpathy(file: Path, split: str) -> tuple[list[Path], list[str], list[int]]:

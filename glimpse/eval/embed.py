@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..encoders import Encoder
 from ..ingest import prepare_files, stat_entry
 
@@ -152,11 +153,7 @@ class EmbeddingCache:
 
     def _save(self, kind: str, key: str, vectors: np.ndarray, fingerprint: str) -> tuple[np.ndarray, str]:
         stored = vectors.astype(np.float16)
-        self.root.mkdir(parents=True, exist_ok=True)
-        file = self._file(kind, key)
-        tmp = file.with_name(file.name + f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, vectors=stored, fingerprint=np.array(fingerprint))
-        os.replace(tmp, file)
+        write_atomic(self._file(kind, key), lambda f: np.savez(f, vectors=stored, fingerprint=np.array(fingerprint)))
         return stored.astype(np.float32), fingerprint
 
 

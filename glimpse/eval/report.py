@@ -194,7 +194,8 @@ def _plots(ev: Evaluation, task: Task) -> list[tuple[str, str]]:
             ax.axhline(r.score.figures[headline], color="black", linestyle="--", label=f"{label(r)}")
         else:
             key = (f"{r.encoder} " if several else "") + r.config.name.split("-")[0] + \
-                  ("-asym" if r.config.scoring == "asymmetric" else "") + (" +rerank" if r.config.rerank else "")
+                  ("-asym" if r.config.scoring == "asymmetric" else "") + (" +rerank" if r.config.rerank else "") + \
+                  (f" +words:{r.config.fusion}" if r.config.fusion else "")
             groups.setdefault(key, []).append(r)
     for key, members in groups.items():
         members.sort(key=lambda r: r.config.bits)

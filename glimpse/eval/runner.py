@@ -6,7 +6,8 @@ import hashlib
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,7 @@ from .configs import Config, Scorer
 from .datasets import Dataset, Items, Judgement, Task, file_fingerprint
 from .embed import EmbeddingCache
 from .protocols import HEADLINE, TaskScore, score_task
+from .words import WordChannel, ocr_words
 
 #: Called with (what, done, total) as work advances.
 Progress = Callable[[str, int, int], None]
@@ -78,12 +80,14 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
     """Score every configuration of every encoder on every task of ``dataset``.
 
     ``adapt`` (kinds of :mod:`glimpse.query.adapt`) adds held-out rows to a text→image task:
-    see :func:`held_out_adaptation`.
+    see :func:`held_out_adaptation`. Configurations with a ``fusion`` score text→image tasks
+    only, with the words read in the images (:mod:`glimpse.eval.words`).
     """
     started = time.perf_counter()
     result = Evaluation(dataset, seed=seed, command=list(sys.argv))
     data_parts = [file_fingerprint(dataset.files)] if dataset.files else []
     held_out: list[Task] = []
+    words: dict[str, list] = {}  # task name -> the words in each database image (OCR), for every encoder
     for number, spec in enumerate(encoders):
         encoder = spec if isinstance(spec, Encoder) else create_encoder(spec)
         store = EmbeddingCache(encoder, cache)
@@ -94,21 +98,29 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
                 data_parts += [q_fp, d_fp]
             fitted: dict = {}
             scorers = []
+            text_to_image = (task.queries.kind, task.database.kind) == ("texts", "images")
+            if text_to_image and any(c.fusion for c in configs) and task.name not in words:
+                step = (lambda done, total: progress(f"{task.name}: reading words (OCR)", done, total)) if progress else None
+                words[task.name] = ocr_words(task.database.paths, store.root.parent, progress=step)
             # Collections hold images: codes apply to image databases; text databases are scored exactly.
             for config in configs if task.database.kind == "images" else configs[:1]:
+                if config.fusion and not text_to_image:
+                    continue
                 label = f"{task.name}: {encoder.name} {config.name}"
                 if progress:
                     progress(label, 0, len(queries))
                 scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted, store=store.root)
                 scorers.append(scorer)
-                score = score_task(task, lambda rows: scorer.scores(queries[rows]), len(queries))
-                latency = scorer.latency_ms(_latency_sample(queries, seed))
+                with _scoring(scorer, queries, task.queries.texts, words.get(task.name)) as scores:
+                    score = score_task(task, scores, len(queries))
+                # The fusion's latency is the word index's, not the backend's: not measured here.
+                latency = {} if config.fusion else scorer.latency_ms(_latency_sample(queries, seed))
                 result.rows.append(Row(encoder.name, config, task.name, score, latency,
                                        config.bytes_per_image(encoder.dim), scorer.fit_seconds))
                 if progress:
                     progress(label, len(queries), len(queries))
             if adapt and task.protocol == "recall" and (task.queries.kind, task.database.kind) == ("texts", "images"):
-                for sub, rows in held_out_adaptation(task, queries, scorers, adapt, seed, encoder):
+                for sub, rows in held_out_adaptation(task, queries, scorers, adapt, seed, encoder, words.get(task.name)):
                     held_out += [sub] if number == 0 else []
                     result.rows += rows
     dataset.tasks += held_out
@@ -118,7 +130,7 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
 
 
 def held_out_adaptation(task: Task, texts: np.ndarray, scorers: list[Scorer], kinds: list[str], seed: int,
-                        encoder: Encoder) -> list[tuple[Task, list[Row]]]:
+                        encoder: Encoder, words: list | None = None) -> list[tuple[Task, list[Row]]]:
     """Text→image before and after ``glimpse adapt``, never scored on its training pairs.
 
     The images are split in two halves by a seeded permutation; each adapter is trained on
@@ -126,14 +138,13 @@ def held_out_adaptation(task: Task, texts: np.ndarray, scorers: list[Scorer], ki
     scored on the second half only: its captions against its images (the same gallery), once
     per configuration in ``scorers`` (codes keep the binarizer fitted on every image: no
     caption is seen). Adapted queries go through the map as a collection's text queries do.
+    ``words`` (per image, with OCR) serve the configurations with a fusion.
     """
-    from ..query.adapt import fit_adapter
+    from ..query.adapt import fit_adapter, held_out_split
 
     images = scorers[0].database
     owner = np.array([int(p[0]) for p in task.judgements[""].positives])  # caption -> its image
-    order = np.random.default_rng(seed).permutation(len(images))
-    train = np.zeros(len(images), bool)
-    train[order[: len(images) // 2]] = True
+    train = ~held_out_split(len(images), 0.5, seed)
     test_images = np.flatnonzero(~train)
     test_captions = np.flatnonzero(~train[owner])
     position = np.full(len(images), -1)
@@ -159,12 +170,30 @@ def held_out_adaptation(task: Task, texts: np.ndarray, scorers: list[Scorer], ki
                    {"": Judgement([np.array([position[owner[c]]]) for c in test_captions])},
                    options={"split": split})
         rows = []
+        gallery_words = None if words is None else [words[i] for i in test_images]
         for gallery in galleries:
-            score = score_task(sub, lambda rows: gallery.scores(queries[rows]), len(queries))
+            with _scoring(gallery, queries, sub.queries.texts, gallery_words) as scores:
+                score = score_task(sub, scores, len(queries))
             rows.append(Row(encoder.name, gallery.config, sub.name, score, {},
                             gallery.config.bytes_per_image(encoder.dim), seconds))
         out.append((sub, rows))
     return out
+
+
+@contextmanager
+def _scoring(scorer: Scorer, queries: np.ndarray, texts: list[str] | None,
+             words: list | None) -> Iterator[Callable[[np.ndarray], np.ndarray]]:
+    """``scores(query rows)`` of a configuration, fused with the words when it has a fusion."""
+    if not scorer.config.fusion:
+        yield lambda rows: scorer.scores(queries[rows])
+        return
+    channel = WordChannel(words, scorer.database.shape[1])
+    try:
+        yield lambda rows: np.stack([
+            channel.fused(texts[r], base, scorer.config.fusion, lambda ids: scorer.database[ids], queries[r])
+            for r, base in zip(rows, scorer.scores(queries[rows]))])
+    finally:
+        channel.close()
 
 
 def _latency_sample(queries: np.ndarray, seed: int) -> np.ndarray:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..encoders import l2_normalize
 
 KINDS = ("contrastive", "ridge")
@@ -62,17 +62,8 @@ class TextAdapter:
 
     def save(self, path: Path) -> None:
         """Write atomically (temporary file, then rename)."""
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, format=FORMAT, kind=self.kind, dims=self.dims, matrix=self.matrix,
-                         mean=self.mean, mix=self.mix)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: np.savez(f, format=FORMAT, kind=self.kind, dims=self.dims, matrix=self.matrix,
+                                              mean=self.mean, mix=self.mix))
 
     @classmethod
     def load(cls, path: Path) -> TextAdapter:
@@ -137,14 +128,29 @@ def _train(torch, x: np.ndarray, images: np.ndarray, dims: np.ndarray, progress)
     return (base + delta).detach().numpy().astype(np.float32)
 
 
+def held_out_split(count: int, share: float, seed: int) -> np.ndarray:
+    """Which of ``count`` images to keep out of training to score an adaptation on: bool (count,).
+
+    The images in ``numpy default_rng(seed).permutation(count)`` order: the first
+    ``floor(count * (1 - share))`` train, the rest (a ``share`` of them) are held out. Every
+    caption of an image goes where its image goes, so no held-out image was seen in training.
+    """
+    order = np.random.default_rng(seed).permutation(count)
+    held = np.ones(count, bool)
+    held[order[: int(count * (1.0 - share) + 1e-9)]] = False  # + 1e-9: 10 * 0.7 is 6.999...
+    return held
+
+
 def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     """(image path, caption) pairs from a TSV with ``image`` and ``caption`` columns.
 
-    Relative image paths are relative to the TSV's folder (the captioned-dev layout)."""
+    Relative image paths are relative to the TSV's folder (the captioned-dev layout). A field
+    may be quoted the way csv writers quote one that holds quotes (``"it reads ""EXIT"" here"``): 74 of
+    captioned-dev's captions are; a quote inside an unquoted field stays as it is."""
     path = Path(path).expanduser()
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+            rows = list(csv.DictReader(f, delimiter="\t"))
     except OSError as exc:
         raise ValueError(f"cannot read captions {path}: {exc.strerror or exc}") from None
     if not rows or not {"image", "caption"} <= set(rows[0]):

@@ -7,13 +7,12 @@ a reader never sees half a JPEG, and two requests racing for one thumbnail both 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..ingest import decode_image
 
 THUMBNAIL_DIR = "thumbnails"
@@ -39,16 +38,7 @@ class ThumbnailCache:
         # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
         image = decode_image(data, target=size, max_pixels=self.max_pixels)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                image.save(out, "JPEG", quality=85, optimize=True)
-            os.replace(tmp, target)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        return target
+        return write_atomic(target, lambda out: image.save(out, "JPEG", quality=85, optimize=True))
 
 
     def prune(self, live: set[int]) -> int:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hmac
 import io
-import os
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +12,7 @@ from fastapi import Path as FastPath
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
+from ..atomic import write_atomic
 from ..collection import Collection
 from ..ingest import content_hash
 from ..ingest.names import shown
@@ -49,7 +48,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
             data, _ = decode_upload(service, f, target=64)
             fmt = Image.open(io.BytesIO(data)).format
             target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
-            _write_atomic(target, data)
+            write_atomic(target, data)
             saved.append(str(target))
         return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
 
@@ -141,10 +140,3 @@ def _report(report) -> dict:
             "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
             # The first 100 reasons; the rest are in /api/errors.
             "errors": [{"path": shown(p), "reason": r} for p, r in report.errors[:100]]}
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)

@@ -1,0 +1,47 @@
+"""Whole-or-nothing file writes: a reader (or a restart after a kill) sees the old file or the new one, never a torn one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO], object]) -> Path:
+    """Write ``data`` (bytes, or a function that writes to the open binary file) to ``path``.
+
+    The bytes go to a temporary file ``.NAME.*.tmp`` in the same folder (so the rename stays on one file
+    system), which is flushed to disk, renamed over ``path``, and then the folder is synced
+    so the new name survives a power cut too. On any error the temporary file is removed and
+    ``path`` is left as it was. Missing parent folders are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if callable(data):
+                data(f)
+            else:
+                f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _sync_folder(path.parent)
+    return path
+
+
+def _sync_folder(folder: Path) -> None:
+    if os.name != "posix":  # folders cannot be opened for fsync on Windows; NTFS journals renames
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
