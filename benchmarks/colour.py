@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from glimpse.encoders import bridge, create_encoder  # noqa: E402
 from glimpse.eval.datasets import load_captioned, load_copydetect, open_image  # noqa: E402
 from glimpse.eval.embed import EmbeddingCache  # noqa: E402
-from glimpse.eval.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.metrics import median_rank, recall_at_k  # noqa: E402
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black", "white", "gray")
 BETAS = (0.0, 0.2, 0.5, 1.0, 2.0)
