@@ -29,6 +29,7 @@ from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
 from .index.lexical import WordHit, WordIndex
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .index.originals import FileChangedError, open_indexed
+from .milvus.connect import is_milvus_uri
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
@@ -428,8 +429,7 @@ class Collection:
                 report.skipped += 1
                 continue
             if new:
-                item = NewItem(self._next_id, p.hash, p.width, p.height, p.taken, row=rows + len(items))
-                self._next_id += 1
+                item = NewItem(self._new_item_id(p.hash), p.hash, p.width, p.height, p.taken, row=rows + len(items))
                 items.append(item)
                 arrays.append(p.array)
                 hashes[p.hash] = item.id
@@ -568,10 +568,9 @@ class Collection:
         if self._index is None:
             self._sync()
             binarizer = self._binarizer(settings)
-            # The newest codes this fit made (any generation: their ids say what they hold).
-            restored = binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer)
+            restored = self._restore_index(binarizer)
             if restored is not None:
-                self._index, self._index_ids = restored, set(restored.ids().tolist())
+                self._index, self._index_ids = restored
             else:
                 self._index, self._index_ids = self._empty_index(binarizer), set()
             self._index_generation, self._index_settings = -1, settings
@@ -580,6 +579,24 @@ class Collection:
                 self._index.oversample, self._index.rerank = settings.oversample, settings.rerank
         self._refresh()
         return self._index
+
+    def _restore_index(self, binarizer: Binarizer | None) -> tuple[VectorIndex, set[int]] | None:
+        """The index persisted for ``binarizer`` and the ids it holds, if there is one."""
+        # The newest codes this fit made (any generation: their ids say what they hold).
+        restored = binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer)
+        return (restored, set(restored.ids().tolist())) if restored is not None else None
+
+    def _new_item_id(self, content_hash: str) -> int:
+        """The id of a new item (another backend may derive it from the content)."""
+        self._next_id += 1
+        return self._next_id - 1
+
+    def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
+        """Filters the index applies itself (``_allowed`` then leaves them out); none here."""
+        return {}
+
+    def _paths_for(self, item_ids: list[int]) -> dict[int, str]:
+        return self._meta.paths_for(item_ids)
 
     def _empty_index(self, binarizer: Binarizer | None) -> VectorIndex:
         if binarizer is None:
@@ -819,7 +836,7 @@ class Collection:
                 scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
                                            scoring=scoring)
             else:
-                scores, ids = index.search(q, want, allowed=allowed)
+                scores, ids = index.search(q, want, allowed=allowed, **self._index_filter(filters, phrases))
         if exact:
             scores, ids = self._exact_search(q, want, live, allowed)
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
@@ -832,7 +849,7 @@ class Collection:
             keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
                 keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector)
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
-        paths = self._meta.paths_for([i for i, _ in hits])
+        paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
     def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
@@ -872,7 +889,7 @@ class Collection:
         keep = set(allowed.tolist()) if allowed is not None else set(scores)
         ranked = sorted(((i, s) for i, s in scores.items() if i in keep), key=lambda x: (-x[1], x[0]))
         hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
-        paths = self._meta.paths_for([i for i, _ in hits])
+        paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
     def _scoring(self, asked: str | None, text_only: bool) -> str:
@@ -1138,7 +1155,17 @@ def open_collection(
     collection with a different encoder than the one that filled it is an error: their
     vectors are not comparable.
     """
-    root = Path(path).expanduser().absolute()
+    if is_milvus_uri(path):  # milvus-lite:///file.db or milvus://host:port/NAME
+        from .milvus.collection import open_milvus
+
+        return open_milvus(str(path), encoder, create=create, **encoder_options)
+    return open_directory(Path(path), encoder, create, encoder_options, Collection)
+
+
+def open_directory(path: Path, encoder: str | Encoder | None, create: bool, encoder_options: dict,
+                   make: Callable[[Path, Encoder, Metadata], Collection]) -> Collection:
+    """:func:`open_collection` on a directory; ``make`` builds the Collection (or a subclass)."""
+    root = path.expanduser().absolute()
     db_path = root / DB_NAME
     if not db_path.exists():
         if not create:
@@ -1152,7 +1179,7 @@ def open_collection(
     except BaseException:
         meta.close()
         raise
-    return Collection(root, encoder, meta)
+    return make(root, encoder, meta)
 
 
 def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, options: dict) -> Encoder:

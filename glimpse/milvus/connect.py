@@ -12,8 +12,6 @@ that package imports ``pkg_resources``, which setuptools 81 and later no longer 
 
 from __future__ import annotations
 
-import atexit
-import fcntl
 import importlib.util
 import os
 import re
@@ -107,28 +105,53 @@ def start_lite(db: Path, address: str, lock: Path | None = None) -> subprocess.P
                             stdout=subprocess.DEVNULL, start_new_session=True)
 
 
-_LITE: dict[Path, str] = {}  # db file -> socket of the Milvus Lite this process started
+@dataclass
+class _Lite:
+    """A Milvus Lite this process started: its socket, the held lock file, the process, its users."""
+
+    uri: str
+    lock: object
+    process: subprocess.Popen
+    users: int = 0
+
+
+_LITE: dict[Path, _Lite] = {}
 
 
 def _lite_socket(db: Path) -> str:
     """The socket of this process's Milvus Lite for ``db``, started on first use.
 
     Milvus Lite serves one process: the lock file beside the db is held while this process
-    lives, and the server exits when it is released (also on kill -9 of this process)."""
-    if db in _LITE:
-        return _LITE[db]
-    if not db.parent.is_dir():
-        raise ValueError(f"folder {db.parent} does not exist: create it first, or pick another path for {db.name}")
-    lock = db.parent / f".{db.name}.lock"
-    holder = open(lock, "a")
-    try:
-        fcntl.lockf(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder.close()
-        raise ValueError(f"{db} is open in another process: Milvus Lite serves one process at a time "
-                         f"(use a Milvus server, milvus://HOST:PORT/NAME, for several)") from None
-    socket = f"{tempfile.mkdtemp(prefix='glimpse-milvus-')}/{db.name}.sock"
-    start_lite(db, f"unix:{socket}", lock)
-    atexit.register(holder.close)  # kept open (and locked) until this process exits
-    _LITE[db] = f"unix:{socket}"
-    return _LITE[db]
+    uses it, and the server exits once the lock is released (also on kill -9 of this process)."""
+    if db not in _LITE:
+        if not db.parent.is_dir():
+            raise ValueError(f"folder {db.parent} does not exist: create it first, or pick another path for {db.name}")
+        import fcntl  # POSIX only, like Milvus Lite itself
+
+        holder = open(db.parent / f".{db.name}.lock", "a")
+        try:
+            fcntl.lockf(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder.close()
+            raise ValueError(f"{db} is open in another process: Milvus Lite serves one process at a time "
+                             f"(use a Milvus server, milvus://HOST:PORT/NAME, for several)") from None
+        socket = f"{tempfile.mkdtemp(prefix='glimpse-milvus-')}/{db.name}.sock"
+        _LITE[db] = _Lite(f"unix:{socket}", holder, start_lite(db, f"unix:{socket}", Path(holder.name)))
+    _LITE[db].users += 1
+    return _LITE[db].uri
+
+
+def release(target: MilvusTarget) -> None:
+    """One user less of this process's Milvus Lite for ``target``; the last one stops it."""
+    lite = _LITE.get(Path(target.address)) if target.scheme == LITE else None
+    if lite is None:
+        return
+    lite.users -= 1
+    if lite.users == 0:
+        del _LITE[Path(target.address)]
+        lite.lock.close()  # unlocks: the server sees it and exits
+        try:
+            lite.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            lite.process.kill()
+            lite.process.wait()
