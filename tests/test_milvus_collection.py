@@ -123,7 +123,7 @@ def test_milvus_lite_serves_one_process(tmp_path, hash_encoder):
 
 def test_vector_store_reads_items_with_content_derived_ids(tmp_path):
     """Ids near 2**62 (glimpse.milvus.collection.content_id) are looked up, not tabled."""
-    from glimpse.index import VectorStore
+    from glimpse.storage import VectorStore
 
     store = VectorStore(tmp_path / "v.f16", 4)
     store.write(0, np.eye(4, dtype=np.float32)[:3])

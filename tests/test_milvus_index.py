@@ -7,7 +7,7 @@ import pytest
 from milvus_fixtures import client, lite_server, milvus23_server, unique_name  # noqa: F401 - fixtures
 
 from glimpse.codes import create_binarizer
-from glimpse.index import FlatIndex
+from glimpse.backends import FlatIndex
 from glimpse.milvus.expr import expressible, to_expression
 from glimpse.query.filters import Filter
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from ..collection import Collection, CollectionStats, EncoderMismatchError, open_directory
-from ..codes import Binarizer
 from ..encoders import Encoder
-from ..index import Metadata
+from ..settings import CodeSettings
+from ..storage import Metadata
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import MilvusTarget, connect, parse_uri, release
@@ -49,20 +49,12 @@ class MilvusCollection(Collection):
         release(self.target)
 
     # -- the index ---------------------------------------------------------------------
-    def _milvus_index(self, binarizer: Binarizer | None) -> MilvusIndex:
-        settings = self._code_settings()
-        options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
-        return MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=binarizer,
-                           attributes=self._attributes, **options)
-
-    def _empty_index(self, binarizer: Binarizer | None) -> MilvusIndex:
-        return self._milvus_index(binarizer)
-
-    def _restore_index(self, binarizer: Binarizer | None) -> tuple[MilvusIndex, set[int]]:
+    def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
         pushed (rows of other workers are never removed on this worker's behalf)."""
-        index = self._milvus_index(binarizer)
-        self._sync()
+        options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
+        index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
+                            attributes=self._attributes, **options)
         return index, set(np.intersect1d(index.ids(), self._live).tolist())
 
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:

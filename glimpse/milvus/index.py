@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..codes import Binarizer
-from ..index.base import VectorIndex
+from ..backends.base import CodeStage, SearchBackend
 from .expr import both, ids_expression
 
 #: Scalar columns of a row (:mod:`.expr` filters on them), from ``attributes(ids)``.
@@ -55,7 +55,7 @@ def server_version(client) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-class MilvusIndex(VectorIndex):
+class MilvusIndex(SearchBackend):
     """Vectors (and codes) of one glimpse collection in the Milvus collection ``name``.
 
     The Milvus collection is the persistent copy: opening an existing one reuses what it holds
@@ -122,9 +122,14 @@ class MilvusIndex(VectorIndex):
         return present
 
     # -- reading ----------------------------------------------------------------------------
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None, where: str = "",
-               oversample: int | None = None, rerank: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """As :meth:`VectorIndex.search`; ``where`` is a Milvus filter expression (:mod:`.expr`)."""
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               stage: CodeStage | None = None, where: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`SearchBackend.search`; ``where`` is a Milvus filter expression (:mod:`.expr`).
+
+        Milvus scans codes by Hamming distance only: ``hamming`` and ``cascade`` take the code
+        shortlist, while ``asymmetric`` (what text queries get under ``auto``: their codes are far
+        from every image's) and ``exact`` scan the float16 vectors in Milvus instead."""
+        stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         expression = both(where, ids_expression(allowed) if allowed is not None else "")
         k = min(k, MAX_LIMIT)
@@ -134,9 +139,10 @@ class MilvusIndex(VectorIndex):
         ids = np.full((len(queries), k), -1, np.int64)
         if k == 0:
             return scores, ids
-        found = (self._two_stage(queries, k, expression, oversample or self.oversample,
-                                 self.rerank if rerank is None else rerank)
-                 if self.layout == "codes" else self._float(queries, k, expression))
+        codes = self.layout == "codes" and not stage.exact and stage.scoring != "asymmetric"
+        found = (self._two_stage(queries, k, expression, stage.oversample or self.oversample,
+                                 self.rerank if stage.rerank is None else stage.rerank)
+                 if codes else self._float(queries, k, expression))
         for row, hits in enumerate(found):
             ids[row, : len(hits)] = [i for i, _ in hits]
             scores[row, : len(hits)] = [s for _, s in hits]
@@ -185,6 +191,13 @@ class MilvusIndex(VectorIndex):
         iterator.close()
         return np.array(sorted(held), dtype=np.int64)
 
+    def describe(self) -> dict:
+        described = {"kind": "milvus", "collection": self.name, "layout": self.layout, "vectors": self.count(),
+                     "vector_type": self.vector_type}
+        if self.binarizer is not None:
+            described.update(bits=self.binarizer.bits, oversample=self.oversample, rerank=self.rerank)
+        return described
+
     def count(self) -> int:
         return int(self.client.query(self.name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
@@ -197,6 +210,3 @@ class MilvusIndex(VectorIndex):
     def persist(self, directory: Path, generation: int) -> None:
         return None  # every upsert and delete is already in Milvus
 
-    @classmethod
-    def restore(cls, directory: Path, generation: int, dim: int) -> MilvusIndex | None:
-        return None  # opened by name (the constructor reuses the Milvus collection), not from files
