@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from milvus_fixtures import lite_server  # noqa: F401 - fixture
+from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection
@@ -132,3 +132,19 @@ def test_vector_store_reads_items_with_content_derived_ids(tmp_path):
     assert store.read(ids[::-1], 3).argmax(axis=1).tolist() == [1, 0, 2]
     with pytest.raises(KeyError):
         store.read(np.array([6]), 3)
+
+
+def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder, tmp_path, monkeypatch):
+    """The registry's real Milvus 2.3 server on loopback: one vector field, so Milvus's exact float index."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{milvus23_server}/photos"
+    with glimpse.open(uri, hash_encoder) as col:
+        col.index([image_dir])
+        col.use_codes("sign", bits=64)
+        assert col._ensure_index().describe()["layout"] == "float"
+        query = sorted(image_dir.rglob("*.png"))[2]
+        assert col.search(image=query, k=1)[0].path == str(query)
+        hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
+        assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
+        assert col.remove([str(query)]) == 1
+        assert col._ensure_index().count() == 11

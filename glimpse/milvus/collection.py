@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,17 @@ from .connect import MilvusTarget, connect, parse_uri, release
 from .expr import expressible, ids_expression, to_expression
 from .index import STRONG, MilvusIndex
 
+def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
+    """``"i/n"`` or ``(i, n)``: shard i of n, 0 <= i < n."""
+    try:
+        index, count = (int(part) for part in shard.split("/")) if isinstance(shard, str) else shard
+    except ValueError:
+        raise ValueError(f"shard must be i/n, such as 0/2 (the first of two workers), got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count}: i must be from 0 to n - 1 (0/{max(count, 1)} .. {max(count, 1) - 1}/{max(count, 1)})")
+    return index, count
+
+
 def content_id(content_hash: str) -> int:
     """An item id from its content hash (hex): the same on every worker, below 2**62."""
     return int(content_hash[:16], 16) >> 2
@@ -42,6 +54,31 @@ class MilvusCollection(Collection):
     def __init__(self, path: Path, encoder: Encoder, meta: Metadata, target: MilvusTarget, client):
         super().__init__(path, encoder, meta)
         self.target, self._client = target, client
+        self._shard: tuple[int, int] | None = None
+
+    @property
+    def location(self) -> str:
+        return self.target.uri
+
+    def use_shard(self, shard: str | tuple[int, int] | None) -> None:
+        """Index only shard ``i`` of ``n`` (``"i/n"``) of the files that ``add``/``index`` find.
+
+        Workers on several machines each take one shard of the same folders (mounted at the same
+        path): a file belongs to one shard by a hash of its path. Identical files in different
+        shards become one Milvus row (their ids derive from their content)."""
+        self._shard = None if shard is None else parse_shard(shard)
+
+    def _scan(self, targets, excluded, problems):
+        entries = super()._scan(targets, excluded, problems)
+        if self._shard is None:
+            return entries
+        for path in [p for p in problems if not self._mine(p)]:
+            del problems[path]
+        return [entry for entry in entries if self._mine(str(entry.path))]
+
+    def _mine(self, path: str) -> bool:
+        index, count = self._shard
+        return zlib.crc32(path.encode("utf-8", "surrogateescape")) % count == index
 
     def close(self) -> None:
         super().close()
