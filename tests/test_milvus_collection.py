@@ -148,3 +148,31 @@ def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder
         assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
         assert col.remove([str(query)]) == 1
         assert col._ensure_index().count() == 11
+
+
+def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):
+    """glimpse serve on a Milvus collection: search with a filter, then a removal through the writer."""
+    from fastapi.testclient import TestClient
+
+    from glimpse.server import ServerConfig, create_app
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{lite_server}/served"
+    with glimpse.open(uri, hash_encoder) as col:
+        col.index([image_dir])
+    with TestClient(create_app(uri, ServerConfig(write_token="t"))) as http:
+        query = image_dir / "img01.png"
+        hits = http.post("/api/search/image", files={"image": ("q.png", query.read_bytes(), "image/png")},
+                         data={"query": '{"k": 5, "filters": {"path_prefix": "%s"}}' % (image_dir / "sub")}).json()
+        assert len(hits["results"]) == 4 and all("/sub/" in h["path"] for h in hits["results"])
+        job = http.post("/api/items/remove", json={"paths": [str(image_dir / "sub")]},
+                        headers={"Authorization": "Bearer t"}).json()
+        for _ in range(500):
+            if http.get(f"/api/jobs/{job['id']}").json()["state"] == "done":
+                break
+        assert http.post("/api/search", json={"like": hits["results"][0]["id"]}).status_code == 404  # removed
+        kept = http.post("/api/search", json={"text": "red", "k": 12}).json()["results"]
+        assert len(kept) == 8 and all("/sub/" not in h["path"] for h in kept)
+        assert len(http.post("/api/search", json={"like": kept[0]["id"], "k": 12}).json()["results"]) == 7
+    with glimpse.open(uri) as col:
+        assert len(col) == 8 and col._ensure_index().count() == 8

@@ -17,6 +17,7 @@ import os
 import re
 import subprocess
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -78,11 +79,12 @@ def connect(target: MilvusTarget):
     """A ``pymilvus.MilvusClient`` for ``target`` (starting Milvus Lite for a LITE target)."""
     require("milvus", "a Milvus collection")
     from pymilvus import MilvusClient
+    alias = f"glimpse-{uuid.uuid4().hex}"  # its own connection: closing it leaves other clients' open
     if target.scheme == LITE:
-        return MilvusClient(uri=_lite_socket(Path(target.address)))
+        return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
-    return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password)
+    return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
 
 
 def lite_binary() -> Path:
