@@ -507,8 +507,10 @@ class Collection:
             rows = int(self._meta.get_meta().get("rows", 0))
             for start in range(0, len(keys), batch_size):
                 batch = _unit_rows(vectors[start : start + batch_size], start)
-                items = [NewItem(rows + i, f"vector:{rows + i}", 0, 0) for i in range(len(batch))]
-                links = [FileLink(key, item.hash, 0, 0) for key, item in zip(keys[start : start + len(batch)], items)]
+                names = keys[start : start + len(batch)]
+                items = [NewItem(self._vector_item_id(key, rows + i), f"vector:{rows + i}", 0, 0, row=rows + i)
+                         for i, key in enumerate(names)]
+                links = [FileLink(key, item.hash, 0, 0) for key, item in zip(names, items)]
                 ids[start : start + len(batch)] = [item.id for item in items]
                 rows, _ = self._commit_rows(rows, items, batch, links)
                 if progress:
@@ -595,6 +597,10 @@ class Collection:
         """The id of a new item (another backend may derive it from the content)."""
         self._next_id += 1
         return self._next_id - 1
+
+    def _vector_item_id(self, key: str, row: int) -> int:
+        """The id of a precomputed vector stored at ``row`` (another backend may derive it from the key)."""
+        return row
 
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
         """Filters the backend applies itself (``_allowed`` then leaves them out); none here."""

@@ -176,3 +176,18 @@ def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkey
         assert len(http.post("/api/search", json={"like": kept[0]["id"], "k": 12}).json()["results"]) == 7
     with glimpse.open(uri) as col:
         assert len(col) == 8 and col._ensure_index().count() == 8
+
+
+def test_precomputed_vectors_from_two_workers(lite_server, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    uri = f"milvus://{lite_server}/vectors"
+    for worker in range(2):  # two machines, each with its own keys
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{worker}"))
+        with glimpse.open(uri, "precomputed", dim=8) as col:
+            col.add_vectors(vectors[worker * 20 : worker * 20 + 20], [f"w{worker}/{i}" for i in range(20)])
+    with glimpse.open(uri) as col:
+        assert col._ensure_index().count() == 40
+        assert col.search(vector=vectors[25], k=1)[0].path == "w1/5"  # added by the other worker
+        hits = col.search(vector=vectors[25], k=30, filters=Filter(path_prefix="w0"))
+        assert len(hits) == 20 and all(h.path.startswith("w0/") for h in hits)
