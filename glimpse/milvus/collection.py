@@ -29,9 +29,9 @@ from ..settings import CodeSettings
 from ..storage import Metadata
 from ..query.filters import Filter
 from ..query.words import Phrase
-from .connect import MilvusTarget, connect, parse_uri, release
+from .connect import LITE, MilvusTarget, connect, parse_uri, release
 from .expr import expressible, ids_expression, to_expression
-from .index import STRONG, MilvusIndex
+from .index import STRONG, MilvusIndex, server_version
 
 def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
     """``"i/n"`` or ``(i, n)``: shard i of n, 0 <= i < n."""
@@ -56,6 +56,7 @@ class MilvusCollection(Collection):
         super().__init__(path, encoder, meta)
         self.target, self._client = target, client
         self._shard: tuple[int, int] | None = None
+        self._version = (2, 5) if target.scheme == LITE else server_version(client)
 
     @property
     def location(self) -> str:
@@ -92,7 +93,7 @@ class MilvusCollection(Collection):
         pushed (rows of other workers are never removed on this worker's behalf)."""
         options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
         index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
-                            attributes=self._attributes, **options)
+                            attributes=self._attributes, version=self._version, **options)
         return index, set(np.intersect1d(index.ids(), self._live).tolist())
 
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
