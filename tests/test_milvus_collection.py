@@ -191,3 +191,22 @@ def test_precomputed_vectors_from_two_workers(lite_server, tmp_path, monkeypatch
         assert col.search(vector=vectors[25], k=1)[0].path == "w1/5"  # added by the other worker
         hits = col.search(vector=vectors[25], k=30, filters=Filter(path_prefix="w0"))
         assert len(hits) == 20 and all(h.path.startswith("w0/") for h in hits)
+
+
+def test_the_commands_take_a_milvus_uri(tmp_path, image_dir):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+
+    uri = f"milvus-lite://{tmp_path}/photos.db"
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(image_dir), "-c", uri, "--encoder", "hash"])
+    assert indexed.exit_code == 0, indexed.output
+    info = runner.invoke(app, ["info", "-c", uri])
+    assert info.exit_code == 0 and "collection │ milvus-lite:///" in info.output
+    query = image_dir / "sub" / "img03.png"
+    found = runner.invoke(app, ["search", "--image", str(query), "-k", "2", "--path-prefix", str(image_dir / "sub"), "-c", uri])
+    assert found.exit_code == 0 and "sub/img03." in "".join(found.output.split())
+    bad = runner.invoke(app, ["info", "-c", "milvus://localhost/9"])
+    assert bad.exit_code == 2 and "milvus://HOST:19530/NAME" in bad.output
