@@ -17,7 +17,8 @@ the allowed ids; Milvus applies them before ranking. Every request runs with con
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -43,19 +44,27 @@ def no_attributes(ids: np.ndarray) -> dict[str, list]:
     return {"path": [""] * len(ids), "bytes": zeros, "date_ns": zeros, "width": zeros, "height": zeros}
 
 
+@contextmanager
+def quiet(logger: str) -> Iterator[None]:
+    """pymilvus's log lines about what glimpse handles (or what Milvus Lite lacks) left out."""
+    log = logging.getLogger(logger)
+    level, log.level = log.level, logging.CRITICAL
+    try:
+        yield
+    finally:
+        log.level = level
+
+
 def server_version(client) -> tuple[int, int]:
     """(major, minor) of the server; Milvus Lite (2.5) does not implement the call."""
     import grpc
     from pymilvus import MilvusException
 
-    quiet = logging.getLogger("pymilvus.decorators")  # it logs the refusal as an error before raising
-    level, quiet.level = quiet.level, logging.CRITICAL
     try:
-        text = client.get_server_version().lstrip("v")
+        with quiet("pymilvus.decorators"):  # it logs the refusal as an error before raising
+            text = client.get_server_version().lstrip("v")
     except (MilvusException, grpc.RpcError):
         return (2, 5)
-    finally:
-        quiet.level = level
     major, minor = text.split(".")[:2]
     return int(major), int(minor)
 
@@ -197,7 +206,8 @@ class MilvusIndex(SearchBackend):
 
     def ids(self) -> np.ndarray:
         """Every id held, ascending."""
-        iterator = self.client.query_iterator(self.name, filter="id >= 0", output_fields=["id"], batch_size=16384)
+        with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
+            iterator = self.client.query_iterator(self.name, filter="id >= 0", output_fields=["id"], batch_size=16384)
         held = []
         while batch := iterator.next():
             held.extend(row["id"] for row in batch)
