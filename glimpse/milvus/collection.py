@@ -19,17 +19,19 @@ import hashlib
 import json
 import os
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from ..collection import Collection, CollectionStats, EncoderMismatchError, open_directory
+from ..collection import Collection, CollectionStats, EncoderMismatchError
+from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
 from ..settings import CodeSettings
 from ..storage import Metadata
 from ..query.filters import Filter
 from ..query.words import Phrase
-from .connect import LITE, MilvusTarget, connect, parse_uri, release
+from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
 from .expr import expressible, ids_expression, to_expression
 from .index import STRONG, MilvusIndex, server_version
 
@@ -163,7 +165,7 @@ class MilvusCollection(Collection):
 
     def stats(self) -> CollectionStats:
         stats = super().stats()
-        return CollectionStats(**{**stats.__dict__, "path": self.target.uri})
+        return replace(stats, path=self.target.uri)
 
 
 class SharedSettings:
@@ -233,3 +235,6 @@ def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool 
             f"({shared['dim']}-d), not {info['encoder']} v{info['encoder_version']} ({info['dim']}-d): their vectors "
             "are not comparable. Open it with its own encoder, or index into a new collection.")
     return collection
+
+
+URI_OPENERS.update(dict.fromkeys(SCHEMES, open_milvus))

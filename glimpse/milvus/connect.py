@@ -51,10 +51,6 @@ class MilvusTarget:
         return base / "milvus" / self.address.replace(":", "-") / self.name
 
 
-def is_milvus_uri(location: object) -> bool:
-    return isinstance(location, str) and location.split("://", 1)[0] in SCHEMES and "://" in location
-
-
 def parse_uri(uri: str) -> MilvusTarget:
     """``milvus-lite:///path/file.db`` or ``milvus://host[:port]/NAME``; ValueError says what is wrong."""
     parts = urlsplit(uri)
