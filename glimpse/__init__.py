@@ -12,8 +12,7 @@ from .collection import (
 )
 from .storage import CollectionLockedError
 from .milvus import collection as _milvus  # noqa: F401 - opens milvus-lite:// and milvus:// URIs
-from .query import SearchResult
-from .query.request import SearchRequest
+from .query import SearchRequest, SearchResult
 
 __all__ = [
     "Collection",

@@ -10,7 +10,6 @@ import numpy as np
 
 from ..metrics import recall_at_k
 from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
-
 from .reports import AdaptReport, ProgressFn
 
 

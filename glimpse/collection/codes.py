@@ -3,13 +3,11 @@ re-fitting as it grows, switching codes on and off; every change is one metadata
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ..codes import Binarizer, create_binarizer, load_binarizer
 from ..backends.binary import BINARIZER_FILE
 from ..settings import CodeSettings
-
 from .reports import ProgressFn
 
 

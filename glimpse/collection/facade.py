@@ -20,7 +20,6 @@ from ..storage.originals import FileChangedError, open_indexed
 from ..query.adapt import TextAdapter
 from ..query.limits import MAX_ID
 from ..settings import CodeSettings, CollectionSettings
-
 from .adapt import Adapting
 from .codes import CodeStages
 from .ingest import Ingesting

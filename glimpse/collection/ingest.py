@@ -17,7 +17,6 @@ from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
 from ..settings import ScanOptions, check_ingest
-
 from .reports import IndexReport, ProgressFn
 
 

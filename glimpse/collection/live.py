@@ -11,7 +11,6 @@ import numpy as np
 
 from ..backends import SearchBackend, open_backend
 from ..settings import CodeSettings
-
 from .layout import VECTORS_FILE, VECTORS_NAME
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from ..encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from ..storage import Metadata
-
 from .facade import Collection
 from .layout import DB_NAME
 

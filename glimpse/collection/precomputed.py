@@ -11,7 +11,6 @@ import numpy.typing as npt
 from ..encoders import l2_normalize
 from ..encoders.precomputed import PRECOMPUTED
 from ..storage.metadata import FileLink, NewItem
-
 from .reports import ProgressFn
 
 
