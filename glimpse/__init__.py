@@ -11,6 +11,7 @@ from .collection import (
     open_collection as open,  # noqa: A001 - ``glimpse.open(path)`` is the public entry point
 )
 from .storage import CollectionLockedError
+from .milvus import collection as _milvus  # noqa: F401 - opens milvus-lite:// and milvus:// URIs
 from .query import SearchRequest, SearchResult
 
 __all__ = [

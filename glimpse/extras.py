@@ -14,6 +14,7 @@ MODULES = {
     "demo": ("skimage",),
     "clip": ("transformers", "ftfy"),
     "ocr": ("rapidocr_onnxruntime",),
+    "milvus": ("pymilvus",),
 }
 
 

@@ -32,6 +32,7 @@ def index(
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
     ocr: Annotated[bool, typer.Option("--ocr", help="Then read the words in the images (glimpse enrich --ocr).")] = False,
+    shard: Annotated[Optional[str], typer.Option(help="i/n: index shard i of n of the files (several workers on one Milvus collection).")] = None,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
     from ..collection import DB_NAME
@@ -45,6 +46,10 @@ def index(
     col = open_existing(collection, create=True, encoder=encoder, precision=precision, model=model, pretrained=pretrained,
                 device=device)
     try:
+        try:
+            col.use_shard(shard)
+        except ValueError as exc:
+            raise fail(exc) from None
         if codes:
             with progress_bars() as bar:
                 col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,

@@ -71,6 +71,17 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
     def __len__(self) -> int:
         return self._meta.counts()["images"]
 
+    @property
+    def location(self) -> str:
+        """What ``glimpse.open`` takes to open this collection again (its folder, or its URI)."""
+        return str(self.path)
+
+    def use_shard(self, shard: str | None) -> None:
+        """Index one shard of the files (several workers): a Milvus collection's feature."""
+        if shard is not None:
+            raise ValueError("--shard splits the files between workers writing one Milvus collection: "
+                             "give -c milvus://HOST:PORT/NAME")
+
     def item(self, item_id: int) -> ItemInfo:
         """An item's files, size in pixels and bytes, modification time, and the words read in it."""
         info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None

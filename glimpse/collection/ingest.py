@@ -193,6 +193,11 @@ class Ingesting:
         )
         return excluded
 
+    def _new_item_id(self, content_hash: str) -> int:
+        """The id of a new item (another backend may derive it from the content)."""
+        self._next_id += 1
+        return self._next_id - 1
+
     @staticmethod
     def _scan(targets: list[tuple[str, ScanOptions]], excluded: list[str], problems: dict[str, str]) -> list[FileEntry]:
         """Every file under ``targets``, once, in order; what cannot be read goes to ``problems``."""
@@ -280,8 +285,7 @@ class Ingesting:
                 report.skipped += 1
                 continue
             if new:
-                item = NewItem(self._next_id, p.hash, p.width, p.height, p.taken, row=rows + len(items))
-                self._next_id += 1
+                item = NewItem(self._new_item_id(p.hash), p.hash, p.width, p.height, p.taken, row=rows + len(items))
                 items.append(item)
                 arrays.append(p.array)
                 hashes[p.hash] = item.id

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..backends import SearchBackend, open_backend
+from ..settings import CodeSettings
 from .layout import VECTORS_FILE, VECTORS_NAME
 
 
@@ -79,9 +80,7 @@ class LiveIndex:
             self._index = None  # the code settings changed (perhaps in another process)
         if self._index is None:
             self._sync()
-            self._index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
-                                       self._read_stored, len(self._live))
-            self._index_ids = set(self._index.ids().tolist())
+            self._index, self._index_ids = self._open_backend(settings)
             self._index_generation, self._index_settings = -1, settings
         self._refresh()
         return self._index
@@ -151,6 +150,12 @@ class LiveIndex:
             self._ensure_index()
         with self._index_lock.read_lock():
             yield self._index
+
+    def _open_backend(self, settings: CodeSettings | None) -> tuple[SearchBackend, set[int]]:
+        """The backend for ``settings`` and the ids it already holds (the rest is added by ``_refresh``)."""
+        index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
+                             self._read_stored, len(self._live))
+        return index, set(index.ids().tolist())
 
     def backend_info(self) -> dict:
         """What the search backend is and holds (``kind`` first), loading it if it is not yet."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -15,6 +16,10 @@ from .layout import DB_NAME
 
 class EncoderMismatchError(ValueError):
     pass
+
+
+#: Openers of collections named by a URI, by scheme (glimpse.milvus registers its two).
+URI_OPENERS: dict[str, Callable[..., Collection]] = {}
 
 
 def open_collection(
@@ -31,7 +36,16 @@ def open_collection(
     collection with a different encoder than the one that filled it is an error: their
     vectors are not comparable.
     """
-    root = Path(path).expanduser().absolute()
+    scheme = str(path).split("://", 1)[0] if "://" in str(path) else None
+    if scheme in URI_OPENERS:  # milvus-lite:///file.db, milvus://host:port/NAME
+        return URI_OPENERS[scheme](str(path), encoder, create=create, **encoder_options)
+    return open_directory(Path(path), encoder, create, encoder_options, Collection)
+
+
+def open_directory(path: Path, encoder: str | Encoder | None, create: bool, encoder_options: dict,
+                   make: Callable[[Path, Encoder, Metadata], Collection]) -> Collection:
+    """:func:`open_collection` on a directory; ``make`` builds the Collection (or a subclass)."""
+    root = path.expanduser().absolute()
     db_path = root / DB_NAME
     if not db_path.exists():
         if not create:
@@ -45,7 +59,7 @@ def open_collection(
     except BaseException:
         meta.close()
         raise
-    return Collection(root, encoder, meta)
+    return make(root, encoder, meta)
 
 
 def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, options: dict) -> Encoder:

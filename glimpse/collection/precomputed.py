@@ -57,7 +57,8 @@ class Importing:
             rows = int(self._meta.get_meta().get("rows", 0))
             for start in range(0, len(keys), batch_size):
                 batch = _unit_rows(vectors[start : start + batch_size], start)
-                items = [NewItem(rows + i, f"vector:{rows + i}", 0, 0) for i in range(len(batch))]
+                items = [NewItem(self._vector_item_id(key, rows + i), f"vector:{rows + i}", 0, 0, row=rows + i)
+                         for i, key in enumerate(keys[start : start + len(batch)])]
                 links = [FileLink(key, item.hash, 0, 0) for key, item in zip(keys[start : start + len(batch)], items)]
                 ids[start : start + len(batch)] = [item.id for item in items]
                 rows, _ = self._commit_rows(rows, items, batch, links)
@@ -66,6 +67,10 @@ class Importing:
             self._fit_codes()
             self._persist_index()
         return ids
+
+    def _vector_item_id(self, key: str, row: int) -> int:
+        """The id of a precomputed vector stored at ``row`` (another backend may derive it from the key)."""
+        return row
 
     @property
     def has_files(self) -> bool:

@@ -99,7 +99,8 @@ class Searching:
         want += 0 if allowed is not None else len(query.exclude)
         with self._fresh_index() as index:
             stage = request.stage(self._index_settings, text_only=query.text_only)
-            scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=allowed, stage=stage)
+            scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=allowed, stage=stage,
+                                       **self._index_filter(filters, phrases))
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
         if request.refining and len(keep) > 1:
             new_ids, new_scores = refine_candidates(
@@ -110,8 +111,15 @@ class Searching:
             keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
                 keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector)
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
-        paths = self._meta.paths_for([i for i, _ in hits])
+        paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
+        """Filters the backend applies itself (``_allowed`` then leaves them out); none here."""
+        return {}
+
+    def _paths_for(self, item_ids: list[int]) -> dict[int, str]:
+        return self._meta.paths_for(item_ids)
 
     def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
         """The item ids that filters and ``text:`` phrases let through; None when all pass."""
@@ -150,7 +158,7 @@ class Searching:
         keep = set(allowed.tolist()) if allowed is not None else set(scores)
         ranked = sorted(((i, s) for i, s in scores.items() if i in keep), key=lambda x: (-x[1], x[0]))
         hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
-        paths = self._meta.paths_for([i for i, _ in hits])
+        paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
 

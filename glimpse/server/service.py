@@ -34,7 +34,7 @@ class Service:
         self.config = config
         self.upload_dir = Path(config.upload_dir or col.path / UPLOAD_DIR)
         self.thumbnails = ThumbnailCache(col.path, config.max_upload_pixels)
-        self.writer = Writer(lambda: open_collection(col.path, encoder=col.encoder, create=False))
+        self.writer = Writer(lambda: open_collection(col.location, encoder=col.encoder, create=False))
 
     def roots(self) -> list[Path]:
         """Folders that server-side paths may name: configured, else the collection's own."""

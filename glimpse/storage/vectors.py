@@ -25,17 +25,22 @@ class VectorStore:
         self._map: np.memmap | None = None
         self._mapped_rows = 0
         self._row_of: np.ndarray | None = None  # item id -> row (-1: none); None: row = id
+        self._sparse: tuple[np.ndarray, np.ndarray] | None = None  # sorted (ids, rows), for sparse ids
 
     def locate(self, path: Path, ids: np.ndarray, rows: np.ndarray) -> None:
         """Read from ``path`` from now on, item ``ids[j]`` at row ``rows[j]`` (as committed)."""
         path = Path(path)
         if path != self.path:
             self.path, self._map, self._mapped_rows = path, None, 0
+        self._sparse = None
         if np.array_equal(ids, rows):
             self._row_of = None
-        else:
+        elif int(ids.max()) < 4 * len(ids) + 65536:
             self._row_of = np.full(int(ids.max()) + 1, -1, np.int64)
             self._row_of[ids] = rows
+        else:  # ids derived from content (glimpse.milvus) are sparse: binary search, not a table
+            order = np.argsort(ids)
+            self._row_of, self._sparse = None, (ids[order], rows[order])
 
     def write(self, start_row: int, vectors: np.ndarray) -> None:
         """Write rows ``start_row ..`` and make them durable."""
@@ -82,8 +87,12 @@ class VectorStore:
         ids = np.asarray(ids, dtype=np.int64)
         if self._row_of is not None:
             ids = self._row_of[ids]
-            if len(ids) and ids.min() < 0:
-                raise KeyError("an item without a vector row was read")
+        elif self._sparse is not None and len(ids):
+            known, their_rows = self._sparse
+            at = np.searchsorted(known, ids).clip(max=len(known) - 1)
+            ids = np.where(known[at] == ids, their_rows[at], -1)
+        if len(ids) and ids.min() < 0:
+            raise KeyError("an item without a vector row was read")
         return np.asarray(self.view(rows)[ids], dtype=dtype)
 
     def nbytes(self) -> int:

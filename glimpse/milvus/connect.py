@@ -1,0 +1,155 @@
+"""Where a Milvus-backed collection lives: its URI, the Milvus it names, and a client for it.
+
+* ``milvus-lite:///path/photos.db``: Milvus Lite, embedded. This process starts the Milvus Lite
+  2.5 binary on a private Unix socket; it serves that one file to one process at a time.
+* ``milvus://HOST:PORT/NAME``: a Milvus server (standalone or cluster); ``NAME`` names the
+  collection. ``GLIMPSE_MILVUS_TOKEN``, or ``GLIMPSE_MILVUS_USER`` and
+  ``GLIMPSE_MILVUS_PASSWORD``, authenticate when the server asks for it.
+
+Milvus Lite is started here rather than through the ``milvus_lite`` package's own launcher:
+that package imports ``pkg_resources``, which setuptools 81 and later no longer ship.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import subprocess
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from ..extras import MissingExtraError, missing_extra, require
+
+LITE = "milvus-lite"
+SERVER = "milvus"
+SCHEMES = (LITE, SERVER)
+DEFAULT_PORT = 19530
+#: What Milvus Lite accepts as a database file name (its own rule).
+_LITE_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,36}")
+_COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
+
+
+@dataclass(frozen=True)
+class MilvusTarget:
+    """A parsed collection URI."""
+
+    uri: str  # as given
+    scheme: str  # LITE or SERVER
+    address: str  # the db file (LITE) or host:port (SERVER)
+    name: str  # the Milvus collection name glimpse's collections start with
+
+    @property
+    def local_dir(self) -> Path:
+        """Where this machine keeps the collection's files besides Milvus (see glimpse.milvus)."""
+        if self.scheme == LITE:
+            return Path(self.address + ".glimpse")
+        base = Path(os.environ.get("GLIMPSE_HOME", "~/.glimpse")).expanduser()
+        return base / "milvus" / self.address.replace(":", "-") / self.name
+
+
+def parse_uri(uri: str) -> MilvusTarget:
+    """``milvus-lite:///path/file.db`` or ``milvus://host[:port]/NAME``; ValueError says what is wrong."""
+    parts = urlsplit(uri)
+    if parts.scheme == LITE:
+        if parts.netloc or not parts.path:
+            raise ValueError(f"{uri!r}: write a Milvus Lite collection as milvus-lite:///absolute/path/photos.db")
+        path = Path(parts.path).expanduser().absolute()
+        if not _LITE_NAME.fullmatch(path.name) or not path.name.endswith(".db"):
+            raise ValueError(f"{uri!r}: Milvus Lite needs a file name ending in .db, at most 36 letters, digits, "
+                             f"'.', '-' or '_' (e.g. photos.db)")
+        return MilvusTarget(uri, LITE, str(path), "glimpse")
+    if parts.scheme == SERVER:
+        name = parts.path.strip("/")
+        if not parts.hostname or not _COLLECTION_NAME.fullmatch(name):
+            raise ValueError(f"{uri!r}: write a Milvus server collection as milvus://HOST:{DEFAULT_PORT}/NAME, "
+                             f"NAME of letters, digits and '_', starting with a letter")
+        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name)
+    raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
+
+
+def connect(target: MilvusTarget):
+    """A ``pymilvus.MilvusClient`` for ``target`` (starting Milvus Lite for a LITE target)."""
+    require("milvus", "a Milvus collection")
+    from pymilvus import MilvusClient
+    alias = f"glimpse-{uuid.uuid4().hex}"  # its own connection: closing it leaves other clients' open
+    if target.scheme == LITE:
+        return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
+    token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
+    user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
+    return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+
+
+def lite_binary() -> Path:
+    """The Milvus Lite server binary that the ``milvus-lite`` wheel ships (not imported: see above)."""
+    spec = importlib.util.find_spec("milvus_lite")
+    binary = spec and spec.submodule_search_locations and Path(spec.submodule_search_locations[0]) / "lib" / "milvus"
+    if not binary or not binary.exists():
+        raise MissingExtraError(missing_extra("a Milvus Lite collection", "milvus"), name="milvus_lite")
+    return binary
+
+
+def start_lite(db: Path, address: str, lock: Path | None = None) -> subprocess.Popen:
+    """Run Milvus Lite on ``db``, listening at ``address`` (``unix:/path`` or ``host:port``).
+
+    With ``lock``, the server stops by itself once no process holds that file locked."""
+    binary = lite_binary()
+    env = {**os.environ, "LD_LIBRARY_PATH": f"{binary.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}"}
+    args = [str(binary), str(db), address, os.environ.get("GLIMPSE_MILVUS_LOG", "ERROR")]
+    return subprocess.Popen(args + ([str(lock)] if lock else []), env=env, cwd=db.parent,
+                            stdout=subprocess.DEVNULL, start_new_session=True)
+
+
+@dataclass
+class _Lite:
+    """A Milvus Lite this process started: its socket, the held lock file, the process, its users."""
+
+    uri: str
+    lock: object
+    process: subprocess.Popen
+    users: int = 0
+
+
+_LITE: dict[Path, _Lite] = {}
+
+
+def _lite_socket(db: Path) -> str:
+    """The socket of this process's Milvus Lite for ``db``, started on first use.
+
+    Milvus Lite serves one process: the lock file beside the db is held while this process
+    uses it, and the server exits once the lock is released (also on kill -9 of this process)."""
+    if db not in _LITE:
+        if not db.parent.is_dir():
+            raise ValueError(f"folder {db.parent} does not exist: create it first, or pick another path for {db.name}")
+        import fcntl  # POSIX only, like Milvus Lite itself
+
+        holder = open(db.parent / f".{db.name}.lock", "a")
+        try:
+            fcntl.lockf(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder.close()
+            raise ValueError(f"{db} is open in another process: Milvus Lite serves one process at a time "
+                             f"(use a Milvus server, milvus://HOST:PORT/NAME, for several)") from None
+        socket = f"{tempfile.mkdtemp(prefix='glimpse-milvus-')}/{db.name}.sock"
+        _LITE[db] = _Lite(f"unix:{socket}", holder, start_lite(db, f"unix:{socket}", Path(holder.name)))
+    _LITE[db].users += 1
+    return _LITE[db].uri
+
+
+def release(target: MilvusTarget) -> None:
+    """One user less of this process's Milvus Lite for ``target``; the last one stops it."""
+    lite = _LITE.get(Path(target.address)) if target.scheme == LITE else None
+    if lite is None:
+        return
+    lite.users -= 1
+    if lite.users == 0:
+        del _LITE[Path(target.address)]
+        lite.lock.close()  # unlocks: the server sees it and exits
+        try:
+            lite.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            lite.process.kill()
+            lite.process.wait()

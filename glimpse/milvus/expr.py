@@ -1,0 +1,65 @@
+"""Search filters as Milvus boolean expressions over a row's scalar fields (applied before ranking).
+
+A row holds its item's first file (in path order): ``path``, ``bytes``, ``date_ns`` (capture time,
+else modification time, as nanoseconds) and the item's ``width`` and ``height``. An item with
+several identical files is therefore matched on its first one; the local store matches any of them.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..query.filters import Filter
+
+#: Glob characters that Milvus ``like`` has no equivalent for, and ``like``'s own wildcards,
+#: which a literal path must not contain (Milvus has no escape for them in every version).
+_NO_LIKE = set("[]%_")
+
+
+def expressible(filters: Filter | None) -> bool:
+    """Whether ``filters`` translate to an expression exactly (else the ids are looked up locally)."""
+    if filters is None or filters.is_empty():
+        return True
+    if filters.has_text is not None:
+        return False  # words read in images live in the local store only
+    glob, prefix = filters.glob_pattern(), filters.prefix_path()
+    return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
+
+
+def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
+    """The Milvus expression for ``filters`` (``""``: everything passes). Requires ``expressible``."""
+    if filters is None or filters.is_empty():
+        return ""
+    where = filters.key_conditions() if keys_only else filters.conditions()
+    parts = []
+    if where.path_glob is not None:
+        parts.append(f"path like {_quote(where.path_glob.replace('*', '%').replace('?', '_'))}")
+    if where.path_prefix is not None:
+        prefix = where.path_prefix.rstrip("/")
+        parts.append(f"(path == {_quote(prefix)} or path like {_quote(prefix + '/%')})")
+    for field, op, value in (
+        ("date_ns", ">=", where.mtime_from_ns), ("date_ns", "<", where.mtime_to_ns),
+        ("width", ">=", where.min_width), ("width", "<=", where.max_width),
+        ("height", ">=", where.min_height), ("height", "<=", where.max_height),
+        ("bytes", ">=", where.min_bytes), ("bytes", "<=", where.max_bytes),
+    ):
+        if value is not None:
+            parts.append(f"{field} {op} {int(value)}")
+    if where.orientation is not None:
+        parts.append({"landscape": "width > height", "portrait": "width < height",
+                      "square": "width == height"}[where.orientation])
+    return " and ".join(parts)
+
+
+def ids_expression(ids: np.ndarray) -> str:
+    return f"id in [{','.join(str(int(i)) for i in ids)}]"
+
+
+def both(*expressions: str) -> str:
+    return " and ".join(f"({e})" for e in expressions if e)
+
+
+def _quote(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)  # a double-quoted string with \ and " escaped

@@ -1,0 +1,212 @@
+"""The collection on each backend: a local directory, Milvus Lite (embedded, started by glimpse),
+and Milvus Lite over loopback as a server stand-in (milvus://); same answers from each."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures
+
+import glimpse
+from glimpse.milvus.collection import MilvusCollection
+from glimpse.query.filters import Filter
+
+
+@pytest.fixture(params=["local", "milvus-lite", "milvus"])
+def location(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    if request.param == "local":
+        return str(tmp_path / "col")
+    if request.param == "milvus-lite":
+        pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+        return f"milvus-lite://{tmp_path}/photos.db"
+    return f"milvus://{request.getfixturevalue('lite_server')}/c{abs(hash(request.node.name)) % 10**9}"
+
+
+@pytest.fixture
+def indexed(location, image_dir, hash_encoder):
+    with glimpse.open(location, hash_encoder) as col:
+        col.index([image_dir])
+    return location
+
+
+def test_search_finds_each_image_first(indexed, image_dir):
+    with glimpse.open(indexed) as col:
+        assert len(col) == 12
+        for image in sorted(image_dir.rglob("*.png"))[:4]:
+            assert col.search(image=image, k=1)[0].path == str(image)
+        assert len(col.search(image=next(image_dir.glob("*.png")), k=12)) == 12
+
+
+def test_filters_apply_before_ranking(indexed, image_dir):
+    with glimpse.open(indexed) as col:
+        query = next(image_dir.glob("*.png"))  # not under sub/
+        hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
+        assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
+        assert len(col.search(image=query, k=3, filters=Filter(path_glob="sub/*.png"))) == 3
+        assert col.search(image=query, k=5, filters=Filter(min_width=65)) == []
+        assert len(col.search(image=query, k=12, filters=Filter(orientation="landscape", max_bytes="1MB"))) == 12
+
+
+def test_like_and_removal(indexed, image_dir):
+    with glimpse.open(indexed) as col:
+        first = col.search(image=next(image_dir.glob("*.png")), k=1)[0]
+        assert first.id not in [h.id for h in col.search(like=first.id, k=11)]
+        assert col.remove([str(image_dir / "sub")]) == 4
+        assert len(col) == 8
+        assert all("/sub/" not in h.path for h in col.search(image=first.path, k=12))
+
+
+def test_reindex_changes_nothing_and_info_names_the_uri(indexed, image_dir):
+    with glimpse.open(indexed) as col:
+        report = col.index()
+        assert (report.unchanged, report.embedded) == (12, 0)
+        assert col.stats().path == (indexed if "://" in indexed else str(glimpse.open(indexed).path))
+        if isinstance(col, MilvusCollection):
+            assert col._ensure_index().count() == 12
+
+
+def test_codes_search_through_the_code_index(indexed, image_dir):
+    with glimpse.open(indexed) as col:
+        col.use_codes("sign", bits=64)
+        query = next(image_dir.glob("*.png"))
+        assert col.search(image=query, k=1)[0].path == str(query)
+        if isinstance(col, MilvusCollection):
+            assert col._ensure_index().layout == "codes"
+
+
+def test_a_machine_without_the_local_part_searches_the_milvus_rows(lite_server, image_dir, hash_encoder,
+                                                                     tmp_path, monkeypatch):
+    uri = f"milvus://{lite_server}/shared"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, hash_encoder) as col:
+        col.index([image_dir])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))  # another machine
+    with glimpse.open(uri) as col:
+        assert col.encoder.name == "hash"
+        query = sorted(image_dir.glob("*.png"))[1]
+        hits = col.search(image=query, k=3)
+        assert hits[0].path == str(query) and len(hits) == 3
+        assert len(col.search(like=hits[1].id, k=5)) == 5
+
+
+def test_another_encoder_is_refused(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):
+    uri = f"milvus://{lite_server}/refused"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "a"))
+    with glimpse.open(uri, hash_encoder):
+        pass
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "b"))
+    with pytest.raises(glimpse.EncoderMismatchError, match="not comparable"):
+        glimpse.open(uri, "precomputed", dim=8)
+
+
+def test_bad_uris_say_what_to_write(tmp_path):
+    with pytest.raises(ValueError, match="milvus://HOST:19530/NAME"):
+        glimpse.open("milvus://localhost/9bad")
+    with pytest.raises(ValueError, match="ending in .db"):
+        glimpse.open(f"milvus-lite://{tmp_path}/photos.sqlite")
+
+
+def test_milvus_lite_serves_one_process(tmp_path, hash_encoder):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    uri = f"milvus-lite://{tmp_path}/one.db"
+    with glimpse.open(uri, hash_encoder):
+        other = subprocess.run([sys.executable, "-c", f"import glimpse; glimpse.open({uri!r})"],
+                               capture_output=True, text=True)
+    assert "serves one process at a time" in other.stderr
+    with glimpse.open(uri) as col:  # closed: free again
+        assert len(col) == 0
+
+
+def test_vector_store_reads_items_with_content_derived_ids(tmp_path):
+    """Ids near 2**62 (glimpse.milvus.collection.content_id) are looked up, not tabled."""
+    from glimpse.storage import VectorStore
+
+    store = VectorStore(tmp_path / "v.f16", 4)
+    store.write(0, np.eye(4, dtype=np.float32)[:3])
+    ids = np.array([5, 2**61, 2**62 - 1], dtype=np.int64)
+    store.locate(tmp_path / "v.f16", ids, np.array([2, 0, 1]))
+    assert store.read(ids[::-1], 3).argmax(axis=1).tolist() == [1, 0, 2]
+    with pytest.raises(KeyError):
+        store.read(np.array([6]), 3)
+
+
+def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder, tmp_path, monkeypatch):
+    """The registry's real Milvus 2.3 server on loopback: one vector field, so Milvus's exact float index."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{milvus23_server}/photos"
+    with glimpse.open(uri, hash_encoder) as col:
+        col.index([image_dir])
+        col.use_codes("sign", bits=64)
+        assert col._ensure_index().describe()["layout"] == "float"
+        query = sorted(image_dir.rglob("*.png"))[2]
+        assert col.search(image=query, k=1)[0].path == str(query)
+        hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
+        assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
+        assert col.remove([str(query)]) == 1
+        assert col._ensure_index().count() == 11
+
+
+def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):
+    """glimpse serve on a Milvus collection: search with a filter, then a removal through the writer."""
+    from fastapi.testclient import TestClient
+
+    from glimpse.server import ServerConfig, create_app
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{lite_server}/served"
+    with glimpse.open(uri, hash_encoder) as col:
+        col.index([image_dir])
+    with TestClient(create_app(uri, ServerConfig(write_token="t"))) as http:
+        query = image_dir / "img01.png"
+        hits = http.post("/api/search/image", files={"image": ("q.png", query.read_bytes(), "image/png")},
+                         data={"query": '{"k": 5, "filters": {"path_prefix": "%s"}}' % (image_dir / "sub")}).json()
+        assert len(hits["results"]) == 4 and all("/sub/" in h["path"] for h in hits["results"])
+        job = http.post("/api/items/remove", json={"paths": [str(image_dir / "sub")]},
+                        headers={"Authorization": "Bearer t"}).json()
+        for _ in range(500):
+            if http.get(f"/api/jobs/{job['id']}").json()["state"] == "done":
+                break
+        assert http.post("/api/search", json={"like": hits["results"][0]["id"]}).status_code == 404  # removed
+        kept = http.post("/api/search", json={"text": "red", "k": 12}).json()["results"]
+        assert len(kept) == 8 and all("/sub/" not in h["path"] for h in kept)
+        assert len(http.post("/api/search", json={"like": kept[0]["id"], "k": 12}).json()["results"]) == 7
+    with glimpse.open(uri) as col:
+        assert len(col) == 8 and col._ensure_index().count() == 8
+
+
+def test_precomputed_vectors_from_two_workers(lite_server, tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((40, 8)).astype(np.float32)
+    uri = f"milvus://{lite_server}/vectors"
+    for worker in range(2):  # two machines, each with its own keys
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{worker}"))
+        with glimpse.open(uri, "precomputed", dim=8) as col:
+            col.add_vectors(vectors[worker * 20 : worker * 20 + 20], [f"w{worker}/{i}" for i in range(20)])
+    with glimpse.open(uri) as col:
+        assert col._ensure_index().count() == 40
+        assert col.search(vector=vectors[25], k=1)[0].path == "w1/5"  # added by the other worker
+        hits = col.search(vector=vectors[25], k=30, filters=Filter(path_prefix="w0"))
+        assert len(hits) == 20 and all(h.path.startswith("w0/") for h in hits)
+
+
+def test_the_commands_take_a_milvus_uri(tmp_path, image_dir):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+
+    uri = f"milvus-lite://{tmp_path}/photos.db"
+    runner = CliRunner()
+    indexed = runner.invoke(app, ["index", str(image_dir), "-c", uri, "--encoder", "hash"])
+    assert indexed.exit_code == 0, indexed.output
+    info = runner.invoke(app, ["info", "-c", uri])
+    assert info.exit_code == 0 and "collection │ milvus-lite:///" in info.output
+    query = image_dir / "sub" / "img03.png"
+    found = runner.invoke(app, ["search", "--image", str(query), "-k", "2", "--path-prefix", str(image_dir / "sub"), "-c", uri])
+    assert found.exit_code == 0 and "sub/img03." in "".join(found.output.split())
+    bad = runner.invoke(app, ["info", "-c", "milvus://localhost/9"])
+    assert bad.exit_code == 2 and "milvus://HOST:19530/NAME" in bad.output

@@ -1,0 +1,132 @@
+"""The Milvus backend against the local ones: same interface, same answers (Milvus Lite 2.5, server 2.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from milvus_fixtures import client, lite_server, milvus23_server, unique_name  # noqa: F401 - fixtures
+
+from glimpse.codes import create_binarizer
+from glimpse.backends import FlatIndex
+from glimpse.milvus.expr import expressible, to_expression
+from glimpse.query.filters import Filter
+
+DIM = 32
+
+
+def unit(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return unit(rng.standard_normal((300, DIM))), np.arange(1000, 1300, dtype=np.int64)
+
+
+def attributes(ids: np.ndarray) -> dict[str, list]:
+    """Item i: path /p/<i % 3>/i.jpg, i bytes, width i % 7, height 3, date i seconds."""
+    ids = ids.tolist()
+    return {"path": [f"/p/{i % 3}/{i}.jpg" for i in ids], "bytes": ids, "date_ns": [i * 10**9 for i in ids],
+            "width": [i % 7 for i in ids], "height": [3] * len(ids)}
+
+
+def milvus_index(address: str, request, binarizer=None):
+    from glimpse.milvus.index import MilvusIndex
+
+    return MilvusIndex(client(address), unique_name(request), DIM, binarizer=binarizer, attributes=attributes)
+
+
+@pytest.fixture(params=["local", "lite-float", "lite-codes", "server23"])
+def index(request, data):
+    vectors, ids = data
+    if request.param == "local":
+        built = FlatIndex(DIM)
+    elif request.param == "server23":
+        built = milvus_index(request.getfixturevalue("milvus23_server"), request,
+                             create_binarizer("itq", bits=32).fit(vectors))
+    else:
+        binarizer = create_binarizer("itq", bits=32).fit(vectors) if request.param == "lite-codes" else None
+        built = milvus_index(request.getfixturevalue("lite_server"), request, binarizer)
+        built.oversample = 300 // 10  # the whole collection: the re-rank is then exact
+    built.add(ids, vectors)
+    return built
+
+
+def test_search_finds_each_vector_first_and_counts(index, data):
+    vectors, ids = data
+    scores, found = index.search(vectors[:5], 3)
+    assert found[:, 0].tolist() == ids[:5].tolist()
+    assert np.allclose(scores[:, 0], 1.0, atol=2e-3)
+    assert index.count() == 300
+
+
+def test_results_match_exact_search(index, data):
+    vectors, ids = data
+    queries = unit(np.random.default_rng(1).standard_normal((4, DIM)))
+    exact = ids[np.argsort(-(queries @ vectors.T), axis=1)[:, :10]]
+    _, found = index.search(queries, 10)
+    if getattr(index, "layout", "float") == "codes":
+        assert [set(r) for r in found] == [set(r) for r in exact]  # float16 re-rank: ties may swap
+    else:
+        assert (found == exact).all()
+
+
+def test_allowed_ids_apply_before_ranking(index, data):
+    vectors, ids = data
+    allowed = ids[::7]
+    _, found = index.search(vectors[:1], 10, allowed=allowed)
+    assert len(found[0]) == 10 and set(found[0]) <= set(allowed.tolist())
+
+
+def test_removing_counts_what_was_there(index, data):
+    vectors, ids = data
+    assert index.remove(np.array([ids[0], ids[1], 5], dtype=np.int64)) == 2
+    assert index.count() == 298
+    _, found = index.search(vectors[:1], 5)
+    assert ids[0] not in found[0]
+
+
+@pytest.mark.parametrize("layout", ["lite-float", "lite-codes"])
+def test_filter_expressions_apply_before_ranking(layout, lite_server, request, data):
+    vectors, ids = data
+    binarizer = create_binarizer("itq", bits=32).fit(vectors) if layout == "lite-codes" else None
+    index = milvus_index(lite_server, request, binarizer)
+    index.add(ids, vectors)
+    cases = {
+        Filter(path_prefix="/p/1"): lambda i: i % 3 == 1,
+        Filter(path_glob="/p/*/12*.jpg"): lambda i: str(i).startswith("12"),
+        Filter(orientation="landscape", min_bytes=1100): lambda i: i % 7 > 3 and i >= 1100,
+        Filter(orientation="square"): lambda i: i % 7 == 3,
+        Filter(max_width=1, max_bytes=1200): lambda i: i % 7 <= 1 and i <= 1200,
+    }
+    for filters, passes in cases.items():
+        want = [i for i in ids.tolist() if passes(i)]
+        assert expressible(filters)
+        _, found = index.search(vectors[:1], 10, where=to_expression(filters))
+        got = [i for i in found[0].tolist() if i >= 0]
+        assert len(got) == min(10, len(want)) and set(got) <= set(want), filters
+
+
+@pytest.mark.parametrize("layout", ["lite-float", "lite-codes"])
+def test_adding_again_replaces_the_row(layout, lite_server, request, data):
+    """Upserts: a worker that re-sends a batch after a crash duplicates nothing."""
+    vectors, ids = data
+    binarizer = create_binarizer("itq", bits=32).fit(vectors) if layout == "lite-codes" else None
+    index = milvus_index(lite_server, request, binarizer)
+    index.add(ids, vectors)
+    index.add(ids[:10], vectors[10:20])
+    assert index.count() == 300
+    _, found = index.search(vectors[10:11], 2)
+    assert set(found[0]) == {ids[0], ids[10]}
+
+
+def test_paths_milvus_like_cannot_express_fall_back_to_ids():
+    assert not expressible(Filter(path_glob="/p/[ab]*.jpg"))
+    assert not expressible(Filter(path_prefix="/photos/100%"))
+    assert not expressible(Filter(has_text=True))
+    assert expressible(Filter(path_prefix="/photos/x", min_width=3))
+
+
+def test_quotes_in_paths_are_escaped():
+    assert to_expression(Filter(path_prefix='/a"b\\c')) == r'(path == "/a\"b\\c" or path like "/a\"b\\c/%")'
