@@ -41,6 +41,7 @@ from .query import fusion as fuse
 from .query.words import Phrase, split_word_terms
 from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
 from .settings import CodeSettings, check_ingest, check_scoring
+from .upgrade import state as upgrade_state
 
 DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
@@ -128,6 +129,7 @@ class CollectionStats:
     created: float | None
     updated: float | None
     excluded: list[str] = field(default_factory=list)  # removed paths that later index runs leave out
+    upgrade: dict | None = None  # an encoder upgrade under way (glimpse.upgrade.state.summary), else None
 
 
 class Collection:
@@ -152,6 +154,8 @@ class Collection:
         self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
         self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
+        self._encoder_facts = upgrade_state.encoder_facts(meta.get_meta())  # as recorded when self.encoder was built
+        self._rewrite_mark: tuple[str, int] | None = None  # the upgrade backfill's progress the index has seen
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -533,6 +537,7 @@ class Collection:
             return
         for attempt in range(3):
             meta, pairs = self._meta.snapshot()
+            self._follow_upgrade(meta)
             table = np.array(pairs, dtype=np.int64).reshape(-1, 2)
             self._vectors.locate(self.path / meta.get("vectors", VECTORS_NAME), table[:, 0], table[:, 1])
             self._rows = int(meta.get("rows", 0))
@@ -558,10 +563,16 @@ class Collection:
             self._index.add(ids, self._vectors.read(ids, self._rows))
         if len(gone):
             self._index.remove(gone)
+        rewritten, self._rewrite_mark = upgrade_state.rewritten(self.path, self._meta.get_meta(), self._rewrite_mark)
+        rewritten = np.intersect1d(rewritten, self._live)  # an upgrade's backfill re-embedded these
+        if len(rewritten):
+            self._index.remove(rewritten)
+            self._index.add(rewritten, self._vectors.read(rewritten, self._rows))
         self._index_ids = live
         self._index_generation = self._seen
 
     def _ensure_index(self) -> VectorIndex:
+        self._sync()  # first: an upgrade may have switched the encoder, which drops the index
         settings = self._code_settings()
         if self._index is not None and settings != self._index_settings:
             self._index = None  # the code settings changed (perhaps in another process)
@@ -569,12 +580,14 @@ class Collection:
             self._sync()
             binarizer = self._binarizer(settings)
             # The newest codes this fit made (any generation: their ids say what they hold).
-            restored = binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer)
+            # Not while a backfill rewrites vectors: saved codes do not say which they hold.
+            restored = (binarizer and not upgrade_state.switched(self._meta.get_meta())
+                        and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer))
             if restored is not None:
                 self._index, self._index_ids = restored, set(restored.ids().tolist())
             else:
                 self._index, self._index_ids = self._empty_index(binarizer), set()
-            self._index_generation, self._index_settings = -1, settings
+            self._index_generation, self._index_settings, self._rewrite_mark = -1, settings, None
             if isinstance(self._index, BinaryIndex):
                 self._index.reader = self._read_stored
                 self._index.oversample, self._index.rerank = settings.oversample, settings.rerank
@@ -606,12 +619,16 @@ class Collection:
         (``COMPACT_SHARE``, ``COMPACT_MIN_ROWS``). Item ids do not change.
         """
         with self._lock:
+            if upgrade_state.active(self._meta.get_meta()):
+                raise ValueError("an encoder upgrade is under way: finish it (glimpse upgrade) or abort it "
+                                 "(glimpse upgrade --abort) before compacting")
             return self._compact()
 
     def _compact_if_due(self) -> None:
         self._sync()
         dead = self._rows - len(self._live)
-        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows:
+        # Not during an upgrade: its two vector files share the row layout.
+        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows and not upgrade_state.active(self._meta.get_meta()):
             self._compact()
         else:
             self._drop_stale_vectors()
@@ -636,9 +653,55 @@ class Collection:
 
     def _drop_stale_vectors(self) -> None:
         """Vector files the metadata no longer names: replaced ones, and those of killed compactions."""
-        for old in self.path.glob("vectors*.f16"):
-            if old != self._vectors.path:
+        keep = {self._vectors.path.name} | upgrade_state.owned_files(self._meta.get_meta())
+        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("upgrade-*")]:  # those of a killed finish too
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
+
+    # -- changing the encoder (glimpse.upgrade) -----------------------------------------
+    def upgrade(
+        self,
+        encoder: str | Encoder | None = None,
+        *,
+        sample: int = 1000,
+        backfill: int | None = None,
+        finish: bool = True,
+        abort: bool = False,
+        order: str = "uncertain",
+        sample_seed: int = 0,
+        batch_size: int = 32,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+        **encoder_options,
+    ):
+        """Move the collection to another encoder without starting over; returns an
+        :class:`~glimpse.upgrade.UpgradeReport`.
+
+        A seeded ``sample`` of images is re-embedded with ``encoder`` (a registered name with
+        its options, or an :class:`Encoder`), a map from the old space to the new one is fitted
+        on it, and from then on every query runs in the new space: the other images through
+        their mapped vectors until the backfill re-embeds them (at most ``backfill`` this run;
+        None: all), in ``order`` (``uncertain``: worst-mapped first, or ``random``). New images
+        go straight to the new encoder. When every image is re-embedded, codes are re-fitted and
+        the old vectors dropped (unless ``finish=False``). ``sample_seed`` seeds the sample, the
+        map's held-out share and the random order. Without ``encoder``, resumes the
+        upgrade under way; ``abort=True`` returns to the old encoder. See :mod:`glimpse.upgrade`.
+        """
+        from .upgrade import upgrade
+
+        return upgrade(self, encoder, encoder_options, sample=sample, backfill=backfill, finish=finish, abort=abort,
+                       policy=order, seed=sample_seed, batch_size=batch_size, workers=workers, progress=progress)
+
+    def _follow_upgrade(self, meta: dict, encoder: Encoder | None = None) -> None:
+        """Use the recorded encoder and vector file once an upgrade switched them (or an abort
+        switched them back), perhaps in another process; ``encoder``: that encoder, built already."""
+        facts = upgrade_state.encoder_facts(meta)
+        if facts == self._encoder_facts:
+            return
+        if encoder is not None or {**facts, "backfill": None} != {**self._encoder_facts, "backfill": None}:
+            self.encoder = encoder or create_encoder(meta["encoder"], **(meta.get("encoder_options") or {}))
+            self._vectors = VectorStore(self.path / (meta.get("vectors") or VECTORS_NAME), self.encoder.dim)
+        self._encoder_facts, self._index, self._adapter, self._seen = facts, None, None, -1
 
     # -- binary codes -------------------------------------------------------------------
     def use_codes(self, binarizer: str | None = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
@@ -797,7 +860,9 @@ class Collection:
         # refresh after a commit makes them wait (benchmarks/parallel_search.py measures it).
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if adapted else None)
-        query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
+        with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
+            encoder = self.encoder
+        query = build_query(encoder, sources, text=text, image=image, vector=vector, like=like,
                             terms=terms, alpha=alpha)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:
@@ -1064,6 +1129,7 @@ class Collection:
             created=meta.get("created"),
             updated=meta.get("updated"),
             excluded=meta.get("excluded", []),
+            upgrade=upgrade_state.summary(self.path, meta, self._live),
         )
 
 

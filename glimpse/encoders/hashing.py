@@ -25,11 +25,16 @@ class HashEncoder(Encoder):
     image_size = _THUMB
 
     def __init__(self, dim: int = 64, seed: int = 0):
-        self.dim = dim
+        self.dim, self.seed = dim, seed
         rng = np.random.default_rng(seed)
         self._proj = rng.standard_normal((_THUMB * _THUMB * 3, dim)).astype(np.float32)
         #: Number of images embedded so far; tests use it to prove work was skipped.
         self.images_encoded = 0
+
+    @property
+    def options(self) -> dict[str, int]:
+        # Only those that differ from the defaults, so collections made before record none.
+        return {k: v for k, v in (("dim", self.dim), ("seed", self.seed)) if v != {"dim": 64, "seed": 0}[k]}
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         small = image.convert("RGB").resize((_THUMB, _THUMB), Image.Resampling.BILINEAR)
