@@ -581,8 +581,8 @@ class Collection:
             binarizer = self._binarizer(settings)
             # The newest codes this fit made (any generation: their ids say what they hold).
             # Not while a backfill rewrites vectors: saved codes do not say which they hold.
-            restored = (binarizer and not upgrade_state.switched(self._meta.get_meta())
-                        and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer))
+            restored = None if upgrade_state.switched(self._meta.get_meta()) else (
+                binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer))
             if restored is not None:
                 self._index, self._index_ids = restored, set(restored.ids().tolist())
             else:

@@ -43,7 +43,9 @@ class HashEncoder(Encoder):
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
         self.images_encoded += len(batch)
         centred = batch - batch.mean(axis=1, keepdims=True)
-        return l2_normalize(centred @ self._proj)
+        # In float64, rounded once: the same bits whatever the batch (float32 BLAS rounds by batch
+        # shape), so tests can compare collections whose images were embedded in other batches.
+        return l2_normalize((centred.astype(np.float64) @ self._proj).astype(np.float32))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)

@@ -123,6 +123,7 @@ class Stats(BaseModel):
     codes: dict | None
     created: float | None
     updated: float | None
+    upgrade: dict | None = Field(None, description="An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality.")
     writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
     max_upload_bytes: int
     max_upload_pixels: int

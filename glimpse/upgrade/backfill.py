@@ -144,6 +144,13 @@ class _Run:
         if new.info == col.encoder.info and (new.options or {}) == (col.encoder.options or {}):
             raise ValueError(f"this collection already uses {new.name} v{new.version} with these options: "
                              "there is nothing to upgrade")
+        codes = col._code_settings()
+        if codes is not None:
+            try:
+                codes.validate(new.dim)
+            except ValueError as exc:
+                raise ValueError(f"the collection's binary codes do not suit the new encoder's {new.dim}-d vectors "
+                                 f"({exc}): change them first (glimpse index --codes ...)") from None
         return new
 
     def _resumed_encoder(self, state: dict, encoder, options: dict) -> Encoder:
