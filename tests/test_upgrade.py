@@ -196,3 +196,20 @@ def test_cli_upgrade_info_and_exit_codes(tmp_path, photos):
     result = runner.invoke(app, ["upgrade", "-c", where])
     assert result.exit_code == 0 and "upgrade finished" in result.output
     assert runner.invoke(app, ["upgrade", "--abort", "-c", where]).exit_code == 2
+
+
+def test_api_stats_show_the_upgrade_and_search_follows_it(tmp_path, photos):
+    from fastapi.testclient import TestClient
+
+    from glimpse.server import ServerConfig, create_app
+
+    built(tmp_path, photos)
+    served = glimpse.open(tmp_path / "col")  # the server's reader, started before the upgrade
+    client = TestClient(create_app(served, ServerConfig()))
+    assert client.get("/api/stats").json()["upgrade"] is None
+    glimpse.open(tmp_path / "col").upgrade("hash", sample=12, backfill=3, **NEW)
+    stats = client.get("/api/stats").json()
+    assert stats["upgrade"]["reembedded"] == 15 and stats["upgrade"]["quality"]["pairs"] == 2
+    assert stats["dim"] == 32 and stats["encoder"] == "hash"
+    found = client.post("/api/search", json={"text": "a photo", "k": 3}).json()
+    assert len(found["results"]) == 3
