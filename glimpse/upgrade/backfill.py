@@ -30,8 +30,9 @@ import numpy as np
 
 from ..encoders import Encoder, create_encoder
 from ..encoders.precomputed import PRECOMPUTED
-from ..index import VectorStore, WriteLock
-from ..index.lock import CollectionLockedError
+from ..backends.binary import CODES_FILE
+from ..storage import VectorStore, WriteLock
+from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
@@ -307,6 +308,9 @@ class _Run:
             current = {**current, "done": done, "unreadable": int(current.get("unreadable", 0)) + self.unreadable}
             self.unreadable = 0
             col._meta.remove_paths([], **{st.KEY: current})
+            # Saved codes now hold stale rows and do not say which: a reader opening later rebuilds them.
+            for saved in self.folder.glob(CODES_FILE.format(generation="*", fit="*")):
+                saved.unlink(missing_ok=True)
             col._refresh()
             return current
         finally:
