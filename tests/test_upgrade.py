@@ -213,3 +213,19 @@ def test_api_stats_show_the_upgrade_and_search_follows_it(tmp_path, photos):
     assert stats["dim"] == 32 and stats["encoder"] == "hash"
     found = client.post("/api/search", json={"text": "a photo", "k": 3}).json()
     assert len(found["results"]) == 3
+
+
+def test_tiny_clip_weights_of_the_same_dimension(tmp_path, photos):
+    """Same encoder name and dimension, other weights: a model change the version (fingerprint) shows."""
+    from tests.test_clip_encoders import open_clip_folder
+
+    old, new = open_clip_folder(tmp_path / "m0", seed=0), open_clip_folder(tmp_path / "m1", seed=1)
+    col = glimpse.open(tmp_path / "col", encoder="open_clip", pretrained=str(old), device="cpu")
+    col.add([photos], batch_size=1)  # one image a batch here and below: torch rounds by batch shape
+    report = col.upgrade("open_clip", pretrained=str(new), device="cpu", sample=12, backfill=0, batch_size=1)
+    assert report.quality["pairs"] == 2 and col.stats().upgrade["new"].endswith(f"pretrained {new})")
+    check_searches(col, photos)
+    col.upgrade(batch_size=1)
+    fresh = glimpse.open(tmp_path / "fresh", encoder="open_clip", pretrained=str(new), device="cpu")
+    fresh.add([photos], batch_size=1)
+    assert np.array_equal(vectors(col), vectors(fresh))
