@@ -26,6 +26,7 @@ from glimpse.query.filters import Filter
 from glimpse.upgrade.state import active
 
 NEW = {"dim": 32, "seed": 1}
+B = 4  # images a batch: the upgrade re-embeds in the batches of a fresh index with this --batch-size
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -40,7 +41,7 @@ def photos(tmp_path: Path, make_image) -> Path:
 
 def built(tmp_path: Path, photos: Path, name: str = "col", **encoder) -> glimpse.Collection:
     col = glimpse.open(tmp_path / name, encoder="hash", **encoder)
-    col.add([photos])
+    col.add([photos], batch_size=B)
     return col
 
 
@@ -70,21 +71,21 @@ def test_every_state_searches_and_the_end_equals_a_fresh_collection(tmp_path, ph
     reader = glimpse.open(tmp_path / "col")  # another process's view, opened before the upgrade
     check_searches(reader, photos)
 
-    report = col.upgrade("hash", sample=10, backfill=0, **NEW)
-    assert (report.phase, report.done, report.total) == ("backfilling", 10, 24)
+    report = col.upgrade("hash", sample=10, backfill=0, **NEW, batch_size=B)
+    assert (report.phase, report.done, report.total) == ("backfilling", 12, 24)  # whole batches
     assert col.encoder.dim == 32 and reader.search(image=photos / "p05.png", k=1)[0].path.endswith("p05.png")
     assert reader.encoder.dim == 32  # it followed the switch
-    for step in (3, 7, 4):
+    for step in (4, 4, 4):
         check_searches(col, photos)
         check_searches(reader, photos)
-        col.upgrade(backfill=step, finish=False)
+        col.upgrade(backfill=step, finish=False, batch_size=B)
     up = col.stats().upgrade
     assert (up["phase"], up["reembedded"], up["share"]) == ("backfilling", 24, 1.0)
     assert up["old"].startswith("hash v1 (64-d") and up["new"] == "hash v1 (32-d, dim 32, seed 1)"
     assert up["quality"]["pairs"] == 2 and 0 <= up["quality"]["top1"] <= 1 and up["map"] in ("orthogonal", "ridge")
     check_searches(reader, photos)
 
-    assert col.upgrade().phase == "finished"
+    assert col.upgrade(batch_size=B).phase == "finished"
     assert col.stats().upgrade is None and col.stats().codes["fitted_on"] == 24
     fresh = built(tmp_path, photos, "fresh", **NEW)
     assert np.array_equal(vectors(col), vectors(fresh))
@@ -98,7 +99,7 @@ def test_every_state_searches_and_the_end_equals_a_fresh_collection(tmp_path, ph
 def test_abort_returns_to_the_old_vectors_and_keeps_images_added_meanwhile(tmp_path, photos, make_image):
     col = built(tmp_path, photos)
     before = vectors(col)
-    col.upgrade("hash", sample=8, backfill=4, **NEW)
+    col.upgrade("hash", sample=8, backfill=4, **NEW, batch_size=B)
     added = make_image(photos / "late.png", seed=99)
     col.add([photos])
     late = col._meta.item_for_path(str(added))
@@ -115,19 +116,19 @@ def test_abort_returns_to_the_old_vectors_and_keeps_images_added_meanwhile(tmp_p
 
 def test_a_file_added_mid_upgrade_goes_straight_to_the_new_encoder(tmp_path, photos, make_image):
     col = built(tmp_path, photos)
-    col.upgrade("hash", sample=6, backfill=0, **NEW)
+    col.upgrade("hash", sample=6, backfill=0, **NEW, batch_size=B)
     added = make_image(photos / "late.png", seed=99)
     col.add([photos])
     fresh = built(tmp_path, photos, "fresh", **NEW)
     item = col._meta.item_for_path(str(added))
     assert np.array_equal(col._read_vectors(np.array([item])), fresh._read_vectors(np.array([fresh._meta.item_for_path(str(added))])))
-    assert col.upgrade().phase == "finished"
+    assert col.upgrade(batch_size=B).phase == "finished"
     assert np.array_equal(vectors(col), vectors(fresh))
 
 
 def test_dimensions_that_grow(tmp_path, photos):
     col = built(tmp_path, photos, **NEW)
-    col.upgrade("hash", sample=12, order="random")  # 32-d -> 64-d
+    col.upgrade("hash", sample=12, order="random", batch_size=B)  # 32-d -> 64-d
     assert col.encoder.dim == 64
     assert np.array_equal(vectors(col), vectors(built(tmp_path, photos, "fresh")))
 
@@ -135,23 +136,23 @@ def test_dimensions_that_grow(tmp_path, photos):
 def test_refusals_are_one_clear_sentence(tmp_path, photos):
     col = built(tmp_path, photos)
     with pytest.raises(ValueError, match="cannot embed images"):
-        col.upgrade("precomputed", dim=64)
+        col.upgrade("precomputed", dim=64, batch_size=B)
     with pytest.raises(ValueError, match="already uses hash"):
-        col.upgrade("hash")
+        col.upgrade("hash", batch_size=B)
     with pytest.raises(ValueError, match="name the encoder"):
-        col.upgrade()
+        col.upgrade(batch_size=B)
     with pytest.raises(ValueError, match="backfill order"):
-        col.upgrade("hash", order="largest", **NEW)
-    col.upgrade("hash", sample=4, backfill=0, **NEW)
+        col.upgrade("hash", order="largest", **NEW, batch_size=B)
+    col.upgrade("hash", sample=4, backfill=0, **NEW, batch_size=B)
     with pytest.raises(ValueError, match="under way"):
-        col.upgrade("lite0-minilm")
+        col.upgrade("lite0-minilm", batch_size=B)
     with pytest.raises(ValueError, match="finish it"):
         col.compact()
     assert active(col._meta.get_meta())["done"] == 4  # nothing changed by the refusals
     vectors_only = glimpse.open(tmp_path / "keys", encoder="precomputed", dim=4)
     vectors_only.add_vectors(np.eye(4), ["a", "b", "c", "d"])
     with pytest.raises(ValueError, match="precomputed vectors"):
-        vectors_only.upgrade("hash")
+        vectors_only.upgrade("hash", batch_size=B)
 
 
 KILLED_RUN = """
@@ -177,7 +178,7 @@ def test_a_killed_upgrade_loses_nothing_and_resumes(tmp_path, photos, sample, ki
     assert state is not None and 0 < state["done"] < 24
     after = glimpse.open(tmp_path / "col")
     check_searches(after, photos)  # opens and searches (old space while sampling, new after the switch)
-    assert after.upgrade().phase == "finished"
+    assert after.upgrade(batch_size=B).phase == "finished"
     assert np.array_equal(vectors(after), vectors(built(tmp_path, photos, "fresh", **NEW)))
 
 
@@ -185,15 +186,15 @@ def test_cli_upgrade_info_and_exit_codes(tmp_path, photos):
     built(tmp_path, photos, **NEW)
     where = str(tmp_path / "col")
     runner = CliRunner()
-    result = runner.invoke(app, ["upgrade", "hash", "-c", where, "--sample", "6", "--backfill", "2"])
+    result = runner.invoke(app, ["upgrade", "hash", "-c", where, "--sample", "6", "--backfill", "2", "--batch-size", "4"])
     assert result.exit_code == 0, result.output
-    assert "8 of 24 done" in result.output
+    assert "12 of 24 done" in result.output  # 2 batches of 4 for the sample, then one
     info = json.loads(runner.invoke(app, ["info", "-c", where, "--json"]).output)["stats"]["upgrade"]
-    assert info["reembedded"] == 8 and info["new"] == "hash v1 (64-d)"
+    assert info["reembedded"] == 12 and info["new"] == "hash v1 (64-d)"
     assert "upgrade" in runner.invoke(app, ["info", "-c", where]).output
     refused = runner.invoke(app, ["upgrade", "precomputed", "-c", where])
     assert refused.exit_code == 2 and "under way" in refused.output and "Traceback" not in refused.output
-    result = runner.invoke(app, ["upgrade", "-c", where])
+    result = runner.invoke(app, ["upgrade", "-c", where, "--batch-size", "4"])
     assert result.exit_code == 0 and "upgrade finished" in result.output
     assert runner.invoke(app, ["upgrade", "--abort", "-c", where]).exit_code == 2
 
@@ -207,9 +208,9 @@ def test_api_stats_show_the_upgrade_and_search_follows_it(tmp_path, photos):
     served = glimpse.open(tmp_path / "col")  # the server's reader, started before the upgrade
     client = TestClient(create_app(served, ServerConfig()))
     assert client.get("/api/stats").json()["upgrade"] is None
-    glimpse.open(tmp_path / "col").upgrade("hash", sample=12, backfill=3, **NEW)
+    glimpse.open(tmp_path / "col").upgrade("hash", sample=12, backfill=3, **NEW, batch_size=B)
     stats = client.get("/api/stats").json()
-    assert stats["upgrade"]["reembedded"] == 15 and stats["upgrade"]["quality"]["pairs"] == 2
+    assert stats["upgrade"]["reembedded"] == 16 and stats["upgrade"]["quality"]["pairs"] == 2
     assert stats["dim"] == 32 and stats["encoder"] == "hash"
     found = client.post("/api/search", json={"text": "a photo", "k": 3}).json()
     assert len(found["results"]) == 3

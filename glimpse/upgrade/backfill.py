@@ -171,8 +171,9 @@ class _Run:
         col = self.col
         with col._lock:
             meta = col._meta.get_meta()
-            live = np.array(col._meta.item_ids(), np.int64)
-            chosen = np.sort(np.random.default_rng(self.seed).permutation(live)[:sample])
+            units = self._units(np.array(col._meta.item_ids(), np.int64))
+            pick = np.random.default_rng(self.seed).permutation(len(units))  # whole batches, until the sample is full
+            chosen = [units[u] for u in pick[: int(np.searchsorted(np.cumsum([len(units[u]) for u in pick]), sample)) + 1]]
             token = f"{int(time.time() * 1000):x}"
             state = {
                 "phase": "sampling", "policy": policy, "seed": self.seed, "started": time.time(),
@@ -180,10 +181,10 @@ class _Run:
                 "new": {"encoder": new.name, "encoder_version": new.version, "dim": new.dim,
                         "encoder_options": new.options or {}, "vectors": f"vectors-upgrade-{token}.f16"},
                 "order": f"upgrade-{token}-order.npy", "map": f"upgrade-{token}-map.npz",
-                "reverse": f"upgrade-{token}-reverse.npz", "sample": len(chosen), "done": 0,
+                "reverse": f"upgrade-{token}-reverse.npz", "sample": sum(map(len, chosen)), "done": 0,
             }
             state["old"]["encoder_options"] = state["old"]["encoder_options"] or {}
-            _save_array(self.folder / state["order"], chosen)
+            _save_order(self.folder / state["order"], chosen)
             col._meta.remove_paths([], **{st.KEY: state})  # no paths: sets the state and bumps the generation
         return state
 
@@ -212,11 +213,14 @@ class _Run:
                 mapped = forward(old)
                 _write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
                 doubt[start : start + len(ids)] = -(reverse(mapped) * old).sum(axis=1)  # cycle cosine, negated
+            units = [unit[~np.isin(unit, sampled)] for unit in self._units(rest)]
+            units = [unit for unit in units if len(unit)]
             if state["policy"] == "uncertain":
-                rest = rest[np.argsort(-doubt, kind="stable")]
+                mean_doubt = [doubt[np.searchsorted(rest, unit)].mean() for unit in units]
+                units = [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
             else:
-                rest = np.random.default_rng(self.seed).permutation(rest)
-            _save_array(self.folder / state["order"], np.concatenate([sampled, rest]))
+                units = [units[u] for u in np.random.default_rng(self.seed).permutation(len(units))]
+            _save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
             state = {**state, "phase": "backfilling", "done": len(sampled), "sample": len(sampled),
                      "map_kind": forward.kind, "candidates": candidates, "adapt": meta.get("adapt"),
                      "quality": None if quality is None else {"top1": quality.top1, "cosine": quality.cosine,
@@ -232,39 +236,65 @@ class _Run:
         return state
 
     def _embed(self, state: dict, encoder: Encoder, stop: int) -> dict:
-        """Re-embed ``order[done:stop]`` batch by batch, each batch committed."""
-        first = start = int(state["done"])
-        if start >= stop:
-            return state
-        ids = st.read_order(self.folder, state)[start:stop]
-        for done, batch in self._batches(ids, start, encoder):
-            state = self._commit(state, start, done, batch)
+        """Re-embed the order's batches from ``done`` until ``stop`` items are done, each batch committed."""
+        first = int(state["done"])
+        units, position = [], 0
+        for unit in st.read_units(self.folder, state):
+            if first <= position < stop:
+                units.append(unit)
+            position += len(unit)
+        todo = sum(map(len, units))
+        for batch, vectors in zip(units, self._encoded_units(units, encoder)):
+            start = int(state["done"])
+            state = self._commit(state, start, start + len(batch), vectors)
             if state is None:
                 raise ValueError("the upgrade was aborted or finished by another process meanwhile")
             if self.progress:
-                self.progress(done - first, len(ids))
-            start = done
+                self.progress(int(state["done"]) - first, todo)
         return state
 
-    def _batches(self, ids: np.ndarray, start: int, encoder: Encoder) -> Iterator[tuple[int, list[tuple[int, np.ndarray]]]]:
-        """(order position after the batch, [(item id, new vector)]) for every ``batch_size`` items read."""
-        files = self._files(ids)
-        prepared = prepare_files([files[i][0] for i in ids.tolist() if i in files], encoder.prepare,
+    def _encoded_units(self, units: list[np.ndarray], encoder: Encoder) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """For each batch of the order, [(item id, new vector)] of its items that could be read as indexed."""
+        files = self._files(np.concatenate(units) if units else np.zeros(0, np.int64))
+        prepared = prepare_files([files[i][0] for unit in units for i in unit.tolist() if i in files], encoder.prepare,
                                  target=encoder.image_size, workers=self.workers)
-        pending: list[tuple[int, np.ndarray]] = []
-        yielded = start
-        for position, item in enumerate(ids.tolist(), start + 1):
-            if item in files:  # an item removed since has no file: passed over
+        for unit in units:
+            pending: list[tuple[int, np.ndarray]] = []
+            for item in unit.tolist():
+                if item not in files:  # removed since: passed over
+                    continue
                 p = next(prepared)
                 if p.array is not None and p.hash == files[item][1]:
                     pending.append((item, p.array))
                 else:
                     self.unreadable += 1
-            if len(pending) == self.batch_size:
-                yield position, self._encoded(encoder, pending)
-                pending, yielded = [], position
-        if yielded < start + len(ids):
-            yield start + len(ids), self._encoded(encoder, pending)
+            yield self._encoded(encoder, pending)
+
+    def _units(self, items: np.ndarray) -> list[np.ndarray]:
+        """``items`` in the batches a fresh ``glimpse index`` of the collection's folders would embed
+        them in: its scan order, ``batch_size`` files a batch, each content in the batch of its first
+        file. Models round by batch (float16 rows differ in the last bit), so re-embedding in the
+        same batches is what makes the final vectors equal a fresh collection's. Items no folder
+        scan finds (files added one by one) follow, in id order."""
+        from ..collection import ScanOptions  # imported here: the collection imports this package
+
+        col = self.col
+        paths = {path: record.item_id for path, record in col._meta.file_records().items()}
+        wanted, seen = set(items.tolist()), set()
+        entries = col._scan(col._targets(list(col.folders()), ScanOptions()), col._meta.get_meta().get("excluded", []), {})
+        units = []
+        for start in range(0, len(entries), self.batch_size):
+            unit = []
+            for entry in entries[start : start + self.batch_size]:
+                item = paths.get(str(entry.path))
+                if item is not None and item not in seen:
+                    seen.add(item)
+                    if item in wanted:
+                        unit.append(item)
+            units.append(unit)
+        rest = sorted(wanted - seen)
+        units += [rest[i : i + self.batch_size] for i in range(0, len(rest), self.batch_size)]
+        return [np.array(unit, np.int64) for unit in units if unit]
 
     @staticmethod
     def _encoded(encoder: Encoder, pending: list[tuple[int, np.ndarray]]) -> list[tuple[int, np.ndarray]]:
@@ -392,10 +422,13 @@ def _extend(store: VectorStore, rows: int) -> None:
         os.close(fd)
 
 
-def _save_array(path: Path, array: np.ndarray) -> None:
+def _save_order(path: Path, units: list[np.ndarray]) -> None:
+    """The order's item ids (row 0) and the batch each belongs to (row 1), durably, then renamed into place."""
+    ids = np.concatenate(units) if units else np.zeros(0, np.int64)
+    batch = np.repeat(np.arange(len(units)), [len(u) for u in units])
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
-        np.save(f, array)
+        np.save(f, np.stack([ids, batch]).astype(np.int64))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -47,7 +47,14 @@ def owned_files(meta: dict) -> set[str]:
 
 
 def read_order(folder: Path, state: dict) -> np.ndarray:
-    return np.load(folder / state["order"])
+    """The item ids in the order they are re-embedded."""
+    return np.load(folder / state["order"])[0]
+
+
+def read_units(folder: Path, state: dict) -> list[np.ndarray]:
+    """The order, cut into the batches it is re-embedded in."""
+    ids, batch = np.load(folder / state["order"])
+    return np.split(ids, np.flatnonzero(np.diff(batch)) + 1) if len(ids) else []
 
 
 def rewritten(folder: Path, meta: dict, since: tuple[str, int] | None) -> tuple[np.ndarray, tuple[str, int] | None]:
