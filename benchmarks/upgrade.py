@@ -109,14 +109,14 @@ def main() -> None:
         measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
         gallery = ids[measured]
         position = np.cumsum(measured) - 1  # image index -> gallery row
+        row_of = {int(item): row for row, item in enumerate(gallery)}
         text_q = np.flatnonzero(measured[owner])
         copy_ids = item_ids(col, copy_images)
         copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
 
         def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> tuple[float, float]:
             r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
-            _, ap = scores_of(copy_vectors[copy_q], vectors,
-                              np.searchsorted(gallery, copy_ids[copy_source[copy_q]]))
+            _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
             return r10, ap
 
         if not rows:
@@ -133,10 +133,10 @@ def main() -> None:
             if want > state["done"]:
                 col.upgrade(backfill=want - state["done"], finish=False)
             col._sync()
-            done = col.stats().upgrade
-            real = np.isin(gallery, read_order(target, active(col._meta.get_meta()))[: want]).mean()
-            rows.append((order, f"{share:.0%} re-embedded", float(real), *measure(col._read_vectors(gallery), *queries[NEW])))
-            print(f"[{order}] {rows[-1][1]}: share {done['share']:.2f}, R@10 {rows[-1][3]:.3f}, mAP {rows[-1][4]:.3f}")
+            state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
+            real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
+            rows.append((order, f"{real:.0%} re-embedded", real, *measure(col._read_vectors(gallery), *queries[NEW])))
+            print(f"[{order}] {rows[-1][1]}: R@10 {rows[-1][3]:.3f}, mAP {rows[-1][4]:.3f}")
         col.upgrade()  # finish
         fresh_vectors = fresh._read_vectors(item_ids(fresh, images))
         final = col._read_vectors(item_ids(col, images))
