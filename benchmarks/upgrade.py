@@ -55,6 +55,11 @@ def embed_images(encoder, make, count: int, cache: Path) -> np.ndarray:
     return out
 
 
+def stored(col: glimpse.Collection, ids: np.ndarray) -> np.ndarray:
+    col._sync()  # the committed vector file, as a search would read it
+    return col._read_vectors(ids)
+
+
 def collection(path: Path, images: Path, encoder: str) -> glimpse.Collection:
     col = glimpse.open(path, encoder=encoder)
     if not len(col):
@@ -120,10 +125,10 @@ def main() -> None:
             return r10, ap
 
         if not rows:
-            rows.append(("-", "old/old", 0.0, *measure(old._read_vectors(item_ids(old, images)[measured]), *queries[OLD])))
-            rows.append(("-", "new/new", 1.0, *measure(fresh._read_vectors(item_ids(fresh, images)[measured]), *queries[NEW])))
+            rows.append(("-", "old/old", 0.0, *measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])))
+            rows.append(("-", "new/new", 1.0, *measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])))
         reverse = SpaceMap.load(target / state["reverse"])
-        old_vectors = old._read_vectors(item_ids(old, images)[measured])
+        old_vectors = stored(old, item_ids(old, images)[measured])
         rows.append((order, "queries mapped new->old", 0.0,
                      *measure(old_vectors, reverse(queries[NEW][0]), reverse(queries[NEW][1]))))
         rest = len(read_order(target, state)) - state["sample"]
@@ -132,14 +137,13 @@ def main() -> None:
             want = state["sample"] + round(share * rest)
             if want > state["done"]:
                 col.upgrade(backfill=want - state["done"], finish=False)
-            col._sync()
             state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
             real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
-            rows.append((order, f"{real:.0%} re-embedded", real, *measure(col._read_vectors(gallery), *queries[NEW])))
+            rows.append((order, f"{real:.0%} re-embedded", real, *measure(stored(col, gallery), *queries[NEW])))
             print(f"[{order}] {rows[-1][1]}: R@10 {rows[-1][3]:.3f}, mAP {rows[-1][4]:.3f}")
         col.upgrade()  # finish
-        fresh_vectors = fresh._read_vectors(item_ids(fresh, images))
-        final = col._read_vectors(item_ids(col, images))
+        fresh_vectors = stored(fresh, item_ids(fresh, images))
+        final = stored(col, item_ids(col, images))
         print(f"[{order}] finished: vectors equal to the fresh {NEW} collection's: {np.array_equal(final, fresh_vectors)}"
               f" (max |difference| {np.abs(final - fresh_vectors).max():.2e}); files: "
               + ", ".join(sorted(p.name for p in target.iterdir())))

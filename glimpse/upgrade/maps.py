@@ -21,7 +21,7 @@ from ..encoders import l2_normalize
 
 KINDS = ("orthogonal", "ridge")
 #: Ridge penalties tried, as shares of the sample's mean squared norm per dimension.
-PENALTIES = (0.01, 0.1, 1.0)
+PENALTIES = (0.01, 0.1, 0.3, 1.0, 3.0)
 HOLDOUT = 0.2
 #: Below this many pairs there is no held-out share worth measuring: orthogonal, unmeasured.
 MIN_MEASURED = 10
@@ -107,4 +107,5 @@ def fit_map(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[SpaceMap, MapQ
     best = max(figures, key=lambda name: figures[name].key())
     kind, _, penalty = best.partition(":")
     chosen = fit_kind(kind, x, y, float(penalty or 0.1))
+    chosen.kind = best  # "ridge:1" names its penalty
     return chosen, figures[best], {name: asdict(q) for name, q in figures.items()}
