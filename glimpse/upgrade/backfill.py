@@ -207,14 +207,11 @@ class _Run:
             reverse.save(self.folder / state["reverse"])
             rest = np.setdiff1d(live, sampled)
             doubt = np.zeros(len(rest), np.float32)
-            # A mapped vector scores about ``cosine`` times what its true vector would (its held-out
-            # mean cosine with it): dividing by it ranks mapped images fairly among re-embedded ones.
-            scale = 1.0 / quality.cosine if quality is not None and quality.cosine > 0 else 1.0
             for start in range(0, len(rest), 8192):
                 ids = rest[start : start + 8192]
                 old = old_store.read(ids, rows)
                 mapped = forward(old)
-                _write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped * scale)
+                _write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
                 doubt[start : start + len(ids)] = -(reverse(mapped) * old).sum(axis=1)  # cycle cosine, negated
             units = [unit[~np.isin(unit, sampled)] for unit in self._units(rest)]
             units = [unit for unit in units if len(unit)]
