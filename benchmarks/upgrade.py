@@ -29,7 +29,7 @@ import numpy as np
 
 import glimpse
 from glimpse.eval.datasets import load_captioned, load_copydetect
-from glimpse.eval.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
+from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
 from glimpse.upgrade.maps import SpaceMap
 from glimpse.upgrade.state import active, read_order

@@ -27,7 +27,6 @@ from .base import (
     unpack_codes,
 )
 
-_REGISTRY: dict[str, Callable[..., Binarizer]] = {}
 _CLASSES: dict[str, Callable[[], type[Binarizer]]] = {}
 
 #: Measured on real embeddings at 256 bits (benchmarks/BINARIZERS_NOTES.md): Hamming recall@10

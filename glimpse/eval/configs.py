@@ -11,7 +11,7 @@ ranking it implies is complete:
 * exact: the cosine ``q . x``.
 * codes only: ``1 - 2 * hamming / bits`` (equal to the ±1 codes' dot product over bits), or
   the asymmetric score ``query_vector(q) . (±1 code)``. Hamming scores tie a lot; the
-  metrics' tie rule decides (see :mod:`glimpse.eval.metrics`).
+  metrics' tie rule decides (see :mod:`glimpse.metrics`).
 * re-rank: the ``shortlist`` best by code score (code-score ties go to the lower item index)
   come first, in exact cosine order; every other item follows in code-score order. That is
   what :class:`~glimpse.backends.binary.BinaryIndex` returns for ``k * oversample = shortlist``.

@@ -35,7 +35,7 @@ from ..storage import VectorStore, WriteLock
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
-from ..settings import CodeSettings
+from ..settings import CodeSettings, ScanOptions
 from . import state as st
 from .maps import SpaceMap, fit_map
 
@@ -276,8 +276,6 @@ class _Run:
         file. Models round by batch (float16 rows differ in the last bit), so re-embedding in the
         same batches is what makes the final vectors equal a fresh collection's. Items no folder
         scan finds (files added one by one) follow, in id order."""
-        from ..collection import ScanOptions  # imported here: the collection imports this package
-
         col = self.col
         paths = {path: record.item_id for path, record in col._meta.file_records().items()}
         wanted, seen = set(items.tolist()), set()
