@@ -19,7 +19,6 @@ moment leaves a collection that opens and searches, and the next run resumes:
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,8 +34,9 @@ from ..storage import VectorStore, WriteLock
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
-from ..settings import CodeSettings, ScanOptions
+from ..settings import ScanOptions
 from . import state as st
+from .files import extend, save_order, unchanged, unfitted, write_rows
 from .maps import SpaceMap, fit_map
 
 if TYPE_CHECKING:
@@ -184,7 +184,7 @@ class _Run:
                 "reverse": f"upgrade-{token}-reverse.npz", "sample": sum(map(len, chosen)), "done": 0,
             }
             state["old"]["encoder_options"] = state["old"]["encoder_options"] or {}
-            _save_order(self.folder / state["order"], chosen)
+            save_order(self.folder / state["order"], chosen)
             col._meta.remove_paths([], **{st.KEY: state})  # no paths: sets the state and bumps the generation
         return state
 
@@ -199,7 +199,7 @@ class _Run:
             sampled = st.read_order(self.folder, state)[: int(state["sample"])]
             sampled = sampled[np.isin(sampled, live)]
             old_store, new_store = self._store(state["old"], table, rows), self._store(state["new"], table, rows)
-            _extend(new_store, rows)  # rows not written yet (removed items, mapped ones below) read as zeros
+            extend(new_store, rows)  # rows not written yet (removed items, mapped ones below) read as zeros
             old_x, new_y = old_store.read(sampled, rows), new_store.read(sampled, rows)
             forward, quality, candidates = fit_map(old_x, new_y, self.seed)
             reverse, _, _ = fit_map(new_y, old_x, self.seed)
@@ -211,7 +211,7 @@ class _Run:
                 ids = rest[start : start + 8192]
                 old = old_store.read(ids, rows)
                 mapped = forward(old)
-                _write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
+                write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
                 doubt[start : start + len(ids)] = -(reverse(mapped) * old).sum(axis=1)  # cycle cosine, negated
             units = [unit[~np.isin(unit, sampled)] for unit in self._units(rest)]
             units = [unit for unit in units if len(unit)]
@@ -220,7 +220,7 @@ class _Run:
                 units = [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
             else:
                 units = [units[u] for u in np.random.default_rng(self.seed).permutation(len(units))]
-            _save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
+            save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
             state = {**state, "phase": "backfilling", "done": len(sampled), "sample": len(sampled),
                      "map_kind": forward.kind, "candidates": candidates, "adapt": meta.get("adapt"),
                      "quality": None if quality is None else {"top1": quality.top1, "cosine": quality.cosine,
@@ -228,7 +228,7 @@ class _Run:
             new_facts = {k: state["new"][k] for k in st.ENCODER_KEYS}
             # One commit: from here every reader answers in the new space (codes are re-fitted next).
             col._meta.remove_paths([], **new_facts, vectors=state["new"]["vectors"], adapt=None,
-                                   **_unfitted(meta.get("codes")),
+                                   **unfitted(meta.get("codes")),
                                    **{st.KEY: state})
             col._follow_upgrade(col._meta.get_meta(), new)
             col._fit_codes()
@@ -308,7 +308,7 @@ class _Run:
         for record in sorted(self.col._meta.file_records().values(), key=lambda r: r.path):
             if record.item_id in want:
                 entry, known = FileEntry(Path(record.path), record.size, record.mtime_ns), found.get(record.item_id)
-                if known is None or (not _unchanged(known[0]) and _unchanged(entry)):
+                if known is None or (not unchanged(known[0]) and unchanged(entry)):
                     found[record.item_id] = (entry, record.hash)
         return found
 
@@ -331,7 +331,7 @@ class _Run:
             kept = [(item, vector) for item, vector in batch if item in rows_of]
             if kept:
                 store = self._store(current["new"], table, int(meta.get("rows", 0)))
-                _write_rows(store, [rows_of[item] for item, _ in kept], np.stack([v for _, v in kept]))
+                write_rows(store, [rows_of[item] for item, _ in kept], np.stack([v for _, v in kept]))
             self.reembedded += len(kept)
             current = {**current, "done": done, "unreadable": int(current.get("unreadable", 0)) + self.unreadable}
             self.unreadable = 0
@@ -368,11 +368,11 @@ class _Run:
             added = table[~np.isin(table[:, 0], st.read_order(self.folder, state))]
             if len(added):
                 mapped = SpaceMap.load(self.folder / state["reverse"])(self._store(state["new"], table, rows).read(added[:, 0], rows))
-                _write_rows(self._store(state["old"], table, rows), added[:, 1].tolist(), mapped)
-            _extend(self._store(state["old"], table, rows), rows)
+                write_rows(self._store(state["old"], table, rows), added[:, 1].tolist(), mapped)
+            extend(self._store(state["old"], table, rows), rows)
             col._meta.remove_paths([], **{k: state["old"][k] for k in st.ENCODER_KEYS}, vectors=state["old"]["vectors"],
                                    adapt=state.get("adapt"),
-                                   **_unfitted(meta.get("codes")),
+                                   **unfitted(meta.get("codes")),
                                    **{st.KEY: None})
             col._follow_upgrade(col._meta.get_meta())
             col._fit_codes()
@@ -386,52 +386,3 @@ class _Run:
         store = VectorStore(self.folder / encoder["vectors"], int(encoder["dim"]))
         store.locate(store.path, table[:, 0], table[:, 1])
         return store
-
-
-def _unchanged(entry: FileEntry) -> bool:
-    try:
-        stat = os.stat(entry.path)
-    except OSError:
-        return False
-    return (stat.st_size, stat.st_mtime_ns) == (entry.size, entry.mtime_ns)
-
-
-def _write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None:
-    """Write scattered rows (as the store's float16), then make them durable with one fsync."""
-    data = np.ascontiguousarray(vectors, dtype=store.DTYPE)
-    width = store.dim * data.itemsize
-    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        for row, vector in zip(rows, data):
-            os.pwrite(fd, vector.tobytes(), row * width)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _extend(store: VectorStore, rows: int) -> None:
-    """Make the file hold ``rows`` rows (the rows of removed items read as zeros), durably."""
-    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if os.fstat(fd).st_size < rows * store.dim * np.dtype(store.DTYPE).itemsize:
-            os.ftruncate(fd, rows * store.dim * np.dtype(store.DTYPE).itemsize)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _save_order(path: Path, units: list[np.ndarray]) -> None:
-    """The order's item ids (row 0) and the batch each belongs to (row 1), durably, then renamed into place."""
-    ids = np.concatenate(units) if units else np.zeros(0, np.int64)
-    batch = np.repeat(np.arange(len(units)), [len(u) for u in units])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.stack([ids, batch]).astype(np.int64))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _unfitted(codes: dict | None) -> dict:
-    """The code settings to commit with a change of space: the same, to be fitted again (none: none)."""
-    return {"codes": CodeSettings.from_meta(codes).unfitted().to_meta()} if codes else {}
