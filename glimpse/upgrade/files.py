@@ -11,6 +11,7 @@ from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
 from ..storage import VectorStore
 
+
 def unchanged(entry: FileEntry) -> bool:
     try:
         stat = os.stat(entry.path)
