@@ -150,7 +150,7 @@ def main() -> None:
         col.close()
 
     base_r10, base_ap = rows[0][3], rows[0][4]
-    print(f"\n{len(images) - args.sample} measured images (the {args.sample} of the sample left out), "
+    print(f"\n{len(gallery)} measured images (the sample's {len(images) - len(gallery)}, whole batches, left out), "
           f"{len(text_q)} captions, {len(copy_q)} copies\n")
     print("| order | collection | text->image R@10 | copy mAP |")
     print("|---|---|---|---|")
