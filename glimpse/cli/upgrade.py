@@ -18,11 +18,11 @@ def upgrade(
     pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag, hf-hub:org/name, a checkpoint file or a folder.")] = None,
     device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N.")] = None,
     sample: Annotated[int, typer.Option(help="Images re-embedded first, to fit the old->new map on.")] = 1000,
-    backfill: Annotated[Optional[int], typer.Option(help="Re-embed at most this many more images this run (default: all); run again to go on.")] = None,
-    order: Annotated[str, typer.Option(help="Backfill order: uncertain (worst-mapped images first) or random.")] = "uncertain",
+    backfill: Annotated[Optional[int], typer.Option(help="Re-embed about this many more images this run, in whole batches (default: all); run again to go on.")] = None,
+    order: Annotated[str, typer.Option(help="Backfill order: uncertain (worst-mapped batches first) or random.")] = "uncertain",
     finish: Annotated[bool, typer.Option("--finish/--keep-old", help="Drop the old vectors once every image is re-embedded (--keep-old keeps them, so --abort stays possible).")] = True,
     abort: Annotated[bool, typer.Option("--abort", help="Return to the old encoder and drop the new vectors.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
+    batch_size: Annotated[int, typer.Option(help="Images per model batch: the one the collection was indexed with, for vectors equal to a fresh index.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
 ) -> None:
     """Move a collection to another encoder without starting over: search goes on, in the new encoder's space, while it re-embeds.
