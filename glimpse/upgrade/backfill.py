@@ -20,10 +20,9 @@ moment leaves a collection that opens and searches, and the next run resumes:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,8 +38,9 @@ from . import state as st
 from .files import extend, save_order, unchanged, unfitted, write_rows
 from .maps import SpaceMap, fit_map
 
-if TYPE_CHECKING:
-    from ..collection import Collection, ProgressFn
+#: Called with (images done, images to do) this run. The collection is passed in, not imported:
+#: it imports this package (``col.upgrade``).
+ProgressFn = Callable[[int, int], None]
 
 #: Images re-embedded before the map is fitted (fewer when the collection holds fewer).
 DEFAULT_SAMPLE = 1000
@@ -66,7 +66,7 @@ class UpgradeReport:
     seconds: float = 0.0
 
 
-def upgrade(col: Collection, encoder: str | Encoder | None, options: dict, *, sample: int, backfill: int | None,
+def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, backfill: int | None,
             finish: bool, abort: bool, policy: str, seed: int, batch_size: int, workers: int,
             progress: ProgressFn | None) -> UpgradeReport:
     started = time.perf_counter()
@@ -90,7 +90,7 @@ def _check(sample: int, backfill: int | None, policy: str, batch_size: int, work
 
 
 class _Run:
-    def __init__(self, col: Collection, seed: int, batch_size: int, workers: int, progress: ProgressFn | None):
+    def __init__(self, col, seed: int, batch_size: int, workers: int, progress: ProgressFn | None):
         self.col, self.seed, self.batch_size, self.workers, self.progress = col, seed, batch_size, workers, progress
         self.folder = col.path
         self.reembedded = self.unreadable = 0
