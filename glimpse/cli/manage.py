@@ -15,6 +15,7 @@ from rich.table import Table
 
 from ..ingest.names import shown
 from ..ingest.scan import absolute
+from .upgrade import upgrade_note
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, err, fail, human_bytes, open_existing, progress_bars
 
 
@@ -72,6 +73,8 @@ def info(
     table.add_row("encoder", f"{stats.encoder} v{stats.encoder_version}, {stats.dim} dims"
                   + ("" if col.has_files else " (no model: search by vector or --like)"))
     table.add_row("disk", f"{human_bytes(stats.disk_bytes)} (vectors {human_bytes(stats.vector_bytes)})")
+    if stats.upgrade:
+        table.add_row("upgrade", upgrade_note(stats.upgrade))
     codes = col.settings().codes
     table.add_row("search", "exact float (FAISS inner product)" if codes is None else (
         f"{codes.binarizer} codes, {codes.bits} bits, {codes.scoring} scoring, "

@@ -28,9 +28,11 @@ from .live import LiveIndex
 from .precomputed import Importing
 from .reports import CollectionStats
 from .search import Searching
+from .upgrading import Upgrading
+from ..upgrade.state import encoder_facts
 
 
-class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searching):
+class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searching, Upgrading):
     """Open with :func:`glimpse.open`. Safe to search from many processes while one writes.
 
     Each job lives in its own module (ingest, precomputed, live, codes, adapt, search); this
@@ -56,6 +58,8 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
         self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
+        self._encoder_facts = encoder_facts(meta.get_meta())  # as recorded when self.encoder was built (upgrading)
+        self._rewrite_mark: tuple[str, int] | None = None  # the upgrade backfill's progress the index has seen
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -146,4 +150,5 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
             created=meta.get("created"),
             updated=meta.get("updated"),
             excluded=list(settings.excluded),
+            upgrade=self._upgrade_summary(meta),
         )

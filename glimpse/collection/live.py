@@ -46,6 +46,7 @@ class LiveIndex:
             return
         for attempt in range(3):
             meta, pairs = self._meta.snapshot()
+            self._follow_upgrade(meta)
             table = np.array(pairs, dtype=np.int64).reshape(-1, 2)
             self._vectors.locate(self.path / meta.get("vectors", VECTORS_NAME), table[:, 0], table[:, 1])
             self._rows = int(meta.get("rows", 0))
@@ -71,17 +72,19 @@ class LiveIndex:
             self._index.add(ids, self._vectors.read(ids, self._rows))
         if len(gone):
             self._index.remove(gone)
+        self._reread_rewritten()
         self._index_ids = live
         self._index_generation = self._seen
 
     def _ensure_index(self) -> SearchBackend:
+        self._sync()  # first: an upgrade may have switched the encoder, which drops the index
         settings = self._code_settings()
         if self._index is not None and settings != self._index_settings:
             self._index = None  # the code settings changed (perhaps in another process)
         if self._index is None:
             self._sync()
             self._index, self._index_ids = self._open_backend(settings)
-            self._index_generation, self._index_settings = -1, settings
+            self._index_generation, self._index_settings, self._rewrite_mark = -1, settings, None
         self._refresh()
         return self._index
 
@@ -103,12 +106,16 @@ class LiveIndex:
         (``COMPACT_SHARE``, ``COMPACT_MIN_ROWS``). Item ids do not change.
         """
         with self._lock:
+            if self._upgrading():
+                raise ValueError("an encoder upgrade is under way: finish it (glimpse upgrade) or abort it "
+                                 "(glimpse upgrade --abort) before compacting")
             return self._compact()
 
     def _compact_if_due(self) -> None:
         self._sync()
         dead = self._rows - len(self._live)
-        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows:
+        # Not during an upgrade: its two vector files share the row layout.
+        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows and not self._upgrading():
             self._compact()
         else:
             self._drop_stale_vectors()
@@ -133,8 +140,9 @@ class LiveIndex:
 
     def _drop_stale_vectors(self) -> None:
         """Vector files the metadata no longer names: replaced ones, and those of killed compactions."""
-        for old in self.path.glob("vectors*.f16"):
-            if old != self._vectors.path:
+        keep = {self._vectors.path.name} | self._upgrade_files()
+        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("upgrade-*")]:  # those of a killed finish too
+            if old.name not in keep:
                 old.unlink(missing_ok=True)
 
     @contextmanager

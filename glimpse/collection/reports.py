@@ -57,3 +57,4 @@ class CollectionStats:
     created: float | None
     updated: float | None
     excluded: list[str] = field(default_factory=list)  # removed paths that later index runs leave out
+    upgrade: dict | None = None  # an encoder upgrade under way (glimpse.upgrade.state.summary), else None

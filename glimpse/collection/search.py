@@ -85,7 +85,9 @@ class Searching:
         # commit makes them wait (benchmarks/parallel_search.py measures it).
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
                                self._text_map() if request.adapted else None)
-        query = build_query(self.encoder, sources, text=request.text, image=request.image, vector=request.vector,
+        with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
+            encoder = self.encoder
+        query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,
                             like=request.like, terms=terms, alpha=request.alpha)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:

@@ -25,11 +25,16 @@ class HashEncoder(Encoder):
     image_size = _THUMB
 
     def __init__(self, dim: int = 64, seed: int = 0):
-        self.dim = dim
+        self.dim, self.seed = dim, seed
         rng = np.random.default_rng(seed)
         self._proj = rng.standard_normal((_THUMB * _THUMB * 3, dim)).astype(np.float32)
         #: Number of images embedded so far; tests use it to prove work was skipped.
         self.images_encoded = 0
+
+    @property
+    def options(self) -> dict[str, int]:
+        # Only those that differ from the defaults, so collections made before record none.
+        return {k: v for k, v in (("dim", self.dim), ("seed", self.seed)) if v != {"dim": 64, "seed": 0}[k]}
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         small = image.convert("RGB").resize((_THUMB, _THUMB), Image.Resampling.BILINEAR)
@@ -38,7 +43,9 @@ class HashEncoder(Encoder):
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
         self.images_encoded += len(batch)
         centred = batch - batch.mean(axis=1, keepdims=True)
-        return l2_normalize(centred @ self._proj)
+        # In float64, rounded once: the same bits whatever the batch (float32 BLAS rounds by batch
+        # shape), so tests can compare collections whose images were embedded in other batches.
+        return l2_normalize((centred.astype(np.float64) @ self._proj).astype(np.float32))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)

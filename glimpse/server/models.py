@@ -132,6 +132,7 @@ class Stats(BaseModel):
     created: float | None
     updated: float | None
     backend: dict = Field(description="The search backend in use: kind (flat or binary) and what it holds.")
+    upgrade: dict | None = Field(None, description="An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality.")
     writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
     max_upload_bytes: int
     max_upload_pixels: int

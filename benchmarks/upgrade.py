@@ -1,0 +1,162 @@
+"""Encoder upgrade quality at every stage of the backfill: `glimpse upgrade` lite0-minilm -> lite2-minilm.
+
+    nice -n 10 python benchmarks/upgrade.py [--data ../shared/data/captioned-dev] [--sample 200] [--per-image 2]
+
+A lite0 collection of the captioned photos is upgraded with the engine's own ``upgrade`` (a
+seeded sample re-embedded, the map fitted, the rest mapped, then backfilled) and measured on
+the images the sample left out, so that 0% means every measured image holds a mapped vector:
+
+- text->image R@10 (each caption's one relevant image), and
+- copy detection mAP (the eval's seeded augmentations, ``--per-image`` copies per photo; one
+  relevant original per copy, so AP = 1 / its rank),
+
+for old/old (the lite0 collection, lite0 queries), new/new (a fresh lite2 collection, lite2
+queries), and the upgraded collection (lite2 queries: every query runs in the new space) at
+0%, 10%, 50% and 100% of the measured images re-embedded, for both backfill orders. At 0% it
+also scores the alternative, queries mapped new->old against the old vectors. Goals (issue
+13): >= 95% of old/old at 0%, never dropping as the backfill advances, and at 100% vectors
+equal to the fresh lite2 collection's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+import glimpse
+from glimpse.eval.datasets import load_captioned, load_copydetect
+from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
+from glimpse.upgrade import POLICIES
+from glimpse.upgrade.maps import SpaceMap
+from glimpse.upgrade.state import active, read_order
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
+OLD, NEW = "lite0-minilm", "lite2-minilm"
+STAGES = (0.0, 0.1, 0.5, 1.0)
+
+
+def scores_of(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
+    """(R@10, mAP with one relevant item) of ``queries`` against ``gallery`` rows."""
+    first = ranks(queries @ gallery.T, relevant)
+    return recall_from_ranks(first, 10), mean_reciprocal_rank(first)
+
+
+def embed_images(encoder, make, count: int, cache: Path) -> np.ndarray:
+    if cache.exists():
+        return np.load(cache)
+    out = np.concatenate([encoder.encode_images([make(q) for q in range(s, min(count, s + 32))])
+                          for s in range(0, count, 32)])
+    np.save(cache, out)
+    return out
+
+
+def stored(col: glimpse.Collection, ids: np.ndarray) -> np.ndarray:
+    col._sync()  # the committed vector file, as a search would read it
+    return col._read_vectors(ids)
+
+
+def collection(path: Path, images: Path, encoder: str) -> glimpse.Collection:
+    col = glimpse.open(path, encoder=encoder)
+    if not len(col):
+        started = time.perf_counter()
+        col.add([images])
+        print(f"indexed {len(col)} images with {encoder} in {time.perf_counter() - started:.0f} s")
+    return col
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/glimpse-upgrade-bench"))
+    parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--per-image", type=int, default=2)
+    parser.add_argument("--orders", default=",".join(POLICIES))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    captioned = load_captioned(args.data)
+    images = [Path(p) for p in captioned.tasks[0].database.paths]
+    captions = captioned.tasks[0].queries.texts
+    owner = np.array([j[0] for j in captioned.tasks[0].judgements[""].positives])
+    copies = load_copydetect(args.data / "images", per_image=args.per_image)
+    copy_task = copies.tasks[0]
+    copy_source = np.array([j[0] for j in copy_task.judgements[""].positives])
+    copy_images = [Path(p) for p in copy_task.database.paths]
+
+    old = collection(args.work / "old", args.data / "images", OLD)
+    fresh = collection(args.work / "fresh", args.data / "images", NEW)
+    queries = {}
+    for name, col in ((OLD, old), (NEW, fresh)):
+        queries[name] = (col.encoder.encode_texts(captions),
+                         embed_images(col.encoder, copy_task.queries.picture, len(copy_task.queries),
+                                      args.work / f"copies-{name}-{args.per_image}.npy"))
+
+    def item_ids(col, paths: list[Path]) -> np.ndarray:
+        return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
+
+    rows: list[tuple[str, str, float, float, float]] = []  # (order, stage, share, R@10, mAP)
+    for order in args.orders.split(","):
+        target = args.work / f"upgrade-{order}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(args.work / "old", target)
+        col = glimpse.open(target)
+        started = time.perf_counter()
+        col.upgrade(NEW, sample=args.sample, backfill=0, order=order)
+        print(f"[{order}] sample of {args.sample} re-embedded, map fitted, switch in {time.perf_counter() - started:.0f} s;"
+              f" map: {col.stats().upgrade['map']}, held-out {col.stats().upgrade['quality']}")
+        state = active(col._meta.get_meta())
+        sampled = set(read_order(target, state)[: state["sample"]].tolist())
+        ids = item_ids(col, images)
+        measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
+        gallery = ids[measured]
+        position = np.cumsum(measured) - 1  # image index -> gallery row
+        row_of = {int(item): row for row, item in enumerate(gallery)}
+        text_q = np.flatnonzero(measured[owner])
+        copy_ids = item_ids(col, copy_images)
+        copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
+
+        def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> tuple[float, float]:
+            r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
+            _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
+            return r10, ap
+
+        if not rows:
+            rows.append(("-", "old/old", 0.0, *measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])))
+            rows.append(("-", "new/new", 1.0, *measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])))
+        reverse = SpaceMap.load(target / state["reverse"])
+        old_vectors = stored(old, item_ids(old, images)[measured])
+        rows.append((order, "queries mapped new->old", 0.0,
+                     *measure(old_vectors, reverse(queries[NEW][0]), reverse(queries[NEW][1]))))
+        rest = len(read_order(target, state)) - state["sample"]
+        for share in STAGES:
+            state = active(col._meta.get_meta())
+            want = state["sample"] + round(share * rest)
+            if want > state["done"]:
+                col.upgrade(backfill=want - state["done"], finish=False)
+            state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
+            real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
+            rows.append((order, f"{real:.0%} re-embedded", real, *measure(stored(col, gallery), *queries[NEW])))
+            print(f"[{order}] {rows[-1][1]}: R@10 {rows[-1][3]:.3f}, mAP {rows[-1][4]:.3f}")
+        col.upgrade()  # finish
+        fresh_vectors = stored(fresh, item_ids(fresh, images))
+        final = stored(col, item_ids(col, images))
+        print(f"[{order}] finished: vectors equal to the fresh {NEW} collection's: {np.array_equal(final, fresh_vectors)}"
+              f" (max |difference| {np.abs(final - fresh_vectors).max():.2e}); files: "
+              + ", ".join(sorted(p.name for p in target.iterdir())))
+        col.close()
+
+    base_r10, base_ap = rows[0][3], rows[0][4]
+    print(f"\n{len(gallery)} measured images (the sample's {len(images) - len(gallery)}, whole batches, left out), "
+          f"{len(text_q)} captions, {len(copy_q)} copies\n")
+    print("| order | collection | text->image R@10 | copy mAP |")
+    print("|---|---|---|---|")
+    for order, stage, _, r10, ap in rows:
+        print(f"| {order} | {stage} | {r10:.3f} ({r10 / base_r10:.0%}) | {ap:.3f} ({ap / base_ap:.0%}) |")
+
+
+if __name__ == "__main__":
+    main()

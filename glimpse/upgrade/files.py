@@ -1,0 +1,61 @@
+"""Durable writes of an upgrade's files: scattered vector rows, the order, and the helpers around them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..ingest.scan import FileEntry
+from ..settings import CodeSettings
+from ..storage import VectorStore
+
+
+def unchanged(entry: FileEntry) -> bool:
+    try:
+        stat = os.stat(entry.path)
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) == (entry.size, entry.mtime_ns)
+
+
+def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None:
+    """Write scattered rows (as the store's float16), then make them durable with one fsync."""
+    data = np.ascontiguousarray(vectors, dtype=store.DTYPE)
+    width = store.dim * data.itemsize
+    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        for row, vector in zip(rows, data):
+            os.pwrite(fd, vector.tobytes(), row * width)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def extend(store: VectorStore, rows: int) -> None:
+    """Make the file hold ``rows`` rows (the rows of removed items read as zeros), durably."""
+    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if os.fstat(fd).st_size < rows * store.dim * np.dtype(store.DTYPE).itemsize:
+            os.ftruncate(fd, rows * store.dim * np.dtype(store.DTYPE).itemsize)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_order(path: Path, units: list[np.ndarray]) -> None:
+    """The order's item ids (row 0) and the batch each belongs to (row 1), durably, then renamed into place."""
+    ids = np.concatenate(units) if units else np.zeros(0, np.int64)
+    batch = np.repeat(np.arange(len(units)), [len(u) for u in units])
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, np.stack([ids, batch]).astype(np.int64))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def unfitted(codes: dict | None) -> dict:
+    """The code settings to commit with a change of space: the same, to be fitted again (none: none)."""
+    return {"codes": CodeSettings.from_meta(codes).unfitted().to_meta()} if codes else {}
