@@ -23,9 +23,10 @@ import numpy.typing as npt
 
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder, l2_normalize
 from .encoders.precomputed import PRECOMPUTED
-from .codes import Binarizer, create_binarizer, load_binarizer
+from .codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, load_binarizer
 from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
 from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
+from .index.ivfcodes import CODE_INDEXES, IVFCodesIndex, code_index_class
 from .index.lexical import WordHit, WordIndex
 from .index.metadata import FileError, FileLink, ItemInfo, NewItem
 from .index.originals import FileChangedError, open_indexed
@@ -569,13 +570,13 @@ class Collection:
             self._sync()
             binarizer = self._binarizer(settings)
             # The newest codes this fit made (any generation: their ids say what they hold).
-            restored = binarizer and BinaryIndex.restore(self.path, None, self.encoder.dim, binarizer)
+            restored = binarizer and code_index_class(binarizer).restore(self.path, None, self.encoder.dim, binarizer)
             if restored is not None:
                 self._index, self._index_ids = restored, set(restored.ids().tolist())
             else:
                 self._index, self._index_ids = self._empty_index(binarizer), set()
             self._index_generation, self._index_settings = -1, settings
-            if isinstance(self._index, BinaryIndex):
+            if isinstance(self._index, CODE_INDEXES):
                 self._index.reader = self._read_stored
                 self._index.oversample, self._index.rerank = settings.oversample, settings.rerank
         self._refresh()
@@ -584,6 +585,8 @@ class Collection:
     def _empty_index(self, binarizer: Binarizer | None) -> VectorIndex:
         if binarizer is None:
             return FlatIndex(self.encoder.dim)
+        if code_index_class(binarizer) is IVFCodesIndex:
+            return IVFCodesIndex(binarizer, self._read_stored)
         # Flat scan, or IVF lists once the collection is big enough for them to pay off.
         return BinaryIndex(binarizer, self._read_stored, lists=ivf_lists(len(self._live)))
 
@@ -641,9 +644,15 @@ class Collection:
                 old.unlink(missing_ok=True)
 
     # -- binary codes -------------------------------------------------------------------
-    def use_codes(self, binarizer: str | None = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
+    def use_codes(self, binarizer: str | None = DEFAULT_BINARIZER, bits: int | None = None,
+                  oversample: int | None = None, seed: int = 0,
                   scoring: str = "auto", rerank: bool = True, progress: ProgressFn | None = None) -> None:
-        """Search through compact binary codes (code scan, then exact float re-rank).
+        """Search through compact codes (code scan, then exact float re-rank).
+
+        ``binarizer`` picks the codes: ``ivf-rabitq`` (the default: coarse lists and RaBitQ
+        residual codes, see :mod:`glimpse.index.ivfcodes`), ``learned``, ``itq`` or ``sign``
+        (one binary code per image, see :mod:`glimpse.index.binary`); ``bits`` and
+        ``oversample`` default per kind (:func:`glimpse.codes.default_bits`).
 
         The binarizer is fitted on the collection's own vectors now, or at the end of the
         next ``add``/``index`` when there are too few of them yet, and re-fitted when the
@@ -811,10 +820,10 @@ class Collection:
         want += 0 if allowed is not None else len(query.exclude)
         q = query.vector.reshape(1, -1)
         with self._fresh_index() as index:
-            exact = exact and isinstance(index, BinaryIndex)
+            exact = exact and isinstance(index, CODE_INDEXES)
             if exact:
                 live = np.array(sorted(self._index_ids), dtype=np.int64)
-            elif isinstance(index, BinaryIndex):
+            elif isinstance(index, CODE_INDEXES):
                 scoring = self._scoring(scoring, text_only=query.kind == "text")
                 scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
                                            scoring=scoring)
