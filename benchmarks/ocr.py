@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 import glimpse
-from glimpse.index.lexical import squashed
+from glimpse.storage.words import squashed
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"

@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from glimpse.encoders import bridge, create_encoder, l2_normalize  # noqa: E402
-from glimpse.eval.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.metrics import median_rank, recall_at_k  # noqa: E402
 
 ALT_TEMPLATES = {
     "a photo of a {}.": "photo",

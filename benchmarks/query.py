@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import glimpse  # noqa: E402
 from glimpse.encoders import bridge  # noqa: E402
-from glimpse.eval.metrics import median_rank, recall_at_k  # noqa: E402
+from glimpse.metrics import median_rank, recall_at_k  # noqa: E402
 from glimpse.query.compose import compose, compose_direction  # noqa: E402
-from glimpse.query.rerank import CANDIDATES, refine  # noqa: E402
+from glimpse.query.refine import CANDIDATES, refine  # noqa: E402
 
 
 def load_captions(data: Path) -> tuple[list[Path], list[str]]:

@@ -53,8 +53,9 @@ import faiss  # noqa: E402
 from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binarizer, recall  # noqa: E402
 import glimpse  # noqa: E402
 from glimpse.codes import load_binarizer  # noqa: E402
-from glimpse.index import VectorStore  # noqa: E402
-from glimpse.index.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
+from glimpse.storage import VectorStore  # noqa: E402
+from glimpse.backends.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
+from glimpse.backends.base import CodeStage  # noqa: E402
 
 K = 10
 #: With --isotropic: each photo and 4 augmented variants (5 x 657 photos covers 3,000 real rows).
@@ -315,7 +316,7 @@ def layouts(codes: np.ndarray, binarizer, queries: np.ndarray, sizes: list[int])
             for start in range(0, n, 65536):  # the first 65536 codes train the lists
                 index.add_codes(np.arange(start, min(n, start + 65536)), codes[start : min(n, start + 65536)])
             built = time.perf_counter() - t
-            search = lambda q: index.search(q, 100, rerank=False)  # noqa: E731
+            search = lambda q: index.search(q, 100, stage=CodeStage(rerank=False))  # noqa: E731
             lat = latencies(search, queries)
             results[lists] = search(queries)[1]
             overlap = recall(results[lists], results[0])
@@ -491,8 +492,8 @@ def isotropic_benchmark(args) -> None:
             held = index.nbytes() / n
             for o in args.oversample:
                 row(f"glimpse learned-256, cascade (img) / asymmetric (txt) + re-rank x{o}" + (" (default)" if o == 30 else ""),
-                    held, lambda q, o=o: index.search(q, K, oversample=o, scoring="cascade")[1],
-                    lambda q, o=o: index.search(q, K, oversample=o, scoring="asymmetric")[1])
+                    held, lambda q, o=o: index.search(q, K, stage=CodeStage(oversample=o, scoring="cascade"))[1],
+                    lambda q, o=o: index.search(q, K, stage=CodeStage(oversample=o, scoring="asymmetric"))[1])
             for z in args.adaptive_z:
                 row(f"glimpse learned-256, asymmetric + shortlist sized per query (z {z}, <= {args.adaptive_pool})", held,
                     lambda q, z=z: adaptive_search(index, q[0], K, 100, args.adaptive_pool, z)[None])

@@ -50,8 +50,8 @@ sys.path.insert(0, str(REPO))
 
 import glimpse  # noqa: E402
 from glimpse.collection import DB_NAME, VECTORS_NAME  # noqa: E402
-from glimpse.index import Metadata, VectorStore  # noqa: E402
-from glimpse.index.metadata import FileLink, NewItem  # noqa: E402
+from glimpse.storage import Metadata, VectorStore  # noqa: E402
+from glimpse.storage.metadata import FileLink, NewItem  # noqa: E402
 
 DIM = 1664
 K = 20

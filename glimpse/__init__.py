@@ -10,8 +10,9 @@ from .collection import (
     IndexReport,
     open_collection as open,  # noqa: A001 - ``glimpse.open(path)`` is the public entry point
 )
-from .index import CollectionLockedError
+from .storage import CollectionLockedError
 from .query import SearchResult
+from .query.request import SearchRequest
 
 __all__ = [
     "Collection",
@@ -19,6 +20,7 @@ __all__ = [
     "CollectionStats",
     "EncoderMismatchError",
     "IndexReport",
+    "SearchRequest",
     "SearchResult",
     "__version__",
     "open",

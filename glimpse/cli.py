@@ -20,6 +20,7 @@ from rich.table import Table
 
 from .ingest.names import shown
 from .ingest.scan import absolute
+from .query.request import DEFAULT_FUSION, DEFAULT_K
 
 console = Console()
 err = Console(stderr=True)
@@ -32,7 +33,7 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx):
         from .extras import MissingExtraError
-        from .index.lock import CollectionLockedError
+        from .storage.lock import CollectionLockedError
 
         try:
             return super().invoke(ctx)
@@ -279,8 +280,9 @@ def search(
              "A query that starts with '-' goes after --: glimpse search -- '-0.5:night'.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one (with words: a composed query).")] = None,
     like: Annotated[Optional[int], typer.Option("--like", help="More like this result id (itself left out).")] = None,
+    vector: Annotated[Optional[Path], typer.Option("--vector", help="A .npy file holding one query vector (the collection's dims).")] = None,
     alpha: Annotated[Optional[float], typer.Option(help="Text weight of a composed --image + words query, 0-1 (default 0.6).")] = None,
-    k: Annotated[int, typer.Option("-k", help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", help="Number of results.")] = DEFAULT_K,
     min_score: Annotated[Optional[float], typer.Option("--min-score", help="Drop results scoring below this (cosine; typical ranges depend on the encoder and the query kind: see the README).")] = None,
     path_glob: Annotated[Optional[str], typer.Option("--path-glob", help="Only paths matching this glob ('2023/*.jpg' matches at any depth).")] = None,
     path_prefix: Annotated[Optional[str], typer.Option("--path-prefix", help="Only files under this folder.")] = None,
@@ -288,7 +290,7 @@ def search(
     before: Annotated[Optional[str], typer.Option(help="Only images taken before this date (EXIF date first, as --after).")] = None,
     orientation: Annotated[Optional[str], typer.Option(help="landscape, portrait or square.")] = None,
     has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help="Only images with (or without) words read in them (glimpse enrich --ocr).", show_default=False)] = None,
-    fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = "calibrated",
+    fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = DEFAULT_FUSION,
     min_width: Annotated[Optional[int], typer.Option("--min-width", help="Minimum width in pixels.")] = None,
     max_width: Annotated[Optional[int], typer.Option("--max-width", help="Maximum width in pixels.")] = None,
     min_height: Annotated[Optional[int], typer.Option("--min-height", help="Minimum height in pixels.")] = None,
@@ -307,6 +309,7 @@ def search(
     """Search by words, by image (--image), both (composed), by result id (--like) or by weighted terms."""
     from .query.filters import Filter
     from .query.language import parse_query
+    from .query.request import SearchRequest
 
     words = shlex.join(query) if query and len(query) > 1 else (query[0] if query else None)
     args: dict = {}
@@ -323,28 +326,44 @@ def search(
         args = {"image": image}
     if like is not None:
         args["like"] = like
+    if vector is not None:
+        args["vector"] = _query_vector(vector)
     if not args:
-        raise _fail(ValueError("give words, --image PATH, both, or --like ID"))
+        raise _fail(ValueError("give words, --image PATH, both, --like ID or --vector FILE"))
     col = _open(collection)
     try:
         where = Filter(path_glob=path_glob, path_prefix=path_prefix, after=after, before=before,
                        orientation=orientation, min_width=min_width, max_width=max_width,
                        min_height=min_height, max_height=max_height, min_bytes=min_size, max_bytes=max_size,
                        has_text=has_text)
-        results = col.search(**args, alpha=alpha, filters=where, min_score=min_score, refine=refine,
-                             adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank,
-                             scoring=scoring, fusion=fusion)
+        results = col.search(SearchRequest(**args, alpha=alpha, filters=where, min_score=min_score, refine=refine,
+                                           adapted=adapted, k=k, exact=exact, oversample=oversample, rerank=rerank,
+                                           scoring=scoring, fusion=fusion))
     except ValueError as exc:
         raise _fail(exc) from None
     if as_json:
         print(json.dumps([{**r.to_dict(), "path": shown(r.path)} for r in results], indent=2))
         return
-    title = escape(shown(" + ".join(x for x in (words and repr(words), image and f"like {image}", like is not None and f"like #{like}") if x)))
+    title = escape(shown(" + ".join(x for x in (words and repr(words), image and f"like {image}", like is not None and f"like #{like}",
+                                                 vector and f"vector {vector}") if x)))
     if not where.is_empty():
         title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
     empty = "no good matches" + (f": nothing scored {min_score} or more (try a lower --min-score)"
                                  if min_score is not None else ": nothing passed the filters") if len(col) else None
     print_results(results, title=title, empty=empty)
+
+
+def _query_vector(path: Path):
+    """The one vector of a .npy file (shape (dims,) or (1, dims))."""
+    import numpy as np
+
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise _fail(ValueError(f"cannot read a vector from {shown(str(path))}: {exc}")) from None
+    if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[0] != 1):
+        raise _fail(ValueError(f"{shown(str(path))} holds an array of shape {array.shape}: give one vector"))
+    return array.reshape(-1)
 
 
 def print_results(results, title: str, empty: str | None = None) -> None:

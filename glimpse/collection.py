@@ -24,24 +24,25 @@ import numpy.typing as npt
 from .encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder, l2_normalize
 from .encoders.precomputed import PRECOMPUTED
 from .codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, load_binarizer
-from .index import FlatIndex, Metadata, VectorIndex, VectorStore, WriteLock
-from .index.binary import BINARIZER_FILE, BinaryIndex, ivf_lists
-from .index.ivfcodes import CODE_INDEXES, IVFCodesIndex, code_index_class
-from .index.lexical import WordHit, WordIndex
-from .index.metadata import FileError, FileLink, ItemInfo, NewItem
-from .index.originals import FileChangedError, open_indexed
+from .backends import SearchBackend, open_backend
+from .backends.binary import BINARIZER_FILE
+from .storage import Metadata, VectorStore, WriteLock
+from .storage.words import WordHit, WordIndex
+from .storage.metadata import FileError, FileLink, ItemInfo, NewItem
+from .storage.originals import FileChangedError, open_indexed
 from .ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from .ingest.names import shown
 from .query import ImageLike, SearchResult
-from .eval.metrics import recall_at_k
+from .metrics import recall_at_k
 from .query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
 from .query.build import QuerySources, build_query
 from .query.filters import Filter
-from .query.limits import MAX_ID, check_k, check_oversample
+from .query.limits import MAX_ID
+from .query.request import SearchRequest
 from .query import fusion as fuse
 from .query.words import Phrase, split_word_terms
-from .query.rerank import CANDIDATES, REFINES, refine as rerank_candidates
-from .settings import CodeSettings, check_ingest, check_scoring
+from .query.refine import CANDIDATES, refine as refine_candidates
+from .settings import CodeSettings, check_ingest
 
 DB_NAME = "metadata.sqlite"
 VECTORS_NAME = "vectors.f16"
@@ -140,7 +141,7 @@ class Collection:
         self._meta = meta
         self._vectors = VectorStore(path / VECTORS_NAME, encoder.dim)
         self._lock = WriteLock(path / LOCK_NAME)
-        self._index: VectorIndex | None = None
+        self._index: SearchBackend | None = None
         self._index_generation = -1
         self._index_ids: set[int] = set()
         self._index_settings: CodeSettings | None = None  # the code settings the loaded index follows
@@ -562,33 +563,18 @@ class Collection:
         self._index_ids = live
         self._index_generation = self._seen
 
-    def _ensure_index(self) -> VectorIndex:
+    def _ensure_index(self) -> SearchBackend:
         settings = self._code_settings()
         if self._index is not None and settings != self._index_settings:
             self._index = None  # the code settings changed (perhaps in another process)
         if self._index is None:
             self._sync()
-            binarizer = self._binarizer(settings)
-            # The newest codes this fit made (any generation: their ids say what they hold).
-            restored = binarizer and code_index_class(binarizer).restore(self.path, None, self.encoder.dim, binarizer)
-            if restored is not None:
-                self._index, self._index_ids = restored, set(restored.ids().tolist())
-            else:
-                self._index, self._index_ids = self._empty_index(binarizer), set()
+            self._index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
+                                       self._read_stored, len(self._live))
+            self._index_ids = set(self._index.ids().tolist())
             self._index_generation, self._index_settings = -1, settings
-            if isinstance(self._index, CODE_INDEXES):
-                self._index.reader = self._read_stored
-                self._index.oversample, self._index.rerank = settings.oversample, settings.rerank
         self._refresh()
         return self._index
-
-    def _empty_index(self, binarizer: Binarizer | None) -> VectorIndex:
-        if binarizer is None:
-            return FlatIndex(self.encoder.dim)
-        if code_index_class(binarizer) is IVFCodesIndex:
-            return IVFCodesIndex(binarizer, self._read_stored)
-        # Flat scan, or IVF lists once the collection is big enough for them to pay off.
-        return BinaryIndex(binarizer, self._read_stored, lists=ivf_lists(len(self._live)))
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
@@ -657,7 +643,7 @@ class Collection:
         The binarizer is fitted on the collection's own vectors now, or at the end of the
         next ``add``/``index`` when there are too few of them yet, and re-fitted when the
         collection has doubled since. ``scoring`` picks how the codes are scanned (see
-        :mod:`glimpse.index.binary`): ``hamming``, ``cascade`` (Hamming, then the float query
+        :mod:`glimpse.backends.binary`): ``hamming``, ``cascade`` (Hamming, then the float query
         against the codes), ``asymmetric`` (float query against every code), or ``auto``:
         asymmetric for text queries, whose codes would be far from every image's, cascade
         for the rest. Without
@@ -746,7 +732,7 @@ class Collection:
     # -- reading ------------------------------------------------------------------------
     def search(
         self,
-        text: str | None = None,
+        text: str | SearchRequest | None = None,
         image: ImageLike | None = None,
         *,
         vector: np.ndarray | None = None,
@@ -788,53 +774,46 @@ class Collection:
         found in the picture), ``"rrf"`` or ``"none"`` (see :mod:`glimpse.query.fusion`).
         ``text:"..."`` terms match those words only, and ``Filter(has_text=True)`` keeps the
         images with words.
+
+        A :class:`~glimpse.query.request.SearchRequest` may be given instead of these arguments:
+        ``col.search(SearchRequest(text="a cat", k=5))``.
         """
-        check_k(k)
-        if oversample is not None:
-            check_oversample(oversample, k)
-        if scoring is not None:
-            check_scoring(scoring)
-        if refine is not None and refine != "none" and refine not in REFINES:
-            raise ValueError(f"unknown refine {refine!r}: use one of {', '.join(REFINES)} or none")
-        fuse.check_fusion(fusion)
-        terms, phrases = split_word_terms(terms)
+        request = _request(text, SearchRequest(
+            image=image, vector=vector, like=like, terms=terms, alpha=alpha, filters=filters, min_score=min_score,
+            refine=refine, k=k, exact=exact, oversample=oversample, rerank=rerank, scoring=scoring, adapted=adapted,
+            fusion=fusion))
+        return self._search(request)
+
+    def _search(self, request: SearchRequest) -> list[SearchResult]:
+        k, filters, min_score, fusion = request.k, request.filters, request.min_score, request.fusion
+        terms, phrases = split_word_terms(request.terms)
         if phrases and terms is None:
             return self._search_words(phrases, filters, k, min_score)
         # Searches run in parallel (the server answers each request on its own thread): the
-        # query's encoding (the model: most of a text or image query's time), the filters' SQL,
-        # exact scans and re-ranking take no lock, and index scans share theirs; only a
-        # refresh after a commit makes them wait (benchmarks/parallel_search.py measures it).
+        # query's encoding (the model: most of a text or image query's time), the filters' SQL
+        # and refinement take no lock, and backend scans share theirs; only a refresh after a
+        # commit makes them wait (benchmarks/parallel_search.py measures it).
         sources = QuerySources(self._item_vector, self._meta.item_for_hash,
-                               self._text_map() if adapted else None)
-        query = build_query(self.encoder, sources, text=text, image=image, vector=vector, like=like,
-                            terms=terms, alpha=alpha)
+                               self._text_map() if request.adapted else None)
+        query = build_query(self.encoder, sources, text=request.text, image=request.image, vector=request.vector,
+                            like=request.like, terms=terms, alpha=request.alpha)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.array(sorted(query.exclude), dtype=np.int64))
             if not len(allowed):
                 return []
-        refining = refine not in (None, "none")
-        lexical = self._word_hits(text, allowed, query.exclude) if query.kind == "text" and fusion != "none" else []
-        want = max(k, CANDIDATES) if refining else k
+        lexical = (self._word_hits(request.text, allowed, query.exclude)
+                   if query.kind == "text" and fusion != "none" else [])
+        want = max(k, CANDIDATES) if request.refining else k
         want = max(want, fuse.RRF_DEPTH) if lexical and fusion == "rrf" else want
         want += 0 if allowed is not None else len(query.exclude)
-        q = query.vector.reshape(1, -1)
         with self._fresh_index() as index:
-            exact = exact and isinstance(index, CODE_INDEXES)
-            if exact:
-                live = np.array(sorted(self._index_ids), dtype=np.int64)
-            elif isinstance(index, CODE_INDEXES):
-                scoring = self._scoring(scoring, text_only=query.kind == "text")
-                scores, ids = index.search(q, want, allowed=allowed, oversample=oversample, rerank=rerank,
-                                           scoring=scoring)
-            else:
-                scores, ids = index.search(q, want, allowed=allowed)
-        if exact:
-            scores, ids = self._exact_search(q, want, live, allowed)
+            stage = request.stage(self._index_settings, text_only=query.text_only)
+            scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=allowed, stage=stage)
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
-        if refining and len(keep) > 1:
-            new_ids, new_scores = rerank_candidates(
-                refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
+        if request.refining and len(keep) > 1:
+            new_ids, new_scores = refine_candidates(
+                request.refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
                 self._read_vectors)
             keep = list(zip(new_ids.tolist(), new_scores.tolist()))
         if lexical:
@@ -884,13 +863,6 @@ class Collection:
         paths = self._meta.paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
-    def _scoring(self, asked: str | None, text_only: bool) -> str:
-        """The code scan for one query: the one asked for, else the collection's; ``auto`` resolved."""
-        chosen = asked or self._index_settings.scoring
-        if chosen == "auto":
-            return "asymmetric" if text_only else "cascade"
-        return chosen
-
     def item(self, item_id: int) -> ItemInfo:
         """An item's files, size in pixels and bytes, modification time, and the words read in it."""
         info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None
@@ -923,7 +895,7 @@ class Collection:
         raise FileNotFoundError(f"none of the files of image {item_id} is there any more")
 
     @contextmanager
-    def _fresh_index(self) -> Iterator[VectorIndex]:
+    def _fresh_index(self) -> Iterator[SearchBackend]:
         """The in-memory index, up to date with the last commit, held for reading."""
         with self._index_lock.read_lock():
             # Code settings change without a new generation (use_codes, perhaps in another process).
@@ -942,17 +914,6 @@ class Collection:
         if not known:
             raise ValueError(f"no item #{item_id} in this collection")
         return self._read_vectors(np.array([item_id], dtype=np.int64))[0]
-
-    def _exact_search(self, query: np.ndarray, k: int, ids: np.ndarray,
-                      allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Score every stored vector of ``ids`` (or every ``allowed`` one), in chunks so the float copies stay small."""
-        if allowed is not None:
-            ids = np.intersect1d(ids, allowed)
-        scores = np.concatenate(
-            [self._read_vectors(ids[i : i + 65536]) @ query[0] for i in range(0, len(ids), 65536)]
-        ) if len(ids) else np.zeros(0, np.float32)
-        best = np.argsort(-scores, kind="stable")[:k]
-        return scores[best][None, :], ids[best][None, :]
 
     # -- caption adaptation ---------------------------------------------------------------
     def adapt(
@@ -1074,6 +1035,15 @@ class Collection:
             updated=meta.get("updated"),
             excluded=meta.get("excluded", []),
         )
+
+
+def _request(first: str | SearchRequest | None, rest: SearchRequest) -> SearchRequest:
+    """The request of a ``search`` call: one given whole, or the arguments as one."""
+    if not isinstance(first, SearchRequest):
+        return replace(rest, text=first)
+    if rest.given():
+        raise ValueError(f"give a SearchRequest alone, not with other arguments ({', '.join(sorted(rest.given()))})")
+    return first
 
 
 def batched(items: Iterable, n: int):

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
 
-#: How the codes are scanned (see :mod:`glimpse.index.binary`); ``auto`` picks per query kind.
+#: How the codes are scanned (see :mod:`glimpse.backends.binary`); ``auto`` picks per query kind.
 SCORINGS = ("hamming", "cascade", "asymmetric")
 SCORING_MODES = ("auto", *SCORINGS)
 
@@ -39,6 +39,14 @@ def check_scoring(value: object, allow_auto: bool = True) -> str:
     if value not in modes:
         raise ValueError(f"scoring must be one of {', '.join(modes)}, not {value!r}")
     return value  # type: ignore[return-value]
+
+
+def resolve_scoring(mode: str, text_only: bool) -> str:
+    """``auto`` as a code scan: asymmetric for a query made only of text, whose binarized
+    query would be far from every image's code; cascade for the rest. Other modes as given."""
+    if mode == "auto":
+        return "asymmetric" if text_only else "cascade"
+    return mode
 
 
 def check_ingest(batch_size: object, workers: object) -> None:

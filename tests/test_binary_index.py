@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from glimpse.codes import create_binarizer, unpack_codes
-from glimpse.index import FlatIndex
-from glimpse.index.binary import BINARIZER_FILE, BinaryIndex
+from glimpse.backends import FlatIndex
+from glimpse.backends.binary import BINARIZER_FILE, BinaryIndex
+from glimpse.backends.base import CodeStage
 
 
 def clustered(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -54,7 +55,7 @@ def test_rerank_beats_hamming_order_at_small_oversample(data):
     def recall(found):
         return np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
 
-    hamming_scores, hamming = index.search(queries, 10, rerank=False)
+    hamming_scores, hamming = index.search(queries, 10, stage=CodeStage(rerank=False))
     _, reranked = index.search(queries, 10)
     assert recall(reranked) > recall(hamming)
     assert np.all(hamming_scores <= 1) and np.all(hamming_scores >= -1)
@@ -138,10 +139,10 @@ def test_asymmetric_then_rerank_matches_exact_when_the_shortlist_covers_everythi
     exact = FlatIndex(vectors.shape[1])
     exact.add(ids[100:], vectors[100:])
     queries = clustered(5, seed=4)
-    _, got = index.search(queries, 10, scoring="asymmetric")
+    _, got = index.search(queries, 10, stage=CodeStage(scoring="asymmetric"))
     np.testing.assert_array_equal(got, exact.search(queries, 10)[1])
     with pytest.raises(ValueError, match="scoring"):
-        index.search(queries, 10, scoring="cosine")
+        index.search(queries, 10, stage=CodeStage(scoring="cosine"))
 
 
 @pytest.mark.parametrize("scoring", ["hamming", "asymmetric"])
@@ -164,12 +165,12 @@ def test_ivf_layout_probing_every_list_matches_the_flat_scan(tmp_path, data, sco
     _, filtered = ivf.search(queries, 5, allowed=allowed)
     assert set(filtered.ravel().tolist()) - {-1} <= set(allowed.tolist()) - set(ids[:50].tolist())
     ivf.persist(tmp_path, 3)
-    again = BinaryIndex.restore(tmp_path, 3, vectors.shape[1], binarizer)
+    again = BinaryIndex.restore(tmp_path, 3, vectors.shape[1], binarizer=binarizer)
     again.scoring = scoring
     assert again.lists == 8 and again.count() == ivf.count()
     np.testing.assert_array_equal(np.sort(again.ids()), ids[50:])
     again.probes = 8
-    np.testing.assert_allclose(again.search(queries, 10, rerank=False)[0], want_scores, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(again.search(queries, 10, stage=CodeStage(rerank=False))[0], want_scores, rtol=1e-5, atol=1e-5)
     assert again.remove(ids[50:60]) == 10
 
 
@@ -178,11 +179,11 @@ def test_cascade_is_the_asymmetric_scan_when_its_hamming_stage_covers_everything
     index = BinaryIndex(binarizer, reader, rerank=False)
     index.add(ids, vectors)
     queries = clustered(5, seed=6)
-    full = index.search(queries, 150, scoring="asymmetric")  # 150 * CASCADE_WIDEN >= 600 codes
-    cascade = index.search(queries, 150, scoring="cascade")
+    full = index.search(queries, 150, stage=CodeStage(scoring="asymmetric"))  # 150 * CASCADE_WIDEN >= 600 codes
+    cascade = index.search(queries, 150, stage=CodeStage(scoring="cascade"))
     np.testing.assert_allclose(cascade[0], full[0], rtol=1e-5, atol=1e-5)
-    narrow = index.search(queries, 5, scoring="cascade")  # 20 Hamming candidates, re-scored
-    hamming20 = index.search(queries, 20, scoring="hamming")[1]
+    narrow = index.search(queries, 5, stage=CodeStage(scoring="cascade"))  # 20 Hamming candidates, re-scored
+    hamming20 = index.search(queries, 20, stage=CodeStage(scoring="hamming"))[1]
     for q in range(len(queries)):
         assert set(narrow[1][q].tolist()) <= set(hamming20[q].tolist())
 

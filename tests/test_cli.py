@@ -149,7 +149,7 @@ def test_codes_none_switches_codes_off(tmp_path, image_dir, make_image):
 def test_every_writing_command_says_who_holds_the_lock(tmp_path, image_dir, monkeypatch, args):
     import os
 
-    from glimpse.index import WriteLock
+    from glimpse.storage import WriteLock
 
     col = tmp_path / "col"
     invoke("index", image_dir, "-c", col, "--encoder", "hash")

@@ -123,8 +123,8 @@ KILLED = FAST_LEARNED + textwrap.dedent(
     import os, sys
     import glimpse
     from glimpse.codes.base import Binarizer
-    from glimpse.index.binary import BinaryIndex
-    from glimpse.index.metadata import Metadata
+    from glimpse.backends.binary import BinaryIndex
+    from glimpse.storage.metadata import Metadata
 
     where = sys.argv[2]
 

@@ -11,7 +11,7 @@ import pytest
 
 import glimpse
 from glimpse.encoders import create_encoder
-from glimpse.index import WriteLock
+from glimpse.storage import WriteLock
 
 
 def test_index_then_search_finds_each_image_first(tmp_path, image_dir, hash_encoder):
@@ -150,7 +150,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     import glimpse
-    from glimpse.index.metadata import Metadata
+    from glimpse.storage.metadata import Metadata
 
     real = Metadata.commit_batch
     calls = []
@@ -261,8 +261,24 @@ def test_text_queries_scan_codes_asymmetrically_unless_told(tmp_path, many_image
         col.use_codes("itq", bits=32, scoring="cosine")
 
 
+def test_terms_made_only_of_text_scan_codes_as_a_text_query_does(tmp_path, many_images, hash_encoder):
+    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col.use_codes("itq", bits=32)
+    col.add([many_images])
+    terms = '"red roof" + 0.5:"blue sky"'
+
+    def scores(**options):
+        return [(r.id, r.score) for r in col.search(terms=terms, k=5, rerank=False, **options)]
+
+    assert scores() == scores(scoring="asymmetric") != scores(scoring="cascade")
+    item = col.search(text="x", k=1)[0].id  # an item term: not text only, so auto is cascade
+    mixed = f"{terms} + #{item}"
+    assert ([r.score for r in col.search(terms=mixed, k=5, rerank=False)]
+            == [r.score for r in col.search(terms=mixed, k=5, rerank=False, scoring="cascade")])
+
+
 def test_big_collections_get_an_ivf_code_index_that_survives_reopen(tmp_path, many_images, hash_encoder, monkeypatch):
-    monkeypatch.setattr("glimpse.index.binary.IVF_FROM", 100)  # the real threshold is millions
+    monkeypatch.setattr("glimpse.backends.binary.IVF_FROM", 100)  # the real threshold is millions
     col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
     col.use_codes("itq", bits=32, oversample=200)
     col.add([many_images])

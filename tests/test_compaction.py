@@ -84,7 +84,7 @@ KILLED = textwrap.dedent(
     import os, sys
     import glimpse
     from glimpse.collection import Collection
-    from glimpse.index.metadata import Metadata
+    from glimpse.storage.metadata import Metadata
 
     def die(*args, **kwargs):
         os._exit(137)

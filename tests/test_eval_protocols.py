@@ -167,7 +167,7 @@ def vectors():
 
 def test_rerank_scores_match_binary_index(vectors):
     """The harness ranks a re-rank config exactly as the real BinaryIndex returns results."""
-    from glimpse.index.binary import BinaryIndex
+    from glimpse.backends.binary import BinaryIndex
 
     db, queries = vectors[:250], vectors[250:]
     for scoring in ("hamming", "asymmetric"):

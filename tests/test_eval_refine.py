@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from glimpse.eval.configs import Config, Scorer, parse_configs
-from glimpse.index.binary import BinaryIndex
-from glimpse.query.rerank import refine
+from glimpse.backends.binary import BinaryIndex
+from glimpse.backends.base import CodeStage
+from glimpse.query.refine import refine
 
 
 def _data(n: int = 300, dim: int = 48, seed: int = 0):
@@ -42,7 +43,7 @@ def test_cascade_spec_scores_like_the_collections_binary_index():
     scorer = Scorer.prepare(config, database)
     index = BinaryIndex(scorer.binarizer, lambda ids: database[ids], oversample=1)  # the same fitted codes
     index.add(np.arange(len(database)), database)
-    want = index.search(queries, 10, scoring="cascade")[1]
+    want = index.search(queries, 10, stage=CodeStage(scoring="cascade"))[1]
     got = np.argsort(-scorer.scores(queries), axis=1, kind="stable")[:, :10]
     for q in range(len(queries)):
         assert set(got[q].tolist()) == set(want[q].tolist())

@@ -7,9 +7,7 @@ import pytest
 
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
-from glimpse.index import FlatIndex
-from glimpse.index.binary import BinaryIndex
-from glimpse.index.ivfcodes import IVFCodesIndex
+from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 
 DIM, BITS, K = 128, 64, 10
 
@@ -139,9 +137,9 @@ def test_persist_and_restore_give_the_same_answers(data, tmp_path):
     assert loaded.fit_id == fit.fit_id
     np.testing.assert_allclose(loaded.error_model(queries), fit.error_model(queries), rtol=1e-6)
     index.persist(tmp_path, 3)
-    assert IVFCodesIndex.restore(tmp_path, 3, DIM + 1, loaded) is None  # another dimension
-    assert IVFCodesIndex.restore(tmp_path, 4, DIM, loaded) is None  # another generation
-    restored = IVFCodesIndex.restore(tmp_path, 3, DIM, loaded)
+    assert IVFCodesIndex.restore(tmp_path, 3, DIM + 1, binarizer=loaded) is None  # another dimension
+    assert IVFCodesIndex.restore(tmp_path, 4, DIM, binarizer=loaded) is None  # another generation
+    restored = IVFCodesIndex.restore(tmp_path, 3, DIM, binarizer=loaded)
     restored.reader = reader
     assert restored.count() == index.count()
     assert sorted(restored.ids().tolist()) == sorted(index.ids().tolist())

@@ -10,7 +10,7 @@ import itertools
 import numpy as np
 import pytest
 
-from glimpse.eval.metrics import (
+from glimpse.metrics import (
     TIES,
     average_precision,
     average_precision_at_k,

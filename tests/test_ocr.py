@@ -13,7 +13,7 @@ import glimpse
 from glimpse.cli import app
 from glimpse.enrich import ocr as ocr_pass
 from glimpse.extras import MissingExtraError
-from glimpse.index.lexical import Word
+from glimpse.storage.words import Word
 from glimpse.query.filters import Filter
 from glimpse.query.language import Term, parse_query
 

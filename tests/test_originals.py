@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import glimpse
-from glimpse.index.originals import FileChangedError
+from glimpse.storage.originals import FileChangedError
 from glimpse.server import ServerConfig, create_app
 
 SECRET = b"root:x:0:0:the secret outside the photo folder\n"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import glimpse
-from glimpse.index import WriteLock
+from glimpse.storage import WriteLock
 from glimpse.server import ServerConfig, create_app
 
 TOKEN = "s3cret-token"

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import glimpse
 from glimpse.cli import app
-from glimpse.index import Metadata
+from glimpse.storage import Metadata
 from glimpse.query.filters import Filter
 from glimpse.server import ServerConfig, create_app
 from glimpse.vectorfiles import PARQUET_MISSING, read_vectors

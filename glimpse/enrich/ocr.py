@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..extras import require
-from ..index.lexical import Word, WordIndex
+from ..storage.words import Word, WordIndex
 from ..ingest import DecodeError, content_hash, decode_image, stat_entry
 from ..ingest.pipeline import _read_file, _Skip
 

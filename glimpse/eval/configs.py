@@ -11,10 +11,10 @@ ranking it implies is complete:
 * exact: the cosine ``q . x``.
 * codes only: ``1 - 2 * hamming / bits`` (equal to the ±1 codes' dot product over bits), or
   the asymmetric score ``query_vector(q) . (±1 code)``. Hamming scores tie a lot; the
-  metrics' tie rule decides (see :mod:`glimpse.eval.metrics`).
+  metrics' tie rule decides (see :mod:`glimpse.metrics`).
 * re-rank: the ``shortlist`` best by code score (code-score ties go to the lower item index)
   come first, in exact cosine order; every other item follows in code-score order. That is
-  what :class:`~glimpse.index.binary.BinaryIndex` returns for ``k * oversample = shortlist``.
+  what :class:`~glimpse.backends.binary.BinaryIndex` returns for ``k * oversample = shortlist``.
 
 Latency is measured on the real search backends (``FlatIndex``, ``BinaryIndex``) at batch 1
 and k = 10; bytes per image are what the search path holds in RAM per image.
@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from ..codes import create_binarizer, load_binarizer, unpack_codes
-from ..index.binary import CASCADE_WIDEN
-from ..query.rerank import CANDIDATES, REFINES, refine
+from ..backends.binary import CASCADE_WIDEN
+from ..query.refine import CANDIDATES, REFINES, refine
 
 #: Shortlist re-ranked by default: k = 10 results x the collection's default oversample 10.
 DEFAULT_SHORTLIST = 100
@@ -45,7 +45,7 @@ class Config:
     rerank: bool = False
     scoring: str = "hamming"
     shortlist: int = DEFAULT_SHORTLIST
-    refine: str | None = None  # a re-ranking stage of glimpse.query.rerank on the top candidates
+    refine: str | None = None  # a re-ranking stage of glimpse.query.refine on the top candidates
 
     @property
     def name(self) -> str:
@@ -199,8 +199,8 @@ class Scorer:
 
     def latency_ms(self, queries: np.ndarray, k: int = 10, repeats: int = 100) -> dict[str, float]:
         """Batch-1 search latency (ms) on the real backend (plus the refine stage), over up to ``repeats`` queries."""
-        from ..index import FlatIndex
-        from ..index.binary import BinaryIndex
+        from ..backends import FlatIndex
+        from ..backends.binary import BinaryIndex
 
         ids = np.arange(len(self.database), dtype=np.int64)
         if self.config.binarizer is None:

@@ -16,7 +16,7 @@ Protocols (``Task.protocol``), each reporting the figures its benchmark publishe
 
 Figures are in the reference tie order (ties by database index, as FAISS returns them and
 the reference implementations rank them); ``TaskScore.bounds`` holds the same figures with
-ties ordered pessimistically and optimistically (see :mod:`glimpse.eval.metrics` for which
+ties ordered pessimistically and optimistically (see :mod:`glimpse.metrics` for which
 figures they bound). Every task also gets the R@K curve (K = 1..100) of its first relevant
 item and a per-query ``quality`` in [0, 1] (reciprocal rank, or AP) that picks the worst
 queries for the report.
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import metrics as m
+from .. import metrics as m
 from .datasets import Judgement, Task
 
 CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)

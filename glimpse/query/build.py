@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from ..encoders import Encoder, l2_normalize
-from ..index.originals import open_regular
+from ..storage.originals import open_regular
 from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
 from ..ingest.names import shown
 from ..ingest.pipeline import content_hash
@@ -41,7 +41,8 @@ class QuerySources:
 class Query:
     vector: np.ndarray  # float32 (dim,), unit length
     exclude: set[int] = field(default_factory=set)  # item ids kept out of the results
-    kind: str = "text"  # text | image | composed | item | terms | vector: which refine default applies
+    kind: str = "text"  # text | image | composed | item | terms | vector
+    text_only: bool = False  # made only of text (a text query, or terms that are all text): scored as text
 
 
 def load_query_image(image: ImageLike, target: int | None = None) -> Image.Image:
@@ -53,15 +54,6 @@ def load_query_image(image: ImageLike, target: int | None = None) -> Image.Image
         return decode_image(data, target=target)
     except DecodeError as exc:
         raise ValueError(f"query image is not usable: {exc.reason}") from None
-
-
-def encode_query(encoder: Encoder, text: str | None = None, image: ImageLike | None = None) -> np.ndarray:
-    """One float32 (dim,) query vector for a text or an image (no collection needed)."""
-    if (text is None) == (image is None):
-        raise ValueError("give exactly one of text= or image=")
-    if text is not None:
-        return _text_vector(encoder, text, None)
-    return encoder.encode_images([load_query_image(image, target=encoder.image_size)])[0]
 
 
 def build_query(
@@ -97,7 +89,7 @@ def build_query(
         parsed = parse_query(terms) if isinstance(terms, str) else terms_from_python(terms)
         return _terms_query(encoder, sources, parsed)
     if image is None:
-        return Query(_text_vector(encoder, text, sources.text_map), kind="text")
+        return Query(_text_vector(encoder, text, sources.text_map), kind="text", text_only=True)
     picture, exclude = _image_vector(encoder, sources, image)
     if text is None:  # "find this photo": the photo itself is a fair first answer
         return Query(picture, kind="image")
@@ -125,7 +117,8 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
             vectors.append(v)
             if term.weight > 0:
                 exclude |= hit
-    return Query(combine(vectors, [t.weight for t in terms]), exclude, kind="terms")
+    return Query(combine(vectors, [t.weight for t in terms]), exclude, kind="terms",
+                 text_only=all(t.kind == "text" for t in terms))
 
 
 def _text_vector(encoder: Encoder, text: str, text_map) -> np.ndarray:

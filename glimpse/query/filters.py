@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from ..index.metadata import ItemConditions
+from ..storage.metadata import ItemConditions
 from .limits import MAX_ID, clip
 
 Orientation = Literal["landscape", "portrait", "square"]

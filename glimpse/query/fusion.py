@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from ..index.lexical import WordHit
+from ..storage.words import WordHit
 
 FUSIONS = ("calibrated", "rrf", "none")
 WEIGHT = 0.3  # the bonus when the image shows every word of the query, in cosine units

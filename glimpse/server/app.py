@@ -36,17 +36,17 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..collection import Collection, open_collection
-from ..index.originals import FileChangedError
+from ..storage.originals import FileChangedError
 from ..ingest import DecodeError, content_hash, decode_image
 from ..ingest.names import shown
 from ..query.limits import clip
 from .config import PathNotAllowedError, ServerConfig, confine
 from .jobs import JobState, Writer
 from .models import (
-    MAX_INT, AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchRequest,
+    MAX_INT, AddPaths, ErrorBody, Health, Hit, IngestError, ItemInfo, Job, RemovePaths, SearchBody,
     SearchResponse, Stats,
 )
-from .search import QueryError, search_arguments
+from .search import QueryError, search_request
 from .thumbnails import ThumbnailCache
 
 log = logging.getLogger(__name__)
@@ -165,20 +165,20 @@ def _routes(app: FastAPI, service: Service) -> None:
         return [IngestError(path=shown(e.path), reason=e.reason, at=e.at) for e in col.errors(limit)]
 
     @app.post("/api/search", response_model=SearchResponse, responses=ERRORS, tags=["search"])
-    def search(req: SearchRequest) -> SearchResponse:
+    def search(req: SearchBody) -> SearchResponse:
         """Search by text, vector, item id (like), weighted terms, with filters and a score cut-off."""
         return _search(service, req, [])
 
     @app.post("/api/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"])
     def search_image(
         image: Annotated[list[UploadFile], File(description="Query image(s); with text: a composed query.")],
-        query: Annotated[str, Form(description="A SearchRequest as JSON (text, k, filters, terms...).")] = "{}",
+        query: Annotated[str, Form(description="A search body as JSON (text, k, filters, terms...), as /api/search takes.")] = "{}",
     ) -> SearchResponse:
         """Search by uploaded image(s), alone or composed with the request's text or terms."""
         if len(image) > MAX_QUERY_IMAGES:  # each may take up to the pixel limit to decode
             raise HTTPException(422, f"{len(image)} images came with the query; at most {MAX_QUERY_IMAGES} are allowed")
         try:
-            req = SearchRequest.model_validate_json(query)
+            req = SearchBody.model_validate_json(query)
         except ValidationError as exc:
             raise HTTPException(422, "query: " + _describe(exc.errors())) from None
         # The checked bytes go on, not the decoded picture: by its content hash the collection
@@ -277,12 +277,12 @@ def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCrede
                             headers={"WWW-Authenticate": "Bearer"})
 
 
-def _search(service: Service, req: SearchRequest, pictures: list[bytes]) -> SearchResponse:
+def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchResponse:
     col = service.col
     try:
-        args = search_arguments(col, req, pictures)
+        request = search_request(col, req, pictures)
         start = time.perf_counter()
-        hits = col.search(**args)
+        hits = col.search(request)
         took = (time.perf_counter() - start) * 1000
     except QueryError as exc:
         raise HTTPException(exc.status, str(exc)) from None

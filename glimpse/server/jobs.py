@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..collection import Collection
-from ..index import CollectionLockedError
+from ..storage import CollectionLockedError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..settings import MAX_OVERSAMPLE, SCORING_MODES
+from ..query.fusion import FUSIONS
 from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
+from ..query.request import DEFAULT_FUSION, DEFAULT_K
+from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 
 #: Ids and sizes fit SQLite's 64-bit integers.
 MAX_INT = MAX_ID
@@ -52,9 +54,11 @@ class Term(_Strict):
         return self
 
 
-class SearchRequest(_Strict):
+class SearchBody(_Strict):
     """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
-    also come with an uploaded image: a composed query)."""
+    also come with an uploaded image: a composed query). The fields and defaults are those of
+    :class:`glimpse.query.request.SearchRequest`, which checks them again (an image comes as
+    an upload); :func:`glimpse.server.search.search_request` turns one into the other."""
 
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Words, e.g. a cat asleep on a sofa.")
     like: ItemId | None = Field(None, description="More like this item id.")
@@ -68,11 +72,13 @@ class SearchRequest(_Strict):
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
     refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="A re-ranking stage (off by default).")
-    k: int = Field(20, ge=1, le=MAX_K, description="Number of results.")
+    k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
     oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
     scoring: Literal[SCORING_MODES] | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).")
+    adapted: bool = Field(True, description="Use the collection's caption adaptation (glimpse adapt) if it has one.")
+    fusion: Literal[FUSIONS] = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.")
 
 
 class Hit(BaseModel):

@@ -1,4 +1,4 @@
-"""Turn an HTTP search request (JSON, plus any uploaded images) into one ``Collection.search`` call.
+"""Turn an HTTP search body (JSON, plus any uploaded images) into the engine's :class:`SearchRequest`.
 
 Nothing a client sends is ever read from the server's disk: image terms are uploads (checked
 against the upload limits before they get here) or item ids, and a query-language string that
@@ -12,7 +12,8 @@ from ..collection import Collection
 from ..query.filters import Filter
 from ..query.language import parse_query
 from ..query.limits import check_terms
-from .models import SearchRequest, Term
+from ..query.request import SearchRequest
+from .models import SearchBody, Term
 
 
 class QueryError(ValueError):
@@ -23,14 +24,14 @@ class QueryError(ValueError):
         self.status = status
 
 
-def search_arguments(col: Collection, req: SearchRequest, uploads: list[bytes]) -> dict:
-    """Keyword arguments for ``col.search`` (checked, but not run).
+def search_request(col: Collection, req: SearchBody, uploads: list[bytes]) -> SearchRequest:
+    """The engine's request for ``req`` (checked, but not run).
 
     Raises QueryError (422, or 404 for an item id the collection does not hold) and
-    ValueError (a malformed query string or filter).
+    ValueError (a malformed query string or filter, or an option the request refuses).
     """
-    args: dict = {"k": req.k, "exact": req.exact, "oversample": req.oversample, "rerank": req.rerank,
-                  "scoring": req.scoring, "alpha": req.alpha, "min_score": req.min_score, "refine": req.refine}
+    args: dict = req.model_dump(include={"k", "exact", "oversample", "rerank", "scoring", "alpha", "min_score",
+                                         "refine", "adapted", "fusion"})
     if req.text is not None:
         if not req.text.strip():
             raise QueryError("the text query is empty")
@@ -52,7 +53,7 @@ def search_arguments(col: Collection, req: SearchRequest, uploads: list[bytes]) 
         raise QueryError("give something to search for: text, an image, like (an item id), vector or terms")
     if req.filters is not None:
         args["filters"] = Filter.from_dict(req.filters.model_dump(exclude_none=True))
-    return {key: value for key, value in args.items() if value is not None}
+    return SearchRequest(**args)
 
 
 def _known(col: Collection, item_id: int) -> int:

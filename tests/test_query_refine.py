@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from glimpse.encoders import l2_normalize
-from glimpse.query.rerank import REFINES, refine
+from glimpse.query.refine import REFINES, refine
 
 
 def store(n=40, dim=16, seed=0):

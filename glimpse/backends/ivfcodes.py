@@ -32,8 +32,8 @@ import numpy as np
 from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from ..settings import check_oversample
-from .base import VectorIndex
-from .binary import BinaryIndex, VectorReader, _top_inner_products, codes_path, write_codes
+from .base import CodeStage, SearchBackend
+from .binary import VectorReader, _top_inner_products, codes_path, write_codes
 
 #: Estimates re-ranked before the error model decides how many more: FIRST x k.
 FIRST = 4
@@ -49,7 +49,7 @@ def default_probes(lists: int) -> int:
     return min(lists, max(32, lists // 16))
 
 
-class IVFCodesIndex(VectorIndex):
+class IVFCodesIndex(SearchBackend):
     """A fitted :class:`RaBitQFit`'s codes in FAISS IVF lists, with the exact re-rank."""
 
     def __init__(self, fit: RaBitQFit, reader: VectorReader | None = None, oversample: int = 100,
@@ -107,20 +107,23 @@ class IVFCodesIndex(VectorIndex):
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               oversample: int | None = None, rerank: bool | None = None,
-               scoring: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` per query; ``oversample`` caps the re-rank at ``k * oversample`` rows.
+               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per query; ``stage.oversample`` caps the re-rank at ``k * oversample`` rows.
 
-        ``scoring`` is accepted for the collection's sake and ignored: these codes are
-        always scored asymmetrically.
+        ``stage.scoring`` does not apply: these codes are always scored asymmetrically.
         """
+        stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        rerank = (self.rerank if rerank is None else rerank) and self.reader is not None
+        if stage.exact and self.reader is not None:
+            held = np.sort(self.ids())
+            return self._exact(queries, held if allowed is None else np.intersect1d(held, allowed), k)
+        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
         available = self.count() if allowed is None else len(allowed)
         k = min(k, available)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        cap = min(available, k * (self.oversample if oversample is None else check_oversample(oversample)))
+        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
+        cap = min(available, k * oversample)
         if allowed is not None and rerank and len(allowed) <= cap:
             return self._exact(queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
         estimates, candidates = self._scan(queries, cap if rerank else k, allowed)
@@ -180,23 +183,37 @@ class IVFCodesIndex(VectorIndex):
         scores, best = _top_inner_products(self.reader(ids), query, k)
         return scores, ids[best]
 
-    def _exact(self, queries: np.ndarray, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Every allowed row scored exactly, for all queries in one fp16 scan."""
-        rows = self.reader(allowed)
-        if rows.dtype == np.float16:
-            scorer = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-            scorer.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
-        else:
-            scorer = faiss.IndexFlatIP(self.dim)
-            scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
-        scores, positions = scorer.search(queries, k)
-        return scores, np.where(positions >= 0, allowed[np.maximum(positions, 0)], -1)
+    def _exact(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of sorted ``ids`` scored exactly for all queries, one fp16 scan per 65,536
+        rows (the float copies stay small)."""
+        k = min(k, len(ids))
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        found = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(ids), 65536):
+            chunk = ids[start : start + 65536]
+            rows = self.reader(chunk)
+            if rows.dtype == np.float16:
+                scorer = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                scorer.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
+            else:
+                scorer = faiss.IndexFlatIP(self.dim)
+                scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
+            got_scores, positions = scorer.search(queries, k)
+            merged_scores = np.concatenate([scores, got_scores], axis=1)
+            merged = np.concatenate([found, np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)], axis=1)
+            best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+            scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
+        return scores, found
+
+    def describe(self) -> dict:
+        return {"kind": "ivf-rabitq", "bits": self.binarizer.bits, "lists": self.lists, "probes": self.probes,
+                "codes": self.count(), "bytes": self.nbytes()}
 
     def persist(self, directory: Path, generation: int) -> None:
         write_codes(directory, generation, self.binarizer.fit_id, lambda path: faiss.write_index(self._index, path))
 
     @classmethod
-    def restore(cls, directory: Path, generation: int | None, dim: int,
+    def restore(cls, directory: Path, generation: int | None, dim: int, *,
                 binarizer: Binarizer | None = None) -> IVFCodesIndex | None:
         """The codes ``binarizer`` (a :class:`RaBitQFit`) persisted for ``generation``
         (None: the newest); None if there are none."""
@@ -210,11 +227,3 @@ class IVFCodesIndex(VectorIndex):
             return None
         return index
 
-
-#: The backends that scan codes and re-rank from the vector file (they take the same options).
-CODE_INDEXES = (BinaryIndex, IVFCodesIndex)
-
-
-def code_index_class(binarizer: Binarizer) -> type[BinaryIndex] | type[IVFCodesIndex]:
-    """The backend that searches ``binarizer``'s codes."""
-    return IVFCodesIndex if isinstance(binarizer, RaBitQFit) else BinaryIndex

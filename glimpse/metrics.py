@@ -1,4 +1,4 @@
-"""Retrieval metrics: one place for every figure the evaluation harness reports.
+"""Retrieval metrics: one place for every figure the evaluation harness and the adaptation check report.
 
 Two layers:
 

@@ -75,7 +75,7 @@ class ItemInfo:
     bytes: int  # size of the first file
     mtime: float  # modification time of the first file, seconds since the epoch
     taken: float | None = None  # EXIF capture time, seconds since the epoch, if the image has one
-    words: list | None = None  # the words read in it (glimpse.index.lexical.Word); None: not read yet
+    words: list | None = None  # the words read in it (glimpse.storage.words.Word); None: not read yet
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Two-stage search: a scan of compact codes in RAM, then an exact float re-rank.
+"""Two-stage search: a scan of compact codes in RAM, then the re-rank (exact float scores).
 
 The codes (``bits / 8`` bytes per image) are the only per-image data the scan touches; the
 float vectors stay in the memory-mapped vector file and are read only for the shortlist.
@@ -28,7 +28,7 @@ import numpy as np
 
 from ..codes import Binarizer, load_binarizer
 from ..settings import check_oversample, check_scoring
-from .base import VectorIndex
+from .base import CodeStage, SearchBackend
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
@@ -58,11 +58,13 @@ def ivf_lists(count: int) -> int:
     return int(2 ** round(np.log2(np.sqrt(count))))
 
 
-class BinaryIndex(VectorIndex):
+class BinaryIndex(SearchBackend):
     """A fitted binarizer's codes in a FAISS binary index, with optional float re-rank.
 
     ``search`` takes ``k * oversample`` candidates from the codes (Hamming or asymmetric);
-    with a ``reader`` and ``rerank`` it scores them exactly and returns the top ``k``.
+    with a ``reader`` and ``rerank`` it scores them exactly and returns the top ``k``. A
+    search's :class:`CodeStage` overrides ``oversample``, ``rerank`` and ``scoring``; its
+    ``exact`` scores every stored float vector instead (the reference).
     Without re-rank, scores are the code similarity: Hamming ``1 - 2 * distance / bits``
     (in [-1, 1], like a cosine), or the asymmetric estimate.
 
@@ -134,17 +136,19 @@ class BinaryIndex(VectorIndex):
         return int(faiss.downcast_IndexBinary(self._index.index).xb.size()) + 8 * int(self._index.id_map.size())
 
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               oversample: int | None = None, rerank: bool | None = None,
-               scoring: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
+        stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        rerank = (self.rerank if rerank is None else rerank) and self.reader is not None
+        if stage.exact and self.reader is not None:
+            return self._exact(queries, k, allowed)
+        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
         available = self.count() if allowed is None else len(allowed)
         k = min(k, available)
         if k <= 0:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        oversample = self.oversample if oversample is None else check_oversample(oversample)
+        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
         shortlist = min(available, k * oversample) if rerank else k
-        mode = check_scoring(scoring or self.scoring, allow_auto=False)
+        mode = check_scoring(stage.scoring or self.scoring, allow_auto=False)
         if allowed is None and mode == "hamming":
             scores, ids = self._hamming_search(queries, shortlist)
         elif allowed is None and mode == "cascade" and not self._ivf:
@@ -154,6 +158,21 @@ class BinaryIndex(VectorIndex):
         if not rerank:
             return scores, ids
         return self._rerank(queries, ids, k)
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Every held (or allowed) id scored with its float vector, in chunks so the float copies stay small."""
+        ids = np.sort(self.ids())
+        if allowed is not None:
+            ids = np.intersect1d(ids, allowed)
+        k = min(k, len(ids))
+        out_scores = np.full((len(queries), k), -np.inf, np.float32)
+        out_ids = np.full((len(queries), k), -1, np.int64)
+        for row, query in enumerate(queries):
+            scores = np.concatenate([self.reader(ids[i : i + 65536]).astype(np.float32) @ query
+                                     for i in range(0, len(ids), 65536)]) if len(ids) else np.zeros(0, np.float32)
+            best = np.argsort(-scores, kind="stable")[:k]
+            out_scores[row], out_ids[row] = scores[best], ids[best]
+        return out_scores, out_ids
 
     def _hamming_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """FAISS's own scan (flat, optionally filtered) or IVF search."""
@@ -263,12 +282,16 @@ class BinaryIndex(VectorIndex):
             return self._lists(range(self.lists))[1].copy()
         return faiss.vector_to_array(self._index.id_map)
 
+    def describe(self) -> dict:
+        return {"kind": "binary", "binarizer": self.binarizer.name, "bits": self.binarizer.bits,
+                "lists": self.lists, "codes": self.count(), "bytes": self.nbytes()}
+
     def persist(self, directory: Path, generation: int) -> None:
         """Write this generation's codes (the binarizer's file is its owner's to save)."""
         write_codes(directory, generation, self.binarizer.fit_id, lambda path: faiss.write_index_binary(self._index, path))
 
     @classmethod
-    def restore(cls, directory: Path, generation: int | None, dim: int,
+    def restore(cls, directory: Path, generation: int | None, dim: int, *,
                 binarizer: Binarizer | None = None) -> BinaryIndex | None:
         """The codes persisted for ``generation`` (None: the newest) by ``binarizer`` (None:
         whichever fit's codes are there, with its ``BINARIZER_FILE``); None if there are none."""

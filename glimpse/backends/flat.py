@@ -7,7 +7,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from .base import VectorIndex
+from .base import CodeStage, SearchBackend
 
 # FAISS only uses BLAS for batches above this many queries; below it, it runs a scalar loop
 # that measured 6-7x slower for batch-64 search here. One BLAS call is right at any batch size.
@@ -15,8 +15,8 @@ faiss.cvar.distance_compute_blas_threshold = 1
 faiss.cvar.distance_compute_blas_database_bs = 4096
 
 
-class FlatIndex(VectorIndex):
-    """``IndexFlatIP`` with id mapping.
+class FlatIndex(SearchBackend):
+    """``IndexFlatIP`` with id mapping: exact already, so it ignores a search's code stage.
 
     It keeps float32 copies in RAM, so it is a view of the float16 vector store and not
     persisted: saving it would write twice the vector file's bytes to disk to save a
@@ -38,9 +38,8 @@ class FlatIndex(VectorIndex):
             return 0
         return int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
 
-    def search(
-        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = min(k, self.count() if allowed is None else len(allowed))
         if k <= 0:
@@ -50,9 +49,11 @@ class FlatIndex(VectorIndex):
     def count(self) -> int:
         return int(self._index.ntotal)
 
+    def ids(self) -> np.ndarray:
+        return faiss.vector_to_array(self._index.id_map)
+
     def persist(self, directory: Path, generation: int) -> None:
         return None
 
-    @classmethod
-    def restore(cls, directory: Path, generation: int, dim: int) -> FlatIndex | None:
-        return None
+    def describe(self) -> dict:
+        return {"kind": "flat", "vectors": self.count()}
