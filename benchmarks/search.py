@@ -4,6 +4,8 @@
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--scan 10000000]
                                 [--methods sign,itq,learned] [--bits 64,128,256,512]
                                 [--oversample 10,30,100] [--queries 100] [--data DIR] [--cache DIR]
+    python benchmarks/search.py --models structured,iso0.79,iso0.93,real [--size 100000]
+                                [--anchors ivfpq,ivfrabitq,scann,hnsw]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -22,6 +24,19 @@ Baselines, measured in this run:
   the baseline, so the codes are never compared against a handicapped scan.
 * ``ham-raw``: a raw FAISS ``IndexBinaryFlat`` over the same codes (Hamming top-10, no ids,
   no re-rank): the floor any code scan pays.
+
+Data models against the anchors (issue 15), ``--models structured,iso0.79,iso0.93,real
+--size N``: per data model, a collection built as a user would (``glimpse.open(dir,
+encoder="precomputed", dim=D)``, ``add_vectors`` of the float16 rows, ``use_codes()`` with the
+defaults), against exact search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
+IVF-RaBitQ (1 bit per dimension) and ScaNN (tree + anisotropic 32-byte codes), each re-ranking
+its top candidates from the same float16 vector file with the same fp16 scan, and FAISS HNSW32
+on floats; each swept (probes, re-rank depth, efSearch). ``structured`` is the tiling above;
+``iso<cos>`` copies of real vectors plus isotropic Gaussian noise at that cosine to their
+source; ``real`` the real vectors alone (4,085 here). Per model it prints every setting, the
+cheapest setting of each method that reaches recall@10 >= 0.95 for image *and* text queries
+(p50 over both, batch 1, one thread), and the default's filtered searches (1% and 30% of the
+ids) and batch-64 throughput.
 
 Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
 exactly from the float16 vector file through the memory map, as a collection does),
@@ -56,6 +71,7 @@ from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.storage import VectorStore  # noqa: E402
 from glimpse.backends.binary import IVF_FROM, BinaryIndex, _top_inner_products, ivf_lists  # noqa: E402
 from glimpse.backends.base import CodeStage  # noqa: E402
+from glimpse.backends.ivfcodes import Z  # noqa: E402
 
 K = 10
 #: With --isotropic: each photo and 4 augmented variants (5 x 657 photos covers 3,000 real rows).
@@ -527,9 +543,9 @@ def models_benchmark(args) -> None:
                 for z in (2.0, 3.0, 4.0):
                     index.probes, index.z = probes, z
                     measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}/{index.lists}, z {z}"
-                            + (" (default)" if (probes, z) == (default_probes, 3.0) else ""), per_image,
+                            + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
                             lambda q: index.search(q, K)[1])
-            index.probes, index.z = default_probes, 3.0
+            index.probes, index.z = default_probes, Z
             anchors = Anchors(stored, flat, index.lists, index.reader)
             for family in args.anchors:
                 t = time.perf_counter()
