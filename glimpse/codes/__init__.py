@@ -11,7 +11,7 @@ saves to / loads from one .npz file::
 Kinds: ``sign`` (random rotation, the baseline), ``itq`` (PCA + ITQ rotation) and
 ``learned`` (multi-bit residual MLP after BEBR; needs torch to fit, numpy only to encode);
 ``ivf-rabitq`` (a coarse quantiser and RaBitQ residual codes, searched by
-:class:`glimpse.index.ivfcodes.IVFCodesIndex`).
+:class:`glimpse.backends.ivfcodes.IVFCodesIndex`).
 See ``benchmarks/BINARIZERS_NOTES.md`` for measurements and why the default is the default.
 """
 

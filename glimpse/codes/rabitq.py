@@ -1,6 +1,6 @@
 """``ivf-rabitq``: a coarse quantiser over a learned projection, with RaBitQ codes of the residuals.
 
-The fit of :class:`glimpse.index.ivfcodes.IVFCodesIndex` (issue 15): codes that keep their
+The fit of :class:`glimpse.backends.ivfcodes.IVFCodesIndex` (issue 15): codes that keep their
 recall on clusters of near-copies, where one global binary code cannot tell the copies apart.
 
 * ``projection`` (dim, bits): the top ``bits`` eigenvectors of the uncentred second moment
