@@ -45,10 +45,11 @@ Z = 4.0
 
 
 def default_probes(lists: int) -> int:
-    """Lists a query visits: 1/16 of them, at least 32 (all of a small index). Text queries
-    need them: at 50,000 isotropic near-copies at cosine 0.79 (z 4), 1/32 of 1,024 lists kept
-    0.918 of their top-10 and 1/16 0.958 (image queries 0.968 and 0.989)."""
-    return min(lists, max(32, lists // 16))
+    """Lists a query visits: 1/16 of them, at least 64 (all of a small index). Text queries
+    need them (benchmarks/SEARCH_RESULTS.md, z 4): at 50,000 isotropic near-copies at cosine
+    0.79, 32 of 1,024 lists kept 0.918 of their top-10 and 64 0.958; 32 of 512 lists kept 0.916
+    on 20,000 structured copies and 64 0.954; 32 of 256 on the 3,285 real vectors 0.940, 64 0.974."""
+    return min(lists, max(64, lists // 16))
 
 
 class IVFCodesIndex(SearchBackend):
