@@ -11,8 +11,7 @@ from .collection import (
     open_collection as open,  # noqa: A001 - ``glimpse.open(path)`` is the public entry point
 )
 from .storage import CollectionLockedError
-from .query import SearchResult
-from .query.request import SearchRequest
+from .query import SearchRequest, SearchResult
 
 __all__ = [
     "Collection",

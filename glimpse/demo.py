@@ -1,13 +1,19 @@
-"""``glimpse demo``: index a few real photos and show text and image searches, offline."""
+"""``glimpse demo``: a few real photos and the searches to show on them, offline.
+
+Built on the Python API only; the command line (``glimpse.cli.serve``) prints what it returns.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .collection import Collection
 from .extras import require
+from .query import SearchResult
 
 #: scikit-image ships these photographs inside its wheel (others need a download).
 SAMPLES = {
@@ -52,22 +58,9 @@ def write_samples(folder: Path) -> list[Path]:
     return written
 
 
-def run_demo(collection: Path, folder: Path | None, encoder: str | None) -> None:
-    import glimpse
-
-    from .cli import console, print_results, run_index
-
-    if folder is None:
-        folder = collection / "samples"
-        console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")
-        write_samples(folder)
-    col = glimpse.open(collection, encoder=encoder)
-    console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
-    run_index(col, [str(folder)], prune=True)
+def demo_searches(col: Collection, folder: Path) -> Iterator[tuple[str, list[SearchResult]]]:
+    """(title, top results) of a few text searches, then of searches by the folder's first images."""
     for text in TEXT_QUERIES:
-        print_results(col.search(text=text, k=3), title=f"text: {text!r}")
-    images = sorted(p for p in folder.iterdir() if p.is_file())[:2]
-    for image in images:
-        print_results(col.search(image=image, k=3), title=f"image: like {image.name}")
-    console.print(f"\nnext: [bold]glimpse search \"your words\" -c {col.path}[/]"
-                  f"\n      [bold]glimpse serve {col.path}[/]  (the web page, http://127.0.0.1:8000/)")
+        yield f"text: {text!r}", col.search(text=text, k=3)
+    for image in sorted(p for p in folder.iterdir() if p.is_file())[:2]:
+        yield f"image: like {image.name}", col.search(image=image, k=3)

@@ -1,13 +1,15 @@
 """Option checks shared by the Python API, the CLI and HTTP: each raises one actionable ValueError.
 
 Options are checked here once, before anything is saved, so no stored setting can break a
-later search. :class:`CodeSettings` is a collection's binary-code configuration as stored in
-its metadata (``codes``), with the state of its fit.
+later search. :class:`CollectionSettings` is everything a collection was told, as stored in
+its metadata and read in one place: its folders with their :class:`ScanOptions`, the paths
+removed from them, its :class:`CodeSettings` (binary codes, with the state of their fit) and
+its caption adaptation.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
 
@@ -112,3 +114,40 @@ class CodeSettings:
         if known.get("fitted_on") and "file" not in stored:
             known["file"] = "binarizer.npz"  # collections made before fits had ids
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """How a folder is scanned; remembered per folder for later ``index`` runs."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    follow_symlinks: bool = False
+
+    def to_json(self) -> dict:
+        return {"include": list(self.include), "exclude": list(self.exclude), "follow_symlinks": self.follow_symlinks}
+
+    @classmethod
+    def from_json(cls, saved: dict | None) -> ScanOptions:
+        saved = saved or {}
+        return cls(tuple(saved.get("include", ())), tuple(saved.get("exclude", ())), bool(saved.get("follow_symlinks")))
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """A collection's settings as its metadata stores them (one key each), read in one place."""
+
+    folders: dict[str, ScanOptions] = field(default_factory=dict)  # the indexed folders, sorted
+    excluded: tuple[str, ...] = ()  # removed paths that later index runs leave out
+    codes: CodeSettings | None = None  # None: exact float search
+    adapt: dict | None = None  # the caption adaptation's record (version, file, kind, ...)
+
+    @property
+    def roots(self) -> list[str]:
+        return list(self.folders)
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> CollectionSettings:
+        options = meta.get("folder_options", {})
+        return cls({root: ScanOptions.from_json(options.get(root)) for root in meta.get("roots", [])},
+                   tuple(meta.get("excluded", [])), CodeSettings.from_meta(meta.get("codes")), meta.get("adapt") or None)

@@ -92,6 +92,25 @@ def test_persist_and_restore_by_generation_and_fit(tmp_path, data):
     assert BinaryIndex.restore(tmp_path, generation=None, dim=vectors.shape[1], binarizer=binarizer) is not None
 
 
+def test_backends_describe_themselves_and_exact_scans_every_float_vector(data):
+    vectors, ids, reader, binarizer = data
+    index = BinaryIndex(binarizer, reader, oversample=1)
+    index.add(ids, vectors)
+    flat = FlatIndex(vectors.shape[1])
+    flat.add(ids, vectors)
+    assert flat.describe() == {"kind": "flat", "vectors": len(ids)}
+    described = index.describe()
+    assert (described["kind"], described["bits"], described["codes"], described["lists"]) == ("binary", binarizer.bits, len(ids), 0)
+    queries = vectors[:5] + 0.1
+    exact = index.search(queries, 10, stage=CodeStage(exact=True))
+    np.testing.assert_array_equal(exact[1], flat.search(queries, 10)[1])
+    np.testing.assert_allclose(exact[0], flat.search(queries, 10)[0], atol=1e-5)
+    allowed = ids[::3]
+    np.testing.assert_array_equal(index.search(queries, 4, allowed=allowed, stage=CodeStage(exact=True))[1],
+                                  flat.search(queries, 4, allowed=allowed)[1])
+    assert flat.search(queries, 10, stage=CodeStage(scoring="hamming", rerank=False))[1].tolist() == flat.search(queries, 10)[1].tolist()
+
+
 def test_an_unfitted_binarizer_is_refused():
     with pytest.raises(ValueError, match="fitted"):
         BinaryIndex(create_binarizer("sign", bits=16))

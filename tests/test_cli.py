@@ -156,7 +156,7 @@ def test_every_writing_command_says_who_holds_the_lock(tmp_path, image_dir, monk
     (image_dir / "captions.tsv").write_text("image\tcaption\n" + "".join(f"img{i:02d}.png\ta photo\n" for i in range(1, 12)))
     monkeypatch.chdir(image_dir)
     trained = []
-    monkeypatch.setattr("glimpse.collection.fit_adapter", lambda *a, **k: trained.append(1))
+    monkeypatch.setattr("glimpse.collection.adapt.fit_adapter", lambda *a, **k: trained.append(1))
     with WriteLock(col / "write.lock"):
         locked = invoke(*args, "-c", col)
     assert locked.exit_code == 2 and no_traceback(locked), locked.output

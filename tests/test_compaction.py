@@ -60,7 +60,7 @@ def test_compact_reclaims_dead_rows_and_keeps_ids_and_results(tmp_path, photos, 
 
 
 def test_writes_compact_once_dead_rows_pass_the_share(tmp_path, photos, monkeypatch):
-    monkeypatch.setattr("glimpse.collection.COMPACT_MIN_ROWS", 30)
+    monkeypatch.setattr("glimpse.collection.live.COMPACT_MIN_ROWS", 30)
     col = glimpse.open(tmp_path / "col", encoder="hash")
     col.add([photos])
     col.remove(sorted(photos.glob("*.png"))[:25])  # 25 dead rows: under the minimum

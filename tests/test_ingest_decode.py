@@ -12,7 +12,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from glimpse.ingest import HEIC_MISSING_REASON, DecodeError, decode_image
 
@@ -353,7 +353,7 @@ def test_png_with_corrupt_pixels_and_a_bad_checksum_is_still_an_error():
 
 
 def test_oversized_png_text_is_dropped_unread(monkeypatch):
-    monkeypatch.setattr(decode_mod.PngImagePlugin, "MAX_TEXT_CHUNK", 4096)  # the real bound is 1 MiB
+    monkeypatch.setattr(PngImagePlugin, "MAX_TEXT_CHUNK", 4096)  # the real bound is 1 MiB
     big = with_chunk(SPLIT_PNG, png_chunk(b"tEXt", b"Comment\0" + b"x" * 100_000))
     seen = []
     real = decode_mod._decode

@@ -12,12 +12,13 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 import glimpse
-from glimpse.cli import search as cli_search
+from glimpse.cli.search import search as cli_search
 from glimpse.cli import app
+from glimpse.query.filters import FIELDS as FILTER_FIELDS
 from glimpse.query.filters import Filter
 from glimpse.query.request import DEFAULT_K, SearchRequest
 from glimpse.server import create_app
-from glimpse.server.models import SearchBody
+from glimpse.server.models import Filters, SearchBody
 
 FIELDS = {f.name for f in dataclasses.fields(SearchRequest)}
 
@@ -64,6 +65,12 @@ def test_the_cli_takes_every_option_of_the_request():
     assert FIELDS - {"text", "terms", "filters"} <= cli
     assert {f.name for f in dataclasses.fields(Filter)} - {"min_bytes", "max_bytes"} <= cli
     assert {"min_size", "max_size"} <= cli  # min_bytes/max_bytes, written as sizes (500k, 2MB)
+
+
+def test_filter_fields_are_declared_once_and_every_entry_point_has_them():
+    assert list(FILTER_FIELDS) == [f.name for f in dataclasses.fields(Filter)]
+    assert list(Filters.model_fields) == list(FILTER_FIELDS)
+    assert all(Filters.model_fields[name].description == text for name, text in FILTER_FIELDS.items())
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_health_stats_and_ingest_errors(client, image_dir):
     assert client.get("/api/health").json() == {"status": "ok", "images": 12}
     stats = client.get("/api/stats").json()
     assert stats["images"] == 12 and stats["encoder"] == "hash" and stats["writable"] is True
-    assert stats["roots"] == [str(image_dir)]
+    assert stats["roots"] == [str(image_dir)] and stats["backend"] == {"kind": "flat", "vectors": 12}
     errors = client.get("/api/errors").json()
     assert [e["path"] for e in errors] == [str(image_dir / "broken.jpg")]
     assert "not an image" in errors[0]["reason"]
@@ -591,7 +591,7 @@ def test_any_terms_string_gets_no_5xx(client, terms):
 
 
 def test_json_answers_carry_any_text():
-    from glimpse.server.app import SafeJSON
+    from glimpse.server.errors import SafeJSON
 
     body = SafeJSON({"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}).body
     assert json.loads(body) == {"error": "no such file: /photos/caf\udce9.jpg", "path": "café"}

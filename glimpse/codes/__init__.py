@@ -29,7 +29,6 @@ from .base import (
     unpack_codes,
 )
 
-_REGISTRY: dict[str, Callable[..., Binarizer]] = {}
 _CLASSES: dict[str, Callable[[], type[Binarizer]]] = {}
 
 #: Coarse lists + RaBitQ residual codes: the one kind that kept recall@10 >= 0.95 for image and

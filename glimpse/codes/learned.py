@@ -33,27 +33,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .base import Binarizer
 from .itq import ITQBinarizer
-
-
-@dataclass(frozen=True)
-class TrainProgress:
-    """What the progress callback receives after every ``report_every`` steps."""
-
-    step: int
-    steps: int
-    loss: float
-    seconds: float
-
-
-ProgressCallback = Callable[[TrainProgress], None]
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
@@ -79,8 +64,6 @@ class LearnedBinarizer(Binarizer):
         sample: int = 100_000,
         neighbours: int = 15,
         anchor_pool: int = 8192,
-        progress: ProgressCallback | None = None,
-        report_every: int = 25,
     ) -> None:
         super().__init__(bits, seed)
         if bits_per_dim < 1 or bits % bits_per_dim or (bits // bits_per_dim) % 8:
@@ -102,8 +85,6 @@ class LearnedBinarizer(Binarizer):
         self.sample = int(sample)
         self.neighbours = int(neighbours)
         self.anchor_pool = int(anchor_pool)
-        self.progress = progress
-        self.report_every = max(1, int(report_every))
         self.mean: np.ndarray | None = None
         #: Per stage: A (dim, w), c (w,), W1 (w, hid), d (hid,), W2 (hid, w), e (w,), D (w, dim)
         self.stages: list[dict[str, np.ndarray]] = []
@@ -207,7 +188,6 @@ class LearnedBinarizer(Binarizer):
             opt, lambda i: 0.5 * (1 + math.cos(math.pi * min(i, self.steps) / self.steps))
         )
         batch = min(self.batch, n)
-        t0 = time.perf_counter()
         knn = self._neighbours(torch, xt, rng) if self.neighbours else None
         for step in range(1, self.steps + 1):
             if knn is None:
@@ -223,9 +203,6 @@ class LearnedBinarizer(Binarizer):
             loss.backward()
             opt.step()
             sched.step()
-            if self.progress is not None and (step % self.report_every == 0 or step == self.steps):
-                self.progress(TrainProgress(step, self.steps, float(loss.detach()),
-                                           time.perf_counter() - t0))
             if self._fit_progress is not None:
                 self._fit_progress(step, self.steps)
         self.stages = [
@@ -295,13 +272,6 @@ class LearnedBinarizer(Binarizer):
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         return self._run(x)[0]
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        """Packed codes -> float32 (n, dim) reconstructions (mean + sum of stage decodings)."""
-        from .base import unpack_codes
-
-        b = unpack_codes(codes, self.bits)
-        return self.mean + b @ self._decoder()
 
     def _decoder(self) -> np.ndarray:
         return np.concatenate([st["D"] for st in self.stages], axis=0)  # (bits, dim)

@@ -75,13 +75,12 @@ import io
 import struct
 import threading
 import warnings
-import zlib
-from collections.abc import Callable, Iterator
 
-import numpy as np
-from PIL import Image, ImageFile, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
 from ..extras import missing_extra
+from .colour import reduce, to_rgb
+from .png import PNG_SIGNATURE, oversized_metadata, png_chunks, png_keeping, pixels_only
 
 try:  # optional, faster JPEG decoder (libjpeg-turbo)
     import simplejpeg as _simplejpeg
@@ -100,10 +99,6 @@ HEIC_MISSING_REASON = missing_extra("HEIC support", "heic")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.TiffImagePlugin")  # EXIF/TIFF tags
 warnings.filterwarnings("ignore", message="Possibly corrupt EXIF", category=UserWarning)  # MakerNote
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_PIXEL_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}
-
-_WHITE = (255, 255, 255)
 
 # ISO-BMFF brands of HEIF/HEIC (and AVIF, which recent Pillow also reads natively).
 _HEIF_BRANDS = {
@@ -241,65 +236,6 @@ def _reason(exc: BaseException) -> str:
     )
 
 
-# --------------------------------------------------------------------------- colour
-
-
-def _deep_to_l(im: Image.Image) -> Image.Image:
-    """16/32-bit integer or float single-channel -> 8-bit L, rescaled rather than clipped."""
-    a = np.asarray(im)
-    if a.dtype.kind == "f":
-        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        lo, hi = float(a.min(initial=0.0)), float(a.max(initial=0.0))
-        if lo >= 0.0 and hi <= 1.0:
-            out = a * 255.0
-        else:
-            out = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-    else:
-        a = a.astype(np.int64)
-        lo, hi = int(a.min(initial=0)), int(a.max(initial=0))
-        if lo < 0:  # signed data: stretch the range
-            out = (a - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(a)
-        elif hi <= 255:
-            out = a
-        else:  # scale by the bit depth actually used (12-bit in 16-bit, full 16-bit...)
-            out = a * (255.0 / ((1 << int(hi).bit_length()) - 1))
-    return Image.fromarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
-
-
-def _to_rgb(im: Image.Image) -> Image.Image:
-    mode = im.mode
-    if mode == "RGB" and "transparency" not in im.info:
-        return im
-    if mode in ("I", "F") or mode.startswith("I;16"):
-        im = _deep_to_l(im)
-        mode = "L"
-    if mode == "LAB":
-        from PIL import ImageCms
-
-        rgb = ImageCms.applyTransform(
-            im,
-            ImageCms.buildTransform(
-                ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
-            ),
-        )
-        assert rgb is not None
-        return rgb
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        out = Image.new("RGB", im.size, _WHITE)
-        out.paste(rgba, (0, 0), rgba)  # alpha-composite on white
-        return out
-    return im.convert("RGB")
-
-
-def _reduce(im: Image.Image, target: int | None) -> Image.Image:
-    if target:
-        factor = min(im.size) // target
-        if factor >= 2:
-            im = im.reduce(factor)
-    return im
-
-
 # --------------------------------------------------------------------------- JPEG
 
 
@@ -335,46 +271,6 @@ def _decode_simplejpeg(data: bytes, im: ImageFile.ImageFile, target: int | None)
     return Image.fromarray(arr)
 
 
-# --------------------------------------------------------------------------- PNG
-
-
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, int, int]]:
-    """(type, start, end) of each chunk, ``end`` past its checksum (maybe past the data when
-    truncated); stops after IEND."""
-    pos = len(_PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        end = pos + 12 + length
-        yield kind, pos, end
-        if kind == b"IEND" or end > len(data):
-            return
-        pos = end
-
-
-def _png_keeping(data: bytes, keep: Callable[[bytes, int], bool], fix_crc: bool) -> bytes:
-    """The PNG with only the chunks ``keep(type, length)`` accepts (a truncated tail is left
-    as it is, for the decoder to report), checksums recomputed if ``fix_crc``."""
-    view = memoryview(data)
-    out: list[bytes | memoryview] = [view[: len(_PNG_SIGNATURE)]]
-    for kind, start, end in _png_chunks(data):
-        if end > len(data):
-            out.append(view[start:])
-            break
-        if keep(kind, end - start - 12):
-            out.append(view[start : end - 4])
-            out.append(struct.pack(">I", zlib.crc32(view[start + 4 : end - 4])) if fix_crc else view[end - 4 : end])
-    return b"".join(out)
-
-
-def _oversized_metadata(kind: bytes, length: int) -> bool:
-    # Ancillary chunks have a lowercase first letter; fdAT holds animation frames, not metadata.
-    return bool(kind[0] & 0x20) and kind != b"fdAT" and length > PngImagePlugin.MAX_TEXT_CHUNK
-
-
-def _pixels_only(kind: bytes, _length: int) -> bool:
-    return kind in _PNG_PIXEL_CHUNKS
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -389,17 +285,17 @@ def decode_image(
     """
     if not data:
         raise DecodeError("empty file")
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data.startswith(PNG_SIGNATURE):
         return _decode(data, target, max_pixels)
-    if any(_oversized_metadata(kind, end - start - 12) for kind, start, end in _png_chunks(data)):
-        data = _png_keeping(data, lambda kind, length: not _oversized_metadata(kind, length), fix_crc=False)
+    if any(oversized_metadata(kind, end - start - 12) for kind, start, end in png_chunks(data)):
+        data = png_keeping(data, lambda kind, length: not oversized_metadata(kind, length), fix_crc=False)
     try:
         return _decode(data, target, max_pixels)
     except DecodeError as failed:
         if failed.reason.startswith("too many pixels"):
             raise
         try:
-            return _decode(_png_keeping(data, _pixels_only, fix_crc=True), target, max_pixels)
+            return _decode(png_keeping(data, pixels_only, fix_crc=True), target, max_pixels)
         except DecodeError:
             raise failed from None
 
@@ -433,7 +329,7 @@ def _decode(data: bytes, target: int | None, max_pixels: int) -> Image.Image:
             out = im
         orientation = _orientation(im)
         taken = _capture_time(im)
-        out = _reduce(_to_rgb(out), target)  # RGB first: palette indices cannot be averaged
+        out = reduce(to_rgb(out), target)  # RGB first: palette indices cannot be averaged
         if orientation != 1:
             out = out.transpose(_TRANSPOSE[orientation])
     except DecodeError:

@@ -21,6 +21,24 @@ from .limits import MAX_ID, clip
 Orientation = Literal["landscape", "portrait", "square"]
 ORIENTATIONS = ("landscape", "portrait", "square")
 
+#: Every filter field with what it does, declared once: the CLI's options and the HTTP API's
+#: filter fields take their names and help from here (tests check that each entry point has all).
+FIELDS: dict[str, str] = {
+    "path_glob": "Only paths matching this glob ('2023/*.jpg' matches at any depth).",
+    "path_prefix": "Only files under this folder.",
+    "after": "Only images taken on or after this date (YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time): "
+             "the EXIF capture date, else the file's modification date.",
+    "before": "Only images taken before this date (as after).",
+    "min_width": "Minimum width in pixels.",
+    "max_width": "Maximum width in pixels.",
+    "min_height": "Minimum height in pixels.",
+    "max_height": "Maximum height in pixels.",
+    "min_bytes": "Minimum file size in bytes (500k, 2MB on the command line).",
+    "max_bytes": "Maximum file size in bytes (as min_bytes).",
+    "orientation": "landscape, portrait or square.",
+    "has_text": "Only images with (true) or without (false) words read in them (glimpse enrich --ocr).",
+}
+
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?)\s*((?:[kmgt]i?)?b?)\s*", re.IGNORECASE)
 
 

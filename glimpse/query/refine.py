@@ -1,4 +1,7 @@
-"""Re-ranking a candidate list: one interface for any backend's shortlist.
+"""Refining the top of a result list: one interface for whatever a backend returned.
+
+(Not the re-rank of binary codes, which scores the code shortlist with the float vectors:
+see :mod:`glimpse.backends.binary`.)
 
 A stage takes the query vector, a plain candidate list (ids and scores, best first) and a
 reader that returns the stored vectors of ids; it returns a new list (ids, scores), best
@@ -31,7 +34,7 @@ VectorReader = Callable[[np.ndarray], np.ndarray]
 
 REFINES = ("aqe", "superglobal")
 
-#: How many candidates a refining search takes before re-ranking them.
+#: How many candidates a refining search takes before refining them.
 CANDIDATES = 100
 
 
@@ -43,7 +46,7 @@ def refine(
     read: VectorReader,
     **options,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Re-rank ``ids`` (best first, with their ``scores``) for ``query`` with ``method``."""
+    """Re-order ``ids`` (best first, with their ``scores``) for ``query`` with ``method``."""
     stages = {"aqe": alpha_qe, "superglobal": superglobal}
     if method not in stages:
         raise ValueError(f"unknown refine method {method!r}: use one of {', '.join(REFINES)} (or none)")

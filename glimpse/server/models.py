@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
+from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
 from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
 from ..query.request import DEFAULT_FUSION, DEFAULT_K
@@ -22,21 +23,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Filters(_Strict):
-    """Metadata filters, applied before ranking (so ``k`` results come back when ``k`` match)."""
+#: The JSON type of each filter field that is not a count (sizes and pixels are counts).
+_FILTER_TYPES = {
+    "path_glob": Annotated[str, Field(max_length=1000)],
+    "path_prefix": Annotated[str, Field(max_length=4096)],
+    "after": Annotated[str, Field(max_length=40)],
+    "before": Annotated[str, Field(max_length=40)],
+    "orientation": Literal[ORIENTATIONS],
+    "has_text": bool,
+}
 
-    path_glob: str | None = Field(None, max_length=1000, description='Glob on the file path, e.g. "*/2023/*.jpg".')
-    path_prefix: str | None = Field(None, max_length=4096, description="Only files under this folder.")
-    after: str | None = Field(None, max_length=40, description="Files modified at or after: YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time.")
-    before: str | None = Field(None, max_length=40, description="Files modified before: YYYY, YYYY-MM, YYYY-MM-DD or ISO date-time.")
-    min_width: Count | None = None
-    max_width: Count | None = None
-    min_height: Count | None = None
-    max_height: Count | None = None
-    min_bytes: Count | None = None
-    max_bytes: Count | None = None
-    orientation: Literal["landscape", "portrait", "square"] | None = None
-    has_text: bool | None = Field(None, description="Only images with (true) or without (false) words read in them.")
+#: The fields of :data:`glimpse.query.filters.FIELDS`, each optional, with their help.
+Filters = create_model(
+    "Filters", __base__=_Strict, __doc__="Metadata filters, applied before ranking (so k results come back when k match).",
+    **{name: (_FILTER_TYPES.get(name, Count) | None, Field(None, description=help_text))
+       for name, help_text in FILTER_FIELDS.items()},
+)
 
 
 class Term(_Strict):
@@ -71,7 +73,7 @@ class SearchBody(_Strict):
     alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
     filters: Filters | None = None
     min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
-    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="A re-ranking stage (off by default).")
+    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
     oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
@@ -129,6 +131,7 @@ class Stats(BaseModel):
     codes: dict | None
     created: float | None
     updated: float | None
+    backend: dict = Field(description="The search backend in use: kind (flat or binary) and what it holds.")
     writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
     max_upload_bytes: int
     max_upload_pixels: int

@@ -1,0 +1,5 @@
+"""``python -m glimpse.cli``: the ``glimpse`` command."""
+
+from . import app
+
+app()

@@ -1,0 +1,155 @@
+"""What every command shares: the app, consoles, errors as one sentence and exit 2, progress bars."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..ingest.names import shown
+
+
+console = Console()
+err = Console(stderr=True)
+
+
+class _Commands(TyperGroup):
+    """Errors meant for people end any command with their one sentence and exit 2, never a
+    traceback: another writer's lock, ValueError, which the engine raises for bad options, and
+    an optional feature used without its extra."""
+
+    def invoke(self, ctx):
+        from ..extras import MissingExtraError
+        from ..storage.lock import CollectionLockedError
+
+        try:
+            return super().invoke(ctx)
+        except (CollectionLockedError, MissingExtraError, ValueError) as exc:
+            raise fail(exc) from None
+
+
+app = typer.Typer(
+    cls=_Commands,
+    help="glimpse: index a folder of images, search it by text or by image. Offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,  # plain click help: wraps to the terminal, shows --flag/--no-flag pairs
+)
+
+DEFAULT_COLLECTION = "~/.glimpse/default"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from glimpse import __version__
+
+        print(f"glimpse {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Options that come before any command (--version)."""
+
+
+CollectionOpt = Annotated[
+    str,
+    typer.Option(
+        "--collection", "-c", envvar="GLIMPSE_COLLECTION",
+        help="Collection directory.", show_default=True,
+    ),
+]
+
+
+def open_existing(path: str, create: bool = False, encoder: str | None = None, **options):
+    import glimpse
+
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        return glimpse.open(path, encoder=encoder, create=create, **options)
+    except (FileNotFoundError, glimpse.EncoderMismatchError, ValueError) as exc:
+        raise fail(exc) from None
+
+
+def fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {escape(str(exc))}")  # messages quote brackets: glimpse-retrieval[server]
+    return typer.Exit(2)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def progress_bars():
+    """Bars on stderr for long work: ``bar.add_task(what, total=None, rate="")``."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(), console=err, transient=True,
+    )
+
+
+def fit_progress(bar: Progress):
+    """A callback for a binarizer fit: its own bar, shown from its first step."""
+    task = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal task
+        if task is None:
+            task = bar.add_task("fitting codes", total=total, rate="")
+        bar.update(task, completed=done)
+
+    return progress
+
+
+def rate_progress(bar: Progress, label: str, unit: str):
+    """A callback for counted work (``progress(done, total)``): its own bar, with the rate."""
+    task = bar.add_task(label, total=None, rate="")
+
+    def progress(done: int, total: int) -> None:
+        elapsed = next(t for t in bar.tasks if t.id == task).elapsed or 0
+        bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} {unit}/s" if elapsed else "")
+
+    return progress
+
+
+def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
+    """Index with a progress bar and the one-line summary people read."""
+    with progress_bars() as bar:
+        progress = rate_progress(bar, "indexing", "img")
+        try:
+            report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar),
+                               **options)
+        except FileNotFoundError as exc:
+            raise fail(exc) from None
+    parts = [f"{report.indexed:,} indexed", f"{report.unchanged:,} unchanged"]
+    if report.removed:
+        parts.append(f"{report.removed:,} removed")
+    line = ", ".join(parts)
+    if report.skipped:
+        line += f", {report.skipped:,} skipped (see glimpse info --errors)"
+    console.print(line)
+
+
+def print_results(results, title: str, empty: str | None = None) -> None:
+    table = Table(title=title, title_justify="left", show_edge=False)
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("id", justify="right")
+    table.add_column("path", overflow="fold")
+    for rank, r in enumerate(results, 1):
+        table.add_row(str(rank), f"{r.score:.3f}", f"#{r.id}", escape(shown(r.path)))
+    if not results:
+        table.add_row("-", "-", "-", empty or "no images in this collection yet")
+    console.print(table)

@@ -1,0 +1,134 @@
+"""Commands that fill a collection: index, import-vectors, enrich."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index
+
+
+@app.command()
+def index(
+    paths: Annotated[Optional[list[str]], typer.Argument(help="Folders or files. Default: the folders indexed before.")] = None,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    include: Annotated[list[str], typer.Option("--include", "-i", help="Glob to include (repeatable).")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", "-x", help="Glob to exclude (repeatable).")] = [],
+    follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links to folders.")] = False,
+    prune: Annotated[bool, typer.Option(help="Drop files that are gone from the given folders.")] = True,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="bf16 (fast) or fp32.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="open_clip: architecture (ViT-B-32), hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
+    pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
+    workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
+    codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search).")] = None,
+    bits: Annotated[Optional[int], typer.Option(help="Bits per image code (with --codes; default 224 for ivf-rabitq, else 256).")] = None,
+    oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 300 for ivf-rabitq, else 30).")] = None,
+    scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
+    rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
+    ocr: Annotated[bool, typer.Option("--ocr", help="Then read the words in the images (glimpse enrich --ocr).")] = False,
+) -> None:
+    """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
+    from ..collection import DB_NAME
+    from ..settings import CodeSettings, check_ingest
+
+    check_ingest(batch_size, workers)  # every option is checked before anything is created or saved
+    if codes and codes != "none":
+        CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
+    where = Path(collection).expanduser()
+    existed, fresh = where.exists(), not (where / DB_NAME).exists()
+    col = open_existing(collection, create=True, encoder=encoder, precision=precision, model=model, pretrained=pretrained,
+                device=device)
+    try:
+        if codes:
+            with progress_bars() as bar:
+                col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,
+                              progress=fit_progress(bar))
+        run_index(
+            col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+            batch_size=batch_size, workers=workers,
+        )
+    except BaseException:
+        if fresh:
+            _discard_if_empty(col, remove_folder=not existed)
+        raise
+    if ocr:
+        run_enrich(col)
+
+
+def _discard_if_empty(col, remove_folder: bool) -> None:
+    """Delete a collection this command created when it failed before holding anything."""
+    from ..collection import DB_NAME, LOCK_NAME
+
+    stats = col.stats()
+    if stats.files or stats.errors or stats.roots:
+        return
+    col.close()
+    for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME):
+        (col.path / name).unlink(missing_ok=True)
+    if remove_folder:
+        with contextlib.suppress(OSError):  # not empty: something else is there, keep it
+            col.path.rmdir()
+
+
+@app.command("import-vectors")
+def import_vectors(
+    file: Annotated[Path, typer.Argument(help="A .npy array (vectors x dims), or a .parquet file with a list-of-floats column.")],
+    keys: Annotated[Optional[Path], typer.Option("--keys", help="Text file with one key per vector, one a line, in row order. Default: FILE-NAME/ROW.")] = None,
+    column: Annotated[Optional[str], typer.Option("--column", help="The vectors' column of a .parquet file (default: its only list column).")] = None,
+    key_column: Annotated[Optional[str], typer.Option("--key-column", help="A .parquet string column holding the keys.")] = None,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+    batch_size: Annotated[int, typer.Option(help="Vectors per commit.")] = 16384,
+) -> None:
+    """Add embeddings computed elsewhere to a collection without a model (made with encoder precomputed when new).
+
+    Vectors are L2-normalised on the way in; a key the collection already holds gets the new vector.
+    Search the collection by vector (HTTP: "vector" in /api/search) or by item id (--like).
+    """
+    import glimpse
+    from glimpse import CollectionLockedError
+    from glimpse.vectorfiles import parquet_keys, read_keys, read_vectors
+
+    try:
+        if keys is not None and key_column is not None:
+            raise ValueError("give the keys once: --keys FILE or --key-column NAME")
+        if key_column is not None and file.suffix.lower() != ".parquet":
+            raise ValueError("--key-column is for .parquet files: give a .npy file's keys with --keys FILE")
+        vectors = read_vectors(file, column)
+        names = (read_keys(keys) if keys is not None else parquet_keys(file, key_column) if key_column is not None
+                 else [f"{file.name}/{row}" for row in range(len(vectors))])
+        if len(names) != len(vectors):
+            raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
+        col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
+        with progress_bars() as bar:
+            progress = rate_progress(bar, "importing", "vectors")
+            col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+    except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
+        raise fail(exc) from None
+    console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
+
+
+def run_enrich(col) -> None:
+    """Read the words in the images not read yet, with a progress bar and a one-line summary."""
+    with progress_bars() as bar:
+        report = col.enrich(ocr=True, progress=rate_progress(bar, "reading words", "img"))
+    line = f"words read in {report.read:,} images ({report.with_text:,} with text), {report.already:,} read before"
+    if report.failed:
+        line += f", {len(report.failed):,} could not be read (retried next time): {report.failed[0][0]}: {report.failed[0][1]}"
+    console.print(line)
+
+
+@app.command()
+def enrich(
+    ocr: Annotated[bool, typer.Option("--ocr", help="Read the words in the images (OCR), for text search and text: queries.")] = False,
+    collection: CollectionOpt = DEFAULT_COLLECTION,
+) -> None:
+    """Slower readings of the indexed images, run after indexing; resumes where a killed run stopped."""
+    if not ocr:
+        raise fail(ValueError("nothing to enrich: pass --ocr"))
+    run_enrich(open_existing(collection))

@@ -1,0 +1,69 @@
+"""Commands that run something on a collection: demo, serve."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .common import DEFAULT_COLLECTION, app, console, fail, print_results, run_index
+
+
+@app.command()
+def demo(
+    folder: Annotated[Optional[Path], typer.Argument(help="Your own folder of images (default: scikit-image's sample photos).")] = None,
+    collection: Annotated[str, typer.Option("--collection", "-c", help="Where to build the demo collection.")] = "~/.glimpse/demo",
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder to use.")] = None,
+) -> None:
+    """Index sample photos (or FOLDER) and run a few text and image searches."""
+    import glimpse
+    from ..demo import demo_searches, write_samples
+
+    where = Path(os.path.expanduser(collection))
+    if folder is None:
+        folder = where / "samples"
+        console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")
+        write_samples(folder)
+    col = glimpse.open(where, encoder=encoder)
+    console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
+    run_index(col, [str(folder)], prune=True)
+    for title, results in demo_searches(col, folder):
+        print_results(results, title=title)
+    console.print(f"\nnext: [bold]glimpse search \"your words\" -c {col.path}[/]"
+                  f"\n      [bold]glimpse serve {col.path}[/]  (the web page, http://127.0.0.1:8000/)")
+
+
+@app.command()
+def serve(
+    collection: Annotated[Optional[str], typer.Argument(
+        envvar="GLIMPSE_COLLECTION", help=f"Collection directory (or -c, as other commands take it; default {DEFAULT_COLLECTION}).",
+        show_default=False)] = None,
+    collection_opt: Annotated[Optional[str], typer.Option("--collection", "-c", help="Collection directory.",
+                                                          show_default=False)] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (this machine only by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    token_file: Annotated[Optional[Path], typer.Option(help="File holding the write token (else $GLIMPSE_WRITE_TOKEN). Without a token the server is read-only.")] = None,
+    root: Annotated[list[Path], typer.Option("--root", help="Folder whose files may be added by path (repeatable). Default: the collection's folders.")] = [],
+    cors: Annotated[list[str], typer.Option("--cors", help="Origin allowed to call the API from other web pages (repeatable). Default: none.")] = [],
+    max_upload_mb: Annotated[int, typer.Option(help="Largest image upload, in MiB.")] = 20,
+) -> None:
+    """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
+    positional = collection is not None and collection != os.environ.get("GLIMPSE_COLLECTION")
+    if positional and collection_opt is not None and collection_opt != collection:
+        raise fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
+    collection = collection_opt or collection or DEFAULT_COLLECTION
+    from ..server import ServerConfig, read_token
+    from ..server import serve as run_server
+
+    try:
+        token = read_token(token_file)
+    except (OSError, ValueError) as exc:
+        raise fail(exc) from None
+    config = ServerConfig(write_token=token, roots=root, cors_origins=cors, max_upload_bytes=max_upload_mb << 20)
+    console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
+    try:
+        run_server(os.path.expanduser(collection), host=host, port=port, config=config)
+    except FileNotFoundError as exc:
+        raise fail(exc) from None

@@ -1,0 +1,107 @@
+"""Caption adaptation: learn how a collection's captions word things, so text queries find its images."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..metrics import recall_at_k
+from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, read_captions, sidecar_caption
+from .reports import AdaptReport, ProgressFn
+
+
+class Adapting:
+    """``adapt`` and ``remove_adapt``; the loaded text map."""
+
+    def adapt(
+        self,
+        captions: str | os.PathLike | None = None,
+        *,
+        kind: str = "contrastive",
+        holdout: float = 0.2,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+    ) -> AdaptReport:
+        """Learn how this collection's captions word things, so text queries find its images.
+
+        ``captions``: a TSV (``image<TAB>caption``, paths relative to the TSV); without it,
+        sidecar ``photo.jpg.txt``/``photo.txt`` (or XMP ``dc:description``) files next to the indexed images. A seeded
+        ``holdout`` share of the captioned images is first kept out to report R@10 before and
+        after on them; the stored map is then trained on every pair. Replaces any earlier map.
+        """
+        started = time.perf_counter()
+        if not 0.0 <= holdout < 1.0:
+            raise ValueError("holdout must be in [0, 1)")
+        if kind not in ADAPT_KINDS:
+            raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(ADAPT_KINDS)}")
+        # The lock first: a second writer must hear "locked" now, not after minutes of training.
+        with self._lock:
+            report = self._adapt(captions, kind, holdout, seed, progress)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _adapt(self, captions, kind: str, holdout: float, seed: int, progress: ProgressFn | None) -> AdaptReport:
+        pairs = read_captions(captions) if captions is not None else [
+            (Path(p), text) for p in sorted(self._meta.file_records()) if (text := sidecar_caption(p))]
+        ids, texts, missing = [], [], 0
+        for path, text in pairs:
+            item = self._meta.item_for_path(str(path))
+            if item is None:
+                missing += 1
+            else:
+                ids.append(item)
+                texts.append(text)
+        if not ids:
+            where = f"in {captions}" if captions is not None else "as .txt or .xmp files next to the indexed images"
+            raise ValueError(f"no captioned image {where} is in this collection"
+                             + (f" ({missing} captions name images it does not hold: index them first)" if missing else ""))
+        self._ensure_index()
+        ids_arr = np.array(ids, dtype=np.int64)
+        text_vectors = self.encoder.encode_texts(texts)
+        image_vectors = self._read_vectors(ids_arr)
+        report = AdaptReport(kind=kind, pairs=len(ids), missing=missing)
+        items = np.unique(ids_arr)
+        held = np.random.default_rng(seed).random(len(items)) < holdout
+        test = np.isin(ids_arr, items[held])
+        if holdout and test.any() and (~test).sum() >= MIN_PAIRS:
+            trial = fit_adapter(text_vectors[~test], image_vectors[~test], kind, seed)
+            gallery = items[held]
+            relevant = np.searchsorted(gallery, ids_arr[test])
+            gallery_vectors = self._read_vectors(gallery)
+            report.holdout_images = len(gallery)
+            report.before = recall_at_k(text_vectors[test] @ gallery_vectors.T, relevant, 10)
+            report.after = recall_at_k(trial(text_vectors[test]) @ gallery_vectors.T, relevant, 10)
+        adapter = fit_adapter(text_vectors, image_vectors, kind, seed, progress)
+        previous = self.settings().adapt
+        version = int((previous or {}).get("version", 0)) + 1
+        name = f"adapt-{version}.npz"
+        adapter.save(self.path / name)
+        self._meta.set_meta(adapt={
+            "version": version, "file": name, "kind": kind, "format": ADAPT_FORMAT,
+            "pairs": len(ids), "trained": time.time(), "holdout_r10": [report.before, report.after],
+        })
+        if previous:
+            (self.path / previous["file"]).unlink(missing_ok=True)
+        report.version = version
+        return report
+
+    def remove_adapt(self) -> bool:
+        """Forget the caption adaptation; text queries go back to the plain encoder. True if one was there."""
+        with self._lock:
+            previous = self.settings().adapt
+            if not previous:
+                return False
+            self._meta.delete_meta("adapt")
+            (self.path / previous["file"]).unlink(missing_ok=True)
+        return True
+
+    def _text_map(self) -> TextAdapter | None:
+        config = self.settings().adapt
+        if not config:
+            return None
+        if self._adapter is None or self._adapter[0] != config["version"]:
+            self._adapter = (config["version"], TextAdapter.load(self.path / config["file"]))
+        return self._adapter[1]

@@ -1,0 +1,165 @@
+"""The live index: the loaded search backend kept up to date with the committed state (this
+process's commits, and other processes' through the metadata generation), and compaction of
+the vector file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..backends import SearchBackend, open_backend
+from .layout import VECTORS_FILE, VECTORS_NAME
+
+
+#: A write compacts the vector file once removed images hold more than this share of its rows
+#: and at least ``COMPACT_MIN_ROWS`` rows (below that the space is not worth a rewrite).
+COMPACT_SHARE = 0.5
+COMPACT_MIN_ROWS = 1000
+
+
+class LiveIndex:
+    """The in-memory backend and the vector file behind it, as of the last commit."""
+
+    def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
+        """Mirror a commit of this process in the in-memory index, if one is loaded."""
+        if self._index is None:
+            return
+        if self._index_generation != generation - 1:
+            self._refresh()  # another writer came in between: resync from disk
+            return
+        if ids:
+            self._index.add(np.asarray(ids), vectors)
+            self._index_ids.update(ids)
+        if dropped:
+            self._index.remove(np.asarray(dropped))
+            self._index_ids.difference_update(dropped)
+        self._index_generation = generation
+
+    def _sync(self) -> None:
+        """Follow the committed state (other processes write): the vector file, each item's row
+        in it and the live ids, read in one snapshot. A compaction may delete the file just
+        named before it is opened: then the snapshot is read again."""
+        if self._meta.generation() == self._seen:
+            return
+        for attempt in range(3):
+            meta, pairs = self._meta.snapshot()
+            table = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+            self._vectors.locate(self.path / meta.get("vectors", VECTORS_NAME), table[:, 0], table[:, 1])
+            self._rows = int(meta.get("rows", 0))
+            try:
+                self._vectors.view(self._rows)
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+                continue
+            self._live, self._seen = table[:, 0], int(meta.get("generation", 0))
+            return
+
+    def _refresh(self) -> None:
+        """Bring the loaded index up to the committed state (other processes may write)."""
+        self._sync()
+        if self._index is None or self._index_generation == self._seen:
+            return
+        live = set(self._live.tolist())
+        new = np.array(sorted(live - self._index_ids), dtype=np.int64)
+        gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
+        for chunk in range(0, len(new), 65536):
+            ids = new[chunk : chunk + 65536]
+            self._index.add(ids, self._vectors.read(ids, self._rows))
+        if len(gone):
+            self._index.remove(gone)
+        self._index_ids = live
+        self._index_generation = self._seen
+
+    def _ensure_index(self) -> SearchBackend:
+        settings = self._code_settings()
+        if self._index is not None and settings != self._index_settings:
+            self._index = None  # the code settings changed (perhaps in another process)
+        if self._index is None:
+            self._sync()
+            self._index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
+                                       self._read_stored, len(self._live))
+            self._index_ids = set(self._index.ids().tolist())
+            self._index_generation, self._index_settings = -1, settings
+        self._refresh()
+        return self._index
+
+    def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._vectors.read(ids, self._rows)
+
+    def _read_stored(self, ids: np.ndarray) -> np.ndarray:
+        """float16 as stored: the re-rank scores them without a float32 copy."""
+        return self._vectors.read(ids, self._rows, np.float16)
+
+    def _persist_index(self) -> None:
+        if self._index is not None:
+            self._index.persist(self.path, self._index_generation)
+
+    def compact(self) -> int:
+        """Rewrite the vector file without the rows of removed images; returns the rows reclaimed.
+
+        Writes also do this on their own once removed images hold more than half of the rows
+        (``COMPACT_SHARE``, ``COMPACT_MIN_ROWS``). Item ids do not change.
+        """
+        with self._lock:
+            return self._compact()
+
+    def _compact_if_due(self) -> None:
+        self._sync()
+        dead = self._rows - len(self._live)
+        if dead >= COMPACT_MIN_ROWS and dead > COMPACT_SHARE * self._rows:
+            self._compact()
+        else:
+            self._drop_stale_vectors()
+
+    def _compact(self) -> int:
+        """Crash-safe: the live rows are copied to a new file, made durable beside the old one,
+        then one metadata commit points every item at its new row and names the new file. Until
+        then the old file is the committed one; readers in other processes keep their memory map
+        of it (the unlinked file lives on) until they see the commit."""
+        self._sync()
+        dead = self._rows - len(self._live)
+        if dead:
+            target = self.path / VECTORS_FILE.format(generation=self._seen + 1)
+            self._vectors.copy_rows(self._live, self._rows, target)
+            next_id = int(self._meta.get_meta().get("next_id", self._rows))  # ids were rows until now
+            moves = list(zip(self._live.tolist(), range(len(self._live))))
+            generation = self._meta.move_rows(moves, target.name, len(self._live), next_id)
+            self._apply(generation, [], None, [])  # the same ids: the index only moves on a generation
+            self._sync()
+        self._drop_stale_vectors()
+        return dead
+
+    def _drop_stale_vectors(self) -> None:
+        """Vector files the metadata no longer names: replaced ones, and those of killed compactions."""
+        for old in self.path.glob("vectors*.f16"):
+            if old != self._vectors.path:
+                old.unlink(missing_ok=True)
+
+    @contextmanager
+    def _fresh_index(self) -> Iterator[SearchBackend]:
+        """The in-memory index, up to date with the last commit, held for reading."""
+        with self._index_lock.read_lock():
+            # Code settings change without a new generation (use_codes, perhaps in another process).
+            if (self._index is not None and self._index_generation == self._meta.generation()
+                    and self._index_settings == self._code_settings()):
+                yield self._index
+                return
+        with self._index_lock.write_lock():
+            self._ensure_index()
+        with self._index_lock.read_lock():
+            yield self._index
+
+    def backend_info(self) -> dict:
+        """What the search backend is and holds (``kind`` first), loading it if it is not yet."""
+        with self._fresh_index() as index:
+            return index.describe()
+
+    def _item_vector(self, item_id: int) -> np.ndarray:
+        with self._fresh_index():
+            known = item_id in self._index_ids
+        if not known:
+            raise ValueError(f"no item #{item_id} in this collection")
+        return self._read_vectors(np.array([item_id], dtype=np.int64))[0]

@@ -1,0 +1,96 @@
+"""Opening and creating a collection, with the encoder that filled it (or a clear refusal)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+from ..encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from ..storage import Metadata
+from .facade import Collection
+from .layout import DB_NAME
+
+
+class EncoderMismatchError(ValueError):
+    pass
+
+
+def open_collection(
+    path: str | os.PathLike,
+    encoder: str | Encoder | None = None,
+    *,
+    create: bool = True,
+    **encoder_options,
+) -> Collection:
+    """Open (or create) the collection in directory ``path``.
+
+    ``encoder`` is a registered name or an :class:`Encoder`; by default, the one the
+    collection was built with, or the default encoder for a new collection. Opening a
+    collection with a different encoder than the one that filled it is an error: their
+    vectors are not comparable.
+    """
+    root = Path(path).expanduser().absolute()
+    db_path = root / DB_NAME
+    if not db_path.exists():
+        if not create:
+            raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
+        if not isinstance(encoder, Encoder):  # a bad name or option, or weights that cannot load, fail before anything is created
+            encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
+        root.mkdir(parents=True, exist_ok=True)
+    meta = Metadata(db_path)
+    try:
+        encoder = _open_encoder(root, meta, encoder, encoder_options)
+    except BaseException:
+        meta.close()
+        raise
+    return Collection(root, encoder, meta)
+
+
+def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, options: dict) -> Encoder:
+    """The collection's encoder: the one asked for, checked against the one that filled it.
+
+    Without an encoder or model options, the recorded ones rebuild the same encoder; options
+    given now (other weights, a device) override them. The weights' fingerprint in the
+    encoder's version decides: the same weights from a moved file are accepted (and the new
+    path recorded), other weights are refused.
+    """
+    recorded = meta.get_meta()
+    if "encoder" not in recorded:
+        if not isinstance(encoder, Encoder):
+            encoder = create_encoder(encoder or DEFAULT_ENCODER, **options)
+        meta.set_meta(
+            encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
+            rows=0, generation=0, created=time.time(),
+            **({"encoder_options": encoder.options} if encoder.options else {}),
+        )
+        return encoder
+    want = EncoderInfo(recorded["encoder"], recorded["dim"], recorded["encoder_version"])
+    want_options = recorded.get("encoder_options", {})
+    if encoder is None:
+        encoder = want.name
+    # Compare names before building: a model can take seconds to construct.
+    name = encoder.name if isinstance(encoder, Encoder) else encoder
+    if name != want.name:
+        raise _mismatch(root, want, want_options, encoder)
+    if not isinstance(encoder, Encoder):
+        encoder = create_encoder(encoder, **{**want_options, **options})
+    if encoder.info != want:  # same name, other weights or another version of the model
+        raise _mismatch(root, want, want_options, encoder)
+    if encoder.options and encoder.options != want_options:
+        meta.set_meta(encoder_options=encoder.options)
+    return encoder
+
+
+def _mismatch(root: Path, want: EncoderInfo, want_options: dict, got: Encoder | str) -> EncoderMismatchError:
+    def described(name: str, version: str, dim: int, options: dict) -> str:
+        chosen = "".join(f", {k} {v}" for k, v in options.items())
+        return f"{name} v{version} ({dim}-d{chosen})"
+
+    have = described(got.name, got.version, got.dim, got.options) if isinstance(got, Encoder) else got
+    return EncoderMismatchError(
+        f"collection {root} was built with encoder {described(want.name, want.version, want.dim, want_options)}, "
+        f"not {have}: their vectors are not comparable. "
+        "Open it with its own encoder, or index into a new collection."
+    )

@@ -1,0 +1,105 @@
+"""Collections of precomputed vectors: embeddings made elsewhere, added under the user's keys."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from ..encoders import l2_normalize
+from ..encoders.precomputed import PRECOMPUTED
+from ..storage.metadata import FileLink, NewItem
+from .reports import ProgressFn
+
+
+#: Rows per commit of ``add_vectors``: 16,384 x 1664-d float32 is 109 MB in flight.
+VECTOR_BATCH = 16384
+#: What a key may not hold: control characters, and lone surrogates (not storable as UTF-8).
+_UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+
+
+class Importing:
+    """``add_vectors``: rows checked whole first, then committed batch by batch as ingest commits."""
+
+    def add_vectors(self, vectors: npt.ArrayLike, keys: Sequence[str], *, batch_size: int = VECTOR_BATCH,
+                    progress: ProgressFn | None = None) -> np.ndarray:
+        """Add embeddings computed elsewhere, one per key; returns their item ids (int64, in order).
+
+        Only for a collection opened with ``encoder="precomputed", dim=D``. ``vectors`` is any
+        (n, D) float array (a ``numpy.load(..., mmap_mode="r")`` map is read batch by batch, so
+        it need not fit in RAM). Rows must be finite and not all zero; each is L2-normalised on
+        the way in, because search ranks by inner product and reports it as a cosine.
+        ``keys`` are the user's names for the rows, unique non-empty strings, shown where an
+        image collection shows paths (filters match them with ``path_glob``/``path_prefix``).
+        A key the collection already holds gets the new vector, under a new id.
+
+        Everything is checked before anything is written. Then, like ``add``, every
+        ``batch_size`` rows are made durable in the vector file and visible in one SQLite
+        transaction, so a kill leaves the batches committed before it.
+        """
+        if self.has_files:
+            raise ValueError(f"add_vectors needs a collection of precomputed vectors (encoder='precomputed'); "
+                             f"this one embeds image files with {self.encoder.name}: index them instead")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        keys = _checked_keys(keys)
+        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+        if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dim or len(vectors) != len(keys):
+            raise ValueError(f"expected vectors of shape ({len(keys)}, {self.encoder.dim}) (one {self.encoder.dim}-d "
+                             f"row per key), got {vectors.shape}")
+        for start in range(0, len(keys), batch_size):
+            _unit_rows(vectors[start : start + batch_size], start)  # refuse bad rows before any write
+        ids = np.empty(len(keys), np.int64)
+        with self._lock:
+            self._refresh()
+            rows = int(self._meta.get_meta().get("rows", 0))
+            for start in range(0, len(keys), batch_size):
+                batch = _unit_rows(vectors[start : start + batch_size], start)
+                items = [NewItem(rows + i, f"vector:{rows + i}", 0, 0) for i in range(len(batch))]
+                links = [FileLink(key, item.hash, 0, 0) for key, item in zip(keys[start : start + len(batch)], items)]
+                ids[start : start + len(batch)] = [item.id for item in items]
+                rows, _ = self._commit_rows(rows, items, batch, links)
+                if progress:
+                    progress(start + len(batch), len(keys))
+            self._fit_codes()
+            self._persist_index()
+        return ids
+
+    @property
+    def has_files(self) -> bool:
+        """False for a collection of precomputed vectors: its items are keys, with no image file."""
+        return self.encoder.name != PRECOMPUTED
+
+
+def _checked_keys(keys: Sequence[str]) -> list[str]:
+    """The keys of ``add_vectors`` as a list, or a ValueError naming the first bad one."""
+    if isinstance(keys, (str, bytes)):
+        raise ValueError("keys must be a list of strings, one per vector, not one string")
+    keys = list(keys)
+    seen: set[str] = set()
+    for row, key in enumerate(keys):
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key {row} must be a non-empty string, got {key!r}")
+        if key in seen:
+            raise ValueError(f"key {key!r} is given twice (rows {keys.index(key)} and {row}): each vector needs its own key")
+        seen.add(key)
+    bad = next((row for row, key in enumerate(keys) if _UNSHOWABLE.search(key)), None)
+    if bad is not None:
+        raise ValueError(f"key {bad} ({keys[bad]!r}) holds control characters or invalid Unicode: keys are shown as paths")
+    return keys
+
+
+def _unit_rows(batch, first_row: int) -> np.ndarray:
+    """float32 rows of unit length, or a ValueError naming the first unusable row."""
+    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
+        x = np.asarray(batch, dtype=np.float32)
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise ValueError(f"vector {first_row + int(np.argmax(bad))} holds NaN or infinite values "
+                         "(or numbers too large for float32)")
+    peak = np.abs(x).max(axis=1, keepdims=True)
+    if (peak == 0).any():
+        raise ValueError(f"vector {first_row + int(np.argmax(peak[:, 0] == 0))} is all zeros: it has no direction to search by")
+    return l2_normalize(x / peak)  # scaled first, so squaring cannot overflow

@@ -1,0 +1,87 @@
+"""What the routes share: the reader collection, the writer thread, thumbnails, upload checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import HTTPException, UploadFile
+from fastapi import Path as FastPath
+from PIL import Image
+
+from ..collection import Collection, open_collection
+from ..storage.originals import FileChangedError
+from ..ingest import DecodeError, decode_image
+from .config import ServerConfig
+from .jobs import Writer
+from .models import MAX_INT, ErrorBody
+from .thumbnails import ThumbnailCache
+
+
+UPLOAD_DIR = "uploads"
+
+PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
+
+# Documented error answers, so clients (and schemathesis) know their shape.
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+
+
+class Service:
+    """What the routes share: the reader collection, the writer, the cache."""
+
+    def __init__(self, col: Collection, config: ServerConfig):
+        self.col = col
+        self.config = config
+        self.upload_dir = Path(config.upload_dir or col.path / UPLOAD_DIR)
+        self.thumbnails = ThumbnailCache(col.path, config.max_upload_pixels)
+        self.writer = Writer(lambda: open_collection(col.path, encoder=col.encoder, create=False))
+
+    def roots(self) -> list[Path]:
+        """Folders that server-side paths may name: configured, else the collection's own."""
+        return list(self.config.roots) or [Path(r) for r in self.col.stats().roots] + [self.upload_dir]
+
+    def item(self, item_id: int):
+        try:
+            return self.col.item(item_id)
+        except KeyError:
+            raise HTTPException(404, f"no image with id {item_id} in this collection") from None
+
+    def original(self, item_id: int):
+        """(path, open file) of an item's original, as indexed; else 404, or 409 when it changed."""
+        if not self.col.has_files:
+            raise HTTPException(404, f"item {item_id} has no image file: this collection holds precomputed vectors")
+        try:
+            return self.col.open_original(item_id, [*self.config.roots, self.upload_dir])
+        except KeyError:
+            raise HTTPException(404, f"no image with id {item_id} in this collection") from None
+        except FileNotFoundError:
+            raise HTTPException(404, f"image {item_id}: none of its files is there any more") from None
+        except FileChangedError as exc:
+            raise HTTPException(409, f"image {item_id} is not shown: {exc}") from None
+
+    def read_original(self, item_id: int) -> bytes:
+        _, file = self.original(item_id)
+        with file:
+            return file.read()
+
+
+def decode_upload(service: Service, upload: UploadFile, target: int) -> tuple[bytes, Image.Image]:
+    """Read an upload under the byte limit and decode it under the pixel limit."""
+    limit = service.config.max_upload_bytes
+    data = upload.file.read(limit + 1)
+    name = upload.filename or "upload"
+    if len(data) > limit:
+        raise HTTPException(413, f"{name}: larger than the upload limit of {limit:,} bytes")
+    try:
+        return data, decode_image(data, target=target, max_pixels=service.config.max_upload_pixels)
+    except DecodeError as exc:
+        status = 413 if exc.reason.startswith("too many pixels") else 415 if exc.reason.startswith("not an image") else 422
+        raise HTTPException(status, f"{name}: {exc.reason}") from None
+
+
+def thumb_url(item_id: int) -> str:
+    return f"/api/items/{item_id}/thumbnail"
+
+
+def image_url(item_id: int) -> str:
+    return f"/api/items/{item_id}/image"

@@ -1,0 +1,150 @@
+"""The write routes (token only): add, upload, remove, delete, and the jobs that run them on the writer thread."""
+
+from __future__ import annotations
+
+import hmac
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, File, HTTPException, Request, Response, UploadFile
+from fastapi import Path as FastPath
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from PIL import Image
+
+from ..collection import Collection
+from ..ingest import content_hash
+from ..ingest.names import shown
+from .config import PathNotAllowedError, confine
+from .jobs import JobState
+from .models import MAX_INT, AddPaths, Job, RemovePaths
+from .service import ERRORS, PathId, Service, decode_upload
+
+
+# Pillow's format names -> the file extension an uploaded image is kept under.
+_SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp",
+           "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
+
+
+def write_routes(app: FastAPI, service: Service) -> None:
+    col = service.col
+    Writes = [Depends(require_write_token)]
+
+    @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
+                responses=ERRORS, tags=["write"])
+    def delete_item(item_id: PathId, response: Response, wait: bool = False) -> Job:
+        """Forget every file of this image (the files themselves are not touched)."""
+        paths = service.item(item_id).paths
+        return _job(service, "remove", _removal(service, paths), wait, response)
+
+    @app.post("/api/items/upload", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
+               wait: bool = False) -> Job:
+        """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
+        saved = []
+        for f in image:
+            data, _ = decode_upload(service, f, target=64)
+            fmt = Image.open(io.BytesIO(data)).format
+            target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
+            _write_atomic(target, data)
+            saved.append(str(target))
+        return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
+
+    @app.post("/api/items/add", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
+        """Add files or folders that are on the server, inside its roots."""
+        paths = _confined(service, req.paths)
+        return _job(service, "add", lambda c, p: _report(
+            c.add(paths, include=req.include, exclude=req.exclude, progress=p)), wait, response)
+
+    @app.post("/api/items/remove", response_model=Job, status_code=202, dependencies=Writes,
+              responses=ERRORS, tags=["write"])
+    def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
+        """Forget files or whole folders (inside the server's roots), or keys of precomputed vectors."""
+        paths = _confined(service, req.paths, must_exist=False) if col.has_files else req.paths
+        return _job(service, "remove", _removal(service, paths), wait, response)
+
+    @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
+    def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
+        state = service.writer.get(job_id)
+        if state is None:
+            raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
+        return _job_model(state)
+
+
+_bearer = HTTPBearer(auto_error=False, description="The server's write token.")
+
+
+def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    token = request.app.state.service.config.write_token
+    if token is None:  # 401 like a wrong token (the issue's rule); the message says why
+        raise HTTPException(401, "this server is read-only: start it with GLIMPSE_WRITE_TOKEN or --token-file to allow writes",
+                            headers={"WWW-Authenticate": "Bearer"})
+    if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
+        raise HTTPException(401, "writes need the write token: Authorization: Bearer <token>",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list[str]:
+    out = []
+    for p in raw:
+        try:
+            real = confine(p, service.roots())
+        except PathNotAllowedError as exc:
+            raise HTTPException(403, str(exc)) from None
+        if must_exist and not real.exists():
+            raise HTTPException(404, f"no such file or folder: {shown(str(real))}")
+        out.append(str(real))
+    return out
+
+
+def _job(service: Service, kind: str, work, wait: bool, response: Response) -> Job:
+    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, else 422)."""
+    state = service.writer.submit(kind, work)
+    if wait:
+        state.future.result()
+        if state.locked:
+            raise HTTPException(409, state.error)
+        if state.state == "failed":
+            raise HTTPException(422, state.error)
+        response.status_code = 200
+    return _job_model(state)
+
+
+def _removal(service: Service, paths: list[str]):
+    def work(col: Collection, progress) -> dict:
+        removed = col.remove(paths)
+        progress(removed, removed)
+        # What the server made for the dropped items goes with them: thumbnails, and the
+        # files it keeps for uploads (other files are the user's and are never touched).
+        service.thumbnails.prune(set(col.item_ids()))
+        uploads = service.upload_dir.resolve()
+        for path in paths if col.has_files else ():  # keys of precomputed vectors name no file
+            if Path(path).resolve().parent == uploads:
+                Path(path).unlink(missing_ok=True)
+        return {"removed": removed}
+
+    return work
+
+
+def _job_model(state: JobState) -> Job:
+    return Job(id=state.id, kind=state.kind, state=state.state, done=state.done, total=state.total,
+               result=state.result, error=state.error)
+
+
+def _report(report) -> dict:
+    return {"indexed": report.indexed, "embedded": report.embedded, "linked": report.linked,
+            "unchanged": report.unchanged, "skipped": report.skipped, "removed": report.removed,
+            # The first 100 reasons; the rest are in /api/errors.
+            "errors": [{"path": shown(p), "reason": r} for p, r in report.errors[:100]]}
+
+
+def _write_atomic(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
