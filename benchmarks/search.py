@@ -4,6 +4,8 @@
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--scan 10000000]
                                 [--methods sign,itq,learned] [--bits 64,128,256,512]
                                 [--oversample 10,30,100] [--queries 100] [--data DIR] [--cache DIR]
+    python benchmarks/search.py --models structured,iso0.79,iso0.93,real [--size 100000]
+                                [--anchors ivfpq,ivfrabitq,scann,hnsw]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -22,6 +24,19 @@ Baselines, measured in this run:
   the baseline, so the codes are never compared against a handicapped scan.
 * ``ham-raw``: a raw FAISS ``IndexBinaryFlat`` over the same codes (Hamming top-10, no ids,
   no re-rank): the floor any code scan pays.
+
+Data models against the anchors (issue 15), ``--models structured,iso0.79,iso0.93,real
+--size N``: per data model, a collection built as a user would (``glimpse.open(dir,
+encoder="precomputed", dim=D)``, ``add_vectors`` of the float16 rows, ``use_codes()`` with the
+defaults), against exact search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
+IVF-RaBitQ (1 bit per dimension) and ScaNN (tree + anisotropic 32-byte codes), each re-ranking
+its top candidates from the same float16 vector file with the same fp16 scan, and FAISS HNSW32
+on floats; each swept (probes, re-rank depth, efSearch). ``structured`` is the tiling above;
+``iso<cos>`` copies of real vectors plus isotropic Gaussian noise at that cosine to their
+source; ``real`` the real vectors alone (4,085 here). Per model it prints every setting, the
+cheapest setting of each method that reaches recall@10 >= 0.95 for image *and* text queries
+(p50 over both, batch 1, one thread), and the default's filtered searches (1% and 30% of the
+ids) and batch-64 throughput.
 
 Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
 exactly from the float16 vector file through the memory map, as a collection does),
@@ -54,8 +69,9 @@ from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binariz
 import glimpse  # noqa: E402
 from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.storage import VectorStore  # noqa: E402
-from glimpse.backends.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
+from glimpse.backends.binary import IVF_FROM, BinaryIndex, _top_inner_products, ivf_lists  # noqa: E402
 from glimpse.backends.base import CodeStage  # noqa: E402
+from glimpse.backends.ivfcodes import Z  # noqa: E402
 
 K = 10
 #: With --isotropic: each photo and 4 augmented variants (5 x 657 photos covers 3,000 real rows).
@@ -341,8 +357,9 @@ def print_table(rows: list[dict]) -> None:
 # -- isotropic near-copies, through encoder="precomputed" (issue 15) --------------------------
 
 
-def isotropic_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(``--real`` database vectors, image queries, text queries), all real default-encoder vectors.
+def isotropic_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(``--real`` database vectors, image queries, text queries, the cosine of a real augmented
+    variant to its photo), all real default-encoder vectors.
 
     The last ``--queries`` photos of captioned-dev are the image queries (their captions, the
     text queries); the database's real vectors are the other photos and their augmented
@@ -351,8 +368,9 @@ def isotropic_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     emb = build_embeddings(args.data, args.cache, ISO_VARIANTS - 1)
     images, held = emb["images"], args.queries
     real = images[:-held].reshape(-1, images.shape[2])[: args.real]
+    target = float(np.mean(np.einsum("sd,svd->sv", images[:, 0], images[:, 1:])))
     return (np.ascontiguousarray(real), np.ascontiguousarray(images[-held:, 0]),
-            np.ascontiguousarray(emb["captions"][-held:][: args.text_queries]))
+            np.ascontiguousarray(emb["captions"][-held:][: args.text_queries]), target)
 
 
 def isotropic_rows(real: np.ndarray, n: int, cosine: float, seed: int = 7) -> np.ndarray:
@@ -370,166 +388,230 @@ def isotropic_rows(real: np.ndarray, n: int, cosine: float, seed: int = 7) -> np
     return out
 
 
-def adaptive_search(index: BinaryIndex, query: np.ndarray, k: int, first: int, pool: int, z: float) -> np.ndarray:
-    """A shortlist sized per query (experiment): asymmetric code scores of every code, the top
-    ``first`` re-ranked exactly, the code scores' error measured on them (the asymmetric score
-    is ``q . (x - mean)`` up to the codes' loss, so exact ~ code + offset), then candidates
-    taken in code order while their predicted exact score is within ``z`` deviations of the
-    k-th exact score so far (at most ``pool``). Returns the top-k ids."""
-    code_scores, ids = index._asymmetric(query[None], pool, *index._flat_codes())
-    code_scores, ids = code_scores[0], ids[0]
-    done = first
-    exact = index.reader(ids[:first]).astype(np.float32) @ query
-    error = exact - code_scores[:first]
-    offset, spread = float(np.mean(error)), float(np.std(error))
-    while done < pool:
-        kth = np.partition(exact, -k)[-k]
-        reach = int(np.searchsorted(-code_scores, -(kth - offset - z * spread)))
-        if reach <= done:
-            break
-        step = min(pool, max(reach, 2 * done))
-        exact = np.concatenate([exact, index.reader(ids[done:step]).astype(np.float32) @ query])
-        done = step
-    return ids[np.argsort(-exact, kind="stable")[:k]]
+def rerank_fixed(reader, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """The anchors' re-rank: their top candidates scored exactly from the float16 vector file,
+    with the same fp16 scan the glimpse backends use, so only the candidate stage differs."""
+    out = np.full((len(queries), K), -1, np.int64)
+    for row, (query, found) in enumerate(zip(queries, candidates)):
+        found = np.sort(found[found >= 0])
+        _, best = _top_inner_products(reader(found), query, K)
+        out[row, : len(best)] = found[best]
+    return out
 
 
-class ResidualCodes:
-    """Experiment: a coarse quantiser (spherical k-means, ``lists`` centroids) and learned-256
-    codes of each vector's residual to its centroid, as IVF-PQ and BEBR do. A query scores
-    the members of its ``probes`` nearest lists by ``q . centroid + asymmetric(q, residual
-    code)`` (both calibrated, so lists compare), then re-ranks the top ``shortlist`` exactly.
-    RAM per image: the 32-byte code and an 8-byte id, as a list-ordered array."""
-
-    def __init__(self, stored: np.ndarray, lists: int, sample: int, reader):
-        n, dim = stored.shape
-        train = np.ascontiguousarray(stored[:: max(1, n // sample)].astype(np.float32))
-        kmeans = faiss.Kmeans(dim, lists, niter=10, spherical=True, seed=1)
-        kmeans.train(train)
-        self.centroids = kmeans.centroids
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.quantizer.add(self.centroids)
-        assign = np.concatenate([self.quantizer.search(stored[i : i + 65536].astype(np.float32), 1)[1][:, 0]
-                                 for i in range(0, n, 65536)])
-        train_lists = self.quantizer.search(train, 1)[1][:, 0]
-        self.binarizer = make_binarizer("learned", 256).fit(train - self.centroids[train_lists])
-        self.order = np.argsort(assign, kind="stable")
-        self.starts = np.searchsorted(assign[self.order], np.arange(lists + 1))
-        self.codes = np.empty((n, 32), np.uint8)
-        for i in range(0, n, 65536):
-            rows = self.order[i : i + 65536]
-            self.codes[i : i + len(rows)] = self.binarizer.encode(stored[rows].astype(np.float32) - self.centroids[assign[rows]])
-        self.reader = reader
-        self.lists = lists
-
-    def search(self, query: np.ndarray, k: int, probes: int, shortlist: int) -> np.ndarray:
-        near_scores, near = self.quantizer.search(query[None], probes)
-        spans = [np.arange(self.starts[c], self.starts[c + 1]) for c in near[0]]
-        positions = np.concatenate(spans)
-        base = np.repeat(near_scores[0], [len(s) for s in spans])
-        weights = self.binarizer.query_vector(query[None])[0].reshape(32, 8)
-        table = weights @ (((np.arange(256)[:, None] >> np.arange(8)) & 1) * 2 - 1).T.astype(np.float32)
-        estimate = base + table[np.arange(32), self.codes[positions]].sum(axis=1)
-        top = positions[np.argpartition(-estimate, min(shortlist, len(estimate) - 1))[:shortlist]]
-        ids = np.sort(self.order[top])
-        exact = self.reader(ids).astype(np.float32) @ query
-        return ids[np.argsort(-exact, kind="stable")[:k]]
-
-
-def timed(search, queries: np.ndarray) -> tuple[float, np.ndarray]:
-    """Batch-1 p50 in ms over ``queries`` (after one warm-up), and the ids each query found."""
+def per_query(search, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batch-1 seconds per query (after one warm-up) and the ids each query found."""
     search(queries[:1])
     seconds, found = [], []
     for i in range(len(queries)):
         t = time.perf_counter()
         found.append(search(queries[i : i + 1])[0])
         seconds.append(time.perf_counter() - t)
-    return 1e3 * float(np.median(seconds)), np.vstack(found)
+    return np.array(seconds), np.vstack(found)
 
 
-def isotropic_benchmark(args) -> None:
-    """Recall@10 and batch-1 p50 of the default code path against FAISS's anchors, per cosine.
+def model_rows(model: str, real: np.ndarray, n: int, target: float) -> np.ndarray:
+    """float16 database rows of a data model (see ``--models``)."""
+    if model == "real":
+        return real.astype(np.float16)
+    if model.startswith("iso"):
+        return isotropic_rows(real, n, float(model[3:]))
+    if model == "structured":
+        tiler = Tiler(real, target)
+        return np.vstack([tiler.rows(i, min(n, i + 65536)).astype(np.float16) for i in range(0, n, 65536)])
+    raise SystemExit(f"unknown data model {model!r}: use structured, iso<cosine> or real")
 
-    Each row is printed as soon as its index is built (the slow builds come last)."""
+
+class Anchors:
+    """The compressed and graph indexes glimpse is measured against, each with a sweep; every
+    code-based one re-ranks its candidates with ``rerank_fixed`` (ScaNN's own exact reorder
+    would hold the float vectors in RAM: 6,656 bytes per image)."""
+
+    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP, lists: int, reader):
+        self.stored, self.flat, self.lists, self.reader = stored, flat, lists, reader
+        self.n, self.dim = stored.shape
+        self.built: dict[str, faiss.Index] = {}
+
+    def _train_rows(self) -> np.ndarray:
+        return np.ascontiguousarray(self.stored[:: max(1, self.n // (40 * self.lists))].astype(np.float32))
+
+    def _ivf(self, spec: str) -> faiss.Index:
+        if spec in self.built:
+            return self.built[spec]
+        index = faiss.index_factory(self.dim, f"IVF{self.lists},{spec}", faiss.METRIC_INNER_PRODUCT)
+        faiss.extract_index_ivf(index).cp.niter = 10
+        index.train(self._train_rows())
+        for start in range(0, self.n, 65536):
+            index.add(self.stored[start : start + 65536].astype(np.float32))
+        self.built[spec] = index
+        return index
+
+    def ivfpq(self):
+        index = self._ivf("PQ32")
+        for probes in (16, 32, 64):
+            for top in (100, 300, 1000, 3000):
+                params = faiss.SearchParametersIVF(nprobe=probes)
+                yield (f"FAISS IVF{self.lists},PQ32 nprobe {probes}, re-rank {top}", 32 + 8,
+                       lambda q, p=params, t=top: rerank_fixed(self.reader, q, index.search(q, t, params=p)[1]))
+
+    def ivfrabitq(self):
+        index = self._ivf("RaBitQ")
+        per_image = faiss.extract_index_ivf(index).code_size + 8
+        for probes in (16, 32, 64):
+            for top in (100, 300, 1000):
+                params = faiss.IVFRaBitQSearchParameters(nprobe=probes, qb=8)
+                yield (f"FAISS IVF{self.lists},RaBitQ ({self.dim} bits) nprobe {probes}, re-rank {top}", per_image,
+                       lambda q, p=params, t=top: rerank_fixed(self.reader, q, index.search(q, t, params=p)[1]))
+
+    def hnsw(self):
+        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.add(faiss.rev_swig_ptr(self.flat.get_xb(), self.n * self.dim).reshape(self.n, self.dim))
+        faiss.omp_set_num_threads(1)
+        for ef in (64, 128, 256, 512, 1024):
+            yield (f"FAISS HNSW32 (floats) efSearch {ef}", self.dim * 4 + 32 * 2 * 4,
+                   lambda q, e=ef: index.search(q, K, params=faiss.SearchParametersHNSW(efSearch=e))[1])
+
+    def scann(self):
+        try:
+            import scann
+        except ImportError:
+            print("(ScaNN not installed: pip install scann==1.4.2)")
+            return
+        data = faiss.rev_swig_ptr(self.flat.get_xb(), self.n * self.dim).reshape(self.n, self.dim)
+        searcher = (scann.scann_ops_pybind.builder(data, K, "dot_product")
+                    .tree(num_leaves=self.lists, num_leaves_to_search=32, training_sample_size=min(self.n, 40 * self.lists))
+                    .score_ah(self.dim // 64, anisotropic_quantization_threshold=0.2).build())
+        for leaves in (16, 32, 64, 128):
+            for top in (100, 300, 1000, 3000):
+                yield (f"ScaNN tree {self.lists} + AH 32 B, leaves {leaves}, re-rank {top}", 32 + 4,
+                       lambda q, l=leaves, t=top: rerank_fixed(
+                           self.reader, q, np.asarray(searcher.search(q[0], final_num_neighbors=t, leaves_to_search=l)[0],
+                                                      dtype=np.int64)[None]))
+
+
+def models_benchmark(args) -> None:
+    """Per data model: glimpse's default codes (built through ``encoder="precomputed"`` and
+    ``add_vectors``) against exact search and the anchors, each swept; then the cheapest
+    setting of each that reaches recall@10 >= 0.95 for image and for text queries, and the
+    default's filtered (1%, 30%) and batch-64 searches against IVF-PQ's."""
     faiss.omp_set_num_threads(1)
-    real, img, txt = isotropic_sources(args)
-    n, dim = args.size, real.shape[1]
-    print(f"isotropic near-copies: {len(real):,} real {dim}-d default-encoder vectors + noisy copies to {n:,}; "
-          f"{len(img)} image / {len(txt)} text queries (other real photos, their captions); batch 1, one thread; "
+    real, img, txt, target = isotropic_sources(args)
+    queries = np.vstack([img, txt])
+    kinds = {"img": slice(0, len(img)), "txt": slice(len(img), len(queries))}
+    print(f"{len(real):,} real {real.shape[1]}-d default-encoder vectors; {len(img)} image / {len(txt)} text queries "
+          f"(other real photos, their captions); recall@10 against the exact top-10; batch 1, one thread; "
           f"faiss {faiss.__version__}; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    for cosine in args.isotropic:
-        rows = isotropic_rows(real, n, cosine)
-        copies = rows[len(real) :: 997].astype(np.float32)
-        with tempfile.TemporaryDirectory(prefix="glimpse-iso-") as tmp:
+    summary = []
+    for model in args.models:
+        rows = model_rows(model, real, args.size, target)
+        n, dim = rows.shape
+        with tempfile.TemporaryDirectory(prefix="glimpse-models-") as tmp:
             col = glimpse.open(Path(tmp) / "col", encoder="precomputed", dim=dim)
             t = time.perf_counter()
             col.add_vectors(rows, [f"v/{i}" for i in range(n)])
-            imported = time.perf_counter() - t
+            added = time.perf_counter() - t
             t = time.perf_counter()
-            col.use_codes()  # the defaults: learned-256, cascade (image) / asymmetric (text), re-rank x30
+            col.use_codes()  # the default kind and settings
             fitted = time.perf_counter() - t
             del rows
             index = col._ensure_index()
             stored = col._vectors.view(n)
-            sources = real[np.argmax(copies @ real.T, axis=1)]
-            print(f"\n### cosine {cosine}: measured copy-to-source cosine {np.mean(np.sum(copies * sources, axis=1)):.3f}; "
-                  f"add_vectors {n / imported:,.0f} vectors/s, codes fitted and built in {fitted:.0f}s")
             flat = faiss.IndexFlatIP(dim)
             for start in range(0, n, 65536):
                 flat.add(stored[start : start + 65536].astype(np.float32))
-            truth = {"img": flat.search(img, K)[1], "txt": flat.search(txt, K)[1]}
-            print("| index | B/img in RAM | p50 ms | x exact | image R@10 | text R@10 |")
-            print("|---|---|---|---|---|---|")
-            exact_p50 = []
+            truth = flat.search(queries, K)[1]
+            print(f"\n### {model}: {n:,} vectors; add_vectors {n / added:,.0f}/s; codes fitted and built in {fitted:.0f}s; "
+                  f"{index.describe()}; load average {os.getloadavg()[0]:.1f}")
+            print("| method | B/img | p50 ms img | p50 ms txt | p50 ms all | img R@10 | txt R@10 |")
+            print("|---|---|---|---|---|---|---|")
+            results = []
 
-            def row(label: str, per_image: float, image_search, text_search=None) -> None:
-                p50, found = timed(image_search, img)
-                exact_p50.append(p50)
-                got_txt = recall(timed(text_search or image_search, txt)[1], truth["txt"])
-                print(f"| {label} | {per_image:,.0f} | {p50:.2f} | {exact_p50[0] / p50:.0f} | "
-                      f"{recall(found, truth['img']):.3f} | {got_txt:.3f} |", flush=True)
+            def measure(label: str, per_image: float, search) -> None:
+                seconds, found = per_query(search, queries)
+                got = {kind: recall(found[part], truth[part]) for kind, part in kinds.items()}
+                p50 = {kind: 1e3 * float(np.median(seconds[part])) for kind, part in kinds.items()}
+                p50["all"] = 1e3 * float(np.median(seconds))
+                results.append((label, per_image, p50, got))
+                print(f"| {label} | {per_image:,.0f} | {p50['img']:.2f} | {p50['txt']:.2f} | {p50['all']:.2f} | "
+                      f"{got['img']:.3f} | {got['txt']:.3f} |", flush=True)
 
-            row("FAISS IndexFlatIP (exact)", dim * 4, lambda q: flat.search(q, K)[1])
-            held = index.nbytes() / n
-            for o in args.oversample:
-                row(f"glimpse learned-256, cascade (img) / asymmetric (txt) + re-rank x{o}" + (" (default)" if o == 30 else ""),
-                    held, lambda q, o=o: index.search(q, K, stage=CodeStage(oversample=o, scoring="cascade"))[1],
-                    lambda q, o=o: index.search(q, K, stage=CodeStage(oversample=o, scoring="asymmetric"))[1])
-            for z in args.adaptive_z:
-                row(f"glimpse learned-256, asymmetric + shortlist sized per query (z {z}, <= {args.adaptive_pool})", held,
-                    lambda q, z=z: adaptive_search(index, q[0], K, 100, args.adaptive_pool, z)[None])
-            faiss.omp_set_num_threads(os.cpu_count() or 1)
-            t = time.perf_counter()
-            lists = args.ivf_lists
-            ivfpq = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, 32, 8, faiss.METRIC_INNER_PRODUCT)
-            ivfpq.cp.niter = 10
-            ivfpq.train(np.ascontiguousarray(stored[:: max(1, n // (30 * lists))].astype(np.float32)))
-            for start in range(0, n, 65536):
-                ivfpq.add(stored[start : start + 65536].astype(np.float32))
-            print(f"(IVF-PQ built in {time.perf_counter() - t:.0f}s)", flush=True)
-            faiss.omp_set_num_threads(1)
-            refine = faiss.IndexRefine(ivfpq, flat)  # shares the exact index's floats
-            for top in (300, 1000, 3000):
-                params = faiss.IndexRefineSearchParameters(k_factor=top / K, base_index_params=faiss.SearchParametersIVF(nprobe=32))
-                row(f"FAISS IVF{lists},PQ32, nprobe 32, float refine of top {top}", 32 + 8,
-                    lambda q, params=params: refine.search(q, K, params=params)[1])
-            if args.residual_lists:
+            measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1])
+            per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8) / n
+            default_probes = index.probes
+            for probes in sorted({default_probes // 2, default_probes, 2 * default_probes}):
+                for z in (2.0, 3.0, 4.0):
+                    index.probes, index.z = probes, z
+                    measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}/{index.lists}, z {z}"
+                            + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
+                            lambda q: index.search(q, K)[1])
+            index.probes, index.z = default_probes, Z
+            anchors = Anchors(stored, flat, index.lists, index.reader)
+            for family in args.anchors:
                 t = time.perf_counter()
-                residual = ResidualCodes(stored, args.residual_lists, 20_000, index.reader)
-                print(f"(residual codes built in {time.perf_counter() - t:.0f}s)", flush=True)
-                for probes, short in args.residual_probes:
-                    row(f"experiment: IVF{args.residual_lists} + learned-256 residual codes, {probes} probes, re-rank {short}",
-                        40, lambda q, p=probes, s=short: residual.search(q[0], K, p, s)[None])
-            faiss.omp_set_num_threads(os.cpu_count() or 1)
-            t = time.perf_counter()
-            hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
-            hnsw.add(faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim))
-            print(f"(HNSW built in {time.perf_counter() - t:.0f}s)", flush=True)
-            faiss.omp_set_num_threads(1)
-            for ef in (128, 256, 512):
-                row(f"FAISS HNSW32, efSearch {ef}", dim * 4 + 32 * 2 * 4,
-                    lambda q, ef=ef: hnsw.search(q, K, params=faiss.SearchParametersHNSW(efSearch=ef))[1])
+                for label, size, search in getattr(anchors, family)():
+                    if t:
+                        print(f"({family} built in {time.perf_counter() - t:.0f}s)", flush=True)
+                        t = 0
+                    measure(label, size, search)
+            exact_p50 = results[0][2]["all"]
+            print(f"\ncheapest setting reaching recall@10 >= 0.95 for image and text queries ({model}, n={n:,}):")
+            print("| method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
+            print("|---|---|---|---|---|---|---|")
+            for family in ("glimpse", "FAISS IVF", "FAISS HNSW", "ScaNN"):
+                for rabitq in ((False, True) if family == "FAISS IVF" else (None,)):
+                    mine = [r for r in results if r[0].startswith(family) and (rabitq is None or ("RaBitQ" in r[0]) == rabitq)]
+                    good = [r for r in mine if min(r[3].values()) >= 0.95]
+                    if not mine:
+                        continue
+                    best = min(good, key=lambda r: r[2]["all"]) if good else max(mine, key=lambda r: min(r[3].values()))
+                    line = (f"| {best[0].split(',')[0] if good else family} | {best[0]}{'' if good else ' (best reached)'} | "
+                            f"{best[1]:,.0f} | {best[2]['all']:.2f} | {exact_p50 / best[2]['all']:.0f} | "
+                            f"{best[3]['img']:.3f} | {best[3]['txt']:.3f} |")
+                    print(line)
+                    summary.append(f"| {model} | {n:,} " + line)
+            filtered_and_batched(index, flat, queries, truth, stored, anchors)
             col.close()
+    print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over image + text queries)")
+    print("| data model | n | method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n".join(summary))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+def filtered_and_batched(index, flat, queries: np.ndarray, truth: np.ndarray, stored: np.ndarray, anchors) -> None:
+    """The default's filtered searches (a random 1% and 30% of the ids) and batches of 64,
+    against exact search with the same filter and IVF-PQ32 + re-rank 1000 with FAISS's selector."""
+    n = len(stored)
+    rng = np.random.default_rng(11)
+    ivfpq = anchors._ivf("PQ32") if n >= 20 * anchors.lists else None
+    print("\n| search | glimpse p50 ms | glimpse R@10 | glimpse k filled | IVF-PQ32 p50 ms | IVF-PQ32 R@10 | exact p50 ms |")
+    print("|---|---|---|---|---|---|---|")
+    for share in (0.01, 0.3):
+        allowed = np.sort(rng.choice(n, size=max(K, int(share * n)), replace=False)).astype(np.int64)
+        selector = faiss.IDSelectorBatch(allowed)
+        exact_seconds, want = per_query(lambda q: flat.search(q, K, params=faiss.SearchParameters(sel=selector))[1], queries)
+        seconds, got = per_query(lambda q: index.search(q, K, allowed=allowed)[1], queries)
+        cells = [f"{1e3 * np.median(seconds):.2f}", f"{recall(got, want):.3f}", f"{np.mean((got >= 0).sum(axis=1) == K):.2f}"]
+        if ivfpq is not None:
+            params = faiss.SearchParametersIVF(nprobe=min(anchors.lists, int(np.ceil(32 / share))), sel=selector)
+            pq_seconds, pq = per_query(lambda q: rerank_fixed(anchors.reader, q, ivfpq.search(q, 1000, params=params)[1]), queries)
+            cells += [f"{1e3 * np.median(pq_seconds):.2f}", f"{recall(pq, want):.3f}"]
+        else:
+            cells += ["", ""]
+        print(f"| filter passing {share:.0%} | " + " | ".join(cells) + f" | {1e3 * np.median(exact_seconds):.2f} |")
+    wide = np.tile(queries, (max(1, 192 // len(queries)) + 1, 1))[:192]
+    faiss.omp_set_num_threads(os.cpu_count() or 1)
+    for label, search in (("glimpse default", lambda q: index.search(q, K)[1]), ("exact", lambda q: flat.search(q, K)[1])):
+        seconds, found = [], []
+        for start in range(0, len(wide), 64):
+            t = time.perf_counter()
+            found.append(search(wide[start : start + 64]))
+            seconds.append(time.perf_counter() - t)
+        rate = 64 / float(np.median(seconds))
+        print(f"batch of 64, {label}: {rate:,.0f} queries/s on {os.cpu_count()} cores, "
+              f"recall@10 {recall(np.vstack(found)[: len(queries)], truth):.3f}")
+    faiss.omp_set_num_threads(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -544,25 +626,18 @@ def main(argv: list[str] | None = None) -> None:
                     help="re-rank shortlists of k x each of these")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--fit-sample", type=int, default=20_000)
-    ap.add_argument("--isotropic", type=lambda v: [float(x) for x in v.split(",")], default=None,
-                    help="instead: the isotropic near-copy data models at these cosines (e.g. 0.79,0.93)")
-    ap.add_argument("--size", type=int, default=200_000, help="with --isotropic: database size")
-    ap.add_argument("--real", type=int, default=3000, help="with --isotropic: real vectors in the database")
-    ap.add_argument("--text-queries", type=int, default=50, help="with --isotropic: caption queries")
-    ap.add_argument("--ivf-lists", type=int, default=1024, help="with --isotropic: IVF-PQ's lists")
-    ap.add_argument("--adaptive-z", type=lambda v: [float(x) for x in v.split(",") if x], default=[2.0, 3.0],
-                    help="with --isotropic: error-bound widths of the adaptive shortlist experiment")
-    ap.add_argument("--adaptive-pool", type=int, default=4000, help="with --isotropic: its largest shortlist")
-    ap.add_argument("--residual-lists", type=int, default=1024, help="with --isotropic: coarse lists of the "
-                    "residual-codes experiment (0: skip it)")
-    ap.add_argument("--residual-probes", default=[(16, 300), (32, 300), (32, 1000)],
-                    type=lambda v: [tuple(int(y) for y in x.split(":")) for x in v.split(",")],
-                    help="with --isotropic: PROBES:SHORTLIST pairs of the residual-codes experiment")
+    ap.add_argument("--models", type=lambda v: v.split(","), default=None,
+                    help="instead: these data models against the anchors (structured, iso<cosine>, real), e.g. "
+                         "structured,iso0.79,iso0.93,real")
+    ap.add_argument("--size", type=int, default=100_000, help="with --models: database size")
+    ap.add_argument("--real", type=int, default=100_000, help="with --models: real vectors in the database (at most)")
+    ap.add_argument("--text-queries", type=int, default=50, help="with --models: caption queries")
+    ap.add_argument("--anchors", type=lambda v: v.split(","), default=["ivfpq", "ivfrabitq", "scann", "hnsw"],
+                    help="with --models: anchor families to run")
     args = ap.parse_args(argv)
-    if args.isotropic:
+    if args.models:
         args.queries = 200 if args.queries == 100 else args.queries
-        args.oversample = [30, 100, 300] if args.oversample == [10, 30, 100] else args.oversample
-        isotropic_benchmark(args)
+        models_benchmark(args)
         return
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     seeds, img, txt, target, label = load_sources(args)

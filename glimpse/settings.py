@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 
-from .codes import DEFAULT_BINARIZER, create_binarizer
+from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
 
 #: How the codes are scanned (see :mod:`glimpse.backends.binary`); ``auto`` picks per query kind.
 SCORINGS = ("hamming", "cascade", "asymmetric")
@@ -67,14 +67,20 @@ class CodeSettings:
     """
 
     binarizer: str = DEFAULT_BINARIZER
-    bits: int = 256
-    oversample: int = 30
+    bits: int | None = None  # None: the kind's default (codes.default_bits)
+    oversample: int | None = None  # None: the kind's default (codes.default_oversample)
     seed: int = 0
     scoring: str = "auto"
     rerank: bool = True
     fitted_on: int = 0  # images in the collection when the binarizer was fitted
     fit: str | None = None
     file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.bits is None:
+            object.__setattr__(self, "bits", default_bits(self.binarizer))
+        if self.oversample is None:
+            object.__setattr__(self, "oversample", default_oversample(self.binarizer))
 
     def validate(self, dim: int | None = None) -> CodeSettings:
         """Check every option (and that the binarizer fits ``dim``-d vectors); returns self."""

@@ -1,7 +1,8 @@
 """Search backends: what answers top-k queries over a collection's vectors.
 
 :class:`SearchBackend` is the interface; :class:`FlatIndex` (exact float search) and
-:class:`BinaryIndex` (binary codes, flat or IVF, then the float re-rank) implement it.
+:class:`BinaryIndex` (binary codes, flat or IVF, then the float re-rank) and
+:class:`IVFCodesIndex` (coarse lists + RaBitQ residual codes, then the re-rank) implement it.
 :func:`open_backend` is the one place that picks a collection's backend from its settings.
 """
 
@@ -15,8 +16,10 @@ import numpy as np
 from ..codes import Binarizer
 from ..settings import CodeSettings
 from .base import CodeStage, SearchBackend
+from ..codes.rabitq import RaBitQFit
 from .binary import BinaryIndex, ivf_lists
 from .flat import FlatIndex
+from .ivfcodes import IVFCodesIndex
 
 
 def open_backend(directory: Path, dim: int, codes: CodeSettings | None, binarizer: Binarizer | None,
@@ -29,9 +32,12 @@ def open_backend(directory: Path, dim: int, codes: CodeSettings | None, binarize
     """
     if codes is None or binarizer is None:
         return FlatIndex(dim)
-    index = BinaryIndex.restore(directory, None, dim, binarizer=binarizer) or BinaryIndex(binarizer, lists=ivf_lists(size))
+    if isinstance(binarizer, RaBitQFit):
+        index = IVFCodesIndex.restore(directory, None, dim, binarizer=binarizer) or IVFCodesIndex(binarizer)
+    else:
+        index = BinaryIndex.restore(directory, None, dim, binarizer=binarizer) or BinaryIndex(binarizer, lists=ivf_lists(size))
     index.reader, index.oversample, index.rerank = reader, codes.oversample, codes.rerank
     return index
 
 
-__all__ = ["BinaryIndex", "CodeStage", "FlatIndex", "SearchBackend", "open_backend"]
+__all__ = ["BinaryIndex", "CodeStage", "FlatIndex", "IVFCodesIndex", "SearchBackend", "open_backend"]

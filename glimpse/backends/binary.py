@@ -288,12 +288,7 @@ class BinaryIndex(SearchBackend):
 
     def persist(self, directory: Path, generation: int) -> None:
         """Write this generation's codes (the binarizer's file is its owner's to save)."""
-        directory = Path(directory)
-        target = directory / CODES_FILE.format(generation=generation, fit=self.binarizer.fit_id)
-        write_atomic(target, lambda f: faiss.write_index_binary(self._index, faiss.PyCallbackIOWriter(f.write)))
-        for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
-            if old != target:
-                old.unlink(missing_ok=True)
+        write_codes(directory, generation, self.binarizer.fit_id, lambda out: faiss.write_index_binary(self._index, out))
 
     @classmethod
     def restore(cls, directory: Path, generation: int | None, dim: int, *,
@@ -301,10 +296,7 @@ class BinaryIndex(SearchBackend):
         """The codes persisted for ``generation`` (None: the newest) by ``binarizer`` (None:
         whichever fit's codes are there, with its ``BINARIZER_FILE``); None if there are none."""
         directory = Path(directory)
-        fit = "*" if binarizer is None else binarizer.fit_id
-        found = {int(generation_of): path for path in directory.glob(CODES_FILE.format(generation="*", fit=fit))
-                 if (generation_of := path.stem.split("-")[1]).isdigit()}
-        path = found.get(generation) if generation is not None else found.get(max(found, default=-1))
+        path = codes_path(directory, generation, "*" if binarizer is None else binarizer.fit_id)
         if path is None:
             return None
         if binarizer is None:
@@ -320,6 +312,23 @@ class BinaryIndex(SearchBackend):
         except RuntimeError:  # deleted by a writer between the listing and the read
             return None
         return index
+
+
+def write_codes(directory: Path, generation: int, fit: str, write: Callable[[faiss.IOWriter], None]) -> None:
+    """Write a generation's codes file with ``write(faiss writer)``, atomically, and drop the others."""
+    directory = Path(directory)
+    target = directory / CODES_FILE.format(generation=generation, fit=fit)
+    write_atomic(target, lambda f: write(faiss.PyCallbackIOWriter(f.write)))
+    for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
+        if old != target:
+            old.unlink(missing_ok=True)
+
+
+def codes_path(directory: Path, generation: int | None, fit: str) -> Path | None:
+    """The codes file of ``generation`` (None: the newest) made by ``fit`` ("*": any)."""
+    found = {int(generation_of): path for path in Path(directory).glob(CODES_FILE.format(generation="*", fit=fit))
+             if (generation_of := path.stem.split("-")[1]).isdigit()}
+    return found.get(generation) if generation is not None else found.get(max(found, default=-1))
 
 
 def _sign_pattern_quantizer(bits: int) -> faiss.ProductQuantizer:

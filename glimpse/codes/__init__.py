@@ -9,7 +9,9 @@ saves to / loads from one .npz file::
     b.save(path); b = load_binarizer(path)
 
 Kinds: ``sign`` (random rotation, the baseline), ``itq`` (PCA + ITQ rotation) and
-``learned`` (multi-bit residual MLP after BEBR; needs torch to fit, numpy only to encode).
+``learned`` (multi-bit residual MLP after BEBR; needs torch to fit, numpy only to encode);
+``ivf-rabitq`` (a coarse quantiser and RaBitQ residual codes, searched by
+:class:`glimpse.backends.ivfcodes.IVFCodesIndex`).
 See ``benchmarks/BINARIZERS_NOTES.md`` for measurements and why the default is the default.
 """
 
@@ -29,10 +31,23 @@ from .base import (
 
 _CLASSES: dict[str, Callable[[], type[Binarizer]]] = {}
 
-#: Measured on real embeddings at 256 bits (benchmarks/BINARIZERS_NOTES.md): Hamming recall@10
-#: 0.44 vs ITQ 0.42, asymmetric 0.56 vs 0.51, and text queries re-ranked from an asymmetric
-#: shortlist 0.86 vs ITQ's best 0.63. Costs ~1 min of fitting per 100k vectors (torch).
-DEFAULT_BINARIZER = "learned"
+#: Coarse lists + RaBitQ residual codes: the one kind that kept recall@10 >= 0.95 for image and
+#: text queries on clusters of near-copies, where one global code (``learned``, the previous
+#: default) fell to 0.10 (benchmarks/SEARCH_RESULTS.md, issue 15).
+DEFAULT_BINARIZER = "ivf-rabitq"
+
+#: Per kind: (bits, oversample) when the user names neither. ``ivf-rabitq`` codes take
+#: ``bits / 8 + 16`` bytes per image with their factors and id (224 bits: 44 bytes), and
+#: its shortlist is sized per query, so ``oversample`` is only its cap.
+_DEFAULTS = {"ivf-rabitq": (224, 300)}
+
+
+def default_bits(name: str) -> int:
+    return _DEFAULTS.get(name, (256, 30))[0]
+
+
+def default_oversample(name: str) -> int:
+    return _DEFAULTS.get(name, (256, 30))[1]
 
 
 def register_binarizer(name: str, cls_loader: Callable[[], type[Binarizer]]) -> None:
@@ -84,15 +99,24 @@ def _learned() -> type[Binarizer]:
     return LearnedBinarizer
 
 
+def _ivf_rabitq() -> type[Binarizer]:
+    from .rabitq import RaBitQFit
+
+    return RaBitQFit
+
+
 register_binarizer("sign", _sign)
 register_binarizer("itq", _itq)
 register_binarizer("learned", _learned)
+register_binarizer("ivf-rabitq", _ivf_rabitq)
 
 __all__ = [
     "DEFAULT_BINARIZER",
     "FILE_FORMAT",
     "Binarizer",
     "create_binarizer",
+    "default_bits",
+    "default_oversample",
     "hamming_distances",
     "list_binarizers",
     "load_binarizer",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codes import Binarizer, create_binarizer, load_binarizer
+from ..codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, load_binarizer
 from ..backends.binary import BINARIZER_FILE
 from ..settings import CodeSettings
 from .reports import ProgressFn
@@ -14,9 +14,15 @@ from .reports import ProgressFn
 class CodeStages:
     """``use_codes`` and the fits behind it."""
 
-    def use_codes(self, binarizer: str | None = "learned", bits: int = 256, oversample: int = 30, seed: int = 0,
+    def use_codes(self, binarizer: str | None = DEFAULT_BINARIZER, bits: int | None = None,
+                  oversample: int | None = None, seed: int = 0,
                   scoring: str = "auto", rerank: bool = True, progress: ProgressFn | None = None) -> None:
-        """Search through compact binary codes (code scan, then exact float re-rank).
+        """Search through compact codes (code scan, then exact float re-rank).
+
+        ``binarizer`` picks the codes: ``ivf-rabitq`` (the default: coarse lists and RaBitQ
+        residual codes, see :mod:`glimpse.backends.ivfcodes`), ``learned``, ``itq`` or ``sign``
+        (one binary code per image, see :mod:`glimpse.backends.binary`); ``bits`` and
+        ``oversample`` default per kind (:func:`glimpse.codes.default_bits`).
 
         The binarizer is fitted on the collection's own vectors now, or at the end of the
         next ``add``/``index`` when there are too few of them yet, and re-fitted when the

@@ -1,0 +1,242 @@
+"""Coarse lists + RaBitQ residual codes, then an exact re-rank sized per query (issue 15).
+
+One global binary code ranks a cluster of near-copies (bursts, edits, re-encodes of one
+photo) by noise: at 200,000 isotropic copies the learned-256 cascade kept 0.10 of the
+image top-10. Here a coarse quantiser scores the cluster first and the codes only rank rows
+within their list, from their residuals (as IVF-PQ and BEBR do):
+
+* ``IndexPreTransform(projection, IndexIVFRaBitQ)``, all FAISS: the fit's projection (see
+  :mod:`glimpse.codes.rabitq`), ``lists`` centroids, and per row ``bits / 8`` bytes of
+  residual signs, two float factors and an int64 id. The float query is scored against the
+  codes asymmetrically (quantised to ``QUERY_BITS`` per coordinate, not to signs), which is
+  what keeps text queries, far from every image, rankable.
+* The shortlist is sized per query from the fit's error model: after the top ``FIRST`` x k
+  estimates are re-ranked exactly, every further candidate whose estimate could still beat
+  the k-th exact score (estimate + shift >= k-th - ``z`` x deviation), found by a FAISS range
+  search over the same lists, is re-ranked too, up to ``k * oversample``. Image queries
+  mostly stop after the first rows, text queries read hundreds to thousands.
+* Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan.
+* Filters go to FAISS as an ``IDSelectorBatch``, with proportionally more lists probed; a
+  filter that passes no more than the shortlist is scored exactly, and a query whose probed
+  lists held fewer than k allowed rows is rescanned over every list, so k matches give k
+  results.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..codes import Binarizer
+from ..codes.rabitq import QUERY_BITS, RaBitQFit
+from ..settings import check_oversample
+from .base import CodeStage, SearchBackend
+from .binary import VectorReader, _top_inner_products, codes_path, write_codes
+
+#: Estimates re-ranked before the error model decides how many more: FIRST x k.
+FIRST = 4
+#: Deviations of the estimate's error a candidate may sit below the k-th exact score and
+#: still be re-ranked. At 50,000 near-copies (benchmarks/SEARCH_RESULTS.md), 3 kept 0.944 /
+#: 0.948 of the text top-10 at cosines 0.79 / 0.93, and 4 0.958 / 0.970.
+Z = 4.0
+
+
+def default_probes(lists: int) -> int:
+    """Lists a query visits: 1/16 of them, at least 64 (all of a small index). Text queries
+    need them (benchmarks/SEARCH_RESULTS.md, z 4): at 50,000 isotropic near-copies at cosine
+    0.79, 32 of 1,024 lists kept 0.918 of their top-10 and 64 0.958; 32 of 512 lists kept 0.916
+    on 20,000 structured copies and 64 0.954; 32 of 256 on the 3,285 real vectors 0.940, 64 0.974."""
+    return min(lists, max(64, lists // 16))
+
+
+class IVFCodesIndex(SearchBackend):
+    """A fitted :class:`RaBitQFit`'s codes in FAISS IVF lists, with the exact re-rank."""
+
+    def __init__(self, fit: RaBitQFit, reader: VectorReader | None = None, oversample: int = 300,
+                 rerank: bool = True, probes: int | None = None, z: float = Z):
+        if not fit.fitted:
+            raise ValueError("the ivf-rabitq fit must be fitted before it can index codes")
+        self.binarizer = fit
+        self.dim = fit.dim
+        self.reader = reader
+        self.oversample = check_oversample(oversample)
+        self.rerank = rerank
+        self.probes = default_probes(fit.lists) if probes is None else probes
+        self.z = z
+        self._index = self._empty()
+
+    def _empty(self) -> faiss.IndexPreTransform:
+        fit = self.binarizer
+        codes = faiss.IndexIVFRaBitQ(fit.quantizer(), fit.bits, fit.lists, faiss.METRIC_INNER_PRODUCT)
+        codes.is_trained = True  # the quantiser holds the fit's centroids; RaBitQ codes need no training
+        transform = faiss.LinearTransform(fit.dim, fit.bits, False)
+        faiss.copy_array_to_vector(np.ascontiguousarray(fit.projection.T).ravel(), transform.A)
+        transform.is_trained = True
+        return faiss.IndexPreTransform(transform, codes)
+
+    @property
+    def _ivf(self) -> faiss.IndexIVFRaBitQ:
+        return faiss.extract_index_ivf(self._index)
+
+    @property
+    def lists(self) -> int:
+        return int(self._ivf.nlist)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        if len(ids):
+            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+
+    def remove(self, ids: np.ndarray) -> int:
+        if not len(ids):
+            return 0
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+
+    def count(self) -> int:
+        return int(self._index.ntotal)
+
+    def nbytes(self) -> int:
+        """RAM the scan holds: each row's code and int64 id, and the centroids."""
+        ivf = self._ivf
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * ivf.d * 4
+
+    def ids(self) -> np.ndarray:
+        """The ids of every code held."""
+        invlists = self._ivf.invlists
+        parts = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+                 for i in range(self.lists) if invlists.list_size(i)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` per query; ``stage.oversample`` caps the re-rank at ``k * oversample`` rows.
+
+        ``stage.scoring`` does not apply: these codes are always scored asymmetrically.
+        """
+        stage = stage or CodeStage()
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if stage.exact and self.reader is not None:
+            held = np.sort(self.ids())
+            return self._exact(queries, held if allowed is None else np.intersect1d(held, allowed), k)
+        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
+        available = self.count() if allowed is None else len(allowed)
+        k = min(k, available)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
+        cap = min(available, k * oversample)
+        if allowed is not None and rerank and len(allowed) <= cap:
+            return self._exact(queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
+        estimates, candidates, params = self._scan(queries, min(cap, FIRST * k) if rerank else k, allowed)
+        if not rerank:
+            return estimates[:, :k], candidates[:, :k]
+        shift, spread = self.binarizer.error_model(queries)
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        ids = np.full((len(queries), k), -1, np.int64)
+        for row, query in enumerate(queries):
+            got_scores, got = self._rerank(query, estimates[row], candidates[row], k, cap, params[row],
+                                           float(shift[row]) + self.z * float(spread[row]))
+            scores[row, : len(got)], ids[row, : len(got)] = got_scores, got
+        return scores, ids
+
+    def _scan(self, queries: np.ndarray, depth: int,
+              allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list]:
+        """FAISS's top ``depth`` estimates, best first, and each query's search parameters; a
+        filter probes lists in proportion to what it passes."""
+        probes = self.probes
+        selector = None
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            selector = faiss.IDSelectorBatch(allowed)
+            probes = math.ceil(probes * self.count() / max(1, len(allowed)))
+        params = self._params(probes, selector)
+        estimates, candidates = self._index.search(queries, depth, params=params)
+        per_query = [params] * len(queries)
+        if allowed is not None:
+            short = np.flatnonzero((candidates >= 0).sum(axis=1) < min(depth, len(allowed)))
+            if len(short):  # too few allowed rows in the probed lists: every list
+                every = self._params(self.lists, selector)
+                estimates[short], candidates[short] = self._index.search(queries[short], depth, params=every)
+                for row in short:
+                    per_query[row] = every
+        return estimates, candidates, per_query
+
+    def _params(self, probes: int, selector) -> faiss.IVFRaBitQSearchParameters:
+        params = faiss.IVFRaBitQSearchParameters(nprobe=min(self.lists, probes), qb=QUERY_BITS)
+        if selector is not None:
+            params.sel = selector
+        return params
+
+    def _rerank(self, query: np.ndarray, estimates: np.ndarray, candidates: np.ndarray, k: int, cap: int,
+                params: faiss.IVFRaBitQSearchParameters, margin: float) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top ``k`` of the first candidates, then of every candidate whose estimate +
+        ``margin`` reaches the k-th exact score found (a FAISS range search over the same
+        lists: a long top-``cap`` heap measured 3x slower than a short one), at most ``cap``."""
+        found = candidates >= 0
+        estimates, candidates = estimates[found], candidates[found]
+        scores, ids = self._top(query, candidates, k)
+        floor = scores[k - 1] - margin if len(scores) >= k else np.inf
+        if len(candidates) < len(found) or estimates[-1] < floor:
+            return scores, ids  # every candidate that could reach the top k is scored
+        limits, more_estimates, more = self._index.range_search(query[None], float(floor), params=params)
+        keep = ~np.isin(more, candidates)
+        more_estimates, more = more_estimates[keep], more[keep]
+        more = more[np.argsort(-more_estimates, kind="stable")[: cap - len(candidates)]]
+        if not len(more):
+            return scores, ids
+        more_scores, more_ids = self._top(query, more, k)
+        scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best], ids[best]
+
+    def _top(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.sort(ids)  # sorted reads are kinder to the memory map
+        scores, best = _top_inner_products(self.reader(ids), query, k)
+        return scores, ids[best]
+
+    def _exact(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows of sorted ``ids`` scored exactly for all queries, one fp16 scan per 65,536
+        rows (the float copies stay small)."""
+        k = min(k, len(ids))
+        scores = np.full((len(queries), k), -np.inf, np.float32)
+        found = np.full((len(queries), k), -1, np.int64)
+        for start in range(0, len(ids), 65536):
+            chunk = ids[start : start + 65536]
+            rows = self.reader(chunk)
+            if rows.dtype == np.float16:
+                scorer = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+                scorer.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
+            else:
+                scorer = faiss.IndexFlatIP(self.dim)
+                scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
+            got_scores, positions = scorer.search(queries, k)
+            merged_scores = np.concatenate([scores, got_scores], axis=1)
+            merged = np.concatenate([found, np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)], axis=1)
+            best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+            scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
+        return scores, found
+
+    def describe(self) -> dict:
+        return {"kind": "ivf-rabitq", "bits": self.binarizer.bits, "lists": self.lists, "probes": self.probes,
+                "codes": self.count(), "bytes": self.nbytes()}
+
+    def persist(self, directory: Path, generation: int) -> None:
+        write_codes(directory, generation, self.binarizer.fit_id, lambda out: faiss.write_index(self._index, out))
+
+    @classmethod
+    def restore(cls, directory: Path, generation: int | None, dim: int, *,
+                binarizer: Binarizer | None = None) -> IVFCodesIndex | None:
+        """The codes ``binarizer`` (a :class:`RaBitQFit`) persisted for ``generation``
+        (None: the newest); None if there are none."""
+        path = codes_path(directory, generation, binarizer.fit_id) if isinstance(binarizer, RaBitQFit) else None
+        if path is None or binarizer.dim != dim:
+            return None
+        index = cls(binarizer)
+        try:
+            index._index = faiss.read_index(str(path))
+        except RuntimeError:  # deleted by a writer between the listing and the read
+            return None
+        return index
+

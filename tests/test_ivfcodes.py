@@ -1,0 +1,176 @@
+"""ivf-rabitq codes (coarse lists + RaBitQ residual codes) against brute force."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import glimpse
+from glimpse.codes import create_binarizer, load_binarizer
+from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
+
+DIM, BITS, K = 128, 64, 10
+
+
+def near_copies(sources: int, copies: int, seed: int = 0) -> np.ndarray:
+    """Photos (in a 24-d subspace, as embeddings are) and isotropic near-copies of each at
+    cosine ~0.8: the clusters of bursts and re-encodes one global binary code cannot split."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.standard_normal((DIM, 24)))[0]
+    photos = rng.standard_normal((sources, 24)) @ basis.T
+    photos /= np.linalg.norm(photos, axis=1, keepdims=True)
+    x = np.repeat(photos, copies, axis=0) + 0.75 * rng.standard_normal((sources * copies, DIM)) / np.sqrt(DIM)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    vectors = near_copies(20, 300)
+    rng = np.random.default_rng(5)
+    ids = rng.permutation(np.arange(10_000, 10_000 + 3 * len(vectors), 3))  # ids need not be rows
+    rows = dict(zip(ids.tolist(), vectors.astype(np.float16)))  # float16, as a collection stores them
+    reader = lambda wanted: np.stack([rows[int(i)] for i in wanted])  # noqa: E731
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(vectors)
+    exact = FlatIndex(DIM)
+    exact.add(ids, vectors.astype(np.float16).astype(np.float32))
+    # Image queries: other shots of the photos; text-like ones: far from every photo, mostly
+    # outside their subspace.
+    image = near_copies(20, 1)[rng.integers(0, 20, 20)] + 0.75 * rng.standard_normal((20, DIM)).astype(np.float32) / np.sqrt(DIM)
+    image /= np.linalg.norm(image, axis=1, keepdims=True)
+    text = 0.3 * image + rng.standard_normal((20, DIM)).astype(np.float32) / np.sqrt(DIM)
+    queries = np.concatenate([image, text])
+    return vectors, ids, reader, fit, exact, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f) & set(t)) / t.size for f, t in zip(found, truth)]))
+
+
+def index_of(data, **options) -> IVFCodesIndex:
+    vectors, ids, reader, fit, _, _ = data
+    index = IVFCodesIndex(fit, reader, **options)
+    index.add(ids, vectors)
+    return index
+
+
+def test_recall_holds_on_near_copies_where_one_global_code_fails(data):
+    vectors, ids, reader, _, exact, queries = data
+    _, truth = exact.search(queries, K)
+    _, got = index_of(data).search(queries, K)
+    one_code = BinaryIndex(create_binarizer("itq", bits=BITS, seed=0).fit(vectors), reader, scoring="cascade")
+    one_code.add(ids, vectors)
+    _, baseline = one_code.search(queries, K)
+    assert recall(got[:20], truth[:20]) >= 0.95 and recall(got[20:], truth[20:]) >= 0.9
+    # The same bits as one global code (re-rank x30) lose text queries' neighbours in the clusters.
+    assert recall(baseline[20:], truth[20:]) <= recall(got[20:], truth[20:]) - 0.1
+
+
+def test_scores_are_exact_and_best_first(data):
+    index = index_of(data)
+    _, ids, reader, _, _, queries = data
+    scores, found = index.search(queries, K)
+    for query, row_scores, row in zip(queries, scores, found):
+        np.testing.assert_allclose(row_scores, reader(row).astype(np.float32) @ query, rtol=1e-4, atol=1e-4)
+        assert np.all(np.diff(row_scores) <= 0)
+
+
+def test_shortlist_is_sized_per_query(data):
+    """Text-like queries (far outside the codes' projection) re-rank more rows than image ones."""
+    index = index_of(data)
+    queries = data[5]
+    read = []
+    index.reader = lambda wanted: (read.append(len(wanted)), data[2](wanted))[1]
+    image, text = [], []
+    for row, query in enumerate(queries):
+        read.clear()
+        index.search(query[None], K)
+        (image if row < 20 else text).append(sum(read))
+    assert np.mean(text) > 1.5 * np.mean(image)
+    assert max(image + text) <= K * index.oversample
+
+
+@pytest.mark.parametrize("share", [0.01, 0.3])
+def test_filters_return_k_results_from_the_allowed_set(data, share):
+    index = index_of(data)
+    _, ids, _, _, exact, queries = data
+    allowed = np.sort(np.random.default_rng(1).choice(ids, size=int(share * len(ids)), replace=False))
+    _, truth = exact.search(queries, K, allowed=allowed)
+    _, got = index.search(queries, K, allowed=allowed)
+    assert np.all(np.isin(got, allowed))
+    assert recall(got, truth) >= 0.95
+
+
+def test_filter_of_rows_outside_the_probed_lists_still_fills_k(data):
+    index = index_of(data, probes=1, oversample=2)  # a 20-row shortlist cap: the code path
+    _, ids, _, _, exact, queries = data
+    _, far = exact.search(-queries[:1], 60)  # the rows least like the query
+    _, got = index.search(queries[:1], K, allowed=np.sort(far[0]))
+    assert (got >= 0).sum() == K and np.all(np.isin(got, far[0]))
+
+
+def test_batches_match_single_queries(data):
+    index = index_of(data)
+    queries = np.tile(data[5], (2, 1))[:64]
+    batch_scores, batch_ids = index.search(queries, K)
+    for row, query in enumerate(queries[:8]):
+        scores, found = index.search(query[None], K)
+        np.testing.assert_array_equal(found[0], batch_ids[row])
+        np.testing.assert_allclose(scores[0], batch_scores[row], rtol=1e-6)
+
+
+def test_removed_rows_are_never_returned(data):
+    index = index_of(data)
+    _, ids, _, _, _, queries = data
+    _, before = index.search(queries, K)
+    gone = np.unique(before[:, :3])
+    assert index.remove(gone) == len(gone)
+    assert index.count() == len(ids) - len(gone)
+    _, after = index.search(queries, K)
+    assert not np.isin(after, gone).any() and (after >= 0).all()
+
+
+def test_persist_and_restore_give_the_same_answers(data, tmp_path):
+    index = index_of(data)
+    _, _, reader, fit, _, queries = data
+    fit.save(tmp_path / "fit.npz")
+    loaded = load_binarizer(tmp_path / "fit.npz")
+    assert loaded.fit_id == fit.fit_id
+    np.testing.assert_allclose(loaded.error_model(queries), fit.error_model(queries), rtol=1e-6)
+    index.persist(tmp_path, 3)
+    assert IVFCodesIndex.restore(tmp_path, 3, DIM + 1, binarizer=loaded) is None  # another dimension
+    assert IVFCodesIndex.restore(tmp_path, 4, DIM, binarizer=loaded) is None  # another generation
+    restored = IVFCodesIndex.restore(tmp_path, 3, DIM, binarizer=loaded)
+    restored.reader = reader
+    assert restored.count() == index.count()
+    assert sorted(restored.ids().tolist()) == sorted(index.ids().tolist())
+    np.testing.assert_array_equal(restored.search(queries, K)[1], index.search(queries, K)[1])
+
+
+def test_ram_per_image_is_code_factors_and_id(data):
+    index = index_of(data)
+    assert index.nbytes() == index.count() * (BITS // 8 + 8 + 8) + index.lists * BITS * 4
+
+
+def test_fit_rejects_more_bits_than_dimensions():
+    with pytest.raises(ValueError, match="bits <= 32"):
+        create_binarizer("ivf-rabitq", bits=64).fit(np.ones((300, 32), np.float32))
+
+
+def test_a_collection_of_precomputed_vectors_searches_through_the_codes(data, tmp_path):
+    vectors, _, _, _, _, queries = data
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=DIM)
+    try:
+        col.add_vectors(vectors, keys=[f"v{i}" for i in range(len(vectors))])
+        col.use_codes(bits=BITS)  # the default kind
+        assert col._code_settings().binarizer == "ivf-rabitq"
+        assert col._code_settings().oversample == 300
+        got = [[r.id for r in col.search(vector=q, k=K)] for q in queries]
+        want = [[r.id for r in col.search(vector=q, k=K, exact=True)] for q in queries]
+        assert recall(np.array(got), np.array(want)) >= 0.95
+    finally:
+        col.close()
+    reopened = glimpse.open(tmp_path / "col")
+    try:  # restored from the persisted codes: the same answers
+        assert [[r.id for r in reopened.search(vector=q, k=K)] for q in queries] == got
+    finally:
+        reopened.close()
