@@ -174,3 +174,15 @@ def test_a_collection_of_precomputed_vectors_searches_through_the_codes(data, tm
         assert [[r.id for r in reopened.search(vector=q, k=K)] for q in queries] == got
     finally:
         reopened.close()
+
+
+def test_default_codes_fit_vectors_of_fewer_dimensions_than_the_default_bits(tmp_path):
+    """``use_codes()`` with no bits on 64-d vectors projects to 64 bits instead of refusing 224."""
+    vectors = np.random.default_rng(3).standard_normal((2000, 64)).astype(np.float32)
+    col = glimpse.open(tmp_path / "c", encoder="precomputed", dim=64)
+    col.add_vectors(vectors, keys=[f"k{i}" for i in range(len(vectors))])
+    col.use_codes()
+    assert col.backend_info()["bits"] == 64
+    assert col.search(vector=vectors[7], k=1)[0].path == "k7"
+    with pytest.raises(ValueError, match="at most 64 bits"):
+        col.use_codes(bits=224)  # bits the user names are checked, never silently lowered

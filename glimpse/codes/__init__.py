@@ -42,8 +42,12 @@ DEFAULT_BINARIZER = "ivf-rabitq"
 _DEFAULTS = {"ivf-rabitq": (224, 300)}
 
 
-def default_bits(name: str) -> int:
-    return _DEFAULTS.get(name, (256, 30))[0]
+def default_bits(name: str, dim: int | None = None) -> int:
+    """The kind's bits when the user names none; ``ivf-rabitq`` projects, so never more than ``dim``."""
+    bits = _DEFAULTS.get(name, (256, 30))[0]
+    if name == "ivf-rabitq" and dim is not None:
+        bits = max(8, min(bits, dim - dim % 8))
+    return bits
 
 
 def default_oversample(name: str) -> int:

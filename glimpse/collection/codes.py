@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, load_binarizer
+from ..codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, default_bits, load_binarizer
 from ..backends.binary import BINARIZER_FILE
 from ..settings import CodeSettings
 from .reports import ProgressFn
@@ -45,6 +45,8 @@ class CodeStages:
                 self._index = None
                 self._drop_stale_fits(None)
             return
+        if bits is None and isinstance(binarizer, str):
+            bits = default_bits(binarizer, self.encoder.dim)
         settings = CodeSettings(binarizer, bits, oversample, seed, scoring, rerank).validate(self.encoder.dim)
         with self._lock:
             current = self._code_settings()
