@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import metrics as m
-from .datasets import Judgement, Task
+from .tasks import Judgement, Task
 
 CURVE_KS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100)
 TOP_SHOWN = 5

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..extras import require
-from .datasets import Items, Task
+from .tasks import Items, Task
 from .runner import Evaluation, Row
 
 GALLERY_QUERIES = 8

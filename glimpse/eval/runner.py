@@ -17,7 +17,7 @@ import numpy as np
 from .. import __version__
 from ..encoders import Encoder, create_encoder
 from .configs import Config, Scorer
-from .datasets import Dataset, Items, Judgement, Task, file_fingerprint
+from .tasks import Dataset, Items, Judgement, Task, file_fingerprint
 from .embed import EmbeddingCache
 from .protocols import HEADLINE, TaskScore, score_task
 from .words import WordChannel, ocr_words
