@@ -25,7 +25,8 @@ Encoders = Annotated[Optional[str], typer.Option("--encoder", help="Encoder(s), 
 Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and binarizer fitting.")]
 Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
 Refine = Annotated[str, typer.Option(help="Also score each configuration with a re-ranking stage on its top 100: aqe, superglobal (comma-separated).")]
-Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly (k 10 x oversample 10 = 100).")]
+Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly per query (eval's own default; a collection "
+                                              "re-ranks k x its code kind's oversample).")]
 Model = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: the model (as in `glimpse index --model`).")]
 Pretrained = Annotated[Optional[str], typer.Option(help="open_clip encoder: the weights (tag, hf-hub:org/name, file or folder).")]
 Device = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: cpu, cuda or cuda:N.")]

@@ -39,7 +39,8 @@ from ..backends.flat import FlatIndex
 from ..query.fusion import check_fusion
 from ..query.refine import CANDIDATES, REFINES, refine
 
-#: Shortlist re-ranked by default in eval: k = 10 results x oversample 10 (collections default to 30).
+#: Code candidates eval re-ranks per query unless told otherwise; fixed, so reports compare across
+#: kinds (a collection's own shortlist is k x its kind's oversample: glimpse.codes.default_oversample).
 DEFAULT_SHORTLIST = 100
 ID_BYTES = 8  # int64 id per code in the FAISS id map
 
