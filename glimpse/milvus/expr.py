@@ -39,17 +39,9 @@ def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
     if where.path_prefix is not None:
         prefix = where.path_prefix.rstrip("/")
         parts.append(f"(path == {_quote(prefix)} or path like {_quote(prefix + '/%')})")
-    for field, op, value in (
-        ("date_ns", ">=", where.mtime_from_ns), ("date_ns", "<", where.mtime_to_ns),
-        ("width", ">=", where.min_width), ("width", "<=", where.max_width),
-        ("height", ">=", where.min_height), ("height", "<=", where.max_height),
-        ("bytes", ">=", where.min_bytes), ("bytes", "<=", where.max_bytes),
-    ):
-        if value is not None:
-            parts.append(f"{field} {op} {int(value)}")
-    if where.orientation is not None:
-        parts.append({"landscape": "width > height", "portrait": "width < height",
-                      "square": "width == height"}[where.orientation])
+    parts += [f"{field} {op} {value}" for field, op, value in where.bounds()]  # the row's fields share the names
+    if where.shape() is not None:
+        parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
 
 

@@ -15,6 +15,8 @@ from .records import ErrorRecord, FileError, FileLink, FileRecord, ItemCondition
 
 #: 2: paths are stored as their bytes (``os.fsencode``), so names that are not UTF-8 fit.
 SCHEMA_VERSION = 2
+#: The columns behind ItemConditions' fields: a capture time, where known, stands for the file's mtime.
+_COLUMNS = {"date_ns": "COALESCE(i.taken_ns, f.mtime_ns)", "width": "i.width", "height": "i.height", "bytes": "f.size"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -199,19 +201,11 @@ class Metadata:
             prefix = _key(where.path_prefix.rstrip("/"))
             sql.append("(f.path = ? OR (f.path >= ? AND f.path < ?))")
             params += [prefix, prefix + b"/", prefix + b"0"]  # "0" sorts right after "/"
-        for column, op, value in (
-            ("COALESCE(i.taken_ns, f.mtime_ns)", ">=", where.mtime_from_ns),
-            ("COALESCE(i.taken_ns, f.mtime_ns)", "<", where.mtime_to_ns),
-            ("i.width", ">=", where.min_width), ("i.width", "<=", where.max_width),
-            ("i.height", ">=", where.min_height), ("i.height", "<=", where.max_height),
-            ("f.size", ">=", where.min_bytes), ("f.size", "<=", where.max_bytes),
-        ):
-            if value is not None:
-                sql.append(f"{column} {op} ?")
-                params.append(int(value))
-        if where.orientation is not None:
-            sql.append({"landscape": "i.width > i.height", "portrait": "i.width < i.height",
-                        "square": "i.width = i.height"}[where.orientation])
+        for field, op, value in where.bounds():
+            sql.append(f"{_COLUMNS[field]} {op} ?")
+            params.append(value)
+        if where.shape() is not None:
+            sql.append(f"i.width {where.shape()} i.height")  # SQLite takes == for =
         rows = self._query(
             "SELECT DISTINCT i.id FROM items i JOIN files f ON f.item_id = i.id"
             + (" WHERE " + " AND ".join(sql) if sql else "") + " ORDER BY i.id",

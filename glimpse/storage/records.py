@@ -53,6 +53,21 @@ class ItemConditions:
     max_bytes: int | None = None
     orientation: str | None = None  # landscape | portrait | square
 
+    def bounds(self) -> list[tuple[str, str, int]]:
+        """The numeric conditions set, as (field, operator, value); fields: ``date_ns`` (capture
+        time, else modification time), ``width``, ``height``, ``bytes``. Each store maps the
+        fields to its own columns."""
+        return [(name, op, int(value)) for name, op, value in (
+            ("date_ns", ">=", self.mtime_from_ns), ("date_ns", "<", self.mtime_to_ns),
+            ("width", ">=", self.min_width), ("width", "<=", self.max_width),
+            ("height", ">=", self.min_height), ("height", "<=", self.max_height),
+            ("bytes", ">=", self.min_bytes), ("bytes", "<=", self.max_bytes),
+        ) if value is not None]
+
+    def shape(self) -> str | None:
+        """The orientation as the comparison of width with height: ``>``, ``<`` or ``==``."""
+        return None if self.orientation is None else {"landscape": ">", "portrait": "<", "square": "=="}[self.orientation]
+
 
 @dataclass(frozen=True)
 class NewItem:
