@@ -24,7 +24,7 @@ Codes = Annotated[str, typer.Option(help="Binary codes to compare with exact flo
 Encoders = Annotated[Optional[str], typer.Option("--encoder", help="Encoder(s), comma-separated. Default: the default encoder.")]
 Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and binarizer fitting.")]
 Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
-Refine = Annotated[str, typer.Option(help="Also score each configuration with a re-ranking stage on its top 100: aqe, superglobal (comma-separated).")]
+Refine = Annotated[str, typer.Option(help="Also score each configuration with a refinement stage on its top 100: aqe, superglobal (comma-separated).")]
 Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly per query (eval's own default; a collection "
                                               "re-ranks k x its code kind's oversample).")]
 Model = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: the model (as in `glimpse index --model`).")]
