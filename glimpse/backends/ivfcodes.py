@@ -34,7 +34,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from ..settings import check_oversample
 from .base import CodeStage, SearchBackend
-from .binary import VectorReader, _top_inner_products, codes_path, write_codes
+from .binary import VectorReader, codes_path, exact_top, fp16_scorer, write_codes
 
 #: Estimates re-ranked before the error model decides how many more: FIRST x k.
 FIRST = 4
@@ -176,7 +176,7 @@ class IVFCodesIndex(SearchBackend):
         lists: a long top-``cap`` heap measured 3x slower than a short one), at most ``cap``."""
         found = candidates >= 0
         estimates, candidates = estimates[found], candidates[found]
-        scores, ids = self._top(query, candidates, k)
+        scores, ids = exact_top(self.reader, query, candidates, k)
         floor = scores[k - 1] - margin if len(scores) >= k else np.inf
         if len(candidates) < len(found) or estimates[-1] < floor:
             return scores, ids  # every candidate that could reach the top k is scored
@@ -186,15 +186,10 @@ class IVFCodesIndex(SearchBackend):
         more = more[np.argsort(-more_estimates, kind="stable")[: cap - len(candidates)]]
         if not len(more):
             return scores, ids
-        more_scores, more_ids = self._top(query, more, k)
+        more_scores, more_ids = exact_top(self.reader, query, more, k)
         scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best], ids[best]
-
-    def _top(self, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        ids = np.sort(ids)  # sorted reads are kinder to the memory map
-        scores, best = _top_inner_products(self.reader(ids), query, k)
-        return scores, ids[best]
 
     def _exact(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows of sorted ``ids`` scored exactly for all queries, one fp16 scan per 65,536
@@ -206,8 +201,7 @@ class IVFCodesIndex(SearchBackend):
             chunk = ids[start : start + 65536]
             rows = self.reader(chunk)
             if rows.dtype == np.float16:
-                scorer = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
-                scorer.add_sa_codes(np.ascontiguousarray(rows).view(np.uint8))
+                scorer = fp16_scorer(rows)
             else:
                 scorer = faiss.IndexFlatIP(self.dim)
                 scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
