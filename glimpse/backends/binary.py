@@ -140,7 +140,7 @@ class BinaryIndex(SearchBackend):
         stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if stage.exact and self.reader is not None:
-            return self._exact(queries, k, allowed)
+            return exact_scan(self.reader, queries, held_ids(self, allowed), k)
         rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
         available = self.count() if allowed is None else len(allowed)
         k = min(k, available)
@@ -158,21 +158,6 @@ class BinaryIndex(SearchBackend):
         if not rerank:
             return scores, ids
         return self._rerank(queries, ids, k)
-
-    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Every held (or allowed) id scored with its float vector, in chunks so the float copies stay small."""
-        ids = np.sort(self.ids())
-        if allowed is not None:
-            ids = np.intersect1d(ids, allowed)
-        k = min(k, len(ids))
-        out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        out_ids = np.full((len(queries), k), -1, np.int64)
-        for row, query in enumerate(queries):
-            scores = np.concatenate([self.reader(ids[i : i + 65536]).astype(np.float32) @ query
-                                     for i in range(0, len(ids), 65536)]) if len(ids) else np.zeros(0, np.float32)
-            best = np.argsort(-scores, kind="stable")[:k]
-            out_scores[row], out_ids[row] = scores[best], ids[best]
-        return out_scores, out_ids
 
     def _hamming_search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None):
         """FAISS's own scan (flat, optionally filtered) or IVF search."""
@@ -341,6 +326,34 @@ def _sign_pattern_quantizer(bits: int) -> faiss.ProductQuantizer:
     quantizer = faiss.ProductQuantizer(bits, bits // 8, 8)
     faiss.copy_array_to_vector(np.tile(patterns, (bits // 8, 1)).ravel(), quantizer.centroids)
     return quantizer
+
+
+def held_ids(backend: SearchBackend, allowed: np.ndarray | None) -> np.ndarray:
+    """The ids ``backend`` holds (only those in ``allowed``, when given), ascending."""
+    held = np.sort(backend.ids())
+    return held if allowed is None else np.intersect1d(held, allowed)
+
+
+def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of sorted ``ids`` scored exactly for all queries (the reference a code stage is
+    measured against), one scan per 65,536 rows so the float copies stay small."""
+    k = min(k, len(ids))
+    scores = np.full((len(queries), k), -np.inf, np.float32)
+    found = np.full((len(queries), k), -1, np.int64)
+    for start in range(0, len(ids) if k else 0, 65536):  # FAISS takes no k = 0
+        chunk = ids[start : start + 65536]
+        rows = reader(chunk)
+        if rows.dtype == np.float16:
+            scorer = fp16_scorer(rows)
+        else:
+            scorer = faiss.IndexFlatIP(rows.shape[1])
+            scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
+        got_scores, positions = scorer.search(queries, k)
+        merged_scores = np.concatenate([scores, got_scores], axis=1)
+        merged = np.concatenate([found, np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)], axis=1)
+        best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
+        scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
+    return scores, found
 
 
 def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,7 +34,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from ..settings import check_oversample
 from .base import CodeStage, SearchBackend
-from .binary import VectorReader, codes_path, exact_top, fp16_scorer, write_codes
+from .binary import VectorReader, codes_path, exact_scan, exact_top, held_ids, write_codes
 
 #: Estimates re-ranked before the error model decides how many more: FIRST x k.
 FIRST = 4
@@ -118,8 +118,7 @@ class IVFCodesIndex(SearchBackend):
         stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if stage.exact and self.reader is not None:
-            held = np.sort(self.ids())
-            return self._exact(queries, held if allowed is None else np.intersect1d(held, allowed), k)
+            return exact_scan(self.reader, queries, held_ids(self, allowed), k)
         rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
         available = self.count() if allowed is None else len(allowed)
         k = min(k, available)
@@ -128,7 +127,7 @@ class IVFCodesIndex(SearchBackend):
         oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
         cap = min(available, k * oversample)
         if allowed is not None and rerank and len(allowed) <= cap:
-            return self._exact(queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
+            return exact_scan(self.reader, queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
         estimates, candidates, params = self._scan(queries, min(cap, FIRST * k) if rerank else k, allowed)
         if not rerank:
             return estimates[:, :k], candidates[:, :k]
@@ -190,27 +189,6 @@ class IVFCodesIndex(SearchBackend):
         scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best], ids[best]
-
-    def _exact(self, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The rows of sorted ``ids`` scored exactly for all queries, one fp16 scan per 65,536
-        rows (the float copies stay small)."""
-        k = min(k, len(ids))
-        scores = np.full((len(queries), k), -np.inf, np.float32)
-        found = np.full((len(queries), k), -1, np.int64)
-        for start in range(0, len(ids), 65536):
-            chunk = ids[start : start + 65536]
-            rows = self.reader(chunk)
-            if rows.dtype == np.float16:
-                scorer = fp16_scorer(rows)
-            else:
-                scorer = faiss.IndexFlatIP(self.dim)
-                scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
-            got_scores, positions = scorer.search(queries, k)
-            merged_scores = np.concatenate([scores, got_scores], axis=1)
-            merged = np.concatenate([found, np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)], axis=1)
-            best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
-            scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
-        return scores, found
 
     def describe(self) -> dict:
         return {"kind": "ivf-rabitq", "bits": self.binarizer.bits, "lists": self.lists, "probes": self.probes,
