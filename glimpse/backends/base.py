@@ -1,9 +1,10 @@
 """The search-backend interface: what the collection asks of any index of its vectors.
 
 A backend maps int64 item ids to vectors and answers top-k inner-product queries. The local
-FAISS backends (:mod:`.flat`, :mod:`.binary`) implement it; a backend is derived state: the
-collection's vector file is the source of truth, so a backend that cannot restore a
-persisted copy is rebuilt from the stored vectors.
+FAISS backends (:mod:`.flat`, :mod:`.binary`, :mod:`.ivfcodes`) and Milvus
+(:mod:`glimpse.milvus.index`) implement it; a backend is derived state: the collection's
+vector file is the source of truth, so a backend that cannot restore a persisted copy is
+rebuilt from the stored vectors.
 """
 
 from __future__ import annotations

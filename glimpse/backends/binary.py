@@ -19,6 +19,7 @@ Two ways to scan the codes for the shortlist:
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 
@@ -58,7 +59,39 @@ def ivf_lists(count: int) -> int:
     return int(2 ** round(np.log2(np.sqrt(count))))
 
 
-class BinaryIndex(SearchBackend):
+class CodeBackend(SearchBackend):
+    """What the code backends share: their fitted binarizer, the reader of the float vectors
+    (for the exact stages), and how a search's :class:`CodeStage` meets their own settings."""
+
+    def __init__(self, binarizer: Binarizer, reader: VectorReader | None, oversample: int, rerank: bool):
+        self.binarizer = binarizer
+        self.dim = binarizer.dim
+        self.reader = reader
+        self.oversample = check_oversample(oversample)
+        self.rerank = rerank
+
+    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
+               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
+        stage = stage or CodeStage()
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if stage.exact and self.reader is not None:
+            return exact_scan(self.reader, queries, held_ids(self, allowed), k)
+        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
+        available = self.count() if allowed is None else len(allowed)
+        k = min(k, available)
+        if k <= 0:
+            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
+        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
+        return self._search_codes(queries, k, allowed, stage, rerank, min(available, k * oversample))
+
+    @abstractmethod
+    def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
+                      rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (at least 1, at most what is held or allowed) from the codes; a re-rank
+        scores at most ``shortlist`` candidates (``k * oversample``, at most what is there)."""
+
+
+class BinaryIndex(CodeBackend):
     """A fitted binarizer's codes in a FAISS binary index, with optional float re-rank.
 
     ``search`` takes ``k * oversample`` candidates from the codes (Hamming or asymmetric);
@@ -78,11 +111,7 @@ class BinaryIndex(SearchBackend):
                  rerank: bool = True, scoring: str = "hamming", lists: int = 0, probes: int = 64):
         if not binarizer.fitted:
             raise ValueError("the binarizer must be fitted before it can index codes")
-        self.binarizer = binarizer
-        self.dim = binarizer.dim
-        self.reader = reader
-        self.oversample = check_oversample(oversample)
-        self.rerank = rerank
+        super().__init__(binarizer, reader, oversample, rerank)
         self.scoring = check_scoring(scoring, allow_auto=False)
         self.probes = probes
         bits = binarizer.bits
@@ -135,19 +164,9 @@ class BinaryIndex(SearchBackend):
             return sum(invlists.list_size(i) for i in range(self.lists)) * (self._index.code_size + 8)
         return int(faiss.downcast_IndexBinary(self._index.index).xb.size()) + 8 * int(self._index.id_map.size())
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
-        stage = stage or CodeStage()
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if stage.exact and self.reader is not None:
-            return exact_scan(self.reader, queries, held_ids(self, allowed), k)
-        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
-        available = self.count() if allowed is None else len(allowed)
-        k = min(k, available)
-        if k <= 0:
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
-        shortlist = min(available, k * oversample) if rerank else k
+    def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
+                      rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+        shortlist = shortlist if rerank else k
         mode = check_scoring(stage.scoring or self.scoring, allow_auto=False)
         if allowed is None and mode == "hamming":
             scores, ids = self._hamming_search(queries, shortlist)

@@ -32,9 +32,8 @@ import numpy as np
 
 from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
-from ..settings import check_oversample
-from .base import CodeStage, SearchBackend
-from .binary import VectorReader, codes_path, exact_scan, exact_top, held_ids, write_codes
+from .base import CodeStage
+from .binary import CodeBackend, VectorReader, codes_path, exact_scan, exact_top, write_codes
 
 #: Estimates re-ranked before the error model decides how many more: FIRST x k.
 FIRST = 4
@@ -52,18 +51,18 @@ def default_probes(lists: int) -> int:
     return min(lists, max(64, lists // 16))
 
 
-class IVFCodesIndex(SearchBackend):
-    """A fitted :class:`RaBitQFit`'s codes in FAISS IVF lists, with the exact re-rank."""
+class IVFCodesIndex(CodeBackend):
+    """A fitted :class:`RaBitQFit`'s codes in FAISS IVF lists, with the exact re-rank.
+
+    A search's ``stage.oversample`` caps the re-rank at ``k * oversample`` rows; ``stage.scoring``
+    does not apply: these codes are always scored asymmetrically.
+    """
 
     def __init__(self, fit: RaBitQFit, reader: VectorReader | None = None, oversample: int = 300,
                  rerank: bool = True, probes: int | None = None, z: float = Z):
         if not fit.fitted:
             raise ValueError("the ivf-rabitq fit must be fitted before it can index codes")
-        self.binarizer = fit
-        self.dim = fit.dim
-        self.reader = reader
-        self.oversample = check_oversample(oversample)
-        self.rerank = rerank
+        super().__init__(fit, reader, oversample, rerank)
         self.probes = default_probes(fit.lists) if probes is None else probes
         self.z = z
         self._index = self._empty()
@@ -109,33 +108,18 @@ class IVFCodesIndex(SearchBackend):
                  for i in range(self.lists) if invlists.list_size(i)]
         return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
-    def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,
-               stage: CodeStage | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` per query; ``stage.oversample`` caps the re-rank at ``k * oversample`` rows.
-
-        ``stage.scoring`` does not apply: these codes are always scored asymmetrically.
-        """
-        stage = stage or CodeStage()
-        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        if stage.exact and self.reader is not None:
-            return exact_scan(self.reader, queries, held_ids(self, allowed), k)
-        rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
-        available = self.count() if allowed is None else len(allowed)
-        k = min(k, available)
-        if k <= 0:
-            return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
-        oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
-        cap = min(available, k * oversample)
-        if allowed is not None and rerank and len(allowed) <= cap:
+    def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
+                      rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+        if allowed is not None and rerank and len(allowed) <= shortlist:
             return exact_scan(self.reader, queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
-        estimates, candidates, params = self._scan(queries, min(cap, FIRST * k) if rerank else k, allowed)
+        estimates, candidates, params = self._scan(queries, min(shortlist, FIRST * k) if rerank else k, allowed)
         if not rerank:
             return estimates[:, :k], candidates[:, :k]
         shift, spread = self.binarizer.error_model(queries)
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         for row, query in enumerate(queries):
-            got_scores, got = self._rerank(query, estimates[row], candidates[row], k, cap, params[row],
+            got_scores, got = self._rerank(query, estimates[row], candidates[row], k, shortlist, params[row],
                                            float(shift[row]) + self.z * float(spread[row]))
             scores[row, : len(got)], ids[row, : len(got)] = got_scores, got
         return scores, ids
