@@ -84,6 +84,16 @@ class CodeBackend(SearchBackend):
         oversample = self.oversample if stage.oversample is None else check_oversample(stage.oversample)
         return self._search_codes(queries, k, allowed, stage, rerank, min(available, k * oversample))
 
+    @classmethod
+    def _read(cls, binarizer: Binarizer, path: Path, read: Callable[[str], object]):
+        """A backend of ``binarizer`` holding the FAISS index ``read`` from ``path``, or None."""
+        backend = cls(binarizer)
+        try:
+            backend._index = read(str(path))
+        except RuntimeError:  # deleted by a writer between the listing and the read
+            return None
+        return backend
+
     @abstractmethod
     def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
                       rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
@@ -307,14 +317,7 @@ class BinaryIndex(CodeBackend):
                 binarizer = load_binarizer(directory / BINARIZER_FILE.format(fit=path.stem.split("-")[2]))
             except FileNotFoundError:
                 return None
-        if binarizer.dim != dim:
-            return None
-        index = cls(binarizer)
-        try:
-            index._index = faiss.read_index_binary(str(path))
-        except RuntimeError:  # deleted by a writer between the listing and the read
-            return None
-        return index
+        return cls._read(binarizer, path, faiss.read_index_binary) if binarizer.dim == dim else None
 
 
 def write_codes(directory: Path, generation: int, fit: str, write: Callable[[faiss.IOWriter], None]) -> None:

@@ -189,10 +189,5 @@ class IVFCodesIndex(CodeBackend):
         path = codes_path(directory, generation, binarizer.fit_id) if isinstance(binarizer, RaBitQFit) else None
         if path is None or binarizer.dim != dim:
             return None
-        index = cls(binarizer)
-        try:
-            index._index = faiss.read_index(str(path))
-        except RuntimeError:  # deleted by a writer between the listing and the read
-            return None
-        return index
+        return cls._read(binarizer, path, faiss.read_index)
 
