@@ -69,7 +69,8 @@ from binarizers import N_HELD_OUT, build_embeddings, default_cache, make_binariz
 import glimpse  # noqa: E402
 from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.storage import VectorStore  # noqa: E402
-from glimpse.backends.binary import IVF_FROM, BinaryIndex, _top_inner_products, ivf_lists  # noqa: E402
+from glimpse.backends.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
+from glimpse.backends.exact import _top_inner_products  # noqa: E402
 from glimpse.backends.base import CodeStage  # noqa: E402
 from glimpse.backends.ivfcodes import Z  # noqa: E402
 

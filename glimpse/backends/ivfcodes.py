@@ -33,7 +33,8 @@ import numpy as np
 from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
-from .binary import CodeBackend, VectorReader, codes_path, exact_scan, exact_top, write_codes
+from .binary import CodeBackend, codes_path, write_codes
+from .exact import VectorReader, exact_scan, exact_top
 
 #: Estimates re-ranked before the error model decides how many more: FIRST x k.
 FIRST = 4
