@@ -10,7 +10,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "glimpse"
+import glimpse
+
+#: The package under test: the checkout, or the installed wheel when the tests run outside the tree.
+PACKAGE = Path(glimpse.__file__).resolve().parent
 #: Built on the engine; nothing in the engine may import them.
 FRONT = ("glimpse.eval", "glimpse.server", "glimpse.cli", "glimpse.demo")
 
