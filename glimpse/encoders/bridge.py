@@ -133,7 +133,7 @@ class BridgeEncoder(Encoder):
             (224, 240, 260 px). Larger variants see more detail and run slower.
         precision: "fp32" (the default: the image model's convolutions on ONNX Runtime) or
             "bf16" (torch with bf16 autocast, the default before; features keep cosine >= 0.996
-            against fp32, at several times fp32's CPU time here). Applies to the image model;
+            against fp32, at about the same CPU time per image, and far slower on a busy machine). Applies to the image model;
             texts are always encoded in fp32 by torch, so text vectors do not depend on it.
             Either way images run in micro-batches of ``MICRO_BATCH``, so an image's vector does
             not depend on the batch it came in.
@@ -328,6 +328,8 @@ class BridgeEncoder(Encoder):
     def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Prepared uint8 (n, side, side, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
         parts = [(gem.numpy(), logits.numpy()) for gem, logits in self._micro_batches(batch, self._features)]
+        if not parts:
+            return np.zeros((0, VISUAL_DIM), np.float32), np.zeros((0, 1000), np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     @staticmethod

@@ -1,8 +1,8 @@
 """EfficientNet-Lite's convolutions on ONNX Runtime, always in micro-batches of one size.
 
-ONNX Runtime's CPU kernels run the Lite0 feature extractor in well under half of torch's CPU
-time (bf16 autocast) on the 2-core development machine, at fp32 (``benchmarks/ingest.py``). The
-graph is exported from the loaded torch model once per machine and cached as a file (about
+ONNX Runtime runs the Lite0 feature extractor at fp32 in about the CPU time per image of torch
+with bf16 autocast, and ingest end to end 4.2x as fast on the shared 2-core development machine under
+load, where torch's threads wait on each other (``benchmarks/ingest.py``, README). The graph is exported from the loaded torch model once per machine and cached as a file (about
 13 MB for Lite0), keyed by the weights, the input side and the library versions.
 
 Its output for an image depends on the shape of the batch it ran in (measured: a batch of 7
