@@ -411,16 +411,74 @@ def per_query(search, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(seconds), np.vstack(found)
 
 
+def mixture_rows(real: np.ndarray, n: int, seed: int = 13) -> np.ndarray:
+    """float16 (n, dim): a clustered Gaussian mixture around the real vectors, heavy-tailed:
+    cluster sizes follow a Zipf law (a few photos with hundreds of copies, most with none or a
+    handful), each cluster's noise has its own cosine to the source (0.70-0.97) and half of its
+    energy in a random 16-d subspace of its own (an edit, a crop series, a re-encode chain)."""
+    dim = real.shape[1]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float16)
+    out[: len(real)] = real
+    weights = 1.0 / np.arange(1, len(real) + 1) ** 1.1
+    source = rng.choice(len(real), size=n - len(real), p=weights / weights.sum())
+    cosine = rng.uniform(0.70, 0.97, len(real))
+    for start in range(0, len(source), 16384):
+        part = source[start : start + 16384]
+        noise = rng.standard_normal((len(part), dim), dtype=np.float32) / np.sqrt(2 * dim)
+        for cluster in np.unique(part):  # each cluster's own 16-d noise subspace
+            rows = np.flatnonzero(part == cluster)
+            basis = np.random.default_rng([seed, int(cluster)]).standard_normal((16, dim), dtype=np.float32)
+            noise[rows] += rng.standard_normal((len(rows), 16), dtype=np.float32) @ basis / np.sqrt(2 * 16 * dim)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        scale = np.sqrt(1 / cosine[part] ** 2 - 1)[:, None]
+        x = real[part] + scale * noise
+        out[len(real) + start : len(real) + start + len(part)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
 def model_rows(model: str, real: np.ndarray, n: int, target: float) -> np.ndarray:
     """float16 database rows of a data model (see ``--models``)."""
     if model == "real":
         return real.astype(np.float16)
     if model.startswith("iso"):
         return isotropic_rows(real, n, float(model[3:]))
+    if model == "mix":
+        return mixture_rows(real, n)
     if model == "structured":
         tiler = Tiler(real, target)
         return np.vstack([tiler.rows(i, min(n, i + 65536)).astype(np.float16) for i in range(0, n, 65536)])
-    raise SystemExit(f"unknown data model {model!r}: use structured, iso<cosine> or real")
+    raise SystemExit(f"unknown data model {model!r}: use structured, iso<cosine>, mix or real (or --vectors FILE.npy)")
+
+
+def file_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(database vectors, image-like queries, text-like queries) from the user's .npy files,
+    each row L2-normalised as the collection's inner product expects."""
+    def load(path: Path | None) -> np.ndarray:
+        if path is None:
+            return np.zeros((0, 0), np.float32)
+        x = np.load(path, mmap_mode="r")
+        if x.ndim != 2:
+            raise SystemExit(f"{path}: expected a 2-d array of vectors, got shape {x.shape}")
+        return x
+    vectors, queries, text = load(args.vectors), load(args.query_vectors), load(args.text_query_vectors)
+    if not len(queries):
+        raise SystemExit("--vectors needs --query-vectors FILE.npy (queries, one per row)")
+    for name, x in (("--query-vectors", queries), ("--text-query-vectors", text)):
+        if len(x) and x.shape[1] != vectors.shape[1]:
+            raise SystemExit(f"{name} has {x.shape[1]} dimensions, --vectors {vectors.shape[1]}")
+    unit = lambda x: np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)  # noqa: E731
+    text = unit(text) if len(text) else np.zeros((0, vectors.shape[1]), np.float32)
+    return vectors, unit(queries), text
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float16 L2-normalised copy of (possibly memory-mapped) ``vectors``, in chunks."""
+    out = np.empty(vectors.shape, np.float16)
+    for start in range(0, len(vectors), 65536):
+        x = np.asarray(vectors[start : start + 65536], np.float32)
+        out[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
 
 
 class Anchors:
@@ -495,27 +553,33 @@ def models_benchmark(args) -> None:
     """Per data model: glimpse's default codes (built through ``encoder="precomputed"`` and
     ``add_vectors``) against exact search and the anchors, each swept; then the cheapest
     setting of each that reaches recall@10 >= 0.95 for image and for text queries, and the
-    default's filtered (1%, 30%) and batch-64 searches against IVF-PQ's."""
+    default's filtered (1%, 30%) and batch-64 searches against the anchors'."""
     faiss.omp_set_num_threads(1)
-    real, img, txt, target = isotropic_sources(args)
+    if args.vectors:
+        vectors, img, txt = file_sources(args)
+        models, about = ["file"], (f"{len(vectors):,} vectors of {args.vectors}; {len(img)} queries of "
+                                   f"{args.query_vectors}" + (f", {len(txt)} of {args.text_query_vectors}" if len(txt) else ""))
+    else:
+        real, img, txt, target = isotropic_sources(args)
+        models, about = args.models, (f"{len(real):,} real {real.shape[1]}-d default-encoder vectors; {len(img)} image / "
+                                      f"{len(txt)} text queries (other real photos, their captions)")
     queries = np.vstack([img, txt])
-    kinds = {"img": slice(0, len(img)), "txt": slice(len(img), len(queries))}
-    print(f"{len(real):,} real {real.shape[1]}-d default-encoder vectors; {len(img)} image / {len(txt)} text queries "
-          f"(other real photos, their captions); recall@10 against the exact top-10; batch 1, one thread; "
-          f"faiss {faiss.__version__}; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    kinds = {"img": slice(0, len(img))} | ({"txt": slice(len(img), len(queries))} if len(txt) else {})
+    print(f"{about}; recall@10 against the exact top-10; batch 1, one thread; faiss {faiss.__version__}; "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     summary = []
-    for model in args.models:
-        rows = model_rows(model, real, args.size, target)
+    for model in models:
+        rows = unit_rows(vectors) if model == "file" else model_rows(model, real, args.size, target)
         n, dim = rows.shape
-        with tempfile.TemporaryDirectory(prefix="glimpse-models-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="glimpse-models-", dir=args.workdir) as tmp:
             col = glimpse.open(Path(tmp) / "col", encoder="precomputed", dim=dim)
             t = time.perf_counter()
             col.add_vectors(rows, [f"v/{i}" for i in range(n)])
             added = time.perf_counter() - t
+            del rows
             t = time.perf_counter()
             col.use_codes()  # the default kind and settings
             fitted = time.perf_counter() - t
-            del rows
             index = col._ensure_index()
             stored = col._vectors.view(n)
             flat = faiss.IndexFlatIP(dim)
@@ -524,8 +588,9 @@ def models_benchmark(args) -> None:
             truth = flat.search(queries, K)[1]
             print(f"\n### {model}: {n:,} vectors; add_vectors {n / added:,.0f}/s; codes fitted and built in {fitted:.0f}s; "
                   f"{index.describe()}; load average {os.getloadavg()[0]:.1f}")
-            print("| method | B/img | p50 ms img | p50 ms txt | p50 ms all | img R@10 | txt R@10 |")
-            print("|---|---|---|---|---|---|---|")
+            print("| method | B/img | " + " | ".join(f"p50 ms {kind}" for kind in kinds) + " | p50 ms all | "
+                  + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+            print("|---|---|" + "---|" * (2 * len(kinds) + 1))
             results = []
 
             def measure(label: str, per_image: float, search) -> None:
@@ -533,9 +598,9 @@ def models_benchmark(args) -> None:
                 got = {kind: recall(found[part], truth[part]) for kind, part in kinds.items()}
                 p50 = {kind: 1e3 * float(np.median(seconds[part])) for kind, part in kinds.items()}
                 p50["all"] = 1e3 * float(np.median(seconds))
-                results.append((label, per_image, p50, got))
-                print(f"| {label} | {per_image:,.0f} | {p50['img']:.2f} | {p50['txt']:.2f} | {p50['all']:.2f} | "
-                      f"{got['img']:.3f} | {got['txt']:.3f} |", flush=True)
+                results.append((label, per_image, p50, got, search))
+                print(f"| {label} | {per_image:,.0f} | " + " | ".join(f"{p50[kind]:.2f}" for kind in kinds)
+                      + f" | {p50['all']:.2f} | " + " | ".join(f"{got[kind]:.3f}" for kind in kinds) + " |", flush=True)
 
             measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1])
             per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8) / n
@@ -545,7 +610,7 @@ def models_benchmark(args) -> None:
                     index.probes, index.z = probes, z
                     measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}/{index.lists}, z {z}"
                             + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
-                            lambda q: index.search(q, K)[1])
+                            lambda q, p=probes, zz=z: glimpse_search(index, q, p, zz))
             index.probes, index.z = default_probes, Z
             anchors = Anchors(stored, flat, index.lists, index.reader)
             for family in args.anchors:
@@ -556,9 +621,10 @@ def models_benchmark(args) -> None:
                         t = 0
                     measure(label, size, search)
             exact_p50 = results[0][2]["all"]
-            print(f"\ncheapest setting reaching recall@10 >= 0.95 for image and text queries ({model}, n={n:,}):")
-            print("| method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
-            print("|---|---|---|---|---|---|---|")
+            print(f"\ncheapest setting reaching recall@10 >= 0.95 for {' and '.join(kinds)} queries ({model}, n={n:,}):")
+            print("| method | setting | B/img | p50 ms | x exact | " + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+            print("|---|---|---|---|---|" + "---|" * len(kinds))
+            cheapest = []
             for family in ("glimpse", "FAISS IVF", "FAISS HNSW", "ScaNN"):
                 for rabitq in ((False, True) if family == "FAISS IVF" else (None,)):
                     mine = [r for r in results if r[0].startswith(family) and (rabitq is None or ("RaBitQ" in r[0]) == rabitq)]
@@ -566,23 +632,33 @@ def models_benchmark(args) -> None:
                     if not mine:
                         continue
                     best = min(good, key=lambda r: r[2]["all"]) if good else max(mine, key=lambda r: min(r[3].values()))
+                    cheapest.append(best)
                     line = (f"| {best[0].split(',')[0] if good else family} | {best[0]}{'' if good else ' (best reached)'} | "
                             f"{best[1]:,.0f} | {best[2]['all']:.2f} | {exact_p50 / best[2]['all']:.0f} | "
-                            f"{best[3]['img']:.3f} | {best[3]['txt']:.3f} |")
+                            + " | ".join(f"{best[3][kind]:.3f}" for kind in kinds) + " |")
                     print(line)
                     summary.append(f"| {model} | {n:,} " + line)
-            filtered_and_batched(index, flat, queries, truth, stored, anchors)
+            filtered(index, flat, queries, stored, anchors)
+            batched(queries, truth, [("exact (FAISS IndexFlatIP, BLAS)", lambda q: flat.search(q, K)[1])]
+                    + [(r[0], r[4]) for r in cheapest if not r[0].startswith("ScaNN")])
             col.close()
-    print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over image + text queries)")
-    print("| data model | n | method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over all queries)")
+    print("| data model | n | method | setting | B/img | p50 ms | x exact | " + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(kinds))
     print("\n".join(summary))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
-def filtered_and_batched(index, flat, queries: np.ndarray, truth: np.ndarray, stored: np.ndarray, anchors) -> None:
-    """The default's filtered searches (a random 1% and 30% of the ids) and batches of 64,
-    against exact search with the same filter and IVF-PQ32 + re-rank 1000 with FAISS's selector."""
+def glimpse_search(index, queries: np.ndarray, probes: int, z: float) -> np.ndarray:
+    """The index's ids for ``queries`` at one sweep setting (kept on the index, so a batch of
+    the same setting can be timed later)."""
+    index.probes, index.z = probes, z
+    return index.search(queries, K)[1]
+
+
+def filtered(index, flat, queries: np.ndarray, stored: np.ndarray, anchors) -> None:
+    """The default's filtered searches (a random 1% and 30% of the ids), against exact search
+    with the same filter and IVF-PQ32 + re-rank 1000 with FAISS's selector."""
     n = len(stored)
     rng = np.random.default_rng(11)
     ivfpq = anchors._ivf("PQ32") if n >= 20 * anchors.lists else None
@@ -601,17 +677,27 @@ def filtered_and_batched(index, flat, queries: np.ndarray, truth: np.ndarray, st
         else:
             cells += ["", ""]
         print(f"| filter passing {share:.0%} | " + " | ".join(cells) + f" | {1e3 * np.median(exact_seconds):.2f} |")
+
+
+def batched(queries: np.ndarray, truth: np.ndarray, methods: list[tuple[str, object]]) -> None:
+    """Batches of 64 queries (every core: FAISS's threads, glimpse's parallel re-rank), for
+    exact search and the cheapest setting of each method that reached recall 0.95."""
     wide = np.tile(queries, (max(1, 192 // len(queries)) + 1, 1))[:192]
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    for label, search in (("glimpse default", lambda q: index.search(q, K)[1]), ("exact", lambda q: flat.search(q, K)[1])):
+    print(f"\n| batch of 64 ({os.cpu_count()} cores) | queries/s | x exact | R@10 |")
+    print("|---|---|---|---|")
+    exact_rate = None
+    for label, search in methods:
+        search(wide[:64])  # warm-up
         seconds, found = [], []
         for start in range(0, len(wide), 64):
             t = time.perf_counter()
             found.append(search(wide[start : start + 64]))
             seconds.append(time.perf_counter() - t)
         rate = 64 / float(np.median(seconds))
-        print(f"batch of 64, {label}: {rate:,.0f} queries/s on {os.cpu_count()} cores, "
-              f"recall@10 {recall(np.vstack(found)[: len(queries)], truth):.3f}")
+        exact_rate = exact_rate or rate
+        print(f"| {label} | {rate:,.0f} | {rate / exact_rate:.1f} | {recall(np.vstack(found)[: len(queries)], truth):.3f} |",
+              flush=True)
     faiss.omp_set_num_threads(1)
 
 
@@ -630,13 +716,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", type=lambda v: v.split(","), default=None,
                     help="instead: these data models against the anchors (structured, iso<cosine>, real), e.g. "
                          "structured,iso0.79,iso0.93,real")
-    ap.add_argument("--size", type=int, default=100_000, help="with --models: database size")
+    ap.add_argument("--size", "--n", type=int, default=100_000, help="with --models: database size")
     ap.add_argument("--real", type=int, default=100_000, help="with --models: real vectors in the database (at most)")
     ap.add_argument("--text-queries", type=int, default=50, help="with --models: caption queries")
-    ap.add_argument("--anchors", type=lambda v: v.split(","), default=["ivfpq", "ivfrabitq", "scann", "hnsw"],
+    ap.add_argument("--anchors", type=lambda v: v.split(",") if v else [], default=["ivfpq", "ivfrabitq", "scann", "hnsw"],
                     help="with --models: anchor families to run")
+    ap.add_argument("--vectors", type=Path, help="instead of --models: your own database vectors (FILE.npy, n x dim)")
+    ap.add_argument("--query-vectors", type=Path, help="with --vectors: queries (FILE.npy), reported as 'img'")
+    ap.add_argument("--text-query-vectors", type=Path, help="with --vectors: a second query set (FILE.npy), as 'txt'")
+    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: where the collection is built "
+                                                  "(default: the system's temporary folder)")
     args = ap.parse_args(argv)
-    if args.models:
+    if args.models or args.vectors:
         args.queries = 200 if args.queries == 100 else args.queries
         models_benchmark(args)
         return
