@@ -55,12 +55,15 @@ per image, read off FAISS's own arrays (codes plus their 8-byte ids).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -487,13 +490,18 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return out
 
 
+#: The IVF anchor families and their FAISS factory strings (the ones --workdir keeps).
+IVF_ANCHORS = {"ivfpq": "PQ32", "ivfrabitq": "RaBitQ"}
+
+
 class Anchors:
     """The compressed and graph indexes glimpse is measured against, each with a sweep; every
     code-based one re-ranks its candidates with ``rerank_fixed`` (ScaNN's own exact reorder
     would hold the float vectors in RAM: 6,656 bytes per image)."""
 
-    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP, lists: int, reader):
+    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP | None, lists: int, reader, keep: Path | None = None):
         self.stored, self.flat, self.lists, self.reader = stored, flat, lists, reader
+        self.keep = keep  # where built IVF anchors are kept for later runs (--workdir)
         self.n, self.dim = stored.shape
         self.built: dict[str, faiss.Index] = {}
 
@@ -504,6 +512,10 @@ class Anchors:
     def _ivf(self, spec: str) -> faiss.Index:
         if spec in self.built:
             return self.built[spec]
+        kept = self.keep / f"IVF{self.lists},{spec}.faiss" if self.keep else None
+        if kept is not None and kept.exists():
+            self.built[spec] = faiss.read_index(str(kept))
+            return self.built[spec]
         faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds use every core; searches one
         index = faiss.index_factory(self.dim, f"IVF{self.lists},{spec}", faiss.METRIC_INNER_PRODUCT)
         faiss.extract_index_ivf(index).cp.niter = 10
@@ -511,6 +523,8 @@ class Anchors:
         for start in range(0, self.n, 65536):
             index.add(self.stored[start : start + 65536].astype(np.float32))
         faiss.omp_set_num_threads(1)
+        if kept is not None:
+            faiss.write_index(index, str(kept))
         self.built[spec] = index
         return index
 
@@ -578,25 +592,25 @@ def models_benchmark(args) -> None:
           f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     summary = []
     for model in models:
-        rows = unit_rows(vectors) if model == "file" else model_rows(model, real, args.size, target)
-        n, dim = rows.shape
-        with tempfile.TemporaryDirectory(prefix="glimpse-models-", dir=args.workdir) as tmp:
-            col = glimpse.open(Path(tmp) / "col", encoder="precomputed", dim=dim)
-            t = time.perf_counter()
-            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
-            added = time.perf_counter() - t
-            del rows
-            t = time.perf_counter()
-            col.use_codes()  # the default kind and settings
-            fitted = time.perf_counter() - t
+        size = len(vectors) if model == "file" else len(real) if model == "real" else args.size
+        make_rows = (lambda: unit_rows(vectors)) if model == "file" else (lambda: model_rows(model, real, size, target))
+        with model_collection(args, f"{model}-{size}", make_rows) as (col, built):
             index = col._ensure_index()
+            n = index.count()
             stored = col._vectors.view(n)
-            flat = faiss.IndexFlatIP(dim)
+            dim = stored.shape[1]
+            anchors = Anchors(stored, None, args.anchor_lists or index.lists, index.reader,
+                              args.workdir / f"{model}-{size}" if args.workdir else None)
+            if args.build_only:
+                for family in IVF_ANCHORS.keys() & set(args.anchors):
+                    anchors._ivf(IVF_ANCHORS[family])
+                print(f"built {model}, n={n:,}: {built}; anchors {', '.join(anchors.built) or 'none'}", flush=True)
+                continue
+            anchors.flat = flat = faiss.IndexFlatIP(dim)
             for start in range(0, n, 65536):
                 flat.add(stored[start : start + 65536].astype(np.float32))
             truth = flat.search(queries, K)[1]
-            print(f"\n### {model}: {n:,} vectors; add_vectors {n / added:,.0f}/s; codes fitted and built in {fitted:.0f}s; "
-                  f"{index.describe()}; load average {os.getloadavg()[0]:.1f}")
+            print(f"\n### {model}: {n:,} vectors; {built}; {index.describe()}; load average {os.getloadavg()[0]:.1f}")
             print("| method | B/img | " + " | ".join(f"p50 ms {kind}" for kind in kinds) + " | p50 ms all | "
                   + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
             print("|---|---|" + "---|" * (2 * len(kinds) + 1))
@@ -621,7 +635,6 @@ def models_benchmark(args) -> None:
                             + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
                             lambda q, p=probes, zz=z: glimpse_search(index, q, p, zz))
             index.probes, index.z = default_probes, Z
-            anchors = Anchors(stored, flat, args.anchor_lists or index.lists, index.reader)
             for family in args.anchors:
                 t = time.perf_counter()
                 for label, size, search in getattr(anchors, family)():
@@ -656,6 +669,38 @@ def models_benchmark(args) -> None:
     print("|---|---|---|---|---|---|---|" + "---|" * len(kinds))
     print("\n".join(summary))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
+
+
+@contextlib.contextmanager
+def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]:
+    """A data model's collection, built as a user would (``glimpse.open(dir, encoder="precomputed",
+    dim=D)``, ``add_vectors`` of ``make_rows()``, ``use_codes()`` with the defaults), and how it
+    was built. With ``--workdir`` it is kept there and reused by later runs of the same model and size."""
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            home = args.workdir / name / "col"
+        else:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="glimpse-models-"))) / "col"
+        done = home.parent / "built.txt"  # written once the build finished: a killed build is redone
+        if done.exists():
+            col = glimpse.open(home)
+            built = f"reused the collection of an earlier run ({done.read_text().strip()})"
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+            rows = make_rows()
+            n, dim = rows.shape
+            col = glimpse.open(home, encoder="precomputed", dim=dim)
+            t = time.perf_counter()
+            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
+            added = time.perf_counter() - t
+            del rows
+            t = time.perf_counter()
+            col.use_codes()  # the default kind and settings
+            built = f"add_vectors {n / added:,.0f}/s; codes fitted and built in {time.perf_counter() - t:.0f}s"
+            if args.workdir:
+                done.write_text(built + "\n")
+        stack.callback(col.close)
+        yield col, built
 
 
 def glimpse_search(index, queries: np.ndarray, probes: int, z: float) -> np.ndarray:
@@ -735,8 +780,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vectors", type=Path, help="instead of --models: your own database vectors (FILE.npy, n x dim)")
     ap.add_argument("--query-vectors", type=Path, help="with --vectors: queries (FILE.npy), reported as 'img'")
     ap.add_argument("--text-query-vectors", type=Path, help="with --vectors: a second query set (FILE.npy), as 'txt'")
-    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: where the collection is built "
-                                                  "(default: the system's temporary folder)")
+    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: keep each model's collection and IVF "
+                                                  "anchors here and reuse them in later runs (default: a "
+                                                  "temporary folder, deleted)")
+    ap.add_argument("--build-only", action="store_true", help="with --workdir: build the collections and IVF "
+                                                              "anchors, measure nothing")
     args = ap.parse_args(argv)
     if args.models or args.vectors:
         args.queries = 200 if args.queries == 100 else args.queries
