@@ -19,10 +19,10 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   batch's queries are re-ranked in parallel threads after one FAISS search of the batch (its
   coarse assignment one matrix product, its lists scanned per query by FAISS).
 * Filters: the plan that reads fewer bytes (see ``CODE_COST``): the exact scan of the allowed
-  rows, or FAISS's scan with an ``IDSelectorBatch`` and proportionally more lists probed; a
-  query whose re-rank would read as many rows as the filter passes scores those instead, and
-  a query whose probed lists held fewer than k allowed rows is rescanned over every list, so
-  k matches give k results.
+  rows, or FAISS's scan with an id selector (:func:`id_selector`) and proportionally more
+  lists probed; a query whose re-rank would read as many rows as the filter passes scores
+  those instead, and a query whose probed lists held fewer than k allowed rows is rescanned
+  over every list, so k matches give k results.
 """
 
 from __future__ import annotations
@@ -53,8 +53,6 @@ Z = 4.0
 CODE_COST = 2.0
 #: Rows in the first step of the re-rank past the first FIRST x k (steps double).
 STEP = 64
-
-
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
 
