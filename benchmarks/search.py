@@ -4,8 +4,9 @@
     python benchmarks/search.py [--sizes 10000,100000,1000000] [--scan 10000000]
                                 [--methods sign,itq,learned] [--bits 64,128,256,512]
                                 [--oversample 10,30,100] [--queries 100] [--data DIR] [--cache DIR]
-    python benchmarks/search.py --models structured,iso0.79,iso0.93,real [--size 100000]
-                                [--anchors ivfpq,ivfrabitq,scann,hnsw]
+    python benchmarks/search.py --models structured,iso0.79,iso0.93,real,mix [--n 100000]
+                                [--anchors ivfpq,ivfrabitq,scann,hnsw] [--anchor-lists L] [--workdir DIR]
+    python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -33,10 +34,15 @@ IVF-RaBitQ (1 bit per dimension) and ScaNN (tree + anisotropic 32-byte codes), e
 its top candidates from the same float16 vector file with the same fp16 scan, and FAISS HNSW32
 on floats; each swept (probes, re-rank depth, efSearch). ``structured`` is the tiling above;
 ``iso<cos>`` copies of real vectors plus isotropic Gaussian noise at that cosine to their
-source; ``real`` the real vectors alone (4,085 here). Per model it prints every setting, the
-cheapest setting of each method that reaches recall@10 >= 0.95 for image *and* text queries
-(p50 over both, batch 1, one thread), and the default's filtered searches (1% and 30% of the
-ids) and batch-64 throughput.
+source; ``mix`` a heavy-tailed Gaussian mixture around them (Zipf cluster sizes, a cosine
+per cluster, part of each cluster's noise in its own subspace; the model no setting was
+tuned on); ``real`` the real vectors alone (3,285 here). ``--vectors`` runs the same
+protocol on your own vectors instead (any dimension; rows are L2-normalised; the queries of
+``--query-vectors`` report as ``img``, those of ``--text-query-vectors`` as ``txt``). Per model
+it prints every setting, the cheapest setting of each method that reaches recall@10 >= 0.95
+for image *and* text queries (p50 over both, batch 1, one thread), the default's filtered
+searches (1% and 30% of the ids) against IVF-PQ32 and exact, and batches of 64 (every core)
+for exact and the cheapest setting of each method.
 
 Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
 exactly from the float16 vector file through the memory map, as a collection does),
@@ -49,12 +55,15 @@ per image, read off FAISS's own arrays (codes plus their 8-byte ids).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
+import shutil
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -411,16 +420,78 @@ def per_query(search, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.array(seconds), np.vstack(found)
 
 
+def mixture_rows(real: np.ndarray, n: int, seed: int = 13) -> np.ndarray:
+    """float16 (n, dim): a clustered Gaussian mixture around the real vectors, heavy-tailed:
+    cluster sizes follow a Zipf law (a few photos with hundreds of copies, most with none or a
+    handful), each cluster's noise has its own cosine to the source (0.70-0.97) and half of its
+    energy in a random 16-d subspace of its own (an edit, a crop series, a re-encode chain)."""
+    dim = real.shape[1]
+    rng = np.random.default_rng(seed)
+    out = np.empty((n, dim), np.float16)
+    out[: len(real)] = real
+    weights = 1.0 / np.arange(1, len(real) + 1) ** 1.1
+    source = rng.choice(len(real), size=n - len(real), p=weights / weights.sum())
+    cosine = rng.uniform(0.70, 0.97, len(real))
+    for start in range(0, len(source), 16384):
+        part = source[start : start + 16384]
+        noise = rng.standard_normal((len(part), dim), dtype=np.float32) / np.sqrt(2 * dim)
+        for cluster in np.unique(part):  # each cluster's own 16-d noise subspace
+            rows = np.flatnonzero(part == cluster)
+            basis = np.random.default_rng([seed, int(cluster)]).standard_normal((16, dim), dtype=np.float32)
+            noise[rows] += rng.standard_normal((len(rows), 16), dtype=np.float32) @ basis / np.sqrt(2 * 16 * dim)
+        noise /= np.linalg.norm(noise, axis=1, keepdims=True)
+        scale = np.sqrt(1 / cosine[part] ** 2 - 1)[:, None]
+        x = real[part] + scale * noise
+        out[len(real) + start : len(real) + start + len(part)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
 def model_rows(model: str, real: np.ndarray, n: int, target: float) -> np.ndarray:
     """float16 database rows of a data model (see ``--models``)."""
     if model == "real":
         return real.astype(np.float16)
     if model.startswith("iso"):
         return isotropic_rows(real, n, float(model[3:]))
+    if model == "mix":
+        return mixture_rows(real, n)
     if model == "structured":
         tiler = Tiler(real, target)
         return np.vstack([tiler.rows(i, min(n, i + 65536)).astype(np.float16) for i in range(0, n, 65536)])
-    raise SystemExit(f"unknown data model {model!r}: use structured, iso<cosine> or real")
+    raise SystemExit(f"unknown data model {model!r}: use structured, iso<cosine>, mix or real (or --vectors FILE.npy)")
+
+
+def file_sources(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(database vectors, image-like queries, text-like queries) from the user's .npy files,
+    each row L2-normalised as the collection's inner product expects."""
+    def load(path: Path | None) -> np.ndarray:
+        if path is None:
+            return np.zeros((0, 0), np.float32)
+        x = np.load(path, mmap_mode="r")
+        if x.ndim != 2:
+            raise SystemExit(f"{path}: expected a 2-d array of vectors, got shape {x.shape}")
+        return x
+    vectors, queries, text = load(args.vectors), load(args.query_vectors), load(args.text_query_vectors)
+    if not len(queries):
+        raise SystemExit("--vectors needs --query-vectors FILE.npy (queries, one per row)")
+    for name, x in (("--query-vectors", queries), ("--text-query-vectors", text)):
+        if len(x) and x.shape[1] != vectors.shape[1]:
+            raise SystemExit(f"{name} has {x.shape[1]} dimensions, --vectors {vectors.shape[1]}")
+    unit = lambda x: np.ascontiguousarray(x / np.linalg.norm(x, axis=1, keepdims=True), np.float32)  # noqa: E731
+    text = unit(text) if len(text) else np.zeros((0, vectors.shape[1]), np.float32)
+    return vectors, unit(queries), text
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """float16 L2-normalised copy of (possibly memory-mapped) ``vectors``, in chunks."""
+    out = np.empty(vectors.shape, np.float16)
+    for start in range(0, len(vectors), 65536):
+        x = np.asarray(vectors[start : start + 65536], np.float32)
+        out[start : start + len(x)] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+#: The IVF anchor families and their FAISS factory strings (the ones --workdir keeps).
+IVF_ANCHORS = {"ivfpq": "PQ32", "ivfrabitq": "RaBitQ"}
 
 
 class Anchors:
@@ -428,22 +499,32 @@ class Anchors:
     code-based one re-ranks its candidates with ``rerank_fixed`` (ScaNN's own exact reorder
     would hold the float vectors in RAM: 6,656 bytes per image)."""
 
-    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP, lists: int, reader):
+    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP | None, lists: int, reader, keep: Path | None = None):
         self.stored, self.flat, self.lists, self.reader = stored, flat, lists, reader
+        self.keep = keep  # where built IVF anchors are kept for later runs (--workdir)
         self.n, self.dim = stored.shape
         self.built: dict[str, faiss.Index] = {}
 
     def _train_rows(self) -> np.ndarray:
-        return np.ascontiguousarray(self.stored[:: max(1, self.n // (40 * self.lists))].astype(np.float32))
+        """20 rows per list (k-means in the full dimension is most of an anchor's build time)."""
+        return np.ascontiguousarray(self.stored[:: max(1, self.n // (20 * self.lists))].astype(np.float32))
 
     def _ivf(self, spec: str) -> faiss.Index:
         if spec in self.built:
             return self.built[spec]
+        kept = self.keep / f"IVF{self.lists},{spec}.faiss" if self.keep else None
+        if kept is not None and kept.exists():
+            self.built[spec] = faiss.read_index(str(kept))
+            return self.built[spec]
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # builds use every core; searches one
         index = faiss.index_factory(self.dim, f"IVF{self.lists},{spec}", faiss.METRIC_INNER_PRODUCT)
         faiss.extract_index_ivf(index).cp.niter = 10
         index.train(self._train_rows())
         for start in range(0, self.n, 65536):
             index.add(self.stored[start : start + 65536].astype(np.float32))
+        faiss.omp_set_num_threads(1)
+        if kept is not None:
+            faiss.write_index(index, str(kept))
         self.built[spec] = index
         return index
 
@@ -495,37 +576,44 @@ def models_benchmark(args) -> None:
     """Per data model: glimpse's default codes (built through ``encoder="precomputed"`` and
     ``add_vectors``) against exact search and the anchors, each swept; then the cheapest
     setting of each that reaches recall@10 >= 0.95 for image and for text queries, and the
-    default's filtered (1%, 30%) and batch-64 searches against IVF-PQ's."""
+    default's filtered (1%, 30%) and batch-64 searches against the anchors'."""
     faiss.omp_set_num_threads(1)
-    real, img, txt, target = isotropic_sources(args)
+    if args.vectors:
+        vectors, img, txt = file_sources(args)
+        models, about = ["file"], (f"{len(vectors):,} vectors of {args.vectors}; {len(img)} queries of "
+                                   f"{args.query_vectors}" + (f", {len(txt)} of {args.text_query_vectors}" if len(txt) else ""))
+    else:
+        real, img, txt, target = isotropic_sources(args)
+        models, about = args.models, (f"{len(real):,} real {real.shape[1]}-d default-encoder vectors; {len(img)} image / "
+                                      f"{len(txt)} text queries (other real photos, their captions)")
     queries = np.vstack([img, txt])
-    kinds = {"img": slice(0, len(img)), "txt": slice(len(img), len(queries))}
-    print(f"{len(real):,} real {real.shape[1]}-d default-encoder vectors; {len(img)} image / {len(txt)} text queries "
-          f"(other real photos, their captions); recall@10 against the exact top-10; batch 1, one thread; "
-          f"faiss {faiss.__version__}; load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    kinds = {"img": slice(0, len(img))} | ({"txt": slice(len(img), len(queries))} if len(txt) else {})
+    print(f"{about}; recall@10 against the exact top-10; batch 1, one thread; faiss {faiss.__version__}; "
+          f"load average at start {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     summary = []
-    for model in args.models:
-        rows = model_rows(model, real, args.size, target)
-        n, dim = rows.shape
-        with tempfile.TemporaryDirectory(prefix="glimpse-models-") as tmp:
-            col = glimpse.open(Path(tmp) / "col", encoder="precomputed", dim=dim)
-            t = time.perf_counter()
-            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
-            added = time.perf_counter() - t
-            t = time.perf_counter()
-            col.use_codes()  # the default kind and settings
-            fitted = time.perf_counter() - t
-            del rows
+    for model in models:
+        size = len(vectors) if model == "file" else len(real) if model == "real" else args.size
+        make_rows = (lambda: unit_rows(vectors)) if model == "file" else (lambda: model_rows(model, real, size, target))
+        with model_collection(args, f"{model}-{size}", make_rows) as (col, built):
             index = col._ensure_index()
+            n = index.count()
             stored = col._vectors.view(n)
-            flat = faiss.IndexFlatIP(dim)
+            dim = stored.shape[1]
+            anchors = Anchors(stored, None, args.anchor_lists or index.lists, index.reader,
+                              args.workdir / f"{model}-{size}" if args.workdir else None)
+            if args.build_only:
+                for family in IVF_ANCHORS.keys() & set(args.anchors):
+                    anchors._ivf(IVF_ANCHORS[family])
+                print(f"built {model}, n={n:,}: {built}; anchors {', '.join(anchors.built) or 'none'}", flush=True)
+                continue
+            anchors.flat = flat = faiss.IndexFlatIP(dim)
             for start in range(0, n, 65536):
                 flat.add(stored[start : start + 65536].astype(np.float32))
             truth = flat.search(queries, K)[1]
-            print(f"\n### {model}: {n:,} vectors; add_vectors {n / added:,.0f}/s; codes fitted and built in {fitted:.0f}s; "
-                  f"{index.describe()}; load average {os.getloadavg()[0]:.1f}")
-            print("| method | B/img | p50 ms img | p50 ms txt | p50 ms all | img R@10 | txt R@10 |")
-            print("|---|---|---|---|---|---|---|")
+            print(f"\n### {model}: {n:,} vectors; {built}; {index.describe()}; load average {os.getloadavg()[0]:.1f}")
+            print("| method | B/img | " + " | ".join(f"p50 ms {kind}" for kind in kinds) + " | p50 ms all | "
+                  + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+            print("|---|---|" + "---|" * (2 * len(kinds) + 1))
             results = []
 
             def measure(label: str, per_image: float, search) -> None:
@@ -533,9 +621,9 @@ def models_benchmark(args) -> None:
                 got = {kind: recall(found[part], truth[part]) for kind, part in kinds.items()}
                 p50 = {kind: 1e3 * float(np.median(seconds[part])) for kind, part in kinds.items()}
                 p50["all"] = 1e3 * float(np.median(seconds))
-                results.append((label, per_image, p50, got))
-                print(f"| {label} | {per_image:,.0f} | {p50['img']:.2f} | {p50['txt']:.2f} | {p50['all']:.2f} | "
-                      f"{got['img']:.3f} | {got['txt']:.3f} |", flush=True)
+                results.append((label, per_image, p50, got, search))
+                print(f"| {label} | {per_image:,.0f} | " + " | ".join(f"{p50[kind]:.2f}" for kind in kinds)
+                      + f" | {p50['all']:.2f} | " + " | ".join(f"{got[kind]:.3f}" for kind in kinds) + " |", flush=True)
 
             measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1])
             per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8) / n
@@ -545,9 +633,8 @@ def models_benchmark(args) -> None:
                     index.probes, index.z = probes, z
                     measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}/{index.lists}, z {z}"
                             + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
-                            lambda q: index.search(q, K)[1])
+                            lambda q, p=probes, zz=z: glimpse_search(index, q, p, zz))
             index.probes, index.z = default_probes, Z
-            anchors = Anchors(stored, flat, index.lists, index.reader)
             for family in args.anchors:
                 t = time.perf_counter()
                 for label, size, search in getattr(anchors, family)():
@@ -556,9 +643,10 @@ def models_benchmark(args) -> None:
                         t = 0
                     measure(label, size, search)
             exact_p50 = results[0][2]["all"]
-            print(f"\ncheapest setting reaching recall@10 >= 0.95 for image and text queries ({model}, n={n:,}):")
-            print("| method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
-            print("|---|---|---|---|---|---|---|")
+            print(f"\ncheapest setting reaching recall@10 >= 0.95 for {' and '.join(kinds)} queries ({model}, n={n:,}):")
+            print("| method | setting | B/img | p50 ms | x exact | " + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+            print("|---|---|---|---|---|" + "---|" * len(kinds))
+            cheapest = []
             for family in ("glimpse", "FAISS IVF", "FAISS HNSW", "ScaNN"):
                 for rabitq in ((False, True) if family == "FAISS IVF" else (None,)):
                     mine = [r for r in results if r[0].startswith(family) and (rabitq is None or ("RaBitQ" in r[0]) == rabitq)]
@@ -566,23 +654,65 @@ def models_benchmark(args) -> None:
                     if not mine:
                         continue
                     best = min(good, key=lambda r: r[2]["all"]) if good else max(mine, key=lambda r: min(r[3].values()))
+                    cheapest.append(best)
                     line = (f"| {best[0].split(',')[0] if good else family} | {best[0]}{'' if good else ' (best reached)'} | "
                             f"{best[1]:,.0f} | {best[2]['all']:.2f} | {exact_p50 / best[2]['all']:.0f} | "
-                            f"{best[3]['img']:.3f} | {best[3]['txt']:.3f} |")
+                            + " | ".join(f"{best[3][kind]:.3f}" for kind in kinds) + " |")
                     print(line)
                     summary.append(f"| {model} | {n:,} " + line)
-            filtered_and_batched(index, flat, queries, truth, stored, anchors)
+            filtered(index, flat, queries, stored, anchors)
+            batched(queries, truth, [("exact (FAISS IndexFlatIP, BLAS)", lambda q: flat.search(q, K)[1])]
+                    + [(r[0], r[4]) for r in cheapest if not r[0].startswith("ScaNN")])
             col.close()
-    print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over image + text queries)")
-    print("| data model | n | method | setting | B/img | p50 ms | x exact | img R@10 | txt R@10 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over all queries)")
+    print("| data model | n | method | setting | B/img | p50 ms | x exact | " + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
+    print("|---|---|---|---|---|---|---|" + "---|" * len(kinds))
     print("\n".join(summary))
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")
 
 
-def filtered_and_batched(index, flat, queries: np.ndarray, truth: np.ndarray, stored: np.ndarray, anchors) -> None:
-    """The default's filtered searches (a random 1% and 30% of the ids) and batches of 64,
-    against exact search with the same filter and IVF-PQ32 + re-rank 1000 with FAISS's selector."""
+@contextlib.contextmanager
+def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]:
+    """A data model's collection, built as a user would (``glimpse.open(dir, encoder="precomputed",
+    dim=D)``, ``add_vectors`` of ``make_rows()``, ``use_codes()`` with the defaults), and how it
+    was built. With ``--workdir`` it is kept there and reused by later runs of the same model and size."""
+    with contextlib.ExitStack() as stack:
+        if args.workdir:
+            home = args.workdir / name / "col"
+        else:
+            home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="glimpse-models-"))) / "col"
+        done = home.parent / "built.txt"  # written once the build finished: a killed build is redone
+        if done.exists():
+            col = glimpse.open(home)
+            built = f"reused the collection of an earlier run ({done.read_text().strip()})"
+        else:
+            shutil.rmtree(home, ignore_errors=True)
+            rows = make_rows()
+            n, dim = rows.shape
+            col = glimpse.open(home, encoder="precomputed", dim=dim)
+            t = time.perf_counter()
+            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
+            added = time.perf_counter() - t
+            del rows
+            t = time.perf_counter()
+            col.use_codes()  # the default kind and settings
+            built = f"add_vectors {n / added:,.0f}/s; codes fitted and built in {time.perf_counter() - t:.0f}s"
+            if args.workdir:
+                done.write_text(built + "\n")
+        stack.callback(col.close)
+        yield col, built
+
+
+def glimpse_search(index, queries: np.ndarray, probes: int, z: float) -> np.ndarray:
+    """The index's ids for ``queries`` at one sweep setting (kept on the index, so a batch of
+    the same setting can be timed later)."""
+    index.probes, index.z = probes, z
+    return index.search(queries, K)[1]
+
+
+def filtered(index, flat, queries: np.ndarray, stored: np.ndarray, anchors) -> None:
+    """The default's filtered searches (a random 1% and 30% of the ids), against exact search
+    with the same filter and IVF-PQ32 + re-rank 1000 with FAISS's selector."""
     n = len(stored)
     rng = np.random.default_rng(11)
     ivfpq = anchors._ivf("PQ32") if n >= 20 * anchors.lists else None
@@ -601,17 +731,27 @@ def filtered_and_batched(index, flat, queries: np.ndarray, truth: np.ndarray, st
         else:
             cells += ["", ""]
         print(f"| filter passing {share:.0%} | " + " | ".join(cells) + f" | {1e3 * np.median(exact_seconds):.2f} |")
+
+
+def batched(queries: np.ndarray, truth: np.ndarray, methods: list[tuple[str, object]]) -> None:
+    """Batches of 64 queries (every core: FAISS's threads, glimpse's parallel re-rank), for
+    exact search and the cheapest setting of each method that reached recall 0.95."""
     wide = np.tile(queries, (max(1, 192 // len(queries)) + 1, 1))[:192]
     faiss.omp_set_num_threads(os.cpu_count() or 1)
-    for label, search in (("glimpse default", lambda q: index.search(q, K)[1]), ("exact", lambda q: flat.search(q, K)[1])):
+    print(f"\n| batch of 64 ({os.cpu_count()} cores) | queries/s | x exact | R@10 |")
+    print("|---|---|---|---|")
+    exact_rate = None
+    for label, search in methods:
+        search(wide[:64])  # warm-up
         seconds, found = [], []
         for start in range(0, len(wide), 64):
             t = time.perf_counter()
             found.append(search(wide[start : start + 64]))
             seconds.append(time.perf_counter() - t)
         rate = 64 / float(np.median(seconds))
-        print(f"batch of 64, {label}: {rate:,.0f} queries/s on {os.cpu_count()} cores, "
-              f"recall@10 {recall(np.vstack(found)[: len(queries)], truth):.3f}")
+        exact_rate = exact_rate or rate
+        print(f"| {label} | {rate:,.0f} | {rate / exact_rate:.1f} | {recall(np.vstack(found)[: len(queries)], truth):.3f} |",
+              flush=True)
     faiss.omp_set_num_threads(1)
 
 
@@ -630,13 +770,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", type=lambda v: v.split(","), default=None,
                     help="instead: these data models against the anchors (structured, iso<cosine>, real), e.g. "
                          "structured,iso0.79,iso0.93,real")
-    ap.add_argument("--size", type=int, default=100_000, help="with --models: database size")
+    ap.add_argument("--size", "--n", type=int, default=100_000, help="with --models: database size")
     ap.add_argument("--real", type=int, default=100_000, help="with --models: real vectors in the database (at most)")
     ap.add_argument("--text-queries", type=int, default=50, help="with --models: caption queries")
-    ap.add_argument("--anchors", type=lambda v: v.split(","), default=["ivfpq", "ivfrabitq", "scann", "hnsw"],
+    ap.add_argument("--anchors", type=lambda v: v.split(",") if v else [], default=["ivfpq", "ivfrabitq", "scann", "hnsw"],
                     help="with --models: anchor families to run")
+    ap.add_argument("--anchor-lists", type=int, help="with --models: the anchors' IVF lists / ScaNN leaves "
+                                                       "(default: as many as glimpse's lists)")
+    ap.add_argument("--vectors", type=Path, help="instead of --models: your own database vectors (FILE.npy, n x dim)")
+    ap.add_argument("--query-vectors", type=Path, help="with --vectors: queries (FILE.npy), reported as 'img'")
+    ap.add_argument("--text-query-vectors", type=Path, help="with --vectors: a second query set (FILE.npy), as 'txt'")
+    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: keep each model's collection and IVF "
+                                                  "anchors here and reuse them in later runs (default: a "
+                                                  "temporary folder, deleted)")
+    ap.add_argument("--build-only", action="store_true", help="with --workdir: build the collections and IVF "
+                                                              "anchors, measure nothing")
     args = ap.parse_args(argv)
-    if args.models:
+    if args.models or args.vectors:
         args.queries = 200 if args.queries == 100 else args.queries
         models_benchmark(args)
         return

@@ -186,3 +186,54 @@ def test_default_codes_fit_vectors_of_fewer_dimensions_than_the_default_bits(tmp
     assert col.search(vector=vectors[7], k=1)[0].path == "k7"
     with pytest.raises(ValueError, match="at most 64 bits"):
         col.use_codes(bits=224)  # bits the user names are checked, never silently lowered
+
+
+def rows_read(index, data, queries, **search) -> list[int]:
+    """Float rows each query's search reads from the vector file."""
+    read = []
+    index.reader = lambda wanted: (read.append(len(wanted)), data[2](wanted))[1]
+    per_query = []
+    for query in queries:
+        read.clear()
+        index.search(query[None], K, **search)
+        per_query.append(sum(read))
+    index.reader = data[2]
+    return per_query
+
+
+def test_rerank_steps_raise_the_floor_and_read_fewer_rows(data, monkeypatch):
+    """Scoring the candidates past the first in steps lets each step's k-th exact score cut
+    the rest: text-like queries read fewer rows than one re-rank of everything above the first floor."""
+    from glimpse.backends import ivfcodes
+
+    index = index_of(data)
+    text = data[5][20:]
+    stepped = rows_read(index, data, text)
+    monkeypatch.setattr(ivfcodes, "STEP", 10**9)
+    whole = rows_read(index, data, text)
+    assert sum(stepped) < 0.9 * sum(whole)
+
+
+def test_a_selective_filter_scores_the_allowed_rows_and_a_broad_one_scans_codes(data):
+    index = index_of(data)
+    ids, queries = data[1], data[5][:20]
+    rng = np.random.default_rng(2)
+    few = np.sort(rng.choice(ids, size=len(ids) // 100, replace=False))
+    assert rows_read(index, data, queries, allowed=few) == [len(few)] * len(queries)
+    broad = np.sort(rng.choice(ids, size=3 * len(ids) // 10, replace=False))
+    assert max(rows_read(index, data, queries, allowed=broad)) < len(broad) / 4
+
+
+@pytest.mark.parametrize("top", [50_000, 10**12])
+def test_id_selector_passes_exactly_the_allowed_ids(top):
+    import faiss
+
+    from glimpse.backends.ivfcodes import id_selector
+
+    rng = np.random.default_rng(4)
+    held = np.unique(rng.choice(top, size=5000)).astype(np.int64)
+    allowed = np.sort(rng.choice(held, size=300, replace=False))
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(4))
+    index.add_with_ids(rng.random((len(held), 4), dtype=np.float32), held)
+    _, got = index.search(rng.random((2, 4), dtype=np.float32), 400, params=faiss.SearchParameters(sel=id_selector(allowed)))
+    assert sorted(got[0][got[0] >= 0].tolist()) == allowed.tolist()

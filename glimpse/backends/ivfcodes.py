@@ -15,16 +15,21 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   the k-th exact score (estimate + shift >= k-th - ``z`` x deviation), found by a FAISS range
   search over the same lists, is re-ranked too, up to ``k * oversample``. Image queries
   mostly stop after the first rows, text queries read hundreds to thousands.
-* Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan.
-* Filters go to FAISS as an ``IDSelectorBatch``, with proportionally more lists probed; a
-  filter that passes no more than the shortlist is scored exactly, and a query whose probed
-  lists held fewer than k allowed rows is rescanned over every list, so k matches give k
-  results.
+* Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
+  batch's queries are re-ranked in parallel threads after one FAISS search of the batch (its
+  coarse assignment one matrix product, its lists scanned per query by FAISS).
+* Filters: the plan that reads fewer bytes (see ``CODE_COST``): the exact scan of the allowed
+  rows, or FAISS's scan with an id selector (:func:`id_selector`) and proportionally more
+  lists probed; a query whose re-rank would read as many rows as the filter passes scores
+  those instead, and a query whose probed lists held fewer than k allowed rows is rescanned
+  over every list, so k matches give k results.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import faiss
@@ -42,6 +47,29 @@ FIRST = 4
 #: still be re-ranked. At 50,000 near-copies (benchmarks/SEARCH_RESULTS.md), 3 kept 0.944 /
 #: 0.948 of the text top-10 at cosines 0.79 / 0.93, and 4 0.958 / 0.970.
 Z = 4.0
+#: A code byte's cost in the filtered scan against a float16 byte of the exact re-rank: FAISS's
+#: RaBitQ scan with an id selector took 30-60 ns per 36-byte code at 50,000 vectors, the fp16
+#: re-rank 1-2 us per 3,328-byte row (benchmarks/SEARCH_RESULTS.md), about 2x per byte.
+CODE_COST = 2.0
+#: Rows in the first step of the re-rank past the first FIRST x k (steps double).
+STEP = 64
+#: Threads that re-rank a batch's queries.
+CORES = os.cpu_count() or 1
+
+
+def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
+    """FAISS's test of membership in sorted ``allowed``: a bitmap where the ids are dense
+    enough (building an ``IDSelectorBatch`` hash set took 1.5 ms for 15,000 ids, 20x the
+    bitmap), else the hash set."""
+    top = int(allowed[-1]) + 1 if len(allowed) else 0
+    if allowed[0] < 0 or top > max(1 << 20, 64 * len(allowed)):
+        return faiss.IDSelectorBatch(allowed)
+    bits = np.zeros(top, bool)
+    bits[allowed] = True
+    bitmap = np.packbits(bits, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # n: bytes
+    selector.referenced = bitmap  # FAISS reads the numpy buffer: keep it alive with the selector
+    return selector
 
 
 def default_probes(lists: int) -> int:
@@ -111,19 +139,45 @@ class IVFCodesIndex(CodeBackend):
 
     def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
                       rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
-        if allowed is not None and rerank and len(allowed) <= shortlist:
-            return exact_scan(self.reader, queries, np.sort(np.asarray(allowed, dtype=np.int64)), k)
+        if allowed is not None:
+            allowed = np.sort(np.asarray(allowed, dtype=np.int64))
+            if rerank and self._exact_is_cheaper(len(allowed), k):
+                return exact_scan(self.reader, queries, allowed, k)
         estimates, candidates, params = self._scan(queries, min(shortlist, FIRST * k) if rerank else k, allowed)
         if not rerank:
             return estimates[:, :k], candidates[:, :k]
         shift, spread = self.binarizer.error_model(queries)
+        margins = shift + self.z * spread
+
+        def one(row: int) -> tuple[np.ndarray, np.ndarray]:
+            return self._rerank(queries[row], estimates[row], candidates[row], k, shortlist, params[row],
+                                float(margins[row]), allowed)
+
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
-        for row, query in enumerate(queries):
-            got_scores, got = self._rerank(query, estimates[row], candidates[row], k, shortlist, params[row],
-                                           float(shift[row]) + self.z * float(spread[row]))
+        workers = min(len(queries), CORES)
+        if workers > 1:  # a batch: the queries' re-ranks in parallel (FAISS and the reads release the GIL)
+            with ThreadPoolExecutor(workers) as pool:
+                found = list(pool.map(one, range(len(queries))))
+        else:
+            found = [one(row) for row in range(len(queries))]
+        for row, (got_scores, got) in enumerate(found):
             scores[row, : len(got)], ids[row, : len(got)] = got_scores, got
         return scores, ids
+
+    def _scan_cost(self, allowed: int) -> float:
+        """Bytes a filtered code scan reads: the probed lists (more of them the less a filter
+        passes, see :meth:`_scan`), each code weighted by ``CODE_COST``."""
+        ivf = self._ivf
+        per_list = self.count() / max(1, self.lists)
+        probes = min(self.lists, math.ceil(self.probes * self.count() / max(1, allowed)))
+        return probes * per_list * (ivf.code_size + 8) * CODE_COST
+
+    def _exact_is_cheaper(self, allowed: int, k: int) -> bool:
+        """Whether scoring every allowed row exactly reads less than the filtered code scan and
+        its first re-rank (``FIRST`` x k rows): the exact plan for a selective filter."""
+        row = 2 * self.dim  # float16 bytes
+        return allowed * row <= self._scan_cost(allowed) + FIRST * k * row
 
     def _scan(self, queries: np.ndarray, depth: int,
               allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list]:
@@ -132,8 +186,7 @@ class IVFCodesIndex(CodeBackend):
         probes = self.probes
         selector = None
         if allowed is not None:
-            allowed = np.asarray(allowed, dtype=np.int64)
-            selector = faiss.IDSelectorBatch(allowed)
+            selector = id_selector(allowed)
             probes = math.ceil(probes * self.count() / max(1, len(allowed)))
         params = self._params(probes, selector)
         estimates, candidates = self._index.search(queries, depth, params=params)
@@ -154,26 +207,37 @@ class IVFCodesIndex(CodeBackend):
         return params
 
     def _rerank(self, query: np.ndarray, estimates: np.ndarray, candidates: np.ndarray, k: int, cap: int,
-                params: faiss.IVFRaBitQSearchParameters, margin: float) -> tuple[np.ndarray, np.ndarray]:
+                params: faiss.IVFRaBitQSearchParameters, margin: float,
+                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """Exact top ``k`` of the first candidates, then of every candidate whose estimate +
         ``margin`` reaches the k-th exact score found (a FAISS range search over the same
-        lists: a long top-``cap`` heap measured 3x slower than a short one), at most ``cap``."""
+        lists: a long top-``cap`` heap measured 3x slower than a short one), at most ``cap``.
+        Those are scored best estimate first, in steps that double, and each step's k-th exact
+        score raises the floor for the next. A filtered query that would re-rank as many rows
+        as the filter passes scores the allowed rows instead: exact, and no dearer."""
         found = candidates >= 0
         estimates, candidates = estimates[found], candidates[found]
         scores, ids = exact_top(self.reader, query, candidates, k)
-        floor = scores[k - 1] - margin if len(scores) >= k else np.inf
-        if len(candidates) < len(found) or estimates[-1] < floor:
+        if len(candidates) < len(found) or len(scores) < k or estimates[-1] < scores[k - 1] - margin:
             return scores, ids  # every candidate that could reach the top k is scored
-        limits, more_estimates, more = self._index.range_search(query[None], float(floor), params=params)
+        _, more_estimates, more = self._index.range_search(query[None], float(scores[k - 1] - margin), params=params)
         keep = ~np.isin(more, candidates)
-        more_estimates, more = more_estimates[keep], more[keep]
-        more = more[np.argsort(-more_estimates, kind="stable")[: cap - len(candidates)]]
-        if not len(more):
-            return scores, ids
-        more_scores, more_ids = exact_top(self.reader, query, more, k)
-        scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
-        best = np.argsort(-scores, kind="stable")[:k]
-        return scores[best], ids[best]
+        order = np.argsort(-more_estimates[keep], kind="stable")[: cap - len(candidates)]
+        if allowed is not None and len(order) + len(candidates) >= len(allowed):
+            got_scores, got = exact_scan(self.reader, query[None], allowed, k)
+            return got_scores[0], got[0]
+        more_estimates, more = -more_estimates[keep][order], more[keep][order]  # ascending negated estimates
+        start, step = 0, STEP
+        while start < len(more):
+            stop = min(start + step, int(np.searchsorted(more_estimates, margin - scores[k - 1], side="right")))
+            if stop <= start:
+                break
+            more_scores, more_ids = exact_top(self.reader, query, more[start:stop], k)
+            scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
+            best = np.argsort(-scores, kind="stable")[:k]
+            scores, ids = scores[best], ids[best]
+            start, step = stop, 2 * step
+        return scores, ids
 
     def describe(self) -> dict:
         return {"kind": "ivf-rabitq", "bits": self.binarizer.bits, "lists": self.lists, "probes": self.probes,
