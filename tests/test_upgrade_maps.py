@@ -60,10 +60,18 @@ def test_candidates_are_cross_validated_over_the_whole_sample():
     assert fit_map(pairs.reversed())[0].matrix.shape == (VISUAL + TEXT, VISUAL + TEXT)
 
 
-def test_too_small_a_sample_gets_an_unmeasured_orthogonal_map():
-    old, new, _ = two_spaces(6, seed=3)
-    space_map, quality, candidates = fit_map(Pairs(old, new, np.arange(6)))
-    assert space_map.kind == "orthogonal" and quality is None and candidates == {}
+def test_too_small_a_sample_gets_an_unmeasured_ridge_map():
+    """Procrustes on 6 pairs fixes 6 directions and turns the others at random: mapped images lost themselves."""
+    old, new, texts = two_spaces(200, seed=3)
+    space_map, quality, candidates = fit_map(Pairs(old[:6], new[:6], np.arange(6), (texts, texts)))
+    assert space_map.kind == "ridge" and quality is None and candidates == {}
+
+    def mean_rank(mapped: np.ndarray) -> float:  # of each image's own mapped vector, its true one querying
+        scores = l2_normalize(new[6:]) @ mapped.T
+        return float((scores > np.diag(scores)[:, None]).sum(1).mean())
+
+    orthogonal = fit_kind("orthogonal", Pairs(old[:6], new[:6], np.arange(6)))
+    assert mean_rank(space_map(old[6:])) < mean_rank(orthogonal(old[6:])) - 5
 
 
 def test_views_are_seeded_mirrored_crops(make_image, tmp_path: Path):

@@ -32,8 +32,10 @@ PENALTIES = (0.3, 1.0, 3.0)
 #: Weights of the text pairs tried (0: images only).
 TEXT_WEIGHTS = (0.0, 0.3)
 FOLDS = 5
-#: Below this many sampled images there is nothing worth cross-validating: orthogonal, unmeasured.
+#: Below this many sampled images there is nothing worth cross-validating: the map is ridge (an
+#: orthogonal map fitted on so few pairs turns every other direction at random), unmeasured.
 MIN_MEASURED = 10
+SMALL_SAMPLE = ("ridge", 1.0, 0.3)
 
 
 @dataclass(frozen=True)
@@ -183,7 +185,8 @@ def fit_map(pairs: Pairs, seed: int = 0) -> tuple[SpaceMap, MapQuality | None, d
     """The best map for ``pairs``, its cross-validated quality, and every candidate's figures."""
     images = pairs.images
     if len(images) < MIN_MEASURED:
-        return fit_kind("orthogonal", pairs), None, {}
+        kind, penalty, weight = SMALL_SAMPLE
+        return fit_kind(kind, pairs, penalty, weight), None, {}
     weights = TEXT_WEIGHTS if pairs.texts is not None else (0.0,)
     candidates = [("orthogonal", 1.0, w) for w in weights] + [("ridge", p, w) for p in PENALTIES for w in weights]
     texts = None if pairs.texts is None else l2_normalize(pairs.texts[1])
