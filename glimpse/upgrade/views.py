@@ -44,16 +44,19 @@ def sample_pairs(old: Encoder, new: Encoder, old_x: np.ndarray, new_y: np.ndarra
                  seed: int, workers: int) -> Pairs:
     """The map's pairs: the sampled images (rows of ``old_x`` and ``new_y``), one seeded view of each
     whose file (``files``: by row) can be read, and the prompts through both text towers."""
-    views, group = [], []
+    xs, ys, group, pending = [old_x], [new_y], [], []
     rows = sorted(files)
     decoded = prepare_files([files[row] for row in rows], np.asarray, target=max(old.image_size, new.image_size),
                             workers=workers)
     for row, p in zip(rows, decoded):
         if p.array is not None:
-            views.append(view(Image.fromarray(p.array), np.random.default_rng([seed, row])))
+            pending.append(view(Image.fromarray(p.array), np.random.default_rng([seed, row])))
             group.append(row)
+        if len(pending) == BATCH or (row == rows[-1] and pending):  # a batch at a time: views are not kept
+            xs.append(old.encode_images(pending))
+            ys.append(new.encode_images(pending))
+            pending = []
     texts = prompts()
-    x = np.concatenate([old_x, *(old.encode_images(views[s : s + BATCH]) for s in range(0, len(views), BATCH))])
-    y = np.concatenate([new_y, *(new.encode_images(views[s : s + BATCH]) for s in range(0, len(views), BATCH))])
+    x, y = np.concatenate(xs), np.concatenate(ys)
     return Pairs(x, y, np.concatenate([np.arange(len(old_x)), group]).astype(np.int64),
                  (old.encode_texts(texts), new.encode_texts(texts)))
