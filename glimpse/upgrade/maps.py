@@ -116,35 +116,66 @@ class SpaceMap:
                        float(data["share"]) if span is not None else 0.0)
 
 
+Candidate = tuple[str, float, float]  # kind, penalty, text weight
+
+
+@dataclass
+class Moments:
+    """``x^T x`` and ``x^T y`` of the image pairs and of the text pairs: every candidate's fit is a
+    solve on them, so the folds' candidates share one pass over the pairs."""
+
+    xx: np.ndarray
+    xy: np.ndarray
+    text: tuple[np.ndarray, np.ndarray] | None
+
+    @classmethod
+    def of(cls, pairs: Pairs, text: tuple[np.ndarray, np.ndarray] | None = None) -> Moments:
+        """``text``: the text pairs' moments, when known already."""
+        x, y = np.asarray(pairs.x, np.float64), np.asarray(pairs.y, np.float64)
+        return cls(x.T @ x, x.T @ y, text if text is not None else cls.of_texts(pairs.texts))
+
+    @staticmethod
+    def of_texts(texts: tuple[np.ndarray, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray] | None:
+        if texts is None:
+            return None
+        tx, ty = (np.asarray(t, np.float64) for t in texts)
+        return tx.T @ tx, tx.T @ ty
+
+    def fit(self, kind: str, penalty: float = 1.0, text_weight: float = 0.0) -> SpaceMap:
+        xx, xy = self.xx, self.xy
+        if text_weight and self.text is not None:
+            xx, xy = xx + text_weight**2 * self.text[0], xy + text_weight**2 * self.text[1]
+        if kind == "orthogonal":
+            # argmin ||xW - y|| over W with orthonormal rows or columns: U V^T of the SVD of x^T y.
+            u, _, vt = np.linalg.svd(xy, full_matrices=False)
+            matrix = u @ vt
+        elif kind == "ridge":  # the penalty is a share of the image pairs' mean squared norm per dimension
+            matrix = np.linalg.solve(xx + penalty * np.trace(self.xx) / len(xx) * np.eye(len(xx)), xy)
+        else:
+            raise ValueError(f"unknown map {kind!r}: use one of {', '.join(KINDS)}")
+        return SpaceMap(kind, matrix.astype(np.float32))
+
+
 def fit_kind(kind: str, pairs: Pairs, penalty: float = 1.0, text_weight: float = 0.0) -> SpaceMap:
     """Fit one kind of map on ``pairs`` (the text pairs weighted by ``text_weight``)."""
-    x, y = np.asarray(pairs.x, np.float64), np.asarray(pairs.y, np.float64)
-    scale = penalty * float((x * x).sum()) / x.shape[1]
-    if text_weight and pairs.texts is not None:
-        x = np.vstack([x, text_weight * np.asarray(pairs.texts[0], np.float64)])
-        y = np.vstack([y, text_weight * np.asarray(pairs.texts[1], np.float64)])
-    if kind == "orthogonal":
-        # argmin ||xW - y|| over W with orthonormal rows or columns: U V^T of the SVD of x^T y.
-        u, _, vt = np.linalg.svd(x.T @ y, full_matrices=False)
-        matrix = u @ vt
-    elif kind == "ridge":
-        matrix = np.linalg.solve(x.T @ x + scale * np.eye(x.shape[1]), x.T @ y)
-    else:
-        raise ValueError(f"unknown map {kind!r}: use one of {', '.join(KINDS)}")
-    return SpaceMap(kind, matrix.astype(np.float32))
+    return Moments.of(pairs).fit(kind, penalty, text_weight)
 
 
-def out_of_fold(kind: str, pairs: Pairs, penalty: float, text_weight: float, seed: int) -> np.ndarray:
-    """Each sampled image's vector mapped by the candidate fitted on the other folds (views follow their image)."""
+def out_of_fold(candidates: list[Candidate], pairs: Pairs, seed: int) -> list[np.ndarray]:
+    """For each candidate, each sampled image's vector mapped by it fitted on the other folds
+    (views follow their image)."""
     images = pairs.images
     fold = np.empty(len(images), np.int64)
     fold[np.random.default_rng(seed).permutation(len(images))] = np.arange(len(images)) % FOLDS
     fold_of_group = dict(zip(pairs.group[images].tolist(), fold.tolist()))
     row_fold = np.array([fold_of_group[g] for g in pairs.group.tolist()])
-    mapped = np.zeros((len(images), pairs.y.shape[1]), np.float32)
+    mapped = [np.zeros((len(images), pairs.y.shape[1]), np.float32) for _ in candidates]
+    text = Moments.of_texts(pairs.texts)
     for f in range(FOLDS):
         held = fold == f
-        mapped[held] = fit_kind(kind, pairs.select(row_fold != f), penalty, text_weight)(pairs.x[images[held]])
+        moments = Moments.of(pairs.select(row_fold != f), text)
+        for out, candidate in zip(mapped, candidates):
+            out[held] = moments.fit(*candidate)(pairs.x[images[held]])
     return mapped
 
 
@@ -191,11 +222,10 @@ def fit_map(pairs: Pairs, seed: int = 0) -> tuple[SpaceMap, MapQuality | None, d
     candidates = [("orthogonal", 1.0, w) for w in weights] + [("ridge", p, w) for p in PENALTIES for w in weights]
     texts = None if pairs.texts is None else l2_normalize(pairs.texts[1])
     truth = pairs.y[images]
-    figures, mapped = {}, {}
-    for kind, penalty, weight in candidates:
+    figures = {}
+    for (kind, penalty, weight), mapped in zip(candidates, out_of_fold(candidates, pairs, seed)):
         name = kind + (f":{penalty:g}" if kind == "ridge" else "") + (f"+text {weight:g}" if weight else "")
-        mapped[name] = out_of_fold(kind, pairs, penalty, weight, seed)
-        figures[name] = (kind, penalty, weight, measure(mapped[name], truth, texts))
+        figures[name] = (kind, penalty, weight, measure(mapped, truth, texts))
     best = max(figures, key=lambda name: figures[name][3].key())
     kind, penalty, weight, quality = figures[best]
     chosen = calibrate(fit_kind(kind, pairs, penalty, weight), truth, texts)
