@@ -1,6 +1,7 @@
 """Ingest throughput: decode alone, encoder alone, end to end, and their ratio.
 
     python benchmarks/ingest.py [--data ../shared/data/captioned-dev] [--encoder lite0-minilm[,lite1-minilm,...]]
+    python benchmarks/ingest.py --encoder lite0-minilm@bf16,lite0-minilm@fp32   # one encoder at two precisions
 
 Goals (issue #2, default encoder, 2-core machine): end-to-end >= 300 img/s and
 end-to-end / encoder-alone >= 0.9, i.e. the model never waits on I/O. Several encoders run
@@ -85,8 +86,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a folder of images")
     parser.add_argument("--encoder", default="lite0-minilm",
-                        help="encoder(s), comma-separated; the first is the baseline of the ratio column")
-    parser.add_argument("--precision", default=None, help="bf16 or fp32 (default: the encoder's)")
+                        help="encoder(s), comma-separated, each NAME or NAME@PRECISION; the first is the baseline "
+                             "of the ratio columns")
+    parser.add_argument("--precision", default=None, help="fp32 or bf16 for every encoder without @ (default: the encoder's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="passes per stage; the median is reported")
@@ -94,23 +96,26 @@ def main() -> None:
     if not args.data.exists():
         raise SystemExit(f"no data at {args.data}: pass --data FOLDER")
 
-    options = {"precision": args.precision} if args.precision else {}
     entries = list(scan([args.data]))
     names = [e.strip() for e in args.encoder.split(",") if e.strip()]
     print(f"{len(entries)} images under {args.data}; batch {args.batch_size}, {args.workers} decode workers")
-    runs = [Stages(create_encoder(name, **options), entries, args.data, args.batch_size, args.workers)
-            for name in names]
+    runs = []
+    for label in names:
+        name, _, precision = label.partition("@")
+        precision = precision or args.precision
+        encoder = create_encoder(name, **({"precision": precision} if precision else {}))
+        runs.append(Stages(encoder, entries, args.data, args.batch_size, args.workers))
     for _ in range(args.repeat):  # interleaved, so a burst of load from elsewhere hits every encoder alike
         for stages in runs:
             stages.run_once()
 
     base = runs[0].rates()
-    print(f"{'encoder':<16}{'px':>5}{'decode':>9}{'encoder':>9}{'end-to-end':>12}{'e2e/enc':>9}"
+    print(f"{'encoder':<22}{'px':>5}{'decode':>9}{'encoder':>9}{'end-to-end':>12}{'e2e/enc':>9}"
           f"{'e2e vs base':>13}{'1-thread CPU ms/img':>21}{'CPU vs base':>13}")
-    for stages in runs:
+    for label, stages in zip(names, runs):
         r = stages.rates()
         enc = stages.encoder
-        print(f"{enc.name:<16}{enc.image_size:>5}{r['decode']:>9.1f}{r['encode']:>9.1f}{r['e2e']:>12.1f}"
+        print(f"{label:<22}{enc.image_size:>5}{r['decode']:>9.1f}{r['encode']:>9.1f}{r['e2e']:>12.1f}"
               f"{r['e2e'] / r['encode']:>9.2f}{r['e2e'] / base['e2e']:>13.2f}{1000 / r['cpu']:>21.1f}"
               f"{base['cpu'] / r['cpu']:>13.2f}")
     print(f"img/s (median of {args.repeat}); base: {names[0]}")

@@ -6,7 +6,7 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 pytestmark = pytest.mark.slow
 
@@ -85,15 +85,33 @@ def test_copy_finds_its_original(encoder, photos, image_vectors, name):
     assert NAMES[int(np.argmax((query @ image_vectors.T)[0]))] == name
 
 
-def test_bf16_close_to_fp32(encoder, photos, cache_dir):
+@pytest.fixture(scope="module")
+def bf16(cache_dir):
     from glimpse.encoders import create_encoder
 
-    fp32 = create_encoder("lite0-minilm", precision="fp32", cache_dir=cache_dir)
+    return create_encoder("lite0-minilm", precision="bf16", cache_dir=cache_dir)
+
+
+def test_bf16_close_to_fp32(encoder, bf16, photos):
     batch = np.stack([encoder.prepare(im) for im in photos.values()])
-    cos = np.sum(encoder.encode_prepared(batch) * fp32.encode_prepared(batch), axis=1)
+    cos = np.sum(encoder.encode_prepared(batch) * bf16.encode_prepared(batch), axis=1)
     assert cos.min() >= 0.99
     # Texts are always fp32: identical whatever the image precision.
-    np.testing.assert_allclose(encoder.encode_texts(["a dog"]), fp32.encode_texts(["a dog"]), atol=1e-6)
+    np.testing.assert_allclose(encoder.encode_texts(["a dog"]), bf16.encode_texts(["a dog"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_vectors_do_not_depend_on_the_batch(encoder, bf16, photos, precision):
+    # 32 different images (each photo, flipped, rotated, grey); the same bits whether embedded
+    # alone, in batches of 7 (another position and other neighbours) or all 32 at once.
+    enc = encoder if precision == "fp32" else bf16
+    images = [f(im) for f in (lambda im: im, ImageOps.mirror, lambda im: im.rotate(90, expand=True),
+                              lambda im: ImageOps.grayscale(im).convert("RGB")) for im in photos.values()][:32]
+    batch = np.stack([enc.prepare(im) for im in images])
+    whole = enc.encode_prepared(batch)
+    for size in (1, 7):
+        parts = np.concatenate([enc.encode_prepared(batch[i : i + size]) for i in range(0, len(batch), size)])
+        np.testing.assert_array_equal(parts, whole)
 
 
 def test_prompt_vectors_cached_on_disk(encoder, image_vectors, cache_dir):
@@ -104,6 +122,21 @@ def test_prompt_vectors_cached_on_disk(encoder, image_vectors, cache_dir):
     fresh = BridgeEncoder(cache_dir=cache_dir)
     np.testing.assert_array_equal(fresh.class_vectors(), encoder.class_vectors())
     assert fresh._text_model is None  # the cache spared loading MiniLM
+
+
+def test_image_graph_exported_once_and_cached_on_disk(encoder, image_vectors, cache_dir, photos, monkeypatch):
+    from glimpse.encoders import lite_onnx
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    assert len(list(cache_dir.glob("lite0-minilm-v*-features-*.onnx"))) == 1
+
+    def no_export(*args):
+        raise AssertionError("the cached graph should have been used")
+
+    monkeypatch.setattr(lite_onnx, "export_graph", no_export)
+    fresh = BridgeEncoder(cache_dir=cache_dir)
+    fresh._image_model = encoder._image()  # loading the weights again would only cost time
+    np.testing.assert_array_equal(fresh.encode_images(list(photos.values())), image_vectors)
 
 
 def test_unwritable_cache_is_tolerated(encoder, tmp_path):
@@ -128,7 +161,7 @@ def test_text_query_does_not_load_image_model(encoder, cache_dir):
 def test_info_and_hints(encoder):
     assert encoder.info.name == "lite0-minilm"
     assert encoder.version
-    assert encoder.precision == "bf16"
+    assert encoder.precision == "fp32"
     assert encoder.batch_size > 0
     with pytest.raises(ValueError):
         from glimpse.encoders.bridge import BridgeEncoder
