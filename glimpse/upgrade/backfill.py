@@ -63,7 +63,7 @@ class UpgradeReport:
     done: int = 0  # images of the backfill order re-embedded so far (sample included)
     total: int = 0  # images in the order
     unreadable: int = 0  # images whose file could not be read again: they keep their mapped vectors
-    quality: dict | None = None  # the map's held-out figures
+    quality: dict | None = None  # the map's cross-validated figures
     seconds: float = 0.0
 
 
