@@ -138,13 +138,15 @@ def vectors_by_name(path: Path) -> tuple[list[str], np.ndarray]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("photos", type=Path, nargs="?", default=REPO.parent / "shared" / "data" / "captioned-dev" / "images")
+    parser.add_argument("photos", type=Path, nargs="?",
+                        default=REPO.parent / "shared" / "data" / "captioned-dev" / "images")
     parser.add_argument("--skimage", action="store_true", help="scikit-image's photographs instead of PHOTOS")
     parser.add_argument("--limit", type=int, default=300, help="photos copied from PHOTOS (seeded)")
     parser.add_argument("--sample", type=int, default=100)
     parser.add_argument("--queries", type=int, default=40, help="photos queried, each as itself and as a copy")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--fresh-batch-size", type=int, default=None, help="the fresh lite2 index's (default: --batch-size)")
+    parser.add_argument("--fresh-batch-size", type=int, default=None,
+                        help="the fresh lite2 index's (default: --batch-size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("/tmp/glimpse-upgrade-check"))
     args = parser.parse_args()
@@ -173,7 +175,8 @@ def main() -> None:
     started = time.perf_counter()
     run("index", str(args.work / "photos"), "-c", str(col), "--encoder", OLD, "--batch-size", str(args.batch_size))
     stage(f"indexed with {OLD}")
-    run("upgrade", NEW, "-c", str(col), "--sample", str(args.sample), "--backfill", "0", "--batch-size", str(args.batch_size))
+    run("upgrade", NEW, "-c", str(col), "--sample", str(args.sample), "--backfill", "0",
+        "--batch-size", str(args.batch_size))
     stage("switched (sample re-embedded, the rest mapped)")
     for kill in (1, 2):
         note = killed_backfill(col, args, rng)

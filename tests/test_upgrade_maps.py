@@ -85,7 +85,8 @@ def test_sample_pairs_add_a_view_per_readable_image_and_the_prompts(make_image, 
     from glimpse.ingest.scan import stat_entry
 
     old, new = create_encoder("hash"), create_encoder("hash", dim=32, seed=1)
-    files = {0: stat_entry(make_image(tmp_path / "a.png", seed=0)), 2: stat_entry(make_image(tmp_path / "b.png", seed=1))}
+    files = {0: stat_entry(make_image(tmp_path / "a.png", seed=0)),
+             2: stat_entry(make_image(tmp_path / "b.png", seed=1))}
     (tmp_path / "broken.png").write_bytes(b"not an image")
     files[1] = stat_entry(tmp_path / "broken.png")
     old_x, new_y = np.zeros((3, old.dim), np.float32), np.zeros((3, new.dim), np.float32)

@@ -245,8 +245,8 @@ class _Run:
         extend(new_store, rows)  # the new file is not read by searches yet: growing it is harmless
         old_x, new_y = self._store(state["old"], table, rows).read(sampled, rows), new_store.read(sampled, rows)
         files = self._files(sampled)
-        pairs = sample_pairs(self.col.encoder, new, old_x, new_y,
-                             {k: files[i][0] for k, i in enumerate(sampled.tolist()) if i in files}, self.seed, self.workers)
+        by_row = {k: files[i][0] for k, i in enumerate(sampled.tolist()) if i in files}
+        pairs = sample_pairs(self.col.encoder, new, old_x, new_y, by_row, self.seed, self.workers)
         forward, quality, candidates = fit_map(pairs, self.seed)
         reverse, _, _ = fit_map(pairs.reversed(), self.seed)
         return forward, reverse, quality, candidates
