@@ -1,7 +1,7 @@
 """The independent check of `glimpse upgrade` (issue 13), on any folder of photos, through the CLI.
 
     nice -n 10 python benchmarks/upgrade_check.py PHOTOS [--limit 300] [--sample 100] [--queries 40]
-    nice -n 10 python benchmarks/upgrade_check.py --skimage --sample 10 --batch-size 2   # scikit-image's photographs
+    nice -n 10 python benchmarks/upgrade_check.py --skimage --sample 10 --batch-size 1   # scikit-image's photographs
 
 1. ``glimpse index`` the photos (a copy of ``--limit`` of them, seeded) with lite0-minilm;
 2. ``glimpse upgrade lite2-minilm --backfill 0``: the sample, the map and the switch;
@@ -86,14 +86,18 @@ def done_of(path: Path) -> int | None:
 
 
 def killed_backfill(path: Path, args, rng: np.random.Generator) -> str | None:
-    """Resume the backfill and SIGKILL it at a random moment after its next committed batch: a random
-    share of a batch's time later, so the kill lands inside a batch; None if it ended first."""
-    start, began = done_of(path), time.perf_counter()
+    """Resume the backfill and SIGKILL it inside a batch: after two more commits (the first pays for
+    loading the model; the second times a batch), a random share of that batch's time later. None if
+    it ended first."""
     process = cli("upgrade", "-c", str(path), "--batch-size", str(args.batch_size))
-    while process.poll() is None and done_of(path) == start:
-        time.sleep(0.05)
-    batch_s = (time.perf_counter() - began) / 2  # the first commit also paid for loading the model
-    time.sleep(rng.uniform(0.1, 0.9) * batch_s)
+    commits, seen, last = [], done_of(path), time.perf_counter()
+    while process.poll() is None and len(commits) < 2:
+        done = done_of(path)
+        if done != seen:
+            commits.append(time.perf_counter() - last)
+            seen, last = done, time.perf_counter()
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.1, 0.9) * (commits[-1] if commits else 0.0))
     if process.poll() is not None or done_of(path) is None:
         process.wait()
         return None
