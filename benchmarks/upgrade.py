@@ -1,6 +1,6 @@
 """Encoder upgrade quality at every stage of the backfill: `glimpse upgrade` lite0-minilm -> lite2-minilm.
 
-    nice -n 10 python benchmarks/upgrade.py [--data ../shared/data/captioned-dev] [--sample 200] [--per-image 2]
+    nice -n 10 python benchmarks/upgrade.py [--data ../shared/data/captioned-dev] [--sample 400] [--seeds 0,1,2] [--per-image 2]
 
 A lite0 collection of the captioned photos is upgraded with the engine's own ``upgrade`` (a
 seeded sample re-embedded, the map fitted, the rest mapped, then backfilled) and measured on
@@ -12,8 +12,10 @@ the images the sample left out, so that 0% means every measured image holds a ma
 
 for old/old (the lite0 collection, lite0 queries), new/new (a fresh lite2 collection, lite2
 queries), and the upgraded collection (lite2 queries: every query runs in the new space) at
-0%, 10%, 50% and 100% of the measured images re-embedded, for both backfill orders. At 0% it
-also scores the alternative, queries mapped new->old against the old vectors. Goals (issue
+0%, 10%, 25%, 50%, 75% and 100% of the measured images re-embedded, for each backfill order
+and sample seed (each seed samples, and so measures, other images). At 0% it also scores the
+alternative, queries mapped new->old against the old vectors. The last table gives each stage's
+mean and spread over the seeds, as shares of old/old on the same images. Goals (issue
 13): >= 95% of old/old at 0%, never dropping as the backfill advances, and at 100% vectors
 equal to the fresh lite2 collection's, bit for bit.
 """
@@ -37,7 +39,7 @@ from glimpse.upgrade.state import active, read_order
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
 OLD, NEW = "lite0-minilm", "lite2-minilm"
-STAGES = (0.0, 0.1, 0.5, 1.0)
+STAGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
 
 
 def scores_of(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
@@ -73,9 +75,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--work", type=Path, default=Path("/tmp/glimpse-upgrade-bench"))
-    parser.add_argument("--sample", type=int, default=200)
+    parser.add_argument("--sample", type=int, default=400)
+    parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-image", type=int, default=2)
-    parser.add_argument("--orders", default=",".join(POLICIES))
+    parser.add_argument("--orders", default=POLICIES[0])
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -95,67 +98,80 @@ def main() -> None:
                          embed_images(col.encoder, copy_task.queries.picture, len(copy_task.queries),
                                       args.work / f"copies-{name}-{args.per_image}.npy"))
 
-    def item_ids(col, paths: list[Path]) -> np.ndarray:
-        return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
+    table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
+    for seed in [int(v) for v in args.seeds.split(",")]:
+        for order in args.orders.split(","):
+            for stage, figures in run(args, seed, order, images, captions, owner, copy_images, copy_source,
+                                      old, fresh, queries).items():
+                table.setdefault(stage, []).append(figures)
+    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {args.orders}: mean (min-max) share of old/old\n")
+    print("| collection | text->image R@10 | copy mAP |")
+    print("|---|---|---|")
+    for stage, figures in table.items():
+        r = np.array(figures)
+        print(f"| {stage} | {r[:, 0].mean():.1%} ({r[:, 0].min():.1%}-{r[:, 0].max():.1%}) |"
+              f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
 
-    rows: list[tuple[str, str, float, float, float]] = []  # (order, stage, share, R@10, mAP)
-    for order in args.orders.split(","):
-        target = args.work / f"upgrade-{order}"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(args.work / "old", target)
-        col = glimpse.open(target)
-        started = time.perf_counter()
-        col.upgrade(NEW, sample=args.sample, backfill=0, order=order)
-        print(f"[{order}] sample of {args.sample} re-embedded, map fitted, switch in {time.perf_counter() - started:.0f} s;"
-              f" map: {col.stats().upgrade['map']}, held-out {col.stats().upgrade['quality']}")
+
+def item_ids(col, paths: list[Path]) -> np.ndarray:
+    return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
+
+
+def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_source, old, fresh,
+        queries) -> dict[str, np.ndarray]:
+    """One upgrade of a copy of the lite0 collection, measured at every stage: stage -> shares of old/old."""
+    tag = f"[seed {seed}, {order}]"
+    target = args.work / f"upgrade-{order}"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(args.work / "old", target)
+    col = glimpse.open(target)
+    started = time.perf_counter()
+    col.upgrade(NEW, sample=args.sample, backfill=0, order=order, sample_seed=seed)
+    up = col.stats().upgrade
+    print(f"{tag} sample of {up['sample']} re-embedded, map fitted, switch in {time.perf_counter() - started:.0f} s;"
+          f" map: {up['map']}, cross-validated {up['quality']}")
+    state = active(col._meta.get_meta())
+    sampled = set(read_order(target, state)[: state["sample"]].tolist())
+    ids = item_ids(col, images)
+    measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
+    gallery = ids[measured]
+    position = np.cumsum(measured) - 1  # image index -> gallery row
+    row_of = {int(item): row for row, item in enumerate(gallery)}
+    text_q = np.flatnonzero(measured[owner])
+    copy_ids = item_ids(col, copy_images)
+    copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
+    print(f"{tag} {len(gallery)} measured images (the sample's {len(images) - len(gallery)} left out), "
+          f"{len(text_q)} captions, {len(copy_q)} copies")
+
+    def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> np.ndarray:
+        r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
+        _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
+        return np.array([r10, ap])
+
+    base = measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])
+    out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}
+    reverse = SpaceMap.load(target / state["reverse"])
+    out["alternative at 0%: queries mapped new->old"] = measure(stored(old, item_ids(old, images)[measured]),
+                                                                reverse(queries[NEW][0]), reverse(queries[NEW][1]))
+    rest = len(read_order(target, state)) - state["sample"]
+    for share in STAGES:
         state = active(col._meta.get_meta())
-        sampled = set(read_order(target, state)[: state["sample"]].tolist())
-        ids = item_ids(col, images)
-        measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
-        gallery = ids[measured]
-        position = np.cumsum(measured) - 1  # image index -> gallery row
-        row_of = {int(item): row for row, item in enumerate(gallery)}
-        text_q = np.flatnonzero(measured[owner])
-        copy_ids = item_ids(col, copy_images)
-        copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
-
-        def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> tuple[float, float]:
-            r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
-            _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
-            return r10, ap
-
-        if not rows:
-            rows.append(("-", "old/old", 0.0, *measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])))
-            rows.append(("-", "new/new", 1.0, *measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])))
-        reverse = SpaceMap.load(target / state["reverse"])
-        old_vectors = stored(old, item_ids(old, images)[measured])
-        rows.append((order, "queries mapped new->old", 0.0,
-                     *measure(old_vectors, reverse(queries[NEW][0]), reverse(queries[NEW][1]))))
-        rest = len(read_order(target, state)) - state["sample"]
-        for share in STAGES:
-            state = active(col._meta.get_meta())
-            want = state["sample"] + round(share * rest)
-            if want > state["done"]:
-                col.upgrade(backfill=want - state["done"], finish=False)
-            state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
-            real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
-            rows.append((order, f"{real:.0%} re-embedded", real, *measure(stored(col, gallery), *queries[NEW])))
-            print(f"[{order}] {rows[-1][1]}: R@10 {rows[-1][3]:.3f}, mAP {rows[-1][4]:.3f}")
-        col.upgrade()  # finish
-        fresh_vectors = stored(fresh, item_ids(fresh, images))
-        final = stored(col, item_ids(col, images))
-        print(f"[{order}] finished: vectors equal to the fresh {NEW} collection's: {np.array_equal(final, fresh_vectors)}"
-              f" (max |difference| {np.abs(final - fresh_vectors).max():.2e}); files: "
-              + ", ".join(sorted(p.name for p in target.iterdir())))
-        col.close()
-
-    base_r10, base_ap = rows[0][3], rows[0][4]
-    print(f"\n{len(gallery)} measured images (the sample's {len(images) - len(gallery)}, whole batches, left out), "
-          f"{len(text_q)} captions, {len(copy_q)} copies\n")
-    print("| order | collection | text->image R@10 | copy mAP |")
-    print("|---|---|---|---|")
-    for order, stage, _, r10, ap in rows:
-        print(f"| {order} | {stage} | {r10:.3f} ({r10 / base_r10:.0%}) | {ap:.3f} ({ap / base_ap:.0%}) |")
+        want = state["sample"] + round(share * rest)
+        if want > state["done"]:
+            col.upgrade(backfill=want - state["done"], finish=False)
+        state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
+        real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
+        out[f"upgraded, {share:.0%} re-embedded"] = figures = measure(stored(col, gallery), *queries[NEW])
+        print(f"{tag} {real:.0%} re-embedded: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+              f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+    col.upgrade()  # finish
+    fresh_vectors = stored(fresh, item_ids(fresh, images))
+    final = stored(col, item_ids(col, images))
+    print(f"{tag} finished: vectors equal to the fresh {NEW} collection's: {np.array_equal(final, fresh_vectors)}"
+          f" (max |difference| {np.abs(final - fresh_vectors).max():.2e}); files: "
+          + ", ".join(sorted(p.name for p in target.iterdir())))
+    col.close()
+    return {stage: figures / base for stage, figures in out.items()}
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ def upgrade(
 def upgrade_note(up: dict) -> str:
     """An encoder upgrade under way, for ``glimpse info``."""
     quality = up["quality"]
-    fit = f"{up['map']} map, held-out top-1 {quality['top1']:.0%}, cosine {quality['cosine']:.2f}" if quality else \
+    fit = f"{up['map']} map, cross-validated top-1 {quality['top1']:.0%}, cosine {quality['cosine']:.2f}" if quality else \
         f"{up['map']} map" if up["map"] else "map not fitted yet"
     if up["phase"] == "sampling":
         return f"{up['old']} -> {up['new']}: embedding the sample ({up['sampled']:,} of {up['sample']:,}); search still in the old space"

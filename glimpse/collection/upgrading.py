@@ -38,7 +38,7 @@ class Upgrading:
         ``random``), in the batches a fresh index with ``batch_size`` would use. New images go
         straight to the new encoder. When every image is re-embedded, codes are re-fitted and
         the old vectors dropped (unless ``finish=False``). ``sample_seed`` seeds the sample, the
-        map's held-out share and the random order. Without ``encoder``, resumes the upgrade
+        map's cross-validation folds, the views and the random order. Without ``encoder``, resumes the upgrade
         under way; ``abort=True`` returns to the old encoder. See :mod:`glimpse.upgrade`.
         """
         from ..upgrade import upgrade

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +36,8 @@ from ..ingest.scan import FileEntry
 from ..settings import ScanOptions
 from . import state as st
 from .files import extend, save_order, unchanged, unfitted, write_rows
-from .maps import SpaceMap, fit_map
+from .maps import MapQuality, SpaceMap, fit_map
+from .views import sample_pairs
 
 #: Called with (images done, images to do) this run. The collection is passed in, not imported:
 #: it imports this package (``col.upgrade``).
@@ -62,7 +63,7 @@ class UpgradeReport:
     done: int = 0  # images of the backfill order re-embedded so far (sample included)
     total: int = 0  # images in the order
     unreadable: int = 0  # images whose file could not be read again: they keep their mapped vectors
-    quality: dict | None = None  # the map's held-out figures
+    quality: dict | None = None  # the map's cross-validated figures
     seconds: float = 0.0
 
 
@@ -191,6 +192,7 @@ class _Run:
     def _switch(self, state: dict, new: Encoder) -> dict:
         """Fit the maps on the sample, map every other item into the new file, and switch in one commit."""
         col = self.col
+        forward, reverse, quality, candidates = self._fit(state, new)  # without the lock: ingest goes on meanwhile
         with col._lock:
             meta, pairs = col._meta.snapshot()
             table = np.array(pairs, np.int64).reshape(-1, 2)
@@ -200,9 +202,6 @@ class _Run:
             sampled = sampled[np.isin(sampled, live)]
             old_store, new_store = self._store(state["old"], table, rows), self._store(state["new"], table, rows)
             extend(new_store, rows)  # rows not written yet (removed items, mapped ones below) read as zeros
-            old_x, new_y = old_store.read(sampled, rows), new_store.read(sampled, rows)
-            forward, quality, candidates = fit_map(old_x, new_y, self.seed)
-            reverse, _, _ = fit_map(new_y, old_x, self.seed)
             forward.save(self.folder / state["map"])
             reverse.save(self.folder / state["reverse"])
             rest = np.setdiff1d(live, sampled)
@@ -223,8 +222,7 @@ class _Run:
             save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
             state = {**state, "phase": "backfilling", "done": len(sampled), "sample": len(sampled),
                      "map_kind": forward.kind, "candidates": candidates, "adapt": meta.get("adapt"),
-                     "quality": None if quality is None else {"top1": quality.top1, "cosine": quality.cosine,
-                                                               "pairs": quality.pairs}}
+                     "quality": None if quality is None else asdict(quality)}
             new_facts = {k: state["new"][k] for k in st.ENCODER_KEYS}
             # One commit: from here every reader answers in the new space (codes are re-fitted next).
             col._meta.remove_paths([], **new_facts, vectors=state["new"]["vectors"], adapt=None,
@@ -234,6 +232,24 @@ class _Run:
             col._fit_codes()
             col._persist_index()
         return state
+
+    def _fit(self, state: dict, new: Encoder) -> tuple[SpaceMap, SpaceMap, MapQuality | None, dict]:
+        """The maps old->new and new->old, fitted on the sample's pairs (:mod:`.views`), the first's quality
+        and every candidate's figures."""
+        meta, pairs = self.col._meta.snapshot()
+        table = np.array(pairs, np.int64).reshape(-1, 2)
+        rows = int(meta.get("rows", 0))
+        sampled = st.read_order(self.folder, state)[: int(state["sample"])]
+        sampled = sampled[np.isin(sampled, table[:, 0])]
+        new_store = self._store(state["new"], table, rows)
+        extend(new_store, rows)  # the new file is not read by searches yet: growing it is harmless
+        old_x, new_y = self._store(state["old"], table, rows).read(sampled, rows), new_store.read(sampled, rows)
+        files = self._files(sampled)
+        by_row = {k: files[i][0] for k, i in enumerate(sampled.tolist()) if i in files}
+        pairs = sample_pairs(self.col.encoder, new, old_x, new_y, by_row, self.seed, self.workers)
+        forward, quality, candidates = fit_map(pairs, self.seed)
+        reverse, _, _ = fit_map(pairs.reversed(), self.seed)
+        return forward, reverse, quality, candidates
 
     def _embed(self, state: dict, encoder: Encoder, stop: int) -> dict:
         """Re-embed the order's batches from ``done`` until ``stop`` items are done, each batch committed."""
