@@ -210,3 +210,33 @@ def test_details_and_thumbnails_of_another_workers_images(lite_server, image_dir
         thumb = http.get(f"/api/items/{item.id}/thumbnail?size=256")  # not made yet
         assert thumb.status_code == 404 and "cannot be read on this machine" in thumb.json()["error"]
         assert http.get("/api/items/12345/thumbnail").status_code == 404
+
+
+def test_adaptation_and_folders_reach_a_machine_that_indexed_nothing(lite_server, tmp_path, make_image, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    words = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
+             "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple"]
+    for i, word in enumerate(words):
+        make_image(folder / f"p{i:02d}.png", seed=300 + i)
+        (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
+    uri = f"milvus://{lite_server}/adapted"
+
+    def ranked(col) -> list[list[str]]:
+        return [[h.path for h in col.search(text=f"the {word}", k=5)] for word in words[:6]]
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([folder])
+        plain = ranked(col)
+        assert col.adapt(kind="ridge", holdout=0).version == 1
+        adapted = ranked(col)
+    assert adapted != plain
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        assert ranked(col) == adapted and col.settings().adapt["version"] == 1
+        assert list(col.folders()) == [str(folder)]
+        assert col.remove_adapt()
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert col.settings().adapt is None and ranked(col) == plain
