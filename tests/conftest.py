@@ -71,6 +71,12 @@ def collection_at(request, backend, tmp_path) -> Iterator[Callable[[str], str]]:
         next(location, None)
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_collection_uri(request, tmp_path_factory) -> Iterator[str]:
+    """As ``collection_uri``, for one collection that the tests of a module share."""
+    yield from collection_location(request, request.param, tmp_path_factory.mktemp("col"))
+
+
 @pytest.fixture
 def collection_uri(collection_at) -> str:
     """Where this test's collection lives: a folder, or a collection on Milvus Lite."""
