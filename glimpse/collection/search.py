@@ -83,7 +83,7 @@ class Searching:
         # query's encoding (the model: most of a text or image query's time), the filters' SQL
         # and refinement take no lock, and backend scans share theirs; only a refresh after a
         # commit makes them wait (benchmarks/parallel_search.py measures it).
-        sources = QuerySources(self._item_vector, self._meta.item_for_hash,
+        sources = QuerySources(self._item_vector, self._item_for_hash,
                                self._text_map() if request.adapted else None)
         with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
             encoder = self.encoder
@@ -115,6 +115,10 @@ class Searching:
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+    def _item_for_hash(self, content_hash: str) -> int | None:
+        """The item with this content, if the collection holds it (its stored vector is the query's)."""
+        return self._meta.item_for_hash(content_hash)
 
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
         """Filters the backend applies itself (``_allowed`` then leaves them out); none here."""

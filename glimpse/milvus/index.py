@@ -17,6 +17,7 @@ the allowed ids; Milvus applies them before ranking. Every request runs with con
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +37,19 @@ MAX_LIMIT = 16384
 #: Rows per insert request: gRPC messages stay well under Milvus's 64 MB default.
 BATCH_BYTES = 16 << 20
 STRONG = "Strong"
+#: Ids per query by id (the expression stays short).
+IDS_PER_QUERY = 8192
+
+
+def index_name(name: str, fit: str | None) -> str:
+    """The Milvus collection of glimpse collection ``name`` for a code fit (None: floats only)."""
+    return f"{name}_{fit[:12] if fit else 'float'}"
+
+
+def index_collections(client, name: str) -> list[str]:
+    """The Milvus collections holding glimpse collection ``name``'s rows (one per code fit)."""
+    pattern = re.compile(re.escape(name) + r"_(float|[0-9a-f]{12})")
+    return sorted(c for c in client.list_collections() if pattern.fullmatch(c))
 
 
 def no_attributes(ids: np.ndarray) -> dict[str, list]:
@@ -86,10 +100,10 @@ class MilvusIndex(SearchBackend):
         self.binarizer = binarizer if binarizer is not None and two_fields else None
         self.layout = "codes" if self.binarizer is not None else "float"
         self.vector_type = "FLOAT16_VECTOR" if two_fields else "FLOAT_VECTOR"
-        fit = self.binarizer.fit_id[:12] if self.binarizer is not None else "float"
-        self.name = f"{name}_{fit}"
+        self.name = index_name(name, self.binarizer.fit_id if self.binarizer is not None else None)
         self._columns = None  # pymilvus's column-wise writer for this collection, made on first use
-        if not client.has_collection(self.name):
+        self.created = not client.has_collection(self.name)  # by this call
+        if self.created:
             self._create()
         client.load_collection(self.name)
 
@@ -117,12 +131,29 @@ class MilvusIndex(SearchBackend):
         for start in range(0, len(ids), step):
             self._upsert(ids[start : start + step], vectors[start : start + step])
 
-    def _upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def copy_from(self, source: str) -> int:
+        """The rows of Milvus collection ``source`` (another fit of this glimpse collection) that
+        this one lacks, with their scalars, coded by this one's binarizer; returns how many."""
+        have = set(self.ids().tolist())
+        copied = 0
+        with quiet("pymilvus.orm.iterator"):
+            iterator = self.client.query_iterator(source, filter="id >= 0", output_fields=["vector", *SCALARS],
+                                                  batch_size=min(MAX_LIMIT, max(1, BATCH_BYTES // (self.dim * 4 + 256))))
+        while batch := iterator.next():
+            rows = [row for row in batch if row["id"] not in have]
+            if rows:
+                ids = np.array([row["id"] for row in rows], dtype=np.int64)
+                self._upsert(ids, _vectors(rows, self.dim), {f: [row[f] for row in rows] for f in SCALARS})
+                copied += len(rows)
+        iterator.close()
+        return copied
+
+    def _upsert(self, ids: np.ndarray, vectors: np.ndarray, columns: dict[str, list] | None = None) -> None:
         """One upsert, by columns: pymilvus packs rows' vectors by appending bytes (quadratic in
         the batch: 5,000 rows of 512-d float16 took 44 s), columns in one join."""
         from pymilvus import Collection
 
-        columns = self.attributes(ids)
+        columns = columns or self.attributes(ids)
         if self.vector_type == "FLOAT16_VECTOR":
             stored = list(vectors.astype(np.float16))
         else:
@@ -196,13 +227,17 @@ class MilvusIndex(SearchBackend):
         return found
 
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids found, their stored vectors), read back from Milvus."""
-        rows = self.client.query(self.name, filter=ids_expression(ids), output_fields=["vector"])
-        found = np.array([row["id"] for row in rows], dtype=np.int64)
-        dtype = np.float16 if self.vector_type == "FLOAT16_VECTOR" else np.float32
-        vectors = (np.frombuffer(b"".join(row["vector"][0] for row in rows), dtype=dtype)
-                   if dtype == np.float16 else np.array([row["vector"] for row in rows], dtype=dtype))
-        return found, vectors.reshape(len(rows), self.dim)
+        """(ids found, ascending; their stored vectors), read back from Milvus."""
+        rows = self.rows(ids, ["vector"])
+        rows.sort(key=lambda row: row["id"])
+        return np.array([row["id"] for row in rows], dtype=np.int64), _vectors(rows, self.dim)
+
+    def rows(self, ids: np.ndarray, fields: list[str] = list(SCALARS)) -> list[dict]:
+        """The rows of those of ``ids`` held (``id`` and ``fields``), in no order."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return [row for start in range(0, len(ids), IDS_PER_QUERY)
+                for row in self.client.query(self.name, filter=ids_expression(ids[start : start + IDS_PER_QUERY]),
+                                             output_fields=fields)]
 
     def ids(self) -> np.ndarray:
         """Every id held, ascending."""
@@ -224,12 +259,15 @@ class MilvusIndex(SearchBackend):
     def count(self) -> int:
         return int(self.client.query(self.name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
-    def drop_others(self, prefix: str) -> None:
-        """Drop this glimpse collection's Milvus collections of other fits (superseded codes)."""
-        for other in self.client.list_collections():
-            if other.startswith(prefix + "_") and other != self.name:
-                self.client.drop_collection(other)
-
     def persist(self, directory: Path, generation: int) -> None:
         return None  # every upsert and delete is already in Milvus
 
+
+
+def _vectors(rows: list[dict], dim: int) -> np.ndarray:
+    """The ``vector`` field of query rows: float16 (bytes, 2.4+) or float32 (a list, 2.3)."""
+    if not rows:
+        return np.zeros((0, dim), np.float16)
+    if isinstance(rows[0]["vector"], list) and rows[0]["vector"] and isinstance(rows[0]["vector"][0], bytes):
+        return np.frombuffer(b"".join(row["vector"][0] for row in rows), dtype=np.float16).reshape(len(rows), dim)
+    return np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), dim)
