@@ -33,6 +33,7 @@ from ..collection import Collection, CollectionStats, EncoderMismatchError
 from ..collection.layout import DB_NAME
 from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
+from ..ingest import absolute
 from ..settings import CodeSettings
 from ..storage import Metadata
 from ..storage.metadata import ItemInfo
@@ -223,6 +224,40 @@ class MilvusCollection(Collection):
                 self._index.remove(np.asarray(dropped, dtype=np.int64))
             return
         super()._apply(generation, ids, vectors, dropped)
+
+    # -- rows whose files changed ---------------------------------------------------------
+    # A row holds its item's first file (path, bytes, date): a file of an item kept (linked,
+    # re-dated, removed while a copy stays) may change them, and filters read them in Milvus.
+    def _commit_rows(self, rows, items, vectors, links, errors=()):
+        paths = [link.path for link in links] + [error.path for error in errors]
+        before = self._items_at(paths)
+        rows, dropped = super()._commit_rows(rows, items, vectors, links, errors)
+        self._restate((before | self._items_at(paths)) - {item.id for item in items})
+        return rows, dropped
+
+    def remove(self, paths) -> int:
+        paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
+        before = {record.item_id for record in self._meta.file_records(paths).values()}
+        removed = super().remove(paths)
+        self._restate(before)
+        return removed
+
+    def _prune(self, roots, excluded, present, report) -> None:
+        before = {r.item_id for path, r in self._meta.file_records(roots).items() if path not in present}
+        super()._prune(roots, excluded, present, report)
+        self._restate(before)
+
+    def _items_at(self, paths: list[str]) -> set[int]:
+        return {item for item in map(self._meta.item_for_path, paths) if item is not None}
+
+    def _restate(self, items: set[int]) -> None:
+        """Upsert the rows of ``items`` that still exist again, with their files as now."""
+        if not items:
+            return
+        self._sync()
+        kept = np.intersect1d(np.fromiter(items, np.int64, len(items)), self._live)
+        if len(kept):
+            self._ensure_index().add(kept, self._vectors.read(kept, self._rows))
 
     def _new_item_id(self, content_hash: str) -> int:
         return content_id(content_hash)
