@@ -139,7 +139,7 @@ def search_from(uri: str, folder: Path, home: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_path, make_image):
+def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_path, make_image, monkeypatch):
     """Two workers with codes on, into one collection at once: one fit, used by both, and a
     third machine with a fresh local folder finds exactly what they find; errors are shared."""
     folders = [tmp_path / "a", tmp_path / "b"]
@@ -165,6 +165,10 @@ def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_p
     rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
                                      consistency_level="Strong")
     assert len(rows) == 60  # every worker's images, coded by the one fit
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m1"))
+    with glimpse.open(uri) as col:  # worker 1 removes what worker 0 could not index
+        col.remove([folders[0] / "broken.png"])
+        assert col.errors() == [] and col.stats().errors == 0
 
 
 def test_one_claim_holder_at_a_time(lite_server):

@@ -33,6 +33,7 @@ from ..collection import Collection, CollectionStats, EncoderMismatchError
 from ..collection.layout import DB_NAME
 from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
+from ..collection.ingest import _is_under
 from ..ingest import absolute
 from ..settings import CodeSettings
 from ..storage import Metadata
@@ -109,15 +110,6 @@ class MilvusCollection(Collection):
     def errors(self, limit: int | None = None) -> list[ErrorRecord]:
         """Files that no worker could index, newest first (from Milvus)."""
         return self._state.errors()[:limit]
-
-    def remove(self, paths) -> int:
-        """As locally; errors that other workers recorded under ``paths`` go too."""
-        removed = super().remove(paths)
-        targets = [str(Path(p).expanduser().absolute()) if self.has_files else str(p) for p in paths]
-        gone = [e.path for e in self._state.errors()
-                if any(e.path == t or e.path.startswith(t.rstrip("/") + "/") for t in targets)]
-        self._state.delete_errors(gone)
-        return removed
 
     # -- details and originals of every worker's images --------------------------------
     def item(self, item_id: int) -> ItemInfo:
@@ -236,10 +228,12 @@ class MilvusCollection(Collection):
         return rows, dropped
 
     def remove(self, paths) -> int:
+        """As locally; errors that other workers recorded under ``paths`` go too."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
         before = {record.item_id for record in self._meta.file_records(paths).values()}
         removed = super().remove(paths)
         self._restate(before)
+        self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
         return removed
 
     def _prune(self, roots, excluded, present, report) -> None:
