@@ -152,7 +152,7 @@ class MilvusCollection(Collection):
         """The Milvus collection for these code settings; one made now is filled from the others."""
         options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
         index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
-                            attributes=self._attributes, version=self._version, **options)
+                            attributes=self._attributes, version=self._version, index=self.target.index, **options)
         if index.created:
             for other in index_collections(self._client, self.target.name):
                 if other != index.name:
