@@ -31,7 +31,7 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
-from .index import load
+from .index import load, quiet
 
 STRONG = "Strong"
 #: Collection settings kept in Milvus, not in a worker's SQLite (the rest is each worker's bookkeeping).
@@ -86,6 +86,19 @@ class SharedState:
         if not self._exists():
             return {}
         return self._query(f'key like "{prefix}%"')
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix`` (any number of them)."""
+        if not self._exists():
+            return []
+        with quiet("pymilvus.orm.iterator"):
+            iterator = self.client.query_iterator(self.name, filter=f'key like "{prefix}%"', output_fields=["key"],
+                                                  batch_size=_ROWS, consistency_level=STRONG)
+        found = []
+        while batch := iterator.next():
+            found += [row["key"] for row in batch]
+        iterator.close()
+        return found
 
     def _query(self, expression: str) -> dict:
         rows = self.client.query(self.name, filter=expression, output_fields=["key", "value"], limit=_ROWS,
