@@ -279,3 +279,25 @@ def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path,
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
     with glimpse.open(uri) as col:
         assert col.search(terms='text:"exit only"', k=8) == []
+
+
+def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_server, image_dir, tmp_path,
+                                                                           monkeypatch):
+    """Each code setting's Milvus collection holds every row, whoever switches it."""
+    uri = f"milvus://{lite_server}/switched"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.add(sorted(image_dir.glob("*.png")))  # 8 images in the float collection
+        col.use_codes("sign", bits=64)
+        col.index([image_dir])  # 4 more (no re-fit below 16), into the codes' collection only
+        assert col.backend_info()["layout"] == "codes"
+    query = image_dir / "sub" / "img03.png"
+    for home, codes, layout in (("reader", None, "float"), ("other", "sign", "codes")):
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / home))
+        with glimpse.open(uri) as col:
+            col.use_codes(codes, bits=64 if codes else None)
+            info = col.backend_info()
+            assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
+            assert col.search(image=query, k=1)[0].path == str(query)
+    names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
+    assert len(names) == 3  # the settings, the current fit, and the one before it

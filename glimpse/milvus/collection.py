@@ -178,12 +178,12 @@ class MilvusCollection(Collection):
     def _prepare_codes(self, codes: dict | None) -> None:
         """Before a code setting is written: its Milvus collection holds every row (copied
         from the one searched now), and collections older than that one go."""
+        current = self._ensure_index().name  # of the setting still in force
         index = self._milvus_index(CodeSettings.from_meta(codes))
-        current = self._index.name if self._index is not None else None
         for other in index_collections(self._client, self.target.name):
             if other not in (index.name, current):
                 self._client.drop_collection(other)
-        if current is not None and current != index.name:
+        if current != index.name:
             index.copy_from(current)
 
     def _fit_codes(self, settings: CodeSettings | None = None, progress=None) -> None:
