@@ -139,7 +139,7 @@ def search_from(uri: str, folder: Path, home: Path) -> dict:
     return json.loads(done.stdout)
 
 
-def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_path, make_image):
+def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_path, make_image, monkeypatch):
     """Two workers with codes on, into one collection at once: one fit, used by both, and a
     third machine with a fresh local folder finds exactly what they find; errors are shared."""
     folders = [tmp_path / "a", tmp_path / "b"]
@@ -165,6 +165,10 @@ def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_p
     rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
                                      consistency_level="Strong")
     assert len(rows) == 60  # every worker's images, coded by the one fit
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m1"))
+    with glimpse.open(uri) as col:  # worker 1 removes what worker 0 could not index
+        col.remove([folders[0] / "broken.png"])
+        assert col.errors() == [] and col.stats().errors == 0
 
 
 def test_one_claim_holder_at_a_time(lite_server):
@@ -210,3 +214,33 @@ def test_details_and_thumbnails_of_another_workers_images(lite_server, image_dir
         thumb = http.get(f"/api/items/{item.id}/thumbnail?size=256")  # not made yet
         assert thumb.status_code == 404 and "cannot be read on this machine" in thumb.json()["error"]
         assert http.get("/api/items/12345/thumbnail").status_code == 404
+
+
+def test_adaptation_and_folders_reach_a_machine_that_indexed_nothing(lite_server, tmp_path, make_image, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    words = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
+             "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple"]
+    for i, word in enumerate(words):
+        make_image(folder / f"p{i:02d}.png", seed=300 + i)
+        (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
+    uri = f"milvus://{lite_server}/adapted"
+
+    def ranked(col) -> list[list[str]]:
+        return [[h.path for h in col.search(text=f"the {word}", k=5)] for word in words[:6]]
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([folder])
+        plain = ranked(col)
+        assert col.adapt(kind="ridge", holdout=0).version == 1
+        adapted = ranked(col)
+    assert adapted != plain
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        assert ranked(col) == adapted and col.settings().adapt["version"] == 1
+        assert list(col.folders()) == [str(folder)]
+        assert col.remove_adapt()
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert col.settings().adapt is None and ranked(col) == plain

@@ -33,6 +33,7 @@ from ..collection import Collection, CollectionStats, EncoderMismatchError
 from ..collection.layout import DB_NAME
 from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
+from ..collection.ingest import _is_under
 from ..ingest import absolute
 from ..settings import CodeSettings
 from ..storage import Metadata
@@ -110,15 +111,6 @@ class MilvusCollection(Collection):
         """Files that no worker could index, newest first (from Milvus)."""
         return self._state.errors()[:limit]
 
-    def remove(self, paths) -> int:
-        """As locally; errors that other workers recorded under ``paths`` go too."""
-        removed = super().remove(paths)
-        targets = [str(Path(p).expanduser().absolute()) if self.has_files else str(p) for p in paths]
-        gone = [e.path for e in self._state.errors()
-                if any(e.path == t or e.path.startswith(t.rstrip("/") + "/") for t in targets)]
-        self._state.delete_errors(gone)
-        return removed
-
     # -- details and originals of every worker's images --------------------------------
     def item(self, item_id: int) -> ItemInfo:
         """As locally; an image another worker indexed is described by its Milvus row (its first file)."""
@@ -160,7 +152,7 @@ class MilvusCollection(Collection):
         """The Milvus collection for these code settings; one made now is filled from the others."""
         options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
         index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
-                            attributes=self._attributes, version=self._version, **options)
+                            attributes=self._attributes, version=self._version, index=self.target.index, **options)
         if index.created:
             for other in index_collections(self._client, self.target.name):
                 if other != index.name:
@@ -236,10 +228,12 @@ class MilvusCollection(Collection):
         return rows, dropped
 
     def remove(self, paths) -> int:
+        """As locally; errors that other workers recorded under ``paths`` go too."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
         before = {record.item_id for record in self._meta.file_records(paths).values()}
         removed = super().remove(paths)
         self._restate(before)
+        self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
         return removed
 
     def _prune(self, roots, excluded, present, report) -> None:

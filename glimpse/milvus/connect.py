@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..extras import MissingExtraError, missing_extra, require
 
@@ -41,6 +41,7 @@ class MilvusTarget:
     scheme: str  # LITE or SERVER
     address: str  # the db file (LITE) or host:port (SERVER)
     name: str  # the Milvus collection name glimpse's collections start with
+    index: str | None = None  # ``?index=``: Milvus's index on the searched field (glimpse.milvus.index.INDEXES)
 
     @property
     def local_dir(self) -> Path:
@@ -61,14 +62,30 @@ def parse_uri(uri: str) -> MilvusTarget:
         if not _LITE_NAME.fullmatch(path.name) or not path.name.endswith(".db"):
             raise ValueError(f"{uri!r}: Milvus Lite needs a file name ending in .db, at most 36 letters, digits, "
                              f"'.', '-' or '_' (e.g. photos.db)")
+        if _index(uri, parts.query) not in (None, "flat"):
+            raise ValueError(f"{uri!r}: Milvus Lite has exact indexes only (FLAT, BIN_FLAT): leave out ?index= "
+                             "or use a Milvus server")
         return MilvusTarget(uri, LITE, str(path), "glimpse")
     if parts.scheme == SERVER:
         name = parts.path.strip("/")
         if not parts.hostname or not _COLLECTION_NAME.fullmatch(name):
             raise ValueError(f"{uri!r}: write a Milvus server collection as milvus://HOST:{DEFAULT_PORT}/NAME, "
                              f"NAME of letters, digits and '_', starting with a letter")
-        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name)
+        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name,
+                            _index(uri, parts.query))
     raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
+
+
+def _index(uri: str, query: str) -> str | None:
+    """The ``?index=`` of a URI (None when absent); ValueError names the choices."""
+    from .index import INDEXES
+
+    options = parse_qs(query, keep_blank_values=True)
+    index = options.pop("index", [None])[-1]
+    if options or (index is not None and index not in INDEXES):
+        raise ValueError(f"{uri!r}: the one URI option is ?index=, one of {', '.join(INDEXES)} "
+                         "(flat: exact; hnsw, ivf: Milvus's approximate indexes, on a server)")
+    return index
 
 
 def connect(target: MilvusTarget):

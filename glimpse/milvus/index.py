@@ -39,6 +39,31 @@ BATCH_BYTES = 16 << 20
 STRONG = "Strong"
 #: Ids per query by id (the expression stays short).
 IDS_PER_QUERY = 8192
+#: Milvus's index on the searched field, by the ``?index=`` of a server URI: ``flat`` (exact: FLAT on
+#: floats, BIN_FLAT on codes, the default), ``hnsw`` (HNSW on floats) or ``ivf`` (IVF_FLAT on
+#: floats, BIN_IVF_FLAT on codes; with codes, ``hnsw`` also means BIN_IVF_FLAT). Build and search
+#: parameters as measured in benchmarks/milvus.py.
+INDEXES = ("flat", "hnsw", "ivf")
+HNSW_BUILD = {"M": 16, "efConstruction": 200}
+HNSW_EF = 128  # candidates per HNSW search (at least k)
+IVF_LISTS = 1024
+IVF_PROBES = 32
+
+
+def index_spec(kind: str, codes: bool) -> tuple[str, dict]:
+    """(Milvus index type, build parameters) of ``kind`` on the codes or on the float vectors."""
+    if kind == "flat":
+        return ("BIN_FLAT" if codes else "FLAT"), {}
+    if codes or kind == "ivf":
+        return ("BIN_IVF_FLAT" if codes else "IVF_FLAT"), {"nlist": IVF_LISTS}
+    return "HNSW", HNSW_BUILD
+
+
+def search_params(index_type: str, metric: str, limit: int) -> dict:
+    """Milvus search parameters for a search of ``limit`` results on an index of that type."""
+    params = {"HNSW": {"ef": max(HNSW_EF, limit)}, "IVF_FLAT": {"nprobe": IVF_PROBES},
+              "BIN_IVF_FLAT": {"nprobe": IVF_PROBES}}.get(index_type, {})
+    return {"metric_type": metric, "params": params}
 
 
 def index_name(name: str, fit: str | None) -> str:
@@ -92,7 +117,9 @@ class MilvusIndex(SearchBackend):
 
     def __init__(self, client, name: str, dim: int, *, binarizer: Binarizer | None = None,
                  oversample: int = 30, rerank: bool = True, attributes: Attributes = no_attributes,
-                 version: tuple[int, int] | None = None):
+                 version: tuple[int, int] | None = None, index: str | None = None):
+        """``index``: Milvus's index on the searched field (:data:`INDEXES`); None keeps the
+        existing collection's (FLAT for a new one), another one rebuilds it."""
         self.client, self.dim, self.attributes = client, dim, attributes
         self.oversample, self.rerank = oversample, rerank
         version = version or server_version(client)
@@ -102,25 +129,46 @@ class MilvusIndex(SearchBackend):
         self.vector_type = "FLOAT16_VECTOR" if two_fields else "FLOAT_VECTOR"
         self.name = index_name(name, self.binarizer.fit_id if self.binarizer is not None else None)
         self._columns = None  # pymilvus's column-wise writer for this collection, made on first use
+        self.field, self.metric = ("codes", "HAMMING") if self.binarizer is not None else ("vector", "IP")
         self.created = not client.has_collection(self.name)  # by this call
         if self.created:
-            self._create()
+            self._create(index or "flat")
+        elif index is not None and self.index_type() != index_spec(index, self.binarizer is not None)[0]:
+            self._reindex(index)
         client.load_collection(self.name)
+        self._index_type = self.index_type()
 
-    def _create(self) -> None:
+    def _create(self, index: str) -> None:
         from pymilvus import DataType
 
         schema = self.client.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", getattr(DataType, self.vector_type), dim=self.dim)
-        params = self.client.prepare_index_params()
-        params.add_index("vector", index_type="FLAT", metric_type="IP")
         if self.binarizer is not None:
             schema.add_field("codes", DataType.BINARY_VECTOR, dim=self.binarizer.bits)
-            params.add_index("codes", index_type="BIN_FLAT", metric_type="HAMMING")
+        params = self.client.prepare_index_params()
+        if self.field == "codes":  # the re-rank reads vectors by id; exact and asymmetric stages scan them
+            params.add_index("vector", index_type="FLAT", metric_type="IP")
+        self._add_index(params, index)
         for field, kind in SCALARS.items():
             schema.add_field(field, getattr(DataType, kind), **({"max_length": MAX_PATH} if kind == "VARCHAR" else {}))
         self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
+
+    def _add_index(self, params, index: str) -> None:
+        index_type, build = index_spec(index, self.binarizer is not None)
+        params.add_index(self.field, index_type=index_type, metric_type=self.metric, params=build)
+
+    def _reindex(self, index: str) -> None:
+        """Replace Milvus's index on the searched field (the collection is unavailable meanwhile)."""
+        self.client.release_collection(self.name)
+        self.client.drop_index(self.name, self.field)
+        params = self.client.prepare_index_params()
+        self._add_index(params, index)
+        self.client.create_index(self.name, params)
+
+    def index_type(self) -> str:
+        """Milvus's index type on the searched field."""
+        return self.client.describe_index(self.name, self.field)["index_type"]
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -204,16 +252,16 @@ class MilvusIndex(SearchBackend):
     def _float(self, queries: np.ndarray, k: int, expression: str) -> list[list[tuple[int, float]]]:
         data = queries.astype(np.float16) if self.vector_type == "FLOAT16_VECTOR" else queries.tolist()
         results = self.client.search(self.name, data=list(data), anns_field="vector", limit=k, filter=expression,
-                                     search_params={"metric_type": "IP"})
+                                     search_params=search_params(self._index_type if self.field == "vector" else "FLAT", "IP", k))
         return [[(hit["id"], hit["distance"]) for hit in hits] for hits in results]
 
     def _two_stage(self, queries: np.ndarray, k: int, expression: str, oversample: int,
                    rerank: bool) -> list[list[tuple[int, float]]]:
         codes = self.binarizer.encode(queries)
         bits = self.binarizer.bits
-        results = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="codes",
-                                     limit=min(k * oversample, MAX_LIMIT) if rerank else k, filter=expression,
-                                     search_params={"metric_type": "HAMMING"})
+        limit = min(k * oversample, MAX_LIMIT) if rerank else k
+        results = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="codes", limit=limit,
+                                     filter=expression, search_params=search_params(self._index_type, "HAMMING", limit))
         found = []
         for query, hits in zip(queries, results):
             shortlist = [hit["id"] for hit in hits]
@@ -251,7 +299,7 @@ class MilvusIndex(SearchBackend):
 
     def describe(self) -> dict:
         described = {"kind": "milvus", "collection": self.name, "layout": self.layout, "vectors": self.count(),
-                     "vector_type": self.vector_type}
+                     "vector_type": self.vector_type, "index": self._index_type}
         if self.binarizer is not None:
             described.update(bits=self.binarizer.bits, oversample=self.oversample, rerank=self.rerank)
         return described
