@@ -156,10 +156,13 @@ def test_index_option_of_a_uri():
     from glimpse.milvus.connect import parse_uri
 
     assert parse_uri("milvus://h:1/photos?index=hnsw").index == "hnsw"
-    assert parse_uri("milvus://h/photos").index is None
+    assert parse_uri("milvus://h/photos").index is None and parse_uri("milvus://h/photos").consistency == "strong"
+    assert parse_uri("milvus://h/photos?index=ivf&consistency=bounded").consistency == "bounded"
     with pytest.raises(ValueError, match="one of flat, hnsw, ivf"):
         parse_uri("milvus://h/photos?index=diskann")
-    with pytest.raises(ValueError, match="one of flat, hnsw, ivf"):
+    with pytest.raises(ValueError, match="one of strong, bounded"):
+        parse_uri("milvus://h/photos?consistency=weak")
+    with pytest.raises(ValueError, match="URI options are index="):
         parse_uri("milvus://h/photos?nprobe=3")
     with pytest.raises(ValueError, match="exact indexes only"):
         parse_uri("milvus-lite:///tmp/photos.db?index=ivf")

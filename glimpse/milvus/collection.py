@@ -44,7 +44,7 @@ from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
 from .expr import expressible, to_expression
-from .index import MilvusIndex, index_collections, server_version
+from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 
 def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
@@ -153,7 +153,8 @@ class MilvusCollection(Collection):
         """The Milvus collection for these code settings; one made now is filled from the others."""
         options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
         index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
-                            attributes=self._attributes, version=self._version, index=self.target.index, **options)
+                            attributes=self._attributes, version=self._version, index=self.target.index,
+                            consistency=CONSISTENCY[self.target.consistency], **options)
         if index.created:
             for other in index_collections(self._client, self.target.name):
                 if other != index.name:

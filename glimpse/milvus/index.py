@@ -3,15 +3,17 @@
 Layouts, by what the server allows:
 
 * ``codes``: Milvus 2.4+ (Milvus Lite 2.5, servers 2.4/2.5) with binary codes configured: two
-  vector fields in one row, ``codes`` (BINARY_VECTOR, BIN_FLAT/HAMMING) for the shortlist and
-  ``vector`` (FLOAT16_VECTOR) for the exact re-rank, which reads the shortlist's vectors back
-  from Milvus. The fitted binarizer (``glimpse use-codes``) makes the codes, as locally.
+  vector fields in one row, ``codes`` (BINARY_VECTOR: BIN_FLAT/HAMMING, or BIN_IVF_FLAT on a
+  server) for the shortlist and ``vector`` (FLOAT16_VECTOR) for the exact re-rank, which reads
+  the shortlist's vectors back from Milvus. The fitted binarizer makes the codes, as locally.
 * ``float``: no codes configured, or a 2.3 server (one vector field per collection): the float
-  vectors in Milvus's own exact index (FLAT, inner product); FLOAT16 from 2.4, FLOAT before.
+  vectors in Milvus's exact index (FLAT, inner product), or HNSW/IVF_FLAT on a server where
+  the URI asks for it; FLOAT16 from 2.4, FLOAT before.
 
 Filters arrive as a boolean expression over the row's scalar fields (:mod:`.expr`), or as
 the allowed ids; Milvus applies them before ranking. Every request runs with consistency
-"Strong": a search sees every committed insert and delete, whichever worker made it.
+"Strong" (searches: unless the URI says otherwise): a search sees every committed insert and
+delete, whichever worker made it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ MAX_LIMIT = 16384
 #: Rows per insert request: gRPC messages stay well under Milvus's 64 MB default.
 BATCH_BYTES = 16 << 20
 STRONG = "Strong"
+#: Milvus's consistency levels, by the ``?consistency=`` of a URI (searches only).
+CONSISTENCY = {"strong": STRONG, "bounded": "Bounded", "session": "Session", "eventually": "Eventually"}
 #: Ids per query by id (the expression stays short).
 IDS_PER_QUERY = 8192
 #: Milvus's index on the searched field, by the ``?index=`` of a server URI: ``flat`` (exact: FLAT on
@@ -94,6 +98,25 @@ def quiet(logger: str) -> Iterator[None]:
         log.level = level
 
 
+def load(client, name: str, wait_s: float = 60) -> None:
+    """Load collection ``name`` for searching; one that another worker is creating right now may
+    have no index yet (Milvus creates the collection, then its indexes): wait for them."""
+    import time
+
+    from pymilvus import MilvusException
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with quiet("pymilvus.decorators"):
+                client.load_collection(name)
+            return
+        except MilvusException as exc:
+            if "index not found" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def server_version(client) -> tuple[int, int]:
     """(major, minor) of the server; Milvus Lite (2.5) does not implement the call."""
     import grpc
@@ -117,10 +140,12 @@ class MilvusIndex(SearchBackend):
 
     def __init__(self, client, name: str, dim: int, *, binarizer: Binarizer | None = None,
                  oversample: int = 30, rerank: bool = True, attributes: Attributes = no_attributes,
-                 version: tuple[int, int] | None = None, index: str | None = None):
+                 version: tuple[int, int] | None = None, index: str | None = None, consistency: str = STRONG):
         """``index``: Milvus's index on the searched field (:data:`INDEXES`); None keeps the
-        existing collection's (FLAT for a new one), another one rebuilds it."""
+        existing collection's (FLAT for a new one), another one rebuilds it. ``consistency``:
+        Milvus's consistency level for searches (every other request is "Strong")."""
         self.client, self.dim, self.attributes = client, dim, attributes
+        self.consistency = consistency
         self.oversample, self.rerank = oversample, rerank
         version = version or server_version(client)
         two_fields = version >= (2, 4)
@@ -133,9 +158,10 @@ class MilvusIndex(SearchBackend):
         self.created = not client.has_collection(self.name)  # by this call
         if self.created:
             self._create(index or "flat")
-        elif index is not None and self.index_type() != index_spec(index, self.binarizer is not None)[0]:
+        load(client, self.name)
+        if index is not None and self.index_type() != index_spec(index, self.binarizer is not None)[0]:
             self._reindex(index)
-        client.load_collection(self.name)
+            load(client, self.name)
         self._index_type = self.index_type()
 
     def _create(self, index: str) -> None:
@@ -165,6 +191,20 @@ class MilvusIndex(SearchBackend):
         params = self.client.prepare_index_params()
         self._add_index(params, index)
         self.client.create_index(self.name, params)
+
+    def settle(self, timeout_s: float = 3600) -> None:
+        """Seal what was written and wait until Milvus has indexed every row (searches work
+        meanwhile: Milvus scans unindexed segments exhaustively)."""
+        import time
+
+        self.client.flush(self.name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.client.describe_index(self.name, self.field)
+            if state.get("pending_index_rows", 0) == 0 and state.get("indexed_rows", 0) >= state.get("total_rows", 0):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"Milvus did not finish indexing {self.name} within {timeout_s:.0f} s")
 
     def index_type(self) -> str:
         """Milvus's index type on the searched field."""
@@ -252,7 +292,8 @@ class MilvusIndex(SearchBackend):
     def _float(self, queries: np.ndarray, k: int, expression: str) -> list[list[tuple[int, float]]]:
         data = queries.astype(np.float16) if self.vector_type == "FLOAT16_VECTOR" else queries.tolist()
         results = self.client.search(self.name, data=list(data), anns_field="vector", limit=k, filter=expression,
-                                     search_params=search_params(self._index_type if self.field == "vector" else "FLAT", "IP", k))
+                                     search_params=search_params(self._index_type if self.field == "vector" else "FLAT", "IP", k),
+                                     consistency_level=self.consistency)
         return [[(hit["id"], hit["distance"]) for hit in hits] for hits in results]
 
     def _two_stage(self, queries: np.ndarray, k: int, expression: str, oversample: int,
@@ -261,7 +302,8 @@ class MilvusIndex(SearchBackend):
         bits = self.binarizer.bits
         limit = min(k * oversample, MAX_LIMIT) if rerank else k
         results = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="codes", limit=limit,
-                                     filter=expression, search_params=search_params(self._index_type, "HAMMING", limit))
+                                     filter=expression, search_params=search_params(self._index_type, "HAMMING", limit),
+                                     consistency_level=self.consistency)
         found = []
         for query, hits in zip(queries, results):
             shortlist = [hit["id"] for hit in hits]

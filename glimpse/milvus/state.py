@@ -31,6 +31,7 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
+from .index import load
 
 STRONG = "Strong"
 #: Collection settings kept in Milvus, not in a worker's SQLite (the rest is each worker's bookkeeping).
@@ -57,7 +58,7 @@ class SharedState:
 
     def _exists(self) -> bool:
         if not self._ready and self.client.has_collection(self.name):
-            self.client.load_collection(self.name)
+            load(self.client, self.name)
             self._ready = True
         return self._ready
 
@@ -141,7 +142,10 @@ class SharedState:
                                        "at": at} for e in errors})
 
     def delete_errors(self, paths: list[str]) -> None:
-        self.delete([_error_key(p) for p in paths])
+        """The errors recorded at ``paths``, by any worker (looked up first: errors are few, paths many)."""
+        if paths and self._exists():
+            recorded = set(self.scan("error/"))
+            self.delete(sorted(recorded & {_error_key(p) for p in paths}))
 
     def errors(self) -> list[ErrorRecord]:
         """Every worker's, newest first."""
