@@ -132,9 +132,10 @@ class MilvusCollection(Collection):
     def open_original(self, item_id: int, roots=()) -> tuple[str, BinaryIO]:
         """As locally; the file of an image another worker indexed is read where its row says,
         if this machine can read it (the same mount) and it still holds that content."""
-        if self._meta.item_files(item_id):
+        try:
             return super().open_original(item_id, roots)
-        path = self._row(item_id)["path"]
+        except KeyError:  # no file of it here (or no such id: then _row says so)
+            path = self._row(item_id)["path"]
         try:
             file = open_indexed(path, os.stat(path).st_size, os.stat(path).st_mtime_ns, [*self.settings().roots, *roots])
         except FileChangedError:
