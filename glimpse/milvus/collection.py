@@ -165,10 +165,18 @@ class MilvusCollection(Collection):
                             attributes=self._attributes, version=self._version, index=self.target.index,
                             consistency=CONSISTENCY[self.target.consistency], **options)
         if index.created:
-            for other in index_collections(self._client, self.target.name):
-                if other != index.name:
-                    index.copy_from(other)
+            self._fill(index, [other for other in index_collections(self._client, self.target.name)
+                               if other != index.name])
         return index
+
+    def _fill(self, index: MilvusIndex, sources: list[str]) -> None:
+        """Every row into ``index``: this worker's from its vector file, the others' copied from ``sources``."""
+        self._sync()
+        mine = np.setdiff1d(self._live, index.ids())
+        for start in range(0, len(mine), 65536):
+            index.add(mine[start : start + 65536], self._vectors.read(mine[start : start + 65536], self._rows))
+        for source in sources:
+            index.copy_from(source, np.union1d(self._live, index.ids()))
 
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
@@ -180,12 +188,12 @@ class MilvusCollection(Collection):
         """Before a code setting is written: its Milvus collection holds every row (copied
         from the one searched now), and collections older than that one go."""
         current = self._ensure_index().name  # of the setting still in force
-        index = self._milvus_index(CodeSettings.from_meta(codes))
+        index = self._milvus_index(CodeSettings.from_meta(codes))  # filled if made now
+        if not index.created and current != index.name:  # perhaps left half-filled by a killed worker
+            self._fill(index, [current])
         for other in index_collections(self._client, self.target.name):
             if other not in (index.name, current):
                 self._client.drop_collection(other)
-        if current != index.name:
-            index.copy_from(current)
 
     def _fit_codes(self, settings: CodeSettings | None = None, progress=None) -> None:
         """One worker fits at a time (a claim in Milvus), on every worker's vectors; a worker
