@@ -124,7 +124,7 @@ def test_adding_again_replaces_the_row(layout, lite_server, request, data):
 def test_paths_milvus_like_cannot_express_fall_back_to_ids():
     assert not expressible(Filter(path_glob="/p/[ab]*.jpg"))
     assert not expressible(Filter(path_prefix="/photos/100%"))
-    assert not expressible(Filter(has_text=True))
+    assert expressible(Filter(has_text=True)) and to_expression(Filter(has_text=True)) == ""  # words: allowed ids
     assert expressible(Filter(path_prefix="/photos/x", min_width=3))
 
 

@@ -244,3 +244,60 @@ def test_adaptation_and_folders_reach_a_machine_that_indexed_nothing(lite_server
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
         assert col.settings().adapt is None and ranked(col) == plain
+
+
+def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path, monkeypatch):
+    from test_ocr import SIGNS, fake_reader
+
+    from conftest import make_image
+    from glimpse.enrich import ocr as ocr_pass
+    from glimpse.query.filters import Filter
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        make_image(folder / f"p{i}.png", seed=i, size=(66 + 2 * i, 48))  # widths 66..80: SIGNS by width
+    uri = f"milvus://{lite_server}/words"
+    monkeypatch.setattr(ocr_pass, "rapidocr_reader", fake_reader)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.add([folder], ocr=True)
+    signed = {str(folder / f"p{(width - 66) // 2}.png") for width in SIGNS}
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        query = folder / "p0.png"
+        assert {h.path for h in col.search(image=query, k=8, filters=Filter(has_text=True))} == signed
+        assert len(col.search(image=query, k=8, filters=Filter(has_text=False))) == 8 - len(signed)
+        exit_signs = col.search(terms='text:"exit only"', k=8)
+        assert [h.path for h in exit_signs] == [str(folder / "p3.png")]
+        assert [w.text for w in col.item(exit_signs[0].id).words] == ["EXIT ONLY"]
+        assert {h.path for h in col.search(terms="text:right", k=8)} == {str(folder / "p2.png"), str(folder / "p4.png")}
+        col.remove([folder / "p3.png"])  # this machine did not index it: its words stay until the worker drops it
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        col.remove([folder / "p3.png"])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        assert col.search(terms='text:"exit only"', k=8) == []
+
+
+def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_server, image_dir, tmp_path,
+                                                                           monkeypatch):
+    """Each code setting's Milvus collection holds every row, whoever switches it."""
+    uri = f"milvus://{lite_server}/switched"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.add(sorted(image_dir.glob("*.png")))  # 8 images in the float collection
+        col.use_codes("sign", bits=64)
+        col.index([image_dir])  # 4 more (no re-fit below 16), into the codes' collection only
+        assert col.backend_info()["layout"] == "codes"
+    query = image_dir / "sub" / "img03.png"
+    for home, codes, layout in (("reader", None, "float"), ("other", "sign", "codes")):
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / home))
+        with glimpse.open(uri) as col:
+            col.use_codes(codes, bits=64 if codes else None)
+            info = col.backend_info()
+            assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
+            assert col.search(image=query, k=1)[0].path == str(query)
+    names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
+    assert len(names) == 3  # the settings, the current fit, and the one before it

@@ -7,10 +7,11 @@ What lives where:
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
   filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
   encoder, the collection's settings (folders, removals, code settings, adaptation), the files
-  they name (the fitted binarizer, the adaptation map) and the files no worker could index.
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, and the
+  words OCR read in the images (:mod:`.words`).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
-  its copy of the vectors it embedded, cached copies of the shared files, and the words OCR read.
+  its copy of the vectors it embedded, and copies of the shared files and words.
 
 A search goes to Milvus; paths and details of images another worker indexed come from their rows.
 The codes are fitted by one worker at a time (a claim in Milvus), on every worker's vectors; a
@@ -46,6 +47,11 @@ from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
 from .expr import expressible, to_expression
 from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
+from .words import SharedWords
+
+#: This machine's copy of the words read in the images (glimpse.milvus.words), in its local folder.
+WORDS_FILE = "words.sqlite"
+
 
 def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
     """``"i/n"`` or ``(i, n)``: shard i of n, 0 <= i < n."""
@@ -70,6 +76,8 @@ class MilvusCollection(Collection):
         super().__init__(path, encoder, meta)
         self.target, self._client = target, client
         self._state: SharedState = meta.state
+        self._words.close()
+        self._words = SharedWords(path / WORDS_FILE, self._state)
         self._shard: tuple[int, int] | None = None
         self._version = (2, 5) if target.scheme == LITE else server_version(client)
 
@@ -118,7 +126,8 @@ class MilvusCollection(Collection):
             return super().item(item_id)
         except KeyError:
             row = self._row(item_id)
-            return ItemInfo(item_id, [row["path"]], row["width"], row["height"], row["bytes"], row["date_ns"] / 1e9)
+            return ItemInfo(item_id, [row["path"]], row["width"], row["height"], row["bytes"], row["date_ns"] / 1e9,
+                            words=self._words.words(item_id))
 
     def open_original(self, item_id: int, roots=()) -> tuple[str, BinaryIO]:
         """As locally; the file of an image another worker indexed is read where its row says,
@@ -156,10 +165,18 @@ class MilvusCollection(Collection):
                             attributes=self._attributes, version=self._version, index=self.target.index,
                             consistency=CONSISTENCY[self.target.consistency], **options)
         if index.created:
-            for other in index_collections(self._client, self.target.name):
-                if other != index.name:
-                    index.copy_from(other)
+            self._fill(index, [other for other in index_collections(self._client, self.target.name)
+                               if other != index.name])
         return index
+
+    def _fill(self, index: MilvusIndex, sources: list[str]) -> None:
+        """Every row into ``index``: this worker's from its vector file, the others' copied from ``sources``."""
+        self._sync()
+        mine = np.setdiff1d(self._live, index.ids())
+        for start in range(0, len(mine), 65536):
+            index.add(mine[start : start + 65536], self._vectors.read(mine[start : start + 65536], self._rows))
+        for source in sources:
+            index.copy_from(source, np.union1d(self._live, index.ids()))
 
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
@@ -170,13 +187,13 @@ class MilvusCollection(Collection):
     def _prepare_codes(self, codes: dict | None) -> None:
         """Before a code setting is written: its Milvus collection holds every row (copied
         from the one searched now), and collections older than that one go."""
-        index = self._milvus_index(CodeSettings.from_meta(codes))
-        current = self._index.name if self._index is not None else None
+        current = self._ensure_index().name  # of the setting still in force
+        index = self._milvus_index(CodeSettings.from_meta(codes))  # filled if made now
+        if not index.created and current != index.name:  # perhaps left half-filled by a killed worker
+            self._fill(index, [current])
         for other in index_collections(self._client, self.target.name):
             if other not in (index.name, current):
                 self._client.drop_collection(other)
-        if current is not None and current != index.name:
-            index.copy_from(current)
 
     def _fit_codes(self, settings: CodeSettings | None = None, progress=None) -> None:
         """One worker fits at a time (a claim in Milvus), on every worker's vectors; a worker
@@ -211,6 +228,7 @@ class MilvusCollection(Collection):
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
         """Every commit reaches the Milvus collection of the current code setting (another
         worker may have changed it), also when no search has loaded the index yet."""
+        self._words.drop(dropped)
         if self._index is None or self._index_settings != self._code_settings():
             self._index = None
             self._ensure_index()  # pushes what this worker holds and Milvus lacks
@@ -282,14 +300,14 @@ class MilvusCollection(Collection):
         return out
 
     # -- searching ---------------------------------------------------------------------
-    def _native(self, filters: Filter | None, phrases: list[Phrase]) -> bool:
-        return filters is not None and not filters.is_empty() and expressible(filters)
+    def _matching(self, filters: Filter) -> np.ndarray | None:
+        return None if expressible(filters) else super()._matching(filters)  # else an expression in Milvus
 
-    def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
-        return super()._allowed(None if self._native(filters, phrases) else filters, phrases)
+    def _all_items(self) -> np.ndarray:
+        return self._ensure_index().ids()
 
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
-        if not self._native(filters, phrases):
+        if filters is None or filters.is_empty() or not expressible(filters):
             return {}
         return {"where": to_expression(filters, keys_only=not self.has_files)}
 

@@ -219,22 +219,16 @@ class MilvusIndex(SearchBackend):
         for start in range(0, len(ids), step):
             self._upsert(ids[start : start + step], vectors[start : start + step])
 
-    def copy_from(self, source: str) -> int:
-        """The rows of Milvus collection ``source`` (another fit of this glimpse collection) that
-        this one lacks, with their scalars, coded by this one's binarizer; returns how many."""
-        have = set(self.ids().tolist())
-        copied = 0
-        with quiet("pymilvus.orm.iterator"):
-            iterator = self.client.query_iterator(source, filter="id >= 0", output_fields=["vector", *SCALARS],
-                                                  batch_size=min(MAX_LIMIT, max(1, BATCH_BYTES // (self.dim * 4 + 256))))
-        while batch := iterator.next():
-            rows = [row for row in batch if row["id"] not in have]
-            if rows:
-                ids = np.array([row["id"] for row in rows], dtype=np.int64)
-                self._upsert(ids, _vectors(rows, self.dim), {f: [row[f] for row in rows] for f in SCALARS})
-                copied += len(rows)
-        iterator.close()
-        return copied
+    def copy_from(self, source: str, skip: np.ndarray) -> int:
+        """The rows of Milvus collection ``source`` (another fit of this glimpse collection) whose
+        ids are not in ``skip``, with their scalars, coded by this one's binarizer; returns how many."""
+        missing = np.setdiff1d(_ids(self.client, source), skip)
+        step = max(1, min(IDS_PER_QUERY, BATCH_BYTES // (self.dim * 4 + 256)))
+        for start in range(0, len(missing), step):
+            rows = _rows(self.client, source, missing[start : start + step], ["vector", *SCALARS])
+            ids = np.array([row["id"] for row in rows], dtype=np.int64)
+            self._upsert(ids, _vectors(rows, self.dim), {f: [row[f] for row in rows] for f in SCALARS})
+        return len(missing)
 
     def _upsert(self, ids: np.ndarray, vectors: np.ndarray, columns: dict[str, list] | None = None) -> None:
         """One upsert, by columns: pymilvus packs rows' vectors by appending bytes (quadratic in
@@ -324,20 +318,11 @@ class MilvusIndex(SearchBackend):
 
     def rows(self, ids: np.ndarray, fields: list[str] = list(SCALARS)) -> list[dict]:
         """The rows of those of ``ids`` held (``id`` and ``fields``), in no order."""
-        ids = np.asarray(ids, dtype=np.int64)
-        return [row for start in range(0, len(ids), IDS_PER_QUERY)
-                for row in self.client.query(self.name, filter=ids_expression(ids[start : start + IDS_PER_QUERY]),
-                                             output_fields=fields)]
+        return _rows(self.client, self.name, ids, fields)
 
     def ids(self) -> np.ndarray:
         """Every id held, ascending."""
-        with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
-            iterator = self.client.query_iterator(self.name, filter="id >= 0", output_fields=["id"], batch_size=16384)
-        held = []
-        while batch := iterator.next():
-            held.extend(row["id"] for row in batch)
-        iterator.close()
-        return np.array(sorted(held), dtype=np.int64)
+        return _ids(self.client, self.name)
 
     def describe(self) -> dict:
         described = {"kind": "milvus", "collection": self.name, "layout": self.layout, "vectors": self.count(),
@@ -361,3 +346,19 @@ def _vectors(rows: list[dict], dim: int) -> np.ndarray:
     if isinstance(rows[0]["vector"], list) and rows[0]["vector"] and isinstance(rows[0]["vector"][0], bytes):
         return np.frombuffer(b"".join(row["vector"][0] for row in rows), dtype=np.float16).reshape(len(rows), dim)
     return np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), dim)
+
+
+def _rows(client, name: str, ids: np.ndarray, fields: list[str]) -> list[dict]:
+    ids = np.asarray(ids, dtype=np.int64)
+    return [row for start in range(0, len(ids), IDS_PER_QUERY)
+            for row in client.query(name, filter=ids_expression(ids[start : start + IDS_PER_QUERY]), output_fields=fields)]
+
+
+def _ids(client, name: str) -> np.ndarray:
+    with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
+        iterator = client.query_iterator(name, filter="id >= 0", output_fields=["id"], batch_size=MAX_LIMIT)
+    held = []
+    while batch := iterator.next():
+        held.extend(row["id"] for row in batch)
+    iterator.close()
+    return np.array(sorted(held), dtype=np.int64)

@@ -31,7 +31,7 @@ from pathlib import Path
 from ..atomic import write_atomic
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
-from .index import load
+from .index import load, quiet
 
 STRONG = "Strong"
 #: Collection settings kept in Milvus, not in a worker's SQLite (the rest is each worker's bookkeeping).
@@ -82,10 +82,24 @@ class SharedState:
         return self._query(f"key in {json.dumps(keys)}")
 
     def scan(self, prefix: str) -> dict:
-        """Every row whose key starts with ``prefix`` (letters, digits and '/' only)."""
+        """Every row whose key starts with ``prefix`` (letters, digits and '/' only; small rows, such as errors)."""
+        return {row["key"]: json.loads(row["value"]) for row in self._iterate(prefix, ["key", "value"], 256)}
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix``."""
+        return [row["key"] for row in self._iterate(prefix, ["key"], _ROWS)]
+
+    def _iterate(self, prefix: str, fields: list[str], batch: int) -> list[dict]:
         if not self._exists():
-            return {}
-        return self._query(f'key like "{prefix}%"')
+            return []
+        with quiet("pymilvus.orm.iterator"):
+            iterator = self.client.query_iterator(self.name, filter=f'key like "{prefix}%"', output_fields=fields,
+                                                  batch_size=batch, consistency_level=STRONG)
+        found = []
+        while batch := iterator.next():
+            found += batch
+        iterator.close()
+        return found
 
     def _query(self, expression: str) -> dict:
         rows = self.client.query(self.name, filter=expression, output_fields=["key", "value"], limit=_ROWS,
@@ -144,7 +158,7 @@ class SharedState:
     def delete_errors(self, paths: list[str]) -> None:
         """The errors recorded at ``paths``, by any worker (looked up first: errors are few, paths many)."""
         if paths and self._exists():
-            recorded = set(self.scan("error/"))
+            recorded = set(self.keys("error/"))
             self.delete(sorted(recorded & {_error_key(p) for p in paths}))
 
     def errors(self) -> list[ErrorRecord]:
@@ -273,4 +287,4 @@ class SharedMetadata(Metadata):
         return result
 
     def counts(self) -> dict[str, int]:
-        return {**super().counts(), "errors": len(self.state.scan("error/"))}
+        return {**super().counts(), "errors": len(self.state.keys("error/"))}
