@@ -26,7 +26,7 @@ def collection_location(request: pytest.FixtureRequest, backend: str, folder: Pa
         return
     address = request.getfixturevalue("lite_server")
     request.getfixturevalue("milvus_home")
-    name = f"c{next(_names)}"
+    name = f"suite{next(_names)}"
     yield f"milvus://{address}/{name}"
     milvus = milvus_client(address)
     for held in milvus.list_collections():

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection

@@ -131,13 +131,16 @@ def test_killed_pass_resumes_with_the_items_not_read(tmp_path, photos, hash_enco
         assert c.enrich(ocr=True).read == 0
 
 
-def test_changed_file_is_not_read_as_the_indexed_item(col, photos):
-    sign = item_of(col, photos, 70)
-    col._words.forget([i for i in col.item_ids() if i != sign])
-    make_image(photos / "p2.png", seed=99, size=(70, 48))  # replaced after indexing
-    report = col.enrich(ocr=True)
-    assert report.read == 0 and "changed since it was indexed" in report.failed[0][1]
-    assert col.item(sign).words is None  # not marked read: tried again after the next index
+def test_changed_file_is_not_read_as_the_indexed_item(collection_at, photos, hash_encoder, monkeypatch):
+    monkeypatch.setattr(ocr_pass, "rapidocr_reader", fake_reader)
+    with glimpse.open(collection_at("unread"), encoder=hash_encoder) as c:
+        c.add([photos])  # no OCR pass yet
+        sign = item_of(c, photos, 70)
+        make_image(photos / "p2.png", seed=99, size=(70, 48))  # replaced after indexing
+        report = c.enrich(ocr=True)
+        assert report.read == 7 and [path for path, _ in report.failed] == [str(photos / "p2.png")]
+        assert "changed since it was indexed" in report.failed[0][1]
+        assert c.item(sign).words is None  # not marked read: tried again after the next index
 
 
 def test_removed_items_leave_no_words(col, photos):
