@@ -13,7 +13,11 @@ What runs, in one process (the servers in their own):
    the exact top-10. First exact float search, then binary codes (``--codes``, 256 bits,
    Hamming scan, re-rank of k x 30 candidates) where the target has them (Milvus 2.3 allows
    one vector field: float only).
-3. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
+3. On the server, the same searches with consistency "Bounded" (a search no longer waits for the
+   server's time tick, and may miss the last second's writes), on FLAT and then on Milvus's
+   approximate indexes over the same rows (``?index=hnsw``, ``?index=ivf``: the index rebuilt in
+   place, with the time to build it).
+4. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
    does not start): two processes each ``add_vectors`` half the rows into one collection at
    once, against one process adding them all.
 
@@ -36,6 +40,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import glimpse  # noqa: E402
+from glimpse.milvus.collection import MilvusCollection  # noqa: E402
 from glimpse.milvus.local import ServerUnavailable, lite_server, milvus_server, stop  # noqa: E402
 
 
@@ -62,6 +67,15 @@ def ingest(location: str, vectors: np.ndarray, start: int = 0) -> float:
     with glimpse.open(location, "precomputed", dim=vectors.shape[1]) as col:
         col.add_vectors(vectors, keys(len(vectors), start))
     return len(vectors) / (time.perf_counter() - began)
+
+
+def settle(location: str) -> float:
+    """Seconds until Milvus has sealed and indexed every row of ``location`` (its index as the URI says)."""
+    began = time.perf_counter()
+    with glimpse.open(location) as col:
+        if isinstance(col, MilvusCollection):
+            col._ensure_index().settle()
+    return time.perf_counter() - began
 
 
 def search(location: str, queries: np.ndarray, exact: np.ndarray) -> dict[str, float]:
@@ -127,6 +141,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--codes", default="sign", help="binarizer for the code rows (learned, itq, sign)")
     parser.add_argument("--no-server", action="store_true", help="skip the Milvus 2.3 server")
+    parser.add_argument("--server-indexes", default="flat,hnsw,ivf", help="Milvus indexes to measure on the server")
     args = parser.parse_args()
     vectors, queries, exact = dataset(args.images, args.dim, args.queries)
     scratch = Path(tempfile.mkdtemp(prefix="glimpse-milvus-bench-"))
@@ -143,8 +158,17 @@ def main() -> None:
                 print(f"(no server: {exc})")
         results: dict[str, dict[str, float]] = {}
         for name, location in targets.items():
-            results[name] = {"rows/s": ingest(location, vectors), **search(location, queries, exact)}
+            rows = ingest(location, vectors)
+            settle(location)  # sealed and indexed: searches as a collection at rest
+            results[name] = {"rows/s": rows, **search(location, queries, exact)}
             print(name, results[name], flush=True)
+        index_results: dict[str, dict[str, float]] = {}
+        if "Milvus 2.3 server" in targets:
+            for index_kind in args.server_indexes.split(","):
+                location = f"{targets['Milvus 2.3 server']}?index={index_kind}&consistency=bounded"
+                build = settle(location)  # opening with another ?index= rebuilds it
+                index_results[index_kind] = {**search(location, queries, exact), "build s": build}
+                print("server", index_kind, index_results[index_kind], flush=True)
         code_results: dict[str, dict[str, float]] = {}
         for name, location in targets.items():
             if name == "Milvus 2.3 server":
@@ -168,10 +192,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for name, figures in results.items():
         print(row(f"{name}, exact float", figures, results["local"]) if name != "local" else row("local, exact float", figures, None))
+    for name, figures in index_results.items():
+        print(row(f"Milvus 2.3 server, {name}, bounded (build {figures['build s']:.0f} s)", figures, results["local"]))
     for name, figures in code_results.items():
         print(row(f"{name}, {args.codes} codes 256 bits + re-rank", figures, code_results["local"] if name != "local" else None))
+    print(row(f"{kind}, one ingest worker", {"rows/s": one}, results["local"]))
+    print(row(f"{kind}, two ingest workers at once ({two / one:.2f}x one)", {"rows/s": two}, results["local"]))
     print("\ncodes build (fit + write every code), s: " + ", ".join(f"{n} {f['build s']:.1f}" for n, f in code_results.items()))
-    print(f"ingest workers on {kind}: one {one:,.0f} rows/s, two {two:,.0f} rows/s ({two / one:.2f}x)")
 
 
 if __name__ == "__main__":

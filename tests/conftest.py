@@ -1,12 +1,86 @@
 from __future__ import annotations
 
+import itertools
 import struct
 import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from milvus_fixtures import client as milvus_client
+from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures for every module
 from PIL import Image
+
+#: What the collection suite runs on: a local directory, and Milvus Lite 2.5.1, started once per
+#: session on a loopback port (one process serves it; each test gets collections of its own).
+BACKENDS = ("local", "milvus-lite")
+_names = itertools.count()
+
+
+def collection_location(request: pytest.FixtureRequest, backend: str, folder: Path) -> Iterator[str]:
+    """Where a new collection lives on ``backend``: ``folder``, or a fresh ``milvus://`` name whose
+    Milvus collections are dropped afterwards (a generator, for fixtures of any scope)."""
+    if backend == "local":
+        yield str(folder)
+        return
+    address = request.getfixturevalue("lite_server")
+    request.getfixturevalue("milvus_home")
+    name = f"suite{next(_names)}"
+    yield f"milvus://{address}/{name}"
+    milvus = milvus_client(address)
+    for held in milvus.list_collections():
+        if held.startswith(name + "_"):
+            milvus.drop_collection(held)
+    milvus.close()
+
+
+@pytest.fixture(scope="session")
+def milvus_home(tmp_path_factory) -> Iterator[Path]:
+    """GLIMPSE_HOME, where a machine keeps the local part of ``milvus://`` collections."""
+    home = tmp_path_factory.mktemp("glimpse-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GLIMPSE_HOME", str(home))
+        yield home
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "local_only(reason): a collection test that cannot apply to Milvus, and why")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """The backend this collection test runs on (``@pytest.mark.local_only(reason)``: local only)."""
+    only = request.node.get_closest_marker("local_only")
+    if only is not None and request.param != "local":
+        pytest.skip(f"local backend only: {only.args[0]}")
+    return request.param
+
+
+@pytest.fixture
+def collection_at(request, backend, tmp_path) -> Iterator[Callable[[str], str]]:
+    """``collection_at("col")``: the location of a new collection called so, on this test's backend."""
+    opened: list[Iterator[str]] = []
+
+    def locate(name: str) -> str:
+        opened.append(collection_location(request, backend, tmp_path / name))
+        return next(opened[-1])
+
+    yield locate
+    for location in opened:
+        next(location, None)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def shared_collection_uri(request, tmp_path_factory) -> Iterator[str]:
+    """As ``collection_uri``, for one collection that the tests of a module share."""
+    yield from collection_location(request, request.param, tmp_path_factory.mktemp("col"))
+
+
+@pytest.fixture
+def collection_uri(collection_at) -> str:
+    """Where this test's collection lives: a folder, or a collection on Milvus Lite."""
+    return collection_at("col")
 
 
 

@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 
@@ -12,13 +10,13 @@ WORDS = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "har
 
 
 @pytest.fixture
-def captioned(tmp_path, make_image, hash_encoder):
+def captioned(tmp_path, collection_uri, make_image, hash_encoder):
     folder = tmp_path / "photos"
     folder.mkdir()
     for i, word in enumerate(WORDS):
         make_image(folder / f"p{i:02d}.png", seed=100 + i)
         (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([folder])
     return col, folder
 
@@ -41,7 +39,7 @@ def test_adapt_from_sidecars_is_stored_used_versioned_and_removable(captioned, k
     assert after < before - 3  # the captions' words now lead to their photos
     assert mean_rank(col, folder, adapted=False) == before
 
-    again = glimpse.open(col.path)  # stored in the collection: a new process sees it
+    again = glimpse.open(col.location)  # stored in the collection: a new process sees it
     assert mean_rank(again, folder) == after
     assert col.adapt(kind=kind, holdout=0).version == 2
     assert sorted(p.name for p in col.path.glob("adapt-*.npz")) == ["adapt-2.npz"]
@@ -60,7 +58,7 @@ def test_adapt_reads_a_tsv_and_reports_a_holdout(captioned, tmp_path):
     assert report.pairs == len(WORDS) and report.missing == 1
     assert report.holdout_images > 0 and 0.0 <= report.before <= 1.0 and 0.0 <= report.after <= 1.0
     assert report.holdout_images == held_out_split(len(WORDS), 0.25, seed=0).sum()  # the split eval scores with
-    meta = json.loads(dict(col._meta._query("SELECT key, value FROM meta"))["adapt"])
+    meta = col._meta.get_meta()["adapt"]
     assert meta["kind"] == "contrastive" and meta["pairs"] == len(WORDS) and meta["format"] == 1
 
 

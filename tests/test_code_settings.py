@@ -57,8 +57,8 @@ def results(col, photos) -> list:
     return out
 
 
-def clean_build(tmp_path, photos, name, **codes):
-    col = glimpse.open(tmp_path / name, encoder="hash")
+def clean_build(location, photos, **codes):
+    col = glimpse.open(location, encoder="hash")
     col.use_codes(**codes)
     col.add([photos])
     return col
@@ -68,38 +68,50 @@ def files(path, pattern):
     return sorted(p.name for p in path.glob(pattern))
 
 
-def test_narrower_codes_then_a_new_process_searches_like_a_clean_build(tmp_path, photos):
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+def fits_kept(col) -> int:
+    """How many code fits ``col`` keeps: code files locally, Milvus collections on Milvus (where
+    the fit searched before a change stays until the next one, for readers still on it)."""
+    from glimpse.milvus.collection import MilvusCollection
+    from glimpse.milvus.index import index_collections
+
+    if isinstance(col, MilvusCollection):
+        return len(index_collections(col._client, col.target.name))
+    assert len(files(col.path, "binarizer*")) == len(files(col.path, "codes-*"))
+    return len(files(col.path, "codes-*"))
+
+
+def test_narrower_codes_then_a_new_process_searches_like_a_clean_build(backend, collection_at, photos):
+    col = glimpse.open(collection_at("col"), encoder="hash")
     col.use_codes("learned", bits=64)
     col.add([photos])
     col.search(image=photos / "p001.png", k=3)
     col.close()
-    col = glimpse.open(tmp_path / "col")
+    col = glimpse.open(col.location)
     col.use_codes("learned", bits=32)
     col.close()
 
-    reopened = glimpse.open(tmp_path / "col")  # another process: only what is on disk counts
-    clean = clean_build(tmp_path, photos, "clean", binarizer="learned", bits=32)
+    reopened = glimpse.open(col.location)  # another process: only what is stored counts
+    clean = clean_build(collection_at("clean"), photos, binarizer="learned", bits=32)
     assert results(reopened, photos) == results(clean, photos)
     assert reopened.stats().codes["fit"] == clean.stats().codes["fit"]
-    assert len(files(tmp_path / "col", "binarizer*")) == 1 and len(files(tmp_path / "col", "codes-*")) == 1
+    assert fits_kept(reopened) == {"local": 1, "milvus-lite": 2}[backend]
 
 
-def test_another_binarizer_at_the_same_width_never_scans_the_old_codes(tmp_path, photos):
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+def test_another_binarizer_at_the_same_width_never_scans_the_old_codes(collection_at, photos):
+    col = glimpse.open(collection_at("col"), encoder="hash")
     col.use_codes("learned", bits=32)
     col.add([photos])
-    reader = glimpse.open(tmp_path / "col")  # a reader with the learned codes loaded (a server)
+    reader = glimpse.open(col.location)  # a reader with the learned codes loaded (a server)
     reader.search(image=photos / "p001.png", k=3)
     col.use_codes("itq", bits=32)
 
-    clean = clean_build(tmp_path, photos, "clean", binarizer="itq", bits=32)
+    clean = clean_build(collection_at("clean"), photos, binarizer="itq", bits=32)
     assert results(reader, photos) == results(clean, photos)
-    assert results(glimpse.open(tmp_path / "col"), photos) == results(clean, photos)
+    assert results(glimpse.open(col.location), photos) == results(clean, photos)
 
 
-def test_settings_that_keep_the_binarizer_keep_its_fit(tmp_path, photos):
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+def test_settings_that_keep_the_binarizer_keep_its_fit(collection_uri, photos):
+    col = glimpse.open(collection_uri, encoder="hash")
     col.use_codes("itq", bits=32)
     col.add([photos])
     fit = col.stats().codes["fit"]
@@ -107,13 +119,13 @@ def test_settings_that_keep_the_binarizer_keep_its_fit(tmp_path, photos):
     assert col.stats().codes["fit"] == fit and col.stats().codes["oversample"] == 5
 
 
-def test_codes_can_be_switched_off(tmp_path, photos):
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+def test_codes_can_be_switched_off(collection_uri, photos):
+    col = glimpse.open(collection_uri, encoder="hash")
     col.use_codes("itq", bits=32)
     col.add([photos])
     col.use_codes(None)
     assert col.stats().codes is None
-    assert files(tmp_path / "col", "binarizer*") == files(tmp_path / "col", "codes-*") == []
+    assert files(col.path, "binarizer*") == files(col.path, "codes-*") == []
     query = col.encoder.encode_texts(["red"])[0]
     assert [r.id for r in col.search(vector=query, k=5)] == [r.id for r in col.search(vector=query, k=5, exact=True)]
 
@@ -157,7 +169,7 @@ def test_a_kill_during_a_settings_change_leaves_old_or_new_settings_whole(tmp_pa
     after = glimpse.open(tmp_path / "col")
     bits = after.stats().codes["bits"]
     assert bits == (32 if where == "after-commit" else 64)
-    clean = clean_build(tmp_path, photos, "clean", binarizer="learned", bits=bits)
+    clean = clean_build(tmp_path / "clean", photos, binarizer="learned", bits=bits)
     assert after.stats().codes["fit"] == clean.stats().codes["fit"]
     assert results(after, photos) == results(clean, photos)
     # The next change completes and leaves no file of another fit behind.
@@ -165,8 +177,8 @@ def test_a_kill_during_a_settings_change_leaves_old_or_new_settings_whole(tmp_pa
     assert files(tmp_path / "col", "binarizer*") == [f"binarizer-{after.stats().codes['fit']}.npz"]
 
 
-def test_fitting_reports_progress(tmp_path, photos):
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+def test_fitting_reports_progress(collection_uri, photos):
+    col = glimpse.open(collection_uri, encoder="hash")
     col.add([photos])
     seen = []
     col.use_codes("learned", bits=32, progress=lambda done, total: seen.append((done, total)))

@@ -5,6 +5,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from glimpse.encoders import create_encoder
 from glimpse.storage import WriteLock
 
 
-def test_index_then_search_finds_each_image_first(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_index_then_search_finds_each_image_first(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     report = col.index([image_dir])
     assert (report.embedded, report.skipped, report.errors) == (12, 0, [])
     for path in sorted(image_dir.rglob("*.png")):
@@ -28,8 +29,8 @@ def test_index_then_search_finds_each_image_first(tmp_path, image_dir, hash_enco
     assert stats.vector_bytes == 12 * hash_encoder.dim * 2  # float16 rows
 
 
-def test_second_index_run_embeds_nothing(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_second_index_run_embeds_nothing(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     assert hash_encoder.images_encoded == 12
     report = col.index([image_dir])
@@ -37,8 +38,8 @@ def test_second_index_run_embeds_nothing(tmp_path, image_dir, hash_encoder):
     assert (report.embedded, report.unchanged) == (0, 12)
 
 
-def test_reindex_embeds_changed_files_and_drops_gone_ones(tmp_path, image_dir, hash_encoder, make_image):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_reindex_embeds_changed_files_and_drops_gone_ones(collection_uri, image_dir, hash_encoder, make_image):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     gone, changed = image_dir / "img01.png", image_dir / "img02.png"
     gone.unlink()
@@ -55,9 +56,9 @@ def test_reindex_embeds_changed_files_and_drops_gone_ones(tmp_path, image_dir, h
     assert col.stats().images == 12
 
 
-def test_identical_files_are_embedded_once(tmp_path, image_dir, hash_encoder):
+def test_identical_files_are_embedded_once(collection_uri, image_dir, hash_encoder):
     shutil.copy(image_dir / "img01.png", image_dir / "copy.png")
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     report = col.index([image_dir])
     assert hash_encoder.images_encoded == 12
     assert (report.embedded, report.linked) == (12, 1)
@@ -70,7 +71,7 @@ def test_identical_files_are_embedded_once(tmp_path, image_dir, hash_encoder):
     assert all(r.path != str(image_dir / "img01.png") for r in col.search(image=image_dir / "img01.png", k=20))
 
 
-def test_bad_files_are_skipped_with_a_reason(tmp_path, image_dir, hash_encoder):
+def test_bad_files_are_skipped_with_a_reason(collection_uri, image_dir, hash_encoder):
     from PIL import Image
 
     (image_dir / "empty.jpg").write_bytes(b"")
@@ -80,7 +81,7 @@ def test_bad_files_are_skipped_with_a_reason(tmp_path, image_dir, hash_encoder):
     (image_dir / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     Image.new("1", (20_000, 20_000)).save(image_dir / "huge.png")
 
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     report = col.index([image_dir])
     reasons = dict(report.errors)
     assert set(reasons) == {str(image_dir / n) for n in ("empty.jpg", "notes.jpg", "truncated.jpg", "huge.png")}
@@ -94,25 +95,25 @@ def test_bad_files_are_skipped_with_a_reason(tmp_path, image_dir, hash_encoder):
     assert report.embedded == 1 and str(image_dir / "notes.jpg") not in {e.path for e in col.errors()}
 
 
-def test_opening_with_another_encoder_is_a_clear_error(tmp_path, image_dir, hash_encoder):
-    glimpse.open(tmp_path / "col", encoder=hash_encoder).index([image_dir])
+def test_opening_with_another_encoder_is_a_clear_error(collection_uri, image_dir, hash_encoder):
+    glimpse.open(collection_uri, encoder=hash_encoder).index([image_dir])
     with pytest.raises(glimpse.EncoderMismatchError, match="built with encoder hash"):
-        glimpse.open(tmp_path / "col", encoder=create_encoder("hash", dim=32))
+        glimpse.open(collection_uri, encoder=create_encoder("hash", dim=32))
     # Without an encoder, the recorded one is used.
-    assert glimpse.open(tmp_path / "col").encoder.dim == hash_encoder.dim
+    assert glimpse.open(collection_uri).encoder.dim == hash_encoder.dim
 
 
-def test_a_second_writer_gets_the_pid_of_the_first(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
-    with WriteLock(tmp_path / "col" / "write.lock"):
+def test_a_second_writer_gets_the_pid_of_the_first(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
+    with WriteLock(col.path / "write.lock"):  # this machine's writer lock, on either backend
         with pytest.raises(glimpse.CollectionLockedError, match=f"locked by pid {os.getpid()}"):
             col.add([image_dir])
     assert col.add([image_dir]).embedded == 12  # the lock is gone with its holder
 
 
-def test_readers_search_while_a_writer_adds(tmp_path, image_dir, hash_encoder):
-    writer = glimpse.open(tmp_path / "col", encoder=hash_encoder)
-    reader = glimpse.open(tmp_path / "col")
+def test_readers_search_while_a_writer_adds(collection_uri, image_dir, hash_encoder):
+    writer = glimpse.open(collection_uri, encoder=hash_encoder)
+    reader = glimpse.open(collection_uri)
     seen = []
 
     def progress(done, total):
@@ -124,17 +125,18 @@ def test_readers_search_while_a_writer_adds(tmp_path, image_dir, hash_encoder):
     assert len(reader.search(text="anything", k=100)) == 11
 
 
-def test_search_matches_brute_force_over_stored_vectors(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+@pytest.mark.local_only("reads the local vector file (vectors.f16)")
+def test_search_matches_brute_force_over_stored_vectors(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
-    stored = np.fromfile(tmp_path / "col" / "vectors.f16", dtype=np.float16).reshape(-1, hash_encoder.dim)
+    stored = np.fromfile(col.path / "vectors.f16", dtype=np.float16).reshape(-1, hash_encoder.dim)
     query = hash_encoder.encode_texts(["red square"])[0]
     expected = np.argsort(-(stored.astype(np.float32) @ query))[:5]
     assert [r.id for r in col.search(vector=query, k=5)] == expected.tolist()
 
 
-def test_search_rejects_bad_queries(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_search_rejects_bad_queries(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     with pytest.raises(ValueError, match="exactly one"):
         col.search()
@@ -168,8 +170,9 @@ CRASH_SCRIPT = textwrap.dedent(
 )
 
 
-def test_crash_between_vectors_and_metadata_leaves_a_usable_collection(tmp_path, image_dir):
-    col_path = tmp_path / "col"
+@pytest.mark.local_only("kills between the local vector file and SQLite; on Milvus, tests/test_milvus_workers.py kills a worker")
+def test_crash_between_vectors_and_metadata_leaves_a_usable_collection(collection_uri, image_dir):
+    col_path = Path(collection_uri)
     proc = subprocess.run([sys.executable, "-c", CRASH_SCRIPT, str(col_path), str(image_dir)])
     assert proc.returncode == 137
     # The vector file holds 12 rows, the metadata only the 8 that committed.
@@ -194,8 +197,8 @@ def many_images(tmp_path, make_image):
     return folder
 
 
-def test_binary_codes_search_matches_exact_when_the_shortlist_covers_all(tmp_path, many_images, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_binary_codes_search_matches_exact_when_the_shortlist_covers_all(collection_uri, many_images, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32, oversample=10)
     col.add([many_images])
     assert col.stats().codes["fitted_on"] == 120
@@ -208,8 +211,8 @@ def test_binary_codes_search_matches_exact_when_the_shortlist_covers_all(tmp_pat
         assert col.search(image=path, k=1)[0].path == str(path)
 
 
-def test_codes_and_vectors_stay_consistent_across_add_remove_reopen(tmp_path, many_images, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_codes_and_vectors_stay_consistent_across_add_remove_reopen(tmp_path, collection_uri, many_images, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32)
     col.add([many_images])
     col.remove(sorted(many_images.glob("*.png"))[:20])
@@ -219,7 +222,7 @@ def test_codes_and_vectors_stay_consistent_across_add_remove_reopen(tmp_path, ma
     assert len(before) == 112 and before == [r.id for r in col.search(vector=query, k=132, exact=True)]
     col.close()
 
-    reopened = glimpse.open(tmp_path / "col")
+    reopened = glimpse.open(collection_uri)
     assert [r.id for r in reopened.search(vector=query, k=132, oversample=100)] == before
     assert reopened._ensure_index().count() == 112  # one code per live image, none for removed ones
     # Doubling the collection re-fits the binarizer on the collection's own vectors.
@@ -239,8 +242,8 @@ def test_codes_and_vectors_stay_consistent_across_add_remove_reopen(tmp_path, ma
     assert {r.path for r in top} == {str(more / "m050.png"), str(many_images / "m050.png")}
 
 
-def test_too_few_images_for_codes_fall_back_to_exact_search(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_too_few_images_for_codes_fall_back_to_exact_search(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32)
     col.add([image_dir])  # 12 images: ITQ at 32 bits needs at least 32
     assert col.stats().codes["fitted_on"] == 0
@@ -248,8 +251,8 @@ def test_too_few_images_for_codes_fall_back_to_exact_search(tmp_path, image_dir,
     assert col.search(image=path, k=1)[0].path == str(path)
 
 
-def test_text_queries_scan_codes_asymmetrically_unless_told(tmp_path, many_images, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_text_queries_scan_codes_asymmetrically_unless_told(collection_uri, many_images, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32)
     col.add([many_images])
     auto = [(r.id, r.score) for r in col.search(text="red roof", k=5, rerank=False)]
@@ -261,8 +264,8 @@ def test_text_queries_scan_codes_asymmetrically_unless_told(tmp_path, many_image
         col.use_codes("itq", bits=32, scoring="cosine")
 
 
-def test_terms_made_only_of_text_scan_codes_as_a_text_query_does(tmp_path, many_images, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_terms_made_only_of_text_scan_codes_as_a_text_query_does(collection_uri, many_images, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32)
     col.add([many_images])
     terms = '"red roof" + 0.5:"blue sky"'
@@ -277,9 +280,10 @@ def test_terms_made_only_of_text_scan_codes_as_a_text_query_does(tmp_path, many_
             == [r.score for r in col.search(terms=mixed, k=5, rerank=False, scoring="cascade")])
 
 
-def test_big_collections_get_an_ivf_code_index_that_survives_reopen(tmp_path, many_images, hash_encoder, monkeypatch):
+@pytest.mark.local_only("the local code index's IVF lists (Milvus scans codes with BIN_FLAT)")
+def test_big_collections_get_an_ivf_code_index_that_survives_reopen(collection_uri, many_images, hash_encoder, monkeypatch):
     monkeypatch.setattr("glimpse.backends.binary.IVF_FROM", 100)  # the real threshold is millions
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32, oversample=200)
     col.add([many_images])
     assert col._ensure_index().lists == 8  # 2 ** round(log2(sqrt(120)))
@@ -289,21 +293,21 @@ def test_big_collections_get_an_ivf_code_index_that_survives_reopen(tmp_path, ma
     assert [r.id for r in col.search(vector=query, k=5)] == exact
     col.remove(sorted(many_images.glob("*.png"))[:10])
     col.close()
-    reopened = glimpse.open(tmp_path / "col")
+    reopened = glimpse.open(collection_uri)
     assert reopened._ensure_index().lists == 8 and reopened._ensure_index().count() == 110
     path = sorted(many_images.glob("*.png"))[50]
     assert reopened.search(image=path, k=1)[0].path == str(path)
 
 
-def test_rerank_off_per_collection_keeps_code_scores_and_a_query_can_turn_it_back_on(tmp_path, many_images, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_rerank_off_per_collection_keeps_code_scores_and_a_query_can_turn_it_back_on(collection_uri, many_images, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32, oversample=1000, scoring="hamming", rerank=False)
     col.add([many_images])
     query = hash_encoder.encode_texts(["blue sky"])[0]
     coded = col.search(vector=query, k=5)
     assert all((1 - r.score) * 16 == round((1 - r.score) * 16) for r in coded)  # Hamming similarities
     col.close()
-    reopened = glimpse.open(tmp_path / "col")  # the setting is the collection's, not the process's
+    reopened = glimpse.open(collection_uri)  # the setting is the collection's, not the process's
     assert [r.score for r in reopened.search(vector=query, k=5)] == [r.score for r in coded]
     exact = reopened.search(vector=query, k=5, exact=True)
     assert [r.id for r in reopened.search(vector=query, k=5, rerank=True)] == [r.id for r in exact]

@@ -25,23 +25,23 @@ def test_shown_escapes_undecodable_bytes_and_leaves_text_alone():
     assert shown(shown("/p/" + LATIN1)) == shown("/p/" + LATIN1)
 
 
-def test_a_name_that_is_not_utf8_is_indexed_found_shown_and_removed(tmp_path, image_dir, make_image, hash_encoder):
+def test_a_name_that_is_not_utf8_is_indexed_found_shown_and_removed(collection_uri, image_dir, make_image, hash_encoder):
     odd = make_image(image_dir / LATIN1, seed=50)
-    col_dir = tmp_path / "col"
+    col_dir = collection_uri
     col = glimpse.open(col_dir, encoder=hash_encoder)
     report = col.index([image_dir])
     assert (report.embedded, report.errors) == (13, [])
     assert col.search(image=odd, k=1)[0].path == str(odd)
     col.close()
 
-    found = runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", str(col_dir)])
+    found = runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", col_dir])
     assert found.exit_code == 0, found.output
     assert json.loads(found.stdout)[0]["path"] == shown(str(odd)) == str(image_dir) + "/caf\\xe9.png"
-    table = runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "-c", str(col_dir)])
+    table = runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "-c", col_dir])
     assert "caf\\xe9.png" in table.stdout
-    removed = runner.invoke(app, ["remove", str(odd), "-c", str(col_dir)])
+    removed = runner.invoke(app, ["remove", str(odd), "-c", col_dir])
     assert removed.exit_code == 0 and "1 file removed" in removed.stdout
-    info = runner.invoke(app, ["info", "--json", "-c", str(col_dir)])
+    info = runner.invoke(app, ["info", "--json", "-c", col_dir])
     stats = json.loads(info.stdout)["stats"]
     assert (stats["files"], stats["excluded"]) == (12, [shown(str(odd))])
 
@@ -59,8 +59,8 @@ def test_collections_with_text_paths_are_migrated_on_open(tmp_path, image_dir, h
     assert col.remove([path]) == 1 and col.stats().files == 11
 
 
-def test_a_removal_under_an_indexed_folder_sticks_until_added_again(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_a_removal_under_an_indexed_folder_sticks_until_added_again(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     private = image_dir / "sub"
     assert col.remove([private]) == 4
@@ -71,8 +71,8 @@ def test_a_removal_under_an_indexed_folder_sticks_until_added_again(tmp_path, im
     assert col.stats().excluded == [] and col.index().unchanged == 12
 
 
-def test_removing_an_indexed_folder_forgets_the_folder(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_removing_an_indexed_folder_forgets_the_folder(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     col.remove([image_dir])
     assert (col.stats().roots, col.stats().excluded, len(col)) == ([], [], 0)
@@ -80,21 +80,21 @@ def test_removing_an_indexed_folder_forgets_the_folder(tmp_path, image_dir, hash
         col.index()
 
 
-def test_scan_options_of_the_first_index_are_remembered(tmp_path, image_dir, hash_encoder):
-    col_dir = tmp_path / "col"
-    first = runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir), "--encoder", "hash", "--exclude", "sub"])
+def test_scan_options_of_the_first_index_are_remembered(collection_uri, image_dir, hash_encoder):
+    col_dir = collection_uri
+    first = runner.invoke(app, ["index", str(image_dir), "-c", col_dir, "--encoder", "hash", "--exclude", "sub"])
     assert first.exit_code == 0 and "8 indexed" in first.stdout
-    again = runner.invoke(app, ["index", "-c", str(col_dir)])
+    again = runner.invoke(app, ["index", "-c", col_dir])
     assert "0 indexed, 8 unchanged" in again.stdout and "removed" not in again.stdout
-    named = runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir)])  # no options: the folder's own
+    named = runner.invoke(app, ["index", str(image_dir), "-c", col_dir])  # no options: the folder's own
     assert "0 indexed, 8 unchanged" in named.stdout
-    assert "--exclude sub" in runner.invoke(app, ["info", "-c", str(col_dir)]).stdout
-    changed = runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir), "--include", "*.png"])
+    assert "--exclude sub" in runner.invoke(app, ["info", "-c", col_dir]).stdout
+    changed = runner.invoke(app, ["index", str(image_dir), "-c", col_dir, "--include", "*.png"])
     assert "4 indexed, 8 unchanged" in changed.stdout  # new options replace the remembered ones
 
 
-def test_an_interrupted_first_index_leaves_its_folder_known(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_an_interrupted_first_index_leaves_its_folder_known(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
 
     def interrupt(done, total):
         raise KeyboardInterrupt
@@ -102,17 +102,17 @@ def test_an_interrupted_first_index_leaves_its_folder_known(tmp_path, image_dir,
     with pytest.raises(KeyboardInterrupt):
         col.index([image_dir], batch_size=4, exclude=["img00.png"], progress=interrupt)
     col.close()
-    col = glimpse.open(tmp_path / "col")
+    col = glimpse.open(collection_uri)
     report = col.index()  # the folder, with its options
     assert (report.embedded, report.unchanged, len(col)) == (7, 4, 11)
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
-def test_link_loops_dangling_links_and_fifos_are_listed_with_reasons(tmp_path, image_dir, hash_encoder):
+def test_link_loops_dangling_links_and_fifos_are_listed_with_reasons(tmp_path, collection_uri, image_dir, hash_encoder):
     (image_dir / "loop.jpg").symlink_to(image_dir / "loop.jpg")
     (image_dir / "dangling.png").symlink_to(tmp_path / "missing.png")
     os.mkfifo(image_dir / "sub" / "pipe.jpg")
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     report = col.index([image_dir])
     reasons = {os.path.basename(p): r for p, r in report.errors}
     assert reasons == {
@@ -130,25 +130,25 @@ def test_link_loops_dangling_links_and_fifos_are_listed_with_reasons(tmp_path, i
     assert col.index().removed == 1 and len(col.errors()) == 2
 
 
-def test_a_name_copied_as_shown_removes_the_file(tmp_path, image_dir, make_image):
+def test_a_name_copied_as_shown_removes_the_file(collection_uri, image_dir, make_image):
     odd = make_image(image_dir / LATIN1, seed=50)
-    col_dir = tmp_path / "col"
-    runner.invoke(app, ["index", str(image_dir), "-c", str(col_dir), "--encoder", "hash"])
-    listed = json.loads(runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", str(col_dir)]).stdout)
-    removed = runner.invoke(app, ["remove", listed[0]["path"], "-c", str(col_dir)])  # "…/caf\xe9.png" as text
+    col_dir = collection_uri
+    runner.invoke(app, ["index", str(image_dir), "-c", col_dir, "--encoder", "hash"])
+    listed = json.loads(runner.invoke(app, ["search", "--image", str(odd), "-k", "1", "--json", "-c", col_dir]).stdout)
+    removed = runner.invoke(app, ["remove", listed[0]["path"], "-c", col_dir])  # "…/caf\xe9.png" as text
     assert "1 file removed" in removed.stdout
     assert glimpse.open(col_dir).stats().excluded == [str(odd)]
 
 
-def test_a_mistyped_path_is_not_remembered_as_a_removal(tmp_path, image_dir, hash_encoder):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_a_mistyped_path_is_not_remembered_as_a_removal(collection_uri, image_dir, hash_encoder):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     assert col.remove([image_dir / "no-such-photo.jpg"]) == 0
     assert col.stats().excluded == []
 
 
-def test_a_folder_unreadable_for_a_while_is_listed_and_keeps_its_files(tmp_path, image_dir, hash_encoder, monkeypatch):
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+def test_a_folder_unreadable_for_a_while_is_listed_and_keeps_its_files(collection_uri, image_dir, hash_encoder, monkeypatch):
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
     scan_module = importlib.import_module("glimpse.ingest.scan")
     real = os.scandir

@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection
@@ -210,3 +209,34 @@ def test_the_commands_take_a_milvus_uri(tmp_path, image_dir):
     assert found.exit_code == 0 and "sub/img03." in "".join(found.output.split())
     bad = runner.invoke(app, ["info", "-c", "milvus://localhost/9"])
     assert bad.exit_code == 2 and "milvus://HOST:19530/NAME" in bad.output
+
+
+def test_eval_scores_through_milvus_as_locally(tmp_path, make_image):
+    """glimpse eval --backend milvus: the same configurations searched in Milvus Lite collections."""
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    import json
+
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+
+    (tmp_path / "photos").mkdir()
+    for i in range(12):
+        make_image(tmp_path / "photos" / f"p{i:02d}.png", seed=i, size=(96, 72))
+    figures = {}
+    for backend in ("local", "milvus"):
+        out = tmp_path / backend
+        result = CliRunner().invoke(app, ["eval", "copydetect", str(tmp_path / "photos"), "--per-image", "2",
+                                          "--encoder", "hash", "--codes", "sign:32", "--backend", backend,
+                                          "--out", str(out), "--cache", str(tmp_path / "cache")])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / "report.json").read_text())
+        figures[backend] = {r["config"]["name"]: r["figures"] for r in report["results"]}
+    assert report["environment"]["backend"] == "Milvus Lite 2.5"
+    assert list(figures["milvus"]) == ["float", "sign-32", "sign-32 +rerank100"]
+    assert figures["milvus"]["sign-32"] == figures["local"]["sign-32"]  # the same codes, Hamming in Milvus
+    for name in ("float", "sign-32 +rerank100"):  # float16 in Milvus, float32 in eval's own backends
+        assert figures["milvus"][name] == pytest.approx(figures["local"][name], abs=0.02)
+    bad = CliRunner().invoke(app, ["eval", "copydetect", str(tmp_path / "photos"), "--encoder", "hash",
+                                   "--backend", "faiss", "--cache", str(tmp_path / "cache")])
+    assert bad.exit_code == 2 and "use local, milvus" in bad.output

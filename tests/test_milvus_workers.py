@@ -3,11 +3,13 @@ stands in for the server): nothing lost, nothing duplicated, and a kill -9 loses
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -113,3 +115,189 @@ def test_shard_needs_a_milvus_collection(tmp_path, image_dir):
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert result.returncode == 2 and "Milvus collection" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "c").exists()
+
+
+SEARCH = """
+import json, sys
+import glimpse
+with glimpse.open(sys.argv[1]) as col:
+    queries = sorted(p for p in __import__("pathlib").Path(sys.argv[2]).rglob("*.png") if p.stat().st_size > 100)
+    print(json.dumps({
+        "layout": col.backend_info()["layout"], "images": len(col),
+        "codes": col.settings().codes.to_meta(), "roots": col.settings().roots,
+        "errors": [e.path for e in col.errors()],
+        "hits": [[(h.id, h.path, round(h.score, 5)) for h in col.search(image=q, k=5)] for q in queries[::4]],
+    }))
+"""
+
+
+def search_from(uri: str, folder: Path, home: Path) -> dict:
+    """What a search run in its own process, with ``home`` as its local folder, finds."""
+    env = {**os.environ, "GLIMPSE_HOME": str(home), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", SEARCH, uri, str(folder)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_path, make_image, monkeypatch):
+    """Two workers with codes on, into one collection at once: one fit, used by both, and a
+    third machine with a fresh local folder finds exactly what they find; errors are shared."""
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for n, folder in enumerate(folders):
+        folder.mkdir()
+        for i in range(30):
+            make_image(folder / f"{n}-{i:02d}.png", seed=100 * n + i)
+    (folders[0] / "broken.png").write_bytes(b"not a picture")
+    uri = f"milvus://{lite_server}/shared_codes"
+    running = [worker(uri, folder, tmp_path / f"m{n}", "--codes", "sign", "--bits", "64", "--batch-size", "4")
+               for n, folder in enumerate(folders)]
+    for process in running:
+        assert process.wait(timeout=300) == 0, process.stderr.read()
+    seen = [search_from(uri, tmp_path, tmp_path / home) for home in ("m0", "m1", "fresh")]
+    assert seen[0] == seen[1] == seen[2]
+    assert seen[2]["layout"] == "codes" and seen[2]["images"] == 60 and seen[2]["codes"]["file"]
+    assert seen[2]["roots"] == sorted(str(f) for f in folders)
+    assert seen[1]["errors"] == [str(folders[0] / "broken.png")]  # recorded by worker 0
+    assert all(len(hits) == 5 for hits in seen[2]["hits"])
+    names = [c for c in client(lite_server).list_collections() if c.startswith("shared_codes_")]
+    fit = seen[2]["codes"]["fit"][:12]
+    assert f"shared_codes_{fit}" in names and len(names) <= 3  # settings, this fit, at most the one before
+    rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
+                                     consistency_level="Strong")
+    assert len(rows) == 60  # every worker's images, coded by the one fit
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m1"))
+    with glimpse.open(uri) as col:  # worker 1 removes what worker 0 could not index
+        col.remove([folders[0] / "broken.png"])
+        assert col.errors() == [] and col.stats().errors == 0
+
+
+def test_one_claim_holder_at_a_time(lite_server):
+    from glimpse.milvus.state import SharedState
+
+    held: list[tuple[str, float, float]] = []
+
+    def hold(who: str) -> None:
+        with SharedState(client(lite_server), "claims").claim("codes"):
+            began = time.monotonic()
+            time.sleep(0.3)
+            held.append((who, began, time.monotonic()))
+
+    threads = [threading.Thread(target=hold, args=(str(n),)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    spans = sorted((began, ended) for _, began, ended in held)
+    assert len(spans) == 3 and all(spans[i][1] <= spans[i + 1][0] for i in range(2))
+
+
+def test_details_and_thumbnails_of_another_workers_images(lite_server, image_dir, tmp_path, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from glimpse.server import ServerConfig, create_app
+
+    uri = f"milvus://{lite_server}/details"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([image_dir])
+        item = col.item(col.search(image=image_dir / "img01.png", k=1)[0].id)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))  # another machine, same mount
+    with TestClient(create_app(uri, ServerConfig())) as http:
+        got = http.get(f"/api/items/{item.id}").json()
+        assert (got["paths"], got["width"], got["height"], got["bytes"]) == (item.paths, item.width, item.height, item.bytes)
+        thumb = http.get(f"/api/items/{item.id}/thumbnail?size=128")
+        assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+        assert http.get(f"/api/items/{item.id}/image").content == (image_dir / "img01.png").read_bytes()
+        shutil.move(image_dir, tmp_path / "elsewhere")  # as on a machine without that mount
+        gone = http.get(f"/api/items/{item.id}/image")
+        assert gone.status_code == 404 and "indexed by another worker" in gone.json()["error"]
+        thumb = http.get(f"/api/items/{item.id}/thumbnail?size=256")  # not made yet
+        assert thumb.status_code == 404 and "cannot be read on this machine" in thumb.json()["error"]
+        assert http.get("/api/items/12345/thumbnail").status_code == 404
+
+
+def test_adaptation_and_folders_reach_a_machine_that_indexed_nothing(lite_server, tmp_path, make_image, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    words = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
+             "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple"]
+    for i, word in enumerate(words):
+        make_image(folder / f"p{i:02d}.png", seed=300 + i)
+        (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
+    uri = f"milvus://{lite_server}/adapted"
+
+    def ranked(col) -> list[list[str]]:
+        return [[h.path for h in col.search(text=f"the {word}", k=5)] for word in words[:6]]
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([folder])
+        plain = ranked(col)
+        assert col.adapt(kind="ridge", holdout=0).version == 1
+        adapted = ranked(col)
+    assert adapted != plain
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        assert ranked(col) == adapted and col.settings().adapt["version"] == 1
+        assert list(col.folders()) == [str(folder)]
+        assert col.remove_adapt()
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert col.settings().adapt is None and ranked(col) == plain
+
+
+def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path, monkeypatch):
+    from test_ocr import SIGNS, fake_reader
+
+    from conftest import make_image
+    from glimpse.enrich import ocr as ocr_pass
+    from glimpse.query.filters import Filter
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(8):
+        make_image(folder / f"p{i}.png", seed=i, size=(66 + 2 * i, 48))  # widths 66..80: SIGNS by width
+    uri = f"milvus://{lite_server}/words"
+    monkeypatch.setattr(ocr_pass, "rapidocr_reader", fake_reader)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.add([folder], ocr=True)
+    signed = {str(folder / f"p{(width - 66) // 2}.png") for width in SIGNS}
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        query = folder / "p0.png"
+        assert {h.path for h in col.search(image=query, k=8, filters=Filter(has_text=True))} == signed
+        assert len(col.search(image=query, k=8, filters=Filter(has_text=False))) == 8 - len(signed)
+        exit_signs = col.search(terms='text:"exit only"', k=8)
+        assert [h.path for h in exit_signs] == [str(folder / "p3.png")]
+        assert [w.text for w in col.item(exit_signs[0].id).words] == ["EXIT ONLY"]
+        assert {h.path for h in col.search(terms="text:right", k=8)} == {str(folder / "p2.png"), str(folder / "p4.png")}
+        col.remove([folder / "p3.png"])  # this machine did not index it: its words stay until the worker drops it
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        col.remove([folder / "p3.png"])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        assert col.search(terms='text:"exit only"', k=8) == []
+
+
+def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_server, image_dir, tmp_path,
+                                                                           monkeypatch):
+    """Each code setting's Milvus collection holds every row, whoever switches it."""
+    uri = f"milvus://{lite_server}/switched"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.add(sorted(image_dir.glob("*.png")))  # 8 images in the float collection
+        col.use_codes("sign", bits=64)
+        col.index([image_dir])  # 4 more (no re-fit below 16), into the codes' collection only
+        assert col.backend_info()["layout"] == "codes"
+    query = image_dir / "sub" / "img03.png"
+    for home, codes, layout in (("reader", None, "float"), ("other", "sign", "codes")):
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / home))
+        with glimpse.open(uri) as col:
+            col.use_codes(codes, bits=64 if codes else None)
+            info = col.backend_info()
+            assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
+            assert col.search(image=query, k=1)[0].path == str(query)
+    names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
+    assert len(names) == 3  # the settings, the current fit, and the one before it

@@ -48,9 +48,9 @@ def photos(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def col(tmp_path: Path, photos: Path, hash_encoder, monkeypatch):
+def col(collection_uri: str, photos: Path, hash_encoder, monkeypatch):
     monkeypatch.setattr(ocr_pass, "rapidocr_reader", fake_reader)
-    c = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    c = glimpse.open(collection_uri, encoder=hash_encoder)
     c.add([photos], ocr=True)
     yield c
     c.close()
@@ -100,8 +100,9 @@ def test_text_term_matches_the_phrase_in_order(col, photos):
 
 
 def test_text_terms_filter_a_vector_query(col, photos):
-    kept = {r.id for r in col.search(terms='#0 + text:"right"', k=8)}
-    assert kept == {item_of(col, photos, 70), item_of(col, photos, 74)} - {0}
+    first = col.item_ids()[0]
+    kept = {r.id for r in col.search(terms=f'#{first} + text:"right"', k=8)}
+    assert kept == {item_of(col, photos, 70), item_of(col, photos, 74)} - {first}
     dropped = {r.id for r in col.search(terms='"a photo" - text:"right"', k=8)}
     assert dropped == set(col.item_ids()) - {item_of(col, photos, 70), item_of(col, photos, 74)}
 
@@ -130,13 +131,16 @@ def test_killed_pass_resumes_with_the_items_not_read(tmp_path, photos, hash_enco
         assert c.enrich(ocr=True).read == 0
 
 
-def test_changed_file_is_not_read_as_the_indexed_item(col, photos):
-    sign = item_of(col, photos, 70)
-    col._words.forget([i for i in col.item_ids() if i != sign])
-    make_image(photos / "p2.png", seed=99, size=(70, 48))  # replaced after indexing
-    report = col.enrich(ocr=True)
-    assert report.read == 0 and "changed since it was indexed" in report.failed[0][1]
-    assert col.item(sign).words is None  # not marked read: tried again after the next index
+def test_changed_file_is_not_read_as_the_indexed_item(collection_at, photos, hash_encoder, monkeypatch):
+    monkeypatch.setattr(ocr_pass, "rapidocr_reader", fake_reader)
+    with glimpse.open(collection_at("unread"), encoder=hash_encoder) as c:
+        c.add([photos])  # no OCR pass yet
+        sign = item_of(c, photos, 70)
+        make_image(photos / "p2.png", seed=99, size=(70, 48))  # replaced after indexing
+        report = c.enrich(ocr=True)
+        assert report.read == 7 and [path for path, _ in report.failed] == [str(photos / "p2.png")]
+        assert "changed since it was indexed" in report.failed[0][1]
+        assert c.item(sign).words is None  # not marked read: tried again after the next index
 
 
 def test_removed_items_leave_no_words(col, photos):

@@ -23,8 +23,8 @@ SECRET = b"root:x:0:0:the secret outside the photo folder\n"
 
 
 @pytest.fixture
-def col(tmp_path, image_dir):
-    collection = glimpse.open(tmp_path / "col", encoder="hash")
+def col(collection_uri, image_dir):
+    collection = glimpse.open(collection_uri, encoder="hash")
     collection.add([image_dir])
     yield collection
     collection.close()

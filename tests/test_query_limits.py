@@ -21,11 +21,11 @@ LONE_SURROGATE = "caf\udce9"  # what a Latin-1 byte in a name or an argument bec
 
 
 @pytest.fixture(scope="module")
-def col(tmp_path_factory):
+def col(tmp_path_factory, shared_collection_uri):
     folder = tmp_path_factory.mktemp("photos")
     for i, colour in enumerate(("red", "green", "blue", "white", "black")):
         Image.new("RGB", (32, 24), colour).save(folder / f"img{i}.png")
-    collection = glimpse.open(tmp_path_factory.mktemp("col"), encoder="hash")
+    collection = glimpse.open(shared_collection_uri, encoder="hash")
     collection.add([folder])
     yield collection
     collection.close()
@@ -116,7 +116,7 @@ def test_dates_with_and_without_a_time_zone_compare(col):
     ["--min-size", "99999999999999999999999999TB", "dog"],
 ])
 def test_the_cli_answers_bad_queries_with_exit_2_and_a_sentence(col, args):
-    result = CliRunner().invoke(app, ["search", "-c", str(col.path), *args])
+    result = CliRunner().invoke(app, ["search", "-c", col.location, *args])
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and "Traceback" not in result.output
 

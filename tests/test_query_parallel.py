@@ -14,8 +14,8 @@ import glimpse
 
 
 @pytest.fixture
-def col(tmp_path, image_dir):
-    collection = glimpse.open(tmp_path / "col", encoder="hash")
+def col(collection_uri, image_dir):
+    collection = glimpse.open(collection_uri, encoder="hash")
     collection.add([image_dir])
     collection.search(text="load the index", k=1)
     yield collection
@@ -59,13 +59,15 @@ def test_two_searches_scan_the_index_at_once(col, image_dir):
     assert len(first[0]) == 3
 
 
+@pytest.mark.local_only("a running scan sees the in-memory index as it was; Milvus answers each search with what "
+                        "is committed when the search reaches it")
 def test_a_commit_is_seen_once_the_running_scans_are_done(col, tmp_path, make_image):
     release = threading.Event()
     scanning = hold_first_scan(col, release)
     thread, first = in_thread(lambda: col.search(text="the first", k=20))
     assert scanning.wait(20)
     new = make_image(tmp_path / "photos" / "new.png", seed=4040)
-    with glimpse.open(col.path) as writer:  # another process's commit, as the server's writer makes
+    with glimpse.open(col.location) as writer:  # another process's commit, as the server's writer makes
         writer.add([new])
     release.set()
     thread.join(30)

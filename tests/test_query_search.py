@@ -24,12 +24,13 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def col(photos, tmp_path_factory):
+def col(photos, shared_collection_uri):
     from glimpse.encoders import create_encoder
 
-    collection = glimpse.open(tmp_path_factory.mktemp("col"), encoder=create_encoder("hash"))
+    collection = glimpse.open(shared_collection_uri, encoder=create_encoder("hash"))
     collection.index([photos])
-    return collection
+    yield collection
+    collection.close()
 
 
 def ranking(results):
@@ -118,12 +119,12 @@ def test_date_filters_use_file_times(col, photos, tmp_path):
         col.index([photos])
 
 
-def test_filters_work_through_codes_and_exact(tmp_path, make_image, hash_encoder):
+def test_filters_work_through_codes_and_exact(tmp_path, collection_uri, make_image, hash_encoder):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(80):
         make_image(folder / f"{'a' if i % 4 == 0 else 'b'}{i:02d}.png", seed=i)
-    col = glimpse.open(tmp_path / "col", encoder=hash_encoder)
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.use_codes("itq", bits=32)
     col.index([folder])
     only_a = Filter(path_glob="a*.png")
@@ -165,7 +166,7 @@ def test_query_vector_is_unit_and_rejects_cancelling_terms(col):
     assert np.isfinite([r.score for r in col.search(terms="red - 0.5:blue", k=3)]).all()
 
 
-def test_date_filters_prefer_the_exif_capture_time(tmp_path):
+def test_date_filters_prefer_the_exif_capture_time(tmp_path, collection_uri):
     folder = tmp_path / "shots"
     folder.mkdir()
     for name, taken, colour in (("2019.jpg", "2019:08:14 09:30:00", (200, 40, 40)), ("none.jpg", None, (30, 60, 220))):
@@ -173,7 +174,7 @@ def test_date_filters_prefer_the_exif_capture_time(tmp_path):
         if taken:
             exif.get_ifd(0x8769)[0x9003] = taken  # DateTimeOriginal
         Image.new("RGB", (40, 30), colour).save(folder / name, exif=exif)
-    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col = glimpse.open(collection_uri, encoder="hash")
     col.add([folder])
     shot = col.search(image=folder / "2019.jpg", k=1)[0]
     assert col.item(shot.id).taken == pytest.approx(time.mktime((2019, 8, 14, 9, 30, 0, 0, 0, -1)))

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import glimpse
+from conftest import BACKENDS
 from glimpse.storage import WriteLock
 from glimpse.server import ServerConfig, create_app
 
@@ -26,9 +27,19 @@ TRAVERSALS = ["../../../etc/passwd", "/etc/passwd", "sub/../../../..", "/", "~",
 
 
 @pytest.fixture
-def col(tmp_path, image_dir):
+def backend(request) -> str:
+    """Local, unless a test runs on each backend (``on_each_backend``: what the endpoints do with
+    a collection); the HTTP checks of requests alone run once."""
+    return getattr(request, "param", "local")
+
+
+on_each_backend = pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def col(collection_uri, image_dir):
     (image_dir / "broken.jpg").write_text("not a jpeg")
-    collection = glimpse.open(tmp_path / "col", encoder="hash")
+    collection = glimpse.open(collection_uri, encoder="hash")
     collection.add([image_dir])
     yield collection
     collection.close()
@@ -64,17 +75,20 @@ def wait_for(client, job: dict) -> dict:
 # --------------------------------------------------------------------------- reading
 
 
-def test_health_stats_and_ingest_errors(client, image_dir):
+@on_each_backend
+def test_health_stats_and_ingest_errors(client, backend, image_dir):
     assert client.get("/api/health").json() == {"status": "ok", "images": 12}
     stats = client.get("/api/stats").json()
     assert stats["images"] == 12 and stats["encoder"] == "hash" and stats["writable"] is True
-    assert stats["roots"] == [str(image_dir)] and stats["backend"] == {"kind": "flat", "vectors": 12}
+    assert stats["roots"] == [str(image_dir)] and stats["backend"]["vectors"] == 12
+    assert stats["backend"]["kind"] == {"local": "flat", "milvus-lite": "milvus"}[backend]
     errors = client.get("/api/errors").json()
     assert [e["path"] for e in errors] == [str(image_dir / "broken.jpg")]
     assert "not an image" in errors[0]["reason"]
     assert client.get("/api/errors", params={"limit": 0}).status_code == 422
 
 
+@on_each_backend
 def test_search_by_text_returns_k_hits_with_urls(client):
     answer = client.post("/api/search", json={"text": "red blue", "k": 5}).json()
     hits = answer["results"]
@@ -84,12 +98,14 @@ def test_search_by_text_returns_k_hits_with_urls(client):
     assert hits[0]["image"] == f"/api/items/{hits[0]['id']}/image"
 
 
+@on_each_backend
 def test_search_by_uploaded_image_finds_it_first(client, image_dir):
     query = image_dir / "img05.png"
     hits = search_image(client, png_bytes(query), '{"k": 3}').json()["results"]
     assert hits[0]["path"] == str(query) and hits[0]["score"] > 0.99 and len(hits) == 3
 
 
+@on_each_backend
 def test_search_by_vector(client, col, image_dir):
     query = image_dir / "sub" / "img03.png"
     vector = col.encoder.encode_images([Image.open(query)])[0]
@@ -148,6 +164,7 @@ def test_malformed_terms_and_filters_are_422(client):
         assert answer.status_code == 422, (filters, answer.text)
 
 
+@on_each_backend
 def test_composed_image_and_text(client, col, image_dir):
     query = image_dir / "img02.png"
     answer = search_image(client, png_bytes(query), '{"text": "red", "alpha": 0.3, "k": 4}')
@@ -157,6 +174,7 @@ def test_composed_image_and_text(client, col, image_dir):
     assert str(query) not in [h["path"] for h in answer.json()["results"]]  # the reference is left out
 
 
+@on_each_backend
 def test_weighted_terms_by_text_id_and_upload(client, col, image_dir):
     a = col.search(image=image_dir / "img04.png", k=1)[0].id
     as_list = [{"id": a, "weight": 2}, {"upload": 0, "weight": 1}, {"text": "blue", "weight": -0.5}]
@@ -173,6 +191,7 @@ def test_weighted_terms_by_text_id_and_upload(client, col, image_dir):
     assert unknown.status_code == 404
 
 
+@on_each_backend
 def test_more_like_this_leaves_the_item_out(client, col, image_dir):
     item_id = col.search(image=image_dir / "img08.png", k=1)[0].id
     hits = client.post("/api/search", json={"like": item_id, "k": 5}).json()["results"]
@@ -180,6 +199,7 @@ def test_more_like_this_leaves_the_item_out(client, col, image_dir):
     assert [h["id"] for h in hits] == [r.id for r in col.search(like=item_id, k=5)]
 
 
+@on_each_backend
 def test_filters_and_min_score(client, image_dir):
     sub = client.post("/api/search", json={"text": "x", "k": 10, "filters": {"path_prefix": str(image_dir / "sub")}})
     paths = [h["path"] for h in sub.json()["results"]]
@@ -193,6 +213,7 @@ def test_filters_and_min_score(client, image_dir):
     assert [Path(h["path"]).name for h in strong] == ["img10.png"]
 
 
+@on_each_backend
 def test_items_thumbnails_and_originals_by_id(client, col, image_dir):
     path = image_dir / "img07.png"
     item_id = col.search(image=path, k=1)[0].id
@@ -231,6 +252,7 @@ def test_unknown_ids_and_routes_are_json_errors(client, url):
     assert answer.status_code in (404, 422) and answer.json()["error"]
 
 
+@on_each_backend
 def test_unknown_id_in_like_is_404(client):
     answer = client.post("/api/search", json={"like": 999})
     assert answer.status_code == 404 and "no image with id 999" in answer.json()["error"]
@@ -264,6 +286,7 @@ def test_servers_without_a_token_are_read_only(col, method, url, kwargs):
         assert client.get("/api/stats").json()["writable"] is False
 
 
+@on_each_backend
 def test_add_by_path_inside_the_roots(client, image_dir, make_image):
     (image_dir / "later").mkdir()
     make_image(image_dir / "later" / "new.png", seed=500)
@@ -305,6 +328,7 @@ def test_configured_roots_replace_the_collection_folders(col, tmp_path, make_ima
         assert outside.status_code == 403
 
 
+@on_each_backend
 def test_upload_adds_an_image_once(client, col, make_image, tmp_path):
     data = png_bytes(make_image(tmp_path / "fresh.png", seed=4242))
     for _ in range(2):
@@ -326,6 +350,7 @@ def test_upload_adds_an_image_once(client, col, make_image, tmp_path):
     assert sorted(p.stem for p in (col.path / "thumbnails").rglob("*.jpg")) == [str(other)]
 
 
+@on_each_backend
 def test_remove_by_path_and_by_id(client, col, image_dir):
     job = client.post("/api/items/remove?wait=true", json={"paths": ["sub"]}, headers=AUTH).json()
     assert job["result"] == {"removed": 4} and (job["done"], job["total"]) == (4, 4)
@@ -347,6 +372,7 @@ def test_a_second_writer_gets_409(client, col):
     assert len(col) == 12
 
 
+@on_each_backend
 def test_searches_answer_while_an_ingest_writes(client, col, tmp_path, make_image):
     """The writer stalls after its first batch; searches meanwhile see that batch, then all."""
     folder = tmp_path / "photos" / "many"

@@ -86,15 +86,16 @@ class CodeStages:
             return
         self._sync()
         binarizer = create_binarizer(settings.binarizer, bits=settings.bits, seed=settings.seed)
-        enough = len(self._live) >= binarizer.min_fit_vectors(self.encoder.dim)
+        pool = self._fit_pool()
+        enough = len(pool) >= binarizer.min_fit_vectors(self.encoder.dim)
         fitted = self._binarizer(settings) is not None
-        if enough and (not fitted or len(self._live) >= 2 * settings.fitted_on):
+        if enough and (not fitted or len(pool) >= 2 * settings.fitted_on):
             rng = np.random.default_rng(settings.seed)
-            sample = np.sort(rng.choice(self._live, size=min(len(self._live), 100_000), replace=False))
+            sample = np.sort(rng.choice(pool, size=min(len(pool), 100_000), replace=False))
             binarizer.fit(self._read_vectors(sample), progress)
             name = BINARIZER_FILE.format(fit=binarizer.fit_id)
             binarizer.save(self.path / name)
-            settings = settings.fitted(binarizer.fit_id, name, len(self._live))
+            settings = settings.fitted(binarizer.fit_id, name, len(pool))
         elif not fitted:
             settings = settings.unfitted()  # too few images yet: exact float search meanwhile
         if settings != stored:
@@ -102,6 +103,10 @@ class CodeStages:
         if settings.file is not None:
             self._ensure_index()  # this fit's codes, to persist for the current generation
         self._drop_stale_fits(settings)
+
+    def _fit_pool(self) -> np.ndarray:
+        """Ids of the images a fit counts and samples (a Milvus collection: every worker's)."""
+        return self._live
 
     def _drop_stale_fits(self, settings: CodeSettings | None) -> None:
         """Binarizer and codes files the committed settings do not name."""

@@ -83,7 +83,7 @@ class Searching:
         # query's encoding (the model: most of a text or image query's time), the filters' SQL
         # and refinement take no lock, and backend scans share theirs; only a refresh after a
         # commit makes them wait (benchmarks/parallel_search.py measures it).
-        sources = QuerySources(self._item_vector, self._meta.item_for_hash,
+        sources = QuerySources(self._item_vector, self._item_for_hash,
                                self._text_map() if request.adapted else None)
         with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
             encoder = self.encoder
@@ -116,6 +116,10 @@ class Searching:
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
+    def _item_for_hash(self, content_hash: str) -> int | None:
+        """The item with this content, if the collection holds it (its stored vector is the query's)."""
+        return self._meta.item_for_hash(content_hash)
+
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
         """Filters the backend applies itself (``_allowed`` then leaves them out); none here."""
         return {}
@@ -127,18 +131,28 @@ class Searching:
         """The item ids that filters and ``text:`` phrases let through; None when all pass."""
         allowed = None
         if filters is not None and not filters.is_empty():
-            conditions = filters.conditions() if self.has_files else filters.key_conditions()
-            allowed = np.array(self._meta.matching_items(conditions), dtype=np.int64)
+            allowed = self._matching(filters)
             if filters.has_text is not None:
                 with_text = np.array(self._words.items_with_text(), dtype=np.int64)
-                allowed = (np.intersect1d if filters.has_text else np.setdiff1d)(allowed, with_text)
+                if filters.has_text:
+                    allowed = with_text if allowed is None else np.intersect1d(allowed, with_text)
+                else:
+                    allowed = np.setdiff1d(self._all_items() if allowed is None else allowed, with_text)
         for phrase, sign in phrases:
             found = np.array([h.item_id for h in self._words.search(phrase, phrase=True)], dtype=np.int64)
             if sign > 0:
                 allowed = found if allowed is None else np.intersect1d(allowed, found)
             else:
-                allowed = np.setdiff1d(np.array(self._meta.item_ids(), dtype=np.int64) if allowed is None else allowed, found)
+                allowed = np.setdiff1d(self._all_items() if allowed is None else allowed, found)
         return allowed
+
+    def _matching(self, filters: Filter) -> np.ndarray | None:
+        """The items that pass ``filters`` (its words aside); None where the backend applies them itself."""
+        conditions = filters.conditions() if self.has_files else filters.key_conditions()
+        return np.array(self._meta.matching_items(conditions), dtype=np.int64)
+
+    def _all_items(self) -> np.ndarray:
+        return np.array(self._meta.item_ids(), dtype=np.int64)
 
     def _word_hits(self, text: str, allowed: np.ndarray | None, exclude: set[int]) -> list[WordHit]:
         """Matches of a text query in the words read in the images, best first (BM25)."""
@@ -156,7 +170,7 @@ class Searching:
                 for hit in self._words.search(phrase, phrase=True):
                     scores[hit.item_id] = scores.get(hit.item_id, 0.0) + hit.bm25
         if not scores:  # only negative phrases: every other image, in id order
-            scores = dict.fromkeys(allowed.tolist() if allowed is not None else self._meta.item_ids(), 0.0)
+            scores = dict.fromkeys((allowed if allowed is not None else self._all_items()).tolist(), 0.0)
         keep = set(allowed.tolist()) if allowed is not None else set(scores)
         ranked = sorted(((i, s) for i, s in scores.items() if i in keep), key=lambda x: (-x[1], x[0]))
         hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]

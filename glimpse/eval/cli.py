@@ -30,13 +30,16 @@ Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly 
 Model = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: the model (as in `glimpse index --model`).")]
 Pretrained = Annotated[Optional[str], typer.Option(help="open_clip encoder: the weights (tag, hf-hub:org/name, file or folder).")]
 Device = Annotated[Optional[str], typer.Option(help="open_clip/hf encoders: cpu, cuda or cuda:N.")]
+Backend = Annotated[str, typer.Option(help="Where the configurations search: local (the engine's in-process backends), "
+                                            "milvus (Milvus Lite for this run, the milvus extra), or a Milvus: "
+                                            "milvus-lite:///path/eval.db or milvus://HOST:PORT/NAME.")]
 #: Encoders that take --model/--pretrained/--device.
 MODEL_ENCODERS = ("open_clip", "hf")
 
 
 def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: int, cache: Optional[Path],
          shortlist: int, adapt: str = "", refine: str = "", model_options: dict | None = None,
-         fusion: str = "") -> None:
+         fusion: str = "", backend: str = "local") -> None:
     from ..encoders import DEFAULT_ENCODER, create_encoder
     from ..extras import MissingExtraError, require
     from .configs import parse_configs
@@ -74,8 +77,9 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
 
         try:
             kinds = [a.strip() for a in adapt.split(",") if a.strip()]
-            result = evaluate(dataset, encoders, configs, seed=seed, cache=cache, progress=progress, adapt=kinds)
-        except ValueError as exc:
+            result = evaluate(dataset, encoders, configs, seed=seed, cache=cache, progress=progress, adapt=kinds,
+                              backend=backend)
+        except (MissingExtraError, ValueError) as exc:
             err.print(f"[red]error:[/] {exc}")
             raise typer.Exit(2) from None
     files = write_report(result, out or Path("glimpse-eval") / dataset.adapter)
@@ -88,7 +92,7 @@ def captioned(
     path: Annotated[Path, typer.Argument(help="Folder with captions.tsv (or a Karpathy dataset_*.json).")],
     split: Annotated[str, typer.Option(help="Karpathy split to score.")] = "test",
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
     adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
     refine: Refine = "", model: Model = None, pretrained: Pretrained = None, device: Device = None,
     ocr: Annotated[bool, typer.Option(help="Read the words in the images (OCR, the ocr extra; cached) and also score text→image fused with them.")] = False,
@@ -98,7 +102,7 @@ def captioned(
     from .datasets import load_captioned
 
     _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine,
-         {"model": model, "pretrained": pretrained, "device": device}, fusion if ocr else "")
+         {"model": model, "pretrained": pretrained, "device": device}, fusion if ocr else "", backend)
 
 
 @app.command()
@@ -107,37 +111,37 @@ def copydetect(
     per_image: Annotated[int, typer.Option(help="Edited copies (queries) per image.")] = 4,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100, refine: Refine = "",
-    model: Model = None, pretrained: Pretrained = None, device: Device = None,
+    model: Model = None, pretrained: Pretrained = None, device: Device = None, backend: Backend = "local",
 ) -> None:
     """Seeded edited copies (crop, rotation, rescale, JPEG, colour, flip, text, combos) find their original."""
     from .datasets import load_copydetect
 
     _run(lambda: load_copydetect(folder, per_image, seed), out, codes, encoder, seed, cache, shortlist,
-         refine=refine, model_options={"model": model, "pretrained": pretrained, "device": device})
+         refine=refine, model_options={"model": model, "pretrained": pretrained, "device": device}, backend=backend)
 
 
 @app.command()
 def groups(
     path: Annotated[Path, typer.Argument(help="INRIA Holidays or UKBench images, or a folder with groups.tsv.")],
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
 ) -> None:
     """Groups of the same scene: mAP as INRIA Holidays scores it (query excluded), UKBench N-S score."""
     from .datasets import load_groups
 
-    _run(lambda: load_groups(path), out, codes, encoder, seed, cache, shortlist)
+    _run(lambda: load_groups(path), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
 @app.command()
 def revisitop(
     path: Annotated[Path, typer.Argument(help="Folder with gnd_roxford5k.pkl (or rparis6k) and jpg/.")],
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
 ) -> None:
     """Revisited Oxford/Paris: mAP and mP@1/5/10 for Easy, Medium and Hard."""
     from .datasets import load_revisitop
 
-    _run(lambda: load_revisitop(path), out, codes, encoder, seed, cache, shortlist)
+    _run(lambda: load_revisitop(path), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
 @app.command()
@@ -146,12 +150,12 @@ def classes(
     queries: Annotated[int, typer.Option(help="Queries to sample when labels.tsv has no split column.")] = 1000,
     map_at: Annotated[int, typer.Option(help="k of mAP@k.")] = 1000,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
 ) -> None:
     """Labelled classes (hashing protocol): mAP@all and mAP@k as DeepHash-pytorch's CalcTopMap."""
     from .datasets import load_classes
 
-    _run(lambda: load_classes(path, queries, seed, map_at), out, codes, encoder, seed, cache, shortlist)
+    _run(lambda: load_classes(path, queries, seed, map_at), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
 @app.command()
@@ -161,7 +165,7 @@ def composed(
     category: Annotated[str, typer.Option(help="FashionIQ category.")] = "dress",
     alpha: Annotated[Optional[float], typer.Option(help="Text weight of the composed query. Default: the collection's.")] = None,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
-    cache: Cache = None, shortlist: Shortlist = 100,
+    cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
 ) -> None:
     """Reference image + modification text -> target: R@K and CIRR's R_subset@K."""
     from .datasets import load_composed
@@ -172,4 +176,4 @@ def composed(
             task.options["alpha"] = alpha
         return dataset
 
-    _run(load, out, codes, encoder, seed, cache, shortlist)
+    _run(load, out, codes, encoder, seed, cache, shortlist, backend=backend)

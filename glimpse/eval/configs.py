@@ -6,7 +6,8 @@ Specs on the command line: ``learned:256``, ``itq:128``, ``sign:512``, ``learned
 Each code spec gives two configurations: codes only, and codes + re-rank.
 
 Every configuration scores queries through the engine's own search backends
-(:class:`~glimpse.backends.flat.FlatIndex`, :class:`~glimpse.backends.binary.BinaryIndex`), called
+(:class:`~glimpse.backends.flat.FlatIndex`, :class:`~glimpse.backends.binary.BinaryIndex`, or with
+``--backend`` a Milvus collection's :class:`~glimpse.milvus.index.MilvusIndex`), called
 in one place (:func:`engine_search`), so a figure here is what a collection's search returns.
 Ranking metrics need a score for *every* database item, so each query's complete ranking is:
 
@@ -38,6 +39,7 @@ from ..backends.binary import BinaryIndex
 from ..backends.flat import FlatIndex
 from ..query.fusion import check_fusion
 from ..query.refine import CANDIDATES, REFINES, refine
+from .milvus import MilvusPlace
 
 #: Code candidates eval re-ranks per query unless told otherwise; fixed, so reports compare across
 #: kinds (a collection's own shortlist is k x its kind's oversample: glimpse.codes.default_oversample).
@@ -122,17 +124,19 @@ class Scorer:
     binarizer: Binarizer | None = None
     codes: np.ndarray | None = field(default=None, repr=False)
     index: SearchBackend | None = field(default=None, repr=False)
+    place: MilvusPlace | None = field(default=None, repr=False)  # None: the engine's in-process backends
 
     @classmethod
     def prepare(cls, config: Config, database: np.ndarray, seed: int = 0, fitted: dict | None = None,
-                store: Path | None = None) -> Scorer:
+                store: Path | None = None, place: MilvusPlace | None = None) -> Scorer:
         """Fit the config's binarizer on the database, reusing one fitted before, and load the backend.
 
         ``fitted`` shares binarizers between configurations of one run (by kind and bits);
         ``store`` is a folder where fitted binarizers are kept across runs, keyed by the
         database vectors, kind, bits, seed and binarizer version (a learned fit takes minutes).
+        ``place``: a Milvus whose collections hold the database (``glimpse eval --backend``).
         """
-        scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed)
+        scorer = cls(config, np.ascontiguousarray(database, dtype=np.float32), seed, place=place)
         if config.binarizer is None:
             return scorer.loaded()
         fitted = {} if fitted is None else fitted
@@ -165,6 +169,9 @@ class Scorer:
 
     def loaded(self) -> Scorer:
         """This scorer with its database (and codes) in the engine's backend, under ids 0..n-1."""
+        if self.place is not None:
+            self.index = self.place.index(self.database, self.binarizer)
+            return self
         ids = np.arange(len(self.database), dtype=np.int64)
         if self.binarizer is None:
             self.index = FlatIndex(self.database.shape[1])

@@ -19,6 +19,7 @@ from ..encoders import Encoder, create_encoder
 from .configs import Config, Scorer
 from .tasks import Dataset, Items, Judgement, Task, file_fingerprint
 from .embed import EmbeddingCache
+from .milvus import MilvusPlace, open_place
 from .protocols import HEADLINE, TaskScore, score_task
 from .words import WordChannel, ocr_words
 
@@ -59,13 +60,15 @@ class Evaluation:
     seed: int = 0
     seconds: float = 0.0
     command: list[str] = field(default_factory=list)
+    backend: str = "local"  # where the configurations searched (glimpse eval --backend)
 
     def headline(self, task: Task) -> str:
         return HEADLINE[task.protocol]
 
     def environment(self) -> dict:
         # glimpse's own version from the package: "glimpse" on the registry is another project.
-        versions = {"python": platform.python_version(), "platform": platform.platform(), "glimpse": __version__}
+        versions = {"python": platform.python_version(), "platform": platform.platform(), "glimpse": __version__,
+                    "backend": self.backend}
         for package in ("numpy", "faiss-cpu", "torch", "Pillow", "transformers", "matplotlib"):
             try:
                 versions[package] = metadata.version(package)
@@ -76,15 +79,29 @@ class Evaluation:
 
 def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Config], *, seed: int = 0,
              cache: str | Path | None = None, progress: Progress | None = None,
-             adapt: list[str] = ()) -> Evaluation:
+             adapt: list[str] = (), backend: str = "local") -> Evaluation:
     """Score every configuration of every encoder on every task of ``dataset``.
+
+    ``backend``: ``local`` (the engine's in-process backends), or a Milvus whose collections
+    hold the databases: ``milvus`` (Milvus Lite for this run), or a Milvus URI (:mod:`.milvus`).
 
     ``adapt`` (kinds of :mod:`glimpse.query.adapt`) adds held-out rows to a text→image task:
     see :func:`held_out_adaptation`. Configurations with a ``fusion`` score text→image tasks
     only, with the words read in the images (:mod:`glimpse.eval.words`).
     """
+    place = open_place(backend)
+    try:
+        return _evaluate(dataset, encoders, configs, seed, cache, progress, adapt, place)
+    finally:
+        if place is not None:
+            place.close()
+
+
+def _evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Config], seed: int,
+              cache: str | Path | None, progress: Progress | None, adapt: list[str],
+              place: MilvusPlace | None) -> Evaluation:
     started = time.perf_counter()
-    result = Evaluation(dataset, seed=seed, command=list(sys.argv))
+    result = Evaluation(dataset, seed=seed, command=list(sys.argv), backend=place.describe() if place else "local")
     data_parts = [file_fingerprint(dataset.files)] if dataset.files else []
     held_out: list[Task] = []
     words: dict[str, list] = {}  # task name -> the words in each database image (OCR), for every encoder
@@ -109,7 +126,7 @@ def evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Conf
                 label = f"{task.name}: {encoder.name} {config.name}"
                 if progress:
                     progress(label, 0, len(queries))
-                scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted, store=store.root)
+                scorer = Scorer.prepare(config, database, seed=seed, fitted=fitted, store=store.root, place=place)
                 scorers.append(scorer)
                 with _scoring(scorer, queries, task.queries.texts, words.get(task.name)) as scores:
                     score = score_task(task, scores, len(queries))

@@ -1,39 +1,57 @@
-"""A glimpse collection whose search index lives in Milvus.
+"""A glimpse collection whose search index and shared state live in Milvus.
 
-What lives where (each machine that ingests keeps its own local part):
+What lives where:
 
 * Milvus, shared by every worker: one row per distinct image content, keyed by an id derived
   from the content hash (so workers that meet the same image write the same row), holding the
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
-  filters and result paths need); and the collection's settings (encoder, dimension).
+  filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
+  encoder, the collection's settings (folders, removals, code settings, adaptation), the files
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, and the
+  words OCR read in the images (:mod:`.words`).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
-  SQLite (its files' sizes and modification times for incremental re-index, errors, folders),
-  its copy of the vectors it embedded, the fitted binarizer, and the words read by OCR.
+  SQLite (its files' sizes and modification times for incremental re-index, its own errors),
+  its copy of the vectors it embedded, and copies of the shared files and words.
 
-A search goes to Milvus; paths of images another worker indexed come from their Milvus row.
+A search goes to Milvus; paths and details of images another worker indexed come from their rows.
+The codes are fitted by one worker at a time (a claim in Milvus), on every worker's vectors; a
+new fit gets its own Milvus collection, filled from the previous one before the setting naming it
+is written, and each worker moves its own rows there when it sees the new setting.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zlib
 from dataclasses import replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from ..collection import Collection, CollectionStats, EncoderMismatchError
+from ..collection.layout import DB_NAME
 from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
+from ..collection.ingest import _is_under
+from ..ingest import absolute
 from ..settings import CodeSettings
 from ..storage import Metadata
+from ..storage.metadata import ItemInfo
+from ..storage.originals import FileChangedError, OnAnotherMachine, open_indexed
+from ..storage.records import ErrorRecord
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, ids_expression, to_expression
-from .index import STRONG, MilvusIndex, server_version
+from .expr import expressible, to_expression
+from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
+from .state import SharedMetadata, SharedState
+from .words import SharedWords
+
+#: This machine's copy of the words read in the images (glimpse.milvus.words), in its local folder.
+WORDS_FILE = "words.sqlite"
+
 
 def parse_shard(shard: str | tuple[int, int]) -> tuple[int, int]:
     """``"i/n"`` or ``(i, n)``: shard i of n, 0 <= i < n."""
@@ -54,9 +72,12 @@ def content_id(content_hash: str) -> int:
 class MilvusCollection(Collection):
     """A :class:`Collection` searched through :class:`MilvusIndex` (see the module for the split)."""
 
-    def __init__(self, path: Path, encoder: Encoder, meta: Metadata, target: MilvusTarget, client):
+    def __init__(self, path: Path, encoder: Encoder, meta: SharedMetadata, target: MilvusTarget, client):
         super().__init__(path, encoder, meta)
         self.target, self._client = target, client
+        self._state: SharedState = meta.state
+        self._words.close()
+        self._words = SharedWords(path / WORDS_FILE, self._state)
         self._shard: tuple[int, int] | None = None
         self._version = (2, 5) if target.scheme == LITE else server_version(client)
 
@@ -89,23 +110,168 @@ class MilvusCollection(Collection):
         self._client.close()
         release(self.target)
 
-    # -- the index ---------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Images in Milvus, from every worker."""
+        with self._fresh_index() as index:
+            return index.count()
+
+    def errors(self, limit: int | None = None) -> list[ErrorRecord]:
+        """Files that no worker could index, newest first (from Milvus)."""
+        return self._state.errors()[:limit]
+
+    # -- details and originals of every worker's images --------------------------------
+    def item(self, item_id: int) -> ItemInfo:
+        """As locally; an image another worker indexed is described by its Milvus row (its first file)."""
+        try:
+            return super().item(item_id)
+        except KeyError:
+            row = self._row(item_id)
+            return ItemInfo(item_id, [row["path"]], row["width"], row["height"], row["bytes"], row["date_ns"] / 1e9,
+                            words=self._words.words(item_id))
+
+    def open_original(self, item_id: int, roots=()) -> tuple[str, BinaryIO]:
+        """As locally; the file of an image another worker indexed is read where its row says,
+        if this machine can read it (the same mount) and it still holds that content."""
+        try:
+            return super().open_original(item_id, roots)
+        except KeyError:  # no file of it here (or no such id: then _row says so)
+            path = self._row(item_id)["path"]
+        try:
+            file = open_indexed(path, os.stat(path).st_size, os.stat(path).st_mtime_ns, [*self.settings().roots, *roots])
+        except FileChangedError:
+            raise
+        except OSError:
+            raise OnAnotherMachine(f"image {item_id} was indexed by another worker: its file {path} "
+                                   "cannot be read on this machine") from None
+        digest = hashlib.file_digest(file, lambda: hashlib.blake2b(digest_size=16)).hexdigest()
+        if content_id(digest) != item_id:  # the indexing worker's size and time are not in Milvus: the content decides
+            file.close()
+            raise FileChangedError(f"{path} changed since it was indexed (run glimpse index)")
+        file.seek(0)
+        return path, file
+
+    def _row(self, item_id: int) -> dict:
+        """An image's Milvus row (path, bytes, date_ns, width, height); KeyError if none."""
+        rows = self._ensure_index().rows(np.array([item_id], dtype=np.int64)) if 0 <= item_id < 2**62 else []
+        if not rows:
+            raise KeyError(f"no item {item_id} in this collection")
+        return rows[0]
+
+    # -- the index and the codes ---------------------------------------------------------
+    def _milvus_index(self, settings: CodeSettings | None) -> MilvusIndex:
+        """The Milvus collection for these code settings; one made now is filled from the others."""
+        options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
+        index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
+                            attributes=self._attributes, version=self._version, index=self.target.index,
+                            consistency=CONSISTENCY[self.target.consistency], **options)
+        if index.created:
+            self._fill(index, [other for other in index_collections(self._client, self.target.name)
+                               if other != index.name])
+        return index
+
+    def _fill(self, index: MilvusIndex, sources: list[str]) -> None:
+        """Every row into ``index``: this worker's from its vector file, the others' copied from ``sources``."""
+        self._sync()
+        mine = np.setdiff1d(self._live, index.ids())
+        for start in range(0, len(mine), 65536):
+            index.add(mine[start : start + 65536], self._vectors.read(mine[start : start + 65536], self._rows))
+        for source in sources:
+            index.copy_from(source, np.union1d(self._live, index.ids()))
+
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
         pushed (rows of other workers are never removed on this worker's behalf)."""
-        options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
-        index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
-                            attributes=self._attributes, version=self._version, **options)
+        index = self._milvus_index(settings)
         return index, set(np.intersect1d(index.ids(), self._live).tolist())
 
+    def _prepare_codes(self, codes: dict | None) -> None:
+        """Before a code setting is written: its Milvus collection holds every row (copied
+        from the one searched now), and collections older than that one go."""
+        current = self._ensure_index().name  # of the setting still in force
+        index = self._milvus_index(CodeSettings.from_meta(codes))  # filled if made now
+        if not index.created and current != index.name:  # perhaps left half-filled by a killed worker
+            self._fill(index, [current])
+        for other in index_collections(self._client, self.target.name):
+            if other not in (index.name, current):
+                self._client.drop_collection(other)
+
+    def _fit_codes(self, settings: CodeSettings | None = None, progress=None) -> None:
+        """One worker fits at a time (a claim in Milvus), on every worker's vectors; a worker
+        that asks for the codes another has just fitted takes that fit."""
+        if settings is None and self._code_settings() is None:
+            return super()._fit_codes(settings, progress)
+        with self._state.claim("codes"):
+            self._meta.forget_shared()
+            stored = self._code_settings()
+            if (settings is not None and stored is not None and stored.same_codes(settings)
+                    and self._binarizer(stored) is not None):
+                settings = settings.fitted(stored.fit, stored.file, stored.fitted_on)
+            super()._fit_codes(settings, progress)
+
+    def _fit_pool(self) -> np.ndarray:
+        return self._ensure_index().ids()
+
+    def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
+        """From this worker's vector file, and from Milvus for images other workers embedded."""
+        ids = np.asarray(ids, dtype=np.int64)
+        mine = np.isin(ids, self._live)
+        if mine.all():
+            return super()._read_vectors(ids)
+        out = np.empty((len(ids), self.encoder.dim), np.float32)
+        out[mine] = super()._read_vectors(ids[mine])
+        found, vectors = self._ensure_index().vectors(ids[~mine])
+        if len(found) < (~mine).sum():
+            raise KeyError(f"no vector for items {sorted(set(ids[~mine].tolist()) - set(found.tolist()))[:5]}")
+        out[~mine] = vectors[np.searchsorted(found, ids[~mine])] if len(found) else vectors
+        return out
+
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
-        """Every commit reaches Milvus, also when no search has loaded the index yet."""
-        if self._index is None:
+        """Every commit reaches the Milvus collection of the current code setting (another
+        worker may have changed it), also when no search has loaded the index yet."""
+        self._words.drop(dropped)
+        if self._index is None or self._index_settings != self._code_settings():
+            self._index = None
             self._ensure_index()  # pushes what this worker holds and Milvus lacks
             if dropped:
                 self._index.remove(np.asarray(dropped, dtype=np.int64))
             return
         super()._apply(generation, ids, vectors, dropped)
+
+    # -- rows whose files changed ---------------------------------------------------------
+    # A row holds its item's first file (path, bytes, date): a file of an item kept (linked,
+    # re-dated, removed while a copy stays) may change them, and filters read them in Milvus.
+    def _commit_rows(self, rows, items, vectors, links, errors=()):
+        paths = [link.path for link in links] + [error.path for error in errors]
+        before = self._items_at(paths)
+        rows, dropped = super()._commit_rows(rows, items, vectors, links, errors)
+        self._restate((before | self._items_at(paths)) - {item.id for item in items})
+        return rows, dropped
+
+    def remove(self, paths) -> int:
+        """As locally; errors that other workers recorded under ``paths`` go too."""
+        paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
+        before = {record.item_id for record in self._meta.file_records(paths).values()}
+        removed = super().remove(paths)
+        self._restate(before)
+        self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
+        return removed
+
+    def _prune(self, roots, excluded, present, report) -> None:
+        before = {r.item_id for path, r in self._meta.file_records(roots).items() if path not in present}
+        super()._prune(roots, excluded, present, report)
+        self._restate(before)
+
+    def _items_at(self, paths: list[str]) -> set[int]:
+        return {item for item in map(self._meta.item_for_path, paths) if item is not None}
+
+    def _restate(self, items: set[int]) -> None:
+        """Upsert the rows of ``items`` that still exist again, with their files as now."""
+        if not items:
+            return
+        self._sync()
+        kept = np.intersect1d(np.fromiter(items, np.int64, len(items)), self._live)
+        if len(kept):
+            self._ensure_index().add(kept, self._vectors.read(kept, self._rows))
 
     def _new_item_id(self, content_hash: str) -> int:
         return content_id(content_hash)
@@ -134,14 +300,14 @@ class MilvusCollection(Collection):
         return out
 
     # -- searching ---------------------------------------------------------------------
-    def _native(self, filters: Filter | None, phrases: list[Phrase]) -> bool:
-        return filters is not None and not filters.is_empty() and expressible(filters)
+    def _matching(self, filters: Filter) -> np.ndarray | None:
+        return None if expressible(filters) else super()._matching(filters)  # else an expression in Milvus
 
-    def _allowed(self, filters: Filter | None, phrases: list[Phrase]) -> np.ndarray | None:
-        return super()._allowed(None if self._native(filters, phrases) else filters, phrases)
+    def _all_items(self) -> np.ndarray:
+        return self._ensure_index().ids()
 
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
-        if not self._native(filters, phrases):
+        if filters is None or filters.is_empty() or not expressible(filters):
             return {}
         return {"where": to_expression(filters, keys_only=not self.has_files)}
 
@@ -149,10 +315,17 @@ class MilvusCollection(Collection):
         paths = super()._paths_for(item_ids)
         others = [i for i in item_ids if i not in paths]  # indexed by another worker
         if others and self._index is not None:
-            rows = self._client.query(self._index.name, filter=ids_expression(np.array(others)),
-                                      output_fields=["path"], consistency_level=STRONG)
+            rows = self._index.rows(np.array(others, dtype=np.int64), ["path"])
             paths.update({row["id"]: row["path"] for row in rows})
         return paths
+
+    def _item_for_hash(self, content_hash: str) -> int | None:
+        """Also an image another worker indexed: its id derives from its content."""
+        local = super()._item_for_hash(content_hash)
+        if local is not None:
+            return local
+        item = content_id(content_hash)
+        return item if self._ensure_index().rows(np.array([item], dtype=np.int64), ["id"]) else None
 
     def _item_vector(self, item_id: int) -> np.ndarray:
         try:
@@ -165,36 +338,7 @@ class MilvusCollection(Collection):
 
     def stats(self) -> CollectionStats:
         stats = super().stats()
-        return replace(stats, path=self.target.uri)
-
-
-class SharedSettings:
-    """Key-value settings in a small Milvus collection beside the vectors (``NAME_settings``)."""
-
-    def __init__(self, client, name: str):
-        self.client, self.name = client, f"{name}_settings"
-
-    def read(self) -> dict:
-        if not self.client.has_collection(self.name):
-            return {}
-        self.client.load_collection(self.name)
-        rows = self.client.query(self.name, filter='key != ""', output_fields=["key", "value"],
-                                 consistency_level=STRONG)
-        return {row["key"]: json.loads(row["value"]) for row in rows}
-
-    def write(self, values: dict) -> None:
-        if not self.client.has_collection(self.name):
-            from pymilvus import DataType
-
-            schema = self.client.create_schema(auto_id=False)
-            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
-            schema.add_field("value", DataType.VARCHAR, max_length=65535)
-            schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
-            params = self.client.prepare_index_params()
-            params.add_index("unused", index_type="FLAT", metric_type="L2")
-            self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
-        self.client.upsert(self.name, [{"key": k, "value": json.dumps(v), "unused": [0.0, 0.0]}
-                                       for k, v in values.items()])
+        return replace(stats, path=self.target.uri, images=len(self))
 
 
 def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool = True,
@@ -205,7 +349,7 @@ def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool 
     encoder other than the recorded one is refused, as for a local collection."""
     target = parse_uri(uri)
     client = connect(target)
-    settings = SharedSettings(client, target.name)
+    settings = SharedState(client, target.name)
     shared = settings.read()
     local = target.local_dir
     if shared and encoder is None and not local.exists():
@@ -218,7 +362,7 @@ def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool 
     # A machine without a local part joins a collection that exists in Milvus.
     try:
         collection = open_directory(local, encoder, True, encoder_options,
-                                    lambda root, enc, meta: MilvusCollection(root, enc, meta, target, client))
+                                    lambda root, enc, meta: _joined(root, enc, meta, target, client, settings))
     except BaseException:
         client.close()
         release(target)
@@ -226,7 +370,7 @@ def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool 
     info = {"encoder": collection.encoder.name, "encoder_version": collection.encoder.version,
             "dim": collection.encoder.dim, "encoder_options": collection.encoder.options}
     if not shared:
-        settings.write(info)
+        settings.put(info)
         shared = info
     if (shared["encoder"], shared["encoder_version"], shared["dim"]) != (info["encoder"], info["encoder_version"], info["dim"]):
         collection.close()
@@ -234,6 +378,16 @@ def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool 
             f"collection {uri} was built with encoder {shared['encoder']} v{shared['encoder_version']} "
             f"({shared['dim']}-d), not {info['encoder']} v{info['encoder_version']} ({info['dim']}-d): their vectors "
             "are not comparable. Open it with its own encoder, or index into a new collection.")
+    return collection
+
+
+def _joined(root: Path, encoder: Encoder, meta: Metadata, target: MilvusTarget, client,
+            state: SharedState) -> MilvusCollection:
+    """The collection over this worker's SQLite with the shared settings in Milvus."""
+    meta.close()
+    shared = SharedMetadata(root / DB_NAME, state)
+    collection = MilvusCollection(root, encoder, shared, target, client)
+    shared.before_codes = collection._prepare_codes
     return collection
 
 

@@ -20,7 +20,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ..extras import MissingExtraError, missing_extra, require
 
@@ -41,6 +41,8 @@ class MilvusTarget:
     scheme: str  # LITE or SERVER
     address: str  # the db file (LITE) or host:port (SERVER)
     name: str  # the Milvus collection name glimpse's collections start with
+    index: str | None = None  # ``?index=``: Milvus's index on the searched field (glimpse.milvus.index.INDEXES)
+    consistency: str = "strong"  # ``?consistency=``: what searches wait for (glimpse.milvus.index.CONSISTENCY)
 
     @property
     def local_dir(self) -> Path:
@@ -61,14 +63,33 @@ def parse_uri(uri: str) -> MilvusTarget:
         if not _LITE_NAME.fullmatch(path.name) or not path.name.endswith(".db"):
             raise ValueError(f"{uri!r}: Milvus Lite needs a file name ending in .db, at most 36 letters, digits, "
                              f"'.', '-' or '_' (e.g. photos.db)")
-        return MilvusTarget(uri, LITE, str(path), "glimpse")
+        index, consistency = _options(uri, parts.query)
+        if index not in (None, "flat"):
+            raise ValueError(f"{uri!r}: Milvus Lite has exact indexes only (FLAT, BIN_FLAT): leave out ?index= "
+                             "or use a Milvus server")
+        return MilvusTarget(uri, LITE, str(path), "glimpse", index, consistency)
     if parts.scheme == SERVER:
         name = parts.path.strip("/")
         if not parts.hostname or not _COLLECTION_NAME.fullmatch(name):
             raise ValueError(f"{uri!r}: write a Milvus server collection as milvus://HOST:{DEFAULT_PORT}/NAME, "
                              f"NAME of letters, digits and '_', starting with a letter")
-        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name)
+        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name,
+                            *_options(uri, parts.query))
     raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
+
+
+def _options(uri: str, query: str) -> tuple[str | None, str]:
+    """The ``?index=`` (None when absent) and ``&consistency=`` of a URI; ValueError names the choices."""
+    from .index import CONSISTENCY, INDEXES
+
+    options = parse_qs(query, keep_blank_values=True)
+    index = options.pop("index", [None])[-1]
+    consistency = options.pop("consistency", ["strong"])[-1]
+    if options or (index is not None and index not in INDEXES) or consistency not in CONSISTENCY:
+        raise ValueError(f"{uri!r}: the URI options are index= (one of {', '.join(INDEXES)}: flat is exact, hnsw and "
+                         f"ivf are Milvus's approximate indexes, on a server) and consistency= (one of "
+                         f"{', '.join(CONSISTENCY)}: strong, the default, sees every committed batch)")
+    return index, consistency
 
 
 def connect(target: MilvusTarget):

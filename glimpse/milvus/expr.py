@@ -19,11 +19,10 @@ _NO_LIKE = set("[]%_")
 
 
 def expressible(filters: Filter | None) -> bool:
-    """Whether ``filters`` translate to an expression exactly (else the ids are looked up locally)."""
+    """Whether ``filters`` translate to an expression exactly (else the ids are looked up locally);
+    ``has_text`` aside: the words read in the images come as allowed ids."""
     if filters is None or filters.is_empty():
         return True
-    if filters.has_text is not None:
-        return False  # words read in images live in the local store only
     glob, prefix = filters.glob_pattern(), filters.prefix_path()
     return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
 

@@ -3,20 +3,23 @@
 Layouts, by what the server allows:
 
 * ``codes``: Milvus 2.4+ (Milvus Lite 2.5, servers 2.4/2.5) with binary codes configured: two
-  vector fields in one row, ``codes`` (BINARY_VECTOR, BIN_FLAT/HAMMING) for the shortlist and
-  ``vector`` (FLOAT16_VECTOR) for the exact re-rank, which reads the shortlist's vectors back
-  from Milvus. The fitted binarizer (``glimpse use-codes``) makes the codes, as locally.
+  vector fields in one row, ``codes`` (BINARY_VECTOR: BIN_FLAT/HAMMING, or BIN_IVF_FLAT on a
+  server) for the shortlist and ``vector`` (FLOAT16_VECTOR) for the exact re-rank, which reads
+  the shortlist's vectors back from Milvus. The fitted binarizer makes the codes, as locally.
 * ``float``: no codes configured, or a 2.3 server (one vector field per collection): the float
-  vectors in Milvus's own exact index (FLAT, inner product); FLOAT16 from 2.4, FLOAT before.
+  vectors in Milvus's exact index (FLAT, inner product), or HNSW/IVF_FLAT on a server where
+  the URI asks for it; FLOAT16 from 2.4, FLOAT before.
 
 Filters arrive as a boolean expression over the row's scalar fields (:mod:`.expr`), or as
 the allowed ids; Milvus applies them before ranking. Every request runs with consistency
-"Strong": a search sees every committed insert and delete, whichever worker made it.
+"Strong" (searches: unless the URI says otherwise): a search sees every committed insert and
+delete, whichever worker made it.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +39,46 @@ MAX_LIMIT = 16384
 #: Rows per insert request: gRPC messages stay well under Milvus's 64 MB default.
 BATCH_BYTES = 16 << 20
 STRONG = "Strong"
+#: Milvus's consistency levels, by the ``?consistency=`` of a URI (searches only).
+CONSISTENCY = {"strong": STRONG, "bounded": "Bounded", "session": "Session", "eventually": "Eventually"}
+#: Ids per query by id (the expression stays short).
+IDS_PER_QUERY = 8192
+#: Milvus's index on the searched field, by the ``?index=`` of a server URI: ``flat`` (exact: FLAT on
+#: floats, BIN_FLAT on codes, the default), ``hnsw`` (HNSW on floats) or ``ivf`` (IVF_FLAT on
+#: floats, BIN_IVF_FLAT on codes; with codes, ``hnsw`` also means BIN_IVF_FLAT). Build and search
+#: parameters as measured in benchmarks/milvus.py.
+INDEXES = ("flat", "hnsw", "ivf")
+HNSW_BUILD = {"M": 16, "efConstruction": 200}
+HNSW_EF = 128  # candidates per HNSW search (at least k)
+IVF_LISTS = 1024
+IVF_PROBES = 32
+
+
+def index_spec(kind: str, codes: bool) -> tuple[str, dict]:
+    """(Milvus index type, build parameters) of ``kind`` on the codes or on the float vectors."""
+    if kind == "flat":
+        return ("BIN_FLAT" if codes else "FLAT"), {}
+    if codes or kind == "ivf":
+        return ("BIN_IVF_FLAT" if codes else "IVF_FLAT"), {"nlist": IVF_LISTS}
+    return "HNSW", HNSW_BUILD
+
+
+def search_params(index_type: str, metric: str, limit: int) -> dict:
+    """Milvus search parameters for a search of ``limit`` results on an index of that type."""
+    params = {"HNSW": {"ef": max(HNSW_EF, limit)}, "IVF_FLAT": {"nprobe": IVF_PROBES},
+              "BIN_IVF_FLAT": {"nprobe": IVF_PROBES}}.get(index_type, {})
+    return {"metric_type": metric, "params": params}
+
+
+def index_name(name: str, fit: str | None) -> str:
+    """The Milvus collection of glimpse collection ``name`` for a code fit (None: floats only)."""
+    return f"{name}_{fit[:12] if fit else 'float'}"
+
+
+def index_collections(client, name: str) -> list[str]:
+    """The Milvus collections holding glimpse collection ``name``'s rows (one per code fit)."""
+    pattern = re.compile(re.escape(name) + r"_(float|[0-9a-f]{12})")
+    return sorted(c for c in client.list_collections() if pattern.fullmatch(c))
 
 
 def no_attributes(ids: np.ndarray) -> dict[str, list]:
@@ -53,6 +96,25 @@ def quiet(logger: str) -> Iterator[None]:
         yield
     finally:
         log.level = level
+
+
+def load(client, name: str, wait_s: float = 60) -> None:
+    """Load collection ``name`` for searching; one that another worker is creating right now may
+    have no index yet (Milvus creates the collection, then its indexes): wait for them."""
+    import time
+
+    from pymilvus import MilvusException
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with quiet("pymilvus.decorators"):
+                client.load_collection(name)
+            return
+        except MilvusException as exc:
+            if "index not found" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def server_version(client) -> tuple[int, int]:
@@ -78,35 +140,75 @@ class MilvusIndex(SearchBackend):
 
     def __init__(self, client, name: str, dim: int, *, binarizer: Binarizer | None = None,
                  oversample: int = 30, rerank: bool = True, attributes: Attributes = no_attributes,
-                 version: tuple[int, int] | None = None):
+                 version: tuple[int, int] | None = None, index: str | None = None, consistency: str = STRONG):
+        """``index``: Milvus's index on the searched field (:data:`INDEXES`); None keeps the
+        existing collection's (FLAT for a new one), another one rebuilds it. ``consistency``:
+        Milvus's consistency level for searches (every other request is "Strong")."""
         self.client, self.dim, self.attributes = client, dim, attributes
+        self.consistency = consistency
         self.oversample, self.rerank = oversample, rerank
         version = version or server_version(client)
         two_fields = version >= (2, 4)
         self.binarizer = binarizer if binarizer is not None and two_fields else None
         self.layout = "codes" if self.binarizer is not None else "float"
         self.vector_type = "FLOAT16_VECTOR" if two_fields else "FLOAT_VECTOR"
-        fit = self.binarizer.fit_id[:12] if self.binarizer is not None else "float"
-        self.name = f"{name}_{fit}"
+        self.name = index_name(name, self.binarizer.fit_id if self.binarizer is not None else None)
         self._columns = None  # pymilvus's column-wise writer for this collection, made on first use
-        if not client.has_collection(self.name):
-            self._create()
-        client.load_collection(self.name)
+        self.field, self.metric = ("codes", "HAMMING") if self.binarizer is not None else ("vector", "IP")
+        self.created = not client.has_collection(self.name)  # by this call
+        if self.created:
+            self._create(index or "flat")
+        load(client, self.name)
+        if index is not None and self.index_type() != index_spec(index, self.binarizer is not None)[0]:
+            self._reindex(index)
+            load(client, self.name)
+        self._index_type = self.index_type()
 
-    def _create(self) -> None:
+    def _create(self, index: str) -> None:
         from pymilvus import DataType
 
         schema = self.client.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", getattr(DataType, self.vector_type), dim=self.dim)
-        params = self.client.prepare_index_params()
-        params.add_index("vector", index_type="FLAT", metric_type="IP")
         if self.binarizer is not None:
             schema.add_field("codes", DataType.BINARY_VECTOR, dim=self.binarizer.bits)
-            params.add_index("codes", index_type="BIN_FLAT", metric_type="HAMMING")
+        params = self.client.prepare_index_params()
+        if self.field == "codes":  # the re-rank reads vectors by id; exact and asymmetric stages scan them
+            params.add_index("vector", index_type="FLAT", metric_type="IP")
+        self._add_index(params, index)
         for field, kind in SCALARS.items():
             schema.add_field(field, getattr(DataType, kind), **({"max_length": MAX_PATH} if kind == "VARCHAR" else {}))
         self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
+
+    def _add_index(self, params, index: str) -> None:
+        index_type, build = index_spec(index, self.binarizer is not None)
+        params.add_index(self.field, index_type=index_type, metric_type=self.metric, params=build)
+
+    def _reindex(self, index: str) -> None:
+        """Replace Milvus's index on the searched field (the collection is unavailable meanwhile)."""
+        self.client.release_collection(self.name)
+        self.client.drop_index(self.name, self.field)
+        params = self.client.prepare_index_params()
+        self._add_index(params, index)
+        self.client.create_index(self.name, params)
+
+    def settle(self, timeout_s: float = 3600) -> None:
+        """Seal what was written and wait until Milvus has indexed every row (searches work
+        meanwhile: Milvus scans unindexed segments exhaustively)."""
+        import time
+
+        self.client.flush(self.name)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state = self.client.describe_index(self.name, self.field)
+            if state.get("pending_index_rows", 0) == 0 and state.get("indexed_rows", 0) >= state.get("total_rows", 0):
+                return
+            time.sleep(1)
+        raise TimeoutError(f"Milvus did not finish indexing {self.name} within {timeout_s:.0f} s")
+
+    def index_type(self) -> str:
+        """Milvus's index type on the searched field."""
+        return self.client.describe_index(self.name, self.field)["index_type"]
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -117,12 +219,23 @@ class MilvusIndex(SearchBackend):
         for start in range(0, len(ids), step):
             self._upsert(ids[start : start + step], vectors[start : start + step])
 
-    def _upsert(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def copy_from(self, source: str, skip: np.ndarray) -> int:
+        """The rows of Milvus collection ``source`` (another fit of this glimpse collection) whose
+        ids are not in ``skip``, with their scalars, coded by this one's binarizer; returns how many."""
+        missing = np.setdiff1d(_ids(self.client, source), skip)
+        step = max(1, min(IDS_PER_QUERY, BATCH_BYTES // (self.dim * 4 + 256)))
+        for start in range(0, len(missing), step):
+            rows = _rows(self.client, source, missing[start : start + step], ["vector", *SCALARS])
+            ids = np.array([row["id"] for row in rows], dtype=np.int64)
+            self._upsert(ids, _vectors(rows, self.dim), {f: [row[f] for row in rows] for f in SCALARS})
+        return len(missing)
+
+    def _upsert(self, ids: np.ndarray, vectors: np.ndarray, columns: dict[str, list] | None = None) -> None:
         """One upsert, by columns: pymilvus packs rows' vectors by appending bytes (quadratic in
         the batch: 5,000 rows of 512-d float16 took 44 s), columns in one join."""
         from pymilvus import Collection
 
-        columns = self.attributes(ids)
+        columns = columns or self.attributes(ids)
         if self.vector_type == "FLOAT16_VECTOR":
             stored = list(vectors.astype(np.float16))
         else:
@@ -173,16 +286,18 @@ class MilvusIndex(SearchBackend):
     def _float(self, queries: np.ndarray, k: int, expression: str) -> list[list[tuple[int, float]]]:
         data = queries.astype(np.float16) if self.vector_type == "FLOAT16_VECTOR" else queries.tolist()
         results = self.client.search(self.name, data=list(data), anns_field="vector", limit=k, filter=expression,
-                                     search_params={"metric_type": "IP"})
+                                     search_params=search_params(self._index_type if self.field == "vector" else "FLAT", "IP", k),
+                                     consistency_level=self.consistency)
         return [[(hit["id"], hit["distance"]) for hit in hits] for hits in results]
 
     def _two_stage(self, queries: np.ndarray, k: int, expression: str, oversample: int,
                    rerank: bool) -> list[list[tuple[int, float]]]:
         codes = self.binarizer.encode(queries)
         bits = self.binarizer.bits
-        results = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="codes",
-                                     limit=min(k * oversample, MAX_LIMIT) if rerank else k, filter=expression,
-                                     search_params={"metric_type": "HAMMING"})
+        limit = min(k * oversample, MAX_LIMIT) if rerank else k
+        results = self.client.search(self.name, data=[c.tobytes() for c in codes], anns_field="codes", limit=limit,
+                                     filter=expression, search_params=search_params(self._index_type, "HAMMING", limit),
+                                     consistency_level=self.consistency)
         found = []
         for query, hits in zip(queries, results):
             shortlist = [hit["id"] for hit in hits]
@@ -196,27 +311,22 @@ class MilvusIndex(SearchBackend):
         return found
 
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(ids found, their stored vectors), read back from Milvus."""
-        rows = self.client.query(self.name, filter=ids_expression(ids), output_fields=["vector"])
-        found = np.array([row["id"] for row in rows], dtype=np.int64)
-        dtype = np.float16 if self.vector_type == "FLOAT16_VECTOR" else np.float32
-        vectors = (np.frombuffer(b"".join(row["vector"][0] for row in rows), dtype=dtype)
-                   if dtype == np.float16 else np.array([row["vector"] for row in rows], dtype=dtype))
-        return found, vectors.reshape(len(rows), self.dim)
+        """(ids found, ascending; their stored vectors), read back from Milvus."""
+        rows = self.rows(ids, ["vector"])
+        rows.sort(key=lambda row: row["id"])
+        return np.array([row["id"] for row in rows], dtype=np.int64), _vectors(rows, self.dim)
+
+    def rows(self, ids: np.ndarray, fields: list[str] = list(SCALARS)) -> list[dict]:
+        """The rows of those of ``ids`` held (``id`` and ``fields``), in no order."""
+        return _rows(self.client, self.name, ids, fields)
 
     def ids(self) -> np.ndarray:
         """Every id held, ascending."""
-        with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
-            iterator = self.client.query_iterator(self.name, filter="id >= 0", output_fields=["id"], batch_size=16384)
-        held = []
-        while batch := iterator.next():
-            held.extend(row["id"] for row in batch)
-        iterator.close()
-        return np.array(sorted(held), dtype=np.int64)
+        return _ids(self.client, self.name)
 
     def describe(self) -> dict:
         described = {"kind": "milvus", "collection": self.name, "layout": self.layout, "vectors": self.count(),
-                     "vector_type": self.vector_type}
+                     "vector_type": self.vector_type, "index": self._index_type}
         if self.binarizer is not None:
             described.update(bits=self.binarizer.bits, oversample=self.oversample, rerank=self.rerank)
         return described
@@ -224,12 +334,31 @@ class MilvusIndex(SearchBackend):
     def count(self) -> int:
         return int(self.client.query(self.name, filter="", output_fields=["count(*)"])[0]["count(*)"])
 
-    def drop_others(self, prefix: str) -> None:
-        """Drop this glimpse collection's Milvus collections of other fits (superseded codes)."""
-        for other in self.client.list_collections():
-            if other.startswith(prefix + "_") and other != self.name:
-                self.client.drop_collection(other)
-
     def persist(self, directory: Path, generation: int) -> None:
         return None  # every upsert and delete is already in Milvus
 
+
+
+def _vectors(rows: list[dict], dim: int) -> np.ndarray:
+    """The ``vector`` field of query rows: float16 (bytes, 2.4+) or float32 (a list, 2.3)."""
+    if not rows:
+        return np.zeros((0, dim), np.float16)
+    if isinstance(rows[0]["vector"], list) and rows[0]["vector"] and isinstance(rows[0]["vector"][0], bytes):
+        return np.frombuffer(b"".join(row["vector"][0] for row in rows), dtype=np.float16).reshape(len(rows), dim)
+    return np.array([row["vector"] for row in rows], dtype=np.float32).reshape(len(rows), dim)
+
+
+def _rows(client, name: str, ids: np.ndarray, fields: list[str]) -> list[dict]:
+    ids = np.asarray(ids, dtype=np.int64)
+    return [row for start in range(0, len(ids), IDS_PER_QUERY)
+            for row in client.query(name, filter=ids_expression(ids[start : start + IDS_PER_QUERY]), output_fields=fields)]
+
+
+def _ids(client, name: str) -> np.ndarray:
+    with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
+        iterator = client.query_iterator(name, filter="id >= 0", output_fields=["id"], batch_size=MAX_LIMIT)
+    held = []
+    while batch := iterator.next():
+        held.extend(row["id"] for row in batch)
+    iterator.close()
+    return np.array(sorted(held), dtype=np.int64)

@@ -10,7 +10,7 @@ from fastapi import Path as FastPath
 from PIL import Image
 
 from ..collection import Collection, open_collection
-from ..storage.originals import FileChangedError
+from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DecodeError, decode_image
 from .config import ServerConfig
 from .jobs import Writer
@@ -54,6 +54,8 @@ class Service:
             return self.col.open_original(item_id, [*self.config.roots, self.upload_dir])
         except KeyError:
             raise HTTPException(404, f"no image with id {item_id} in this collection") from None
+        except OnAnotherMachine as exc:
+            raise HTTPException(404, str(exc)) from None
         except FileNotFoundError:
             raise HTTPException(404, f"image {item_id}: none of its files is there any more") from None
         except FileChangedError as exc:

@@ -25,6 +25,10 @@ class FileChangedError(Exception):
     """The file at an indexed path is not the one that was indexed any more."""
 
 
+class OnAnotherMachine(FileNotFoundError):
+    """The file was indexed by another machine (a Milvus collection's worker) and cannot be read here."""
+
+
 def open_regular(path: str | os.PathLike) -> BinaryIO:
     """``path`` opened for reading if it is a regular file (a FIFO put in its place cannot
     block the open); OSError otherwise."""

@@ -1,0 +1,290 @@
+"""What every worker of a Milvus collection shares besides the vectors: keyed rows in a small
+companion Milvus collection, ``NAME_settings`` (key VARCHAR primary key, value JSON text).
+
+Keys, by prefix:
+
+* ``encoder``, ``encoder_version``, ``dim``, ``encoder_options``: the encoder that filled it.
+* ``setting/K``: a collection setting (folders and their scan options, removals, code settings,
+  caption adaptation; :data:`SHARED_KEYS`).
+* ``blob/NAME`` and ``blob/NAME/i``: a file of the collection folder that a setting names (the
+  fitted binarizer, the adaptation's map), base64 in chunks below VARCHAR's 65,535 bytes, with a
+  manifest row written last (a blob without its manifest is absent).
+* ``error/H``: a file that could not be indexed (H: a hash of its path), with its reason.
+* ``claim/W``: who is doing W now (fitting the codes), until when.
+
+Milvus has no transactions: each write is one upsert or delete, and a search sees it at once
+(consistency "Strong").
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..atomic import write_atomic
+from ..storage import Metadata
+from ..storage.records import ErrorRecord, FileError
+from .index import load, quiet
+
+STRONG = "Strong"
+#: Collection settings kept in Milvus, not in a worker's SQLite (the rest is each worker's bookkeeping).
+SHARED_KEYS = ("roots", "folder_options", "excluded", "codes", "adapt", "last_indexed")
+#: Settings that name a file of the collection folder, which travels with them as a blob.
+FILE_KEYS = ("codes", "adapt")
+CHUNK = 48_000  # bytes per blob row: 64,000 base64 characters
+#: How long a worker's view of the shared settings may lag another worker's change (one query per search otherwise).
+SETTINGS_TTL_S = 1.0
+#: A claim is written, then read back after this long: of two workers that claimed at once, the
+#: later write wins on both reads.
+CLAIM_SETTLE_S = 0.5
+#: A claim's holder that was killed blocks the others at most this long.
+CLAIM_LEASE_S = 600.0
+_ROWS = 16_384  # Milvus's largest query limit
+
+
+class SharedState:
+    """The keyed rows of one glimpse collection's ``NAME_settings`` Milvus collection."""
+
+    def __init__(self, client, name: str):
+        self.client, self.name = client, f"{name}_settings"
+        self._ready = False
+
+    def _exists(self) -> bool:
+        if not self._ready and self.client.has_collection(self.name):
+            load(self.client, self.name)
+            self._ready = True
+        return self._ready
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("value", DataType.VARCHAR, max_length=65535)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
+        params = self.client.prepare_index_params()
+        params.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
+        self._ready = True
+
+    # -- rows ---------------------------------------------------------------------------
+    def get(self, keys: list[str]) -> dict:
+        """The values of those of ``keys`` that exist."""
+        if not keys or not self._exists():
+            return {}
+        return self._query(f"key in {json.dumps(keys)}")
+
+    def scan(self, prefix: str) -> dict:
+        """Every row whose key starts with ``prefix`` (letters, digits and '/' only; small rows, such as errors)."""
+        return {row["key"]: json.loads(row["value"]) for row in self._iterate(prefix, ["key", "value"], 256)}
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys that start with ``prefix``."""
+        return [row["key"] for row in self._iterate(prefix, ["key"], _ROWS)]
+
+    def _iterate(self, prefix: str, fields: list[str], batch: int) -> list[dict]:
+        if not self._exists():
+            return []
+        with quiet("pymilvus.orm.iterator"):
+            iterator = self.client.query_iterator(self.name, filter=f'key like "{prefix}%"', output_fields=fields,
+                                                  batch_size=batch, consistency_level=STRONG)
+        found = []
+        while batch := iterator.next():
+            found += batch
+        iterator.close()
+        return found
+
+    def _query(self, expression: str) -> dict:
+        rows = self.client.query(self.name, filter=expression, output_fields=["key", "value"], limit=_ROWS,
+                                 consistency_level=STRONG)
+        return {row["key"]: json.loads(row["value"]) for row in rows}
+
+    def put(self, values: dict) -> None:
+        if not values:
+            return
+        if not self._exists():
+            self._create()
+        rows = [{"key": k, "value": json.dumps(v), "unused": [0.0, 0.0]} for k, v in values.items()]
+        for start in range(0, len(rows), 16):  # at most 16 x 64 KB per request
+            self.client.upsert(self.name, rows[start : start + 16])
+
+    def delete(self, keys: list[str]) -> None:
+        if keys and self._exists():
+            self.client.delete(self.name, filter=f"key in {json.dumps(keys)}")
+
+    def read(self) -> dict:
+        """The encoder rows (those without a prefix)."""
+        return {k: v for k, v in self._query('key != ""').items() if "/" not in k} if self._exists() else {}
+
+    # -- blobs --------------------------------------------------------------------------
+    def put_blob(self, name: str, data: bytes) -> None:
+        """``data`` as ``blob/name``: the chunks first, the manifest naming them last."""
+        chunks = [base64.b64encode(data[i : i + CHUNK]).decode() for i in range(0, len(data), CHUNK)] or [""]
+        self.put({f"blob/{name}/{i}": chunk for i, chunk in enumerate(chunks)})
+        self.put({f"blob/{name}": {"chunks": len(chunks), "sha256": hashlib.sha256(data).hexdigest()}})
+
+    def get_blob(self, name: str) -> bytes | None:
+        """The bytes of ``blob/name``; None if it is not (or no longer, or not wholly) there."""
+        manifest = self.get([f"blob/{name}"]).get(f"blob/{name}")
+        if manifest is None:
+            return None
+        keys = [f"blob/{name}/{i}" for i in range(manifest["chunks"])]
+        chunks = self.get(keys)
+        data = b"".join(base64.b64decode(chunks[k]) for k in keys if k in chunks)
+        return data if hashlib.sha256(data).hexdigest() == manifest["sha256"] else None
+
+    def has_blob(self, name: str) -> bool:
+        return bool(self.get([f"blob/{name}"]))
+
+    def delete_blob(self, name: str) -> None:
+        """The manifest first: a reader never takes the chunks left for a whole blob."""
+        manifest = self.get([f"blob/{name}"]).get(f"blob/{name}")
+        if manifest is not None:
+            self.delete([f"blob/{name}"])
+            self.delete([f"blob/{name}/{i}" for i in range(manifest["chunks"])])
+
+    # -- errors -------------------------------------------------------------------------
+    def put_errors(self, errors: list[FileError], at: float) -> None:
+        self.put({_error_key(e.path): {"path": e.path, "reason": e.reason, "size": e.size, "mtime_ns": e.mtime_ns,
+                                       "at": at} for e in errors})
+
+    def delete_errors(self, paths: list[str]) -> None:
+        """The errors recorded at ``paths``, by any worker (looked up first: errors are few, paths many)."""
+        if paths and self._exists():
+            recorded = set(self.keys("error/"))
+            self.delete(sorted(recorded & {_error_key(p) for p in paths}))
+
+    def errors(self) -> list[ErrorRecord]:
+        """Every worker's, newest first."""
+        rows = sorted(self.scan("error/").values(), key=lambda e: (-e["at"], e["path"]))
+        return [ErrorRecord(e["path"], e["reason"], e["size"], e["mtime_ns"], e["at"]) for e in rows]
+
+    # -- claims -------------------------------------------------------------------------
+    @contextmanager
+    def claim(self, what: str) -> Iterator[None]:
+        """Do ``what`` as the only worker doing it: wait while another holds the claim (until its
+        lease ends, should it have died), then hold it."""
+        key, me = f"claim/{what}", uuid.uuid4().hex
+        while True:
+            held = self.get([key]).get(key)
+            if held is None or held["until"] < time.time():
+                self.put({key: {"owner": me, "until": time.time() + CLAIM_LEASE_S}})
+                time.sleep(CLAIM_SETTLE_S)
+                if self.get([key]).get(key, {}).get("owner") == me:
+                    break
+            time.sleep(CLAIM_SETTLE_S)
+        try:
+            yield
+        finally:
+            if self.get([key]).get(key, {}).get("owner") == me:
+                self.delete([key])
+
+
+def _error_key(path: str) -> str:
+    return "error/" + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+
+
+class SharedMetadata(Metadata):
+    """A worker's metadata whose collection settings (:data:`SHARED_KEYS`) and errors live in
+    Milvus (:class:`SharedState`); items, files and the vector layout stay in its SQLite.
+
+    The files that settings name (binarizer, adaptation map) are uploaded before the setting
+    that names them, and fetched into the worker's folder when it first reads that setting.
+    The local part and the shared part of a write are two commits, local first."""
+
+    def __init__(self, path: Path, state: SharedState):
+        super().__init__(path)
+        self.state = state
+        self._shared: tuple[float, dict] | None = None  # (when read, values)
+        #: Called with a code setting (or None) before it is written: the collection readies its Milvus rows.
+        self.before_codes: Callable[[dict | None], None] = lambda codes: None
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    def shared(self) -> dict:
+        """The shared settings, read at most SETTINGS_TTL_S ago (or just written by this process)."""
+        if self._shared is None or time.monotonic() - self._shared[0] > SETTINGS_TTL_S:
+            stored = self.state.get([f"setting/{k}" for k in SHARED_KEYS])
+            values = {k.split("/", 1)[1]: v for k, v in stored.items()}
+            for key in FILE_KEYS:
+                self._fetch(values.get(key))
+            self._shared = (time.monotonic(), values)
+        return self._shared[1]
+
+    def forget_shared(self) -> None:
+        """Read the shared settings again on next use (another worker may just have changed them)."""
+        self._shared = None
+
+    def _fetch(self, setting: dict | None) -> None:
+        name = (setting or {}).get("file")
+        if name and not (self.folder / name).exists():
+            data = self.state.get_blob(name)
+            if data is not None:  # else superseded meanwhile: the setting's reader copes (no such file)
+                write_atomic(self.folder / name, data)
+
+    def get_meta(self) -> dict:
+        local = {k: v for k, v in super().get_meta().items() if k not in SHARED_KEYS}
+        return {**local, **self.shared()}
+
+    def set_meta(self, **values) -> None:
+        local = {k: v for k, v in values.items() if k not in SHARED_KEYS}
+        if local:
+            super().set_meta(**local)
+        self._put_shared({k: v for k, v in values.items() if k in SHARED_KEYS})
+
+    def delete_meta(self, key: str) -> None:
+        if key not in SHARED_KEYS:
+            super().delete_meta(key)
+            return
+        before = self.shared().get(key)
+        if key == "codes":
+            self.before_codes(None)
+        self.state.delete([f"setting/{key}"])
+        self._drop_blob(before, None)
+        self.forget_shared()
+
+    def _put_shared(self, values: dict) -> None:
+        if not values:
+            return
+        before = self.shared()
+        for key in FILE_KEYS:
+            name = (values.get(key) or {}).get("file")
+            if name and not self.state.has_blob(name):
+                self.state.put_blob(name, (self.folder / name).read_bytes())
+        if "codes" in values:
+            self.before_codes(values["codes"])
+        self.state.put({f"setting/{k}": v for k, v in values.items()})
+        for key in FILE_KEYS:
+            if key in values:
+                self._drop_blob(before.get(key), values[key])
+        self._shared = (time.monotonic(), {**before, **values})
+
+    def _drop_blob(self, before: dict | None, after: dict | None) -> None:
+        old = (before or {}).get("file")
+        if old and old != (after or {}).get("file"):
+            self.state.delete_blob(old)
+
+    def remove_paths(self, paths, **meta) -> tuple[int, list[int]]:
+        paths = list(paths)
+        generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
+        self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
+        self.state.delete_errors(paths)
+        return generation, dropped
+
+    def commit_batch(self, items, links, errors, rows) -> tuple[int, list[int]]:
+        result = super().commit_batch(items, links, errors, rows)
+        self.state.put_errors(list(errors), time.time())
+        self.state.delete_errors([link.path for link in links])  # indexed now, by whichever worker
+        return result
+
+    def counts(self) -> dict[str, int]:
+        return {**super().counts(), "errors": len(self.state.keys("error/"))}
