@@ -37,6 +37,12 @@ def milvus_index(address: str, request, binarizer=None):
     return MilvusIndex(client(address), unique_name(request), DIM, binarizer=binarizer, attributes=attributes)
 
 
+def lite_index(layout: str, address: str, request, vectors):
+    """A Milvus Lite index of one layout: float vectors only, or ITQ codes and float16 for the re-rank."""
+    binarizer = create_binarizer("itq", bits=32).fit(vectors) if layout == "lite-codes" else None
+    return milvus_index(address, request, binarizer)
+
+
 @pytest.fixture(params=["local", "lite-float", "lite-codes", "server23"])
 def index(request, data):
     vectors, ids = data
@@ -46,8 +52,7 @@ def index(request, data):
         built = milvus_index(request.getfixturevalue("milvus23_server"), request,
                              create_binarizer("itq", bits=32).fit(vectors))
     else:
-        binarizer = create_binarizer("itq", bits=32).fit(vectors) if request.param == "lite-codes" else None
-        built = milvus_index(request.getfixturevalue("lite_server"), request, binarizer)
+        built = lite_index(request.param, request.getfixturevalue("lite_server"), request, vectors)
         built.oversample = 300 // 10  # the whole collection: the re-rank is then exact
     built.add(ids, vectors)
     return built
@@ -90,8 +95,7 @@ def test_removing_counts_what_was_there(index, data):
 @pytest.mark.parametrize("layout", ["lite-float", "lite-codes"])
 def test_filter_expressions_apply_before_ranking(layout, lite_server, request, data):
     vectors, ids = data
-    binarizer = create_binarizer("itq", bits=32).fit(vectors) if layout == "lite-codes" else None
-    index = milvus_index(lite_server, request, binarizer)
+    index = lite_index(layout, lite_server, request, vectors)
     index.add(ids, vectors)
     cases = {
         Filter(path_prefix="/p/1"): lambda i: i % 3 == 1,
@@ -112,8 +116,7 @@ def test_filter_expressions_apply_before_ranking(layout, lite_server, request, d
 def test_adding_again_replaces_the_row(layout, lite_server, request, data):
     """Upserts: a worker that re-sends a batch after a crash duplicates nothing."""
     vectors, ids = data
-    binarizer = create_binarizer("itq", bits=32).fit(vectors) if layout == "lite-codes" else None
-    index = milvus_index(lite_server, request, binarizer)
+    index = lite_index(layout, lite_server, request, vectors)
     index.add(ids, vectors)
     index.add(ids[:10], vectors[10:20])
     assert index.count() == 300
