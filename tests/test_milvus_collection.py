@@ -77,6 +77,48 @@ def test_codes_search_through_the_code_index(indexed, image_dir):
             assert col._ensure_index().layout == "codes"
 
 
+def _upserts(col: MilvusCollection, monkeypatch) -> list[int]:
+    """The row counts of every upsert ``col`` sends to Milvus from now on."""
+    sent: list[int] = []
+    index = col._ensure_index()
+    upsert = index._upsert
+    monkeypatch.setattr(index, "_upsert", lambda ids, *rest: (sent.append(len(ids)), upsert(ids, *rest))[1])
+    return sent
+
+
+def test_a_reader_seeing_a_commit_writes_no_row_again(lite_server, image_dir, hash_encoder, make_image,
+                                                      tmp_path, monkeypatch):
+    """An upsert of a row Milvus holds hides it from searches running meanwhile, so a process
+    that sees another's commit (the server's search side, while its writer ingests) must not re-send it."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{lite_server}/seen_commit"
+    with glimpse.open(uri, hash_encoder) as writer, glimpse.open(uri, hash_encoder) as reader:
+        writer.index([image_dir])
+        assert len(reader.search(image=next(image_dir.glob("*.png")), k=12)) == 12
+        sent = _upserts(reader, monkeypatch)
+        (tmp_path / "more").mkdir()
+        new = make_image(tmp_path / "more" / "new.png", seed=77)
+        writer.add([new.parent])
+        assert reader.search(image=new, k=1)[0].path == str(new)
+        assert sent == []
+
+
+def test_rows_a_killed_writer_never_sent_are_sent_by_the_next_reader(lite_server, image_dir, hash_encoder,
+                                                                     tmp_path, monkeypatch):
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://{lite_server}/never_sent"
+    with glimpse.open(uri, hash_encoder) as writer:
+        writer._ensure_index()
+        monkeypatch.setattr(writer, "_add_to_index", lambda ids, vectors: None)  # killed after its SQLite commit
+        writer.index([image_dir])
+        assert writer._ensure_index().count() == 0
+    monkeypatch.undo()
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    with glimpse.open(uri, hash_encoder) as reader:
+        image = next(image_dir.glob("*.png"))
+        assert reader.search(image=image, k=1)[0].path == str(image) and len(reader) == 12
+
+
 def test_a_machine_without_the_local_part_searches_the_milvus_rows(lite_server, image_dir, hash_encoder,
                                                                      tmp_path, monkeypatch):
     uri = f"milvus://{lite_server}/shared"

@@ -31,12 +31,16 @@ class LiveIndex:
             self._refresh()  # another writer came in between: resync from disk
             return
         if ids:
-            self._index.add(np.asarray(ids), vectors)
+            self._add_to_index(np.asarray(ids), vectors)
             self._index_ids.update(ids)
         if dropped:
             self._index.remove(np.asarray(dropped))
             self._index_ids.difference_update(dropped)
         self._index_generation = generation
+
+    def _add_to_index(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Committed items into the loaded index (a commit of this process, or another's seen on refresh)."""
+        self._index.add(ids, vectors)
 
     def _sync(self) -> None:
         """Follow the committed state (other processes write): the vector file, each item's row
@@ -69,7 +73,7 @@ class LiveIndex:
         gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
         for chunk in range(0, len(new), 65536):
             ids = new[chunk : chunk + 65536]
-            self._index.add(ids, self._vectors.read(ids, self._rows))
+            self._add_to_index(ids, self._vectors.read(ids, self._rows))
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()

@@ -225,6 +225,15 @@ class MilvusCollection(Collection):
         out[~mine] = vectors[np.searchsorted(found, ids[~mine])] if len(found) else vectors
         return out
 
+    def _add_to_index(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Only the rows Milvus lacks. Every process that sees a commit adds what is missing (the
+        committing one may have been killed before its upsert), and an upsert of a row Milvus
+        already holds hides that row from searches running meanwhile (Milvus Lite 2.5 missed it
+        in a third of such searches), so rows are never written again on the way."""
+        keep = np.isin(ids, self._index.missing(ids))
+        if keep.any():
+            super()._add_to_index(ids[keep], vectors[keep])
+
     def _apply(self, generation: int, ids: list[int], vectors: np.ndarray | None, dropped: list[int]) -> None:
         """Every commit reaches the Milvus collection of the current code setting (another
         worker may have changed it), also when no search has loaded the index yet."""

@@ -310,6 +310,11 @@ class MilvusIndex(SearchBackend):
             found.append(list(zip(candidates[best].tolist(), exact[best].tolist())))
         return found
 
+    def missing(self, ids: np.ndarray) -> np.ndarray:
+        """Those of ``ids`` that no row holds, ascending."""
+        held = np.array([row["id"] for row in self.rows(ids, [])], dtype=np.int64)
+        return np.setdiff1d(np.asarray(ids, dtype=np.int64), held)
+
     def vectors(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, ascending; their stored vectors), read back from Milvus."""
         rows = self.rows(ids, ["vector"])
