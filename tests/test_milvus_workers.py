@@ -301,3 +301,32 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
             assert col.search(image=query, k=1)[0].path == str(query)
     names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
     assert len(names) == 3  # the settings, the current fit, and the one before it
+
+
+def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
+    """Worker 1 removes files that worker 0 indexed: they leave Milvus at once, worker 0 drops
+    them from its own bookkeeping (and never pushes them back), and its re-index leaves them out."""
+    uri = f"milvus://{lite_server}/removals"
+    sub, single = image_dir / "sub", image_dir / "img01.png"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([image_dir])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))  # indexed nothing
+    with glimpse.open(uri) as col:
+        col.remove([sub, single])
+        assert len(col) == 7
+        found = {h.path for h in col.search(image=single, k=12)}
+        assert len(found) == 7 and str(single) not in found and not any("/sub/" in p for p in found)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert len(col.search(image=single, k=12)) == 7 and len(col) == 7  # nothing pushed back
+        assert col._meta.counts()["files"] == 7
+        report = col.index()
+        assert (report.unchanged, report.embedded) == (7, 0) and len(col) == 7
+        col.add([single])  # adding it again undoes the removal, on every worker
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))
+    with glimpse.open(uri) as col:
+        assert len(col) == 8 and col.search(image=single, k=1)[0].path == str(single)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert col.index().unchanged == 8 and len(col) == 8

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -37,14 +38,14 @@ from ..encoders import Encoder
 from ..collection.ingest import _is_under
 from ..ingest import absolute
 from ..settings import CodeSettings
-from ..storage import Metadata
+from ..storage import CollectionLockedError, Metadata
 from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, OnAnotherMachine, open_indexed
 from ..storage.records import ErrorRecord
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, to_expression
+from .expr import expressible, to_expression, under
 from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
@@ -180,9 +181,12 @@ class MilvusCollection(Collection):
 
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
-        pushed (rows of other workers are never removed on this worker's behalf)."""
+        pushed (rows of other workers are never removed on this worker's behalf). Removals
+        recorded by other workers are honoured first, so their rows are not pushed back."""
+        unpushable = self._honour_removals()
+        self._sync()
         index = self._milvus_index(settings)
-        return index, set(np.intersect1d(index.ids(), self._live).tolist())
+        return index, set(np.intersect1d(index.ids(), self._live).tolist()) | unpushable
 
     def _prepare_codes(self, codes: dict | None) -> None:
         """Before a code setting is written: its Milvus collection holds every row (copied
@@ -248,13 +252,54 @@ class MilvusCollection(Collection):
         return rows, dropped
 
     def remove(self, paths) -> int:
-        """As locally; errors that other workers recorded under ``paths`` go too."""
+        """As locally, on every worker: errors that other workers recorded under ``paths`` go, the
+        rows of other workers' images whose path is there leave Milvus now (counted as one file
+        each), and the removal is recorded in Milvus for each worker to drop its own files there
+        (:meth:`_honour_removals`)."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
         before = {record.item_id for record in self._meta.file_records(paths).values()}
         removed = super().remove(paths)
         self._restate(before)
         self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
-        return removed
+        self._state.put_removals(paths, time.time())
+        index = self._ensure_index()
+        ids, found = index.paths(under(paths))
+        theirs = np.setdiff1d(ids[np.array([_is_under(path, paths) for path in found], dtype=bool)], self._live)
+        index.remove(theirs)
+        self._words.drop(theirs.tolist())
+        return removed + len(theirs)
+
+    def _honour_removals(self) -> set[int]:
+        """Drop this worker's files at or under the removals recorded in Milvus (by any worker,
+        each once). Returns the items of files it could not drop yet: another process on this
+        machine holds the write lock (it drops them when it next indexes)."""
+        recorded = self._state.removals()
+        seen = self._meta.get_meta().get("removals_seen", {})
+        pending = {key: row for key, row in recorded.items() if seen.get(key) != row["at"]}
+        if not pending:
+            return set()
+        targets = [row["path"] for row in pending.values()]
+        done = {key: row["at"] for key, row in recorded.items() if key in pending or key in seen}
+        records = self._meta.file_records(targets)
+        try:
+            with self._lock:
+                doomed = sorted(records) + [e.path for e in self._meta.error_records() if _is_under(e.path, targets)]
+                generation, dropped = self._meta.remove_paths(doomed, removals_seen=done)
+                if self._index is not None:
+                    self._apply(generation, [], None, dropped)
+                    self._restate({record.item_id for record in records.values()})
+        except CollectionLockedError:
+            return {record.item_id for record in records.values()}
+        return set()
+
+    def _remember(self, targets) -> list[str]:
+        """As locally; adding a path again also undoes the removals recorded at or under it, and
+        this worker drops its files under the other removals before it indexes."""
+        added = [root for root, _ in targets if root not in self.settings().folders]
+        excluded = super()._remember(targets)
+        self._state.delete_removals(added)
+        self._honour_removals()
+        return excluded
 
     def _prune(self, roots, excluded, present, report) -> None:
         before = {r.item_id for path, r in self._meta.file_records(roots).items() if path not in present}

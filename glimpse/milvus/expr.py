@@ -36,12 +36,17 @@ def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
     if where.path_glob is not None:
         parts.append(f"path like {_quote(where.path_glob.replace('*', '%').replace('?', '_'))}")
     if where.path_prefix is not None:
-        prefix = where.path_prefix.rstrip("/")
-        parts.append(f"(path == {_quote(prefix)} or path like {_quote(prefix + '/%')})")
+        parts.append(f"({under([where.path_prefix])})")
     parts += [f"{field} {op} {value}" for field, op, value in where.bounds()]  # the row's fields share the names
     if where.shape() is not None:
         parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
+
+
+def under(paths: list[str]) -> str:
+    """Rows whose path is at or under one of ``paths``; where a path holds ``%`` or ``_`` (``like``'s
+    wildcards, which also match themselves), a superset: check the paths found exactly."""
+    return " or ".join(f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
 
 
 def ids_expression(ids: np.ndarray) -> str:

@@ -10,6 +10,8 @@ Keys, by prefix:
   fitted binarizer, the adaptation's map), base64 in chunks below VARCHAR's 65,535 bytes, with a
   manifest row written last (a blob without its manifest is absent).
 * ``error/H``: a file that could not be indexed (H: a hash of its path), with its reason.
+* ``removal/H``: a path that a worker removed (H: a hash of the path), and when: every worker
+  drops its own files at or under it (:meth:`MilvusCollection._honour_removals`).
 * ``claim/W``: who is doing W now (fitting the codes), until when.
 
 Milvus has no transactions: each write is one upsert or delete, and a search sees it at once
@@ -29,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..collection.ingest import _is_under
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
 from .index import load, quiet
@@ -166,6 +169,19 @@ class SharedState:
         rows = sorted(self.scan("error/").values(), key=lambda e: (-e["at"], e["path"]))
         return [ErrorRecord(e["path"], e["reason"], e["size"], e["mtime_ns"], e["at"]) for e in rows]
 
+    # -- removals -----------------------------------------------------------------------
+    def put_removals(self, paths: list[str], at: float) -> None:
+        self.put({_path_key("removal/", p): {"path": p, "at": at} for p in paths})
+
+    def removals(self) -> dict[str, dict]:
+        """Every removal recorded, by key: ``{"path": ..., "at": ...}``."""
+        return self.scan("removal/")
+
+    def delete_removals(self, paths: list[str]) -> None:
+        """The removals at or under ``paths`` (they are being added again)."""
+        under = [key for key, row in self.removals().items() if _is_under(row["path"], paths)]
+        self.delete(under)
+
     # -- claims -------------------------------------------------------------------------
     @contextmanager
     def claim(self, what: str) -> Iterator[None]:
@@ -188,7 +204,11 @@ class SharedState:
 
 
 def _error_key(path: str) -> str:
-    return "error/" + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+    return _path_key("error/", path)
+
+
+def _path_key(prefix: str, path: str) -> str:
+    return prefix + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
 
 
 class SharedMetadata(Metadata):
