@@ -330,3 +330,24 @@ def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
         assert col.index().unchanged == 8 and len(col) == 8
+
+
+def test_info_counts_every_workers_files_and_images(lite_server, image_dir, tmp_path, make_image, monkeypatch):
+    uri = f"milvus://{lite_server}/counted"
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(2):
+        make_image(other / f"o{i}.png", seed=500 + i)
+    shutil.copy(image_dir / "img01.png", other / "copy.png")  # the same content as one of worker 0's
+    for n, folder in enumerate((image_dir, other)):
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{n}"))
+        with glimpse.open(uri, "hash") as col:
+            col.index([folder])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        stats = col.stats()
+        assert (stats.files, stats.images) == (15, 14)
+        col.remove([image_dir / "sub"])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m0"))
+    with glimpse.open(uri) as col:
+        assert (col.stats().files, col.stats().images) == (11, 10)  # worker 0 dropped its 4 files

@@ -382,8 +382,10 @@ class MilvusCollection(Collection):
             return vectors[0].astype(np.float32)
 
     def stats(self) -> CollectionStats:
-        stats = super().stats()
-        return replace(stats, path=self.target.uri, images=len(self))
+        """Images: the rows in Milvus; files: every worker's, as each last published them (the
+        index is opened first, so this worker has honoured the removals recorded in Milvus)."""
+        images = len(self)
+        return replace(super().stats(), path=self.target.uri, images=images)
 
 
 def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool = True,

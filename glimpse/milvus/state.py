@@ -12,6 +12,7 @@ Keys, by prefix:
 * ``error/H``: a file that could not be indexed (H: a hash of its path), with its reason.
 * ``removal/H``: a path that a worker removed (H: a hash of the path), and when: every worker
   drops its own files at or under it (:meth:`MilvusCollection._honour_removals`).
+* ``files/W``: how many files worker W (a name each local folder draws once) holds now.
 * ``claim/W``: who is doing W now (fitting the codes), until when.
 
 Milvus has no transactions: each write is one upsert or delete, and a search sees it at once
@@ -298,13 +299,26 @@ class SharedMetadata(Metadata):
         generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
         self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
         self.state.delete_errors(paths)
+        self._publish_files()
         return generation, dropped
 
     def commit_batch(self, items, links, errors, rows) -> tuple[int, list[int]]:
         result = super().commit_batch(items, links, errors, rows)
         self.state.put_errors(list(errors), time.time())
         self.state.delete_errors([link.path for link in links])  # indexed now, by whichever worker
+        self._publish_files()
         return result
 
+    def _publish_files(self) -> None:
+        """This worker's file count, which every worker's ``counts`` adds up."""
+        worker = super().get_meta().get("worker")
+        if worker is None:
+            worker = uuid.uuid4().hex
+            super().set_meta(worker=worker)
+        self.state.put({f"files/{worker}": super().counts()["files"]})
+
     def counts(self) -> dict[str, int]:
-        return {**super().counts(), "errors": len(self.state.keys("error/"))}
+        """Files of every worker (a file that two workers indexed counts twice), their errors;
+        images: this worker's (the collection counts the rows in Milvus)."""
+        return {**super().counts(), "files": sum(self.state.scan("files/").values()),
+                "errors": len(self.state.keys("error/"))}
