@@ -18,6 +18,7 @@ from milvus_fixtures import client, lite_server  # noqa: F401 - fixture
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection, parse_shard
+from glimpse.query.filters import Filter
 from glimpse.storage import Metadata
 
 
@@ -251,7 +252,6 @@ def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path,
 
     from conftest import make_image
     from glimpse.enrich import ocr as ocr_pass
-    from glimpse.query.filters import Filter
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -351,3 +351,26 @@ def test_info_counts_every_workers_files_and_images(lite_server, image_dir, tmp_
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m0"))
     with glimpse.open(uri) as col:
         assert (col.stats().files, col.stats().images) == (11, 10)  # worker 0 dropped its 4 files
+
+
+def test_path_filters_milvus_cannot_express_find_every_workers_images(lite_server, image_dir, tmp_path, make_image,
+                                                                      monkeypatch):
+    """A glob with [...] and a prefix holding ``_`` (a ``like`` wildcard) match the rows in
+    Milvus exactly, on a machine that indexed none of them."""
+    for folder in ("x_y", "xzy"):
+        (image_dir / folder).mkdir()
+        for i in range(2):
+            make_image(image_dir / folder / f"{folder}{i}.png", seed=700 + i + 10 * len(folder) + ord(folder[1]))
+    uri = f"milvus://{lite_server}/globs"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([image_dir])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    query = image_dir / "img05.png"
+    with glimpse.open(uri) as col:
+        found = {Path(h.path).name for h in col.search(image=query, k=16, filters=Filter(path_glob="img0[1-3].png"))}
+        assert found == {"img01.png", "img02.png", "img03.png"}
+        found = {h.path for h in col.search(image=query, k=16, filters=Filter(path_prefix=str(image_dir / "x_y")))}
+        assert found == {str(image_dir / "x_y" / f"x_y{i}.png") for i in range(2)}
+        found = col.search(image=query, k=16, filters=Filter(path_glob="[^i]*_y?.png", min_width=60))
+        assert {Path(h.path).name for h in found} == {"x_y0.png", "x_y1.png"}

@@ -45,7 +45,7 @@ from ..storage.records import ErrorRecord
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, to_expression, under
+from .expr import expressible, passing, to_expression, under
 from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
@@ -346,7 +346,13 @@ class MilvusCollection(Collection):
 
     # -- searching ---------------------------------------------------------------------
     def _matching(self, filters: Filter) -> np.ndarray | None:
-        return None if expressible(filters) else super()._matching(filters)  # else an expression in Milvus
+        """None where Milvus applies ``filters`` as an expression; else the ids of every worker's
+        rows that a superset expression lets through and whose path passes exactly."""
+        if expressible(filters):
+            return None
+        ids, paths = self._ensure_index().paths(to_expression(filters, keys_only=not self.has_files))
+        where = filters.conditions() if self.has_files else filters.key_conditions()
+        return np.sort(ids[passing(paths, where)])
 
     def _all_items(self) -> np.ndarray:
         return self._ensure_index().ids()
