@@ -374,3 +374,21 @@ def test_path_filters_milvus_cannot_express_find_every_workers_images(lite_serve
         assert found == {str(image_dir / "x_y" / f"x_y{i}.png") for i in range(2)}
         found = col.search(image=query, k=16, filters=Filter(path_glob="[^i]*_y?.png", min_width=60))
         assert {Path(h.path).name for h in found} == {"x_y0.png", "x_y1.png"}
+
+
+def test_an_adaptation_learns_from_every_workers_captions(lite_server, tmp_path, make_image, monkeypatch):
+    uri = f"milvus://{lite_server}/captions"
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for n, folder in enumerate(folders):
+        folder.mkdir()
+        for i in range(20):
+            make_image(folder / f"p{i:02d}.png", seed=900 + 20 * n + i)
+            (folder / f"p{i:02d}.png.txt").write_text(f"picture {i} of worker {n}")
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{n}"))
+        with glimpse.open(uri, "hash") as col:
+            col.index([folder])
+    (folders[0] / "captions.tsv").write_text("image\tcaption\n" + "".join(f"p{i:02d}.png\tshot {i}\n" for i in range(20)))
+    with glimpse.open(uri) as col:  # worker 1
+        assert (col.adapt(kind="ridge", holdout=0).pairs, col.settings().adapt["pairs"]) == (40, 40)
+        report = col.adapt(folders[0] / "captions.tsv", kind="ridge", holdout=0)  # worker 0's images
+        assert (report.pairs, report.missing) == (20, 0)

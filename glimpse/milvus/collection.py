@@ -42,11 +42,12 @@ from ..storage import CollectionLockedError, Metadata
 from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, OnAnotherMachine, open_indexed
 from ..storage.records import ErrorRecord
+from ..query.adapt import sidecar_caption
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, passing, to_expression, under
-from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
+from .expr import expressible, passing, paths_expression, to_expression, under
+from .index import CONSISTENCY, IDS_PER_QUERY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
 
@@ -245,11 +246,39 @@ class MilvusCollection(Collection):
     # A row holds its item's first file (path, bytes, date): a file of an item kept (linked,
     # re-dated, removed while a copy stays) may change them, and filters read them in Milvus.
     def _commit_rows(self, rows, items, vectors, links, errors=()):
+        """As locally; the rows of items whose files changed are restated, and the sidecar
+        captions of the files are published for every worker's adaptation."""
         paths = [link.path for link in links] + [error.path for error in errors]
         before = self._items_at(paths)
         rows, dropped = super()._commit_rows(rows, items, vectors, links, errors)
         self._restate((before | self._items_at(paths)) - {item.id for item in items})
+        if self.has_files:
+            self._state.put_captions([(link.path, link.hash, text) for link in links
+                                      if (text := sidecar_caption(link.path))])
         return rows, dropped
+
+    # -- captions of every worker's files -----------------------------------------------
+    def _captioned(self, captions) -> tuple[list[int], list[str], int]:
+        """As locally; without a TSV, other workers' files also lend the captions they published."""
+        ids, texts, missing = super()._captioned(captions)
+        if captions is None:
+            mine = self._meta.file_records()
+            theirs = [row for row in self._state.captions() if row["path"] not in mine]
+            items = np.array([content_id(row["hash"]) for row in theirs], dtype=np.int64)
+            held = np.isin(items, self._ensure_index().ids())
+            ids += items[held].tolist()
+            texts += [row["text"] for row, kept in zip(theirs, held) if kept]
+        return ids, texts, missing
+
+    def _items_for_paths(self, paths: list[str]) -> list[int | None]:
+        """As locally; a file another worker indexed is found by its row's path (its item's first file)."""
+        items = super()._items_for_paths(paths)
+        others = [path for path, item in zip(paths, items) if item is None]
+        found: dict[str, int] = {}
+        for start in range(0, len(others), IDS_PER_QUERY):
+            ids, rows = self._ensure_index().paths(paths_expression(others[start : start + IDS_PER_QUERY]))
+            found.update(zip(rows, ids.tolist()))
+        return [found.get(path) if item is None else item for path, item in zip(paths, items)]
 
     def remove(self, paths) -> int:
         """As locally, on every worker: errors that other workers recorded under ``paths`` go, the

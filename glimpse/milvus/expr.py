@@ -72,6 +72,10 @@ def under(paths: list[str]) -> str:
     return " or ".join(f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
 
 
+def paths_expression(paths: list[str]) -> str:
+    return f"path in [{','.join(map(_quote, paths))}]"
+
+
 def ids_expression(ids: np.ndarray) -> str:
     return f"id in [{','.join(str(int(i)) for i in ids)}]"
 

@@ -12,6 +12,8 @@ Keys, by prefix:
 * ``error/H``: a file that could not be indexed (H: a hash of its path), with its reason.
 * ``removal/H``: a path that a worker removed (H: a hash of the path), and when: every worker
   drops its own files at or under it (:meth:`MilvusCollection._honour_removals`).
+* ``caption/H``: the sidecar caption of the file at a path (H: a hash of it), with its content
+  hash, published by the worker that indexed the file (adaptations learn from every worker's).
 * ``files/W``: how many files worker W (a name each local folder draws once) holds now.
 * ``claim/W``: who is doing W now (fitting the codes), until when.
 
@@ -183,6 +185,20 @@ class SharedState:
         under = [key for key, row in self.removals().items() if _is_under(row["path"], paths)]
         self.delete(under)
 
+    # -- captions -----------------------------------------------------------------------
+    def put_captions(self, captions: list[tuple[str, str, str]]) -> None:
+        """(path, content hash, caption) of files just indexed."""
+        self.put({_path_key("caption/", path): {"path": path, "hash": digest, "text": text}
+                  for path, digest, text in captions})
+
+    def captions(self) -> list[dict]:
+        """Every worker's: ``{"path", "hash", "text"}``."""
+        return list(self.scan("caption/").values())
+
+    def delete_captions(self, paths: list[str]) -> None:
+        for start in range(0, len(paths), _ROWS):
+            self.delete([_path_key("caption/", path) for path in paths[start : start + _ROWS]])
+
     # -- claims -------------------------------------------------------------------------
     @contextmanager
     def claim(self, what: str) -> Iterator[None]:
@@ -299,6 +315,7 @@ class SharedMetadata(Metadata):
         generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
         self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
         self.state.delete_errors(paths)
+        self.state.delete_captions(paths)
         self._publish_files()
         return generation, dropped
 
