@@ -7,8 +7,9 @@ What lives where:
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
   filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
   encoder, the collection's settings (folders, removals, code settings, adaptation), the files
-  they name (the fitted binarizer, the adaptation map), the files no worker could index, and the
-  words OCR read in the images (:mod:`.words`).
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, each
+  worker's file count, the paths removed (each worker drops its own files there), the sidecar
+  captions of every worker's files, and the words OCR read in the images (:mod:`.words`).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
