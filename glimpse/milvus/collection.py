@@ -287,16 +287,19 @@ class MilvusCollection(Collection):
         each), and the removal is recorded in Milvus for each worker to drop its own files there
         (:meth:`_honour_removals`)."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
-        before = {record.item_id for record in self._meta.file_records(paths).values()}
-        removed = super().remove(paths)
-        self._restate(before)
-        self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
-        self._state.put_removals(paths, time.time())
-        index = self._ensure_index()
-        ids, found = index.paths(under(paths))
-        theirs = np.setdiff1d(ids[np.array([_is_under(path, paths) for path in found], dtype=bool)], self._live)
-        index.remove(theirs)
-        self._words.drop(theirs.tolist())
+        with self._lock:
+            before = {record.item_id for record in self._meta.file_records(paths).values()}
+            removed = super().remove(paths)
+            self._restate(before)
+            self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
+            at = time.time()
+            seen = self._meta.get_meta().get("removals_seen", {})  # this worker has dropped its files there
+            self._meta.set_meta(removals_seen={**seen, **dict.fromkeys(self._state.put_removals(paths, at), at)})
+            index = self._ensure_index()
+            ids, found = index.paths(under(paths))
+            theirs = np.setdiff1d(ids[np.array([_is_under(path, paths) for path in found], dtype=bool)], self._live)
+            index.remove(theirs)
+            self._words.drop(theirs.tolist())
         return removed + len(theirs)
 
     def _honour_removals(self) -> set[int]:

@@ -173,8 +173,11 @@ class SharedState:
         return [ErrorRecord(e["path"], e["reason"], e["size"], e["mtime_ns"], e["at"]) for e in rows]
 
     # -- removals -----------------------------------------------------------------------
-    def put_removals(self, paths: list[str], at: float) -> None:
-        self.put({_path_key("removal/", p): {"path": p, "at": at} for p in paths})
+    def put_removals(self, paths: list[str], at: float) -> list[str]:
+        """Returns their keys."""
+        rows = {_path_key("removal/", p): {"path": p, "at": at} for p in paths}
+        self.put(rows)
+        return list(rows)
 
     def removals(self) -> dict[str, dict]:
         """Every removal recorded, by key: ``{"path": ..., "at": ...}``."""
