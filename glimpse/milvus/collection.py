@@ -47,7 +47,7 @@ from ..query.adapt import sidecar_caption
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, passing, paths_expression, to_expression, under
+from .expr import expressible, passing, paths_expression, stored, to_expression, under
 from .index import CONSISTENCY, IDS_PER_QUERY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
@@ -279,7 +279,7 @@ class MilvusCollection(Collection):
         for start in range(0, len(others), IDS_PER_QUERY):
             ids, rows = self._ensure_index().paths(paths_expression(others[start : start + IDS_PER_QUERY]))
             found.update(zip(rows, ids.tolist()))
-        return [found.get(path) if item is None else item for path, item in zip(paths, items)]
+        return [found.get(stored(path)) if item is None else item for path, item in zip(paths, items)]
 
     def remove(self, paths) -> int:
         """As locally, on every worker: errors that other workers recorded under ``paths`` go, the
@@ -297,7 +297,8 @@ class MilvusCollection(Collection):
             self._meta.set_meta(removals_seen={**seen, **dict.fromkeys(self._state.put_removals(paths, at), at)})
             index = self._ensure_index()
             ids, found = index.paths(under(paths))
-            theirs = np.setdiff1d(ids[np.array([_is_under(path, paths) for path in found], dtype=bool)], self._live)
+            held = [stored(path) for path in paths]
+            theirs = np.setdiff1d(ids[np.array([_is_under(path, held) for path in found], dtype=bool)], self._live)
             index.remove(theirs)
             self._words.drop(theirs.tolist())
         return removed + len(theirs)
@@ -372,7 +373,7 @@ class MilvusCollection(Collection):
         for item in ids.tolist():
             path, size, date, width, height = first.get(item, (b"", 0, 0, 0, 0))
             name = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-            out["path"].append(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            out["path"].append(stored(name))
             for field, value in zip(("bytes", "date_ns", "width", "height"), (size, date, width, height)):
                 out[field].append(int(value))
         return out

@@ -53,15 +53,20 @@ def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
     return " and ".join(parts)
 
 
+def stored(path: str) -> str:
+    """``path`` as a row holds it: bytes that are not UTF-8 (a file name's) as U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def passing(paths: list[str], where: ItemConditions) -> np.ndarray:
-    """Which of ``paths`` pass the path conditions of ``where`` exactly, as the local store tests
-    them (its SQLite ``GLOB``, in memory here; a prefix as the folder or what lies under it)."""
+    """Which of ``paths`` (of rows) pass the path conditions of ``where`` exactly, as the local
+    store tests them (its SQLite ``GLOB``, in memory here; a prefix as the folder or what lies under it)."""
     keep = np.ones(len(paths), dtype=bool)
     if where.path_prefix is not None:
-        keep &= [_is_under(path, [where.path_prefix.rstrip("/")]) for path in paths]
+        keep &= [_is_under(path, [stored(where.path_prefix).rstrip("/")]) for path in paths]
     if where.path_glob is not None:
         with closing(sqlite3.connect(":memory:")) as db:
-            rows = db.execute("SELECT key FROM json_each(?) WHERE value GLOB ?", (json.dumps(paths), where.path_glob))
+            rows = db.execute("SELECT key FROM json_each(?) WHERE value GLOB ?", (json.dumps(paths), stored(where.path_glob)))
             keep &= np.isin(np.arange(len(paths)), [row[0] for row in rows])
     return keep
 
@@ -85,4 +90,5 @@ def both(*expressions: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a double-quoted string with \ and " escaped
+    """A double-quoted string with \\ and " escaped, as a row's path would hold it."""
+    return json.dumps(stored(text), ensure_ascii=False)
