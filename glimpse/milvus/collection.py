@@ -52,6 +52,8 @@ from .index import CONSISTENCY, IDS_PER_QUERY, MilvusIndex, index_collections, s
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
 
+#: Paths per Milvus query for the rows under them (the expression stays short).
+PATHS_PER_QUERY = 256
 #: This machine's copy of the words read in the images (glimpse.milvus.words), in its local folder.
 WORDS_FILE = "words.sqlite"
 
@@ -295,13 +297,20 @@ class MilvusCollection(Collection):
             at = time.time()
             seen = self._meta.get_meta().get("removals_seen", {})  # this worker has dropped its files there
             self._meta.set_meta(removals_seen={**seen, **dict.fromkeys(self._state.put_removals(paths, at), at)})
-            index = self._ensure_index()
-            ids, found = index.paths(under(paths))
-            held = [stored(path) for path in paths]
-            theirs = np.setdiff1d(ids[np.array([_is_under(path, held) for path in found], dtype=bool)], self._live)
-            index.remove(theirs)
-            self._words.drop(theirs.tolist())
-        return removed + len(theirs)
+            theirs = 0
+            for start in range(0, len(paths), PATHS_PER_QUERY):
+                theirs += self._drop_rows_under(paths[start : start + PATHS_PER_QUERY])
+        return removed + theirs
+
+    def _drop_rows_under(self, paths: list[str]) -> int:
+        """Delete the rows of other workers' images whose path is at or under ``paths``; returns how many."""
+        index = self._ensure_index()
+        ids, found = index.paths(under(paths))
+        held = [stored(path) for path in paths]
+        theirs = np.setdiff1d(ids[np.array([_is_under(path, held) for path in found], dtype=bool)], self._live)
+        index.remove(theirs)
+        self._words.drop(theirs.tolist())
+        return len(theirs)
 
     def _honour_removals(self) -> set[int]:
         """Drop this worker's files at or under the removals recorded in Milvus (by any worker,
