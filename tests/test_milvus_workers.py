@@ -303,31 +303,34 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
 
 def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
     """Worker 1 removes files that worker 0 indexed: they leave Milvus at once, worker 0 drops
-    them from its own bookkeeping (and never pushes them back), and its re-index leaves them out."""
+    them from its own bookkeeping (and never pushes them back, but for an image it still holds
+    elsewhere), and its re-index leaves them out."""
     uri = f"milvus://{lite_server}/removals"
-    sub, single = image_dir / "sub", image_dir / "img01.png"
+    sub, single, kept = image_dir / "sub", image_dir / "img01.png", image_dir / "zz.png"
+    shutil.copy(sub / "img03.png", kept)  # its row names sub/img03.png, the first of its two files
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri, "hash") as col:
         col.index([image_dir])
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))  # indexed nothing
     with glimpse.open(uri) as col:
-        col.remove([sub, single])
+        assert col.remove([sub, single]) == 5
         assert len(col) == 7
         found = {h.path for h in col.search(image=single, k=12)}
         assert len(found) == 7 and str(single) not in found and not any("/sub/" in p for p in found)
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
-        assert len(col.search(image=single, k=12)) == 7 and len(col) == 7  # nothing pushed back
-        assert col._meta.counts()["files"] == 7
+        assert len(col.search(image=single, k=12)) == 8 and len(col) == 8  # only the image of zz.png is back
+        assert col.search(image=kept, k=1)[0].path == str(kept)
+        assert col.stats().files == 8
         report = col.index()
-        assert (report.unchanged, report.embedded) == (7, 0) and len(col) == 7
+        assert (report.unchanged, report.embedded) == (8, 0) and len(col) == 8
         col.add([single])  # adding it again undoes the removal, on every worker
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))
     with glimpse.open(uri) as col:
-        assert len(col) == 8 and col.search(image=single, k=1)[0].path == str(single)
+        assert len(col) == 9 and col.search(image=single, k=1)[0].path == str(single)
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
-        assert col.index().unchanged == 8 and len(col) == 8
+        assert col.index().unchanged == 9 and len(col) == 9
 
 
 def test_info_counts_every_workers_files_and_images(lite_server, image_dir, tmp_path, make_image, monkeypatch):
