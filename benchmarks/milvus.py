@@ -17,7 +17,13 @@ What runs, in one process (the servers in their own):
    server's time tick, and may miss the last second's writes), on FLAT and then on Milvus's
    approximate indexes over the same rows (``?index=hnsw``, ``?index=ivf``: the index rebuilt in
    place, with the time to build it).
-4. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
+4. Path globs (``--filters``, run alone): search p50 with a glob Milvus takes as a ``like``
+   expression against globs with ``[...]``, which glimpse matches in Python on the paths of
+   the rows a superset ``like`` lets through (the matches then go to Milvus as allowed ids).
+5. Recall of the server's approximate indexes on hard queries (``--hard``, run alone): HNSW and
+   IVF_FLAT against FLAT on the near-copies, on heavy edits (four times the noise) and on
+   text-like queries (the mean of four random images: far from everything, many near ties).
+6. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
    does not start): two processes each ``add_vectors`` half the rows into one collection at
    once, against one process adding them all.
 
@@ -57,6 +63,21 @@ def dataset(images: int, dim: int, queries: int, seed: int = 0) -> tuple[np.ndar
     return vectors, asked, exact
 
 
+def hard_queries(vectors: np.ndarray, count: int, seed: int = 1) -> dict[str, np.ndarray]:
+    """Queries harder for an approximate index than near-copies (see the module's point 5)."""
+    rng = np.random.default_rng(seed)
+    dim = vectors.shape[1]
+    sets = {"heavy edits": vectors[rng.choice(len(vectors), count)] + 0.2 * rng.standard_normal((count, dim)),
+            "text-like": vectors[rng.integers(0, len(vectors), (count, 4))].mean(axis=1)
+            + 0.02 * rng.standard_normal((count, dim))}
+    return {name: (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32) for name, q in sets.items()}
+
+
+def top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """The exact top-10 of each query among ``vectors`` as every target stores them (float16)."""
+    return np.argsort(-(queries @ vectors.astype(np.float16).astype(np.float32).T), axis=1)[:, :10]
+
+
 def keys(count: int, start: int = 0) -> list[str]:
     return [f"img/{i:07d}" for i in range(start, start + count)]
 
@@ -90,6 +111,29 @@ def search(location: str, queries: np.ndarray, exact: np.ndarray) -> dict[str, f
             found.append([int(h.path.split("/")[1]) for h in hits])
     recall = np.mean([len(set(f) & set(e.tolist())) / 10 for f, e in zip(found, exact)])
     return {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)), "recall": float(recall)}
+
+
+#: Globs over the keys ``img/0000000`` .. and where they are matched, at 100,000 rows.
+GLOBS = (("img/001*", "Milvus (like); 10% match"), ("img/001[0-4]*", "Python, on 10% of the rows; 5% match"),
+         ("img/00[0-9][0-4]*", "Python, on every row; 50% match"))
+
+
+def filtered(location: str, queries: np.ndarray) -> dict[str, float]:
+    """p50 (ms) of a k=10 search under each of :data:`GLOBS` (after one warm-up search each)."""
+    from glimpse.query.filters import Filter
+
+    figures = {}
+    with glimpse.open(location) as col:
+        for glob, _ in GLOBS:
+            col.search(vector=queries[0], k=10, filters=Filter(path_glob=glob))
+            latencies = []
+            for q in queries:
+                began = time.perf_counter()
+                hits = col.search(vector=q, k=10, filters=Filter(path_glob=glob))
+                latencies.append((time.perf_counter() - began) * 1000)
+            assert len(hits) == 10
+            figures[glob] = float(np.percentile(latencies, 50))
+    return figures
 
 
 def use_codes(location: str, codes: str) -> float:
@@ -141,6 +185,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--codes", default="sign", help="binarizer for the code rows (learned, itq, sign)")
     parser.add_argument("--no-server", action="store_true", help="skip the Milvus 2.3 server")
+    parser.add_argument("--filters", action="store_true", help="only the path globs, on local and Milvus Lite")
+    parser.add_argument("--hard", action="store_true", help="only the server indexes' recall on hard queries")
     parser.add_argument("--server-indexes", default="flat,hnsw,ivf", help="Milvus indexes to measure on the server")
     args = parser.parse_args()
     vectors, queries, exact = dataset(args.images, args.dim, args.queries)
@@ -148,6 +194,14 @@ def main() -> None:
     os.environ["GLIMPSE_HOME"] = str(scratch / "home")
     started = []
     targets = {"local": str(scratch / "local"), "Milvus Lite": f"milvus-lite://{scratch}/bench.db"}
+    if args.filters:
+        print_filters(targets, vectors, queries)
+        return
+    if args.hard:
+        print_hard(scratch, vectors, {"near-copies": (queries, exact), **{
+            name: (q, top10(vectors, q)) for name, q in hard_queries(vectors, len(queries)).items()}},
+            args.server_indexes.split(","))
+        return
     try:
         if not args.no_server:
             try:
@@ -199,6 +253,43 @@ def main() -> None:
     print(row(f"{kind}, one ingest worker", {"rows/s": one}, results["local"]))
     print(row(f"{kind}, two ingest workers at once ({two / one:.2f}x one)", {"rows/s": two}, results["local"]))
     print("\ncodes build (fit + write every code), s: " + ", ".join(f"{n} {f['build s']:.1f}" for n, f in code_results.items()))
+
+
+def print_filters(targets: dict[str, str], vectors: np.ndarray, queries: np.ndarray) -> None:
+    figures = {}
+    for name, location in targets.items():
+        ingest(location, vectors)
+        settle(location)
+        figures[name] = filtered(location, queries)
+        print(name, figures[name], flush=True)
+    print(f"\n{len(vectors):,} vectors, {len(queries)} queries, k=10; load: {os.getloadavg()[0]:.1f} (1-min)")
+    print("| glob | matched in | " + " | ".join(f"{name} p50 ms" for name in targets) + " |")
+    print("|---|---|" + "---|" * len(targets))
+    for glob, how in GLOBS:
+        cells = [f"{figures[name][glob]:.1f}" + (f" ({figures[name][glob] / figures['local'][glob]:.2f}x)"
+                                                 if name != "local" else "") for name in targets]
+        print(f"| `{glob}` | {how} | " + " | ".join(cells) + " |")
+
+
+def print_hard(scratch: Path, vectors: np.ndarray, sets: dict[str, tuple[np.ndarray, np.ndarray]],
+               indexes: list[str]) -> None:
+    process, address = milvus_server(scratch / "server")
+    figures = {}
+    try:
+        ingest(f"milvus://{address}/hard", vectors)
+        for kind in indexes:
+            location = f"milvus://{address}/hard?index={kind}&consistency=bounded"
+            build = settle(location)
+            figures[kind] = {name: search(location, q, exact) for name, (q, exact) in sets.items()}
+            print(kind, f"build {build:.0f} s", figures[kind], flush=True)
+    finally:
+        stop(process)
+    print(f"\n{len(vectors):,} vectors, {len(next(iter(sets.values()))[0])} queries a set, k=10, Milvus 2.3.5 server, "
+          f"bounded; load: {os.getloadavg()[0]:.1f} (1-min)")
+    print("| index | " + " | ".join(f"{name} recall@10 (p50 ms)" for name in sets) + " |")
+    print("|---|" + "---|" * len(sets))
+    for kind, found in figures.items():
+        print(f"| {kind} | " + " | ".join(f"{f['recall']:.3f} ({f['p50']:.1f})" for f in found.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from milvus_fixtures import client, lite_server  # noqa: F401 - fixture
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection, parse_shard
+from glimpse.query.filters import Filter
 from glimpse.storage import Metadata
 
 
@@ -251,7 +252,6 @@ def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path,
 
     from conftest import make_image
     from glimpse.enrich import ocr as ocr_pass
-    from glimpse.query.filters import Filter
 
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -272,13 +272,11 @@ def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path,
         assert [h.path for h in exit_signs] == [str(folder / "p3.png")]
         assert [w.text for w in col.item(exit_signs[0].id).words] == ["EXIT ONLY"]
         assert {h.path for h in col.search(terms="text:right", k=8)} == {str(folder / "p2.png"), str(folder / "p4.png")}
-        col.remove([folder / "p3.png"])  # this machine did not index it: its words stay until the worker drops it
+        col.remove([folder / "p3.png"])  # indexed by the worker: its row and words go all the same
+        assert col.search(terms='text:"exit only"', k=8) == []
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
-        col.remove([folder / "p3.png"])
-    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
-    with glimpse.open(uri) as col:
-        assert col.search(terms='text:"exit only"', k=8) == []
+        assert col.search(terms='text:"exit only"', k=8) == [] and col.stats().files == 7
 
 
 def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_server, image_dir, tmp_path,
@@ -301,3 +299,97 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
             assert col.search(image=query, k=1)[0].path == str(query)
     names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
     assert len(names) == 3  # the settings, the current fit, and the one before it
+
+
+def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
+    """Worker 1 removes files that worker 0 indexed: they leave Milvus at once, worker 0 drops
+    them from its own bookkeeping (and never pushes them back, but for an image it still holds
+    elsewhere), and its re-index leaves them out."""
+    uri = f"milvus://{lite_server}/removals"
+    sub, single, kept = image_dir / "sub", image_dir / "img01.png", image_dir / "zz.png"
+    shutil.copy(sub / "img03.png", kept)  # its row names sub/img03.png, the first of its two files
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([image_dir])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))  # indexed nothing
+    with glimpse.open(uri) as col:
+        assert col.remove([sub, single]) == 5
+        assert len(col) == 7
+        found = {h.path for h in col.search(image=single, k=12)}
+        assert len(found) == 7 and str(single) not in found and not any("/sub/" in p for p in found)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert len(col.search(image=single, k=12)) == 8 and len(col) == 8  # only the image of zz.png is back
+        assert col.search(image=kept, k=1)[0].path == str(kept)
+        assert col.stats().files == 8
+        report = col.index()
+        assert (report.unchanged, report.embedded) == (8, 0) and len(col) == 8
+        col.add([single])  # adding it again undoes the removal, on every worker
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))
+    with glimpse.open(uri) as col:
+        assert len(col) == 9 and col.search(image=single, k=1)[0].path == str(single)
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri) as col:
+        assert col.index().unchanged == 9 and len(col) == 9
+
+
+def test_info_counts_every_workers_files_and_images(lite_server, image_dir, tmp_path, make_image, monkeypatch):
+    uri = f"milvus://{lite_server}/counted"
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(2):
+        make_image(other / f"o{i}.png", seed=500 + i)
+    shutil.copy(image_dir / "img01.png", other / "copy.png")  # the same content as one of worker 0's
+    for n, folder in enumerate((image_dir, other)):
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{n}"))
+        with glimpse.open(uri, "hash") as col:
+            col.index([folder])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    with glimpse.open(uri) as col:
+        stats = col.stats()
+        assert (stats.files, stats.images) == (15, 14)
+        col.remove([image_dir / "sub"])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m0"))
+    with glimpse.open(uri) as col:
+        assert (col.stats().files, col.stats().images) == (11, 10)  # worker 0 dropped its 4 files
+
+
+def test_path_filters_milvus_cannot_express_find_every_workers_images(lite_server, image_dir, tmp_path, make_image,
+                                                                      monkeypatch):
+    """A glob with [...] and a prefix holding ``_`` (a ``like`` wildcard) match the rows in
+    Milvus exactly, on a machine that indexed none of them."""
+    for folder in ("x_y", "xzy"):
+        (image_dir / folder).mkdir()
+        for i in range(2):
+            make_image(image_dir / folder / f"{folder}{i}.png", seed=700 + i + 10 * len(folder) + ord(folder[1]))
+    uri = f"milvus://{lite_server}/globs"
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
+    with glimpse.open(uri, "hash") as col:
+        col.index([image_dir])
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "reader"))
+    query = image_dir / "img05.png"
+    with glimpse.open(uri) as col:
+        found = {Path(h.path).name for h in col.search(image=query, k=16, filters=Filter(path_glob="img0[1-3].png"))}
+        assert found == {"img01.png", "img02.png", "img03.png"}
+        found = {h.path for h in col.search(image=query, k=16, filters=Filter(path_prefix=str(image_dir / "x_y")))}
+        assert found == {str(image_dir / "x_y" / f"x_y{i}.png") for i in range(2)}
+        found = col.search(image=query, k=16, filters=Filter(path_glob="[^i]*_y?.png", min_width=60))
+        assert {Path(h.path).name for h in found} == {"x_y0.png", "x_y1.png"}
+
+
+def test_an_adaptation_learns_from_every_workers_captions(lite_server, tmp_path, make_image, monkeypatch):
+    uri = f"milvus://{lite_server}/captions"
+    folders = [tmp_path / "a", tmp_path / "b"]
+    for n, folder in enumerate(folders):
+        folder.mkdir()
+        for i in range(20):
+            make_image(folder / f"p{i:02d}.png", seed=900 + 20 * n + i)
+            (folder / f"p{i:02d}.png.txt").write_text(f"picture {i} of worker {n}")
+        monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / f"m{n}"))
+        with glimpse.open(uri, "hash") as col:
+            col.index([folder])
+    (folders[0] / "captions.tsv").write_text("image\tcaption\n" + "".join(f"p{i:02d}.png\tshot {i}\n" for i in range(20)))
+    with glimpse.open(uri) as col:  # worker 1
+        assert (col.adapt(kind="ridge", holdout=0).pairs, col.settings().adapt["pairs"]) == (40, 40)
+        report = col.adapt(folders[0] / "captions.tsv", kind="ridge", holdout=0)  # worker 0's images
+        assert (report.pairs, report.missing) == (20, 0)

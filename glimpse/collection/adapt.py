@@ -44,16 +44,7 @@ class Adapting:
         return report
 
     def _adapt(self, captions, kind: str, holdout: float, seed: int, progress: ProgressFn | None) -> AdaptReport:
-        pairs = read_captions(captions) if captions is not None else [
-            (Path(p), text) for p in sorted(self._meta.file_records()) if (text := sidecar_caption(p))]
-        ids, texts, missing = [], [], 0
-        for path, text in pairs:
-            item = self._meta.item_for_path(str(path))
-            if item is None:
-                missing += 1
-            else:
-                ids.append(item)
-                texts.append(text)
+        ids, texts, missing = self._captioned(captions)
         if not ids:
             where = f"in {captions}" if captions is not None else "as .txt or .xmp files next to the indexed images"
             raise ValueError(f"no captioned image {where} is in this collection"
@@ -87,6 +78,20 @@ class Adapting:
             (self.path / previous["file"]).unlink(missing_ok=True)
         report.version = version
         return report
+
+    def _captioned(self, captions) -> tuple[list[int], list[str], int]:
+        """(item ids, their captions, how many captions name no image here): from the TSV
+        ``captions``, else from the sidecar captions of the indexed files."""
+        pairs = read_captions(captions) if captions is not None else [
+            (Path(p), text) for p in sorted(self._meta.file_records()) if (text := sidecar_caption(p))]
+        items = self._items_for_paths([str(path) for path, _ in pairs])
+        ids = [item for item in items if item is not None]
+        texts = [text for (_, text), item in zip(pairs, items) if item is not None]
+        return ids, texts, len(pairs) - len(ids)
+
+    def _items_for_paths(self, paths: list[str]) -> list[int | None]:
+        """The item each file shows (None: no such file here)."""
+        return [self._meta.item_for_path(path) for path in paths]
 
     def remove_adapt(self) -> bool:
         """Forget the caption adaptation; text queries go back to the plain encoder. True if one was there."""

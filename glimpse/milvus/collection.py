@@ -7,8 +7,9 @@ What lives where:
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
   filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
   encoder, the collection's settings (folders, removals, code settings, adaptation), the files
-  they name (the fitted binarizer, the adaptation map), the files no worker could index, and the
-  words OCR read in the images (:mod:`.words`).
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, each
+  worker's file count, the paths removed (each worker drops its own files there), the sidecar
+  captions of every worker's files, and the words OCR read in the images (:mod:`.words`).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -37,18 +39,21 @@ from ..encoders import Encoder
 from ..collection.ingest import _is_under
 from ..ingest import absolute
 from ..settings import CodeSettings
-from ..storage import Metadata
+from ..storage import CollectionLockedError, Metadata
 from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, OnAnotherMachine, open_indexed
 from ..storage.records import ErrorRecord
+from ..query.adapt import sidecar_caption
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, to_expression
-from .index import CONSISTENCY, MilvusIndex, index_collections, server_version
+from .expr import expressible, passing, paths_expression, stored, to_expression, under
+from .index import CONSISTENCY, IDS_PER_QUERY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
 
+#: Paths per Milvus query for the rows under them (the expression stays short).
+PATHS_PER_QUERY = 256
 #: This machine's copy of the words read in the images (glimpse.milvus.words), in its local folder.
 WORDS_FILE = "words.sqlite"
 
@@ -180,9 +185,12 @@ class MilvusCollection(Collection):
 
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
-        pushed (rows of other workers are never removed on this worker's behalf)."""
+        pushed (rows of other workers are never removed on this worker's behalf). Removals
+        recorded by other workers are honoured first, so their rows are not pushed back."""
+        unpushable = self._honour_removals()
+        self._sync()
         index = self._milvus_index(settings)
-        return index, set(np.intersect1d(index.ids(), self._live).tolist())
+        return index, set(np.intersect1d(index.ids(), self._live).tolist()) | unpushable
 
     def _prepare_codes(self, codes: dict | None) -> None:
         """Before a code setting is written: its Milvus collection holds every row (copied
@@ -250,20 +258,100 @@ class MilvusCollection(Collection):
     # A row holds its item's first file (path, bytes, date): a file of an item kept (linked,
     # re-dated, removed while a copy stays) may change them, and filters read them in Milvus.
     def _commit_rows(self, rows, items, vectors, links, errors=()):
+        """As locally; the rows of items whose files changed are restated, and the sidecar
+        captions of the files are published for every worker's adaptation."""
         paths = [link.path for link in links] + [error.path for error in errors]
         before = self._items_at(paths)
         rows, dropped = super()._commit_rows(rows, items, vectors, links, errors)
         self._restate((before | self._items_at(paths)) - {item.id for item in items})
+        if self.has_files:
+            self._state.put_captions([(link.path, link.hash, text) for link in links
+                                      if (text := sidecar_caption(link.path))])
         return rows, dropped
 
+    # -- captions of every worker's files -----------------------------------------------
+    def _captioned(self, captions) -> tuple[list[int], list[str], int]:
+        """As locally; without a TSV, other workers' files also lend the captions they published."""
+        ids, texts, missing = super()._captioned(captions)
+        if captions is None:
+            mine = self._meta.file_records()
+            theirs = [row for row in self._state.captions() if row["path"] not in mine]
+            items = np.array([content_id(row["hash"]) for row in theirs], dtype=np.int64)
+            held = np.isin(items, self._ensure_index().ids())
+            ids += items[held].tolist()
+            texts += [row["text"] for row, kept in zip(theirs, held) if kept]
+        return ids, texts, missing
+
+    def _items_for_paths(self, paths: list[str]) -> list[int | None]:
+        """As locally; a file another worker indexed is found by its row's path (its item's first file)."""
+        items = super()._items_for_paths(paths)
+        others = [path for path, item in zip(paths, items) if item is None]
+        found: dict[str, int] = {}
+        for start in range(0, len(others), IDS_PER_QUERY):
+            ids, rows = self._ensure_index().paths(paths_expression(others[start : start + IDS_PER_QUERY]))
+            found.update(zip(rows, ids.tolist()))
+        return [found.get(stored(path)) if item is None else item for path, item in zip(paths, items)]
+
     def remove(self, paths) -> int:
-        """As locally; errors that other workers recorded under ``paths`` go too."""
+        """As locally, on every worker: errors that other workers recorded under ``paths`` go, the
+        rows of other workers' images whose path is there leave Milvus now (counted as one file
+        each), and the removal is recorded in Milvus for each worker to drop its own files there
+        (:meth:`_honour_removals`)."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
-        before = {record.item_id for record in self._meta.file_records(paths).values()}
-        removed = super().remove(paths)
-        self._restate(before)
-        self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
-        return removed
+        with self._lock:
+            before = {record.item_id for record in self._meta.file_records(paths).values()}
+            removed = super().remove(paths)
+            self._restate(before)
+            self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
+            at = time.time()
+            seen = self._meta.get_meta().get("removals_seen", {})  # this worker has dropped its files there
+            self._meta.set_meta(removals_seen={**seen, **dict.fromkeys(self._state.put_removals(paths, at), at)})
+            theirs = 0
+            for start in range(0, len(paths), PATHS_PER_QUERY):
+                theirs += self._drop_rows_under(paths[start : start + PATHS_PER_QUERY])
+        return removed + theirs
+
+    def _drop_rows_under(self, paths: list[str]) -> int:
+        """Delete the rows of other workers' images whose path is at or under ``paths``; returns how many."""
+        index = self._ensure_index()
+        ids, found = index.paths(under(paths))
+        held = [stored(path) for path in paths]
+        theirs = np.setdiff1d(ids[np.array([_is_under(path, held) for path in found], dtype=bool)], self._live)
+        index.remove(theirs)
+        self._words.drop(theirs.tolist())
+        return len(theirs)
+
+    def _honour_removals(self) -> set[int]:
+        """Drop this worker's files at or under the removals recorded in Milvus (by any worker,
+        each once). Returns the items of files it could not drop yet: another process on this
+        machine holds the write lock (it drops them when it next indexes)."""
+        recorded = self._state.removals()
+        seen = self._meta.get_meta().get("removals_seen", {})
+        pending = {key: row for key, row in recorded.items() if seen.get(key) != row["at"]}
+        if not pending:
+            return set()
+        targets = [row["path"] for row in pending.values()]
+        done = {key: row["at"] for key, row in recorded.items() if key in pending or key in seen}
+        records = self._meta.file_records(targets)
+        try:
+            with self._lock:
+                doomed = sorted(records) + [e.path for e in self._meta.error_records() if _is_under(e.path, targets)]
+                generation, dropped = self._meta.remove_paths(doomed, removals_seen=done)
+                if self._index is not None:
+                    self._apply(generation, [], None, dropped)
+                    self._restate({record.item_id for record in records.values()})
+        except CollectionLockedError:
+            return {record.item_id for record in records.values()}
+        return set()
+
+    def _remember(self, targets) -> list[str]:
+        """As locally; adding a path again also undoes the removals recorded at or under it, and
+        this worker drops its files under the other removals before it indexes."""
+        added = [root for root, _ in targets if root not in self.settings().folders]
+        excluded = super()._remember(targets)
+        self._state.delete_removals(added)
+        self._honour_removals()
+        return excluded
 
     def _prune(self, roots, excluded, present, report) -> None:
         before = {r.item_id for path, r in self._meta.file_records(roots).items() if path not in present}
@@ -303,14 +391,20 @@ class MilvusCollection(Collection):
         for item in ids.tolist():
             path, size, date, width, height = first.get(item, (b"", 0, 0, 0, 0))
             name = os.fsdecode(path) if isinstance(path, bytes) else str(path)
-            out["path"].append(name.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+            out["path"].append(stored(name))
             for field, value in zip(("bytes", "date_ns", "width", "height"), (size, date, width, height)):
                 out[field].append(int(value))
         return out
 
     # -- searching ---------------------------------------------------------------------
     def _matching(self, filters: Filter) -> np.ndarray | None:
-        return None if expressible(filters) else super()._matching(filters)  # else an expression in Milvus
+        """None where Milvus applies ``filters`` as an expression; else the ids of every worker's
+        rows that a superset expression lets through and whose path passes exactly."""
+        if expressible(filters):
+            return None
+        ids, paths = self._ensure_index().paths(to_expression(filters, keys_only=not self.has_files))
+        where = filters.conditions() if self.has_files else filters.key_conditions()
+        return np.sort(ids[passing(paths, where)])
 
     def _all_items(self) -> np.ndarray:
         return self._ensure_index().ids()
@@ -346,8 +440,10 @@ class MilvusCollection(Collection):
             return vectors[0].astype(np.float32)
 
     def stats(self) -> CollectionStats:
-        stats = super().stats()
-        return replace(stats, path=self.target.uri, images=len(self))
+        """Images: the rows in Milvus; files: every worker's, as each last published them (the
+        index is opened first, so this worker has honoured the removals recorded in Milvus)."""
+        images = len(self)
+        return replace(super().stats(), path=self.target.uri, images=images)
 
 
 def open_milvus(uri: str, encoder: str | Encoder | None = None, *, create: bool = True,

@@ -8,19 +8,27 @@ several identical files is therefore matched on its first one; the local store m
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
+from contextlib import closing
 
 import numpy as np
 
+from ..collection.ingest import _is_under
 from ..query.filters import Filter
+from ..storage.records import ItemConditions
 
 #: Glob characters that Milvus ``like`` has no equivalent for, and ``like``'s own wildcards,
 #: which a literal path must not contain (Milvus has no escape for them in every version).
 _NO_LIKE = set("[]%_")
+#: A glob's character class (``[a-c]``, ``[!x]``, ``[]x]``): one character.
+_CLASS = re.compile(r"\[[!^]?\]?[^]]*\]")
 
 
 def expressible(filters: Filter | None) -> bool:
-    """Whether ``filters`` translate to an expression exactly (else the ids are looked up locally);
-    ``has_text`` aside: the words read in the images come as allowed ids."""
+    """Whether ``filters`` translate to an expression exactly (else the expression lets a superset
+    through, whose paths :func:`passing` checks); ``has_text`` aside: the words read in the images
+    come as allowed ids."""
     if filters is None or filters.is_empty():
         return True
     glob, prefix = filters.glob_pattern(), filters.prefix_path()
@@ -28,20 +36,49 @@ def expressible(filters: Filter | None) -> bool:
 
 
 def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
-    """The Milvus expression for ``filters`` (``""``: everything passes). Requires ``expressible``."""
+    """The Milvus expression for ``filters`` (``""``: everything passes): exact where
+    ``expressible``, else a superset (a glob's ``[...]`` becomes any one character, and a literal
+    ``%`` or ``_`` stays a wildcard)."""
     if filters is None or filters.is_empty():
         return ""
     where = filters.key_conditions() if keys_only else filters.conditions()
     parts = []
     if where.path_glob is not None:
-        parts.append(f"path like {_quote(where.path_glob.replace('*', '%').replace('?', '_'))}")
+        parts.append(f"path like {_quote(_CLASS.sub('_', where.path_glob).replace('*', '%').replace('?', '_'))}")
     if where.path_prefix is not None:
-        prefix = where.path_prefix.rstrip("/")
-        parts.append(f"(path == {_quote(prefix)} or path like {_quote(prefix + '/%')})")
+        parts.append(f"({under([where.path_prefix])})")
     parts += [f"{field} {op} {value}" for field, op, value in where.bounds()]  # the row's fields share the names
     if where.shape() is not None:
         parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
+
+
+def stored(path: str) -> str:
+    """``path`` as a row holds it: bytes that are not UTF-8 (a file name's) as U+FFFD."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def passing(paths: list[str], where: ItemConditions) -> np.ndarray:
+    """Which of ``paths`` (of rows) pass the path conditions of ``where`` exactly, as the local
+    store tests them (its SQLite ``GLOB``, in memory here; a prefix as the folder or what lies under it)."""
+    keep = np.ones(len(paths), dtype=bool)
+    if where.path_prefix is not None:
+        keep &= [_is_under(path, [stored(where.path_prefix).rstrip("/")]) for path in paths]
+    if where.path_glob is not None:
+        with closing(sqlite3.connect(":memory:")) as db:
+            rows = db.execute("SELECT key FROM json_each(?) WHERE value GLOB ?", (json.dumps(paths), stored(where.path_glob)))
+            keep &= np.isin(np.arange(len(paths)), [row[0] for row in rows])
+    return keep
+
+
+def under(paths: list[str]) -> str:
+    """Rows whose path is at or under one of ``paths``; where a path holds ``%`` or ``_`` (``like``'s
+    wildcards, which also match themselves), a superset: check the paths found exactly."""
+    return " or ".join(f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
+
+
+def paths_expression(paths: list[str]) -> str:
+    return f"path in [{','.join(map(_quote, paths))}]"
 
 
 def ids_expression(ids: np.ndarray) -> str:
@@ -53,4 +90,5 @@ def both(*expressions: str) -> str:
 
 
 def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a double-quoted string with \ and " escaped
+    """A double-quoted string with \\ and " escaped, as a row's path would hold it."""
+    return json.dumps(stored(text), ensure_ascii=False)

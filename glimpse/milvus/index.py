@@ -329,6 +329,11 @@ class MilvusIndex(SearchBackend):
         """Every id held, ascending."""
         return _ids(self.client, self.name)
 
+    def paths(self, expression: str) -> tuple[np.ndarray, list[str]]:
+        """(ids, paths) of the rows that ``expression`` lets through, in no order."""
+        rows = _scan(self.client, self.name, expression or "id >= 0", ["path"])
+        return np.array([row["id"] for row in rows], dtype=np.int64), [row["path"] for row in rows]
+
     def describe(self) -> dict:
         described = {"kind": "milvus", "collection": self.name, "layout": self.layout, "vectors": self.count(),
                      "vector_type": self.vector_type, "index": self._index_type}
@@ -360,10 +365,15 @@ def _rows(client, name: str, ids: np.ndarray, fields: list[str]) -> list[dict]:
 
 
 def _ids(client, name: str) -> np.ndarray:
+    return np.array(sorted(row["id"] for row in _scan(client, name, "id >= 0", ["id"])), dtype=np.int64)
+
+
+def _scan(client, name: str, expression: str, fields: list[str]) -> list[dict]:
+    """Every row that ``expression`` lets through (``id`` and ``fields``), in batches."""
     with quiet("pymilvus.orm.iterator"):  # Milvus Lite has no MVCC timestamp to give: a warning each time
-        iterator = client.query_iterator(name, filter="id >= 0", output_fields=["id"], batch_size=MAX_LIMIT)
+        iterator = client.query_iterator(name, filter=expression, output_fields=fields, batch_size=MAX_LIMIT)
     held = []
     while batch := iterator.next():
-        held.extend(row["id"] for row in batch)
+        held.extend(batch)
     iterator.close()
-    return np.array(sorted(held), dtype=np.int64)
+    return held

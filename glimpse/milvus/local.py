@@ -18,6 +18,9 @@ from pathlib import Path
 
 from .connect import start_lite
 
+#: The parts of the 2.3 server whose ports ``milvus-server`` takes as options (``--etcd-port``, ...).
+INTERNAL_PORTS = ("etcd", "root-coord", "proxy-internal", "query-coord", "query-node", "index-coord", "index-node",
+                  "data-coord", "data-node")
 STARTUP_S = 120  # the 2.3 server unpacks itself on first start: ~10 s on an idle 2-core machine
 
 
@@ -45,8 +48,10 @@ def milvus_server(data: Path) -> tuple[subprocess.Popen, str]:
         raise ServerUnavailable("no milvus-server command: the registry's milvus package is not installed "
                                 "(pip install 'milvus==2.3.5', Linux only)")
     port = free_port()
-    process = subprocess.Popen([launcher, "--data", str(data), "--proxy-port", str(port)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    # Every port its parts listen on is a free one: several servers may run on one machine (test runs at once).
+    ports = [f"--{part}-port={free_port()}" for part in INTERNAL_PORTS]
+    process = subprocess.Popen([launcher, "--data", str(data), "--proxy-port", str(port), *ports],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return process, _ready(process, port, "milvus-server")
 
 

@@ -10,6 +10,11 @@ Keys, by prefix:
   fitted binarizer, the adaptation's map), base64 in chunks below VARCHAR's 65,535 bytes, with a
   manifest row written last (a blob without its manifest is absent).
 * ``error/H``: a file that could not be indexed (H: a hash of its path), with its reason.
+* ``removal/H``: a path that a worker removed (H: a hash of the path), and when: every worker
+  drops its own files at or under it (:meth:`MilvusCollection._honour_removals`).
+* ``caption/H``: the sidecar caption of the file at a path (H: a hash of it), with its content
+  hash, published by the worker that indexed the file (adaptations learn from every worker's).
+* ``files/W``: how many files worker W (a name each local folder draws once) holds now.
 * ``claim/W``: who is doing W now (fitting the codes), until when.
 
 Milvus has no transactions: each write is one upsert or delete, and a search sees it at once
@@ -29,6 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..atomic import write_atomic
+from ..collection.ingest import _is_under
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
 from .index import load, quiet
@@ -166,6 +172,36 @@ class SharedState:
         rows = sorted(self.scan("error/").values(), key=lambda e: (-e["at"], e["path"]))
         return [ErrorRecord(e["path"], e["reason"], e["size"], e["mtime_ns"], e["at"]) for e in rows]
 
+    # -- removals -----------------------------------------------------------------------
+    def put_removals(self, paths: list[str], at: float) -> list[str]:
+        """Returns their keys."""
+        rows = {_path_key("removal/", p): {"path": p, "at": at} for p in paths}
+        self.put(rows)
+        return list(rows)
+
+    def removals(self) -> dict[str, dict]:
+        """Every removal recorded, by key: ``{"path": ..., "at": ...}``."""
+        return self.scan("removal/")
+
+    def delete_removals(self, paths: list[str]) -> None:
+        """The removals at or under ``paths`` (they are being added again)."""
+        under = [key for key, row in self.removals().items() if _is_under(row["path"], paths)]
+        self.delete(under)
+
+    # -- captions -----------------------------------------------------------------------
+    def put_captions(self, captions: list[tuple[str, str, str]]) -> None:
+        """(path, content hash, caption) of files just indexed."""
+        self.put({_path_key("caption/", path): {"path": path, "hash": digest, "text": text}
+                  for path, digest, text in captions})
+
+    def captions(self) -> list[dict]:
+        """Every worker's: ``{"path", "hash", "text"}``."""
+        return list(self.scan("caption/").values())
+
+    def delete_captions(self, paths: list[str]) -> None:
+        for start in range(0, len(paths), _ROWS):
+            self.delete([_path_key("caption/", path) for path in paths[start : start + _ROWS]])
+
     # -- claims -------------------------------------------------------------------------
     @contextmanager
     def claim(self, what: str) -> Iterator[None]:
@@ -188,7 +224,11 @@ class SharedState:
 
 
 def _error_key(path: str) -> str:
-    return "error/" + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
+    return _path_key("error/", path)
+
+
+def _path_key(prefix: str, path: str) -> str:
+    return prefix + hashlib.blake2b(os.fsencode(path), digest_size=16).hexdigest()
 
 
 class SharedMetadata(Metadata):
@@ -278,13 +318,27 @@ class SharedMetadata(Metadata):
         generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
         self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
         self.state.delete_errors(paths)
+        self.state.delete_captions(paths)
+        self._publish_files()
         return generation, dropped
 
     def commit_batch(self, items, links, errors, rows) -> tuple[int, list[int]]:
         result = super().commit_batch(items, links, errors, rows)
         self.state.put_errors(list(errors), time.time())
         self.state.delete_errors([link.path for link in links])  # indexed now, by whichever worker
+        self._publish_files()
         return result
 
+    def _publish_files(self) -> None:
+        """This worker's file count, which every worker's ``counts`` adds up."""
+        worker = super().get_meta().get("worker")
+        if worker is None:
+            worker = uuid.uuid4().hex
+            super().set_meta(worker=worker)
+        self.state.put({f"files/{worker}": super().counts()["files"]})
+
     def counts(self) -> dict[str, int]:
-        return {**super().counts(), "errors": len(self.state.keys("error/"))}
+        """Files of every worker (a file that two workers indexed counts twice), their errors;
+        images: this worker's (the collection counts the rows in Milvus)."""
+        return {**super().counts(), "files": sum(self.state.scan("files/").values()),
+                "errors": len(self.state.keys("error/"))}
