@@ -1,7 +1,7 @@
 """Ingest throughput: decode alone, encoder alone, end to end, and their ratio.
 
     python benchmarks/ingest.py [--data ../shared/data/captioned-dev] [--encoder lite0-minilm[,lite1-minilm,...]]
-    python benchmarks/ingest.py --encoder lite0-minilm@bf16,lite0-minilm@fp32   # one encoder at two precisions
+    python benchmarks/ingest.py --encoder lite0-minilm@fp32,lite0-minilm@int8   # one encoder at two precisions
 
 Goals (issue #2, default encoder, 2-core machine): end-to-end >= 300 img/s and
 end-to-end / encoder-alone >= 0.9, i.e. the model never waits on I/O. Several encoders run
@@ -88,7 +88,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="lite0-minilm",
                         help="encoder(s), comma-separated, each NAME or NAME@PRECISION; the first is the baseline "
                              "of the ratio columns")
-    parser.add_argument("--precision", default=None, help="fp32 or bf16 for every encoder without @ (default: the encoder's)")
+    parser.add_argument("--precision", default=None, help="int8, fp32 or bf16 for every encoder without @ (default: the encoder's)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3, help="passes per stage; the median is reported")

@@ -86,25 +86,30 @@ def test_copy_finds_its_original(encoder, photos, image_vectors, name):
 
 
 @pytest.fixture(scope="module")
-def bf16(cache_dir):
+def precisions(encoder, cache_dir):
+    """The default encoder at each precision (the default one is ``encoder``)."""
     from glimpse.encoders import create_encoder
+    from glimpse.encoders.bridge import PRECISIONS
 
-    return create_encoder("lite0-minilm", precision="bf16", cache_dir=cache_dir)
+    return {p: encoder if p == encoder.precision else create_encoder("lite0-minilm", precision=p, cache_dir=cache_dir)
+            for p in PRECISIONS}
 
 
-def test_bf16_close_to_fp32(encoder, bf16, photos):
-    batch = np.stack([encoder.prepare(im) for im in photos.values()])
-    cos = np.sum(encoder.encode_prepared(batch) * bf16.encode_prepared(batch), axis=1)
-    assert cos.min() >= 0.99
+@pytest.mark.parametrize("precision, floor", [("bf16", 0.99), ("int8", 0.95)])
+def test_close_to_fp32(precisions, photos, precision, floor):
+    fp32, other = precisions["fp32"], precisions[precision]
+    batch = np.stack([fp32.prepare(im) for im in photos.values()])
+    cos = np.sum(fp32.encode_prepared(batch) * other.encode_prepared(batch), axis=1)
+    assert cos.min() >= floor
     # Texts are always fp32: identical whatever the image precision.
-    np.testing.assert_allclose(encoder.encode_texts(["a dog"]), bf16.encode_texts(["a dog"]), atol=1e-6)
+    np.testing.assert_allclose(fp32.encode_texts(["a dog"]), other.encode_texts(["a dog"]), atol=1e-6)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_vectors_do_not_depend_on_the_batch(encoder, bf16, photos, precision):
+@pytest.mark.parametrize("precision", ["int8", "fp32", "bf16"])
+def test_vectors_do_not_depend_on_the_batch(precisions, photos, precision):
     # 32 different images (each photo, flipped, rotated, grey); the same bits whether embedded
     # alone, in batches of 7 (another position and other neighbours) or all 32 at once.
-    enc = encoder if precision == "fp32" else bf16
+    enc = precisions[precision]
     images = [f(im) for f in (lambda im: im, ImageOps.mirror, lambda im: im.rotate(90, expand=True),
                               lambda im: ImageOps.grayscale(im).convert("RGB")) for im in photos.values()][:32]
     batch = np.stack([enc.prepare(im) for im in images])
@@ -128,12 +133,13 @@ def test_image_graph_exported_once_and_cached_on_disk(encoder, image_vectors, ca
     from glimpse.encoders import lite_onnx
     from glimpse.encoders.bridge import BridgeEncoder
 
-    assert len(list(cache_dir.glob("lite0-minilm-v*-features-*.onnx"))) == 1
+    assert len(list(cache_dir.glob("lite0-minilm-v*-features-int8-*.onnx"))) == 1
 
     def no_export(*args):
         raise AssertionError("the cached graph should have been used")
 
     monkeypatch.setattr(lite_onnx, "export_graph", no_export)
+    monkeypatch.setattr(lite_onnx, "quantize_graph", no_export)
     fresh = BridgeEncoder(cache_dir=cache_dir)
     fresh._image_model = encoder._image()  # loading the weights again would only cost time
     np.testing.assert_array_equal(fresh.encode_images(list(photos.values())), image_vectors)
@@ -161,9 +167,9 @@ def test_text_query_does_not_load_image_model(encoder, cache_dir):
 def test_info_and_hints(encoder):
     assert encoder.info.name == "lite0-minilm"
     assert encoder.version
-    assert encoder.precision == "fp32"
+    assert encoder.precision == "int8"
     assert encoder.batch_size > 0
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="precision must be one of int8, fp32, bf16, not 'fp16'"):
         from glimpse.encoders.bridge import BridgeEncoder
 
         BridgeEncoder(precision="fp16")  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""The int8 image graph: a fixed calibration set, a cache key that names the quantisation, and
+a quantised graph that computes what the fp32 one does (on a tiny convolution net)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+
+from glimpse.encoders import lite_onnx  # noqa: E402
+
+
+class TinyNet(torch.nn.Module):
+    """Stands in for EfficientNet-Lite: ``extract_features`` on normalised NCHW images."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = torch.nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        self.head = torch.nn.Conv2d(8, 16, 1)
+
+    def extract_features(self, x):
+        return torch.nn.functional.relu6(self.head(torch.nn.functional.relu6(self.stem(x))))
+
+
+def test_calibration_images_are_the_same_bits_every_time():
+    images = lite_onnx.calibration_images(8, 64)
+    assert images.shape == (8, 64, 64, 3) and images.dtype == np.uint8
+    np.testing.assert_array_equal(images, lite_onnx.calibration_images(8, 64))
+    assert images.std() > 30  # pictures, not blank frames
+    # Pinned: a change to the generator must come with a new QUANTISATION (the cache key).
+    assert hashlib.blake2b(images.tobytes(), digest_size=8).hexdigest() == PINNED
+
+
+PINNED = "e4ebe39992469492"
+
+
+def test_graph_key_names_the_precision_and_the_quantisation(monkeypatch):
+    net = TinyNet()
+    fp32, int8 = (lite_onnx.graph_key(net, 32, 127.0, 128.0, int8) for int8 in (False, True))
+    assert fp32 != int8
+    monkeypatch.setattr(lite_onnx, "QUANTISATION", lite_onnx.QUANTISATION + "-other")
+    assert lite_onnx.graph_key(net, 32, 127.0, 128.0, True) not in (fp32, int8)
+    assert lite_onnx.graph_key(net, 32, 127.0, 128.0, False) == fp32
+
+
+def test_int8_graph_is_quantised_cached_and_close_to_fp32(tmp_path):
+    import onnx
+
+    net = TinyNet().eval()
+    side, batch = 32, lite_onnx.calibration_images(lite_onnx.MICRO_BATCH, 32)
+    fp32 = lite_onnx.OnnxFeatures(net, side, 127.0, 128.0, tmp_path / "fp32.onnx", 1)(batch)
+    int8 = lite_onnx.OnnxFeatures(net, side, 127.0, 128.0, tmp_path / "int8.onnx", 1, int8=True)(batch)
+    ops = {node.op_type for node in onnx.load(tmp_path / "int8.onnx").graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+    assert int8.shape == fp32.shape
+    cos = np.sum(int8.reshape(len(batch), -1) * fp32.reshape(len(batch), -1), axis=1) / (
+        np.linalg.norm(int8.reshape(len(batch), -1), axis=1) * np.linalg.norm(fp32.reshape(len(batch), -1), axis=1))
+    assert cos.min() > 0.98
