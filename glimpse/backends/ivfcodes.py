@@ -15,7 +15,7 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   search returns every row's estimate), their best ``FIRST`` x k estimates and ``SAMPLE``
   rows evenly spaced over them are scored exactly. The sample gives the spread of
   (exact - estimate) and of (exact - the row's centroid score), each at a 95% upper
-  confidence bound (the fit's error model is the floor). Then further lists are probed, best
+  confidence bound (the fit's error model where a filter passes too few sampled rows). Then further lists are probed, best
   centroid first, until the expected number of the k-th exact score's beaters left in the
   lists not probed is below ``MISSES / 2``; and candidates are re-ranked, best estimate
   first in doubling steps (each step's k-th exact score raises the bar), until the expected
@@ -172,17 +172,15 @@ class IVFCodesIndex(CodeBackend):
         fit = self.binarizer
         projected = np.ascontiguousarray(queries @ fit.projection, dtype=np.float32)
         centroid_scores = projected @ fit.centroids.T
-        order = np.argsort(-centroid_scores, axis=1, kind="stable")
         probes = min(self.lists, math.ceil(self.probes / share))  # a filter probes lists in proportion
-        found = self._range(projected, centroid_scores, order[:, :probes], selector)
-        shift, spread = fit.error_model(queries)
+        first = np.argpartition(-centroid_scores, probes - 1, axis=1)[:, :probes]
+        first = np.take_along_axis(first, np.argsort(-np.take_along_axis(centroid_scores, first, 1), axis=1), 1)
+        found = self._range(projected, centroid_scores, first, selector)
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray]:
-            search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], order[row], probes,
+            search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], first[row],
                                   selector, share, *found[row])
-            if not rerank:
-                return search.estimated(k)
-            return search.reranked(k, shortlist, (float(shift[row]), float(spread[row])), allowed)
+            return search.reranked(k, shortlist, allowed) if rerank else search.estimated(k)
 
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
@@ -286,9 +284,9 @@ class _QuerySearch:
     many more lists to probe and rows to re-rank, from errors measured on the query itself."""
 
     def __init__(self, index: IVFCodesIndex, query: np.ndarray, projected: np.ndarray, centroid_scores: np.ndarray,
-                 order: np.ndarray, probes: int, selector, share: float, estimates: np.ndarray, ids: np.ndarray):
+                 first: np.ndarray, selector, share: float, estimates: np.ndarray, ids: np.ndarray):
         self.index, self.query, self.projected, self.selector, self.share = index, query, projected, selector, share
-        self.centroid_scores, self.order, self.probes = centroid_scores, order, probes
+        self.centroid_scores, self.first = centroid_scores, first  # first: the lists probed, best first
         self.estimates, self.ids = estimates, ids
 
     def _probe(self, lists: np.ndarray) -> None:
@@ -300,13 +298,13 @@ class _QuerySearch:
     def estimated(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` estimates (no re-rank); too few allowed rows probed: every list."""
         if len(self.ids) < k:
-            self._probe(self.order[self.probes :])
+            self._probe(self._rest())
         best = np.argsort(-self.estimates, kind="stable")[:k]
         return self.estimates[best], self.ids[best]
 
     def _sample(self) -> tuple[np.ndarray, np.ndarray]:
         """``SAMPLE`` rows evenly spaced over the probed lists (filter or not): (ids, lists)."""
-        lists = self.order[: self.probes]
+        lists = self.first
         ids_of, sizes = self.index._list_ids(), self.index._sizes[lists]
         total = int(sizes.sum())
         positions = ((np.arange(min(SAMPLE, total)) + 0.5) * total / max(1, min(SAMPLE, total))).astype(np.int64)
@@ -316,8 +314,11 @@ class _QuerySearch:
         ids = np.array([ids_of[lists[w]][o] for w, o in zip(which, offsets)], np.int64)
         return ids, lists[which]
 
-    def reranked(self, k: int, cap: int, model: tuple[float, float],
-                 allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _rest(self) -> np.ndarray:
+        """The lists not probed first."""
+        return np.setdiff1d(np.arange(len(self.centroid_scores)), self.first, assume_unique=True)
+
+    def reranked(self, k: int, cap: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
         first; then every further list whose centroid score, plus the measured spread of rows
         around their centroid, could reach the k-th exact score; then every candidate whose
@@ -337,18 +338,21 @@ class _QuerySearch:
         else:
             top_scores, top_ids = scored[:k], scored_ids[:k]
         kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
-        rest = self.order[self.probes :]
+        rest = self._rest()
         if len(rest):
             around = upper_bounds(exact_of(sample) - self.centroid_scores[sample_lists])
             if around is None or kth == -np.inf:
                 self._probe(rest)
             else:  # a list's rows: its centroid score plus a spread measured around the sampled rows' centroids
-                rows = index._sizes[rest] * self.share
-                chances = rows * ndtr((self.centroid_scores[rest] + around[0] - kth) / around[1])
-                self._probe(rest[: enough(chances, misses / 2)])
+                chances = index._sizes[rest] * self.share * ndtr((self.centroid_scores[rest] + around[0] - kth) / around[1])
+                near = np.flatnonzero(chances > 0)  # the others are more than 38 deviations short
+                near = near[np.argsort(-self.centroid_scores[rest[near]], kind="stable")]
+                self._probe(rest[near][: enough(chances[near], misses / 2)])
         in_sample = np.isin(self.ids, sample)
         errors = upper_bounds(exact_of(self.ids[in_sample]) - self.estimates[in_sample])
-        shift, spread = model if errors is None else (errors[0], max(errors[1], model[1]))
+        if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
+            errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
+        shift, spread = errors
         remaining = ~np.isin(self.ids, scored_ids)
         estimates, ids = self.estimates[remaining], self.ids[remaining]
         near = np.flatnonzero(estimates + shift + FAR * spread >= kth)
