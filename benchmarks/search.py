@@ -81,7 +81,7 @@ from glimpse.storage import VectorStore  # noqa: E402
 from glimpse.backends.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
 from glimpse.backends.exact import _top_inner_products  # noqa: E402
 from glimpse.backends.base import CodeStage  # noqa: E402
-from glimpse.backends.ivfcodes import Z  # noqa: E402
+from glimpse.backends.ivfcodes import MISSES  # noqa: E402
 
 K = 10
 #: With --isotropic: each photo and 4 augmented variants (5 x 657 photos covers 3,000 real rows).
@@ -629,12 +629,11 @@ def models_benchmark(args) -> None:
             per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8) / n
             default_probes = index.probes
             for probes in sorted({default_probes // 2, default_probes, 2 * default_probes}):
-                for z in (2.0, 3.0, 4.0):
-                    index.probes, index.z = probes, z
-                    measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}/{index.lists}, z {z}"
-                            + (" (default)" if (probes, z) == (default_probes, Z) else ""), per_image,
-                            lambda q, p=probes, zz=z: glimpse_search(index, q, p, zz))
-            index.probes, index.z = default_probes, Z
+                for misses in (0.5, 0.2, MISSES):
+                    measure(f"glimpse ivf-rabitq {index.binarizer.bits} bits, probes {probes}+/{index.lists}, misses {misses}"
+                            + (" (default)" if (probes, misses) == (default_probes, MISSES) else ""), per_image,
+                            lambda q, p=probes, mm=misses: glimpse_search(index, q, p, mm))
+            index.probes, index.misses = default_probes, MISSES
             for family in args.anchors:
                 t = time.perf_counter()
                 for label, size, search in getattr(anchors, family)():
@@ -703,10 +702,10 @@ def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]
         yield col, built
 
 
-def glimpse_search(index, queries: np.ndarray, probes: int, z: float) -> np.ndarray:
+def glimpse_search(index, queries: np.ndarray, probes: int, misses: float) -> np.ndarray:
     """The index's ids for ``queries`` at one sweep setting (kept on the index, so a batch of
     the same setting can be timed later)."""
-    index.probes, index.z = probes, z
+    index.probes, index.misses = probes, misses
     return index.search(queries, K)[1]
 
 

@@ -10,25 +10,33 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   residual signs, two float factors and an int64 id. The float query is scored against the
   codes asymmetrically (quantised to ``QUERY_BITS`` per coordinate, not to signs), which is
   what keeps text queries, far from every image, rankable.
-* The shortlist is sized per query from the fit's error model: after the top ``FIRST`` x k
-  estimates are re-ranked exactly, every further candidate whose estimate could still beat
-  the k-th exact score (estimate + shift >= k-th - ``z`` x deviation), found by a FAISS range
-  search over the same lists, is re-ranked too, up to ``k * oversample``. Image queries
-  mostly stop after the first rows, text queries read hundreds to thousands.
+* The lists probed and the rows re-ranked are sized per query, from errors measured on the
+  query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
+  search returns every row's estimate), their best ``FIRST`` x k estimates and ``SAMPLE``
+  rows evenly spaced over them are scored exactly. The sample gives the spread of
+  (exact - estimate) and of (exact - the row's centroid score), each at a 95% upper
+  confidence bound (the fit's error model where a filter passes too few sampled rows). Then further lists are probed, best
+  centroid first, until the expected number of the k-th exact score's beaters left in the
+  lists not probed is below ``MISSES / 2``; and candidates are re-ranked, best estimate
+  first in doubling steps (each step's k-th exact score raises the bar), until the expected
+  number left among the candidates not re-ranked is below ``MISSES / 2``; at most
+  ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
+  isolated photo few.
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
-  batch's queries are re-ranked in parallel threads after one FAISS search of the batch (its
-  coarse assignment one matrix product, its lists scanned per query by FAISS).
+  batch's queries are re-ranked in parallel threads after one FAISS range search of the batch
+  (its coarse assignment one matrix product).
 * Filters: the plan that reads fewer bytes (see ``CODE_COST``): the exact scan of the allowed
   rows, or FAISS's scan with an id selector (:func:`id_selector`) and proportionally more
   lists probed; a query whose re-rank would read as many rows as the filter passes scores
-  those instead, and a query whose probed lists held fewer than k allowed rows is rescanned
-  over every list, so k matches give k results.
+  those instead, and a query whose probed lists held fewer than k allowed rows probes every
+  list, so k matches give k results.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from statistics import NormalDist
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -41,20 +49,32 @@ from .base import CodeStage
 from .binary import CodeBackend, codes_path, write_codes
 from .exact import VectorReader, exact_scan, exact_top
 
-#: Estimates re-ranked before the error model decides how many more: FIRST x k.
+#: Estimates re-ranked first, whatever the error model says: FIRST x k.
 FIRST = 4
-#: Deviations of the estimate's error a candidate may sit below the k-th exact score and
-#: still be re-ranked. At 50,000 near-copies (benchmarks/SEARCH_RESULTS.md), 3 kept 0.944 /
-#: 0.948 of the text top-10 at cosines 0.79 / 0.93, and 4 0.958 / 0.970.
-Z = 4.0
+#: The chance a search may take, under its measured error model, of leaving out one of the
+#: true top k: half for the lists it does not probe, half for the candidates it does not
+#: re-rank (each a union bound over the rows concerned).
+MISSES = 0.05
+#: Rows of the first probed lists, evenly spaced, scored exactly to measure each query's
+#: error: the spread of (exact - estimate) and of (exact - its list's centroid score).
+SAMPLE = 48
+#: Fewer sampled rows than this measure nothing: the fit's error model (or every list) instead.
+MIN_SAMPLE = 8
 #: A code byte's cost in the filtered scan against a float16 byte of the exact re-rank: FAISS's
 #: RaBitQ scan with an id selector took 30-60 ns per 36-byte code at 50,000 vectors, the fp16
 #: re-rank 1-2 us per 3,328-byte row (benchmarks/SEARCH_RESULTS.md), about 2x per byte.
 CODE_COST = 2.0
-#: Rows in the first step of the re-rank past the first FIRST x k (steps double).
+#: Rows in the first step of the re-rank past the first candidates (steps double).
 STEP = 64
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
+#: The range search's radius: below every estimate, so it returns every row of the lists.
+FLOOR = -3.0e38
+#: One-sided confidence of the bounds on a measured mean and deviation, as a normal quantile.
+CONFIDENT = NormalDist().inv_cdf(0.95)
+#: Candidates further below the k-th exact score than this many deviations are never re-ranked
+#: (a normal error exceeds 8 deviations with probability 6e-16).
+FAR = 8.0
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -73,10 +93,10 @@ def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
 
 
 def default_probes(lists: int) -> int:
-    """Lists a query visits: 1/16 of them, at least 64 (all of a small index). Text queries
-    need them (benchmarks/SEARCH_RESULTS.md, z 4): at 50,000 isotropic near-copies at cosine
-    0.79, 32 of 1,024 lists kept 0.918 of their top-10 and 64 0.958; 32 of 512 lists kept 0.916
-    on 20,000 structured copies and 64 0.954; 32 of 256 on the 3,285 real vectors 0.940, 64 0.974."""
+    """Lists a query scans first: 1/16 of them, at least 64 (all of a small index); each query
+    then probes more as its measured errors ask. On mix at 50,000 (benchmarks/SEARCH_RESULTS.md)
+    32 first lists kept 0.986 / 0.950 of the image / text top-10 at a p50 of 14.7 ms, 64 kept
+    0.989 / 0.956 at 12.6 ms (one loaded run)."""
     return min(lists, max(64, lists // 16))
 
 
@@ -88,13 +108,15 @@ class IVFCodesIndex(CodeBackend):
     """
 
     def __init__(self, fit: RaBitQFit, reader: VectorReader | None = None, oversample: int = 300,
-                 rerank: bool = True, probes: int | None = None, z: float = Z):
+                 rerank: bool = True, probes: int | None = None, misses: float = MISSES):
         if not fit.fitted:
             raise ValueError("the ivf-rabitq fit must be fitted before it can index codes")
         super().__init__(fit, reader, oversample, rerank)
         self.probes = default_probes(fit.lists) if probes is None else probes
-        self.z = z
+        self.misses = misses
         self._index = self._empty()
+        self._ids_of: list[np.ndarray] | None = None  # each list's ids (see _list_ids)
+        self._size_of = np.zeros(0, np.int64)
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -115,11 +137,13 @@ class IVFCodesIndex(CodeBackend):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            self._ids_of = None
             self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):
             return 0
+        self._ids_of = None
         return int(self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
 
     def count(self) -> int:
@@ -139,35 +163,75 @@ class IVFCodesIndex(CodeBackend):
 
     def _search_codes(self, queries: np.ndarray, k: int, allowed: np.ndarray | None, stage: CodeStage,
                       rerank: bool, shortlist: int) -> tuple[np.ndarray, np.ndarray]:
+        selector, share = None, 1.0
         if allowed is not None:
             allowed = np.sort(np.asarray(allowed, dtype=np.int64))
             if rerank and self._exact_is_cheaper(len(allowed), k):
                 return exact_scan(self.reader, queries, allowed, k)
-        estimates, candidates, params = self._scan(queries, min(shortlist, FIRST * k) if rerank else k, allowed)
-        if not rerank:
-            return estimates[:, :k], candidates[:, :k]
-        shift, spread = self.binarizer.error_model(queries)
-        margins = shift + self.z * spread
+            selector, share = id_selector(allowed), len(allowed) / max(1, self.count())
+        fit = self.binarizer
+        projected = np.ascontiguousarray(queries @ fit.projection, dtype=np.float32)
+        centroid_scores = projected @ fit.centroids.T
+        probes = min(self.lists, math.ceil(self.probes / share))  # a filter probes lists in proportion
+        first = np.argpartition(-centroid_scores, probes - 1, axis=1)[:, :probes]
+        first = np.take_along_axis(first, np.argsort(-np.take_along_axis(centroid_scores, first, 1), axis=1), 1)
+        found = self._range(projected, centroid_scores, first, selector)
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray]:
-            return self._rerank(queries[row], estimates[row], candidates[row], k, shortlist, params[row],
-                                float(margins[row]), allowed)
+            search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], first[row],
+                                  selector, share, *found[row])
+            return search.reranked(k, shortlist, allowed) if rerank else search.estimated(k)
 
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         workers = min(len(queries), CORES)
         if workers > 1:  # a batch: the queries' re-ranks in parallel (FAISS and the reads release the GIL)
             with ThreadPoolExecutor(workers) as pool:
-                found = list(pool.map(one, range(len(queries))))
+                results = list(pool.map(one, range(len(queries))))
         else:
-            found = [one(row) for row in range(len(queries))]
-        for row, (got_scores, got) in enumerate(found):
+            results = [one(row) for row in range(len(queries))]
+        for row, (got_scores, got) in enumerate(results):
             scores[row, : len(got)], ids[row, : len(got)] = got_scores, got
         return scores, ids
 
+    def _range(self, projected: np.ndarray, centroid_scores: np.ndarray, lists: np.ndarray,
+               selector) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Every row of each query's ``lists`` (allowed by ``selector``) with its estimate:
+        FAISS's range search below any score, over the lists given."""
+        if not lists.shape[1]:
+            return [(np.zeros(0, np.float32), np.zeros(0, np.int64))] * len(projected)
+        params = faiss.IVFRaBitQSearchParameters(nprobe=lists.shape[1], qb=QUERY_BITS)
+        if selector is not None:
+            params.sel = selector
+        lists = np.ascontiguousarray(lists, dtype=np.int64)
+        coarse = np.ascontiguousarray(np.take_along_axis(centroid_scores, lists, 1), dtype=np.float32)
+        found = faiss.RangeSearchResult(len(projected))
+        # FAISS's Python wrapper of this call refuses search parameters; the C++ call takes them.
+        self._ivf.range_search_preassigned_c(len(projected), faiss.swig_ptr(projected), FLOOR, faiss.swig_ptr(lists),
+                                             faiss.swig_ptr(coarse), found, False, params, None)
+        limits = faiss.rev_swig_ptr(found.lims, len(projected) + 1).copy()
+        estimates = faiss.rev_swig_ptr(found.distances, int(limits[-1])).copy()
+        ids = faiss.rev_swig_ptr(found.labels, int(limits[-1])).copy()
+        return [(estimates[a:b], ids[a:b]) for a, b in zip(limits[:-1], limits[1:])]
+
+    def _list_ids(self) -> list[np.ndarray]:
+        """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
+        if self._ids_of is None:
+            invlists = self._ivf.invlists
+            self._ids_of = [faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)) if invlists.list_size(i)
+                            else np.zeros(0, np.int64) for i in range(self.lists)]
+            self._size_of = np.array([len(ids) for ids in self._ids_of], np.int64)
+        return self._ids_of
+
+    @property
+    def _sizes(self) -> np.ndarray:
+        """Rows per list (cached with :meth:`_list_ids`)."""
+        self._list_ids()
+        return self._size_of
+
     def _scan_cost(self, allowed: int) -> float:
         """Bytes a filtered code scan reads: the probed lists (more of them the less a filter
-        passes, see :meth:`_scan`), each code weighted by ``CODE_COST``."""
+        passes), each code weighted by ``CODE_COST``."""
         ivf = self._ivf
         per_list = self.count() / max(1, self.lists)
         probes = min(self.lists, math.ceil(self.probes * self.count() / max(1, allowed)))
@@ -178,66 +242,6 @@ class IVFCodesIndex(CodeBackend):
         its first re-rank (``FIRST`` x k rows): the exact plan for a selective filter."""
         row = 2 * self.dim  # float16 bytes
         return allowed * row <= self._scan_cost(allowed) + FIRST * k * row
-
-    def _scan(self, queries: np.ndarray, depth: int,
-              allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, list]:
-        """FAISS's top ``depth`` estimates, best first, and each query's search parameters; a
-        filter probes lists in proportion to what it passes."""
-        probes = self.probes
-        selector = None
-        if allowed is not None:
-            selector = id_selector(allowed)
-            probes = math.ceil(probes * self.count() / max(1, len(allowed)))
-        params = self._params(probes, selector)
-        estimates, candidates = self._index.search(queries, depth, params=params)
-        per_query = [params] * len(queries)
-        if allowed is not None:
-            short = np.flatnonzero((candidates >= 0).sum(axis=1) < min(depth, len(allowed)))
-            if len(short):  # too few allowed rows in the probed lists: every list
-                every = self._params(self.lists, selector)
-                estimates[short], candidates[short] = self._index.search(queries[short], depth, params=every)
-                for row in short:
-                    per_query[row] = every
-        return estimates, candidates, per_query
-
-    def _params(self, probes: int, selector) -> faiss.IVFRaBitQSearchParameters:
-        params = faiss.IVFRaBitQSearchParameters(nprobe=min(self.lists, probes), qb=QUERY_BITS)
-        if selector is not None:
-            params.sel = selector
-        return params
-
-    def _rerank(self, query: np.ndarray, estimates: np.ndarray, candidates: np.ndarray, k: int, cap: int,
-                params: faiss.IVFRaBitQSearchParameters, margin: float,
-                allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top ``k`` of the first candidates, then of every candidate whose estimate +
-        ``margin`` reaches the k-th exact score found (a FAISS range search over the same
-        lists: a long top-``cap`` heap measured 3x slower than a short one), at most ``cap``.
-        Those are scored best estimate first, in steps that double, and each step's k-th exact
-        score raises the floor for the next. A filtered query that would re-rank as many rows
-        as the filter passes scores the allowed rows instead: exact, and no dearer."""
-        found = candidates >= 0
-        estimates, candidates = estimates[found], candidates[found]
-        scores, ids = exact_top(self.reader, query, candidates, k)
-        if len(candidates) < len(found) or len(scores) < k or estimates[-1] < scores[k - 1] - margin:
-            return scores, ids  # every candidate that could reach the top k is scored
-        _, more_estimates, more = self._index.range_search(query[None], float(scores[k - 1] - margin), params=params)
-        keep = ~np.isin(more, candidates)
-        order = np.argsort(-more_estimates[keep], kind="stable")[: cap - len(candidates)]
-        if allowed is not None and len(order) + len(candidates) >= len(allowed):
-            got_scores, got = exact_scan(self.reader, query[None], allowed, k)
-            return got_scores[0], got[0]
-        more_estimates, more = -more_estimates[keep][order], more[keep][order]  # ascending negated estimates
-        start, step = 0, STEP
-        while start < len(more):
-            stop = min(start + step, int(np.searchsorted(more_estimates, margin - scores[k - 1], side="right")))
-            if stop <= start:
-                break
-            more_scores, more_ids = exact_top(self.reader, query, more[start:stop], k)
-            scores, ids = np.concatenate([scores, more_scores]), np.concatenate([ids, more_ids])
-            best = np.argsort(-scores, kind="stable")[:k]
-            scores, ids = scores[best], ids[best]
-            start, step = stop, 2 * step
-        return scores, ids
 
     def describe(self) -> dict:
         return {"kind": "ivf-rabitq", "bits": self.binarizer.bits, "lists": self.lists, "probes": self.probes,
@@ -256,3 +260,132 @@ class IVFCodesIndex(CodeBackend):
             return None
         return cls._read(binarizer, path, faiss.read_index)
 
+
+
+def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
+    """(mean, deviation) of a sample of ``errors``, each at its one-sided 95% upper bound (the
+    mean's normal bound; the deviation's chi-square bound, by Wilson and Hilferty's cube-root
+    approximation); None when the sample is too small to measure."""
+    if len(errors) < MIN_SAMPLE:
+        return None
+    mean, deviation, free = float(errors.mean()), float(errors.std(ddof=1)), len(errors) - 1
+    low = (1 - 2 / (9 * free) - CONFIDENT * math.sqrt(2 / (9 * free))) ** 3  # chi-square 5% quantile / free
+    return mean + CONFIDENT * deviation / math.sqrt(len(errors)), deviation / math.sqrt(low)
+
+
+def normal_tail(z: np.ndarray) -> np.ndarray:
+    """P(N(0, 1) > z), elementwise, to a relative error below 1.2e-7 far into the tail
+    (Numerical Recipes' Chebyshev fit of erfc): SciPy's ``ndtr`` would add SciPy to every
+    search's imports."""
+    x = np.abs(z) / math.sqrt(2)
+    t = 1 / (1 + 0.5 * x)
+    poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+        0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    upper = 0.5 * t * np.exp(-x * x + poly)  # erfc(x) / 2
+    return np.where(z >= 0, upper, 1 - upper)
+
+
+def enough(chances: np.ndarray, budget: float) -> int:
+    """How many of ``chances`` (ordered) to take so that the rest sum to at most ``budget``."""
+    rest = np.cumsum(chances[::-1])[::-1]  # rest[i]: the sum from i on, never increasing
+    return int(np.count_nonzero(rest > budget))
+
+
+class _QuerySearch:
+    """One query after its first probed lists were scanned (``estimates`` of ``ids``): how
+    many more lists to probe and rows to re-rank, from errors measured on the query itself."""
+
+    def __init__(self, index: IVFCodesIndex, query: np.ndarray, projected: np.ndarray, centroid_scores: np.ndarray,
+                 first: np.ndarray, selector, share: float, estimates: np.ndarray, ids: np.ndarray):
+        self.index, self.query, self.projected, self.selector, self.share = index, query, projected, selector, share
+        self.centroid_scores, self.first = centroid_scores, first  # first: the lists probed, best first
+        self.estimates, self.ids = estimates, ids
+
+    def _probe(self, lists: np.ndarray) -> None:
+        if len(lists):
+            estimates, ids = self.index._range(self.projected[None], self.centroid_scores[None], lists[None],
+                                               self.selector)[0]
+            self.estimates, self.ids = np.concatenate([self.estimates, estimates]), np.concatenate([self.ids, ids])
+
+    def estimated(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` estimates (no re-rank); too few allowed rows probed: every list."""
+        if len(self.ids) < k:
+            self._probe(self._rest())
+        best = np.argsort(-self.estimates, kind="stable")[:k]
+        return self.estimates[best], self.ids[best]
+
+    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
+        """``SAMPLE`` rows evenly spaced over the probed lists (filter or not): (ids, lists)."""
+        lists = self.first
+        ids_of, sizes = self.index._list_ids(), self.index._sizes[lists]
+        total = int(sizes.sum())
+        positions = ((np.arange(min(SAMPLE, total)) + 0.5) * total / max(1, min(SAMPLE, total))).astype(np.int64)
+        ends = np.cumsum(sizes)
+        which = np.searchsorted(ends, positions, side="right")
+        offsets = positions - (ends[which] - sizes[which])
+        ids = np.array([ids_of[lists[w]][o] for w, o in zip(which, offsets)], np.int64)
+        return ids, lists[which]
+
+    def _rest(self) -> np.ndarray:
+        """The lists not probed first."""
+        return np.setdiff1d(np.arange(len(self.centroid_scores)), self.first, assume_unique=True)
+
+    def reranked(self, k: int, cap: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
+        first; then every further list whose centroid score, plus the measured spread of rows
+        around their centroid, could reach the k-th exact score; then every candidate whose
+        estimate, plus the measured estimate error, could, best first in doubling steps, each
+        step's k-th exact score raising the bar (at most ``cap`` rows)."""
+        index, misses = self.index, self.index.misses
+        sample, sample_lists = self._sample()
+        first = (np.argpartition(-self.estimates, FIRST * k)[: FIRST * k] if len(self.estimates) > FIRST * k
+                 else np.arange(len(self.estimates)))
+        scored, scored_ids = exact_top(index.reader, self.query, np.union1d(self.ids[first], sample),
+                                       len(first) + len(sample))
+        by_id = np.argsort(scored_ids)
+        exact_of = lambda wanted: scored[by_id[np.searchsorted(scored_ids[by_id], wanted)]]  # noqa: E731
+        if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
+            passed = np.isin(scored_ids, allowed, assume_unique=True)
+            top_scores, top_ids = scored[passed][:k], scored_ids[passed][:k]
+        else:
+            top_scores, top_ids = scored[:k], scored_ids[:k]
+        kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+        rest = self._rest()
+        if len(rest):
+            around = upper_bounds(exact_of(sample) - self.centroid_scores[sample_lists])
+            if around is None or kth == -np.inf:
+                self._probe(rest)
+            else:  # a list's rows: its centroid score plus a spread measured around the sampled rows' centroids
+                chances = index._sizes[rest] * self.share * normal_tail((kth - self.centroid_scores[rest] - around[0]) / around[1])
+                near = np.flatnonzero(chances > 0)  # the others are more than 38 deviations short
+                near = near[np.argsort(-self.centroid_scores[rest[near]], kind="stable")]
+                self._probe(rest[near][: enough(chances[near], misses / 2)])
+        in_sample = np.isin(self.ids, sample)
+        errors = upper_bounds(exact_of(self.ids[in_sample]) - self.estimates[in_sample])
+        if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
+            errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
+        shift, spread = errors
+        remaining = ~np.isin(self.ids, scored_ids)
+        estimates, ids = self.estimates[remaining], self.ids[remaining]
+        near = np.flatnonzero(estimates + shift + FAR * spread >= kth)
+        near = near[np.argsort(-estimates[near], kind="stable")][: max(0, cap - len(scored_ids))]
+        estimates, ids = estimates[near], ids[near]
+
+        def wanted(start: int) -> int:  # candidates from start on to re-rank, at the k-th exact score so far
+            return start + enough(normal_tail((kth - estimates[start:] - shift) / spread), misses / 2)
+
+        if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
+            got_scores, got = exact_scan(index.reader, self.query[None], allowed, k)
+            return got_scores[0], got[0]
+        start, step = 0, STEP
+        while start < len(ids):
+            stop = min(start + step, wanted(start))
+            if stop <= start:
+                break
+            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k)
+            top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
+            best = np.argsort(-top_scores, kind="stable")[:k]
+            top_scores, top_ids = top_scores[best], top_ids[best]
+            kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+            start, step = stop, 2 * step
+        return top_scores, top_ids

@@ -11,13 +11,14 @@ recall on clusters of near-copies, where one global binary code cannot tell the 
   stored as the sign bits of its residual to its centroid plus two float factors (FAISS's
   ``IndexIVFRaBitQ``): ``bits / 8 + 8`` bytes, scored against the float query with RaBitQ's
   unbiased inner-product estimator (Gao & Long, SIGMOD 2024).
-* The error model that sizes each query's re-rank shortlist. An estimate misses the exact
+* An error model of the estimates, the floor under the error each search measures on its own
+  query (see :mod:`glimpse.backends.ivfcodes`). An estimate misses the exact
   ``q . x`` by the part of ``q . x`` outside the projection (``q_out . x_out``: its mean
   ``q . tail_mean`` and, row to row, a Gaussian-like spread from the tail's covariance, whose
   top ``TAIL_DIRECTIONS`` directions are kept and the rest taken as isotropic), plus the
   RaBitQ code error (``rabitq_error * |projected query|``, calibrated at fit time). Text
   queries lie far from every image and mostly outside the image projection: their spread is
-  large, so they get long shortlists, and image queries short ones.
+  large.
 
 Codes are only meaningful in IVF lists (see the index); ``encode`` is the plain sign of the
 projection, which makes this a usable, if plain, binarizer elsewhere.
