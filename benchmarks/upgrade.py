@@ -33,6 +33,7 @@ import glimpse
 from glimpse.eval.datasets import load_captioned, load_copydetect
 from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
+from glimpse.upgrade.dual import calibration_items, on_new_scale
 from glimpse.upgrade.maps import SpaceMap
 from glimpse.upgrade.state import active, read_order
 
@@ -40,12 +41,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
 OLD, NEW = "lite0-minilm", "lite2-minilm"
 STAGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+#: How the upgraded collection scores during the backfill: every image through the map (``map``),
+#: or images not re-embedded yet in the old space, on the new scale per query (``dual query``) or as is (``dual raw``).
+MODES = ("map", "dual query", "dual raw")
+LATENCY_QUERIES = 20
 
 
-def scores_of(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
-    """(R@10, mAP with one relevant item) of ``queries`` against ``gallery`` rows."""
-    first = ranks(queries @ gallery.T, relevant)
-    return recall_from_ranks(first, 10), mean_reciprocal_rank(first)
+def plain(kind: str, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Cosines of ``queries`` against ``gallery`` rows, one space (``kind``: text or copies)."""
+    return queries @ gallery.T
 
 
 def embed_images(encoder, make, count: int, cache: Path) -> np.ndarray:
@@ -87,8 +91,6 @@ def main() -> None:
     owner = np.array([j[0] for j in captioned.tasks[0].judgements[""].positives])
     copies = load_copydetect(args.data / "images", per_image=args.per_image)
     copy_task = copies.tasks[0]
-    copy_source = np.array([j[0] for j in copy_task.judgements[""].positives])
-    copy_images = [Path(p) for p in copy_task.database.paths]
 
     old = collection(args.work / "old", args.data / "images", OLD)
     fresh = collection(args.work / "fresh", args.data / "images", NEW)
@@ -101,8 +103,8 @@ def main() -> None:
     table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
     for seed in [int(v) for v in args.seeds.split(",")]:
         for order in args.orders.split(","):
-            for stage, figures in run(args, seed, order, images, captions, owner, copy_images, copy_source,
-                                      old, fresh, queries).items():
+            for stage, figures in run(args, seed, order, images, captions, owner, copy_task, old, fresh,
+                                      queries).items():
                 table.setdefault(stage, []).append(figures)
     print(f"\nsample {args.sample}, seeds {args.seeds}, orders {args.orders}: mean (min-max) share of old/old\n")
     print("| collection | text->image R@10 | copy mAP |")
@@ -113,11 +115,33 @@ def main() -> None:
               f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
 
 
+def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -> None:
+    """Median time of a text and an image query through ``col.search``, mapped against dual-space
+    (which encodes the query twice and scans the images not re-embedded yet in the old space)."""
+    pictures = [copy_task.queries.picture(q) for q in range(LATENCY_QUERIES)]
+    for scoring in ("dual", "map"):
+        col._upgrade_scoring = scoring
+        col.search(text=captions[0], k=10)  # loads what the path needs (the old encoder: once)
+        col.search(image=pictures[0], k=10)
+        timed = {}
+        for kind, asks in (("text", [{"text": c} for c in captions[:LATENCY_QUERIES]]),
+                           ("image", [{"image": im} for im in pictures])):
+            times = []
+            for ask in asks:
+                started = time.perf_counter()
+                col.search(**ask, k=10)
+                times.append(time.perf_counter() - started)
+            timed[kind] = np.median(times) * 1000
+        print(f"{tag} query latency [{scoring}]: text {timed['text']:.1f} ms, image {timed['image']:.1f} ms (median of "
+              f"{LATENCY_QUERIES})")
+    col._upgrade_scoring = "dual"
+
+
 def item_ids(col, paths: list[Path]) -> np.ndarray:
     return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
 
 
-def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_source, old, fresh,
+def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fresh,
         queries) -> dict[str, np.ndarray]:
     """One upgrade of a copy of the lite0 collection, measured at every stage: stage -> shares of old/old."""
     tag = f"[seed {seed}, {order}]"
@@ -138,17 +162,35 @@ def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_
     position = np.cumsum(measured) - 1  # image index -> gallery row
     row_of = {int(item): row for row, item in enumerate(gallery)}
     text_q = np.flatnonzero(measured[owner])
-    copy_ids = item_ids(col, copy_images)
+    copy_source = np.array([j[0] for j in copy_task.judgements[""].positives])
+    copy_ids = item_ids(col, [Path(p) for p in copy_task.database.paths])
     copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
     print(f"{tag} {len(gallery)} measured images (the sample's {len(images) - len(gallery)} left out), "
           f"{len(text_q)} captions, {len(copy_q)} copies")
 
-    def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> np.ndarray:
-        r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
-        _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
+    def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray, score=plain) -> np.ndarray:
+        """(text R@10, copy mAP with one relevant original) of these queries against the gallery's ``vectors``."""
+        r10 = recall_from_ranks(ranks(score("text", text_vectors[text_q], vectors), position[owner[text_q]]), 10)
+        ap = mean_reciprocal_rank(ranks(score("copies", copy_vectors[copy_q], vectors),
+                                        [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()]))
         return np.array([r10, ap])
 
-    base = measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])
+    old_gallery = stored(old, item_ids(old, images)[measured])
+    old_queries = {"text": queries[OLD][0][text_q], "copies": queries[OLD][1][copy_q]}
+
+    def dual(scale: str, state: dict, pending: np.ndarray):
+        """What dual-space search scores (glimpse.upgrade.dual): pending gallery images in the old space,
+        on the new scale, the rest in the new; the new queries' old twins score the old space."""
+        both = calibration_items(read_order(target, state)[: state["done"]], col._live)  # as search picks them
+        sample_old, sample_new = stored(old, both), stored(col, both)  # the upgraded copy keeps the ids
+
+        def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
+            old_q = old_queries[kind]
+            on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ sample_old.T, new_q @ sample_new.T, scale)
+            return np.where(pending[None, :], on_scale, new_q @ new_g.T)
+        return score
+
+    base = measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}
     reverse = SpaceMap.load(target / state["reverse"])
     out["alternative at 0%: queries mapped new->old"] = measure(stored(old, item_ids(old, images)[measured]),
@@ -160,10 +202,15 @@ def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_
         if want > state["done"]:
             col.upgrade(backfill=want - state["done"], finish=False)
         state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
-        real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
-        out[f"upgraded, {share:.0%} re-embedded"] = figures = measure(stored(col, gallery), *queries[NEW])
-        print(f"{tag} {real:.0%} re-embedded: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
-              f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+        pending = np.isin(gallery, read_order(target, state)[state["done"] :])
+        new_gallery = stored(col, gallery)
+        for mode in MODES:
+            score = plain if mode == "map" else dual(mode.split()[-1], state, pending)
+            out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures = measure(new_gallery, *queries[NEW], score)
+            print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+                  f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+        if share == 0.5:
+            latency(col, captions, copy_task, tag)
     col.upgrade()  # finish
     fresh_vectors = stored(fresh, item_ids(fresh, images))
     final = stored(col, item_ids(col, images))
