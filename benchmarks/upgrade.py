@@ -33,7 +33,8 @@ import glimpse
 from glimpse.eval.datasets import load_captioned, load_copydetect
 from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
-from glimpse.upgrade.dual import calibration_items, on_new_scale
+from glimpse.upgrade.backfill import _Run, sampled_units, shuffled
+from glimpse.upgrade.dual import SCALES, calibration_items, on_new_scale
 from glimpse.upgrade.maps import SpaceMap
 from glimpse.upgrade.state import active, read_order
 
@@ -83,6 +84,9 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-image", type=int, default=2)
     parser.add_argument("--orders", default=POLICIES[0])
+    parser.add_argument("--replay", action="store_true",
+                        help="dual-space scoring only, replayed on the stored lite0 and lite2 vectors with the "
+                             "engine's sample and random order: no model runs (minutes less a seed)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -102,6 +106,10 @@ def main() -> None:
 
     table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
     for seed in [int(v) for v in args.seeds.split(",")]:
+        if args.replay:
+            for stage, figures in replay(args, seed, images, owner, copy_task, old, fresh, queries).items():
+                table.setdefault(stage, []).append(figures)
+            continue
         for order in args.orders.split(","):
             for stage, figures in run(args, seed, order, images, captions, owner, copy_task, old, fresh,
                                       queries).items():
@@ -113,6 +121,41 @@ def main() -> None:
         r = np.array(figures)
         print(f"| {stage} | {r[:, 0].mean():.1%} ({r[:, 0].min():.1%}-{r[:, 0].max():.1%}) |"
               f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
+
+
+class Judge:
+    """The queries scored on a gallery (the ``measured`` images) and each one's relevant gallery row."""
+
+    def __init__(self, measured: np.ndarray, owner: np.ndarray, copy_task, images: list[Path]):
+        position = np.cumsum(measured) - 1  # image index -> gallery row
+        index_of = {str(p): i for i, p in enumerate(images)}
+        source = np.array([index_of[str(Path(copy_task.database.paths[j[0]]))]
+                           for j in copy_task.judgements[""].positives])
+        self.text_q = np.flatnonzero(measured[owner])
+        self.text_rel = position[owner[self.text_q]]
+        self.copy_q = np.flatnonzero(measured[source])
+        self.copy_rel = position[source[self.copy_q]]
+
+    def queries(self, vectors: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"text": vectors[0][self.text_q], "copies": vectors[1][self.copy_q]}
+
+    def measure(self, vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray, score=plain) -> np.ndarray:
+        """(text R@10, copy mAP with one relevant original) of these queries against the gallery's ``vectors``."""
+        r10 = recall_from_ranks(ranks(score("text", text_vectors[self.text_q], vectors), self.text_rel), 10)
+        ap = mean_reciprocal_rank(ranks(score("copies", copy_vectors[self.copy_q], vectors), self.copy_rel))
+        return np.array([r10, ap])
+
+
+def dual_score(scale: str, old_queries: dict[str, np.ndarray], old_gallery: np.ndarray, both_old: np.ndarray,
+               both_new: np.ndarray, pending: np.ndarray):
+    """What dual-space search scores (glimpse.upgrade.dual): ``pending`` gallery images in the old space,
+    on the new scale (from the images both encoders embedded: ``both_old``, ``both_new``), the rest in
+    the new; the new queries' old twins (``old_queries``) score the old space."""
+    def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
+        old_q = old_queries[kind]
+        on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ both_old.T, new_q @ both_new.T, scale)
+        return np.where(pending[None, :], on_scale, new_q @ new_g.T)
+    return score
 
 
 def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -> None:
@@ -137,6 +180,41 @@ def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -
     col._upgrade_scoring = "dual"
 
 
+def replay(args, seed: int, images, owner, copy_task, old, fresh, queries) -> dict[str, np.ndarray]:
+    """Dual-space scoring at every stage without running the models: the engine's seeded sample and
+    ``random`` order (its own functions), the old collection's vectors for images still waiting and the
+    fresh lite2 collection's for re-embedded ones (a finished upgrade's vectors equal them bit for bit)."""
+    old_ids, fresh_ids = item_ids(old, images), item_ids(fresh, images)
+    to_fresh = dict(zip(old_ids.tolist(), fresh_ids.tolist()))
+    runner = _Run(old, seed, 32, 1, None)
+    units = runner._units(np.sort(old_ids))
+    chosen = sampled_units(units, args.sample, seed)
+    sampled = np.concatenate(chosen)
+    rest = [unit[~np.isin(unit, sampled)] for unit in units]
+    order_units = [*chosen, *shuffled([unit for unit in rest if len(unit)], seed)]
+    order = np.concatenate(order_units)
+    ends = np.cumsum([len(unit) for unit in order_units])
+    measured = ~np.isin(old_ids, sampled)
+    judge = Judge(measured, owner, copy_task, images)
+    old_gallery, new_gallery = stored(old, old_ids[measured]), stored(fresh, fresh_ids[measured])
+    old_queries = judge.queries(queries[OLD])
+    base = judge.measure(old_gallery, *queries[OLD])
+    out = {"old/old": base, "new/new": judge.measure(new_gallery, *queries[NEW])}
+    tag = f"[seed {seed}, random, replay]"
+    for share in STAGES:
+        want = len(sampled) + round(share * (len(order) - len(sampled)))
+        done = int(ends[np.searchsorted(ends, want)]) if want < len(order) else len(order)  # whole batches
+        pending = np.isin(old_ids[measured], order[done:])
+        both = calibration_items(order[:done], old_ids)
+        both_new = stored(fresh, np.array([to_fresh[i] for i in both.tolist()], np.int64))
+        for scale in SCALES:
+            score = dual_score(scale, old_queries, old_gallery, stored(old, both), both_new, pending)
+            out[f"upgraded, {share:.0%} re-embedded [dual {scale}]"] = figures = judge.measure(new_gallery, *queries[NEW], score)
+            print(f"{tag} {1 - pending.mean():.0%} re-embedded [dual {scale}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+                  f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+    return {stage: figures / base for stage, figures in out.items()}
+
+
 def item_ids(col, paths: list[Path]) -> np.ndarray:
     return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
 
@@ -156,39 +234,19 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
           f" map: {up['map']}, cross-validated {up['quality']}")
     state = active(col._meta.get_meta())
     sampled = set(read_order(target, state)[: state["sample"]].tolist())
-    ids = item_ids(col, images)
-    measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
-    gallery = ids[measured]
-    position = np.cumsum(measured) - 1  # image index -> gallery row
-    row_of = {int(item): row for row, item in enumerate(gallery)}
-    text_q = np.flatnonzero(measured[owner])
-    copy_source = np.array([j[0] for j in copy_task.judgements[""].positives])
-    copy_ids = item_ids(col, [Path(p) for p in copy_task.database.paths])
-    copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
+    measured = np.array([i not in sampled for i in item_ids(col, images).tolist()])  # images of the gallery
+    gallery = item_ids(col, images)[measured]
+    judge = Judge(measured, owner, copy_task, images)
     print(f"{tag} {len(gallery)} measured images (the sample's {len(images) - len(gallery)} left out), "
-          f"{len(text_q)} captions, {len(copy_q)} copies")
-
-    def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray, score=plain) -> np.ndarray:
-        """(text R@10, copy mAP with one relevant original) of these queries against the gallery's ``vectors``."""
-        r10 = recall_from_ranks(ranks(score("text", text_vectors[text_q], vectors), position[owner[text_q]]), 10)
-        ap = mean_reciprocal_rank(ranks(score("copies", copy_vectors[copy_q], vectors),
-                                        [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()]))
-        return np.array([r10, ap])
+          f"{len(judge.text_q)} captions, {len(judge.copy_q)} copies")
+    measure = judge.measure
 
     old_gallery = stored(old, item_ids(old, images)[measured])
-    old_queries = {"text": queries[OLD][0][text_q], "copies": queries[OLD][1][copy_q]}
+    old_queries = judge.queries(queries[OLD])
 
     def dual(scale: str, state: dict, pending: np.ndarray):
-        """What dual-space search scores (glimpse.upgrade.dual): pending gallery images in the old space,
-        on the new scale, the rest in the new; the new queries' old twins score the old space."""
         both = calibration_items(read_order(target, state)[: state["done"]], col._live)  # as search picks them
-        sample_old, sample_new = stored(old, both), stored(col, both)  # the upgraded copy keeps the ids
-
-        def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
-            old_q = old_queries[kind]
-            on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ sample_old.T, new_q @ sample_new.T, scale)
-            return np.where(pending[None, :], on_scale, new_q @ new_g.T)
-        return score
+        return dual_score(scale, old_queries, old_gallery, stored(old, both), stored(col, both), pending)
 
     base = measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}
