@@ -87,6 +87,9 @@ def main() -> None:
     parser.add_argument("--replay", action="store_true",
                         help="dual-space scoring only, replayed on the stored lite0 and lite2 vectors with the "
                              "engine's sample and random order: no model runs (minutes less a seed)")
+    parser.add_argument("--latency", action="store_true",
+                        help="only query latency, map against dual-space, just after the switch (--sample images "
+                             "re-embedded: the most left to scan in the old space)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -104,6 +107,14 @@ def main() -> None:
                          embed_images(col.encoder, copy_task.queries.picture, len(copy_task.queries),
                                       args.work / f"copies-{name}-{args.per_image}.npy"))
 
+    if args.latency:
+        target = args.work / "latency"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(args.work / "old", target)
+        col = glimpse.open(target)
+        col.upgrade(NEW, sample=args.sample, backfill=0)
+        latency(col, captions, copy_task, f"[sample {col.stats().upgrade['sample']} of {len(col)} re-embedded]")
+        return
     table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
     for seed in [int(v) for v in args.seeds.split(",")]:
         if args.replay:
