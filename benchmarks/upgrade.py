@@ -125,7 +125,8 @@ def main() -> None:
             for stage, figures in run(args, seed, order, images, captions, owner, copy_task, old, fresh,
                                       queries).items():
                 table.setdefault(stage, []).append(figures)
-    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {args.orders}: mean (min-max) share of old/old\n")
+    orders = "random (replay)" if args.replay else args.orders
+    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {orders}: mean (min-max) share of old/old\n")
     print("| collection | text->image R@10 | copy mAP |")
     print("|---|---|---|")
     for stage, figures in table.items():
