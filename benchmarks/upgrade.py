@@ -18,6 +18,12 @@ alternative, queries mapped new->old against the old vectors. The last table giv
 mean and spread over the seeds, as shares of old/old on the same images. Goals (issue
 13): >= 95% of old/old at 0%, never dropping as the backfill advances, and at 100% vectors
 equal to the fresh lite2 collection's, bit for bit.
+
+Each stage is scored in the ``MODES``: through the map, and dual-space (:mod:`glimpse.upgrade.dual`:
+images not re-embedded yet in the old space, on the new scale or raw). ``--replay`` scores the dual
+modes only, on the stored lite0 and lite2 vectors with the engine's own sample and ``random`` order (no
+model runs: minutes instead of an hour on a loaded machine); ``--latency`` times map against dual-space
+queries through ``search`` just after the switch.
 """
 
 from __future__ import annotations
