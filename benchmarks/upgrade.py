@@ -18,6 +18,12 @@ alternative, queries mapped new->old against the old vectors. The last table giv
 mean and spread over the seeds, as shares of old/old on the same images. Goals (issue
 13): >= 95% of old/old at 0%, never dropping as the backfill advances, and at 100% vectors
 equal to the fresh lite2 collection's, bit for bit.
+
+Each stage is scored in the ``MODES``: through the map, and dual-space (:mod:`glimpse.upgrade.dual`:
+images not re-embedded yet in the old space, on the new scale or raw). ``--replay`` scores the dual
+modes only, on the stored lite0 and lite2 vectors with the engine's own sample and ``random`` order (no
+model runs: minutes instead of an hour on a loaded machine); ``--latency`` times map against dual-space
+queries through ``search`` just after the switch.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ import glimpse
 from glimpse.eval.datasets import load_captioned, load_copydetect
 from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
+from glimpse.upgrade.backfill import _Run, sampled_units, shuffled
+from glimpse.upgrade.dual import SCALES, calibration_items, on_new_scale
 from glimpse.upgrade.maps import SpaceMap
 from glimpse.upgrade.state import active, read_order
 
@@ -40,12 +48,15 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
 OLD, NEW = "lite0-minilm", "lite2-minilm"
 STAGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
+#: How the upgraded collection scores during the backfill: every image through the map (``map``),
+#: or images not re-embedded yet in the old space, on the new scale per query (``dual query``) or as is (``dual raw``).
+MODES = ("map", "dual query", "dual raw")
+LATENCY_QUERIES = 20
 
 
-def scores_of(queries: np.ndarray, gallery: np.ndarray, relevant: np.ndarray) -> tuple[float, float]:
-    """(R@10, mAP with one relevant item) of ``queries`` against ``gallery`` rows."""
-    first = ranks(queries @ gallery.T, relevant)
-    return recall_from_ranks(first, 10), mean_reciprocal_rank(first)
+def plain(kind: str, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """Cosines of ``queries`` against ``gallery`` rows, one space (``kind``: text or copies)."""
+    return queries @ gallery.T
 
 
 def embed_images(encoder, make, count: int, cache: Path) -> np.ndarray:
@@ -79,6 +90,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--per-image", type=int, default=2)
     parser.add_argument("--orders", default=POLICIES[0])
+    parser.add_argument("--replay", action="store_true",
+                        help="dual-space scoring only, replayed on the stored lite0 and lite2 vectors with the "
+                             "engine's sample and random order: no model runs (minutes less a seed)")
+    parser.add_argument("--latency", action="store_true",
+                        help="only query latency, map against dual-space, just after the switch (--sample images "
+                             "re-embedded: the most left to scan in the old space)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -87,8 +104,6 @@ def main() -> None:
     owner = np.array([j[0] for j in captioned.tasks[0].judgements[""].positives])
     copies = load_copydetect(args.data / "images", per_image=args.per_image)
     copy_task = copies.tasks[0]
-    copy_source = np.array([j[0] for j in copy_task.judgements[""].positives])
-    copy_images = [Path(p) for p in copy_task.database.paths]
 
     old = collection(args.work / "old", args.data / "images", OLD)
     fresh = collection(args.work / "fresh", args.data / "images", NEW)
@@ -98,13 +113,26 @@ def main() -> None:
                          embed_images(col.encoder, copy_task.queries.picture, len(copy_task.queries),
                                       args.work / f"copies-{name}-{args.per_image}.npy"))
 
+    if args.latency:
+        target = args.work / "latency"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(args.work / "old", target)
+        col = glimpse.open(target)
+        col.upgrade(NEW, sample=args.sample, backfill=0)
+        latency(col, captions, copy_task, f"[sample {col.stats().upgrade['sample']} of {len(col)} re-embedded]")
+        return
     table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
     for seed in [int(v) for v in args.seeds.split(",")]:
-        for order in args.orders.split(","):
-            for stage, figures in run(args, seed, order, images, captions, owner, copy_images, copy_source,
-                                      old, fresh, queries).items():
+        if args.replay:
+            for stage, figures in replay(args, seed, images, owner, copy_task, old, fresh, queries).items():
                 table.setdefault(stage, []).append(figures)
-    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {args.orders}: mean (min-max) share of old/old\n")
+            continue
+        for order in args.orders.split(","):
+            for stage, figures in run(args, seed, order, images, captions, owner, copy_task, old, fresh,
+                                      queries).items():
+                table.setdefault(stage, []).append(figures)
+    orders = "random (replay)" if args.replay else args.orders
+    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {orders}: mean (min-max) share of old/old\n")
     print("| collection | text->image R@10 | copy mAP |")
     print("|---|---|---|")
     for stage, figures in table.items():
@@ -113,11 +141,103 @@ def main() -> None:
               f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
 
 
+class Judge:
+    """The queries scored on a gallery (the ``measured`` images) and each one's relevant gallery row."""
+
+    def __init__(self, measured: np.ndarray, owner: np.ndarray, copy_task, images: list[Path]):
+        position = np.cumsum(measured) - 1  # image index -> gallery row
+        index_of = {str(p): i for i, p in enumerate(images)}
+        source = np.array([index_of[str(Path(copy_task.database.paths[j[0]]))]
+                           for j in copy_task.judgements[""].positives])
+        self.text_q = np.flatnonzero(measured[owner])
+        self.text_rel = position[owner[self.text_q]]
+        self.copy_q = np.flatnonzero(measured[source])
+        self.copy_rel = position[source[self.copy_q]]
+
+    def queries(self, vectors: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"text": vectors[0][self.text_q], "copies": vectors[1][self.copy_q]}
+
+    def measure(self, vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray, score=plain) -> np.ndarray:
+        """(text R@10, copy mAP with one relevant original) of these queries against the gallery's ``vectors``."""
+        r10 = recall_from_ranks(ranks(score("text", text_vectors[self.text_q], vectors), self.text_rel), 10)
+        ap = mean_reciprocal_rank(ranks(score("copies", copy_vectors[self.copy_q], vectors), self.copy_rel))
+        return np.array([r10, ap])
+
+
+def dual_score(scale: str, old_queries: dict[str, np.ndarray], old_gallery: np.ndarray, both_old: np.ndarray,
+               both_new: np.ndarray, pending: np.ndarray):
+    """What dual-space search scores (glimpse.upgrade.dual): ``pending`` gallery images in the old space,
+    on the new scale (from the images both encoders embedded: ``both_old``, ``both_new``), the rest in
+    the new; the new queries' old twins (``old_queries``) score the old space."""
+    def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
+        old_q = old_queries[kind]
+        on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ both_old.T, new_q @ both_new.T, scale)
+        return np.where(pending[None, :], on_scale, new_q @ new_g.T)
+    return score
+
+
+def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -> None:
+    """Median time of a text and an image query through ``col.search``, mapped against dual-space
+    (which encodes the query twice and scans the images not re-embedded yet in the old space)."""
+    pictures = [copy_task.queries.picture(q) for q in range(LATENCY_QUERIES)]
+    for scoring in ("dual", "map"):
+        col._upgrade_scoring = scoring
+        col.search(text=captions[0], k=10)  # loads what the path needs (the old encoder: once)
+        col.search(image=pictures[0], k=10)
+        timed = {}
+        for kind, asks in (("text", [{"text": c} for c in captions[:LATENCY_QUERIES]]),
+                           ("image", [{"image": im} for im in pictures])):
+            times = []
+            for ask in asks:
+                started = time.perf_counter()
+                col.search(**ask, k=10)
+                times.append(time.perf_counter() - started)
+            timed[kind] = np.median(times) * 1000
+        print(f"{tag} query latency [{scoring}]: text {timed['text']:.1f} ms, image {timed['image']:.1f} ms (median of "
+              f"{LATENCY_QUERIES})")
+    col._upgrade_scoring = "dual"
+
+
+def replay(args, seed: int, images, owner, copy_task, old, fresh, queries) -> dict[str, np.ndarray]:
+    """Dual-space scoring at every stage without running the models: the engine's seeded sample and
+    ``random`` order (its own functions), the old collection's vectors for images still waiting and the
+    fresh lite2 collection's for re-embedded ones (a finished upgrade's vectors equal them bit for bit)."""
+    old_ids, fresh_ids = item_ids(old, images), item_ids(fresh, images)
+    to_fresh = dict(zip(old_ids.tolist(), fresh_ids.tolist()))
+    runner = _Run(old, seed, 32, 1, None)
+    units = runner._units(np.sort(old_ids))
+    chosen = sampled_units(units, args.sample, seed)
+    sampled = np.concatenate(chosen)
+    rest = [unit[~np.isin(unit, sampled)] for unit in units]
+    order_units = [*chosen, *shuffled([unit for unit in rest if len(unit)], seed)]
+    order = np.concatenate(order_units)
+    ends = np.cumsum([len(unit) for unit in order_units])
+    measured = ~np.isin(old_ids, sampled)
+    judge = Judge(measured, owner, copy_task, images)
+    old_gallery, new_gallery = stored(old, old_ids[measured]), stored(fresh, fresh_ids[measured])
+    old_queries = judge.queries(queries[OLD])
+    base = judge.measure(old_gallery, *queries[OLD])
+    out = {"old/old": base, "new/new": judge.measure(new_gallery, *queries[NEW])}
+    tag = f"[seed {seed}, random, replay]"
+    for share in STAGES:
+        want = len(sampled) + round(share * (len(order) - len(sampled)))
+        done = int(ends[np.searchsorted(ends, want)]) if want < len(order) else len(order)  # whole batches
+        pending = np.isin(old_ids[measured], order[done:])
+        both = calibration_items(order[:done], old_ids)
+        both_new = stored(fresh, np.array([to_fresh[i] for i in both.tolist()], np.int64))
+        for scale in SCALES:
+            score = dual_score(scale, old_queries, old_gallery, stored(old, both), both_new, pending)
+            out[f"upgraded, {share:.0%} re-embedded [dual {scale}]"] = figures = judge.measure(new_gallery, *queries[NEW], score)
+            print(f"{tag} {1 - pending.mean():.0%} re-embedded [dual {scale}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+                  f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+    return {stage: figures / base for stage, figures in out.items()}
+
+
 def item_ids(col, paths: list[Path]) -> np.ndarray:
     return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
 
 
-def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_source, old, fresh,
+def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fresh,
         queries) -> dict[str, np.ndarray]:
     """One upgrade of a copy of the lite0 collection, measured at every stage: stage -> shares of old/old."""
     tag = f"[seed {seed}, {order}]"
@@ -132,23 +252,21 @@ def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_
           f" map: {up['map']}, cross-validated {up['quality']}")
     state = active(col._meta.get_meta())
     sampled = set(read_order(target, state)[: state["sample"]].tolist())
-    ids = item_ids(col, images)
-    measured = np.array([i not in sampled for i in ids.tolist()])  # images of the gallery
-    gallery = ids[measured]
-    position = np.cumsum(measured) - 1  # image index -> gallery row
-    row_of = {int(item): row for row, item in enumerate(gallery)}
-    text_q = np.flatnonzero(measured[owner])
-    copy_ids = item_ids(col, copy_images)
-    copy_q = np.flatnonzero(np.isin(copy_ids[copy_source], gallery))
+    measured = np.array([i not in sampled for i in item_ids(col, images).tolist()])  # images of the gallery
+    gallery = item_ids(col, images)[measured]
+    judge = Judge(measured, owner, copy_task, images)
     print(f"{tag} {len(gallery)} measured images (the sample's {len(images) - len(gallery)} left out), "
-          f"{len(text_q)} captions, {len(copy_q)} copies")
+          f"{len(judge.text_q)} captions, {len(judge.copy_q)} copies")
+    measure = judge.measure
 
-    def measure(vectors: np.ndarray, text_vectors: np.ndarray, copy_vectors: np.ndarray) -> np.ndarray:
-        r10, _ = scores_of(text_vectors[text_q], vectors, position[owner[text_q]])
-        _, ap = scores_of(copy_vectors[copy_q], vectors, [row_of[i] for i in copy_ids[copy_source[copy_q]].tolist()])
-        return np.array([r10, ap])
+    old_gallery = stored(old, item_ids(old, images)[measured])
+    old_queries = judge.queries(queries[OLD])
 
-    base = measure(stored(old, item_ids(old, images)[measured]), *queries[OLD])
+    def dual(scale: str, state: dict, pending: np.ndarray):
+        both = calibration_items(read_order(target, state)[: state["done"]], col._live)  # as search picks them
+        return dual_score(scale, old_queries, old_gallery, stored(old, both), stored(col, both), pending)
+
+    base = measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}
     reverse = SpaceMap.load(target / state["reverse"])
     out["alternative at 0%: queries mapped new->old"] = measure(stored(old, item_ids(old, images)[measured]),
@@ -160,10 +278,15 @@ def run(args, seed: int, order: str, images, captions, owner, copy_images, copy_
         if want > state["done"]:
             col.upgrade(backfill=want - state["done"], finish=False)
         state = active(col._meta.get_meta())  # whole batches: a stage may overshoot its share a little
-        real = float(np.isin(gallery, read_order(target, state)[: state["done"]]).mean())
-        out[f"upgraded, {share:.0%} re-embedded"] = figures = measure(stored(col, gallery), *queries[NEW])
-        print(f"{tag} {real:.0%} re-embedded: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
-              f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+        pending = np.isin(gallery, read_order(target, state)[state["done"] :])
+        new_gallery = stored(col, gallery)
+        for mode in MODES:
+            score = plain if mode == "map" else dual(mode.split()[-1], state, pending)
+            out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures = measure(new_gallery, *queries[NEW], score)
+            print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+                  f"(old/old {base[0]:.3f}, {base[1]:.3f})")
+        if share == 0.5:
+            latency(col, captions, copy_task, tag)
     col.upgrade()  # finish
     fresh_vectors = stored(fresh, item_ids(fresh, images))
     final = stored(col, item_ids(col, images))

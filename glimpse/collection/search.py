@@ -15,6 +15,7 @@ from ..query.request import SearchRequest
 from ..query import fusion as fuse
 from ..query.words import Phrase, split_word_terms
 from ..query.refine import CANDIDATES, refine as refine_candidates
+from ..upgrade.dual import merged
 
 
 class Searching:
@@ -83,12 +84,17 @@ class Searching:
         # query's encoding (the model: most of a text or image query's time), the filters' SQL
         # and refinement take no lock, and backend scans share theirs; only a refresh after a
         # commit makes them wait (benchmarks/parallel_search.py measures it).
-        sources = QuerySources(self._item_vector, self._item_for_hash,
-                               self._text_map() if request.adapted else None)
         with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
             encoder = self.encoder
+        dual = self._dual_space(request)  # both spaces while an upgrade's backfill runs
+        # With both spaces a query image is encoded by both encoders, not read as a stored (maybe mapped) vector.
+        sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else _no_item,
+                               self._text_map() if request.adapted else None)
         query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,
                             like=request.like, terms=terms, alpha=request.alpha)
+        if dual is not None:
+            scored_old = dual.scorer(build_query(dual.encoder, QuerySources(self._item_vector, _no_item),
+                                                 text=request.text, image=request.image).vector, query.vector)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.array(sorted(query.exclude), dtype=np.int64))
@@ -101,9 +107,15 @@ class Searching:
         want += 0 if allowed is not None else len(query.exclude)
         with self._fresh_index() as index:
             stage = request.stage(self._index_settings, text_only=query.text_only)
-            scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=allowed, stage=stage,
-                                       **self._index_filter(filters, phrases))
+            searched = allowed if dual is None else dual.settled_among(allowed)
+            if searched is not None and not len(searched):  # every allowed item waits for the backfill
+                scores, ids = np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
+            else:
+                scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=searched, stage=stage,
+                                           **self._index_filter(filters, phrases))
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
+        if dual is not None:
+            keep = merged(keep, dual.best_pending(scored_old, allowed, query.exclude, want))[:want]
         if request.refining and len(keep) > 1:
             new_ids, new_scores = refine_candidates(
                 request.refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),
@@ -111,7 +123,8 @@ class Searching:
             keep = list(zip(new_ids.tolist(), new_scores.tolist()))
         if lexical:
             keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
-                keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector)
+                keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector if dual is None else
+                dual.rescored(ids, self._read_vectors(ids) @ query.vector, scored_old))
         hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
@@ -176,6 +189,10 @@ class Searching:
         hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
+
+
+def _no_item(content_hash: str) -> None:
+    return None
 
 
 def _request(first: str | SearchRequest | None, rest: SearchRequest) -> SearchRequest:

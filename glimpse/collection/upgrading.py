@@ -3,15 +3,27 @@ switch made by any process, re-reading the rows a backfill rewrote, and the file
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..encoders import Encoder, create_encoder
+from ..query.request import SearchRequest
 from ..storage import VectorStore
 from ..upgrade import state as upgrade_state
+from ..upgrade.dual import DualSpace, calibration_items
 from .layout import VECTORS_NAME
 
 
 class Upgrading:
+    #: How a backfill under way scores text and image queries: ``dual`` (items not re-embedded
+    #: yet in the old space, see :mod:`glimpse.upgrade.dual`) or ``map`` (every item in the new
+    #: space, through its mapped vector). Other queries always use the map.
+    _upgrade_scoring = "dual"
+    _dual: tuple[tuple, DualSpace | None] | None = None  # (the state it was built for, it)
+    _old_encoder: tuple[str, Encoder | None] | None = None  # (the upgrade's order file, the old encoder)
+    _old_encoder_lock = threading.Lock()
+
     def upgrade(
         self,
         encoder: str | Encoder | None = None,
@@ -65,6 +77,58 @@ class Upgrading:
         if len(rewritten):
             self._index.remove(rewritten)
             self._index.add(rewritten, self._vectors.read(rewritten, self._rows))
+
+    def _dual_space(self, request: SearchRequest) -> DualSpace | None:
+        """Both spaces, for a plain text or image query while a backfill leaves items mapped; else None."""
+        plain = (request.text is None) != (request.image is None)
+        if self._upgrade_scoring != "dual" or not plain or request.vector is not None or request.like is not None \
+                or request.terms is not None:
+            return None
+        meta = self._meta.get_meta() if self._encoder_facts["backfill"] is not None else {}  # as of the last sync
+        if not upgrade_state.switched(meta):
+            self._dual = self._old_encoder = None  # the old encoder's memory goes with the upgrade
+            return None
+        state = upgrade_state.active(meta)
+        key = (state["order"], int(state["done"]), int(meta.get("generation", 0)))
+        if self._dual is None or self._dual[0] != key:
+            try:
+                self._dual = (key, self._dual_at())
+            except FileNotFoundError:  # the upgrade finished or was aborted meanwhile: its files are gone
+                return None
+        return self._dual[1]
+
+    def _dual_at(self) -> DualSpace | None:
+        meta, pairs = self._meta.snapshot()
+        state = upgrade_state.active(meta)
+        if not upgrade_state.switched(meta):
+            return None
+        table = np.array(pairs, np.int64).reshape(-1, 2)
+        order = upgrade_state.read_order(self.path, state)
+        pending = np.intersect1d(order[int(state["done"]):], table[:, 0])
+        old_encoder = self._old_encoder_of(state) if len(pending) else None
+        if old_encoder is None:
+            return None
+        rows = int(meta.get("rows", 0))
+        old, new = (VectorStore(self.path / state[side]["vectors"], int(state[side]["dim"])) for side in ("old", "new"))
+        for store in (old, new):
+            store.locate(store.path, table[:, 0], table[:, 1])
+        old_rows = min(rows, old.nbytes() // (old.dim * np.dtype(old.DTYPE).itemsize))  # none for items added since
+        sample = calibration_items(order[: int(state["done"])], table[:, 0])
+        return DualSpace(old_encoder, old, old_rows, pending, np.setdiff1d(table[:, 0], pending),
+                         old.read(sample, old_rows), new.read(sample, rows))
+
+    def _old_encoder_of(self, state: dict) -> Encoder | None:
+        """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends; None
+        where it cannot be built any more (its weights gone, say): queries then use the map."""
+        with self._old_encoder_lock:
+            if self._old_encoder is None or self._old_encoder[0] != state["order"]:
+                old = state["old"]
+                try:
+                    encoder = create_encoder(old["encoder"], **(old["encoder_options"] or {}))
+                except (ValueError, OSError, ImportError):
+                    encoder = None
+                self._old_encoder = (state["order"], encoder)
+            return self._old_encoder[1]
 
     def _upgrading(self) -> bool:
         return upgrade_state.active(self._meta.get_meta()) is not None

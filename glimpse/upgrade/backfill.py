@@ -79,6 +79,17 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
     return report
 
 
+def sampled_units(units: list[np.ndarray], sample: int, seed: int) -> list[np.ndarray]:
+    """Whole batches, in a seeded order, until they hold ``sample`` items."""
+    pick = np.random.default_rng(seed).permutation(len(units))
+    return [units[u] for u in pick[: int(np.searchsorted(np.cumsum([len(units[u]) for u in pick]), sample)) + 1]]
+
+
+def shuffled(units: list[np.ndarray], seed: int) -> list[np.ndarray]:
+    """The ``random`` backfill order: the batches in a seeded order."""
+    return [units[u] for u in np.random.default_rng(seed).permutation(len(units))]
+
+
 def _check(sample: int, backfill: int | None, policy: str, batch_size: int, workers: int) -> None:
     if sample < 1:
         raise ValueError(f"sample must be at least 1 image, got {sample}")
@@ -172,9 +183,7 @@ class _Run:
         col = self.col
         with col._lock:
             meta = col._meta.get_meta()
-            units = self._units(np.array(col._meta.item_ids(), np.int64))
-            pick = np.random.default_rng(self.seed).permutation(len(units))  # whole batches, until the sample is full
-            chosen = [units[u] for u in pick[: int(np.searchsorted(np.cumsum([len(units[u]) for u in pick]), sample)) + 1]]
+            chosen = sampled_units(self._units(np.array(col._meta.item_ids(), np.int64)), sample, self.seed)
             token = f"{int(time.time() * 1000):x}"
             state = {
                 "phase": "sampling", "policy": policy, "seed": self.seed, "started": time.time(),
@@ -218,7 +227,7 @@ class _Run:
                 mean_doubt = [doubt[np.searchsorted(rest, unit)].mean() for unit in units]
                 units = [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
             else:
-                units = [units[u] for u in np.random.default_rng(self.seed).permutation(len(units))]
+                units = shuffled(units, self.seed)
             save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
             state = {**state, "phase": "backfilling", "done": len(sampled), "sample": len(sampled),
                      "map_kind": forward.kind, "candidates": candidates, "adapt": meta.get("adapt"),
