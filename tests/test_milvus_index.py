@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from milvus_fixtures import client, lite_server, milvus23_server, unique_name  # noqa: F401 - fixtures
@@ -9,6 +11,7 @@ from milvus_fixtures import client, lite_server, milvus23_server, unique_name  #
 from glimpse.codes import create_binarizer
 from glimpse.backends import FlatIndex
 from glimpse.milvus.expr import expressible, to_expression
+from glimpse.milvus.index import MilvusIndex
 from glimpse.query.filters import Filter
 
 DIM = 32
@@ -169,3 +172,14 @@ def test_index_option_of_a_uri():
         parse_uri("milvus://h/photos?nprobe=3")
     with pytest.raises(ValueError, match="exact indexes only"):
         parse_uri("milvus-lite:///tmp/photos.db?index=ivf")
+
+
+def test_an_index_another_worker_is_still_creating_is_waited_for():
+    """Milvus makes a new collection's indexes one by one: a second worker may load it before
+    the codes index exists (describe_index answers nothing for that moment)."""
+    answers = iter([{}, {}, {"index_type": "BIN_FLAT"}])
+    client = SimpleNamespace(describe_index=lambda name, field: next(answers))
+    assert MilvusIndex.index_type(SimpleNamespace(client=client, name="c", field="codes")) == "BIN_FLAT"
+    never = SimpleNamespace(client=SimpleNamespace(describe_index=lambda name, field: {}), name="c", field="codes")
+    with pytest.raises(TimeoutError, match="no index on codes"):
+        MilvusIndex.index_type(never, wait_s=0.3)

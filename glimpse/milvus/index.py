@@ -206,9 +206,18 @@ class MilvusIndex(SearchBackend):
             time.sleep(1)
         raise TimeoutError(f"Milvus did not finish indexing {self.name} within {timeout_s:.0f} s")
 
-    def index_type(self) -> str:
-        """Milvus's index type on the searched field."""
-        return self.client.describe_index(self.name, self.field)["index_type"]
+    def index_type(self, wait_s: float = 60) -> str:
+        """Milvus's index type on the searched field. A collection another worker is creating
+        right now may not have it yet (Milvus makes the indexes one by one, and loading needs
+        only the first): wait for it."""
+        import time
+
+        deadline = time.monotonic() + wait_s
+        while not (described := self.client.describe_index(self.name, self.field)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Milvus collection {self.name} has no index on {self.field} after {wait_s:.0f} s")
+            time.sleep(0.2)
+        return described["index_type"]
 
     # -- writing ----------------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
