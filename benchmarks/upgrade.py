@@ -20,7 +20,7 @@ mean and spread over the seeds, as shares of old/old on the same images. Goals (
 equal to the fresh lite2 collection's, bit for bit.
 
 Each stage is scored in the ``MODES``: through the map, and dual-space (:mod:`glimpse.upgrade.dual`:
-images not re-embedded yet in the old space, on the new scale or raw). ``--replay`` scores the dual
+images not re-embedded yet in the old space, re-embedded ones blended), against its baselines. ``--replay`` scores the dual
 modes only, on the stored lite0 and lite2 vectors with the engine's own sample and ``random`` order (no
 model runs: minutes instead of an hour on a loaded machine); ``--latency`` times map against dual-space
 queries through ``search`` just after the switch.
@@ -40,7 +40,7 @@ from glimpse.eval.datasets import load_captioned, load_copydetect
 from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
 from glimpse.upgrade.backfill import _Run, sampled_units, shuffled
-from glimpse.upgrade.dual import SCALES, calibration_items, on_new_scale
+from glimpse.upgrade.dual import blended, calibration_items, on_new_scale
 from glimpse.upgrade.maps import SpaceMap
 from glimpse.upgrade.state import active, read_order
 
@@ -48,9 +48,12 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
 OLD, NEW = "lite0-minilm", "lite2-minilm"
 STAGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
-#: How the upgraded collection scores during the backfill: every image through the map (``map``),
-#: or images not re-embedded yet in the old space, on the new scale per query (``dual query``) or as is (``dual raw``).
-MODES = ("map", "dual query", "dual raw")
+#: Dual-space scorings (:mod:`glimpse.upgrade.dual`) measured: (the old space's scale, re-embedded images
+#: blended or in the new space alone). ``dual`` is the engine's; the others are baselines.
+DUAL_MODES = {"dual": ("quantile", True), "dual, not blended": ("quantile", False),
+              "dual, standing, not blended": ("standing", False), "dual, raw, not blended": ("raw", False)}
+#: How the upgraded collection scores during the backfill: every image through the map (``map``), or dual-space.
+MODES = ("map", *DUAL_MODES)
 LATENCY_QUERIES = 20
 
 
@@ -165,14 +168,16 @@ class Judge:
 
 
 def dual_score(scale: str, old_queries: dict[str, np.ndarray], old_gallery: np.ndarray, both_old: np.ndarray,
-               both_new: np.ndarray, pending: np.ndarray):
+               both_new: np.ndarray, pending: np.ndarray, weight: float | None):
     """What dual-space search scores (glimpse.upgrade.dual): ``pending`` gallery images in the old space,
-    on the new scale (from the images both encoders embedded: ``both_old``, ``both_new``), the rest in
-    the new; the new queries' old twins (``old_queries``) score the old space."""
+    on the new scale (from the images both encoders embedded: ``both_old``, ``both_new``), the rest (all
+    there before the switch) blended with the share re-embedded ``weight`` (None: new scores alone); the new queries' old twins
+    (``old_queries``) score the old space."""
     def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
         old_q = old_queries[kind]
         on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ both_old.T, new_q @ both_new.T, scale)
-        return np.where(pending[None, :], on_scale, new_q @ new_g.T)
+        new = new_q @ new_g.T
+        return np.where(pending[None, :], on_scale, new if weight is None else blended(on_scale, new, weight))
     return score
 
 
@@ -225,10 +230,11 @@ def replay(args, seed: int, images, owner, copy_task, old, fresh, queries) -> di
         pending = np.isin(old_ids[measured], order[done:])
         both = calibration_items(order[:done], old_ids)
         both_new = stored(fresh, np.array([to_fresh[i] for i in both.tolist()], np.int64))
-        for scale in SCALES:
-            score = dual_score(scale, old_queries, old_gallery, stored(old, both), both_new, pending)
-            out[f"upgraded, {share:.0%} re-embedded [dual {scale}]"] = figures = judge.measure(new_gallery, *queries[NEW], score)
-            print(f"{tag} {1 - pending.mean():.0%} re-embedded [dual {scale}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
+        for mode, (scale, blend) in DUAL_MODES.items():
+            score = dual_score(scale, old_queries, old_gallery, stored(old, both), both_new, pending,
+                               done / len(order) if blend else None)
+            out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures = judge.measure(new_gallery, *queries[NEW], score)
+            print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
                   f"(old/old {base[0]:.3f}, {base[1]:.3f})")
     return {stage: figures / base for stage, figures in out.items()}
 
@@ -262,9 +268,11 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
     old_gallery = stored(old, item_ids(old, images)[measured])
     old_queries = judge.queries(queries[OLD])
 
-    def dual(scale: str, state: dict, pending: np.ndarray):
+    def dual(mode: str, state: dict, pending: np.ndarray):
         both = calibration_items(read_order(target, state)[: state["done"]], col._live)  # as search picks them
-        return dual_score(scale, old_queries, old_gallery, stored(old, both), stored(col, both), pending)
+        scale, blend = DUAL_MODES[mode]
+        return dual_score(scale, old_queries, old_gallery, stored(old, both), stored(col, both), pending,
+                          state["done"] / len(read_order(target, state)) if blend else None)
 
     base = measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}
@@ -281,7 +289,7 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
         pending = np.isin(gallery, read_order(target, state)[state["done"] :])
         new_gallery = stored(col, gallery)
         for mode in MODES:
-            score = plain if mode == "map" else dual(mode.split()[-1], state, pending)
+            score = plain if mode == "map" else dual(mode, state, pending)
             out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures = measure(new_gallery, *queries[NEW], score)
             print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
                   f"(old/old {base[0]:.3f}, {base[1]:.3f})")

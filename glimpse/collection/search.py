@@ -15,7 +15,6 @@ from ..query.request import SearchRequest
 from ..query import fusion as fuse
 from ..query.words import Phrase, split_word_terms
 from ..query.refine import CANDIDATES, refine as refine_candidates
-from ..upgrade.dual import merged
 
 
 class Searching:
@@ -115,7 +114,8 @@ class Searching:
                                            **self._index_filter(filters, phrases))
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
         if dual is not None:
-            keep = merged(keep, dual.best_pending(scored_old, allowed, query.exclude, want))[:want]
+            keep = dual.merged(keep, scored_old, lambda ids: self._read_vectors(ids) @ query.vector, allowed,
+                               query.exclude, want)
         if request.refining and len(keep) > 1:
             new_ids, new_scores = refine_candidates(
                 request.refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),

@@ -114,8 +114,8 @@ class Upgrading:
             store.locate(store.path, table[:, 0], table[:, 1])
         old_rows = min(rows, old.nbytes() // (old.dim * np.dtype(old.DTYPE).itemsize))  # none for items added since
         sample = calibration_items(order[: int(state["done"])], table[:, 0])
-        return DualSpace(old_encoder, old, old_rows, pending, np.setdiff1d(table[:, 0], pending),
-                         old.read(sample, old_rows), new.read(sample, rows))
+        return DualSpace(old_encoder, old, old_rows, pending, np.intersect1d(order[: int(state["done"])], table[:, 0]),
+                         np.setdiff1d(table[:, 0], pending), old.read(sample, old_rows), new.read(sample, rows))
 
     def _old_encoder_of(self, state: dict) -> Encoder | None:
         """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends; None
