@@ -301,3 +301,18 @@ def test_a_reembedded_image_scores_between_its_old_standing_and_its_new_score(tm
         standing = on_new_scale(np.array([old_scores[path]]), np.array([old_scores[p] for p in calibration]),
                                 np.array([new_scores[p] for p in calibration]))[0]
         assert found[path] == pytest.approx((1 - weight) * standing + weight * new_scores[path], abs=1e-4)
+
+
+def test_a_milvus_collection_is_refused_and_left_as_it_was(tmp_path, photos, monkeypatch):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus-lite://{tmp_path}/photos.db"
+    with glimpse.open(uri, encoder="hash") as col:
+        col.add([photos], batch_size=B)
+        with pytest.raises(ValueError, match="Milvus collection cannot change its encoder"):
+            col.upgrade("hash", sample=4, **NEW, batch_size=B)
+        assert col.stats().upgrade is None
+    with glimpse.open(uri) as col:  # reopens with its own encoder and searches
+        assert col.encoder.dim == 64 and col.search(image=photos / "p05.png", k=1)[0].path == str(photos / "p05.png")
+    result = CliRunner().invoke(app, ["upgrade", "hash", "-c", uri])
+    assert result.exit_code == 2 and "Milvus collection cannot change its encoder" in result.output

@@ -20,6 +20,9 @@ class Upgrading:
     #: yet in the old space, see :mod:`glimpse.upgrade.dual`) or ``map`` (every item in the new
     #: space, through its mapped vector). Other queries always use the map.
     _upgrade_scoring = "dual"
+    #: False where the search index outside this folder holds the vectors at the old encoder's
+    #: dimensions (Milvus): upgrades are refused there.
+    _upgrades_in_place = True
     _dual: tuple[tuple, DualSpace | None] | None = None  # (the state it was built for, it)
     _old_encoder: tuple[str, Encoder | None] | None = None  # (the upgrade's order file, the old encoder)
     _old_encoder_lock = threading.Lock()
@@ -55,6 +58,9 @@ class Upgrading:
         """
         from ..upgrade import upgrade
 
+        if not self._upgrades_in_place:
+            raise ValueError("a Milvus collection cannot change its encoder in place yet (Milvus holds its vectors at "
+                             "the old encoder's dimensions): index the photos into a new collection with the new encoder")
         return upgrade(self, encoder, encoder_options, sample=sample, backfill=backfill, finish=finish, abort=abort,
                        policy=order, seed=sample_seed, batch_size=batch_size, workers=workers, progress=progress)
 

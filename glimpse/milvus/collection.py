@@ -77,6 +77,8 @@ def content_id(content_hash: str) -> int:
 class MilvusCollection(Collection):
     """A :class:`Collection` searched through :class:`MilvusIndex` (see the module for the split)."""
 
+    _upgrades_in_place = False  # `glimpse upgrade` would leave Milvus's rows in the old space (issue 13)
+
     def __init__(self, path: Path, encoder: Encoder, meta: SharedMetadata, target: MilvusTarget, client):
         super().__init__(path, encoder, meta)
         self.target, self._client = target, client
