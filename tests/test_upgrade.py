@@ -316,3 +316,19 @@ def test_a_milvus_collection_is_refused_and_left_as_it_was(tmp_path, photos, mon
         assert col.encoder.dim == 64 and col.search(image=photos / "p05.png", k=1)[0].path == str(photos / "p05.png")
     result = CliRunner().invoke(app, ["upgrade", "hash", "-c", uri])
     assert result.exit_code == 2 and "Milvus collection cannot change its encoder" in result.output
+
+
+def test_a_text_query_is_encoded_once_when_both_encoders_share_their_text_vectors(tmp_path, photos, monkeypatch):
+    col = built(tmp_path, photos)
+    col.upgrade("hash", sample=4, backfill=0, seed=1, batch_size=B)  # 64-d both; hash texts ignore the seed
+    expected = [r.path for r in col.search(text="a photo of p05", k=5)]
+    assert col._dual[1].same_text
+    calls = []
+    old_encoder = col._dual[1].encoder
+    monkeypatch.setattr(old_encoder, "encode_texts", lambda texts: calls.append(texts))
+    assert [r.path for r in col.search(text="a photo of p05", k=5)] == expected and calls == []
+    col.search(image=photos / "p05.png", k=1)  # an image still runs both image towers
+    other = built(tmp_path, photos, "other")
+    other.upgrade("hash", sample=4, backfill=0, **NEW, batch_size=B)
+    other.search(text="a photo", k=1)
+    assert not other._dual[1].same_text  # 64-d and 32-d: two text spaces

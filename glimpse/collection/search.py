@@ -92,7 +92,8 @@ class Searching:
         query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,
                             like=request.like, terms=terms, alpha=request.alpha)
         if dual is not None:
-            scored_old = dual.scorer(build_query(dual.encoder, QuerySources(self._item_vector, _no_item),
+            scored_old = dual.scorer(query.vector if dual.same_text and request.image is None else
+                                     build_query(dual.encoder, QuerySources(self._item_vector, _no_item),
                                                  text=request.text, image=request.image).vector, query.vector)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:

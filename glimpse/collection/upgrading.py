@@ -11,7 +11,7 @@ from ..encoders import Encoder, create_encoder
 from ..query.request import SearchRequest
 from ..storage import VectorStore
 from ..upgrade import state as upgrade_state
-from ..upgrade.dual import DualSpace, calibration_items
+from ..upgrade.dual import DualSpace, calibration_items, same_text_space
 from .layout import VECTORS_NAME
 
 
@@ -24,7 +24,8 @@ class Upgrading:
     #: dimensions (Milvus): upgrades are refused there.
     _upgrades_in_place = True
     _dual: tuple[tuple, DualSpace | None] | None = None  # (the state it was built for, it)
-    _old_encoder: tuple[str, Encoder | None] | None = None  # (the upgrade's order file, the old encoder)
+    #: (the upgrade's order file, the old encoder, whether its text vectors are the new encoder's)
+    _old_encoder: tuple[str, Encoder | None, bool] | None = None
     _old_encoder_lock = threading.Lock()
 
     def upgrade(
@@ -111,7 +112,7 @@ class Upgrading:
         table = np.array(pairs, np.int64).reshape(-1, 2)
         order = upgrade_state.read_order(self.path, state)
         pending = np.intersect1d(order[int(state["done"]):], table[:, 0])
-        old_encoder = self._old_encoder_of(state) if len(pending) else None
+        old_encoder, same_text = self._old_encoder_of(state) if len(pending) else (None, False)
         if old_encoder is None:
             return None
         rows = int(meta.get("rows", 0))
@@ -121,11 +122,13 @@ class Upgrading:
         old_rows = min(rows, old.nbytes() // (old.dim * np.dtype(old.DTYPE).itemsize))  # none for items added since
         sample = calibration_items(order[: int(state["done"])], table[:, 0])
         return DualSpace(old_encoder, old, old_rows, pending, np.intersect1d(order[: int(state["done"])], table[:, 0]),
-                         np.setdiff1d(table[:, 0], pending), old.read(sample, old_rows), new.read(sample, rows))
+                         np.setdiff1d(table[:, 0], pending), old.read(sample, old_rows), new.read(sample, rows),
+                         same_text=same_text)
 
-    def _old_encoder_of(self, state: dict) -> Encoder | None:
-        """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends; None
-        where it cannot be built any more (its weights gone, say): queries then use the map."""
+    def _old_encoder_of(self, state: dict) -> tuple[Encoder | None, bool]:
+        """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends (None
+        where it cannot be built any more, its weights gone, say: queries then use the map), and
+        whether it shares the new encoder's text vectors (:func:`~glimpse.upgrade.dual.same_text_space`)."""
         with self._old_encoder_lock:
             if self._old_encoder is None or self._old_encoder[0] != state["order"]:
                 old = state["old"]
@@ -133,8 +136,9 @@ class Upgrading:
                     encoder = create_encoder(old["encoder"], **(old["encoder_options"] or {}))
                 except (ValueError, OSError, ImportError):
                     encoder = None
-                self._old_encoder = (state["order"], encoder)
-            return self._old_encoder[1]
+                self._old_encoder = (state["order"], encoder,
+                                     encoder is not None and same_text_space(encoder, self.encoder))
+            return self._old_encoder[1:]
 
     def _upgrading(self) -> bool:
         return upgrade_state.active(self._meta.get_meta()) is not None

@@ -35,6 +35,21 @@ from ..storage import VectorStore
 CALIBRATION_ITEMS = 2000
 
 
+#: Texts that tell whether two encoders share their text vectors (lite0-minilm and lite2-minilm do:
+#: both are MiniLM's): then a text query is encoded once, not once per space.
+PROBES = ("a photo of a dog on a beach.", "a red car parked in a street at night.", "two people eating pizza indoors")
+
+
+def same_text_space(old: Encoder, new: Encoder) -> bool:
+    """Whether ``old`` and ``new`` give the same text vectors (within float noise) on the ``PROBES``."""
+    if old.dim != new.dim:
+        return False
+    try:
+        return bool(np.abs(old.encode_texts(list(PROBES)) - new.encode_texts(list(PROBES))).max() < 1e-5)
+    except (NotImplementedError, ValueError):  # an encoder without a text tower
+        return False
+
+
 def calibration_items(reembedded: np.ndarray, live: np.ndarray) -> np.ndarray:
     """The images a query's scales are measured on: live ones of those re-embedded so far (the sample,
     then the backfill: each has both vectors), at most ``CALIBRATION_ITEMS`` of them, sorted."""
@@ -114,6 +129,7 @@ class DualSpace:
     sample_old: np.ndarray  # the calibration images' vectors in the old space (calibration_items)
     sample_new: np.ndarray  # and in the new one (same images, same order)
     scale: str = "quantile"
+    same_text: bool = False  # the old encoder's text vectors are the new one's (same_text_space)
 
     @property
     def weight(self) -> float:
