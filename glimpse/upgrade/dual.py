@@ -25,6 +25,7 @@ scored through the map as before.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -131,6 +132,11 @@ class DualSpace:
     scale: str = "quantile"
     same_text: bool = False  # the old encoder's text vectors are the new one's (same_text_space)
 
+    @cached_property
+    def with_old(self) -> np.ndarray:
+        """Sorted live ids with an old vector: those waiting and those re-embedded."""
+        return np.union1d(self.pending, self.reembedded)
+
     @property
     def weight(self) -> float:
         """The share of the images there before the switch that the backfill re-embedded so far."""
@@ -163,7 +169,7 @@ class DualSpace:
                   chunk: int = 65536) -> tuple[list[tuple[int, float]], list[int]]:
         """An exact old-space scan of the images with an old vector (``allowed`` ones, none of ``exclude``):
         the ``want`` best waiting ones with their scores, and the ids of the ``want`` best re-embedded."""
-        ids = np.union1d(self.pending, self.reembedded)
+        ids = self.with_old
         if allowed is not None:
             ids = np.intersect1d(ids, allowed, assume_unique=True)
         if exclude:
