@@ -87,12 +87,14 @@ class Searching:
             encoder = self.encoder
         dual = self._dual_space(request)  # both spaces while an upgrade's backfill runs
         # With both spaces a query image is encoded by both encoders, not read as a stored (maybe mapped) vector.
-        sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else _no_item,
-                               self._text_map() if request.adapted else None)
+        text_map = self._text_map() if request.adapted else None
+        sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else _no_item, text_map)
         query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,
                             like=request.like, terms=terms, alpha=request.alpha)
         if dual is not None:
-            scored_old = dual.scorer(query.vector if dual.same_text and request.image is None else
+            # Encoders sharing their text vectors: a plain text query is the same in both spaces.
+            shared = dual.same_text and request.image is None and text_map is None
+            scored_old = dual.scorer(query.vector if shared else
                                      build_query(dual.encoder, QuerySources(self._item_vector, _no_item),
                                                  text=request.text, image=request.image).vector, query.vector)
         allowed = self._allowed(filters, phrases)

@@ -1,4 +1,4 @@
-"""Dual-space scoring while a backfill runs: each image scored in the space its real vector is in.
+"""Dual-space scoring while a backfill runs: each image scored in the spaces its real vectors are in.
 
 Until the backfill reaches an image, its vector in the new space is a mapped one (lossy: mapped
 lite0 -> lite2 vectors hold a cosine of about 0.8 to the true ones), but its old vector is still
@@ -17,7 +17,7 @@ A re-embedded image that was there before the switch has both vectors, and its s
 old standing to its new one as the backfill advances: ``(1 - w) * old + w * new`` on the new scale,
 ``w`` the share of those images re-embedded. Scoring each re-embedded image in the new space alone
 made the ranking a random mixture of two spaces (which images moved decides which space's mistakes
-count): text R@10 fell below both ends of the backfill (``benchmarks/upgrade.py --replay``).
+count): text R@10 fell below the level of both ends of the backfill (``benchmarks/upgrade.py --replay``).
 Queries that exist in one space only (a raw vector, ``like``, composed queries, weighted terms) are
 scored through the map as before.
 """
