@@ -133,7 +133,7 @@ def test_image_graph_exported_once_and_cached_on_disk(encoder, image_vectors, ca
     from glimpse.encoders import lite_onnx
     from glimpse.encoders.bridge import BridgeEncoder
 
-    assert len(list(cache_dir.glob("lite0-minilm-v*-features-int8-*.onnx"))) == 1
+    assert len(list(cache_dir.glob("lite0-minilm-v*-image-int8-*.onnx"))) == 1
 
     def no_export(*args):
         raise AssertionError("the cached graph should have been used")
@@ -143,6 +143,31 @@ def test_image_graph_exported_once_and_cached_on_disk(encoder, image_vectors, ca
     fresh = BridgeEncoder(cache_dir=cache_dir)
     fresh._image_model = encoder._image()  # loading the weights again would only cost time
     np.testing.assert_array_equal(fresh.encode_images(list(photos.values())), image_vectors)
+
+
+def test_image_batches_run_no_torch_operation(encoder, photos, image_vectors, monkeypatch):
+    # Pooling, the classifier and ConSE run inside the ONNX graph: torch's idle threads would
+    # otherwise spin against ONNX Runtime's on every batch.
+    import torch
+
+    def no_torch(*args, **kwargs):
+        raise AssertionError("a torch operation ran on an image batch")
+
+    monkeypatch.setattr(encoder._image()._fc, "forward", no_torch)
+    monkeypatch.setattr(torch.nn.functional, "normalize", no_torch)
+    monkeypatch.setattr(torch, "softmax", no_torch)
+    np.testing.assert_array_equal(encoder.encode_images(list(photos.values())), image_vectors)
+
+
+def test_graph_file_names_the_head(encoder, monkeypatch):
+    from glimpse.encoders import bridge
+
+    classes = encoder.class_vectors()
+    key = bridge._head_fingerprint(classes)
+    assert bridge._head_fingerprint(classes.copy()) == key
+    assert bridge._head_fingerprint(classes + np.float32(1e-3)) != key
+    monkeypatch.setattr(bridge, "TEMPERATURE", bridge.TEMPERATURE + 0.5)
+    assert bridge._head_fingerprint(classes) != key
 
 
 def test_unwritable_cache_is_tolerated(encoder, tmp_path):

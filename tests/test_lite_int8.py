@@ -1,5 +1,6 @@
-"""The int8 image graph: a fixed calibration set, a cache key that names the quantisation, and
-a quantised graph that computes what the fp32 one does (on a tiny convolution net)."""
+"""The int8 image graph: a fixed calibration set, a cache key that names the quantisation and
+the head, a quantised graph that computes what the fp32 one does (on a tiny convolution net),
+uint8 pixels fed straight to it, and a head run inside the graph."""
 
 from __future__ import annotations
 
@@ -48,16 +49,72 @@ def test_graph_key_names_the_precision_and_the_quantisation(monkeypatch):
     assert lite_onnx.graph_key(net, 32, 127.0, 128.0, False) == fp32
 
 
+def test_graph_key_names_the_head():
+    net = TinyNet()
+    keys = {lite_onnx.graph_key(net, 32, 127.0, 128.0, int8, head) for int8 in (False, True) for head in ("", "a", "b")}
+    assert len(keys) == 6
+
+
 def test_int8_graph_is_quantised_cached_and_close_to_fp32(tmp_path):
     import onnx
 
     net = TinyNet().eval()
     side, batch = 32, lite_onnx.calibration_images(lite_onnx.MICRO_BATCH, 32)
-    fp32 = lite_onnx.OnnxFeatures(net, side, 127.0, 128.0, tmp_path / "fp32.onnx", 1)(batch)
-    int8 = lite_onnx.OnnxFeatures(net, side, 127.0, 128.0, tmp_path / "int8.onnx", 1, int8=True)(batch)
+    fp32 = lite_onnx.OnnxImageModel(net, side, 127.0, 128.0, tmp_path / "fp32.onnx")(batch)[0]
+    int8 = lite_onnx.OnnxImageModel(net, side, 127.0, 128.0, tmp_path / "int8.onnx", int8=True)(batch)[0]
     ops = {node.op_type for node in onnx.load(tmp_path / "int8.onnx").graph.node}
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
     assert int8.shape == fp32.shape
     cos = np.sum(int8.reshape(len(batch), -1) * fp32.reshape(len(batch), -1), axis=1) / (
         np.linalg.norm(int8.reshape(len(batch), -1), axis=1) * np.linalg.norm(fp32.reshape(len(batch), -1), axis=1))
     assert cos.min() > 0.98
+
+
+def _run(graph: bytes, batch: np.ndarray) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    return ort.InferenceSession(graph, providers=["CPUExecutionProvider"]).run(None, {"pixels": batch})
+
+
+def test_int8_graph_takes_the_pixels_as_its_quantised_input(monkeypatch):
+    import onnx
+
+    captured = {}
+    monkeypatch.setattr(lite_onnx, "_pixels_as_quantised", lambda graph, mean, std: captured.setdefault("qdq", graph))
+    net, side = TinyNet().eval(), 32
+    lite_onnx.quantize_graph(lite_onnx.export_graph(net, side, 127.0, 128.0), side, 127.0, 128.0)
+    monkeypatch.undo()
+    direct = lite_onnx._pixels_as_quantised(captured["qdq"], 127.0, 128.0)
+    # No float pass over the input before the first convolution: the uint8 pixels are its input.
+    ops = [node.op_type for node in onnx.load_from_string(direct).graph.node]
+    before = [node.op_type for node in onnx.load_from_string(captured["qdq"]).graph.node]
+    assert {"Cast", "Sub", "Div"} <= set(before) and not {"Cast", "Sub", "Div"} & set(ops)
+    assert ops.count("QuantizeLinear") == before.count("QuantizeLinear") - 1
+    batch = lite_onnx.calibration_images(lite_onnx.MICRO_BATCH, side)
+    np.testing.assert_array_equal(_run(direct, batch)[0], _run(captured["qdq"], batch)[0])
+
+
+class TinyHead(torch.nn.Module):
+    """A head like the default encoder's: pooled features, a linear layer, a softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 5)
+
+    def forward(self, fmap):
+        pooled = fmap.mean(dim=(2, 3))
+        return pooled, torch.softmax(self.fc(pooled), dim=1)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_head_runs_inside_the_graph(tmp_path, int8):
+    net, head, side = TinyNet().eval(), TinyHead().eval(), 32
+    batch = lite_onnx.calibration_images(lite_onnx.MICRO_BATCH, side)
+    features = lite_onnx.OnnxImageModel(net, side, 127.0, 128.0, tmp_path / "features.onnx", int8)
+    both = lite_onnx.OnnxImageModel(net, side, 127.0, 128.0, tmp_path / "head.onnx", int8, head, ("pooled", "p"))
+    with torch.no_grad():
+        want = head(torch.from_numpy(features(batch)[0]))
+    pooled, p = both(batch)
+    np.testing.assert_allclose(pooled, want[0].numpy(), atol=1e-6)
+    np.testing.assert_allclose(p, want[1].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(both(batch, ["p"])[0], p)

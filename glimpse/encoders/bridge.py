@@ -21,7 +21,8 @@ import hashlib
 import importlib
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -123,6 +124,52 @@ def _fold_batchnorm(model: Any) -> Any:
     return model
 
 
+def _conse(logits: Any, classes: Any, top_k: int | None = None) -> Any:
+    """ConSE in torch: softmax(logits / T) over (the top-k) classes weighting the class vectors, normalised."""
+    import torch
+
+    p = torch.softmax(logits / TEMPERATURE, dim=1)
+    if top_k is not None and top_k < p.shape[1]:
+        kth = p.topk(top_k, dim=1).values[:, -1:]
+        p = torch.where(p >= kth, p, torch.zeros_like(p))
+        p = p / p.sum(dim=1, keepdim=True)
+    return torch.nn.functional.normalize(p @ classes, dim=1, eps=1e-12)
+
+
+#: The image graph's outputs: what the module from :func:`_head` returns.
+HEAD_OUTPUTS = ("vectors", "gem", "logits")
+
+
+def _head(fc: Any, classes: np.ndarray) -> Any:
+    """Everything after the convolutions as one torch module: feature map -> (vector, GeM visual
+    features, logits). Exported into the ONNX graph at int8 and fp32, run by torch at bf16."""
+    import torch
+    from torch import nn
+
+    class Head(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = fc
+            self.register_buffer("classes", torch.from_numpy(classes))
+
+        def forward(self, fmap: Any) -> tuple[Any, Any, Any]:
+            logits = self.fc(fmap.mean(dim=(2, 3)))  # the classifier was trained on mean pooling
+            gem = fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
+            w_s = float(np.sqrt(1.0 - VISUAL_WEIGHT**2))
+            visual = torch.nn.functional.normalize(gem, dim=1, eps=1e-12)
+            out = torch.cat([VISUAL_WEIGHT * visual, w_s * _conse(logits, self.classes)], dim=1)
+            return torch.nn.functional.normalize(out, dim=1, eps=1e-12), gem, logits
+
+    return Head().eval()
+
+
+def _head_fingerprint(classes: np.ndarray) -> str:
+    """What the head computes with besides the model's weights: the class vectors and the constants."""
+    digest = hashlib.blake2b(classes.tobytes(), digest_size=8)
+    digest.update(repr((TEMPERATURE, GEM_P, VISUAL_WEIGHT, HEAD_OUTPUTS)).encode())
+    return digest.hexdigest()
+
+
 class BridgeEncoder(Encoder):
     """EfficientNet-Lite{0,1,2} + all-MiniLM-L6-v2 joined by ImageNet class semantics.
 
@@ -132,7 +179,7 @@ class BridgeEncoder(Encoder):
     Args:
         lite: which EfficientNet-Lite (0, 1 or 2); images are resized to its native side
             (224, 240, 260 px). Larger variants see more detail and run slower.
-        precision: "int8" (the default: the image model's convolutions on ONNX Runtime,
+        precision: "int8" (the default: the image model on ONNX Runtime, its convolutions
             quantised once per machine; about half fp32's CPU time, retrieval quality as fp32's,
             see the README), "fp32" (the same graph unquantised) or "bf16" (torch with bf16
             autocast; features keep cosine >= 0.996 against fp32, at about fp32's CPU time per image,
@@ -178,10 +225,12 @@ class BridgeEncoder(Encoder):
         self._text_model_path = text_model
         self._lock = threading.RLock()
         self._image_model: Any = None
-        self._onnx: Any = None  # OnnxFeatures at int8 or fp32
+        self._onnx: Any = None  # OnnxImageModel at int8 or fp32
+        self._pool: ThreadPoolExecutor | None = None  # runs micro-batches side by side
         self._text_model: MiniLM | None = None
         self._class_vectors: np.ndarray | None = None  # (1000, 384), centred
         self._class_tensor: Any = None  # the same as a torch tensor
+        self._torch_head: Any = None  # at bf16
         self._torch_ready = False
 
     # -- lazy loading -------------------------------------------------------------------
@@ -214,18 +263,26 @@ class BridgeEncoder(Encoder):
                 self._image_model = model.to(memory_format=torch.channels_last)
             return self._image_model
 
-    def _onnx_features(self) -> Any:
+    def _onnx_model(self) -> Any:
         with self._lock:
             if self._onnx is None:
+                from .lite_onnx import OnnxImageModel, graph_key
+
+                model, int8, classes = self._image(), self.precision == "int8", self.class_vectors()
+                key = graph_key(model, self.image_size, _IN_MEAN, _IN_STD, int8, _head_fingerprint(classes))
+                path = self.cache_dir / f"{self.name}-v{VERSION}-image{'-int8' if int8 else ''}-{key}.onnx"
+                self._onnx = OnnxImageModel(model, self.image_size, _IN_MEAN, _IN_STD, path, int8,
+                                            _head(model._fc, classes), HEAD_OUTPUTS)
+            return self._onnx
+
+    def _workers(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._init_torch()
                 import torch
 
-                from .lite_onnx import OnnxFeatures, graph_key
-
-                model, int8 = self._image(), self.precision == "int8"
-                key = graph_key(model, self.image_size, _IN_MEAN, _IN_STD, int8)
-                path = self.cache_dir / f"{self.name}-v{VERSION}-features{'-int8' if int8 else ''}-{key}.onnx"
-                self._onnx = OnnxFeatures(model, self.image_size, _IN_MEAN, _IN_STD, path, torch.get_num_threads(), int8)
-            return self._onnx
+                self._pool = ThreadPoolExecutor(torch.get_num_threads(), thread_name_prefix="glimpse-encode")
+            return self._pool
 
     def _text(self) -> MiniLM:
         with self._lock:
@@ -303,90 +360,79 @@ class BridgeEncoder(Encoder):
             image = image.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
         return np.asarray(image, dtype=np.uint8)
 
-    def _feature_map(self, batch: np.ndarray) -> Any:
-        """``MICRO_BATCH`` prepared uint8 images (n, side, side, 3) -> torch float32 feature map."""
-        import torch
-
+    def _run(self, outputs: Sequence[str]) -> Callable[[np.ndarray], tuple[np.ndarray, ...]]:
+        """``MICRO_BATCH`` prepared uint8 images (n, side, side, 3) -> the head's ``outputs`` as numpy."""
         if self.precision != "bf16":
-            return torch.from_numpy(self._onnx_features()(batch))
-        model = self._image()
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.uint8))
-        with torch.inference_mode():
-            # NHWC memory viewed as NCHW is exactly channels_last: no copy before the stem.
-            x = x.permute(0, 3, 1, 2).float().sub_(_IN_MEAN).div_(_IN_STD)
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                return model.extract_features(x).float()  # pool and classify in fp32: GeM's cube is fragile in bf16
+            onnx = self._onnx_model()
+            return lambda batch: tuple(onnx(batch, list(outputs)))
+        index = [HEAD_OUTPUTS.index(name) for name in outputs]
 
-    def _features(self, batch: np.ndarray) -> tuple[Any, Any]:
-        """``MICRO_BATCH`` prepared uint8 images -> torch (GeM visual (n, 1280), logits (n, 1000))."""
-        import torch
+        def torch_run(batch: np.ndarray) -> tuple[np.ndarray, ...]:
+            import torch
 
-        model = self._image()
-        fmap = self._feature_map(batch)
-        with torch.inference_mode():
-            logits = model._fc(fmap.mean(dim=(2, 3)))  # the classifier was trained on mean pooling
-            gem = fmap.clamp(min=1e-6).pow(GEM_P).mean(dim=(2, 3)).pow(1.0 / GEM_P)
-        return gem, logits
+            model, head = self._image(), self._bf16_head()
+            x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.uint8))
+            with torch.inference_mode():
+                # NHWC memory viewed as NCHW is exactly channels_last: no copy before the stem.
+                x = x.permute(0, 3, 1, 2).float().sub_(_IN_MEAN).div_(_IN_STD)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    fmap = model.extract_features(x).float()
+                out = head(fmap)  # pool and classify in fp32: GeM's cube is fragile in bf16
+            return tuple(out[i].numpy() for i in index)
+
+        return torch_run
+
+    def _bf16_head(self) -> Any:
+        with self._lock:
+            if self._torch_head is None:
+                self._torch_head = _head(self._image()._fc, self.class_vectors())
+            return self._torch_head
 
     def image_features(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Prepared uint8 (n, side, side, 3) -> (GeM visual features (n, 1280), logits (n, 1000))."""
-        parts = [(gem.numpy(), logits.numpy()) for gem, logits in self._micro_batches(batch, self._features)]
+        parts = list(self._micro_batches(batch, self._run(("gem", "logits"))))
         if not parts:
             return np.zeros((0, VISUAL_DIM), np.float32), np.zeros((0, 1000), np.float32)
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
-    @staticmethod
-    def _micro_batches(batch: np.ndarray, run):
+    def _micro_batches(self, batch: np.ndarray, run: Callable[[np.ndarray], tuple[np.ndarray, ...]]
+                       ) -> Iterator[tuple[np.ndarray, ...]]:
         """``run`` on every ``MICRO_BATCH`` images of ``batch``, the last run padded with blank
         images, each result cut to its real rows. Every computation then sees the same shapes, so an
         image's output is the same bits at any batch size and position (its rounding depends on the
-        shape of the batch it ran in, not on the other images in it)."""
+        shape of the batch it ran in, not on the other images in it). On ONNX Runtime the runs go
+        side by side, one thread each (torch at bf16 runs them in turn on its own threads)."""
         batch = np.asarray(batch)
-        for start in range(0, len(batch), MICRO_BATCH):
-            chunk = batch[start : start + MICRO_BATCH]
-            n = len(chunk)
-            if n < MICRO_BATCH:
-                chunk = np.concatenate([chunk, np.zeros((MICRO_BATCH - n, *chunk.shape[1:]), chunk.dtype)])
-            out = run(chunk)
-            yield tuple(part[:n] for part in out) if isinstance(out, tuple) else out[:n]
+        sizes = [min(MICRO_BATCH, len(batch) - start) for start in range(0, len(batch), MICRO_BATCH)]
 
-    def _semantic(self, logits: Any, top_k: int | None = TOP_K) -> Any:
+        def padded(start: int) -> np.ndarray:
+            chunk = batch[start : start + MICRO_BATCH]
+            if len(chunk) == MICRO_BATCH:
+                return chunk
+            return np.concatenate([chunk, np.zeros((MICRO_BATCH - len(chunk), *chunk.shape[1:]), chunk.dtype)])
+
+        chunks = (padded(start) for start in range(0, len(batch), MICRO_BATCH))
+        parallel = self.precision != "bf16" and len(sizes) > 1
+        outs = self._workers().map(run, chunks) if parallel else map(run, chunks)
+        for n, out in zip(sizes, outs):
+            yield tuple(part[:n] for part in out)
+
+    def semantic_from_logits(self, logits: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
+        """ConSE: softmax(logits / T) over (top-k) classes, weighting the class vectors."""
         # In torch, not numpy: a numpy matmul wakes OpenBLAS's own threads, which then spin
         # against torch's threads on the next batch (measured: 300 -> 175 img/s on 2 cores).
         import torch
 
         with torch.inference_mode():
-            logits = torch.as_tensor(logits, dtype=torch.float32)
-            p = torch.softmax(logits / TEMPERATURE, dim=1)
-            if top_k is not None and top_k < p.shape[1]:
-                kth = p.topk(top_k, dim=1).values[:, -1:]
-                p = torch.where(p >= kth, p, torch.zeros_like(p))
-                p = p / p.sum(dim=1, keepdim=True)
             if self._class_tensor is None:
                 self._class_tensor = torch.from_numpy(self.class_vectors())
-            sem = p @ self._class_tensor
-            return torch.nn.functional.normalize(sem, dim=1, eps=1e-12)
-
-    def semantic_from_logits(self, logits: np.ndarray, top_k: int | None = TOP_K) -> np.ndarray:
-        """ConSE: softmax(logits / T) over (top-k) classes, weighting the class vectors."""
-        return self._semantic(logits, top_k).numpy()
+            return _conse(torch.as_tensor(logits, dtype=torch.float32), self._class_tensor, top_k).numpy()
 
     def encode_prepared(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch)
         if len(batch) == 0:
             return np.zeros((0, self.dim), np.float32)
-        return np.concatenate(list(self._micro_batches(batch, self._encode_micro_batch)))
-
-    def _encode_micro_batch(self, batch: np.ndarray) -> np.ndarray:
-        import torch
-
-        visual, logits = self._features(batch)
-        with torch.inference_mode():
-            w_s = float(np.sqrt(1.0 - VISUAL_WEIGHT**2))
-            visual = torch.nn.functional.normalize(visual, dim=1, eps=1e-12)
-            out = torch.cat([VISUAL_WEIGHT * visual, w_s * self._semantic(logits)], dim=1)
-            out = torch.nn.functional.normalize(out, dim=1, eps=1e-12)
-        return out.numpy().astype(np.float32, copy=False)
+        return np.concatenate([out[0] for out in self._micro_batches(batch, self._run(("vectors",)))])
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), np.float32)

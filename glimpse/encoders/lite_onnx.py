@@ -1,4 +1,9 @@
-"""EfficientNet-Lite's convolutions on ONNX Runtime, always in micro-batches of one size.
+"""EfficientNet-Lite on ONNX Runtime, always in micro-batches of one size.
+
+One graph does everything from uint8 pixels to the image's vector: the convolutions, then an
+optional fp32 *head* (pooling, classifier, whatever the encoder computes from the feature map),
+so no torch operation runs per batch (torch's idle threads spun against ONNX Runtime's: under
+load the head cost 3.3 CPU ms/img on two torch threads, 0.33 on one, about 5 the convolutions).
 
 At ``int8`` (the default) the exported graph is quantised once per machine by ONNX Runtime's
 static quantiser: QDQ format, uint8 activations, int8 weights per output channel, activation
@@ -8,8 +13,13 @@ image; retrieval quality measured in the README.
 
 ONNX Runtime runs the Lite0 feature extractor at fp32 in about the CPU time per image of torch
 with bf16 autocast, and ingest end to end 4.2x as fast on the shared 2-core development machine under
-load, where torch's threads wait on each other (``benchmarks/ingest.py``, README). The graph is exported from the loaded torch model once per machine and cached as a file (about
-13 MB for Lite0), keyed by the weights, the input side and the library versions.
+load, where torch's threads wait on each other (``benchmarks/ingest.py``, README). The graph is
+exported from the loaded torch model once per machine and cached as a file, keyed by the weights,
+the input side, the head and the library versions.
+
+Each run uses one thread, and :class:`OnnxImageModel` may be called from several threads at once,
+one micro-batch each: ONNX Runtime's two threads on one run wait on each other at each of the
+graph's ~60 operators, two runs side by side do not.
 
 Its output for an image depends on the shape of the batch it ran in (measured: a batch of 7
 rounds differently from a batch of 8 or 16), so every run holds exactly :data:`MICRO_BATCH`
@@ -38,7 +48,7 @@ from ..atomic import write_atomic
 MICRO_BATCH = 8
 
 #: Bump when the exported graph changes (inputs, outputs, normalisation) so cached files are not reused.
-GRAPH_VERSION = "1"
+GRAPH_VERSION = "2"
 
 _OPSET = 17
 
@@ -66,17 +76,42 @@ def _feature_module(model: Any, mean: float, std: float) -> Any:
     return Features().eval()
 
 
+def _export(module: Any, example: Any, input_name: str, output_names: list[str]) -> bytes:
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
+        torch.onnx.export(module, (example,), buffer, input_names=[input_name], output_names=output_names,
+                          opset_version=_OPSET, dynamo=False)
+    return buffer.getvalue()
+
+
 def export_graph(model: Any, side: int, mean: float, std: float) -> bytes:
     """The ONNX graph of ``model``'s feature extractor for ``MICRO_BATCH`` images of ``side`` px."""
     import torch
 
     example = torch.zeros((MICRO_BATCH, side, side, 3), dtype=torch.uint8)
-    buffer = io.BytesIO()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
-        torch.onnx.export(_feature_module(model, mean, std), (example,), buffer, input_names=["pixels"],
-                          output_names=["features"], opset_version=_OPSET, dynamo=False)
-    return buffer.getvalue()
+    return _export(_feature_module(model, mean, std), example, "pixels", ["features"])
+
+
+def attach_head(graph: bytes, head: Any, fmap: Any, outputs: list[str]) -> bytes:
+    """``graph`` followed by ``head`` (a torch module: the feature map -> ``outputs``), one fp32
+    graph after the (possibly quantised) convolutions, with only ``outputs`` as outputs.
+    ``fmap``: an example feature map (the exporter's own output shape can be symbolic)."""
+    import onnx
+    from onnx import compose
+
+    features = onnx.load_from_string(graph)
+    tail = onnx.load_from_string(_export(head.eval(), fmap, "fmap", outputs))
+    # The quantiser may have raised the IR version; both halves are plain opset-17 ONNX.
+    tail.ir_version = features.ir_version
+    tail = compose.add_prefix(tail, "head", rename_inputs=False, rename_outputs=False)  # no name clashes
+    merged = compose.merge_models(features, tail, io_map=[("features", "fmap")])
+    kept = [info for info in merged.graph.value_info if info.name != "features"]  # the symbolic shape
+    del merged.graph.value_info[:]
+    merged.graph.value_info.extend(kept)
+    return merged.SerializeToString()
 
 
 def _smooth(rng: np.random.Generator, cells: int, side: int, channels: int) -> np.ndarray:
@@ -133,7 +168,7 @@ class _Calibration:
         return None if batch is None else {"pixels": batch}
 
 
-def quantize_graph(graph: bytes, side: int) -> bytes:
+def quantize_graph(graph: bytes, side: int, mean: float, std: float) -> bytes:
     """The int8 (QDQ) version of an exported fp32 graph, calibrated on :func:`calibration_images`."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -154,18 +189,65 @@ def quantize_graph(graph: bytes, side: int) -> bytes:
                             calibrate_method=CalibrationMethod.MinMax)
         finally:
             ort.set_default_logger_severity(2)
-        return quantised.read_bytes()
+        return _pixels_as_quantised(quantised.read_bytes(), mean, std)
 
 
-def graph_key(model: Any, side: int, mean: float, std: float, int8: bool = False) -> str:
-    """What the exported graph depends on: the weights, the input, the batch, the exporter, and at
+def _pixels_as_quantised(graph: bytes, mean: float, std: float) -> bytes:
+    """Feed the uint8 pixels straight to the first convolution as its quantised input.
+
+    ``(pixel - mean) / std`` is exactly the uint8 tensor ``pixel`` with zero point ``mean`` and
+    scale ``1 / std``, so the graph's float Cast, Sub, Div and QuantizeLinear over every input
+    value (5% of the int8 graph's time) are dropped; the convolutions see the same numbers.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(graph)
+    nodes = model.graph.node
+    producer = {out: node for node in nodes for out in node.output}
+    quantise = next(n for n in nodes if n.op_type == "QuantizeLinear" and _chain(producer, n.input[0]))
+    div = producer[quantise.input[0]]
+    sub = producer[div.input[0]]
+    cast = producer[sub.input[0]]
+    pixels = cast.input[0]
+    for init in model.graph.initializer:
+        if init.name == quantise.input[1]:
+            init.CopyFrom(numpy_helper.from_array(np.array(1.0 / std, np.float32), init.name))
+        elif init.name == quantise.input[2]:
+            init.CopyFrom(numpy_helper.from_array(np.array(mean, np.uint8), init.name))
+    dropped = {id(n) for n in (quantise, div, sub, cast)}
+    kept = [n for n in nodes if id(n) not in dropped]
+    for node in kept:
+        node.input[:] = [pixels if name == quantise.output[0] else name for name in node.input]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    used = {name for node in kept for name in node.input}
+    constants = [init for init in model.graph.initializer if init.name in used]  # not the dropped Sub's, Div's
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(constants)
+    return model.SerializeToString()
+
+
+def _chain(producer: dict[str, Any], name: str) -> bool:
+    """Whether ``name`` is Div(Sub(Cast(x))): the exported input normalisation."""
+    for op in ("Div", "Sub", "Cast"):
+        node = producer.get(name)
+        if node is None or node.op_type != op:
+            return False
+        name = node.input[0]
+    return True
+
+
+def graph_key(model: Any, side: int, mean: float, std: float, int8: bool = False, head: str = "") -> str:
+    """What the exported graph depends on: the weights, the input, the batch, the head (``head``:
+    a fingerprint of whatever it computes with besides ``model``'s weights), the exporter, and at
     int8 the quantisation settings and the quantiser's version."""
     import onnx
     import torch
 
     from .towers import weights_fingerprint
 
-    parts = (GRAPH_VERSION, f"{side}|{mean}|{std}|{MICRO_BATCH}", torch.__version__, onnx.__version__)
+    parts = (GRAPH_VERSION, f"{side}|{mean}|{std}|{MICRO_BATCH}", head, torch.__version__, onnx.__version__)
     if int8:
         import onnxruntime
 
@@ -173,33 +255,45 @@ def graph_key(model: Any, side: int, mean: float, std: float, int8: bool = False
     return hashlib.blake2b(weights_fingerprint(model, *parts).encode(), digest_size=8).hexdigest()
 
 
-class OnnxFeatures:
-    """Runs the exported (at ``int8``: quantised) feature extractor; call with exactly ``MICRO_BATCH`` uint8 images."""
+class OnnxImageModel:
+    """Runs the exported (at ``int8``: quantised) image graph on exactly ``MICRO_BATCH`` uint8 images.
 
-    def __init__(self, model: Any, side: int, mean: float, std: float, cache_file: Path, num_threads: int,
-                 int8: bool = False) -> None:
+    Without ``head`` the graph's output is the feature map (``"features"``); with one, the
+    head's ``outputs``. One thread per run; safe to call from several threads at once.
+    """
+
+    def __init__(self, model: Any, side: int, mean: float, std: float, cache_file: Path, int8: bool = False,
+                 head: Any = None, outputs: tuple[str, ...] = ()) -> None:
         import onnxruntime as ort
 
         graph = _cached(cache_file)
         if graph is None:
             graph = export_graph(model, side, mean, std)
             if int8:
-                graph = quantize_graph(graph, side)
+                graph = quantize_graph(graph, side, mean, std)
+            if head is not None:
+                graph = attach_head(graph, head, _example_features(model, side, mean, std), list(outputs))
             with contextlib.suppress(OSError):  # an unwritable cache only costs exporting again
                 write_atomic(cache_file, graph)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = num_threads
+        options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.log_severity_level = 3  # not its notes about the int8 graph's unused constants
-        # Threads that spin between runs take the cores the decode threads need (and other
-        # processes' on a shared machine); the runs are long enough that waking costs nothing.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    def __call__(self, pixels: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+        """The graph's ``outputs`` (default all) for ``MICRO_BATCH`` images."""
         if pixels.shape[0] != MICRO_BATCH:
             raise ValueError(f"expected {MICRO_BATCH} images, got {pixels.shape[0]}")
-        return self._session.run(None, {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})[0]
+        return self._session.run(outputs, {"pixels": np.ascontiguousarray(pixels, dtype=np.uint8)})
+
+
+def _example_features(model: Any, side: int, mean: float, std: float) -> Any:
+    import torch
+
+    with torch.no_grad():
+        return torch.zeros_like(_feature_module(model, mean, std)(torch.zeros((MICRO_BATCH, side, side, 3),
+                                                                               dtype=torch.uint8)))
 
 
 def _cached(path: Path) -> bytes | None:
