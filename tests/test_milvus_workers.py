@@ -33,7 +33,7 @@ def milvus_ids(address: str, name: str) -> list[int]:
     milvus = client(address)
     rows = []
     for collection in milvus.list_collections():
-        if collection.startswith(name + "_") and not collection.endswith("_settings"):
+        if collection.startswith(name + "_") and not collection.endswith(("_settings", "_files")):
             rows += [r["id"] for r in milvus.query(collection, filter="id >= 0", output_fields=["id"], limit=16384,
                                                    consistency_level="Strong")]
     return rows
@@ -164,7 +164,7 @@ def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_p
     assert all(len(hits) == 5 for hits in seen[2]["hits"])
     names = [c for c in client(lite_server).list_collections() if c.startswith("shared_codes_")]
     fit = seen[2]["codes"]["fit"][:12]
-    assert f"shared_codes_{fit}" in names and len(names) <= 3  # settings, this fit, at most the one before
+    assert f"shared_codes_{fit}" in names and len(names) <= 4  # settings, files, this fit, at most the one before
     rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
                                      consistency_level="Strong")
     assert len(rows) == 60  # every worker's images, coded by the one fit
@@ -300,7 +300,7 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
             assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
             assert col.search(image=query, k=1)[0].path == str(query)
     names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
-    assert len(names) == 3  # the settings, the current fit, and the one before it
+    assert len(names) == 4  # the settings, the files, the current fit, and the one before it
 
 
 def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
