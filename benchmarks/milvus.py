@@ -25,7 +25,19 @@ What runs, in one process (the servers in their own):
    text-like queries (the mean of four random images: far from everything, many near ties).
 6. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
    does not start): two processes each ``add_vectors`` half the rows into one collection at
-   once, against one process adding them all.
+   once, against one process adding them all (``--workers``, run alone: only this, with the
+   local ingest as the baseline, and the CPU seconds the workers and the server spent, which
+   say whether the machine's cores are what limits it).
+
+On two machines (the workers as they are meant to run), against a Milvus server both reach::
+
+    python benchmarks/milvus.py --worker 0/1 --uri milvus://HOST:19530/bench_one   # one worker, for the baseline
+    python benchmarks/milvus.py --worker 0/2 --uri milvus://HOST:19530/bench_two   # on machine A,
+    python benchmarks/milvus.py --worker 1/2 --uri milvus://HOST:19530/bench_two   # and on B, started together
+
+Each adds its share of the same seeded vectors and prints its rows/s and wall time; the two
+workers' rate is the rows of both over the longer wall time, and ``glimpse info -c URI`` must
+count every row once.
 
 Prints one table: each figure and the ratio Milvus/local (rows/s: higher is better; latency:
 lower is better). Run it with ``nice -n 10`` on a shared machine and say the load.
@@ -147,23 +159,58 @@ def use_codes(location: str, codes: str) -> float:
 
 def _worker(location: str, home: str, vectors: np.ndarray, start: int, out) -> None:
     os.environ["GLIMPSE_HOME"] = home
-    out.put(ingest(location, vectors, start))
+    began, cpu = time.time(), time.process_time()  # after the imports: as on a machine of its own
+    ingest(location, vectors, start)
+    out.put((began, time.time(), time.process_time() - cpu))
 
 
-def workers(location: str, vectors: np.ndarray, count: int, scratch: Path) -> float:
-    """Rows/s of ``count`` processes, each adding its share of ``vectors`` to ``location`` at once."""
+def workers(location: str, vectors: np.ndarray, count: int, scratch: Path, server: int | None) -> dict[str, float]:
+    """``count`` processes, each adding its share of ``vectors`` to ``location`` at once: rows/s
+    (from the first worker's start to the last one's end, each timed once it has imported
+    glimpse), and the CPU seconds of the workers and of the server (process group ``server``)."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     shares = np.array_split(np.arange(len(vectors)), count)
     processes = [context.Process(target=_worker, args=(location, str(scratch / f"worker{n}"), vectors[share],
                                                        int(share[0]), out)) for n, share in enumerate(shares)]
-    began = time.perf_counter()
+    served = group_cpu_s(server)
     for process in processes:
         process.start()
     for process in processes:
         process.join()
     assert all(p.exitcode == 0 for p in processes), "a worker failed"
-    return len(vectors) / (time.perf_counter() - began)
+    served = group_cpu_s(server) - served
+    timed = [out.get() for _ in processes]
+    wall = max(end for _, end, _ in timed) - min(start for start, _, _ in timed)
+    with glimpse.open(location) as col:
+        assert len(col) == len(vectors), f"{len(col)} rows in Milvus for {len(vectors)} vectors"
+    return {"rows/s": len(vectors) / wall, "wall s": wall, "workers cpu s": sum(cpu for _, _, cpu in timed),
+            "server cpu s": served}
+
+
+def group_cpu_s(group: int | None) -> float:
+    """CPU seconds (user + system) of the running processes of process group ``group`` (0 if None)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat") if group is not None else ():
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        if int(fields[2]) == group:  # pgrp; utime and stime are fields 14 and 15 of the whole line
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def one_worker(uri: str, shard: str, images: int, dim: int) -> None:
+    """This machine's share (shard ``i/n``) of the seeded vectors into ``uri``, for the run on two machines."""
+    index, count = (int(part) for part in shard.split("/"))
+    vectors = dataset(images, dim, 1)[0]
+    share = np.array_split(np.arange(images), count)[index]
+    began, cpu = time.perf_counter(), time.process_time()
+    ingest(uri, vectors[share], int(share[0]))
+    wall = time.perf_counter() - began
+    print(f"worker {shard}: {len(share):,} rows in {wall:.1f} s: {len(share) / wall:,.0f} rows/s, "
+          f"{time.process_time() - cpu:.1f} CPU s here; load: {os.getloadavg()[0]:.1f} (1-min)")
 
 
 def row(name: str, figures: dict[str, float], base: dict[str, float] | None) -> str:
@@ -188,7 +235,15 @@ def main() -> None:
     parser.add_argument("--filters", action="store_true", help="only the path globs, on local and Milvus Lite")
     parser.add_argument("--hard", action="store_true", help="only the server indexes' recall on hard queries")
     parser.add_argument("--server-indexes", default="flat,hnsw,ivf", help="Milvus indexes to measure on the server")
+    parser.add_argument("--workers", action="store_true", help="only ingest: local, then one and two workers on Milvus")
+    parser.add_argument("--worker", metavar="I/N", help="add share I of N into --uri (one machine of several)")
+    parser.add_argument("--uri", help="the milvus:// collection that --worker writes")
     args = parser.parse_args()
+    if args.worker:
+        if not args.uri:
+            parser.error("--worker needs --uri milvus://HOST:19530/NAME")
+        one_worker(args.uri, args.worker, args.images, args.dim)
+        return
     vectors, queries, exact = dataset(args.images, args.dim, args.queries)
     scratch = Path(tempfile.mkdtemp(prefix="glimpse-milvus-bench-"))
     os.environ["GLIMPSE_HOME"] = str(scratch / "home")
@@ -196,6 +251,9 @@ def main() -> None:
     targets = {"local": str(scratch / "local"), "Milvus Lite": f"milvus-lite://{scratch}/bench.db"}
     if args.filters:
         print_filters(targets, vectors, queries)
+        return
+    if args.workers:
+        print_workers(scratch, vectors, args.no_server)
         return
     if args.hard:
         print_hard(scratch, vectors, {"near-copies": (queries, exact), **{
@@ -231,13 +289,13 @@ def main() -> None:
             code_results[name] = {**search(location, queries, exact), "build s": build}
             print(name, "codes", code_results[name], flush=True)
         if "Milvus 2.3 server" in targets:
-            server, kind = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server"
+            server, kind, group = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server", started[0].pid
         else:
             process, address = lite_server(scratch / "workers.db")
             started.append(process)
-            server, kind = f"milvus://{address}", "Milvus Lite over loopback"
-        one = workers(f"{server}/one", vectors, 1, scratch / "one")
-        two = workers(f"{server}/two", vectors, 2, scratch / "two")
+            server, kind, group = f"milvus://{address}", "Milvus Lite over loopback", process.pid
+        one = workers(f"{server}/one", vectors, 1, scratch / "one", group)["rows/s"]
+        two = workers(f"{server}/two", vectors, 2, scratch / "two", group)["rows/s"]
     finally:
         for process in started:
             stop(process)
@@ -253,6 +311,36 @@ def main() -> None:
     print(row(f"{kind}, one ingest worker", {"rows/s": one}, results["local"]))
     print(row(f"{kind}, two ingest workers at once ({two / one:.2f}x one)", {"rows/s": two}, results["local"]))
     print("\ncodes build (fit + write every code), s: " + ", ".join(f"{n} {f['build s']:.1f}" for n, f in code_results.items()))
+
+
+def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
+    """Ingest only: the local baseline, then one and two worker processes on one Milvus server."""
+    local = ingest(str(scratch / "local"), vectors)
+    print("local", f"{local:,.0f} rows/s", flush=True)
+    try:
+        if no_server:
+            raise ServerUnavailable("--no-server")
+        process, address = milvus_server(scratch / "server")
+        kind = "Milvus 2.3 server"
+    except ServerUnavailable as exc:
+        print(f"(no server: {exc}; Milvus Lite over loopback instead)")
+        process, address = lite_server(scratch / "workers.db")
+        kind = "Milvus Lite over loopback"
+    try:
+        figures = {count: workers(f"milvus://{address}/w{count}", vectors, count, scratch / f"w{count}", process.pid)
+                   for count in (1, 2)}
+    finally:
+        stop(process)
+    print(f"\n{len(vectors):,} vectors, {vectors.shape[1]}-d, {os.cpu_count()} cores; "
+          f"load: {os.getloadavg()[0]:.1f} (1-min)")
+    print("| ingest | rows/s | wall s | workers' CPU s | server's CPU s | CPU s / wall s |")
+    print("|---|---|---|---|---|---|")
+    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - | - |")
+    for count, f in figures.items():
+        ratios = f" ({f['rows/s'] / local:.2f}x local" + (f", {f['rows/s'] / figures[1]['rows/s']:.2f}x one)" if count > 1 else ")")
+        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} | "
+              f"{f['workers cpu s']:.1f} | {f['server cpu s']:.1f} | "
+              f"{(f['workers cpu s'] + f['server cpu s']) / f['wall s']:.2f} |")
 
 
 def print_filters(targets: dict[str, str], vectors: np.ndarray, queries: np.ndarray) -> None:
