@@ -7,9 +7,11 @@ What lives where:
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
   filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
   encoder, the collection's settings (folders, removals, code settings, adaptation), the files
-  they name (the fitted binarizer, the adaptation map), the files no worker could index, each
-  worker's file count, the paths removed (each worker drops its own files there), the sidecar
-  captions of every worker's files, and the words OCR read in the images (:mod:`.words`).
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, the
+  paths removed (each worker drops its own files there), the sidecar captions of every worker's
+  files, and the words OCR read in the images (:mod:`.words`); and, in ``NAME_files``
+  (:mod:`.files`), every worker's files, by path, naming their image: a row leaves Milvus only
+  when no file names it any more.
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
@@ -193,7 +195,7 @@ class MilvusCollection(Collection):
         unpushable = self._honour_removals()
         self._sync()
         index = self._milvus_index(settings)
-        index.remove(np.array(self._meta.files.reconcile(self._meta.file_rows()), dtype=np.int64))
+        index.remove(np.array(self._meta.reconcile_files(), dtype=np.int64))
         return index, set(np.intersect1d(index.ids(), self._live).tolist()) | unpushable
 
     def _prepare_codes(self, codes: dict | None) -> None:

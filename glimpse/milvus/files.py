@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
@@ -108,15 +109,15 @@ class SharedFiles:
         rows = self.client.query(self.name, filter="", output_fields=["count(*)"], consistency_level=STRONG)
         return int(rows[0]["count(*)"])
 
-    def reconcile(self, local: list[FileRow]) -> list[int]:
+    def reconcile(self, local: Callable[[], list[FileRow]]) -> list[int]:
         """After a kill between this worker's local commit and its file rows: the files it holds
-        that no row names are written, and its rows of files it no longer holds are deleted.
-        Returns the items of the rows deleted (their image rows may have to go)."""
-        if not self._exists():
-            self.put(local)
-            return []
-        mine = {row.path: row for row in self._rows(f"worker == {json.dumps(self.worker)}")}
-        held = {stored(row.path): row for row in local}
+        (``local()``) that no row names are written, and its rows of files it no longer holds
+        are deleted. Returns the items of the rows deleted (their image rows may have to go).
+
+        Its rows are read before its files: another process of this worker writes its rows
+        after its local commit, so every row read is of a file committed before ``local()``."""
+        mine = {row.path: row for row in self._rows(f"worker == {json.dumps(self.worker)}")} if self._exists() else {}
+        held = {stored(row.path): row for row in local()}
         self.put(self._absent([row for path, row in held.items() if mine.get(path) != row._replace(path=path)]))
         gone = [row for path, row in mine.items() if path not in held]
         self.delete([row.path for row in gone])

@@ -322,6 +322,7 @@ class SharedMetadata(Metadata):
         self.state.delete_errors(paths)
         self.state.delete_captions(paths)
         self.files.delete(paths)
+        self._mirrored(generation)
         return generation, dropped
 
     def commit_batch(self, items, links, errors, rows) -> tuple[int, list[int]]:
@@ -332,7 +333,23 @@ class SharedMetadata(Metadata):
         self.state.delete_errors([link.path for link in links])  # indexed now, by whichever worker
         self.files.delete([error.path for error in errors])
         self.files.put(self.file_rows([link.path for link in links]))
+        self._mirrored(result[0])
         return result
+
+    def _mirrored(self, generation: int) -> None:
+        """Commit ``generation`` is in the file rows now: so is every commit before it if the one before was."""
+        if super().get_meta().get("files_synced") == generation - 1:
+            super().set_meta(files_synced=generation)
+
+    def reconcile_files(self) -> list[int]:
+        """Put right this worker's file rows where a kill left them behind its SQLite (its
+        last commit is not marked as mirrored); returns the items of the rows deleted."""
+        generation = self.generation()
+        if super().get_meta().get("files_synced") == generation:
+            return []
+        gone = self.files.reconcile(self.file_rows)
+        super().set_meta(files_synced=generation)
+        return gone
 
     def file_rows(self, paths: list[str] | None = None) -> list[FileRow]:
         """This worker's files (all, or those at ``paths``) as Milvus holds them: path, item, size, date."""
