@@ -159,46 +159,60 @@ def use_codes(location: str, codes: str) -> float:
 
 def _worker(location: str, home: str, vectors: np.ndarray, start: int, out) -> None:
     os.environ["GLIMPSE_HOME"] = home
-    began, cpu = time.time(), time.process_time()  # after the imports: as on a machine of its own
+    began, spent = time.time(), sched([os.getpid()])  # after the imports: as on a machine of its own
     ingest(location, vectors, start)
-    out.put((began, time.time(), time.process_time() - cpu))
+    out.put((began, time.time(), sched([os.getpid()]) - spent))
 
 
-def workers(location: str, vectors: np.ndarray, count: int, scratch: Path, server: int | None) -> dict[str, float]:
+def workers(location: str, vectors: np.ndarray, count: int, scratch: Path, server: int) -> dict[str, float]:
     """``count`` processes, each adding its share of ``vectors`` to ``location`` at once: rows/s
     (from the first worker's start to the last one's end, each timed once it has imported
-    glimpse), and the CPU seconds of the workers and of the server (process group ``server``)."""
+    glimpse), and the seconds the workers and the server (process group ``server``) ran on a
+    core and waited for one."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     shares = np.array_split(np.arange(len(vectors)), count)
     processes = [context.Process(target=_worker, args=(location, str(scratch / f"worker{n}"), vectors[share],
                                                        int(share[0]), out)) for n, share in enumerate(shares)]
-    served = group_cpu_s(server)
+    served = sched(group(server))
     for process in processes:
         process.start()
     for process in processes:
         process.join()
     assert all(p.exitcode == 0 for p in processes), "a worker failed"
-    served = group_cpu_s(server) - served
+    served = sched(group(server)) - served
     timed = [out.get() for _ in processes]
-    wall = max(end for _, end, _ in timed) - min(start for start, _, _ in timed)
+    wall = max(t[1] for t in timed) - min(t[0] for t in timed)
     with glimpse.open(location) as col:
         assert len(col) == len(vectors), f"{len(col)} rows in Milvus for {len(vectors)} vectors"
-    return {"rows/s": len(vectors) / wall, "wall s": wall, "workers cpu s": sum(cpu for _, _, cpu in timed),
-            "server cpu s": served}
+    workers_s = sum((t[2] for t in timed), np.zeros(2))
+    return {"rows/s": len(vectors) / wall, "wall s": wall, "workers cpu s": workers_s[0],
+            "workers wait s": workers_s[1], "server cpu s": served[0], "server wait s": served[1]}
 
 
-def group_cpu_s(group: int | None) -> float:
-    """CPU seconds (user + system) of the running processes of process group ``group`` (0 if None)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat") if group is not None else ():
+def group(pgrp: int) -> list[int]:
+    """The processes of process group ``pgrp``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgrp:
+                found.append(int(stat.parent.name))
         except OSError:
             continue  # ended meanwhile
-        if int(fields[2]) == group:  # pgrp; utime and stime are fields 14 and 15 of the whole line
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+    return found
+
+
+def sched(pids: list[int]) -> np.ndarray:
+    """(seconds on a core, seconds runnable but waiting for one) of every thread of ``pids``
+    so far (/proc/PID/task/TID/schedstat); threads that ended are not counted."""
+    total = np.zeros(2)
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            try:
+                total += [int(field) / 1e9 for field in stat.read_text().split()[:2]]
+            except OSError:
+                continue
+    return total
 
 
 def one_worker(uri: str, shard: str, images: int, dim: int) -> None:
@@ -206,11 +220,11 @@ def one_worker(uri: str, shard: str, images: int, dim: int) -> None:
     index, count = (int(part) for part in shard.split("/"))
     vectors = dataset(images, dim, 1)[0]
     share = np.array_split(np.arange(images), count)[index]
-    began, cpu = time.perf_counter(), time.process_time()
+    began, spent = time.perf_counter(), sched([os.getpid()])
     ingest(uri, vectors[share], int(share[0]))
-    wall = time.perf_counter() - began
-    print(f"worker {shard}: {len(share):,} rows in {wall:.1f} s: {len(share) / wall:,.0f} rows/s, "
-          f"{time.process_time() - cpu:.1f} CPU s here; load: {os.getloadavg()[0]:.1f} (1-min)")
+    wall, (cpu, wait) = time.perf_counter() - began, sched([os.getpid()]) - spent
+    print(f"worker {shard}: {len(share):,} rows in {wall:.1f} s: {len(share) / wall:,.0f} rows/s, {cpu:.1f} s on a "
+          f"core and {wait:.1f} s waiting for one here; load: {os.getloadavg()[0]:.1f} (1-min)")
 
 
 def row(name: str, figures: dict[str, float], base: dict[str, float] | None) -> str:
@@ -289,13 +303,13 @@ def main() -> None:
             code_results[name] = {**search(location, queries, exact), "build s": build}
             print(name, "codes", code_results[name], flush=True)
         if "Milvus 2.3 server" in targets:
-            server, kind, group = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server", started[0].pid
+            server, kind, pgrp = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server", started[0].pid
         else:
             process, address = lite_server(scratch / "workers.db")
             started.append(process)
-            server, kind, group = f"milvus://{address}", "Milvus Lite over loopback", process.pid
-        one = workers(f"{server}/one", vectors, 1, scratch / "one", group)["rows/s"]
-        two = workers(f"{server}/two", vectors, 2, scratch / "two", group)["rows/s"]
+            server, kind, pgrp = f"milvus://{address}", "Milvus Lite over loopback", process.pid
+        one = workers(f"{server}/one", vectors, 1, scratch / "one", pgrp)["rows/s"]
+        two = workers(f"{server}/two", vectors, 2, scratch / "two", pgrp)["rows/s"]
     finally:
         for process in started:
             stop(process)
@@ -333,14 +347,13 @@ def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
         stop(process)
     print(f"\n{len(vectors):,} vectors, {vectors.shape[1]}-d, {os.cpu_count()} cores; "
           f"load: {os.getloadavg()[0]:.1f} (1-min)")
-    print("| ingest | rows/s | wall s | workers' CPU s | server's CPU s | CPU s / wall s |")
-    print("|---|---|---|---|---|---|")
-    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - | - |")
+    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s |")
+    print("|---|---|---|---|---|")
+    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - |")
     for count, f in figures.items():
         ratios = f" ({f['rows/s'] / local:.2f}x local" + (f", {f['rows/s'] / figures[1]['rows/s']:.2f}x one)" if count > 1 else ")")
         print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} | "
-              f"{f['workers cpu s']:.1f} | {f['server cpu s']:.1f} | "
-              f"{(f['workers cpu s'] + f['server cpu s']) / f['wall s']:.2f} |")
+              f"{f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | {f['server cpu s']:.1f} / {f['server wait s']:.1f} |")
 
 
 def print_filters(targets: dict[str, str], vectors: np.ndarray, queries: np.ndarray) -> None:

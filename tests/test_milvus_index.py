@@ -209,3 +209,16 @@ def test_a_row_some_file_still_shows_stays_and_names_that_file(lite_server, requ
     assert rows[ids[1]]["path"] == "/late/b.jpg" and rows[ids[1]]["width"] == ids[1] % 7
     found, stored = index.vectors(ids[:2])
     assert np.allclose(stored.astype(np.float32), vectors[:2], atol=2e-3)
+
+
+def test_two_23_servers_run_on_one_machine(milvus23_server, tmp_path):
+    """Test runs and benchmarks of several people share a machine: a second 2.3 server comes up
+    beside the first (its embedded etcd on ports of its own) and both answer."""
+    from glimpse.milvus.local import milvus_server, stop
+
+    process, address = milvus_server(tmp_path / "second")
+    try:
+        for each in (milvus23_server, address):
+            assert isinstance(client(each).list_collections(), list)
+    finally:
+        stop(process)
