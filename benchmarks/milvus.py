@@ -203,15 +203,18 @@ def group(pgrp: int) -> list[int]:
 
 
 def sched(pids: list[int]) -> np.ndarray:
-    """(seconds on a core, seconds runnable but waiting for one) of every thread of ``pids``
-    so far (/proc/PID/task/TID/schedstat); threads that ended are not counted."""
+    """(seconds on a core, seconds runnable but waiting for one) of ``pids`` so far: the first
+    of every thread (/proc/PID/stat), the second of the threads still running (their schedstat:
+    a lower bound)."""
     total = np.zeros(2)
     for pid in pids:
-        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-            try:
-                total += [int(field) / 1e9 for field in stat.read_text().split()[:2]]
-            except OSError:
-                continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total[0] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                total[1] += int(stat.read_text().split()[1]) / 1e9
+        except OSError:
+            continue  # ended meanwhile
     return total
 
 
