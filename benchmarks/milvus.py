@@ -46,8 +46,10 @@ lower is better). Run it with ``nice -n 10`` on a shared machine and say the loa
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -263,6 +265,7 @@ def main() -> None:
         return
     vectors, queries, exact = dataset(args.images, args.dim, args.queries)
     scratch = Path(tempfile.mkdtemp(prefix="glimpse-milvus-bench-"))
+    atexit.register(shutil.rmtree, scratch, True)  # gigabytes at 100,000 rows
     os.environ["GLIMPSE_HOME"] = str(scratch / "home")
     started = []
     targets = {"local": str(scratch / "local"), "Milvus Lite": f"milvus-lite://{scratch}/bench.db"}
