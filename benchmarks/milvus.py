@@ -25,7 +25,19 @@ What runs, in one process (the servers in their own):
    text-like queries (the mean of four random images: far from everything, many near ties).
 6. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
    does not start): two processes each ``add_vectors`` half the rows into one collection at
-   once, against one process adding them all.
+   once, against one process adding them all (``--workers``, run alone: only this, with the
+   local ingest as the baseline, and the CPU seconds the workers and the server spent, which
+   say whether the machine's cores are what limits it).
+
+On two machines (the workers as they are meant to run), against a Milvus server both reach::
+
+    python benchmarks/milvus.py --worker 0/1 --uri milvus://HOST:19530/bench_one   # one worker, for the baseline
+    python benchmarks/milvus.py --worker 0/2 --uri milvus://HOST:19530/bench_two   # on machine A,
+    python benchmarks/milvus.py --worker 1/2 --uri milvus://HOST:19530/bench_two   # and on B, started together
+
+Each adds its share of the same seeded vectors and prints its rows/s and wall time; the two
+workers' rate is the rows of both over the longer wall time, and ``glimpse info -c URI`` must
+count every row once.
 
 Prints one table: each figure and the ratio Milvus/local (rows/s: higher is better; latency:
 lower is better). Run it with ``nice -n 10`` on a shared machine and say the load.
@@ -34,8 +46,10 @@ lower is better). Run it with ``nice -n 10`` on a shared machine and say the loa
 from __future__ import annotations
 
 import argparse
+import atexit
 import multiprocessing
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -147,23 +161,75 @@ def use_codes(location: str, codes: str) -> float:
 
 def _worker(location: str, home: str, vectors: np.ndarray, start: int, out) -> None:
     os.environ["GLIMPSE_HOME"] = home
-    out.put(ingest(location, vectors, start))
+    began, spent = time.time(), sched([os.getpid()])  # after the imports: as on a machine of its own
+    ingest(location, vectors, start)
+    out.put((began, time.time(), sched([os.getpid()]) - spent))
 
 
-def workers(location: str, vectors: np.ndarray, count: int, scratch: Path) -> float:
-    """Rows/s of ``count`` processes, each adding its share of ``vectors`` to ``location`` at once."""
+def workers(location: str, vectors: np.ndarray, count: int, scratch: Path, server: int) -> dict[str, float]:
+    """``count`` processes, each adding its share of ``vectors`` to ``location`` at once: rows/s
+    (from the first worker's start to the last one's end, each timed once it has imported
+    glimpse), and the seconds the workers and the server (process group ``server``) ran on a
+    core and waited for one."""
     context = multiprocessing.get_context("spawn")
     out = context.Queue()
     shares = np.array_split(np.arange(len(vectors)), count)
     processes = [context.Process(target=_worker, args=(location, str(scratch / f"worker{n}"), vectors[share],
                                                        int(share[0]), out)) for n, share in enumerate(shares)]
-    began = time.perf_counter()
+    served = sched(group(server))
     for process in processes:
         process.start()
     for process in processes:
         process.join()
     assert all(p.exitcode == 0 for p in processes), "a worker failed"
-    return len(vectors) / (time.perf_counter() - began)
+    served = sched(group(server)) - served
+    timed = [out.get() for _ in processes]
+    wall = max(t[1] for t in timed) - min(t[0] for t in timed)
+    with glimpse.open(location) as col:
+        assert len(col) == len(vectors), f"{len(col)} rows in Milvus for {len(vectors)} vectors"
+    workers_s = sum((t[2] for t in timed), np.zeros(2))
+    return {"rows/s": len(vectors) / wall, "wall s": wall, "workers cpu s": workers_s[0],
+            "workers wait s": workers_s[1], "server cpu s": served[0], "server wait s": served[1]}
+
+
+def group(pgrp: int) -> list[int]:
+    """The processes of process group ``pgrp``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) == pgrp:
+                found.append(int(stat.parent.name))
+        except OSError:
+            continue  # ended meanwhile
+    return found
+
+
+def sched(pids: list[int]) -> np.ndarray:
+    """(seconds on a core, seconds runnable but waiting for one) of ``pids`` so far: the first
+    of every thread (/proc/PID/stat), the second of the threads still running (their schedstat:
+    a lower bound)."""
+    total = np.zeros(2)
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total[0] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+            for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+                total[1] += int(stat.read_text().split()[1]) / 1e9
+        except OSError:
+            continue  # ended meanwhile
+    return total
+
+
+def one_worker(uri: str, shard: str, images: int, dim: int) -> None:
+    """This machine's share (shard ``i/n``) of the seeded vectors into ``uri``, for the run on two machines."""
+    index, count = (int(part) for part in shard.split("/"))
+    vectors = dataset(images, dim, 1)[0]
+    share = np.array_split(np.arange(images), count)[index]
+    began, spent = time.perf_counter(), sched([os.getpid()])
+    ingest(uri, vectors[share], int(share[0]))
+    wall, (cpu, wait) = time.perf_counter() - began, sched([os.getpid()]) - spent
+    print(f"worker {shard}: {len(share):,} rows in {wall:.1f} s: {len(share) / wall:,.0f} rows/s, {cpu:.1f} s on a "
+          f"core and {wait:.1f} s waiting for one here; load: {os.getloadavg()[0]:.1f} (1-min)")
 
 
 def row(name: str, figures: dict[str, float], base: dict[str, float] | None) -> str:
@@ -188,14 +254,26 @@ def main() -> None:
     parser.add_argument("--filters", action="store_true", help="only the path globs, on local and Milvus Lite")
     parser.add_argument("--hard", action="store_true", help="only the server indexes' recall on hard queries")
     parser.add_argument("--server-indexes", default="flat,hnsw,ivf", help="Milvus indexes to measure on the server")
+    parser.add_argument("--workers", action="store_true", help="only ingest: local, then one and two workers on Milvus")
+    parser.add_argument("--worker", metavar="I/N", help="add share I of N into --uri (one machine of several)")
+    parser.add_argument("--uri", help="the milvus:// collection that --worker writes")
     args = parser.parse_args()
+    if args.worker:
+        if not args.uri:
+            parser.error("--worker needs --uri milvus://HOST:19530/NAME")
+        one_worker(args.uri, args.worker, args.images, args.dim)
+        return
     vectors, queries, exact = dataset(args.images, args.dim, args.queries)
     scratch = Path(tempfile.mkdtemp(prefix="glimpse-milvus-bench-"))
+    atexit.register(shutil.rmtree, scratch, True)  # gigabytes at 100,000 rows
     os.environ["GLIMPSE_HOME"] = str(scratch / "home")
     started = []
     targets = {"local": str(scratch / "local"), "Milvus Lite": f"milvus-lite://{scratch}/bench.db"}
     if args.filters:
         print_filters(targets, vectors, queries)
+        return
+    if args.workers:
+        print_workers(scratch, vectors, args.no_server)
         return
     if args.hard:
         print_hard(scratch, vectors, {"near-copies": (queries, exact), **{
@@ -231,13 +309,13 @@ def main() -> None:
             code_results[name] = {**search(location, queries, exact), "build s": build}
             print(name, "codes", code_results[name], flush=True)
         if "Milvus 2.3 server" in targets:
-            server, kind = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server"
+            server, kind, pgrp = targets["Milvus 2.3 server"].rsplit("/", 1)[0], "Milvus 2.3 server", started[0].pid
         else:
             process, address = lite_server(scratch / "workers.db")
             started.append(process)
-            server, kind = f"milvus://{address}", "Milvus Lite over loopback"
-        one = workers(f"{server}/one", vectors, 1, scratch / "one")
-        two = workers(f"{server}/two", vectors, 2, scratch / "two")
+            server, kind, pgrp = f"milvus://{address}", "Milvus Lite over loopback", process.pid
+        one = workers(f"{server}/one", vectors, 1, scratch / "one", pgrp)["rows/s"]
+        two = workers(f"{server}/two", vectors, 2, scratch / "two", pgrp)["rows/s"]
     finally:
         for process in started:
             stop(process)
@@ -253,6 +331,35 @@ def main() -> None:
     print(row(f"{kind}, one ingest worker", {"rows/s": one}, results["local"]))
     print(row(f"{kind}, two ingest workers at once ({two / one:.2f}x one)", {"rows/s": two}, results["local"]))
     print("\ncodes build (fit + write every code), s: " + ", ".join(f"{n} {f['build s']:.1f}" for n, f in code_results.items()))
+
+
+def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
+    """Ingest only: the local baseline, then one and two worker processes on one Milvus server."""
+    local = ingest(str(scratch / "local"), vectors)
+    print("local", f"{local:,.0f} rows/s", flush=True)
+    try:
+        if no_server:
+            raise ServerUnavailable("--no-server")
+        process, address = milvus_server(scratch / "server")
+        kind = "Milvus 2.3 server"
+    except ServerUnavailable as exc:
+        print(f"(no server: {exc}; Milvus Lite over loopback instead)")
+        process, address = lite_server(scratch / "workers.db")
+        kind = "Milvus Lite over loopback"
+    try:
+        figures = {count: workers(f"milvus://{address}/w{count}", vectors, count, scratch / f"w{count}", process.pid)
+                   for count in (1, 2)}
+    finally:
+        stop(process)
+    print(f"\n{len(vectors):,} vectors, {vectors.shape[1]}-d, {os.cpu_count()} cores; "
+          f"load: {os.getloadavg()[0]:.1f} (1-min)")
+    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s |")
+    print("|---|---|---|---|---|")
+    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - |")
+    for count, f in figures.items():
+        ratios = f" ({f['rows/s'] / local:.2f}x local" + (f", {f['rows/s'] / figures[1]['rows/s']:.2f}x one)" if count > 1 else ")")
+        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} | "
+              f"{f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | {f['server cpu s']:.1f} / {f['server wait s']:.1f} |")
 
 
 def print_filters(targets: dict[str, str], vectors: np.ndarray, queries: np.ndarray) -> None:

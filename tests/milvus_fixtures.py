@@ -10,8 +10,7 @@ import pytest
 
 
 #: Servers running for this session, by kind. Each test module that imports a fixture gets its
-#: own copy of it, so the first one starts the server and the others share it (two 2.3 servers
-#: on one machine contend for the same ports and data: the second did not come up).
+#: own copy of it, so the first one starts the server and the others share it (one start each).
 _RUNNING: dict[str, str] = {}
 
 

@@ -183,3 +183,42 @@ def test_an_index_another_worker_is_still_creating_is_waited_for():
     never = SimpleNamespace(client=SimpleNamespace(describe_index=lambda name, field: {}), name="c", field="codes")
     with pytest.raises(TimeoutError, match="no index on codes"):
         MilvusIndex.index_type(never, wait_s=0.3)
+
+
+def test_a_row_some_file_still_shows_stays_and_names_that_file(lite_server, request, data):
+    """``holders`` decides: a row a file still shows is kept, naming that file; a file written
+    while the delete runs (seen only by the check after it) puts its row back."""
+    from glimpse.milvus.files import FileRow
+
+    vectors, ids = data
+    calls = []
+
+    def holders(asked: np.ndarray) -> dict:
+        calls.append(asked.tolist())
+        held = {int(ids[0]): FileRow("/elsewhere/a.jpg", int(ids[0]), 7, 8)}
+        if len(calls) == 2:  # after the delete: another worker has just written a file of ids[1]
+            held[int(ids[1])] = FileRow("/late/b.jpg", int(ids[1]), 9, 10)
+        return {i: row for i, row in held.items() if i in asked}
+
+    index = MilvusIndex(client(lite_server), unique_name(request), DIM, attributes=attributes, holders=holders)
+    index.add(ids[:3], vectors[:3])
+    assert index.remove(ids[:3]) == 1 and index.count() == 2
+    rows = {row["id"]: row for row in index.rows(ids[:3])}
+    assert sorted(rows) == ids[:2].tolist()
+    assert (rows[ids[0]]["path"], rows[ids[0]]["bytes"], rows[ids[0]]["date_ns"]) == ("/elsewhere/a.jpg", 7, 8)
+    assert rows[ids[1]]["path"] == "/late/b.jpg" and rows[ids[1]]["width"] == ids[1] % 7
+    found, stored = index.vectors(ids[:2])
+    assert np.allclose(stored.astype(np.float32), vectors[:2], atol=2e-3)
+
+
+def test_two_23_servers_run_on_one_machine(milvus23_server, tmp_path):
+    """Test runs and benchmarks of several people share a machine: a second 2.3 server comes up
+    beside the first (its embedded etcd on ports of its own) and both answer."""
+    from glimpse.milvus.local import milvus_server, stop
+
+    process, address = milvus_server(tmp_path / "second")
+    try:
+        for each in (milvus23_server, address):
+            assert isinstance(client(each).list_collections(), list)
+    finally:
+        stop(process)

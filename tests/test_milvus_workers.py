@@ -33,7 +33,7 @@ def milvus_ids(address: str, name: str) -> list[int]:
     milvus = client(address)
     rows = []
     for collection in milvus.list_collections():
-        if collection.startswith(name + "_") and not collection.endswith("_settings"):
+        if collection.startswith(name + "_") and not collection.endswith(("_settings", "_files")):
             rows += [r["id"] for r in milvus.query(collection, filter="id >= 0", output_fields=["id"], limit=16384,
                                                    consistency_level="Strong")]
     return rows
@@ -102,6 +102,8 @@ def test_kill_9_loses_nothing_committed(lite_server, tmp_path, make_image):
     assert worker(uri, folder, home).wait(timeout=300) == 0  # the same machine resumes
     after = milvus_ids(lite_server, "killed")
     assert before | committed <= set(after) and len(after) == len(set(after)) == 300
+    with glimpse.open(uri) as col:  # GLIMPSE_HOME of this process: a machine that indexed nothing
+        assert (col.stats().files, col.stats().images) == (300, 300)
 
 
 @pytest.mark.parametrize("text, message", [("1/2/3", "i/n"), ("2/2", "from 0 to n - 1"), ("a/b", "i/n")])
@@ -162,7 +164,7 @@ def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_p
     assert all(len(hits) == 5 for hits in seen[2]["hits"])
     names = [c for c in client(lite_server).list_collections() if c.startswith("shared_codes_")]
     fit = seen[2]["codes"]["fit"][:12]
-    assert f"shared_codes_{fit}" in names and len(names) <= 3  # settings, this fit, at most the one before
+    assert f"shared_codes_{fit}" in names and len(names) <= 4  # settings, files, this fit, at most the one before
     rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
                                      consistency_level="Strong")
     assert len(rows) == 60  # every worker's images, coded by the one fit
@@ -298,13 +300,13 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
             assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
             assert col.search(image=query, k=1)[0].path == str(query)
     names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
-    assert len(names) == 3  # the settings, the current fit, and the one before it
+    assert len(names) == 4  # the settings, the files, the current fit, and the one before it
 
 
 def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
-    """Worker 1 removes files that worker 0 indexed: they leave Milvus at once, worker 0 drops
-    them from its own bookkeeping (and never pushes them back, but for an image it still holds
-    elsewhere), and its re-index leaves them out."""
+    """Worker 1 removes files that worker 0 indexed: they leave Milvus at once (but for an image
+    worker 0 still holds elsewhere, whose row now names that file), worker 0 drops them from its
+    own bookkeeping (and never pushes them back), and its re-index leaves them out."""
     uri = f"milvus://{lite_server}/removals"
     sub, single, kept = image_dir / "sub", image_dir / "img01.png", image_dir / "zz.png"
     shutil.copy(sub / "img03.png", kept)  # its row names sub/img03.png, the first of its two files
@@ -314,12 +316,13 @@ def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "other"))  # indexed nothing
     with glimpse.open(uri) as col:
         assert col.remove([sub, single]) == 5
-        assert len(col) == 7
+        assert len(col) == 8
         found = {h.path for h in col.search(image=single, k=12)}
-        assert len(found) == 7 and str(single) not in found and not any("/sub/" in p for p in found)
+        assert len(found) == 8 and str(single) not in found and not any("/sub/" in p for p in found)
+        assert col.search(image=kept, k=1)[0].path == str(kept)
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
     with glimpse.open(uri) as col:
-        assert len(col.search(image=single, k=12)) == 8 and len(col) == 8  # only the image of zz.png is back
+        assert len(col.search(image=single, k=12)) == 8 and len(col) == 8
         assert col.search(image=kept, k=1)[0].path == str(kept)
         assert col.stats().files == 8
         report = col.index()
@@ -349,6 +352,7 @@ def test_info_counts_every_workers_files_and_images(lite_server, image_dir, tmp_
         stats = col.stats()
         assert (stats.files, stats.images) == (15, 14)
         col.remove([image_dir / "sub"])
+        assert (col.stats().files, col.stats().images) == (11, 10)  # at once: worker 0 need not run again
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "m0"))
     with glimpse.open(uri) as col:
         assert (col.stats().files, col.stats().images) == (11, 10)  # worker 0 dropped its 4 files
@@ -393,3 +397,87 @@ def test_an_adaptation_learns_from_every_workers_captions(lite_server, tmp_path,
         assert (col.adapt(kind="ridge", holdout=0).pairs, col.settings().adapt["pairs"]) == (40, 40)
         report = col.adapt(folders[0] / "captions.tsv", kind="ridge", holdout=0)  # worker 0's images
         assert (report.pairs, report.missing) == (20, 0)
+
+
+@pytest.fixture
+def copies(tmp_path, make_image) -> tuple[Path, Path]:
+    """Two workers' folders: a/x.png and b/y.png are the same picture (one Milvus row), with two
+    pictures of their own each."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    for n, folder in enumerate((a, b)):
+        folder.mkdir()
+        for i in range(2):
+            make_image(folder / f"own{i}.png", seed=1100 + 10 * n + i)
+    make_image(a / "x.png", seed=1200)
+    shutil.copy(a / "x.png", b / "y.png")
+    return a / "x.png", b / "y.png"
+
+
+def on(machine: Path, uri: str, monkeypatch, encoder: str | None = None) -> MilvusCollection:
+    monkeypatch.setenv("GLIMPSE_HOME", str(machine))
+    return glimpse.open(uri, encoder)
+
+
+def test_a_row_leaves_milvus_when_no_workers_file_shows_it(lite_server, copies, tmp_path, monkeypatch):
+    """Worker 0 removing its file of a picture that worker 1 also holds keeps the row (naming
+    worker 1's file); the row goes when worker 1's file goes too; adding a file back brings it."""
+    x, y = copies
+    uri = f"milvus://{lite_server}/shared_rows"
+    for n, picture in enumerate(copies):
+        with on(tmp_path / f"m{n}", uri, monkeypatch, "hash") as col:
+            col.index([picture.parent])
+    with on(tmp_path / "m0", uri, monkeypatch) as col:
+        assert len(col) == 5
+        assert col.remove([x]) == 1
+        assert (len(col), col.stats().files) == (5, 5)
+        assert col.search(image=y, k=1)[0].path == str(y)
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        under_a = col.search(image=y, k=5, filters=Filter(path_prefix=str(x.parent)))
+        assert {Path(h.path).name for h in under_a} == {"own0.png", "own1.png"}  # the row names y.png now
+        assert col.remove([y]) == 1  # worker 1's file, removed by a machine that indexed nothing
+        assert (len(col), col.stats().files) == (4, 4)
+        assert not {str(x), str(y)} & {h.path for h in col.search(image=y, k=5)}
+    with on(tmp_path / "m0", uri, monkeypatch) as col:
+        col.add([x])  # added again
+        assert (len(col), col.stats().files) == (5, 5) and col.search(image=x, k=1)[0].path == str(x)
+    with on(tmp_path / "m1", uri, monkeypatch) as col:
+        assert col.index().unchanged == 2 and (len(col), col.stats().files) == (5, 5)
+
+
+class Killed(BaseException):
+    """A worker dying at a given point (BaseException: nothing on the way catches it)."""
+
+
+def dies(self, rows: list) -> None:
+    """In place of a write to Milvus: the worker dies there (unless there is nothing to write)."""
+    if rows:
+        raise Killed()
+
+
+def test_a_worker_killed_between_its_commit_and_its_file_rows_puts_them_right(lite_server, copies, tmp_path,
+                                                                             monkeypatch):
+    """Killed after its local commit, before its file rows (so before its image rows): another
+    worker's removal of the same picture then takes the row, and the killed worker's next run
+    writes its file rows and brings the row back. Killed after its local removal, before its
+    file rows went: its next run deletes them, and the row no file shows."""
+    from glimpse.milvus.files import SharedFiles
+
+    x, y = copies
+    uri = f"milvus://{lite_server}/torn"
+    with on(tmp_path / "m0", uri, monkeypatch, "hash") as col:
+        col.index([x.parent])
+    with monkeypatch.context() as dying:
+        dying.setattr(SharedFiles, "put", dies)
+        with pytest.raises(Killed), on(tmp_path / "m1", uri, monkeypatch, "hash") as col:
+            col.index([y.parent])
+    with on(tmp_path / "m0", uri, monkeypatch) as col:
+        assert col.stats().files == 3 and col.remove([x]) == 1 and len(col) == 2
+    with on(tmp_path / "m1", uri, monkeypatch) as col:  # runs again: its SQLite holds its 3 files
+        assert (len(col), col.stats().files) == (5, 5) and col.search(image=y, k=1)[0].path == str(y)
+        with monkeypatch.context() as dying:
+            dying.setattr(SharedFiles, "delete", dies)
+            with pytest.raises(Killed):
+                col.remove([y])
+    with on(tmp_path / "m1", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (4, 4)
+        assert not {str(x), str(y)} & {h.path for h in col.search(image=y, k=5)}

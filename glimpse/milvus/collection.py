@@ -7,9 +7,11 @@ What lives where:
   float16 vector, the binary code, and the first file's path, size, date and pixel size (what
   filters, result paths and item details need); and, in ``NAME_settings`` (:mod:`.state`), the
   encoder, the collection's settings (folders, removals, code settings, adaptation), the files
-  they name (the fitted binarizer, the adaptation map), the files no worker could index, each
-  worker's file count, the paths removed (each worker drops its own files there), the sidecar
-  captions of every worker's files, and the words OCR read in the images (:mod:`.words`).
+  they name (the fitted binarizer, the adaptation map), the files no worker could index, the
+  paths removed (each worker drops its own files there), the sidecar captions of every worker's
+  files, and the words OCR read in the images (:mod:`.words`); and, in ``NAME_files``
+  (:mod:`.files`), every worker's files, by path, naming their image: a row leaves Milvus only
+  when no file names it any more.
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
@@ -170,7 +172,8 @@ class MilvusCollection(Collection):
         options = {"oversample": settings.oversample, "rerank": settings.rerank} if settings else {}
         index = MilvusIndex(self._client, self.target.name, self.encoder.dim, binarizer=self._binarizer(settings),
                             attributes=self._attributes, version=self._version, index=self.target.index,
-                            consistency=CONSISTENCY[self.target.consistency], **options)
+                            consistency=CONSISTENCY[self.target.consistency], holders=self._meta.files.holders,
+                            **options)
         if index.created:
             self._fill(index, [other for other in index_collections(self._client, self.target.name)
                                if other != index.name])
@@ -188,10 +191,13 @@ class MilvusCollection(Collection):
     def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
         pushed (rows of other workers are never removed on this worker's behalf). Removals
-        recorded by other workers are honoured first, so their rows are not pushed back."""
+        recorded by other workers are honoured first, so their rows are not pushed back; then
+        what a kill left between this worker's SQLite and its file rows in Milvus is put right
+        (the rows of images no file shows any more go)."""
         unpushable = self._honour_removals()
         self._sync()
         index = self._milvus_index(settings)
+        index.remove(np.array(self._meta.reconcile_files(), dtype=np.int64))
         return index, set(np.intersect1d(index.ids(), self._live).tolist()) | unpushable
 
     def _prepare_codes(self, codes: dict | None) -> None:
@@ -295,16 +301,17 @@ class MilvusCollection(Collection):
         return [found.get(stored(path)) if item is None else item for path, item in zip(paths, items)]
 
     def remove(self, paths) -> int:
-        """As locally, on every worker: errors that other workers recorded under ``paths`` go, the
-        rows of other workers' images whose path is there leave Milvus now (counted as one file
-        each), and the removal is recorded in Milvus for each worker to drop its own files there
-        (:meth:`_honour_removals`)."""
+        """As locally, on every worker: errors and captions that other workers recorded under
+        ``paths`` go, so do their files there (counted) and the rows of images no file shows
+        any more, and the removal is recorded in Milvus for each worker to drop its own files
+        there (:meth:`_honour_removals`)."""
         paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
         with self._lock:
             before = {record.item_id for record in self._meta.file_records(paths).values()}
             removed = super().remove(paths)
             self._restate(before)
             self._state.delete_errors([e.path for e in self._state.errors() if _is_under(e.path, paths)])
+            self._state.delete_captions([c["path"] for c in self._state.captions() if _is_under(c["path"], paths)])
             at = time.time()
             seen = self._meta.get_meta().get("removals_seen", {})  # this worker has dropped its files there
             self._meta.set_meta(removals_seen={**seen, **dict.fromkeys(self._state.put_removals(paths, at), at)})
@@ -314,13 +321,18 @@ class MilvusCollection(Collection):
         return removed + theirs
 
     def _drop_rows_under(self, paths: list[str]) -> int:
-        """Delete the rows of other workers' images whose path is at or under ``paths``; returns how many."""
+        """Delete other workers' files at or under ``paths`` from Milvus, then the rows of the
+        images no file shows any more (those still shown elsewhere name a file left); returns
+        how many files went."""
         index = self._ensure_index()
-        ids, found = index.paths(under(paths))
+        theirs = self._meta.files.under(paths)
+        self._meta.files.delete([row.path for row in theirs])
+        ids, found = index.paths(under(paths))  # also rows written before file rows were
         held = [stored(path) for path in paths]
-        theirs = np.setdiff1d(ids[np.array([_is_under(path, held) for path in found], dtype=bool)], self._live)
-        index.remove(theirs)
-        self._words.drop(theirs.tolist())
+        named = ids[np.array([_is_under(path, held) for path in found], dtype=bool)]
+        candidates = np.union1d(named, np.array([row.item for row in theirs], dtype=np.int64))
+        index.remove(candidates)
+        self._words.drop(index.missing(candidates).tolist())
         return len(theirs)
 
     def _honour_removals(self) -> set[int]:
@@ -353,6 +365,7 @@ class MilvusCollection(Collection):
         excluded = super()._remember(targets)
         self._state.delete_removals(added)
         self._honour_removals()
+        self._ensure_index()  # files whose rows another worker's removal took, added again, go back
         return excluded
 
     def _prune(self, roots, excluded, present, report) -> None:
@@ -442,8 +455,7 @@ class MilvusCollection(Collection):
             return vectors[0].astype(np.float32)
 
     def stats(self) -> CollectionStats:
-        """Images: the rows in Milvus; files: every worker's, as each last published them (the
-        index is opened first, so this worker has honoured the removals recorded in Milvus)."""
+        """Images: the rows in Milvus; files: every worker's, one per path (their rows in Milvus)."""
         images = len(self)
         return replace(super().stats(), path=self.target.uri, images=images)
 

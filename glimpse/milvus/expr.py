@@ -81,8 +81,8 @@ def paths_expression(paths: list[str]) -> str:
     return f"path in [{','.join(map(_quote, paths))}]"
 
 
-def ids_expression(ids: np.ndarray) -> str:
-    return f"id in [{','.join(str(int(i)) for i in ids)}]"
+def ids_expression(ids: np.ndarray, field: str = "id") -> str:
+    return f"{field} in [{','.join(str(int(i)) for i in ids)}]"
 
 
 def both(*expressions: str) -> str:

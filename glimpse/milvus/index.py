@@ -32,6 +32,8 @@ from .expr import both, ids_expression
 
 #: Scalar columns of a row (:mod:`.expr` filters on them), from ``attributes(ids)``.
 Attributes = Callable[[np.ndarray], dict[str, list]]
+#: Of some ids, those a file still shows, each with its first file (``path``, ``bytes``, ``date_ns``).
+Holders = Callable[[np.ndarray], dict]
 SCALARS = {"path": "VARCHAR", "bytes": "INT64", "date_ns": "INT64", "width": "INT64", "height": "INT64"}
 MAX_PATH = 65535  # VARCHAR's limit, in bytes
 #: Milvus's largest ``limit`` for one search.
@@ -140,11 +142,13 @@ class MilvusIndex(SearchBackend):
 
     def __init__(self, client, name: str, dim: int, *, binarizer: Binarizer | None = None,
                  oversample: int = 30, rerank: bool = True, attributes: Attributes = no_attributes,
-                 version: tuple[int, int] | None = None, index: str | None = None, consistency: str = STRONG):
+                 version: tuple[int, int] | None = None, index: str | None = None, consistency: str = STRONG,
+                 holders: Holders = lambda ids: {}):
         """``index``: Milvus's index on the searched field (:data:`INDEXES`); None keeps the
         existing collection's (FLAT for a new one), another one rebuilds it. ``consistency``:
-        Milvus's consistency level for searches (every other request is "Strong")."""
-        self.client, self.dim, self.attributes = client, dim, attributes
+        Milvus's consistency level for searches (every other request is "Strong"). ``holders``:
+        the rows a file (of any worker) still shows, which :meth:`remove` keeps."""
+        self.client, self.dim, self.attributes, self.holders = client, dim, attributes, holders
         self.consistency = consistency
         self.oversample, self.rerank = oversample, rerank
         version = version or server_version(client)
@@ -258,12 +262,37 @@ class MilvusIndex(SearchBackend):
         self._columns.upsert(data)
 
     def remove(self, ids: np.ndarray) -> int:
+        """Delete the rows of ``ids`` that no file shows (``holders``: another worker may hold the
+        same content under another path); a row kept whose file went names the first file left.
+        A worker that writes a file of a deleted row just before the delete, after the check,
+        saw the row there and does not push it: the check is made again after the delete and
+        such rows are put back. Returns how many rows went."""
         ids = np.asarray(ids, dtype=np.int64)
-        if not len(ids):
-            return 0
-        present = len(self.client.query(self.name, filter=ids_expression(ids), output_fields=["id"]))
-        self.client.delete(self.name, ids=ids.tolist())
-        return present
+        gone = 0
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            gone += self._remove(ids[start : start + IDS_PER_QUERY])
+        return gone
+
+    def _remove(self, ids: np.ndarray) -> int:
+        rows = {row["id"]: row for row in self.rows(ids, ["vector", *SCALARS])}
+        kept = self.holders(np.fromiter(rows, np.int64, len(rows)))
+        doomed = np.array(sorted(set(rows) - set(kept)), dtype=np.int64)
+        if len(doomed):
+            self.client.delete(self.name, ids=doomed.tolist())
+        back = self.holders(doomed)
+        held = {**kept, **back}
+        self._repoint([rows[i] for i in sorted(held) if i in back or rows[i]["path"] != held[i].path], held)
+        return len(doomed) - len(back)
+
+    def _repoint(self, rows: list[dict], first: dict) -> None:
+        """Upsert ``rows`` again with their item's first file now (path, bytes, date)."""
+        if not rows:
+            return
+        ids = np.array([row["id"] for row in rows], dtype=np.int64)
+        columns = {field: [row[field] for row in rows] for field in SCALARS}
+        for field in ("path", "bytes", "date_ns"):
+            columns[field] = [getattr(first[row["id"]], field) for row in rows]
+        self._upsert(ids, _vectors(rows, self.dim).astype(np.float32), columns)
 
     # -- reading ----------------------------------------------------------------------------
     def search(self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None,

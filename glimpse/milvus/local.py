@@ -49,10 +49,24 @@ def milvus_server(data: Path) -> tuple[subprocess.Popen, str]:
                                 "(pip install 'milvus==2.3.5', Linux only)")
     port = free_port()
     # Every port its parts listen on is a free one: several servers may run on one machine (test runs at once).
-    ports = [f"--{part}-port={free_port()}" for part in INTERNAL_PORTS]
-    process = subprocess.Popen([launcher, "--data", str(data), "--proxy-port", str(port), *ports],
+    ports = {part: free_port() for part in INTERNAL_PORTS}
+    options = [f"--{part}-port={number}" for part, number in ports.items()]
+    env = {**os.environ, "ETCD_CONFIG_PATH": str(_etcd_config(data, ports["etcd"]))}
+    process = subprocess.Popen([launcher, "--data", str(data), "--proxy-port", str(port), *options], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     return process, _ready(process, port, "milvus-server")
+
+
+def _etcd_config(data: Path, client_port: int) -> Path:
+    """The embedded etcd's own configuration (Milvus reads its path from ETCD_CONFIG_PATH): its
+    peer port is 2380 otherwise, whatever ``--etcd-port`` says, and a second server fails to bind it."""
+    peer = f"http://127.0.0.1:{free_port()}"
+    client = f"http://127.0.0.1:{client_port}"
+    data.mkdir(parents=True, exist_ok=True)
+    path = data / "embed-etcd.yaml"
+    path.write_text(f"name: default\nlisten-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+                    f"initial-cluster: default={peer}\nlisten-client-urls: {client}\nadvertise-client-urls: {client}\n")
+    return path
 
 
 def _ready(process: subprocess.Popen, port: int, what: str) -> str:

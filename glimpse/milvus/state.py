@@ -14,7 +14,6 @@ Keys, by prefix:
   drops its own files at or under it (:meth:`MilvusCollection._honour_removals`).
 * ``caption/H``: the sidecar caption of the file at a path (H: a hash of it), with its content
   hash, published by the worker that indexed the file (adaptations learn from every worker's).
-* ``files/W``: how many files worker W (a name each local folder draws once) holds now.
 * ``claim/W``: who is doing W now (fitting the codes), until when.
 
 Milvus has no transactions: each write is one upsert or delete, and a search sees it at once
@@ -37,6 +36,7 @@ from ..atomic import write_atomic
 from ..collection.ingest import _is_under
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
+from .files import FileRow, SharedFiles
 from .index import load, quiet
 
 STRONG = "Strong"
@@ -59,7 +59,7 @@ class SharedState:
     """The keyed rows of one glimpse collection's ``NAME_settings`` Milvus collection."""
 
     def __init__(self, client, name: str):
-        self.client, self.name = client, f"{name}_settings"
+        self.client, self.collection, self.name = client, name, f"{name}_settings"
         self._ready = False
 
     def _exists(self) -> bool:
@@ -242,6 +242,7 @@ class SharedMetadata(Metadata):
     def __init__(self, path: Path, state: SharedState):
         super().__init__(path)
         self.state = state
+        self.files = SharedFiles(state.client, state.collection, self.worker())
         self._shared: tuple[float, dict] | None = None  # (when read, values)
         #: Called with a code setting (or None) before it is written: the collection readies its Milvus rows.
         self.before_codes: Callable[[dict | None], None] = lambda codes: None
@@ -314,31 +315,63 @@ class SharedMetadata(Metadata):
             self.state.delete_blob(old)
 
     def remove_paths(self, paths, **meta) -> tuple[int, list[int]]:
+        """Locally first, then the files' rows in Milvus (the caller then removes the image rows no file shows)."""
         paths = list(paths)
         generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
         self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
         self.state.delete_errors(paths)
         self.state.delete_captions(paths)
-        self._publish_files()
+        self.files.delete(paths)
+        self._mirrored(generation)
         return generation, dropped
 
     def commit_batch(self, items, links, errors, rows) -> tuple[int, list[int]]:
+        """Locally first, then the files' rows in Milvus: before the caller pushes the image rows,
+        so a worker removing another file of the same image sees these (MilvusIndex.remove)."""
         result = super().commit_batch(items, links, errors, rows)
         self.state.put_errors(list(errors), time.time())
         self.state.delete_errors([link.path for link in links])  # indexed now, by whichever worker
-        self._publish_files()
+        self.files.delete([error.path for error in errors])
+        self.files.put(self.file_rows([link.path for link in links]))
+        self._mirrored(result[0])
         return result
 
-    def _publish_files(self) -> None:
-        """This worker's file count, which every worker's ``counts`` adds up."""
+    def _mirrored(self, generation: int) -> None:
+        """Commit ``generation`` is in the file rows now: so is every commit before it if the one before was."""
+        if super().get_meta().get("files_synced") == generation - 1:
+            super().set_meta(files_synced=generation)
+
+    def reconcile_files(self) -> list[int]:
+        """Put right this worker's file rows where a kill left them behind its SQLite (its
+        last commit is not marked as mirrored); returns the items of the rows deleted."""
+        generation = self.generation()
+        if super().get_meta().get("files_synced") == generation:
+            return []
+        gone = self.files.reconcile(self.file_rows)
+        super().set_meta(files_synced=generation)
+        return gone
+
+    def file_rows(self, paths: list[str] | None = None) -> list[FileRow]:
+        """This worker's files (all, or those at ``paths``) as Milvus holds them: path, item, size, date."""
+        sql = ("SELECT f.path, f.item_id, f.size, COALESCE(i.taken_ns, f.mtime_ns) "
+               "FROM files f JOIN items i ON i.id = f.item_id")
+        if paths is None:
+            rows = self._query(sql)
+        else:
+            rows = [row for start in range(0, len(paths), 512)
+                    for row in self._query(f"{sql} WHERE f.path IN ({','.join('?' * len(paths[start : start + 512]))})",
+                                           [os.fsencode(p) for p in paths[start : start + 512]])]
+        return [FileRow(os.fsdecode(path), item, size, date) for path, item, size, date in rows]
+
+    def worker(self) -> str:
+        """This local folder's name among the workers, drawn once."""
         worker = super().get_meta().get("worker")
         if worker is None:
-            worker = uuid.uuid4().hex
-            super().set_meta(worker=worker)
-        self.state.put({f"files/{worker}": super().counts()["files"]})
+            super().set_meta(worker=uuid.uuid4().hex)
+            worker = super().get_meta()["worker"]
+        return worker
 
     def counts(self) -> dict[str, int]:
-        """Files of every worker (a file that two workers indexed counts twice), their errors;
-        images: this worker's (the collection counts the rows in Milvus)."""
-        return {**super().counts(), "files": sum(self.state.scan("files/").values()),
-                "errors": len(self.state.keys("error/"))}
+        """Files: every worker's, one per path (the rows in Milvus); their errors; images: this
+        worker's (the collection counts the rows in Milvus)."""
+        return {**super().counts(), "files": self.files.count(), "errors": len(self.state.keys("error/"))}
