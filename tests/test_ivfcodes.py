@@ -169,7 +169,7 @@ def test_per_list_spreads_persist_and_codes_without_them_measure_them_from_the_v
 
 def test_ram_per_image_is_code_factors_and_id(data):
     index = index_of(data)
-    assert index.nbytes() == index.count() * (BITS // 8 + 8 + 8) + index.lists * BITS * 4
+    assert index.nbytes() == index.count() * (BITS // 8 + 8 + 8) + index.lists * (BITS * 4 + 16)
 
 
 def test_fit_rejects_more_bits_than_dimensions():

@@ -12,12 +12,16 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   what keeps text queries, far from every image, rankable.
 * The lists probed and the rows re-ranked are sized per query, from errors measured on the
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
-  search returns every row's estimate), their best ``FIRST`` x k estimates and ``SAMPLE``
-  rows evenly spaced over them are scored exactly. The sample gives the spread of
-  (exact - estimate) and of (exact - the row's centroid score), each at a 95% upper
-  confidence bound (the fit's error model where a filter passes too few sampled rows). Then further lists are probed, best
-  centroid first, until the expected number of the k-th exact score's beaters left in the
-  lists not probed is below ``MISSES / 2``; and candidates are re-ranked, best estimate
+  search returns every row's estimate), their best ``FIRST`` x k estimates, ``SAMPLE``
+  rows evenly spaced over them and ``SAMPLE`` rows of the lists next in line are scored
+  exactly. The first sample gives the spread of (exact - estimate), the second that of
+  (exact - the row's centroid score) in units of the row's list's own spread (the RMS norm
+  of its rows' residuals, measured as rows are added and stored with the codes), each at a
+  95% upper confidence bound (the fit's error model where a filter passes too few sampled
+  rows). Then further lists are probed, best centroid first, until the expected number of
+  the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
+  (normal tails: rows related to the query in lists of other photos lie further out, so
+  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates are re-ranked, best estimate
   first in doubling steps (each step's k-th exact score raises the bar), until the expected
   number left among the candidates not re-ranked is below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
@@ -181,9 +185,9 @@ class IVFCodesIndex(CodeBackend):
         return int(self._index.ntotal)
 
     def nbytes(self) -> int:
-        """RAM the scan holds: each row's code and int64 id, and the centroids."""
+        """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread."""
         ivf = self._ivf
-        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * ivf.d * 4
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16)
 
     def ids(self) -> np.ndarray:
         """The ids of every code held."""
