@@ -148,16 +148,16 @@ class IVFCodesIndex(CodeBackend):
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
             if self._spread_sums is not None:
-                self._measure(vectors)
+                self._measure(self._spread_sums, vectors)
 
-    def _measure(self, vectors: np.ndarray, lists: np.ndarray | None = None) -> None:
+    def _measure(self, sums: np.ndarray, vectors: np.ndarray, lists: np.ndarray | None = None) -> None:
         """Add ``vectors`` (assigned to ``lists``, or to their nearest centroid, as FAISS
-        assigns them) to the per-list residual sums."""
+        assigns them) to the per-list residual ``sums`` (rows, squared norms)."""
         for start in range(0, len(vectors), 16384):
             chunk = vectors[start : start + 16384]
             lists_of, squares = _residuals(self.binarizer, chunk, None if lists is None else lists[start : start + 16384])
-            self._spread_sums[0] += np.bincount(lists_of, minlength=self.lists)
-            self._spread_sums[1] += np.bincount(lists_of, squares, minlength=self.lists)
+            sums[0] += np.bincount(lists_of, minlength=self.lists)
+            sums[1] += np.bincount(lists_of, squares, minlength=self.lists)
 
     def _scales(self) -> np.ndarray:
         """Per list: the RMS norm of its rows' residuals to its centroid in the full space, the
@@ -165,11 +165,12 @@ class IVFCodesIndex(CodeBackend):
         of an older version measure it once from the vector file). Removals leave it as it was:
         a list's spread, not its exact content."""
         if self._spread_sums is None:
-            self._spread_sums = np.zeros((2, self.lists))
+            sums = np.zeros((2, self.lists))
             for number, ids in enumerate(self._list_ids()):
                 for start in range(0, len(ids), 16384):
                     part = np.sort(ids[start : start + 16384])
-                    self._measure(np.asarray(self.reader(part), np.float32), np.full(len(part), number))
+                    self._measure(sums, np.asarray(self.reader(part), np.float32), np.full(len(part), number))
+            self._spread_sums = sums  # whole, or not at all: a batch's threads may read it
         rows, squares = self._spread_sums
         scales = np.sqrt(squares / np.maximum(rows, 1))
         floor = 1e-3 * (float(np.median(scales[rows > 0])) if rows.any() else 1.0)
@@ -211,6 +212,8 @@ class IVFCodesIndex(CodeBackend):
         first = np.argpartition(-centroid_scores, probes - 1, axis=1)[:, :probes]
         first = np.take_along_axis(first, np.argsort(-np.take_along_axis(centroid_scores, first, 1), axis=1), 1)
         found = self._range(projected, centroid_scores, first, selector)
+        if rerank:
+            self._scales()  # measured here, once, before a batch's threads need it (older codes)
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray]:
             search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], first[row],
