@@ -334,8 +334,8 @@ def zipf():
     rows = vectors.astype(np.float16)
     exact = FlatIndex(DIM)
     exact.add(np.arange(len(rows)), rows.astype(np.float32))
-    index = IVFCodesIndex(create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(vectors), lambda wanted: rows[wanted],
-                          probes=16)
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(vectors)
+    index = IVFCodesIndex(fit, lambda wanted: rows[wanted], probes=16)
     index.add(np.arange(len(vectors)), vectors)
     return index, queries, exact.search(queries, K)[1]
 

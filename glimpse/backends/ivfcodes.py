@@ -21,9 +21,10 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   rows). Then further lists are probed, best centroid first, until the expected number of
   the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
   (normal tails: rows related to the query in lists of other photos lie further out, so
-  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates are re-ranked, best estimate
-  first in doubling steps (each step's k-th exact score raises the bar), until the expected
-  number left among the candidates not re-ranked is below ``MISSES / 2``; at most
+  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
+  are re-ranked, best estimate first in doubling steps (each step's k-th exact score
+  raises the bar), until the expected number left among the candidates not re-ranked is
+  below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
   isolated photo few.
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
@@ -155,7 +156,8 @@ class IVFCodesIndex(CodeBackend):
         assigns them) to the per-list residual ``sums`` (rows, squared norms)."""
         for start in range(0, len(vectors), 16384):
             chunk = vectors[start : start + 16384]
-            lists_of, squares = _residuals(self.binarizer, chunk, None if lists is None else lists[start : start + 16384])
+            assigned = None if lists is None else lists[start : start + 16384]
+            lists_of, squares = _residuals(self.binarizer, chunk, assigned)
             sums[0] += np.bincount(lists_of, minlength=self.lists)
             sums[1] += np.bincount(lists_of, squares, minlength=self.lists)
 
@@ -316,7 +318,6 @@ class IVFCodesIndex(CodeBackend):
             return None
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         return backend
-
 
 
 def _residuals(fit: RaBitQFit, vectors: np.ndarray, lists: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
