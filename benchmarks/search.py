@@ -683,6 +683,7 @@ def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]
         done = home.parent / "built.txt"  # written once the build finished: a killed build is redone
         if done.exists():
             col = glimpse.open(home)
+            col.use_codes()  # this code's default settings (the fit is kept)
             built = f"reused the collection of an earlier run ({done.read_text().strip()})"
         else:
             shutil.rmtree(home, ignore_errors=True)

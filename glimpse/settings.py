@@ -18,8 +18,10 @@ SCORINGS = ("hamming", "cascade", "asymmetric")
 SCORING_MODES = ("auto", *SCORINGS)
 
 #: A shortlist of ``k * oversample`` codes; past this the re-rank reads most of the vector
-#: file for nothing (exact search, ``exact=True``, is the better tool then).
-MAX_OVERSAMPLE = 1000
+#: file for nothing (exact search, ``exact=True``, is the better tool then). ``ivf-rabitq``
+#: sizes its re-rank per query and takes this as a cap only: text queries on 300,000 near-copies
+#: wanted up to 30,000 rows for their top-10 (benchmarks/SEARCH_RESULTS.md, issue 15).
+MAX_OVERSAMPLE = 10_000
 
 
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:

@@ -88,8 +88,8 @@ def no_traceback(result) -> bool:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--codes", "sign", "--bits", "32", "--oversample", "0"], "oversample must be between 1 and 1000"),
-    (["--codes", "sign", "--bits", "32", "--oversample", "-5"], "oversample must be between 1 and 1000"),
+    (["--codes", "sign", "--bits", "32", "--oversample", "0"], "oversample must be between 1 and 10000"),
+    (["--codes", "sign", "--bits", "32", "--oversample", "-5"], "oversample must be between 1 and 10000"),
     (["--codes", "sign", "--bits", "12"], "bits must be a multiple of 8"),
     (["--codes", "nope"], "unknown binarizer 'nope'"),
     (["--codes", "itq", "--bits", "128"], "itq: 128 bits need at least that many input dimensions"),

@@ -25,7 +25,7 @@ FIELDS = {f.name for f in dataclasses.fields(SearchRequest)}
 
 @pytest.mark.parametrize("options, message", [
     ({"k": 0}, "k must be"),
-    ({"k": 20, "oversample": 10_000}, "oversample must be"),
+    ({"k": 20, "oversample": 10_001}, "oversample must be"),
     ({"k": 1000, "oversample": 101}, "candidates"),
     ({"scoring": "cosine"}, "scoring must be one of auto"),
     ({"refine": "magic"}, "unknown refine"),

@@ -22,6 +22,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -299,7 +300,8 @@ class BinaryIndex(CodeBackend):
 
     def persist(self, directory: Path, generation: int) -> None:
         """Write this generation's codes (the binarizer's file is its owner's to save)."""
-        write_codes(directory, generation, self.binarizer.fit_id, lambda out: faiss.write_index_binary(self._index, out))
+        write_codes(directory, generation, self.binarizer.fit_id,
+                    lambda f: faiss.write_index_binary(self._index, faiss.PyCallbackIOWriter(f.write)))
 
     @classmethod
     def restore(cls, directory: Path, generation: int | None, dim: int, *,
@@ -318,11 +320,11 @@ class BinaryIndex(CodeBackend):
         return cls._read(binarizer, path, faiss.read_index_binary) if binarizer.dim == dim else None
 
 
-def write_codes(directory: Path, generation: int, fit: str, write: Callable[[faiss.IOWriter], None]) -> None:
-    """Write a generation's codes file with ``write(faiss writer)``, atomically, and drop the others."""
+def write_codes(directory: Path, generation: int, fit: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write a generation's codes file with ``write(open binary file)``, atomically, and drop the others."""
     directory = Path(directory)
     target = directory / CODES_FILE.format(generation=generation, fit=fit)
-    write_atomic(target, lambda f: write(faiss.PyCallbackIOWriter(f.write)))
+    write_atomic(target, write)
     for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
         if old != target:
             old.unlink(missing_ok=True)

@@ -12,14 +12,19 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   what keeps text queries, far from every image, rankable.
 * The lists probed and the rows re-ranked are sized per query, from errors measured on the
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
-  search returns every row's estimate), their best ``FIRST`` x k estimates and ``SAMPLE``
-  rows evenly spaced over them are scored exactly. The sample gives the spread of
-  (exact - estimate) and of (exact - the row's centroid score), each at a 95% upper
-  confidence bound (the fit's error model where a filter passes too few sampled rows). Then further lists are probed, best
-  centroid first, until the expected number of the k-th exact score's beaters left in the
-  lists not probed is below ``MISSES / 2``; and candidates are re-ranked, best estimate
-  first in doubling steps (each step's k-th exact score raises the bar), until the expected
-  number left among the candidates not re-ranked is below ``MISSES / 2``; at most
+  search returns every row's estimate), their best ``FIRST`` x k estimates, ``SAMPLE``
+  rows evenly spaced over them and ``SAMPLE`` rows of the lists next in line are scored
+  exactly. The first sample gives the spread of (exact - estimate), the second that of
+  (exact - the row's centroid score) in units of the row's list's own spread (the RMS norm
+  of its rows' residuals, measured as rows are added and stored with the codes), each at a
+  95% upper confidence bound (the fit's error model where a filter passes too few sampled
+  rows). Then further lists are probed, best centroid first, until the expected number of
+  the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
+  (normal tails: rows related to the query in lists of other photos lie further out, so
+  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
+  are re-ranked, best estimate first in doubling steps (each step's k-th exact score
+  raises the bar), until the expected number left among the candidates not re-ranked is
+  below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
   isolated photo few.
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
@@ -117,6 +122,9 @@ class IVFCodesIndex(CodeBackend):
         self._index = self._empty()
         self._ids_of: list[np.ndarray] | None = None  # each list's ids (see _list_ids)
         self._size_of = np.zeros(0, np.int64)
+        # Per list: rows added and the sum of their squared residuals to the list's centroid in
+        # the full space (see _residuals); None until measured (codes of an older version).
+        self._spread_sums: np.ndarray | None = np.zeros((2, fit.lists))
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -138,7 +146,37 @@ class IVFCodesIndex(CodeBackend):
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
             self._ids_of = None
-            self._index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), np.asarray(ids, dtype=np.int64))
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+            if self._spread_sums is not None:
+                self._measure(self._spread_sums, vectors)
+
+    def _measure(self, sums: np.ndarray, vectors: np.ndarray, lists: np.ndarray | None = None) -> None:
+        """Add ``vectors`` (assigned to ``lists``, or to their nearest centroid, as FAISS
+        assigns them) to the per-list residual ``sums`` (rows, squared norms)."""
+        for start in range(0, len(vectors), 16384):
+            chunk = vectors[start : start + 16384]
+            assigned = None if lists is None else lists[start : start + 16384]
+            lists_of, squares = _residuals(self.binarizer, chunk, assigned)
+            sums[0] += np.bincount(lists_of, minlength=self.lists)
+            sums[1] += np.bincount(lists_of, squares, minlength=self.lists)
+
+    def _scales(self) -> np.ndarray:
+        """Per list: the RMS norm of its rows' residuals to its centroid in the full space, the
+        scale of ``q . x - q . centroid`` over its rows (measured when the rows were added; codes
+        of an older version measure it once from the vector file). Removals leave it as it was:
+        a list's spread, not its exact content."""
+        if self._spread_sums is None:
+            sums = np.zeros((2, self.lists))
+            for number, ids in enumerate(self._list_ids()):
+                for start in range(0, len(ids), 16384):
+                    part = np.sort(ids[start : start + 16384])
+                    self._measure(sums, np.asarray(self.reader(part), np.float32), np.full(len(part), number))
+            self._spread_sums = sums  # whole, or not at all: a batch's threads may read it
+        rows, squares = self._spread_sums
+        scales = np.sqrt(squares / np.maximum(rows, 1))
+        floor = 1e-3 * (float(np.median(scales[rows > 0])) if rows.any() else 1.0)
+        return np.maximum(scales, floor)  # a list of identical rows still spreads the query's own error
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):
@@ -150,9 +188,9 @@ class IVFCodesIndex(CodeBackend):
         return int(self._index.ntotal)
 
     def nbytes(self) -> int:
-        """RAM the scan holds: each row's code and int64 id, and the centroids."""
+        """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread."""
         ivf = self._ivf
-        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * ivf.d * 4
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16)
 
     def ids(self) -> np.ndarray:
         """The ids of every code held."""
@@ -176,6 +214,8 @@ class IVFCodesIndex(CodeBackend):
         first = np.argpartition(-centroid_scores, probes - 1, axis=1)[:, :probes]
         first = np.take_along_axis(first, np.argsort(-np.take_along_axis(centroid_scores, first, 1), axis=1), 1)
         found = self._range(projected, centroid_scores, first, selector)
+        if rerank:
+            self._scales()  # measured here, once, before a batch's threads need it (older codes)
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray]:
             search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], first[row],
@@ -248,7 +288,15 @@ class IVFCodesIndex(CodeBackend):
                 "codes": self.count(), "bytes": self.nbytes()}
 
     def persist(self, directory: Path, generation: int) -> None:
-        write_codes(directory, generation, self.binarizer.fit_id, lambda out: faiss.write_index(self._index, out))
+        """The FAISS index, then the per-list residual sums, in one file (written atomically)."""
+        spread = self._spread_sums
+
+        def write(f) -> None:
+            faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
+            if spread is not None:
+                np.save(f, spread)
+
+        write_codes(directory, generation, self.binarizer.fit_id, write)
 
     @classmethod
     def restore(cls, directory: Path, generation: int | None, dim: int, *,
@@ -258,8 +306,30 @@ class IVFCodesIndex(CodeBackend):
         path = codes_path(directory, generation, binarizer.fit_id) if isinstance(binarizer, RaBitQFit) else None
         if path is None or binarizer.dim != dim:
             return None
-        return cls._read(binarizer, path, faiss.read_index)
+        backend = cls(binarizer)
+        try:
+            with open(path, "rb") as f:
+                backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+                try:
+                    spread = np.load(f)
+                except (ValueError, EOFError):  # codes of an older version: measured at the first search
+                    spread = None
+        except (OSError, RuntimeError):  # deleted by a writer between the listing and the read
+            return None
+        backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
+        return backend
 
+
+def _residuals(fit: RaBitQFit, vectors: np.ndarray, lists: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """(list, squared norm of x - the list's centroid lifted to the full space) per row of
+    ``vectors``; ``lists`` None: each row's nearest centroid (FAISS's assignment)."""
+    projected = vectors @ fit.projection
+    if lists is None:
+        lists = np.argmax(projected @ fit.centroids.T, axis=1)
+    centroids = fit.centroids[lists]
+    squares = (np.einsum("nd,nd->n", vectors, vectors) - 2 * np.einsum("nb,nb->n", projected, centroids)
+               + np.einsum("nb,nb->n", centroids, centroids))
+    return lists, np.maximum(squares, 0.0)
 
 
 def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
@@ -314,17 +384,34 @@ class _QuerySearch:
         best = np.argsort(-self.estimates, kind="stable")[:k]
         return self.estimates[best], self.ids[best]
 
-    def _sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """``SAMPLE`` rows evenly spaced over the probed lists (filter or not): (ids, lists)."""
-        lists = self.first
+    def _sample(self, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``SAMPLE`` rows evenly spaced over ``lists`` (filter or not): (ids, their lists)."""
         ids_of, sizes = self.index._list_ids(), self.index._sizes[lists]
         total = int(sizes.sum())
         positions = ((np.arange(min(SAMPLE, total)) + 0.5) * total / max(1, min(SAMPLE, total))).astype(np.int64)
         ends = np.cumsum(sizes)
         which = np.searchsorted(ends, positions, side="right")
         offsets = positions - (ends[which] - sizes[which])
-        ids = np.array([ids_of[lists[w]][o] for w, o in zip(which, offsets)], np.int64)
-        return ids, lists[which]
+        return np.array([ids_of[lists[w]][o] for w, o in zip(which, offsets)], np.int64), lists[which]
+
+    def _probe_more(self, rest: np.ndarray, kth: float, far: np.ndarray, far_lists: np.ndarray) -> None:
+        """Probe the lists of ``rest`` (not probed first; best centroid first) that may hold a row
+        scoring above ``kth``. ``far``: the exact scores of sampled rows of the first of them (as
+        many lists as were probed first), in ``far_lists``: how far rows lie above their list's
+        centroid score, in units of the list's own scale (:meth:`IVFCodesIndex._scales`), at
+        95% upper bounds, gives each list's expected rows above ``kth`` (normal tails), and lists
+        are probed until the rest expect fewer than ``misses / 2``. The spread is measured on the
+        lists next in line, not on those probed first: rows of the lists nearest the query
+        spread more along it (at 300,000 ``mix`` vectors, image queries probed a median 625 of
+        1,024 lists with the first lists' spread, 238 with the next lists': recall@10 0.975 and 0.965)."""
+        scales = self.index._scales()
+        around = upper_bounds((far - self.centroid_scores[far_lists]) / scales[far_lists])
+        if around is None or kth == -np.inf:  # nothing to measure (a list of a few rows) or to beat
+            self._probe(rest)
+            return
+        chances = self.index._sizes[rest] * self.share * normal_tail(
+            (kth - self.centroid_scores[rest] - around[0] * scales[rest]) / (around[1] * scales[rest]))
+        self._probe(rest[: enough(chances, self.index.misses / 2)])
 
     def _rest(self) -> np.ndarray:
         """The lists not probed first."""
@@ -337,31 +424,25 @@ class _QuerySearch:
         estimate, plus the measured estimate error, could, best first in doubling steps, each
         step's k-th exact score raising the bar (at most ``cap`` rows)."""
         index, misses = self.index, self.index.misses
-        sample, sample_lists = self._sample()
+        rest = self._rest()
+        rest = rest[np.argsort(-self.centroid_scores[rest], kind="stable")]
+        sample, _ = self._sample(self.first)
+        far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
         first = (np.argpartition(-self.estimates, FIRST * k)[: FIRST * k] if len(self.estimates) > FIRST * k
                  else np.arange(len(self.estimates)))
-        scored, scored_ids = exact_top(index.reader, self.query, np.union1d(self.ids[first], sample),
-                                       len(first) + len(sample))
-        by_id = np.argsort(scored_ids)
-        exact_of = lambda wanted: scored[by_id[np.searchsorted(scored_ids[by_id], wanted)]]  # noqa: E731
+        wanted = np.union1d(np.union1d(self.ids[first], sample), far)
+        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted))
         if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
             passed = np.isin(scored_ids, allowed, assume_unique=True)
             top_scores, top_ids = scored[passed][:k], scored_ids[passed][:k]
         else:
             top_scores, top_ids = scored[:k], scored_ids[:k]
         kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
-        rest = self._rest()
+        exact_of = dict(zip(scored_ids.tolist(), scored.tolist()))
         if len(rest):
-            around = upper_bounds(exact_of(sample) - self.centroid_scores[sample_lists])
-            if around is None or kth == -np.inf:
-                self._probe(rest)
-            else:  # a list's rows: its centroid score plus a spread measured around the sampled rows' centroids
-                chances = index._sizes[rest] * self.share * normal_tail((kth - self.centroid_scores[rest] - around[0]) / around[1])
-                near = np.flatnonzero(chances > 0)  # the others are more than 38 deviations short
-                near = near[np.argsort(-self.centroid_scores[rest[near]], kind="stable")]
-                self._probe(rest[near][: enough(chances[near], misses / 2)])
+            self._probe_more(rest, kth, np.array([exact_of[i] for i in far.tolist()]), far_lists)
         in_sample = np.isin(self.ids, sample)
-        errors = upper_bounds(exact_of(self.ids[in_sample]) - self.estimates[in_sample])
+        errors = upper_bounds(np.array([exact_of[i] for i in self.ids[in_sample].tolist()]) - self.estimates[in_sample])
         if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
             errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
         shift, spread = errors

@@ -28,7 +28,7 @@ def index(
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search).")] = None,
     bits: Annotated[Optional[int], typer.Option(help="Bits per image code (with --codes; default 224 for ivf-rabitq, else 256).")] = None,
-    oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 1000 for ivf-rabitq, else 30).")] = None,
+    oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 2000 for ivf-rabitq, else 30).")] = None,
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
     rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
     ocr: Annotated[bool, typer.Option("--ocr", help="Then read the words in the images (glimpse enrich --ocr).")] = False,

@@ -3,7 +3,7 @@
 The caps are far above what a person types and keep the worst request small: 64 text terms
 encode in well under a second on one core, where 10,000 took 9.7 s and held up every search.
 
-* ``k`` (results): 1 to 1,000; a query's own ``oversample``: 1 to 1,000, and at most
+* ``k`` (results): 1 to 1,000; a query's own ``oversample``: 1 to 10,000, and at most
   100,000 code candidates (``k * oversample``) to re-rank.
 * Terms in one query: at most 64.
 * A query-language string: at most 8,192 characters; one text (a query or a term): 2,000.
