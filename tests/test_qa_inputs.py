@@ -28,3 +28,31 @@ def test_an_empty_or_cut_short_npy_file_is_refused_in_one_sentence(tmp_path, ima
     assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
     searched = invoke("search", "--vector", tmp_path / "v.npy", "-c", tmp_path / "col")
     assert searched.exit_code == 2 and "cannot read a vector from" in said(searched)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--port", "99999"], "port must be a whole number from 1 to 65535, got 99999"),
+    (["--port", "-1"], "port must be a whole number from 1 to 65535, got -1"),
+    (["--max-upload-mb", "0"], "--max-upload-mb: 1 or more"),
+    (["--max-upload-mb", "-1"], "--max-upload-mb: 1 or more"),
+])
+def test_serve_refuses_a_port_or_upload_limit_it_cannot_use(tmp_path, image_dir, monkeypatch, option, message):
+    import glimpse.server
+
+    served = []
+    monkeypatch.setattr(glimpse.server, "serve", lambda *a, **kw: served.append(a))
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("serve", tmp_path / "col", *option)
+    assert result.exit_code == 2 and message in said(result) and "Traceback" not in result.output
+    assert not served
+
+
+def test_server_settings_are_checked_in_python():
+    from glimpse.server import ServerConfig, serve
+
+    with pytest.raises(ValueError, match="max_upload_bytes must be a whole number of at least 1"):
+        ServerConfig(max_upload_bytes=0)
+    with pytest.raises(ValueError, match="max_upload_pixels must be"):
+        ServerConfig(max_upload_pixels=-5)
+    with pytest.raises(ValueError, match="port must be"):
+        serve("/nonexistent-collection", port=70000)  # refused before the collection is opened

@@ -29,6 +29,20 @@ class ServerConfig:
     max_upload_pixels: int = DEFAULT_MAX_PIXELS // 2
     thumbnail_sizes: tuple[int, ...] = (128, 256, 512, 1024)
 
+    def __post_init__(self) -> None:
+        # A limit below one byte (say --max-upload-mb 0 or -1) would refuse every upload and body.
+        for name in ("max_upload_bytes", "max_upload_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {clip(str(value))}"
+                                 + (" (glimpse serve --max-upload-mb: 1 or more)" if name == "max_upload_bytes" else ""))
+
+
+def check_port(port: int) -> None:
+    """``port`` if a server can listen on it, else ValueError (before anything is opened)."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a whole number from 1 to 65535, got {clip(str(port))}")
+
 
 def read_token(token_file: str | os.PathLike | None) -> str | None:
     """The write token: from ``token_file`` when given, else ``$GLIMPSE_WRITE_TOKEN``."""
