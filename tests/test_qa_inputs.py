@@ -56,3 +56,17 @@ def test_server_settings_are_checked_in_python():
         ServerConfig(max_upload_pixels=-5)
     with pytest.raises(ValueError, match="port must be"):
         serve("/nonexistent-collection", port=70000)  # refused before the collection is opened
+
+
+def test_an_empty_path_is_refused_and_removes_nothing(tmp_path, image_dir, monkeypatch):
+    import glimpse
+
+    monkeypatch.chdir(image_dir.parent)  # "" used to mean this folder, which holds the images
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    for command in (["remove", ""], ["index", ""]):
+        result = invoke(*command, "-c", tmp_path / "col")
+        assert result.exit_code == 2 and "an empty path names no file or folder" in said(result)
+    with glimpse.open(tmp_path / "col") as col:
+        with pytest.raises(ValueError, match="empty path"):
+            col.remove([""])
+        assert len(col) == 12 and list(col.folders()) == [str(image_dir)]
