@@ -1,0 +1,32 @@
+"""Hostile HTTP requests found by the independent checks: a 4xx JSON error or a clean answer, never a 500."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+
+import glimpse
+from glimpse.server import ServerConfig, create_app
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(tmp_path, image_dir):
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([image_dir])
+    with TestClient(create_app(col, ServerConfig(write_token=TOKEN))) as http:
+        yield http
+    col.close()
+
+
+def test_removing_a_link_loop_is_a_clean_job(client, image_dir):
+    os.symlink(image_dir / "loop-b", image_dir / "loop-a")
+    os.symlink(image_dir / "loop-a", image_dir / "loop-b")
+    answer = client.post("/api/items/remove?wait=true", json={"paths": [str(image_dir / "loop-a")]}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "done" and answer.json()["result"] == {"removed": 0}
+    assert client.get("/api/health").json()["images"] == 12
