@@ -70,3 +70,28 @@ def test_an_empty_path_is_refused_and_removes_nothing(tmp_path, image_dir, monke
         with pytest.raises(ValueError, match="empty path"):
             col.remove([""])
         assert len(col) == 12 and list(col.folders()) == [str(image_dir)]
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"min_score": float("nan")}, "min_score must be a finite number"),
+    ({"min_score": "0.2"}, "min_score must be a finite number"),
+    ({"alpha": float("nan")}, "alpha must be a number from 0"),
+    ({"alpha": "0.5"}, "alpha must be a number from 0"),
+    ({"alpha": 1.5}, "alpha must be a number from 0"),
+    ({"terms": [("cat", float("nan"))]}, "must be a finite, non-zero number"),
+    ({"terms": [("cat", float("inf"))]}, "must be a finite, non-zero number"),
+])
+def test_search_options_that_are_not_finite_numbers_are_refused(tmp_path, image_dir, options, message):
+    import glimpse
+
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        col.add([image_dir])
+        query = {} if "terms" in options else {"text": "red", "image": image_dir / "img01.png"}
+        with pytest.raises(ValueError, match=message):
+            col.search(**query, **options)
+
+
+def test_min_score_nan_on_the_command_line_is_exit_2(tmp_path, image_dir):
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("search", "red", "--min-score", "nan", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "min_score must be a finite number" in said(result)
