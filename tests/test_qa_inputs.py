@@ -95,3 +95,14 @@ def test_min_score_nan_on_the_command_line_is_exit_2(tmp_path, image_dir):
     assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
     result = invoke("search", "red", "--min-score", "nan", "-c", tmp_path / "col")
     assert result.exit_code == 2 and "min_score must be a finite number" in said(result)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"image\tcaption\nimg01.png\t\xff\xfe a cat\n", "are not UTF-8 text (byte"),
+    (b"image\tcaption\nimg01.png\t" + b"a" * 200_000 + b"\n", "are not a readable TSV file: field larger than field limit"),
+])
+def test_a_captions_file_that_cannot_be_read_is_one_sentence(tmp_path, image_dir, content, message):
+    (image_dir / "captions.tsv").write_bytes(content)
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("adapt", "--captions", image_dir / "captions.tsv", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and message in said(result) and "Traceback" not in result.output
