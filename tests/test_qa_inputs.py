@@ -106,3 +106,16 @@ def test_a_captions_file_that_cannot_be_read_is_one_sentence(tmp_path, image_dir
     assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
     result = invoke("adapt", "--captions", image_dir / "captions.tsv", "-c", tmp_path / "col")
     assert result.exit_code == 2 and message in said(result) and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("make", [lambda d: d / "missing", lambda d: (d / "photo.jpg").write_bytes(b"x") or d / "photo.jpg"])
+def test_demo_of_something_that_is_no_folder_is_refused_and_creates_nothing(tmp_path, make):
+    result = invoke("demo", make(tmp_path), "-c", tmp_path / "demo", "--encoder", "hash")
+    assert result.exit_code == 2 and "is not a folder: give a folder of images" in said(result)
+    assert "Traceback" not in result.output and not (tmp_path / "demo").exists()
+
+
+def test_demo_with_an_unknown_encoder_writes_no_sample_photos(tmp_path):
+    result = invoke("demo", "-c", tmp_path / "demo", "--encoder", "nope")
+    assert result.exit_code == 2 and "unknown encoder 'nope'" in said(result)
+    assert not (tmp_path / "demo").exists()

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..ingest.names import shown
 from .common import DEFAULT_COLLECTION, app, console, fail, print_results, run_index
 
 
@@ -19,14 +20,19 @@ def demo(
 ) -> None:
     """Index sample photos (or FOLDER) and run a few text and image searches."""
     import glimpse
-    from ..demo import demo_searches, write_samples
+    from ..demo import SAMPLES_FEATURE, demo_searches, write_samples
+    from ..extras import require
 
     where = Path(os.path.expanduser(collection))
+    if folder is not None and not folder.is_dir():  # checked before a collection is made for it
+        raise fail(ValueError(f"{shown(str(folder))} is not a folder: give a folder of images, or none for the sample photos"))
+    if folder is None:
+        require("demo", SAMPLES_FEATURE)
+    col = glimpse.open(where, encoder=encoder)  # the options are checked before the samples are written
     if folder is None:
         folder = where / "samples"
         console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")
         write_samples(folder)
-    col = glimpse.open(where, encoder=encoder)
     console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
     run_index(col, [str(folder)], prune=True)
     for title, results in demo_searches(col, folder):
