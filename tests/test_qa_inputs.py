@@ -119,3 +119,15 @@ def test_demo_with_an_unknown_encoder_writes_no_sample_photos(tmp_path):
     result = invoke("demo", "-c", tmp_path / "demo", "--encoder", "nope")
     assert result.exit_code == 2 and "unknown encoder 'nope'" in said(result)
     assert not (tmp_path / "demo").exists()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: d / "missing.txt", "cannot read the token file .*missing.txt: No such file or directory"),
+    (lambda d: d, "cannot read the token file .*: Is a directory"),
+    (lambda d: (d / "t.bin").write_bytes(b"\xff\xfe") and d / "t.bin", "is not UTF-8 text"),
+])
+def test_a_token_file_that_cannot_be_read_is_one_sentence(tmp_path, make, message):
+    from glimpse.server import read_token
+
+    with pytest.raises(ValueError, match=message):
+        read_token(make(tmp_path))

@@ -47,7 +47,12 @@ def check_port(port: int) -> None:
 def read_token(token_file: str | os.PathLike | None) -> str | None:
     """The write token: from ``token_file`` when given, else ``$GLIMPSE_WRITE_TOKEN``."""
     if token_file is not None:
-        token = Path(token_file).expanduser().read_text().strip()
+        try:
+            token = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"the token file {token_file} is not UTF-8 text: write the token as plain text") from None
         if not token:
             raise ValueError(f"the token file {token_file} is empty")
         return token
