@@ -131,3 +131,20 @@ def test_a_token_file_that_cannot_be_read_is_one_sentence(tmp_path, make, messag
 
     with pytest.raises(ValueError, match=message):
         read_token(make(tmp_path))
+
+
+def test_a_removed_name_that_is_not_utf8_comes_back_as_info_shows_it(tmp_path, image_dir):
+    import json
+    import os
+    import shutil
+
+    shutil.copy(image_dir / "img01.png", os.fsencode(image_dir) + b"/caf\xe9.png")
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    escaped = str(image_dir) + "/caf\\xe9.png"  # as glimpse info lists it
+    assert invoke("remove", escaped, "-c", col).exit_code == 0
+    assert json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]["excluded"] == [escaped]
+    back = invoke("index", escaped, "-c", col)  # "`glimpse index PATH` brings it back"
+    assert back.exit_code == 0, back.output
+    stats = json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]
+    assert stats["excluded"] == [] and stats["files"] == 13

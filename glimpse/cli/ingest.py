@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index
+from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
 @app.command()
@@ -55,7 +55,7 @@ def index(
                 col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,
                               progress=fit_progress(bar))
         run_index(
-            col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+            col, paths and [unshown(p) for p in paths], prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
             batch_size=batch_size, workers=workers,
         )
     except BaseException:
