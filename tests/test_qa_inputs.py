@@ -3,6 +3,7 @@ a ValueError (Python) or a 4xx JSON error (HTTP), and loses nothing."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -148,3 +149,17 @@ def test_a_removed_name_that_is_not_utf8_comes_back_as_info_shows_it(tmp_path, i
     assert back.exit_code == 0, back.output
     stats = json.loads(invoke("info", "--json", "-c", col).stdout)["stats"]
     assert stats["excluded"] == [] and stats["files"] == 13
+
+
+@pytest.mark.parametrize("setup, extra, message", [
+    (lambda d: np.save(d / "v.npy", np.full((2, 4), np.nan, np.float32)), [], "vector 0 holds NaN"),
+    (lambda d: np.save(d / "v.npy", np.ones((2, 4), np.float32)) or (d / "k.txt").write_text("a\na\n"),
+     ["--keys", "k.txt"], "key 'a' is given twice"),
+    (lambda d: np.save(d / "v.npy", np.ones((2, 4), np.float32)), ["--batch-size", "0"], "batch_size must be"),
+])
+def test_a_refused_import_leaves_no_new_collection(tmp_path, setup, extra, message):
+    setup(tmp_path)
+    extra = [tmp_path / a if a.endswith(".txt") else a for a in extra]
+    result = invoke("import-vectors", tmp_path / "v.npy", *extra, "-c", tmp_path / "col")
+    assert result.exit_code == 2 and message in said(result)
+    assert not (tmp_path / "col").exists()

@@ -98,6 +98,7 @@ def import_vectors(
     import glimpse
     from glimpse import CollectionLockedError
     from glimpse.vectorfiles import parquet_keys, read_keys, read_vectors
+    from ..collection import DB_NAME
 
     try:
         if keys is not None and key_column is not None:
@@ -109,10 +110,17 @@ def import_vectors(
                  else [f"{file.name}/{row}" for row in range(len(vectors))])
         if len(names) != len(vectors):
             raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
+        where = Path(collection).expanduser()
+        existed, fresh = where.exists(), not (where / DB_NAME).exists()
         col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
-        with progress_bars() as bar:
-            progress = rate_progress(bar, "importing", "vectors")
-            col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+        try:
+            with progress_bars() as bar:
+                progress = rate_progress(bar, "importing", "vectors")
+                col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+        except BaseException:  # refused rows or keys (checked before any write) leave no new collection
+            if fresh:
+                _discard_if_empty(col, remove_folder=not existed)
+            raise
     except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
         raise fail(exc) from None
     console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
