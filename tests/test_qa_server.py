@@ -30,3 +30,19 @@ def test_removing_a_link_loop_is_a_clean_job(client, image_dir):
     assert answer.status_code == 200, answer.text
     assert answer.json()["state"] == "done" and answer.json()["result"] == {"removed": 0}
     assert client.get("/api/health").json()["images"] == 12
+
+
+def test_an_indexed_photo_above_the_upload_pixel_limit_gets_a_thumbnail(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.new("RGB", (8000, 6000), "green").save(folder / "48mp.jpg", quality=30)  # a 48 MP phone photo
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([folder])
+    with TestClient(create_app(col, ServerConfig())) as http:
+        assert 8000 * 6000 > ServerConfig().max_upload_pixels
+        thumb = http.get("/api/items/0/thumbnail", params={"size": 256})
+        assert thumb.status_code == 200, thumb.text
+        assert thumb.headers["content-type"] == "image/jpeg"
+    col.close()
