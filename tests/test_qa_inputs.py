@@ -163,3 +163,21 @@ def test_a_refused_import_leaves_no_new_collection(tmp_path, setup, extra, messa
     result = invoke("import-vectors", tmp_path / "v.npy", *extra, "-c", tmp_path / "col")
     assert result.exit_code == 2 and message in said(result)
     assert not (tmp_path / "col").exists()
+
+
+def test_serve_says_in_one_sentence_when_it_cannot_listen(tmp_path, image_dir):
+    import socket
+
+    from glimpse.server import serve
+
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ValueError, match=f"cannot listen on 127.0.0.1:{port}: .*pick another --port"):
+            serve(tmp_path / "col", port=port)
+        result = invoke("serve", tmp_path / "col", "--port", port)
+        assert result.exit_code == 2 and "another server there?" in said(result)
+    with pytest.raises(ValueError, match="cannot listen on 999.1.1.1: .*give --host an address of this machine"):
+        serve(tmp_path / "col", host="999.1.1.1", port=port)

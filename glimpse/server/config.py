@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,9 +40,27 @@ class ServerConfig:
 
 
 def check_port(port: int) -> None:
-    """``port`` if a server can listen on it, else ValueError (before anything is opened)."""
+    """ValueError unless ``port`` is one a server can listen on."""
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
         raise ValueError(f"port must be a whole number from 1 to 65535, got {clip(str(port))}")
+
+
+def check_address(host: str, port: int) -> None:
+    """ValueError unless a server can listen on ``host``:``port`` now: checked before the index
+    and the models load, where uvicorn would only log an error and exit 3."""
+    check_port(port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"cannot listen on {clip(host)}: {getattr(exc, 'strerror', None) or exc} "
+                         "(give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {clip(host)}:{port}: {exc.strerror or exc} "
+                             "(another server there? pick another --port)") from None
 
 
 def read_token(token_file: str | os.PathLike | None) -> str | None:
