@@ -46,3 +46,14 @@ def test_an_indexed_photo_above_the_upload_pixel_limit_gets_a_thumbnail(tmp_path
         assert thumb.status_code == 200, thumb.text
         assert thumb.headers["content-type"] == "image/jpeg"
     col.close()
+
+
+@pytest.mark.parametrize("body", [
+    '{"text": "red", "min_score": NaN}',
+    '{"text": "red", "min_score": -Infinity}',
+    '{"terms": [{"text": "red", "weight": NaN}]}',
+])
+def test_nan_and_infinity_are_refused_as_not_finite(client, body):
+    answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert "Input should be a finite number" in answer.json()["error"], answer.text
