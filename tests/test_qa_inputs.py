@@ -181,3 +181,24 @@ def test_serve_says_in_one_sentence_when_it_cannot_listen(tmp_path, image_dir):
         assert result.exit_code == 2 and "another server there?" in said(result)
     with pytest.raises(ValueError, match="cannot listen on 999.1.1.1: .*give --host an address of this machine"):
         serve(tmp_path / "col", host="999.1.1.1", port=port)
+
+
+@pytest.mark.parametrize("option", [["--include", ""], ["--exclude", " "]])
+def test_an_empty_glob_is_refused_and_drops_nothing(tmp_path, image_dir, option):
+    import json
+
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    result = invoke("index", image_dir, *option, "-c", col)
+    assert result.exit_code == 2 and "must be a list of non-empty globs" in said(result)
+    info = json.loads(invoke("info", "--json", "-c", col).stdout)
+    assert info["stats"]["files"] == 12 and info["folders"][str(image_dir)]["include"] == []
+
+
+def test_a_glob_given_as_one_string_is_refused_in_python(tmp_path, image_dir):
+    import glimpse
+
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        with pytest.raises(ValueError, match="include must be a list of non-empty globs"):
+            col.add([image_dir], include="*.png")  # would be the globs '*', '.', 'p', 'n', 'g'
+        assert len(col) == 0

@@ -38,7 +38,7 @@ def index(
     from ..collection import DB_NAME
     from ..settings import CodeSettings, check_ingest
 
-    check_ingest(batch_size, workers)  # every option is checked before anything is created or saved
+    check_ingest(batch_size, workers, include, exclude)  # every option is checked before anything is created or saved
     if codes and codes != "none":
         CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
     where = Path(collection).expanduser()
