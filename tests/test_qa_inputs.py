@@ -202,3 +202,28 @@ def test_a_glob_given_as_one_string_is_refused_in_python(tmp_path, image_dir):
         with pytest.raises(ValueError, match="include must be a list of non-empty globs"):
             col.add([image_dir], include="*.png")  # would be the globs '*', '.', 'p', 'n', 'g'
         assert len(col) == 0
+
+
+@pytest.mark.parametrize("vector, message", [
+    (np.zeros(8, np.float32), "the query vector is all zeros"),
+    (np.array(["a"] * 8), "the query vector must hold numbers"),
+])
+def test_a_query_vector_with_no_direction_or_no_numbers_is_refused(tmp_path, vector, message):
+    import glimpse
+
+    with glimpse.open(tmp_path / "col", encoder="precomputed", dim=8) as col:
+        col.add_vectors(np.eye(8, dtype=np.float32)[:3], ["a", "b", "c"])
+        with pytest.raises(ValueError, match=message):
+            col.search(vector=vector)
+
+
+def test_a_zero_query_vector_is_a_422_over_http(tmp_path):
+    import glimpse
+    from fastapi.testclient import TestClient
+    from glimpse.server import ServerConfig, create_app
+
+    with glimpse.open(tmp_path / "col", encoder="precomputed", dim=8) as col:
+        col.add_vectors(np.eye(8, dtype=np.float32)[:3], ["a", "b", "c"])
+        with TestClient(create_app(col, ServerConfig())) as http:
+            answer = http.post("/api/search", json={"vector": [0.0] * 8})
+            assert answer.status_code == 422 and "all zeros" in answer.json()["error"]

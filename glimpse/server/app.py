@@ -194,7 +194,7 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     if len(col):
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
-        col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)
+        col.search(vector=np.ones(col.encoder.dim, np.float32), k=1)
         if col.has_files:  # a collection of precomputed vectors has no model
             col.encoder.encode_texts(["warm up"])
     app = create_app(col, config)
