@@ -38,9 +38,13 @@ SAMPLES = {
 TEXT_QUERIES = ["a cat", "a cup of coffee", "a rocket launch", "a motorcycle", "coins"]
 
 
+#: What needs the demo extra (scikit-image), as its error message names it.
+SAMPLES_FEATURE = "glimpse demo without a folder of your own"
+
+
 def write_samples(folder: Path) -> list[Path]:
     """Save scikit-image's sample photos as JPEG/PNG files in ``folder``."""
-    require("demo", "glimpse demo without a folder of your own")
+    require("demo", SAMPLES_FEATURE)
     import skimage.data
 
     folder.mkdir(parents=True, exist_ok=True)

@@ -53,10 +53,15 @@ def resolve_scoring(mode: str, text_only: bool) -> str:
     return mode
 
 
-def check_ingest(batch_size: object, workers: object) -> None:
+def check_ingest(batch_size: object, workers: object, include: object = (), exclude: object = ()) -> None:
     """``add``/``index`` options."""
     check_count("batch_size", batch_size, 1, 4096)
     check_count("workers", workers, 1, 256)
+    for name, patterns in (("include", include), ("exclude", exclude)):
+        # A str would be taken letter by letter; an empty glob (--include '') matches no file,
+        # so an index run would drop every file of the folder and remember that.
+        if isinstance(patterns, (str, bytes)) or not all(isinstance(p, str) and p.strip() for p in patterns):
+            raise ValueError(f"{name} must be a list of non-empty globs such as '*.jpg', got {patterns!r:.120}")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def _npy(path: Path) -> np.ndarray:
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise ValueError(f"no such file: {path}") from None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut-short file
         raise ValueError(f"{path} is not a readable .npy array of numbers: {exc}") from None
 
 

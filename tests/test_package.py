@@ -88,7 +88,7 @@ def test_demo_without_the_demo_extra(without, tmp_path):
     assert result.exit_code == 2
     assert said(result).endswith("error: glimpse demo without a folder of your own needs the demo extra: "
                                  "pip install 'glimpse-retrieval[demo]'")
-    assert not (tmp_path / "demo" / "index").exists()
+    assert not (tmp_path / "demo").exists()
 
 
 def test_eval_without_the_eval_extra_stops_before_any_work(without, tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Annotated
 
 import typer
@@ -77,6 +79,15 @@ def open_existing(path: str, create: bool = False, encoder: str | None = None, *
         return glimpse.open(path, encoder=encoder, create=create, **options)
     except (FileNotFoundError, glimpse.EncoderMismatchError, ValueError) as exc:
         raise fail(exc) from None
+
+
+def unshown(path: str) -> str:
+    """``path`` as typed, or, when only its ``\\xNN`` escapes name a file (a name copied from
+    `glimpse info`, see ``shown``), with those escapes turned back into bytes."""
+    if os.path.lexists(path) or "\\x" not in path:
+        return path
+    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), path.encode("utf-8", "surrogateescape"))
+    return os.fsdecode(raw) if os.path.lexists(raw) else path
 
 
 def fail(exc: Exception) -> typer.Exit:

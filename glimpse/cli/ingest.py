@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index
+from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
 @app.command()
@@ -38,7 +38,7 @@ def index(
     from ..collection import DB_NAME
     from ..settings import CodeSettings, check_ingest
 
-    check_ingest(batch_size, workers)  # every option is checked before anything is created or saved
+    check_ingest(batch_size, workers, include, exclude)  # every option is checked before anything is created or saved
     if codes and codes != "none":
         CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
     where = Path(collection).expanduser()
@@ -55,7 +55,7 @@ def index(
                 col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,
                               progress=fit_progress(bar))
         run_index(
-            col, paths, prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+            col, paths and [unshown(p) for p in paths], prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
             batch_size=batch_size, workers=workers,
         )
     except BaseException:
@@ -98,6 +98,7 @@ def import_vectors(
     import glimpse
     from glimpse import CollectionLockedError
     from glimpse.vectorfiles import parquet_keys, read_keys, read_vectors
+    from ..collection import DB_NAME
 
     try:
         if keys is not None and key_column is not None:
@@ -109,10 +110,17 @@ def import_vectors(
                  else [f"{file.name}/{row}" for row in range(len(vectors))])
         if len(names) != len(vectors):
             raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
+        where = Path(collection).expanduser()
+        existed, fresh = where.exists(), not (where / DB_NAME).exists()
         col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
-        with progress_bars() as bar:
-            progress = rate_progress(bar, "importing", "vectors")
-            col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+        try:
+            with progress_bars() as bar:
+                progress = rate_progress(bar, "importing", "vectors")
+                col.add_vectors(vectors, names, batch_size=batch_size, progress=progress)
+        except BaseException:  # refused rows or keys (checked before any write) leave no new collection
+            if fresh:
+                _discard_if_empty(col, remove_folder=not existed)
+            raise
     except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
         raise fail(exc) from None
     console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Optional
@@ -16,7 +14,7 @@ from rich.table import Table
 from ..ingest.names import shown
 from ..ingest.scan import absolute
 from .upgrade import upgrade_note
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, err, fail, human_bytes, open_existing, progress_bars
+from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, err, fail, human_bytes, open_existing, progress_bars, unshown
 
 
 @app.command()
@@ -104,7 +102,7 @@ def remove(
     from glimpse import CollectionLockedError
 
     col = open_existing(collection)
-    paths = [_unshown(p) for p in paths]
+    paths = [unshown(p) for p in paths]
     try:
         n = col.remove(paths)
     except CollectionLockedError as exc:
@@ -114,15 +112,6 @@ def remove(
     if kept_out:
         console.print(escape(f"left out of later `glimpse index` runs: {', '.join(map(shown, kept_out))} "
                              "(`glimpse index PATH` brings it back)"))
-
-
-def _unshown(path: str) -> str:
-    """``path`` as typed, or, when only its ``\\xNN`` escapes name a file (a name copied from
-    `glimpse info`, see ``shown``), with those escapes turned back into bytes."""
-    if os.path.lexists(path) or "\\x" not in path:
-        return path
-    raw = re.sub(rb"\\x([0-9a-fA-F]{2})", lambda m: bytes([int(m[1], 16)]), path.encode("utf-8", "surrogateescape"))
-    return os.fsdecode(raw) if os.path.lexists(raw) else path
 
 
 def _options_note(options) -> str:

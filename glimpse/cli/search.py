@@ -102,7 +102,7 @@ def _query_vector(path: Path):
 
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut-short file
         raise fail(ValueError(f"cannot read a vector from {shown(str(path))}: {exc}")) from None
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[0] != 1):
         raise fail(ValueError(f"{shown(str(path))} holds an array of shape {array.shape}: give one vector"))

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..ingest.names import shown
 from .common import DEFAULT_COLLECTION, app, console, fail, print_results, run_index
 
 
@@ -19,14 +20,19 @@ def demo(
 ) -> None:
     """Index sample photos (or FOLDER) and run a few text and image searches."""
     import glimpse
-    from ..demo import demo_searches, write_samples
+    from ..demo import SAMPLES_FEATURE, demo_searches, write_samples
+    from ..extras import require
 
     where = Path(os.path.expanduser(collection))
+    if folder is not None and not folder.is_dir():  # checked before a collection is made for it
+        raise fail(ValueError(f"{shown(str(folder))} is not a folder: give a folder of images, or none for the sample photos"))
+    if folder is None:
+        require("demo", SAMPLES_FEATURE)
+    col = glimpse.open(where, encoder=encoder)  # the options are checked before the samples are written
     if folder is None:
         folder = where / "samples"
         console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")
         write_samples(folder)
-    col = glimpse.open(where, encoder=encoder)
     console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
     run_index(col, [str(folder)], prune=True)
     for title, results in demo_searches(col, folder):
@@ -56,11 +62,13 @@ def serve(
     collection = collection_opt or collection or DEFAULT_COLLECTION
     from ..server import ServerConfig, read_token
     from ..server import serve as run_server
+    from ..server.config import check_port
 
     try:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:
         raise fail(exc) from None
+    check_port(port)  # a ValueError here is one sentence and exit 2, before the address is printed
     config = ServerConfig(write_token=token, roots=root, cors_origins=cors, max_upload_bytes=max_upload_mb << 20)
     console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
     try:

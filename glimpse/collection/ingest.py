@@ -48,7 +48,7 @@ class Ingesting:
         already searchable.
         """
         self._require_model()
-        check_ingest(batch_size, workers)
+        check_ingest(batch_size, workers, include, exclude)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
         report = self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
         if ocr:

@@ -82,7 +82,10 @@ def stat_entry(path: str | os.PathLike) -> FileEntry:
 
 def absolute(path: str | os.PathLike) -> Path:
     """``~`` expanded, absolute, ``..`` collapsed (symlinks kept): one spelling per file."""
-    return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    raw = os.fspath(path)
+    if not raw:  # else the current folder: `glimpse remove "$UNSET"` would forget everything under it
+        raise ValueError("an empty path names no file or folder: give one (. for the current folder)")
+    return Path(os.path.abspath(os.path.expanduser(raw)))
 
 
 def _warn(path: Path, reason: str) -> None:

@@ -150,10 +150,15 @@ def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     path = Path(path).expanduser()
     try:
         with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t"))
+            reader = csv.DictReader(f, delimiter="\t")
+            rows = list(reader)
     except OSError as exc:
         raise ValueError(f"cannot read captions {path}: {exc.strerror or exc}") from None
-    if not rows or not {"image", "caption"} <= set(rows[0]):
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"captions {path} are not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise ValueError(f"captions {path} are not a readable TSV file: {exc}") from None
+    if not {"image", "caption"} <= set(reader.fieldnames or ()):
         raise ValueError(f"{path}: expected a tab-separated file with a header row 'image<TAB>caption'")
     base = path.absolute().parent
     return [((base / r["image"]).absolute(), r["caption"].strip()) for r in rows if r["image"] and (r["caption"] or "").strip()]

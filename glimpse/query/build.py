@@ -23,7 +23,7 @@ from ..ingest.names import shown
 from ..ingest.pipeline import content_hash
 from .compose import DEFAULT_ALPHA, combine, compose
 from .language import Term, parse_query, terms_from_python
-from .limits import check_item_id, check_text
+from .limits import check_item_id, check_text, clip
 
 ImageLike = str | os.PathLike | bytes | Image.Image
 
@@ -77,10 +77,15 @@ def build_query(
     if alpha is not None and (text is None or image is None):
         raise ValueError("alpha weighs the text of a composed query: give both text and image")
     if vector is not None:
-        q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        try:
+            q = np.asarray(vector, dtype=np.float32).reshape(-1)
+        except (TypeError, ValueError):
+            raise ValueError(f"the query vector must hold numbers, got {clip(repr(vector))}") from None
         _check_dim(q, encoder.dim)
         if not np.isfinite(q).all():
             raise ValueError("the query vector holds NaN or infinite values")
+        if not q.any():  # as add_vectors refuses such a row: every image would score 0
+            raise ValueError("the query vector is all zeros: it has no direction to search by")
         return Query(l2_normalize(q), kind="vector")  # unit length, so scores are cosines
     if like is not None:
         like = check_item_id(like)

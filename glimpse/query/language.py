@@ -144,8 +144,8 @@ def terms_from_python(terms: list[tuple[object, float]]) -> list[Term]:
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise ValueError(f"each term must be a (term, weight) pair, got {clip(repr(pair))}")
         value, weight = pair
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight == 0:
-            raise ValueError(f"the weight of {clip(repr(value))} must be a non-zero number, got {weight!r}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight == 0 or not math.isfinite(weight):
+            raise ValueError(f"the weight of {clip(repr(value))} must be a finite, non-zero number, got {weight!r}")
         if isinstance(value, bool):
             raise ValueError(f"unsupported term {value!r}")
         if isinstance(value, int):

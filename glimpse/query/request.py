@@ -10,6 +10,7 @@ all build one.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -64,6 +65,10 @@ class SearchRequest:
         if self.refine is not None and self.refine != "none" and self.refine not in REFINES:
             raise ValueError(f"unknown refine {self.refine!r}: use one of {', '.join(REFINES)} or none")
         check_fusion(self.fusion)
+        if self.min_score is not None and not _is_finite(self.min_score):
+            raise ValueError(f"min_score must be a finite number (a cosine, e.g. 0.2), got {self.min_score!r}")
+        if self.alpha is not None and not (_is_finite(self.alpha) and 0 <= self.alpha <= 1):
+            raise ValueError(f"alpha must be a number from 0 (image only) to 1 (text only), got {self.alpha!r}")
         if isinstance(self.filters, dict):
             object.__setattr__(self, "filters", Filter.from_dict(self.filters))
         elif self.filters is not None and not isinstance(self.filters, Filter):
@@ -82,6 +87,11 @@ class SearchRequest:
     def given(self) -> dict:
         """The fields that differ from their defaults (what a caller asked for)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if not _is_default(getattr(self, f.name), f.default)}
+
+
+def _is_finite(value: object) -> bool:
+    """A real number that is neither NaN nor infinite (``bool`` is not taken for one)."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_default(value: object, default: object) -> bool:

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from ..collection import Collection, open_collection
 from ..ingest import DecodeError
 from ..ingest.names import shown
-from .config import ServerConfig
+from .config import ServerConfig, check_address
 from .models import Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyLimit, SafeJSON, describe, error_handlers
@@ -186,6 +186,7 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     import faiss
     import uvicorn
 
+    check_address(host, port)
     # One query at a time uses one core: FAISS's OpenMP threads only pay off for batches, and
     # on a busy machine their spin-waits measured 2 ms -> 350 ms per query at 100k codes.
     faiss.omp_set_num_threads(1)
@@ -193,7 +194,7 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     if len(col):
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
-        col.search(vector=np.zeros(col.encoder.dim, np.float32), k=1)
+        col.search(vector=np.ones(col.encoder.dim, np.float32), k=1)
         if col.has_files:  # a collection of precomputed vectors has no model
             col.encoder.encode_texts(["warm up"])
     app = create_app(col, config)

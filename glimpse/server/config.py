@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,11 +30,48 @@ class ServerConfig:
     max_upload_pixels: int = DEFAULT_MAX_PIXELS // 2
     thumbnail_sizes: tuple[int, ...] = (128, 256, 512, 1024)
 
+    def __post_init__(self) -> None:
+        # A limit below one byte (say --max-upload-mb 0 or -1) would refuse every upload and body.
+        for name in ("max_upload_bytes", "max_upload_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, got {clip(str(value))}"
+                                 + (" (glimpse serve --max-upload-mb: 1 or more)" if name == "max_upload_bytes" else ""))
+
+
+def check_port(port: int) -> None:
+    """ValueError unless ``port`` is one a server can listen on."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise ValueError(f"port must be a whole number from 1 to 65535, got {clip(str(port))}")
+
+
+def check_address(host: str, port: int) -> None:
+    """ValueError unless a server can listen on ``host``:``port`` now: checked before the index
+    and the models load, where uvicorn would only log an error and exit 3."""
+    check_port(port)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ValueError(f"cannot listen on {clip(host)}: {getattr(exc, 'strerror', None) or exc} "
+                         "(give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ValueError(f"cannot listen on {clip(host)}:{port}: {exc.strerror or exc} "
+                             "(another server there? pick another --port)") from None
+
 
 def read_token(token_file: str | os.PathLike | None) -> str | None:
     """The write token: from ``token_file`` when given, else ``$GLIMPSE_WRITE_TOKEN``."""
     if token_file is not None:
-        token = Path(token_file).expanduser().read_text().strip()
+        try:
+            token = Path(token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read the token file {token_file}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"the token file {token_file} is not UTF-8 text: write the token as plain text") from None
         if not token:
             raise ValueError(f"the token file {token_file} is empty")
         return token

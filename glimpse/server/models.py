@@ -47,7 +47,7 @@ class Term(_Strict):
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     id: ItemId | None = None
     upload: int | None = Field(None, ge=0, le=100, description="Index of an image uploaded with the query (multipart only).")
-    weight: float = Field(1.0, ge=-100, le=100, description="Negative weights push results away.")
+    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False, description="Negative weights push results away.")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Term:
@@ -70,9 +70,9 @@ class SearchBody(_Strict):
         f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
         "Image paths are not accepted over HTTP: upload the image or use an id.",
     )
-    alpha: float | None = Field(None, ge=0, le=1, description="Text weight of a composed image + text query.")
+    alpha: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Text weight of a composed image + text query.")
     filters: Filters | None = None
-    min_score: float | None = Field(None, ge=-1, le=1, description="Drop results scoring below this.")
+    min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False, description="Drop results scoring below this.")
     refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).")
     k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")

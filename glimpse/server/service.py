@@ -11,7 +11,7 @@ from PIL import Image
 
 from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
-from ..ingest import DecodeError, decode_image
+from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from .config import ServerConfig
 from .jobs import Writer
 from .models import MAX_INT, ErrorBody
@@ -33,7 +33,9 @@ class Service:
         self.col = col
         self.config = config
         self.upload_dir = Path(config.upload_dir or col.path / UPLOAD_DIR)
-        self.thumbnails = ThumbnailCache(col.path, config.max_upload_pixels)
+        # Originals were decoded under ingest's limit when indexed; the (lower) upload limit
+        # would leave a 48 MP phone photo without a thumbnail.
+        self.thumbnails = ThumbnailCache(col.path, DEFAULT_MAX_PIXELS)
         self.writer = Writer(lambda: open_collection(col.location, encoder=col.encoder, create=False))
 
     def roots(self) -> list[Path]:

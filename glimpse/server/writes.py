@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import io
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -123,7 +124,7 @@ def _removal(service: Service, paths: list[str]):
         service.thumbnails.prune(set(col.item_ids()))
         uploads = service.upload_dir.resolve()
         for path in paths if col.has_files else ():  # keys of precomputed vectors name no file
-            if Path(path).resolve().parent == uploads:
+            if Path(os.path.realpath(path)).parent == uploads:  # realpath: a link loop is no upload, not an error
                 Path(path).unlink(missing_ok=True)
         return {"removed": removed}
 

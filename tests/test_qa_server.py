@@ -1,0 +1,59 @@
+"""Hostile HTTP requests found by the independent checks: a 4xx JSON error or a clean answer, never a 500."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from fastapi.testclient import TestClient
+
+import glimpse
+from glimpse.server import ServerConfig, create_app
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def client(tmp_path, image_dir):
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([image_dir])
+    with TestClient(create_app(col, ServerConfig(write_token=TOKEN))) as http:
+        yield http
+    col.close()
+
+
+def test_removing_a_link_loop_is_a_clean_job(client, image_dir):
+    os.symlink(image_dir / "loop-b", image_dir / "loop-a")
+    os.symlink(image_dir / "loop-a", image_dir / "loop-b")
+    answer = client.post("/api/items/remove?wait=true", json={"paths": [str(image_dir / "loop-a")]}, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["state"] == "done" and answer.json()["result"] == {"removed": 0}
+    assert client.get("/api/health").json()["images"] == 12
+
+
+def test_an_indexed_photo_above_the_upload_pixel_limit_gets_a_thumbnail(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "big"
+    folder.mkdir()
+    Image.new("RGB", (8000, 6000), "green").save(folder / "48mp.jpg", quality=30)  # a 48 MP phone photo
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([folder])
+    with TestClient(create_app(col, ServerConfig())) as http:
+        assert 8000 * 6000 > ServerConfig().max_upload_pixels
+        thumb = http.get("/api/items/0/thumbnail", params={"size": 256})
+        assert thumb.status_code == 200, thumb.text
+        assert thumb.headers["content-type"] == "image/jpeg"
+    col.close()
+
+
+@pytest.mark.parametrize("body", [
+    '{"text": "red", "min_score": NaN}',
+    '{"text": "red", "min_score": -Infinity}',
+    '{"terms": [{"text": "red", "weight": NaN}]}',
+])
+def test_nan_and_infinity_are_refused_as_not_finite(client, body):
+    answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert "Input should be a finite number" in answer.json()["error"], answer.text
