@@ -22,7 +22,7 @@ import numpy as np
 
 from ..collection.ingest import _is_under
 from .expr import ids_expression, stored, under
-from .index import MAX_PATH, STRONG, _scan, load
+from .index import MAX_PATH, STRONG, SideCollection, _scan
 
 #: Rows per request (the expression or the batch stays small).
 ROWS_PER_REQUEST = 4096
@@ -35,34 +35,22 @@ class FileRow(NamedTuple):
     date_ns: int
 
 
-class SharedFiles:
+class SharedFiles(SideCollection):
     """The file rows of one glimpse collection, in the Milvus collection ``NAME_files``."""
 
+    key_length = 64
+
     def __init__(self, client, name: str, worker: str):
-        self.client, self.name, self.worker = client, f"{name}_files", worker
-        self._ready = False
+        super().__init__(client, f"{name}_files")
+        self.worker = worker
 
-    def _exists(self) -> bool:
-        if not self._ready and self.client.has_collection(self.name):
-            load(self.client, self.name)
-            self._ready = True
-        return self._ready
-
-    def _create(self) -> None:
+    def _fields(self, schema) -> None:
         from pymilvus import DataType
 
-        schema = self.client.create_schema(auto_id=False)
-        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("path", DataType.VARCHAR, max_length=MAX_PATH)
         for field in ("item", "bytes", "date_ns"):
             schema.add_field(field, DataType.INT64)
         schema.add_field("worker", DataType.VARCHAR, max_length=64)
-        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
-        params = self.client.prepare_index_params()
-        params.add_index("unused", index_type="FLAT", metric_type="L2")
-        self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
-        load(self.client, self.name)
-        self._ready = True
 
     def put(self, rows: list[FileRow]) -> None:
         """This worker's files (a path another worker also indexed stays one row)."""

@@ -100,6 +100,40 @@ def quiet(logger: str) -> Iterator[None]:
         log.level = level
 
 
+class SideCollection:
+    """A keyed Milvus collection beside the vectors (settings, file rows): no vectors of its own,
+    created by the first worker that writes, loaded by each on first use."""
+
+    key_length = 256
+
+    def __init__(self, client, name: str):
+        self.client, self.name = client, name
+        self._ready = False
+
+    def _fields(self, schema) -> None:
+        """Add the collection's fields after its key."""
+        raise NotImplementedError
+
+    def _exists(self) -> bool:
+        if not self._ready and self.client.has_collection(self.name):
+            load(self.client, self.name)
+            self._ready = True
+        return self._ready
+
+    def _create(self) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=self.key_length)
+        self._fields(schema)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
+        params = self.client.prepare_index_params()
+        params.add_index("unused", index_type="FLAT", metric_type="L2")
+        self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
+        load(self.client, self.name)
+        self._ready = True
+
+
 def load(client, name: str, wait_s: float = 60) -> None:
     """Load collection ``name`` for searching; one that another worker is creating right now may
     have no index yet (Milvus creates the collection, then its indexes): wait for them."""

@@ -37,7 +37,7 @@ from ..collection.ingest import _is_under
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
 from .files import FileRow, SharedFiles
-from .index import load, quiet
+from .index import SideCollection, quiet
 
 STRONG = "Strong"
 #: Collection settings kept in Milvus, not in a worker's SQLite (the rest is each worker's bookkeeping).
@@ -55,30 +55,17 @@ CLAIM_LEASE_S = 600.0
 _ROWS = 16_384  # Milvus's largest query limit
 
 
-class SharedState:
+class SharedState(SideCollection):
     """The keyed rows of one glimpse collection's ``NAME_settings`` Milvus collection."""
 
     def __init__(self, client, name: str):
-        self.client, self.collection, self.name = client, name, f"{name}_settings"
-        self._ready = False
+        super().__init__(client, f"{name}_settings")
+        self.collection = name
 
-    def _exists(self) -> bool:
-        if not self._ready and self.client.has_collection(self.name):
-            load(self.client, self.name)
-            self._ready = True
-        return self._ready
-
-    def _create(self) -> None:
+    def _fields(self, schema) -> None:
         from pymilvus import DataType
 
-        schema = self.client.create_schema(auto_id=False)
-        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=256)
         schema.add_field("value", DataType.VARCHAR, max_length=65535)
-        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
-        params = self.client.prepare_index_params()
-        params.add_index("unused", index_type="FLAT", metric_type="L2")
-        self.client.create_collection(self.name, schema=schema, index_params=params, consistency_level=STRONG)
-        self._ready = True
 
     # -- rows ---------------------------------------------------------------------------
     def get(self, keys: list[str]) -> dict:
