@@ -3,6 +3,8 @@ a ValueError (Python) or a 4xx JSON error (HTTP), and loses nothing."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -135,7 +137,6 @@ def test_a_token_file_that_cannot_be_read_is_one_sentence(tmp_path, make, messag
 
 
 def test_a_removed_name_that_is_not_utf8_comes_back_as_info_shows_it(tmp_path, image_dir):
-    import json
     import os
     import shutil
 
@@ -185,7 +186,6 @@ def test_serve_says_in_one_sentence_when_it_cannot_listen(tmp_path, image_dir):
 
 @pytest.mark.parametrize("option", [["--include", ""], ["--exclude", " "]])
 def test_an_empty_glob_is_refused_and_drops_nothing(tmp_path, image_dir, option):
-    import json
 
     col = tmp_path / "col"
     assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
@@ -227,3 +227,10 @@ def test_a_zero_query_vector_is_a_422_over_http(tmp_path):
         with TestClient(create_app(col, ServerConfig())) as http:
             answer = http.post("/api/search", json={"vector": [0.0] * 8})
             assert answer.status_code == 422 and "all zeros" in answer.json()["error"]
+
+
+def test_a_negative_error_limit_is_refused_not_read_as_no_limit(tmp_path, image_dir):
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("info", "--errors", "--limit", "-1", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "limit must be at least 0, got -1" in said(result)
+    assert len(json.loads(invoke("info", "--errors", "--limit", "0", "--json", "-c", tmp_path / "col").stdout)["errors"]) == 0

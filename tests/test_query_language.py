@@ -38,6 +38,7 @@ def test_valid_queries(query, expected):
     ("0:cat", "above 0", 0),
     ('2:"3:cat"', "two weights", 0),
     ('""', "empty quoted", 0),
+    ('text:"exit only', "the quote after text: is never closed", 0),
 ])
 def test_malformed_queries_say_what_and_where(query, message, position):
     with pytest.raises(QuerySyntaxError, match=re.escape(message)) as info:

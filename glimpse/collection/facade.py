@@ -19,7 +19,7 @@ from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, open_indexed
 from ..query.adapt import TextAdapter
 from ..query.limits import MAX_ID
-from ..settings import CodeSettings, CollectionSettings
+from ..settings import CodeSettings, CollectionSettings, check_count
 from .adapt import Adapting
 from .codes import CodeStages
 from .ingest import Ingesting
@@ -123,6 +123,8 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
 
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""
+        if limit is not None:
+            check_count("limit", limit, 0)  # SQLite reads a negative LIMIT as none at all
         return self._meta.error_records(limit)
 
     def settings(self) -> CollectionSettings:

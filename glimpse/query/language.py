@@ -199,6 +199,8 @@ def _classify(body: str, weight: float, query: str, at: int) -> Term:
     if m := _WORDS.fullmatch(body):
         if not m.group(2).strip():
             raise QuerySyntaxError('text: needs the words to look for, e.g. text:"exit only"', query, at)
+        if not m.group(1) and m.group(2)[:1] in "\"'":
+            raise QuerySyntaxError(f"the quote after text: is never closed: add {m.group(2)[0]} after the words", query, at)
         return Term("words", Words(check_text(m.group(2).strip(), "a text: term")), weight)
     if looks_like_path(body):
         try:
