@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -251,6 +254,12 @@ class Ingesting:
             report.removed = len(gone)
 
     def _embed(self, todo: list[FileEntry], report: IndexReport, batch_size, workers, progress) -> None:
+        """Decode (worker threads), encode and commit ``todo`` in batches, in order.
+
+        The model encodes the next batches while this thread commits one (the vector file,
+        SQLite, the index): waiting for each commit left cores idle at every batch. Batches are
+        still committed one at a time and in order, so a kill loses only batches not committed.
+        """
         hashes = self._meta.hash_to_item()
         meta = self._meta.get_meta()
         rows = int(meta.get("rows", 0))
@@ -263,43 +272,85 @@ class Ingesting:
             target=self.encoder.image_size,
             workers=workers,
         )
-        for batch in batched(prepared, batch_size):
-            rows = self._commit(batch, hashes, rows, report)
-            done += len(batch)
-            if progress:
-                progress(done, len(todo))
+        ahead: deque[_Batch] = deque()  # planned, being encoded, not committed yet
+        with ThreadPoolExecutor(1, thread_name_prefix="glimpse-encode-ahead") as encoding:
+            try:
+                for files in batched(prepared, batch_size):
+                    planned = rows + sum(len(b.items) for b in ahead)
+                    ahead.append(self._plan_batch(files, hashes, planned, encoding))
+                    if len(ahead) <= ENCODE_AHEAD:
+                        continue
+                    rows, committed = self._commit(ahead, hashes, rows, report, encoding)
+                    done += committed
+                    if progress:
+                        progress(done, len(todo))
+                while ahead:
+                    rows, committed = self._commit(ahead, hashes, rows, report, encoding)
+                    done += committed
+                    if progress:
+                        progress(done, len(todo))
+            finally:
+                for batch in ahead:  # stopped by an error: what was not committed need not be encoded
+                    batch.vectors.cancel()
 
-    def _commit(self, batch: Sequence[Prepared], hashes: dict[str, int], rows: int, report: IndexReport) -> int:
-        items: list[NewItem] = []
+    def _plan_batch(self, files: Sequence[Prepared], hashes: dict[str, int], rows: int,
+              encoding: ThreadPoolExecutor) -> _Batch:
+        """What committing ``files`` will write, with the encoding of its new items started.
+        ``hashes`` gets the new items (later files with their content link to them); ``rows``:
+        the vector-file rows once the batches planned before are committed."""
+        batch = _Batch(files, first_id=self._next_id)
         arrays: list[np.ndarray] = []
-        links: list[FileLink] = []
-        errors: list[FileError] = []
-        for p in batch:
+        for p in files:
+            if p.error is None and p.array is None and p.hash not in hashes:
+                # Its decode was skipped while an item held this content, and a commit since
+                # dropped that item (the file that showed it changed): decode it after all.
+                p = next(prepare_files([p.entry], self.encoder.prepare, target=self.encoder.image_size, workers=1))
             path, size, mtime = str(p.entry.path), p.entry.size, p.entry.mtime_ns
             new = p.array is not None and p.hash not in hashes
-            if p.error is None and not new and p.hash not in hashes:
-                p.error = "same content as a file that could not be read"
-            if p.error is not None:
-                errors.append(FileError(path, p.error, size, mtime))
-                report.errors.append((path, p.error))
-                report.skipped += 1
+            error = p.error
+            if error is None and not new and p.hash not in hashes:
+                error = "same content as a file that could not be read"
+            if error is not None:
+                batch.errors.append(FileError(path, error, size, mtime))
                 continue
             if new:
-                item = NewItem(self._new_item_id(p.hash), p.hash, p.width, p.height, p.taken, row=rows + len(items))
-                items.append(item)
+                item = NewItem(self._new_item_id(p.hash), p.hash, p.width, p.height, p.taken,
+                               row=rows + len(batch.items))
+                batch.items.append(item)
                 arrays.append(p.array)
                 hashes[p.hash] = item.id
-                report.embedded += 1
-            else:
-                report.linked += 1
-            links.append(FileLink(path, p.hash, size, mtime))
-        vectors = self.encoder.encode_prepared(np.stack(arrays)) if arrays else None
-        rows, dropped = self._commit_rows(rows, items, vectors, links, errors)
-        if dropped:  # rare: a changed file left its old content unshown
+            batch.links.append(FileLink(path, p.hash, size, mtime))
+        batch.vectors = encoding.submit(self._encode_arrays, arrays)
+        return batch
+
+    def _encode_arrays(self, arrays: list[np.ndarray]) -> np.ndarray | None:
+        return self.encoder.encode_prepared(np.stack(arrays)) if arrays else None
+
+    def _commit(self, ahead: deque[_Batch], hashes: dict[str, int], rows: int, report: IndexReport,
+                encoding: ThreadPoolExecutor) -> tuple[int, int]:
+        """Commit the first batch of ``ahead``; returns the new row count and the batch's file count.
+
+        A commit that leaves items without a file (a changed file's old content) drops them from
+        ``hashes``; the batches planned after it may link to them, so they are planned again."""
+        batch = ahead.popleft()
+        vectors = batch.vectors.result()
+        rows, dropped = self._commit_rows(rows, batch.items, vectors, batch.links, batch.errors)
+        batch.report(report)
+        if dropped:  # rare
             gone = set(dropped)
             for h in [h for h, i in hashes.items() if i in gone]:
                 del hashes[h]
-        return rows
+            if ahead:
+                again = [b.files for b in ahead]
+                for b in reversed(ahead):
+                    b.vectors.cancel()
+                    for item in b.items:
+                        hashes.pop(item.hash, None)
+                self._next_id = ahead[0].first_id
+                ahead.clear()
+                for files in again:
+                    ahead.append(self._plan_batch(files, hashes, rows + sum(len(b.items) for b in ahead), encoding))
+        return rows, len(batch.files)
 
     def _commit_rows(self, rows: int, items: Sequence[NewItem], vectors: np.ndarray | None,
                      links: Sequence[FileLink], errors: Sequence[FileError] = ()) -> tuple[int, list[int]]:
@@ -315,6 +366,31 @@ class Ingesting:
         self._rows = rows
         self._apply(generation, [it.id for it in items], vectors, dropped)
         return rows, dropped
+
+
+#: Batches planned and encoding ahead of the one being committed. One keeps the model busy while
+#: a batch commits; more would only hold more decoded images.
+ENCODE_AHEAD = 1
+
+
+@dataclass
+class _Batch:
+    """A batch of files planned for one commit: new items (their vectors being encoded), the
+    files that show them or earlier items, and the files that could not be read."""
+
+    files: Sequence[Prepared]
+    first_id: int  # the next item id before this batch was planned
+    items: list[NewItem] = field(default_factory=list)
+    links: list[FileLink] = field(default_factory=list)
+    errors: list[FileError] = field(default_factory=list)
+    vectors: Future = field(default=None)  # type: ignore[assignment]  # set once planned
+
+    def report(self, report: IndexReport) -> None:
+        """Count the committed batch in ``report``."""
+        report.embedded += len(self.items)
+        report.linked += len(self.links) - len(self.items)
+        report.skipped += len(self.errors)
+        report.errors += [(e.path, e.reason) for e in self.errors]
 
 
 def batched(items: Iterable, n: int):
