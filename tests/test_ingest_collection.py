@@ -166,18 +166,23 @@ def test_a_folder_unreadable_for_a_while_is_listed_and_keeps_its_files(collectio
     assert col.index().unchanged == 12 and col.stats().errors == 0
 
 
+@pytest.mark.parametrize("concurrent", [1, 2])
 def test_content_that_leaves_one_file_and_comes_back_in_a_later_batch_is_indexed(collection_uri, image_dir,
-                                                                                 make_image, hash_encoder):
+                                                                                 make_image, hash_encoder, concurrent):
     # A later file of the run held the content while it was decoded, so it was not decoded; the
-    # commit of the changed file then dropped that content's item: the later file must not be lost.
+    # commit of the changed file then dropped that content's item while the batches after it were
+    # already planned (and encoding): they must be planned again, and the later file not lost.
+    hash_encoder.concurrent_batches = concurrent
     col = glimpse.open(collection_uri, encoder=hash_encoder)
     make_image(image_dir / "a.png", seed=50)
     col.index([image_dir])
     old_content = (image_dir / "a.png").read_bytes()
     make_image(image_dir / "a.png", seed=51)
     os.utime(image_dir / "a.png", ns=(1, 10**18))
+    make_image(image_dir / "m.png", seed=52)
     (image_dir / "z.png").write_bytes(old_content)
     report = col.index([image_dir], batch_size=1)
-    assert (report.errors, report.embedded) == ([], 2)
-    assert col.stats().images == 14  # 12 + a.png's new content + its old one, now z.png's
-    assert col.search(image=image_dir / "z.png", k=1)[0].path == str(image_dir / "z.png")
+    assert (report.errors, report.embedded) == ([], 3)
+    assert col.stats().images == 15  # 12 + m.png + a.png's new content + its old one, now z.png's
+    for name in ("a.png", "m.png", "z.png"):
+        assert col.search(image=image_dir / name, k=1)[0].path == str(image_dir / name)

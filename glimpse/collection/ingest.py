@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -256,45 +256,41 @@ class Ingesting:
     def _embed(self, todo: list[FileEntry], report: IndexReport, batch_size, workers, progress) -> None:
         """Decode (worker threads), encode and commit ``todo`` in batches, in order.
 
-        The model encodes the next batches while this thread commits one (the vector file,
-        SQLite, the index): waiting for each commit left cores idle at every batch. Batches are
-        still committed one at a time and in order, so a kill loses only batches not committed.
+        The model encodes the next batches (``encoder.concurrent_batches`` at once) while this
+        thread commits one (the vector file, SQLite, the index): waiting for each commit left
+        cores idle at every batch. Batches are still committed one at a time and in order, so a
+        kill loses only batches not committed.
         """
         hashes = self._meta.hash_to_item()
         meta = self._meta.get_meta()
         rows = int(meta.get("rows", 0))
         self._next_id = int(meta.get("next_id", rows))  # ids are rows until a compaction
         done = 0
-        prepared = prepare_files(
-            todo,
-            self.encoder.prepare,
-            needs_decode=lambda h: h not in hashes,
-            target=self.encoder.image_size,
-            workers=workers,
-        )
+        prepared = self._prepare_files(todo, workers, needs_decode=lambda h: h not in hashes)
         ahead: deque[_Batch] = deque()  # planned, being encoded, not committed yet
-        with ThreadPoolExecutor(1, thread_name_prefix="glimpse-encode-ahead") as encoding:
+        depth = max(1, self.encoder.concurrent_batches)  # batches encoding while one commits
+
+        def commit_first() -> None:
+            nonlocal rows, done
+            rows, committed = self._commit(ahead, hashes, rows, report, encoding)
+            done += committed
+            if progress:
+                progress(done, len(todo))
+
+        with ThreadPoolExecutor(depth, thread_name_prefix="glimpse-encode-ahead") as encoding:
             try:
                 for files in batched(prepared, batch_size):
-                    planned = rows + sum(len(b.items) for b in ahead)
-                    ahead.append(self._plan_batch(files, hashes, planned, encoding))
-                    if len(ahead) <= ENCODE_AHEAD:
-                        continue
-                    rows, committed = self._commit(ahead, hashes, rows, report, encoding)
-                    done += committed
-                    if progress:
-                        progress(done, len(todo))
+                    ahead.append(self._plan_batch(files, hashes, rows + sum(len(b.items) for b in ahead), encoding))
+                    if len(ahead) > depth:
+                        commit_first()
                 while ahead:
-                    rows, committed = self._commit(ahead, hashes, rows, report, encoding)
-                    done += committed
-                    if progress:
-                        progress(done, len(todo))
+                    commit_first()
             finally:
                 for batch in ahead:  # stopped by an error: what was not committed need not be encoded
                     batch.vectors.cancel()
 
     def _plan_batch(self, files: Sequence[Prepared], hashes: dict[str, int], rows: int,
-              encoding: ThreadPoolExecutor) -> _Batch:
+                    encoding: ThreadPoolExecutor) -> _Batch:
         """What committing ``files`` will write, with the encoding of its new items started.
         ``hashes`` gets the new items (later files with their content link to them); ``rows``:
         the vector-file rows once the batches planned before are committed."""
@@ -304,7 +300,7 @@ class Ingesting:
             if p.error is None and p.array is None and p.hash not in hashes:
                 # Its decode was skipped while an item held this content, and a commit since
                 # dropped that item (the file that showed it changed): decode it after all.
-                p = next(prepare_files([p.entry], self.encoder.prepare, target=self.encoder.image_size, workers=1))
+                p = next(self._prepare_files([p.entry], workers=1))
             path, size, mtime = str(p.entry.path), p.entry.size, p.entry.mtime_ns
             new = p.array is not None and p.hash not in hashes
             error = p.error
@@ -322,6 +318,10 @@ class Ingesting:
             batch.links.append(FileLink(path, p.hash, size, mtime))
         batch.vectors = encoding.submit(self._encode_arrays, arrays)
         return batch
+
+    def _prepare_files(self, entries: Sequence[FileEntry], workers: int, **options) -> Iterator[Prepared]:
+        """Read, hash and decode ``entries`` into the encoder's input, ``workers`` threads ahead."""
+        return prepare_files(entries, self.encoder.prepare, target=self.encoder.image_size, workers=workers, **options)
 
     def _encode_arrays(self, arrays: list[np.ndarray]) -> np.ndarray | None:
         return self.encoder.encode_prepared(np.stack(arrays)) if arrays else None
@@ -358,19 +358,14 @@ class Ingesting:
         transaction (a kill in between leaves only unreferenced rows past the end), then the
         loaded index. Returns the new row count and the ids of the items no path shows any more."""
         if vectors is not None:
-            # Round to the stored precision so this process ranks exactly as a reader will.
-            vectors = np.asarray(vectors).astype(VectorStore.DTYPE).astype(np.float32)
-            self._vectors.write(rows, vectors)
+            stored = np.asarray(vectors).astype(VectorStore.DTYPE)
+            self._vectors.write(rows, stored)
+            vectors = stored.astype(np.float32)  # what readers get: this process ranks exactly as they will
         rows += len(items)
         generation, dropped = self._meta.commit_batch(items, links, errors, rows)
         self._rows = rows
         self._apply(generation, [it.id for it in items], vectors, dropped)
         return rows, dropped
-
-
-#: Batches planned and encoding ahead of the one being committed. One keeps the model busy while
-#: a batch commits; more would only hold more decoded images.
-ENCODE_AHEAD = 1
 
 
 @dataclass

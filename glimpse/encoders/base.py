@@ -36,6 +36,10 @@ class Encoder(ABC):
     version: str
     #: Side in pixels that ``prepare`` needs at least; decoders may shrink to it early.
     image_size: int = 224
+    #: How many ``encode_prepared`` calls ingest may run at once, each from its own thread. An
+    #: encoder that spreads one call over its own threads says 2, so they get the next batch's
+    #: work while the slowest finishes this one.
+    concurrent_batches: int = 1
 
     @property
     def info(self) -> EncoderInfo:

@@ -202,6 +202,12 @@ class BridgeEncoder(Encoder):
     #: Suggested image batch for ``encode_prepared`` (callers choose).
     batch_size = 32
 
+    @property
+    def concurrent_batches(self) -> int:
+        """2 on ONNX Runtime, whose micro-batches run side by side in a pool; 1 on torch (bf16),
+        whose threads would contend."""
+        return 1 if self.precision == "bf16" else 2
+
     def __init__(
         self,
         lite: int = 0,
