@@ -302,13 +302,10 @@ class Ingesting:
                 # dropped that item (the file that showed it changed): decode it after all.
                 p = next(self._prepare_files([p.entry], workers=1))
             path, size, mtime = str(p.entry.path), p.entry.size, p.entry.mtime_ns
-            new = p.array is not None and p.hash not in hashes
-            error = p.error
-            if error is None and not new and p.hash not in hashes:
-                error = "same content as a file that could not be read"
-            if error is not None:
-                batch.errors.append(FileError(path, error, size, mtime))
+            if p.error is not None:
+                batch.errors.append(FileError(path, p.error, size, mtime))
                 continue
+            new = p.hash not in hashes  # else it shows an item known before, or planned in this run
             if new:
                 item = NewItem(self._new_item_id(p.hash), p.hash, p.width, p.height, p.taken,
                                row=rows + len(batch.items))
