@@ -16,6 +16,7 @@ import argparse
 import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -59,8 +60,10 @@ class Stages:
         return [p.array for p in prepared if p.array is not None]
 
     def encode(self) -> None:
-        for i in range(0, len(self.batch), self.batch_size):
-            self.encoder.encode_prepared(self.batch[i : i + self.batch_size])
+        # As ingest calls the encoder: ``concurrent_batches`` batches at once.
+        batches = [self.batch[i : i + self.batch_size] for i in range(0, len(self.batch), self.batch_size)]
+        with ThreadPoolExecutor(self.encoder.concurrent_batches) as pool:
+            list(pool.map(self.encoder.encode_prepared, batches))
 
     def e2e(self) -> int:
         with tempfile.TemporaryDirectory() as tmp:
