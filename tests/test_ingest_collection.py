@@ -186,3 +186,15 @@ def test_content_that_leaves_one_file_and_comes_back_in_a_later_batch_is_indexed
     assert col.stats().images == 15  # 12 + m.png + a.png's new content + its old one, now z.png's
     for name in ("a.png", "m.png", "z.png"):
         assert col.search(image=image_dir / name, k=1)[0].path == str(image_dir / name)
+
+
+def test_batches_encoded_at_once_land_in_their_own_rows(collection_uri, image_dir, hash_encoder):
+    hash_encoder.concurrent_batches = 2
+    col = glimpse.open(collection_uri, encoder=hash_encoder)
+    seen = []
+    report = col.index([image_dir], batch_size=2, progress=lambda done, total: seen.append((done, total)))
+    assert (report.embedded, report.errors) == (12, [])
+    assert seen == [(n, 12) for n in range(2, 13, 2)]  # one step per committed batch, in order
+    for path in sorted(image_dir.rglob("*.png")):
+        top = col.search(image=path, k=1)[0]
+        assert (top.path, round(top.score, 2)) == (str(path), 1.0)
