@@ -56,6 +56,7 @@ def search(
 
     words = shlex.join(query) if query and len(query) > 1 else (query[0] if query else None)
     args: dict = {}
+    terms = None
     if words is not None and image is None:
         try:
             terms = parse_query(words) if words.strip() else None
@@ -91,9 +92,19 @@ def search(
                                                  vector and f"vector {vector}") if x)))
     if not where.is_empty():
         title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
-    empty = "no good matches" + (f": nothing scored {min_score} or more (try a lower --min-score)"
-                                 if min_score is not None else ": nothing passed the filters") if len(col) else None
-    print_results(results, title=title, empty=empty)
+    wants_words = bool(has_text) or any(t.kind == "words" for t in terms or ())
+    print_results(results, title=title, empty=_why_empty(col, min_score, wants_words))
+
+
+def _why_empty(col, min_score: float | None, wants_words: bool) -> str | None:
+    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), or the filters."""
+    if not len(col):
+        return None
+    if min_score is not None:
+        return f"no good matches: nothing scored {min_score} or more (try a lower --min-score)"
+    if wants_words and not col.words_read():
+        return "no good matches: no image has been read for words yet (run glimpse enrich --ocr)"
+    return "no good matches: nothing passed the filters"
 
 
 def _query_vector(path: Path):

@@ -1,0 +1,28 @@
+"""Words in images from a new user's side: what an empty answer says, and text: terms."""
+
+from __future__ import annotations
+
+from typer.testing import CliRunner
+
+from glimpse.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())
+
+
+def test_has_text_on_a_collection_never_read_says_how_to_read_words(tmp_path, image_dir):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    for query in (["a photo", "--has-text"], ['text:"exit only"']):
+        result = invoke("search", *query, "-c", col)
+        assert result.exit_code == 0, result.output
+        assert "glimpse enrich --ocr" in said(result)
+    plain = invoke("search", "a photo", "--min-width", "100000", "-c", col)  # words are not the reason here
+    assert "nothing passed the filters" in said(plain) and "enrich" not in said(plain)
