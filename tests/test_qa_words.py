@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from typer.testing import CliRunner
 
 from glimpse.cli import app
@@ -26,3 +27,10 @@ def test_has_text_on_a_collection_never_read_says_how_to_read_words(tmp_path, im
         assert "glimpse enrich --ocr" in said(result)
     plain = invoke("search", "a photo", "--min-width", "100000", "-c", col)  # words are not the reason here
     assert "nothing passed the filters" in said(plain) and "enrich" not in said(plain)
+
+
+@pytest.mark.parametrize("command", ["search", "index", "serve"])
+def test_help_reads_naturally(command):
+    text = said(invoke(command, "--help"))
+    assert "(true)" not in text and "(false)" not in text  # --has-text / --no-text are flags, not values
+    assert "--include <list" not in text and "--root <list" not in text and "--cors <list" not in text  # one value each, repeatable

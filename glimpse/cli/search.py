@@ -32,7 +32,7 @@ def search(
     after: Annotated[Optional[str], typer.Option(help=FILTERS["after"])] = None,
     before: Annotated[Optional[str], typer.Option(help=FILTERS["before"])] = None,
     orientation: Annotated[Optional[str], typer.Option(help=FILTERS["orientation"])] = None,
-    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help=FILTERS["has_text"], show_default=False)] = None,
+    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help="Only images with words read in them (--has-text) or without (--no-text); words come from glimpse enrich --ocr.", show_default=False)] = None,
     fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = DEFAULT_FUSION,
     min_width: Annotated[Optional[int], typer.Option("--min-width", help=FILTERS["min_width"])] = None,
     max_width: Annotated[Optional[int], typer.Option("--max-width", help=FILTERS["max_width"])] = None,
