@@ -34,3 +34,14 @@ def test_help_reads_naturally(command):
     text = said(invoke(command, "--help"))
     assert "(true)" not in text and "(false)" not in text  # --has-text / --no-text are flags, not values
     assert "--include <list" not in text and "--root <list" not in text and "--cors <list" not in text  # one value each, repeatable
+
+
+@pytest.mark.parametrize("query, where", [('text:"exit" dog', "after it"), ('dog text:"exit"', "before it"),
+                                          ("a sign text:'stop' here", "before it")])
+def test_a_text_term_run_into_other_words_says_to_join_them(query, where):
+    from glimpse.query.language import parse_query
+
+    with pytest.raises(ValueError, match=f"a term of its own: put \\+ or - between it and the words {where}"):
+        parse_query(query)
+    result = invoke("search", query, "-c", "/nonexistent-collection")  # refused before the collection is opened
+    assert result.exit_code == 2 and "term of its own" in said(result) and "never closed" not in said(result)
