@@ -45,3 +45,15 @@ def test_a_text_term_run_into_other_words_says_to_join_them(query, where):
         parse_query(query)
     result = invoke("search", query, "-c", "/nonexistent-collection")  # refused before the collection is opened
     assert result.exit_code == 2 and "term of its own" in said(result) and "never closed" not in said(result)
+
+
+def test_a_captions_file_with_a_byte_order_mark_is_read(tmp_path, image_dir):
+    from glimpse.query.adapt import read_captions
+
+    rows = "image\tcaption\n" + "".join(f"img{i:02d}.png\ta photo number {i}\n" for i in (1, 2, 4, 5))
+    (image_dir / "captions.tsv").write_text(rows, encoding="utf-8-sig")  # Excel's "UTF-8 text" export
+    assert [caption for _, caption in read_captions(image_dir / "captions.tsv")][0] == "a photo number 1"
+    (image_dir / "img01.png.txt").write_text("a red sign", encoding="utf-8-sig")
+    from glimpse.query.adapt import sidecar_caption
+
+    assert sidecar_caption(image_dir / "img01.png") == "a red sign"
