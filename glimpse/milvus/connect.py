@@ -13,6 +13,7 @@ that package imports ``pkg_resources``, which setuptools 81 and later no longer 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -101,7 +102,18 @@ def connect(target: MilvusTarget):
         return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
-    return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+    from pymilvus.exceptions import MilvusException
+
+    said = logging.getLogger("pymilvus.milvus_client._utils")  # logs the failure that the error below says
+    level = said.level
+    said.setLevel(logging.CRITICAL)
+    try:
+        return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+    except MilvusException as exc:  # nothing listening, no such host, a refused login: say which, no traceback
+        raise ConnectionError(f"cannot connect to the Milvus server at {target.address} ({exc.message}): check the "
+                              "host and port, that Milvus runs there, and GLIMPSE_MILVUS_TOKEN if it asks for one") from None
+    finally:
+        said.setLevel(level)
 
 
 def lite_binary() -> Path:
