@@ -56,7 +56,11 @@ class MilvusTarget:
 
 def parse_uri(uri: str) -> MilvusTarget:
     """``milvus-lite:///path/file.db`` or ``milvus://host[:port]/NAME``; ValueError says what is wrong."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"{uri!r} is not a well-formed URI ({exc}): write milvus-lite:///path/photos.db or "
+                         f"milvus://HOST:{DEFAULT_PORT}/NAME") from None
     if parts.scheme == LITE:
         if parts.netloc or not parts.path:
             raise ValueError(f"{uri!r}: write a Milvus Lite collection as milvus-lite:///absolute/path/photos.db")
@@ -71,11 +75,14 @@ def parse_uri(uri: str) -> MilvusTarget:
         return MilvusTarget(uri, LITE, str(path), "glimpse", index, consistency)
     if parts.scheme == SERVER:
         name = parts.path.strip("/")
-        if not parts.hostname or not _COLLECTION_NAME.fullmatch(name):
+        try:
+            host, port = parts.hostname, parts.port  # urllib raises for a port that is no number or past 65535
+        except ValueError:
+            host = port = None
+        if not host or not _COLLECTION_NAME.fullmatch(name) or port == 0:
             raise ValueError(f"{uri!r}: write a Milvus server collection as milvus://HOST:{DEFAULT_PORT}/NAME, "
-                             f"NAME of letters, digits and '_', starting with a letter")
-        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name,
-                            *_options(uri, parts.query))
+                             f"NAME of letters, digits and '_', starting with a letter, the port from 1 to 65535")
+        return MilvusTarget(uri, SERVER, f"{host}:{port or DEFAULT_PORT}", name, *_options(uri, parts.query))
     raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
 
 
