@@ -26,3 +26,13 @@ def test_a_shortlist_below_one_is_refused(tmp_path, captioned, shortlist):
     result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "sign:8",
                                  "--shortlist", shortlist, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "shortlist must be at least 1" in said(result)
+
+
+@pytest.mark.parametrize("option", ["-o", "--cache"])
+def test_a_report_or_cache_folder_that_is_a_file_is_refused_before_embedding(tmp_path, captioned, option):
+    (tmp_path / "taken").write_text("a file")
+    folders = {"-o": str(tmp_path / "out"), "--cache": str(tmp_path / "cache"), option: str(tmp_path / "taken")}
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "",
+                                 *[x for pair in folders.items() for x in pair]])
+    assert result.exit_code == 2 and "is a file, not a folder" in said(result) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # refused before any work
