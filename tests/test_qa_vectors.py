@@ -22,3 +22,10 @@ def test_a_keys_file_saved_with_a_byte_order_mark_keeps_its_first_key(tmp_path):
     assert result.exit_code == 0, result.output
     col = glimpse.open(tmp_path / "col")
     assert sorted(p for i in col.item_ids() for p in col.item(i).paths) == ["sku/1", "sku/2", "sku/3"]
+
+
+def test_enrich_of_a_collection_of_precomputed_vectors_is_refused(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    assert invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col").exit_code == 0
+    result = invoke("enrich", "--ocr", "-c", tmp_path / "col")  # its keys are no files: each was "not found"
+    assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())
