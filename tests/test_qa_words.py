@@ -57,3 +57,11 @@ def test_a_captions_file_with_a_byte_order_mark_is_read(tmp_path, image_dir):
     from glimpse.query.adapt import sidecar_caption
 
     assert sidecar_caption(image_dir / "img01.png") == "a red sign"
+
+
+def test_an_option_after_the_double_dash_is_not_taken_for_query_words(tmp_path, image_dir):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    result = invoke("search", "--", "-1:night", "-c", col)  # as the README's `glimpse search -- "-1:night"`, plus -c
+    assert result.exit_code == 2 and "'-c' came after --" in said(result) and "no glimpse collection" not in said(result)
+    assert invoke("search", "-c", col, "--", "-1:night").exit_code == 0

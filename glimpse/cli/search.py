@@ -18,9 +18,10 @@ from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing,
 
 @app.command()
 def search(
+    ctx: typer.Context,
     query: Annotated[Optional[list[str]], typer.Argument(
         help="Words, or query-language terms: '2:golden retriever' + ./pool.jpg - night + #12. "
-             "A query that starts with '-' goes after --: glimpse search -- '-0.5:night'.")] = None,
+             "A query that starts with '-' goes after -- (options before it): glimpse search -k 5 -- '-0.5:night'.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one (with words: a composed query).")] = None,
     like: Annotated[Optional[int], typer.Option("--like", help="More like this result id (itself left out).")] = None,
     vector: Annotated[Optional[Path], typer.Option("--vector", help="A .npy file holding one query vector (the collection's dims).")] = None,
@@ -54,6 +55,10 @@ def search(
     from ..query.language import parse_query
     from ..query.request import SearchRequest
 
+    options = {name for param in ctx.command.params for name in (*param.opts, *param.secondary_opts) if name[:1] == "-"}
+    if misplaced := next((w for w in query or () if w in options), None):  # after --, so read as words
+        raise fail(ValueError(f"'{misplaced}' came after --, so it was read as query words: put options before -- "
+                              "(glimpse search -c DIR -- '-1:night')"))
     words = shlex.join(query) if query and len(query) > 1 else (query[0] if query else None)
     args: dict = {}
     terms = None
