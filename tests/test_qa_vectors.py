@@ -29,3 +29,11 @@ def test_enrich_of_a_collection_of_precomputed_vectors_is_refused(tmp_path):
     assert invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col").exit_code == 0
     result = invoke("enrich", "--ocr", "-c", tmp_path / "col")  # its keys are no files: each was "not found"
     assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())
+
+
+def test_adapt_of_a_collection_of_precomputed_vectors_says_it_has_no_model(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    assert invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col").exit_code == 0
+    (tmp_path / "captions.tsv").write_text("image\tcaption\nv.npy/0\ta red car\n")
+    result = invoke("adapt", "--captions", tmp_path / "captions.tsv", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())  # not "index them first"
