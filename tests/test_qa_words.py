@@ -65,3 +65,11 @@ def test_an_option_after_the_double_dash_is_not_taken_for_query_words(tmp_path, 
     result = invoke("search", "--", "-1:night", "-c", col)  # as the README's `glimpse search -- "-1:night"`, plus -c
     assert result.exit_code == 2 and "'-c' came after --" in said(result) and "no glimpse collection" not in said(result)
     assert invoke("search", "-c", col, "--", "-1:night").exit_code == 0
+
+
+def test_adapt_refuses_captions_and_remove_together(tmp_path, image_dir):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    (image_dir / "captions.tsv").write_text("image\tcaption\nimg01.png\ta photo\n")
+    result = invoke("adapt", "--captions", image_dir / "captions.tsv", "--remove", "-c", col)
+    assert result.exit_code == 2 and "--captions or --remove" in said(result)  # one of them was silently dropped
