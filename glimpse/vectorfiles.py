@@ -34,9 +34,9 @@ def read_vectors(path: Path, column: str | None = None) -> np.ndarray:
 
 
 def read_keys(path: Path) -> list[str]:
-    """One key per line (UTF-8; a final newline and Windows line ends are allowed)."""
+    """One key per line (UTF-8; a byte order mark, a final newline and Windows line ends are allowed)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte order mark (Notepad) is not part of the first key
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): keys must be one per line") from None
     except OSError as exc:

@@ -57,3 +57,15 @@ def test_nan_and_infinity_are_refused_as_not_finite(client, body):
     answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422
     assert "Input should be a finite number" in answer.json()["error"], answer.text
+
+
+@pytest.mark.parametrize("fields", [{"k": "2"}, {"filters": '{"has_text": true}'}, {"text": "red", "query": "{}"}])
+def test_search_options_sent_as_form_fields_beside_the_query_json_are_refused(client, image_dir, fields):
+    picture = (image_dir / "img01.png").read_bytes()
+    answer = client.post("/api/search/image", data=fields, files={"image": ("q.png", picture, "image/png")})
+    assert answer.status_code == 422, answer.text  # they were ignored: k=10, no filter
+    error = answer.json()
+    assert error["status"] == 422 and "unknown form field" in error["error"] and "query" in error["error"]
+    upload = client.post("/api/items/upload", data={"wait": "true"}, files={"image": ("q.png", picture, "image/png")},
+                         headers={"Authorization": f"Bearer {TOKEN}"})
+    assert upload.status_code == 422 and "unknown form field" in upload.json()["error"]

@@ -22,8 +22,8 @@ err = Console(stderr=True)
 
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
-    traceback: another writer's lock, ValueError, which the engine raises for bad options, and
-    an optional feature used without its extra."""
+    traceback: another writer's lock, ValueError, which the engine raises for bad options, an
+    optional feature used without its extra, and a Milvus server that cannot be reached."""
 
     def invoke(self, ctx):
         from ..extras import MissingExtraError
@@ -31,7 +31,7 @@ class _Commands(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except (CollectionLockedError, MissingExtraError, ValueError) as exc:
+        except (CollectionLockedError, MissingExtraError, ValueError, ConnectionError) as exc:
             raise fail(exc) from None
 
 

@@ -15,8 +15,8 @@ from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_p
 def index(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Folders or files. Default: the folders indexed before.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
-    include: Annotated[list[str], typer.Option("--include", "-i", help="Glob to include (repeatable).")] = [],
-    exclude: Annotated[list[str], typer.Option("--exclude", "-x", help="Glob to exclude (repeatable).")] = [],
+    include: Annotated[list[str], typer.Option("--include", "-i", metavar="<glob>", help="Glob to include (repeatable).")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", "-x", metavar="<glob>", help="Glob to exclude (repeatable).")] = [],
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links to folders.")] = False,
     prune: Annotated[bool, typer.Option(help="Drop files that are gone from the given folders.")] = True,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection.")] = None,

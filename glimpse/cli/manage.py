@@ -25,6 +25,8 @@ def adapt(
     collection: CollectionOpt = DEFAULT_COLLECTION,
 ) -> None:
     """Teach text search the words of your own captions (learnt from image-caption pairs)."""
+    if remove_map and (captions is not None or kind != "contrastive"):
+        raise fail(ValueError("--remove forgets the adaptation and --captions/--kind learn one: give --captions or --remove, not both"))
     col = open_existing(collection)
     if remove_map:
         console.print("adaptation removed" if col.remove_adapt() else "this collection has no adaptation")

@@ -18,9 +18,10 @@ from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing,
 
 @app.command()
 def search(
+    ctx: typer.Context,
     query: Annotated[Optional[list[str]], typer.Argument(
         help="Words, or query-language terms: '2:golden retriever' + ./pool.jpg - night + #12. "
-             "A query that starts with '-' goes after --: glimpse search -- '-0.5:night'.")] = None,
+             "A query that starts with '-' goes after -- (options before it): glimpse search -k 5 -- '-0.5:night'.")] = None,
     image: Annotated[Optional[Path], typer.Option("--image", help="Find images like this one (with words: a composed query).")] = None,
     like: Annotated[Optional[int], typer.Option("--like", help="More like this result id (itself left out).")] = None,
     vector: Annotated[Optional[Path], typer.Option("--vector", help="A .npy file holding one query vector (the collection's dims).")] = None,
@@ -32,7 +33,7 @@ def search(
     after: Annotated[Optional[str], typer.Option(help=FILTERS["after"])] = None,
     before: Annotated[Optional[str], typer.Option(help=FILTERS["before"])] = None,
     orientation: Annotated[Optional[str], typer.Option(help=FILTERS["orientation"])] = None,
-    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help=FILTERS["has_text"], show_default=False)] = None,
+    has_text: Annotated[Optional[bool], typer.Option("--has-text/--no-text", help="Only images with words read in them (--has-text) or without (--no-text); words come from glimpse enrich --ocr.", show_default=False)] = None,
     fusion: Annotated[str, typer.Option(help="How words read in the images rank a text query: calibrated, rrf or none.")] = DEFAULT_FUSION,
     min_width: Annotated[Optional[int], typer.Option("--min-width", help=FILTERS["min_width"])] = None,
     max_width: Annotated[Optional[int], typer.Option("--max-width", help=FILTERS["max_width"])] = None,
@@ -54,8 +55,13 @@ def search(
     from ..query.language import parse_query
     from ..query.request import SearchRequest
 
+    options = {name for param in ctx.command.params for name in (*param.opts, *param.secondary_opts) if name[:1] == "-"}
+    if misplaced := next((w for w in query or () if w in options), None):  # after --, so read as words
+        raise fail(ValueError(f"'{misplaced}' came after --, so it was read as query words: put options before -- "
+                              "(glimpse search -c DIR -- '-1:night')"))
     words = shlex.join(query) if query and len(query) > 1 else (query[0] if query else None)
     args: dict = {}
+    terms = None
     if words is not None and image is None:
         try:
             terms = parse_query(words) if words.strip() else None
@@ -91,9 +97,19 @@ def search(
                                                  vector and f"vector {vector}") if x)))
     if not where.is_empty():
         title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
-    empty = "no good matches" + (f": nothing scored {min_score} or more (try a lower --min-score)"
-                                 if min_score is not None else ": nothing passed the filters") if len(col) else None
-    print_results(results, title=title, empty=empty)
+    wants_words = bool(has_text) or any(t.kind == "words" for t in terms or ())
+    print_results(results, title=title, empty=_why_empty(col, min_score, wants_words))
+
+
+def _why_empty(col, min_score: float | None, wants_words: bool) -> str | None:
+    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), or the filters."""
+    if not len(col):
+        return None
+    if min_score is not None:
+        return f"no good matches: nothing scored {min_score} or more (try a lower --min-score)"
+    if wants_words and not col.words_read():
+        return "no good matches: no image has been read for words yet (run glimpse enrich --ocr)"
+    return "no good matches: nothing passed the filters"
 
 
 def _query_vector(path: Path):

@@ -37,6 +37,8 @@ class Adapting:
             raise ValueError("holdout must be in [0, 1)")
         if kind not in ADAPT_KINDS:
             raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(ADAPT_KINDS)}")
+        if not self.has_files:
+            raise ValueError("this collection holds precomputed vectors and has no text model for captions to adapt")
         # The lock first: a second writer must hear "locked" now, not after minutes of training.
         with self._lock:
             report = self._adapt(captions, kind, holdout, seed, progress)

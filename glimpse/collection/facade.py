@@ -121,6 +121,10 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         """Ids of every image in the collection, ascending."""
         return self._meta.item_ids()
 
+    def words_read(self) -> int:
+        """How many images the OCR has read, with or without words (``glimpse enrich --ocr``)."""
+        return len(self._words.read_items())
+
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""
         if limit is not None:

@@ -68,6 +68,8 @@ class Ingesting:
 
         if not ocr:
             raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
+        if not self.has_files:  # its keys name no files: each would be "not found", retried forever
+            raise ValueError("this collection holds precomputed vectors, with no images to read words in")
         reader = ocr_pass.rapidocr_reader()
         report = ocr_pass.EnrichReport()
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,8 @@ from .layout import DB_NAME
 class EncoderMismatchError(ValueError):
     pass
 
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")  # RFC 3986
 
 #: Openers of collections named by a URI, by scheme (glimpse.milvus registers its two).
 URI_OPENERS: dict[str, Callable[..., Collection]] = {}
@@ -39,6 +42,9 @@ def open_collection(
     scheme = str(path).split("://", 1)[0] if "://" in str(path) else None
     if scheme in URI_OPENERS:  # milvus-lite:///file.db, milvus://host:port/NAME
         return URI_OPENERS[scheme](str(path), encoder, create=create, **encoder_options)
+    if scheme is not None and _SCHEME.fullmatch(scheme) and not os.path.lexists(path):  # a typo, not a folder "mlvus:"
+        raise ValueError(f"{str(path)!r} is neither a folder nor a collection URI: use a folder, "
+                         "milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
     return open_directory(Path(path), encoder, create, encoder_options, Collection)
 
 

@@ -34,7 +34,7 @@ from ..atomic import write_atomic
 from .base import Encoder, l2_normalize
 from .lite_onnx import MICRO_BATCH
 from .minilm import MiniLM, bundled_model_dir
-from .runtime import configure_torch_threads, torch_threads, tune_malloc
+from .runtime import configure_torch_threads, tune_malloc
 
 #: Bump whenever anything below that changes vectors changes (prompts, T, k, weights, pooling).
 VERSION = "1"
@@ -62,11 +62,6 @@ TOP_K: int | None = None
 VISUAL_WEIGHT = 0.9
 #: GeM pooling exponent for the visual half (3 is the usual choice; copies: 0.97 vs 0.96 mean).
 GEM_P = 3.0
-
-#: Up to this many texts run on one torch thread. A query is a few milliseconds of small
-#: matrix products: worker threads only add hand-offs, and on a loaded 2-core machine they
-#: spin against other processes (one query: 524 ms median with 2 threads, 9.6 ms with one).
-FEW_TEXTS = 8
 
 #: Native input side of each EfficientNet-Lite variant (its training resolution).
 LITE_IMAGE_SIZES: dict[int, int] = {0: 224, 1: 240, 2: 260}
@@ -184,7 +179,7 @@ class BridgeEncoder(Encoder):
             see the README), "fp32" (the same graph unquantised) or "bf16" (torch with bf16
             autocast; features keep cosine >= 0.996 against fp32, at about fp32's CPU time per image,
             and far slower on a busy machine). Applies to the image model;
-            texts are always encoded in fp32 by torch, so text vectors do not depend on it.
+            texts are always encoded in fp32 (numpy), so text vectors do not depend on it.
             Either way images run in micro-batches of ``MICRO_BATCH``, so an image's vector does
             not depend on the batch it came in.
         num_threads: torch intra-op threads; default one per usable core.
@@ -292,17 +287,12 @@ class BridgeEncoder(Encoder):
 
     def _text(self) -> MiniLM:
         with self._lock:
-            if self._text_model is None:
-                self._init_torch()
+            if self._text_model is None:  # numpy: a text query never imports torch
                 self._text_model = MiniLM(self._text_model_path or bundled_model_dir())
             return self._text_model
 
     def _encode_minilm(self, texts: Sequence[str]) -> np.ndarray:
-        model = self._text()
-        if len(texts) > FEW_TEXTS:
-            return model.encode(texts)
-        with torch_threads(1):
-            return model.encode(texts)
+        return self._text().encode(texts)
 
     def _prompt_cache_path(self, classes: Sequence[str]) -> Path:
         key = hashlib.sha256(

@@ -53,6 +53,9 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
         if fusions:
             require("ocr", "glimpse eval --ocr")
         configs = parse_configs(codes, shortlist, [r.strip() for r in refine.split(",") if r.strip()], fusions)
+        for option, folder in (("--out", out), ("--cache", cache)):
+            if folder is not None and folder.exists() and not folder.is_dir():
+                raise ValueError(f"{option} {folder} is a file, not a folder: give a folder (made if missing)")
         dataset = load()
     except (DatasetError, MissingExtraError, ValueError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}")

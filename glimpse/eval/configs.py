@@ -88,6 +88,8 @@ def parse_configs(specs: str | list[str] | None, shortlist: int = DEFAULT_SHORTL
     ``rrf``) a copy of every one with text queries fused with the words in the images."""
     if isinstance(specs, str):
         specs = [specs]
+    if isinstance(shortlist, bool) or not isinstance(shortlist, int) or shortlist < 1:
+        raise ValueError(f"shortlist must be at least 1 candidate per query, got {shortlist!r}")
     configs = [Config()]
     for spec in (s.strip() for group in (specs or []) for s in group.split(",")):
         if not spec:

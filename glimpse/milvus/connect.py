@@ -13,6 +13,7 @@ that package imports ``pkg_resources``, which setuptools 81 and later no longer 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import re
 import subprocess
@@ -55,7 +56,11 @@ class MilvusTarget:
 
 def parse_uri(uri: str) -> MilvusTarget:
     """``milvus-lite:///path/file.db`` or ``milvus://host[:port]/NAME``; ValueError says what is wrong."""
-    parts = urlsplit(uri)
+    try:
+        parts = urlsplit(uri)
+    except ValueError as exc:  # "Invalid IPv6 URL"
+        raise ValueError(f"{uri!r} is not a well-formed URI ({exc}): write milvus-lite:///path/photos.db or "
+                         f"milvus://HOST:{DEFAULT_PORT}/NAME") from None
     if parts.scheme == LITE:
         if parts.netloc or not parts.path:
             raise ValueError(f"{uri!r}: write a Milvus Lite collection as milvus-lite:///absolute/path/photos.db")
@@ -70,11 +75,14 @@ def parse_uri(uri: str) -> MilvusTarget:
         return MilvusTarget(uri, LITE, str(path), "glimpse", index, consistency)
     if parts.scheme == SERVER:
         name = parts.path.strip("/")
-        if not parts.hostname or not _COLLECTION_NAME.fullmatch(name):
+        try:
+            host, port = parts.hostname, parts.port  # urllib raises for a port that is no number or past 65535
+        except ValueError:
+            host = port = None
+        if not host or not _COLLECTION_NAME.fullmatch(name) or port == 0:
             raise ValueError(f"{uri!r}: write a Milvus server collection as milvus://HOST:{DEFAULT_PORT}/NAME, "
-                             f"NAME of letters, digits and '_', starting with a letter")
-        return MilvusTarget(uri, SERVER, f"{parts.hostname}:{parts.port or DEFAULT_PORT}", name,
-                            *_options(uri, parts.query))
+                             f"NAME of letters, digits and '_', starting with a letter, the port from 1 to 65535")
+        return MilvusTarget(uri, SERVER, f"{host}:{port or DEFAULT_PORT}", name, *_options(uri, parts.query))
     raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
 
 
@@ -101,7 +109,18 @@ def connect(target: MilvusTarget):
         return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
-    return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+    from pymilvus.exceptions import MilvusException
+
+    said = logging.getLogger("pymilvus.milvus_client._utils")  # logs the failure that the error below says
+    level = said.level
+    said.setLevel(logging.CRITICAL)
+    try:
+        return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+    except MilvusException as exc:  # nothing listening, no such host, a refused login: say which, no traceback
+        raise ConnectionError(f"cannot connect to the Milvus server at {target.address} ({exc.message}): check the "
+                              "host and port, that Milvus runs there, and GLIMPSE_MILVUS_TOKEN if it asks for one") from None
+    finally:
+        said.setLevel(level)
 
 
 def lite_binary() -> Path:

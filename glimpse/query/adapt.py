@@ -149,7 +149,7 @@ def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     captioned-dev's captions are; a quote inside an unquoted field stays as it is."""
     path = Path(path).expanduser()
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # a byte order mark (Excel) is no part of "image"
             reader = csv.DictReader(f, delimiter="\t")
             rows = list(reader)
     except OSError as exc:
@@ -171,7 +171,7 @@ def sidecar_caption(image_path: str | os.PathLike) -> str | None:
     p = Path(image_path)
     for candidate in (p.with_name(p.name + ".txt"), p.with_suffix(".txt")):
         try:
-            text = candidate.read_text(encoding="utf-8").strip()
+            text = candidate.read_text(encoding="utf-8-sig").strip()
         except (OSError, UnicodeDecodeError):
             continue
         if text:

@@ -39,6 +39,7 @@ IMAGE_SUFFIXES = (
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+):")
 _ITEM = re.compile(r"#(\d+)")
 _WORDS = re.compile(r"text:\s*([\"']?)(.*)\1", re.IGNORECASE | re.DOTALL)
+_WORDS_INSIDE = re.compile(r"\stext:\s*[\"']", re.IGNORECASE)
 
 
 class Words(str):
@@ -200,8 +201,15 @@ def _classify(body: str, weight: float, query: str, at: int) -> Term:
         if not m.group(2).strip():
             raise QuerySyntaxError('text: needs the words to look for, e.g. text:"exit only"', query, at)
         if not m.group(1) and m.group(2)[:1] in "\"'":
-            raise QuerySyntaxError(f"the quote after text: is never closed: add {m.group(2)[0]} after the words", query, at)
+            quote = m.group(2)[0]
+            if quote in m.group(2)[1:]:  # closed, then more words: text:"exit" dog
+                raise QuerySyntaxError(f"text:{quote}...{quote} is a term of its own: put + or - between it and the "
+                                       "words after it", query, at)
+            raise QuerySyntaxError(f"the quote after text: is never closed: add {quote} after the words", query, at)
         return Term("words", Words(check_text(m.group(2).strip(), "a text: term")), weight)
+    if _WORDS_INSIDE.search(body):  # dog text:"exit" would search for the quote's letters as meaning
+        raise QuerySyntaxError('text:"..." is a term of its own: put + or - between it and the words before it',
+                               query, at)
     if looks_like_path(body):
         try:
             return Term("image", Path(body).expanduser(), weight)

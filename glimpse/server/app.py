@@ -31,7 +31,7 @@ from .config import ServerConfig, check_address
 from .models import Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyLimit, SafeJSON, describe, error_handlers
-from .service import ERRORS, PathId, Service, decode_upload, image_url, thumb_url
+from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
 from .writes import write_routes
 
 
@@ -103,7 +103,9 @@ def _routes(app: FastAPI, service: Service) -> None:
         """Search by text, vector, item id (like), weighted terms, with filters and a score cut-off."""
         return _search(service, req, [])
 
-    @app.post("/api/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"])
+    @app.post("/api/search/image", response_model=SearchResponse, responses=ERRORS, tags=["search"],
+              dependencies=[only_form_fields("image", "query", hint="send the image(s) as image and the search "
+                                             "(text, k, filters, ...) as JSON in the query field")])
     def search_image(
         image: Annotated[list[UploadFile], File(description="Query image(s); with text: a composed query.")],
         query: Annotated[str, Form(description="A search body as JSON (text, k, filters, terms...), as /api/search takes.")] = "{}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import HTTPException, UploadFile
+from fastapi import Depends, HTTPException, Request, UploadFile
 from fastapi import Path as FastPath
 from PIL import Image
 
@@ -24,6 +24,18 @@ PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of th
 
 # Documented error answers, so clients (and schemathesis) know their shape.
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+
+
+def only_form_fields(*known: str, hint: str):
+    """A dependency refusing multipart fields a route does not read (FastAPI drops them unseen,
+    so ``k=2`` beside the ``query`` JSON would silently search with k=10)."""
+
+    async def check(request: Request) -> None:
+        unknown = sorted(set((await request.form()).keys()) - set(known))  # the form FastAPI parsed (cached)
+        if unknown:
+            raise HTTPException(422, f"unknown form field(s) {', '.join(unknown)}: {hint}")
+
+    return Depends(check)
 
 
 class Service:

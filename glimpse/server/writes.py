@@ -20,7 +20,7 @@ from ..ingest.names import shown
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
 from .models import MAX_INT, AddPaths, Job, RemovePaths
-from .service import ERRORS, PathId, Service, decode_upload
+from .service import ERRORS, PathId, Service, decode_upload, only_form_fields
 
 
 # Pillow's format names -> the file extension an uploaded image is kept under.
@@ -39,7 +39,8 @@ def write_routes(app: FastAPI, service: Service) -> None:
         paths = service.item(item_id).paths
         return _job(service, "remove", _removal(service, paths), wait, response)
 
-    @app.post("/api/items/upload", response_model=Job, status_code=202, dependencies=Writes,
+    @app.post("/api/items/upload", response_model=Job, status_code=202,
+              dependencies=[*Writes, only_form_fields("image", hint="send the files as image; wait goes in the URL (?wait=true)")],
               responses=ERRORS, tags=["write"])
     def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
                wait: bool = False) -> Job:

@@ -40,7 +40,10 @@ function request() {
   const req = { k: Number($("k").value) };
   const text = q.value.trim();
   if (state.like !== null) req.like = state.like;
-  if (text) req.text = text;
+  // A text:"..." phrase matches the words read in the pictures, as in `glimpse search`: the
+  // query language goes as terms (as plain text it would be searched for by meaning).
+  if (text && !state.image && /(^|\s)text:/i.test(text)) req.terms = text;
+  else if (text) req.text = text;
   const f = filters();
   if (f) req.filters = f;
   if ($("min-score").value !== "") req.min_score = Number($("min-score").value);
@@ -51,7 +54,7 @@ function request() {
 async function search() {
   clearError();
   const req = request();
-  if (!state.image && req.text === undefined && req.like === undefined) {
+  if (!state.image && req.text === undefined && req.terms === undefined && req.like === undefined) {
     statusLine.textContent = "Type some words, or drop, paste or pick an image.";
     q.focus();
     return;

@@ -1,0 +1,38 @@
+"""glimpse eval options given wrongly: one sentence and exit 2, checked before any embedding."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from glimpse.cli import app
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def captioned(image_dir):
+    rows = "".join(f"img{i:02d}.png\ta photo number {i}\n" for i in (1, 2, 4, 5, 7, 8))
+    (image_dir / "captions.tsv").write_text("image\tcaption\n" + rows)
+    return image_dir
+
+
+@pytest.mark.parametrize("shortlist", ["0", "-5"])
+def test_a_shortlist_below_one_is_refused(tmp_path, captioned, shortlist):
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "sign:8",
+                                 "--shortlist", shortlist, "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "shortlist must be at least 1" in said(result)
+
+
+@pytest.mark.parametrize("option", ["-o", "--cache"])
+def test_a_report_or_cache_folder_that_is_a_file_is_refused_before_embedding(tmp_path, captioned, option):
+    (tmp_path / "taken").write_text("a file")
+    folders = {"-o": str(tmp_path / "out"), "--cache": str(tmp_path / "cache"), option: str(tmp_path / "taken")}
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "",
+                                 *[x for pair in folders.items() for x in pair]])
+    assert result.exit_code == 2 and "is a file, not a folder" in said(result) and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # refused before any work

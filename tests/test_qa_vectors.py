@@ -1,0 +1,39 @@
+"""import-vectors inputs found by the independent checks: keys files and parquet files."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+import glimpse
+from glimpse.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_a_keys_file_saved_with_a_byte_order_mark_keeps_its_first_key(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    (tmp_path / "keys.txt").write_text("sku/1\r\nsku/2\r\nsku/3\r\n", encoding="utf-8-sig")  # as Windows Notepad saves it
+    result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "keys.txt", "-c", tmp_path / "col")
+    assert result.exit_code == 0, result.output
+    col = glimpse.open(tmp_path / "col")
+    assert sorted(p for i in col.item_ids() for p in col.item(i).paths) == ["sku/1", "sku/2", "sku/3"]
+
+
+def test_enrich_of_a_collection_of_precomputed_vectors_is_refused(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    assert invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col").exit_code == 0
+    result = invoke("enrich", "--ocr", "-c", tmp_path / "col")  # its keys are no files: each was "not found"
+    assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())
+
+
+def test_adapt_of_a_collection_of_precomputed_vectors_says_it_has_no_model(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    assert invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col").exit_code == 0
+    (tmp_path / "captions.tsv").write_text("image\tcaption\nv.npy/0\ta red car\n")
+    result = invoke("adapt", "--captions", tmp_path / "captions.tsv", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())  # not "index them first"
