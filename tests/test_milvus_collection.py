@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from milvus_fixtures import unique_name
+
 import glimpse
 from glimpse.milvus.collection import MilvusCollection
 from glimpse.query.filters import Filter
@@ -189,6 +191,32 @@ def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder
         assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
         assert col.remove([str(query)]) == 1
         assert col._ensure_index().count() == 11
+
+
+@pytest.mark.parametrize("path_filter", [
+    {"path_glob": "sub/*.png"}, {"path_glob": "img0?.png"}, {"path_glob": "img0[1-4].png"}, {"path_glob": "*%_x/*"},
+    {"path_glob": "{dir}/img1*"}, {"path_prefix": "{dir}/100%_x"}, {"path_prefix": "{dir}/sub"}])
+def test_path_filters_on_the_milvus_23_server(path_filter, milvus23_server, image_dir, hash_encoder, make_image,
+                                              tmp_path, monkeypatch, request):
+    """Milvus 2.3 takes ``like`` only as a literal prefix ("abc%"; ``_`` is a literal there, and
+    a ``%`` elsewhere is refused): globs and paths holding ``%`` find what the local store finds,
+    and such a path can be removed."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    odd = image_dir / "100%_x"
+    odd.mkdir()
+    for i in range(2):
+        make_image(odd / f"img0{i}.png", seed=50 + i)
+    filters = Filter(**{key: value.format(dir=image_dir) for key, value in path_filter.items()})
+    query = image_dir / "img05.png"
+    uri = f"milvus://{milvus23_server}/{unique_name(request)}"
+    found = []
+    for location in (str(tmp_path / "local"), uri):
+        with glimpse.open(location, hash_encoder) as col:
+            col.index([image_dir])
+            found.append(sorted(h.path for h in col.search(image=query, k=20, filters=filters)))
+    assert found[1] == found[0] and found[0]
+    with glimpse.open(uri) as col:
+        assert col.remove([odd]) == 2 and len(col) == 12
 
 
 def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):
