@@ -310,3 +310,29 @@ def test_eval_scores_through_milvus_as_locally(tmp_path, make_image):
     bad = CliRunner().invoke(app, ["eval", "copydetect", str(tmp_path / "photos"), "--encoder", "hash",
                                    "--backend", "faiss", "--cache", str(tmp_path / "cache")])
     assert bad.exit_code == 2 and "use local, milvus" in bad.output
+
+
+def test_the_web_page_keeps_milvus_item_ids_exact(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch, page):
+    """Milvus item ids (from content hashes) pass 2**53, beyond what a JavaScript number holds
+    exactly: the page's item details and more-like-this must still name the item shown."""
+    from test_web import RESULTS, drop_file, first_ids, serving, wait_for_results
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    query = image_dir / "img01.png"
+    with glimpse.open(f"milvus://{lite_server}/web", hash_encoder) as col:
+        col.index([image_dir])
+        with serving(col) as url:
+            page.goto(url)
+            drop_file(page, query.read_bytes(), "query.png", "image/png")
+            wait_for_results(page)
+            shown = [h.id for h in col.search(image=query, k=3)]
+            assert shown[1] > 2**53 and first_ids(page) == shown
+            page.locator(RESULTS).nth(1).click()
+            page.wait_for_function("document.querySelector('#viewer-meta').textContent.includes('×')")  # its details
+            assert f"id {shown[1]} " in page.locator("#viewer-meta").text_content()
+            with page.expect_response("**/api/search") as answer:
+                page.click("#more-like")
+            assert answer.value.ok, answer.value.text()
+            like = [h.id for h in col.search(like=shown[1], k=3)]
+            page.wait_for_function(f"document.querySelector('{RESULTS}').dataset.id === '{like[0]}'")
+            assert first_ids(page) == like and page.locator("#error").is_hidden()
