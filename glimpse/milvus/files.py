@@ -118,6 +118,8 @@ class SharedFiles(SideCollection):
     def _absent(self, rows: list[FileRow]) -> list[FileRow]:
         """Those of ``rows`` whose path no row has with the same content (another worker may
         have written it: it stays theirs)."""
+        if not self._exists():  # made before file rows were (or none written yet): every one is
+            return rows
         absent = []
         for start in range(0, len(rows), ROWS_PER_REQUEST):
             batch = rows[start : start + ROWS_PER_REQUEST]
