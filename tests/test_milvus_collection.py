@@ -13,6 +13,7 @@ from milvus_fixtures import unique_name
 
 import glimpse
 from glimpse.milvus.collection import MilvusCollection
+from glimpse.milvus.index import summary
 from glimpse.query.filters import Filter
 
 
@@ -185,6 +186,7 @@ def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder
         col.index([image_dir])
         col.use_codes("sign", bits=64)
         assert col._ensure_index().describe()["layout"] == "float"
+        assert summary(col.backend_info()) == "Milvus FLAT on float_vector (exact inner product)"  # no codes on 2.3
         query = sorted(image_dir.rglob("*.png"))[2]
         assert col.search(image=query, k=1)[0].path == str(query)
         hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
@@ -274,6 +276,7 @@ def test_the_commands_take_a_milvus_uri(tmp_path, image_dir):
     assert indexed.exit_code == 0, indexed.output
     info = runner.invoke(app, ["info", "-c", uri])
     assert info.exit_code == 0 and "collection │ milvus-lite:///" in info.output
+    assert "search     │ Milvus FLAT on float16_vector (exact inner product)" in info.output
     query = image_dir / "sub" / "img03.png"
     found = runner.invoke(app, ["search", "--image", str(query), "-k", "2", "--path-prefix", str(image_dir / "sub"), "-c", uri])
     assert found.exit_code == 0 and "sub/img03." in "".join(found.output.split())
