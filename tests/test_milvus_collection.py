@@ -339,3 +339,17 @@ def test_the_web_page_keeps_milvus_item_ids_exact(lite_server, image_dir, hash_e
             like = [h.id for h in col.search(like=shown[1], k=3)]
             page.wait_for_function(f"document.querySelector('{RESULTS}').dataset.id === '{like[0]}'")
             assert first_ids(page) == like and page.locator("#error").is_hidden()
+
+
+def test_a_milvus_server_that_cannot_be_reached_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+    from glimpse.milvus.local import free_port
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://127.0.0.1:{free_port()}/photos"  # nothing listens there
+    result = CliRunner().invoke(app, ["info", "-c", uri])
+    assert result.exit_code == 2 and "cannot reach the Milvus server at 127.0.0.1:" in result.output
+    assert "Traceback" not in result.output
