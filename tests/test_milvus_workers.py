@@ -448,7 +448,7 @@ class Killed(BaseException):
     """A worker dying at a given point (BaseException: nothing on the way catches it)."""
 
 
-def dies(self, rows: list) -> None:
+def dies(self, rows: list, **options) -> None:
     """In place of a write to Milvus: the worker dies there (unless there is nothing to write)."""
     if rows:
         raise Killed()
@@ -506,3 +506,26 @@ def test_a_collection_made_before_file_rows_gets_them_on_the_next_open(lite_serv
         assert (len(col), col.stats().files) == (5, 6)
         assert col.remove([x]) == 1 and len(col) == 5  # y, worker 1's file, still shows the picture
         assert col.search(image=y, k=1)[0].path == str(y)
+
+
+def test_a_worker_dropping_files_another_worker_holds_leaves_their_rows(lite_server, photos, tmp_path, monkeypatch):
+    """Re-sharding: worker 0 indexed every file, then worker 1 did too; worker 0 now takes shard
+    0/2 and drops the other files from its bookkeeping. Worker 1's file rows of them stay, and
+    so do the images they show and the captions they published."""
+    folder, distinct = photos
+    for image in folder.rglob("img*.png"):
+        Path(f"{image}.txt").write_text(f"a picture called {image.stem}")
+    uri = f"milvus://{lite_server}/reshard"
+    for n in range(2):
+        with on(tmp_path / f"m{n}", uri, monkeypatch, "hash") as col:
+            col.index([folder])
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        captioned = col.adapt(kind="ridge", holdout=0).pairs
+    with on(tmp_path / "m0", uri, monkeypatch) as col:
+        col.use_shard("0/2")
+        assert 0 < col.index([folder]).removed < 70
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (distinct, 70)
+        assert col.adapt(kind="ridge", holdout=0).pairs == captioned == distinct
+        for image in sorted(folder.rglob("img*.png"))[::9]:
+            assert Path(col.search(image=image, k=1)[0].path).read_bytes() == image.read_bytes()
