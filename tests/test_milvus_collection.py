@@ -9,8 +9,11 @@ import sys
 import numpy as np
 import pytest
 
+from milvus_fixtures import unique_name
+
 import glimpse
 from glimpse.milvus.collection import MilvusCollection
+from glimpse.milvus.index import summary
 from glimpse.query.filters import Filter
 
 
@@ -183,12 +186,39 @@ def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder
         col.index([image_dir])
         col.use_codes("sign", bits=64)
         assert col._ensure_index().describe()["layout"] == "float"
+        assert summary(col.backend_info()) == "Milvus FLAT on float_vector (exact inner product)"  # no codes on 2.3
         query = sorted(image_dir.rglob("*.png"))[2]
         assert col.search(image=query, k=1)[0].path == str(query)
         hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
         assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
         assert col.remove([str(query)]) == 1
         assert col._ensure_index().count() == 11
+
+
+@pytest.mark.parametrize("path_filter", [
+    {"path_glob": "sub/*.png"}, {"path_glob": "img0?.png"}, {"path_glob": "img0[1-4].png"}, {"path_glob": "*%_x/*"},
+    {"path_glob": "{dir}/img1*"}, {"path_prefix": "{dir}/100%_x"}, {"path_prefix": "{dir}/sub"}])
+def test_path_filters_on_the_milvus_23_server(path_filter, milvus23_server, image_dir, hash_encoder, make_image,
+                                              tmp_path, monkeypatch, request):
+    """Milvus 2.3 takes ``like`` only as a literal prefix ("abc%"; ``_`` is a literal there, and
+    a ``%`` elsewhere is refused): globs and paths holding ``%`` find what the local store finds,
+    and such a path can be removed."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    odd = image_dir / "100%_x"
+    odd.mkdir()
+    for i in range(2):
+        make_image(odd / f"img0{i}.png", seed=50 + i)
+    filters = Filter(**{key: value.format(dir=image_dir) for key, value in path_filter.items()})
+    query = image_dir / "img05.png"
+    uri = f"milvus://{milvus23_server}/{unique_name(request)}"
+    found = []
+    for location in (str(tmp_path / "local"), uri):
+        with glimpse.open(location, hash_encoder) as col:
+            col.index([image_dir])
+            found.append(sorted(h.path for h in col.search(image=query, k=20, filters=filters)))
+    assert found[1] == found[0] and found[0]
+    with glimpse.open(uri) as col:
+        assert col.remove([odd]) == 2 and len(col) == 12
 
 
 def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):
@@ -246,6 +276,7 @@ def test_the_commands_take_a_milvus_uri(tmp_path, image_dir):
     assert indexed.exit_code == 0, indexed.output
     info = runner.invoke(app, ["info", "-c", uri])
     assert info.exit_code == 0 and "collection │ milvus-lite:///" in info.output
+    assert "search     │ Milvus FLAT on float16_vector (exact inner product)" in info.output
     query = image_dir / "sub" / "img03.png"
     found = runner.invoke(app, ["search", "--image", str(query), "-k", "2", "--path-prefix", str(image_dir / "sub"), "-c", uri])
     assert found.exit_code == 0 and "sub/img03." in "".join(found.output.split())
@@ -282,3 +313,43 @@ def test_eval_scores_through_milvus_as_locally(tmp_path, make_image):
     bad = CliRunner().invoke(app, ["eval", "copydetect", str(tmp_path / "photos"), "--encoder", "hash",
                                    "--backend", "faiss", "--cache", str(tmp_path / "cache")])
     assert bad.exit_code == 2 and "use local, milvus" in bad.output
+
+
+def test_the_web_page_keeps_milvus_item_ids_exact(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch, page):
+    """Milvus item ids (from content hashes) pass 2**53, beyond what a JavaScript number holds
+    exactly: the page's item details and more-like-this must still name the item shown."""
+    from test_web import RESULTS, drop_file, first_ids, serving, wait_for_results
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    query = image_dir / "img01.png"
+    with glimpse.open(f"milvus://{lite_server}/web", hash_encoder) as col:
+        col.index([image_dir])
+        with serving(col) as url:
+            page.goto(url)
+            drop_file(page, query.read_bytes(), "query.png", "image/png")
+            wait_for_results(page)
+            shown = [h.id for h in col.search(image=query, k=3)]
+            assert shown[1] > 2**53 and first_ids(page) == shown
+            page.locator(RESULTS).nth(1).click()
+            page.wait_for_function("document.querySelector('#viewer-meta').textContent.includes('×')")  # its details
+            assert f"id {shown[1]} " in page.locator("#viewer-meta").text_content()
+            with page.expect_response("**/api/search") as answer:
+                page.click("#more-like")
+            assert answer.value.ok, answer.value.text()
+            like = [h.id for h in col.search(like=shown[1], k=3)]
+            page.wait_for_function(f"document.querySelector('{RESULTS}').dataset.id === '{like[0]}'")
+            assert first_ids(page) == like and page.locator("#error").is_hidden()
+
+
+def test_a_milvus_server_that_cannot_be_reached_is_a_clear_error(tmp_path, monkeypatch):
+    pytest.importorskip("pymilvus", reason="the milvus extra is not installed (pip install '.[milvus]')")
+    from typer.testing import CliRunner
+
+    from glimpse.cli import app
+    from glimpse.milvus.local import free_port
+
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    uri = f"milvus://127.0.0.1:{free_port()}/photos"  # nothing listens there
+    result = CliRunner().invoke(app, ["info", "-c", uri])
+    assert result.exit_code == 2 and "cannot reach the Milvus server at 127.0.0.1:" in result.output
+    assert "Traceback" not in result.output

@@ -222,3 +222,19 @@ def test_two_23_servers_run_on_one_machine(milvus23_server, tmp_path):
             assert isinstance(client(each).list_collections(), list)
     finally:
         stop(process)
+
+
+def test_path_patterns_for_a_milvus_that_matches_prefixes_only():
+    """Milvus 2.3 takes ``like`` as a literal prefix only (``head%``): a glob that is one is exact,
+    any other is matched on its literal head (a superset, checked by path); a ``%`` is never sent
+    elsewhere than last."""
+    prefix_only = {"infix": False}
+    assert expressible(Filter(path_glob="/p/1*"), **prefix_only)
+    assert to_expression(Filter(path_glob="/p/1*"), **prefix_only) == 'path like "/p/1%"'
+    for glob, head in (("/p/*/12*.jpg", "/p/"), ("/p/1?.jpg", "/p/1"), ("/p/[ab]*", "/p/"), ("/p/100%/*", "/p/100")):
+        assert not expressible(Filter(path_glob=glob), **prefix_only)
+        assert to_expression(Filter(path_glob=glob), **prefix_only) == f'path like "{head}%"'
+    assert to_expression(Filter(path_glob="2023/*.jpg", min_width=3), **prefix_only) == "width >= 3"
+    assert expressible(Filter(path_prefix="/p/a_b"), **prefix_only)  # its _ is a literal there
+    assert not expressible(Filter(path_prefix="/p/100%"), **prefix_only)
+    assert to_expression(Filter(path_prefix="/p/100%/x"), **prefix_only) == '(path like "/p/100%")'

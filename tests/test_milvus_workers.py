@@ -448,7 +448,7 @@ class Killed(BaseException):
     """A worker dying at a given point (BaseException: nothing on the way catches it)."""
 
 
-def dies(self, rows: list) -> None:
+def dies(self, rows: list, **options) -> None:
     """In place of a write to Milvus: the worker dies there (unless there is nothing to write)."""
     if rows:
         raise Killed()
@@ -481,3 +481,51 @@ def test_a_worker_killed_between_its_commit_and_its_file_rows_puts_them_right(li
     with on(tmp_path / "m1", uri, monkeypatch) as col:
         assert (len(col), col.stats().files) == (4, 4)
         assert not {str(x), str(y)} & {h.path for h in col.search(image=y, k=5)}
+
+
+def test_a_collection_made_before_file_rows_gets_them_on_the_next_open(lite_server, copies, tmp_path, monkeypatch):
+    """A collection whose workers wrote no file rows (made before ``NAME_files``, so no marker in
+    their SQLite either): each worker writes its rows when it next opens the index, and removals
+    then count against every worker's files."""
+    x, y = copies
+    uri = f"milvus://{lite_server}/before_files"
+    for n, picture in enumerate(copies):
+        with on(tmp_path / f"m{n}", uri, monkeypatch, "hash") as col:
+            col.index([picture.parent])
+    client(lite_server).drop_collection("before_files_files")
+    for n in range(2):
+        meta = Metadata(next((tmp_path / f"m{n}" / "milvus").rglob("metadata.sqlite")))
+        meta.delete_meta("files_synced")
+        meta.close()
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (5, 0)
+    for n in range(2):
+        with on(tmp_path / f"m{n}", uri, monkeypatch) as col:
+            assert len(col) == 5  # opens the index
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (5, 6)
+        assert col.remove([x]) == 1 and len(col) == 5  # y, worker 1's file, still shows the picture
+        assert col.search(image=y, k=1)[0].path == str(y)
+
+
+def test_a_worker_dropping_files_another_worker_holds_leaves_their_rows(lite_server, photos, tmp_path, monkeypatch):
+    """Re-sharding: worker 0 indexed every file, then worker 1 did too; worker 0 now takes shard
+    0/2 and drops the other files from its bookkeeping. Worker 1's file rows of them stay, and
+    so do the images they show and the captions they published."""
+    folder, distinct = photos
+    for image in folder.rglob("img*.png"):
+        Path(f"{image}.txt").write_text(f"a picture called {image.stem}")
+    uri = f"milvus://{lite_server}/reshard"
+    for n in range(2):
+        with on(tmp_path / f"m{n}", uri, monkeypatch, "hash") as col:
+            col.index([folder])
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        captioned = col.adapt(kind="ridge", holdout=0).pairs
+    with on(tmp_path / "m0", uri, monkeypatch) as col:
+        col.use_shard("0/2")
+        assert 0 < col.index([folder]).removed < 70
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (distinct, 70)
+        assert col.adapt(kind="ridge", holdout=0).pairs == captioned == distinct
+        for image in sorted(folder.rglob("img*.png"))[::9]:
+            assert Path(col.search(image=image, k=1)[0].path).read_bytes() == image.read_bytes()

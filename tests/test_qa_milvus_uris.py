@@ -31,7 +31,7 @@ def test_an_unreachable_milvus_server_is_one_sentence(tmp_path):
     pytest.importorskip("pymilvus", reason="needs the milvus extra")
     result = invoke("search", "a cat", "-c", "milvus://127.0.0.1:1/photos")  # nothing listens on port 1
     assert result.exit_code == 2, result.output
-    assert "cannot connect to the Milvus server at 127.0.0.1:1" in said(result) and "Traceback" not in result.output
+    assert "cannot reach the Milvus server at 127.0.0.1:1" in said(result) and "Traceback" not in result.output
 
 
 @pytest.mark.parametrize("uri", ["milvus://host:abc/photos", "milvus://host:99999/photos", "milvus://[::1/photos"])

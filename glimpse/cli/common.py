@@ -31,7 +31,7 @@ class _Commands(TyperGroup):
 
         try:
             return super().invoke(ctx)
-        except (CollectionLockedError, MissingExtraError, ValueError, ConnectionError) as exc:
+        except (CollectionLockedError, MissingExtraError, ValueError) as exc:
             raise fail(exc) from None
 
 

@@ -76,10 +76,15 @@ def info(
     if stats.upgrade:
         table.add_row("upgrade", upgrade_note(stats.upgrade))
     codes = col.settings().codes
-    table.add_row("search", "exact float (FAISS inner product)" if codes is None else (
-        f"{codes.binarizer} codes, {codes.bits} bits, {codes.scoring} scoring, "
-        + (f"re-rank x{codes.oversample}" if codes.rerank else "no re-rank")
-        + ("" if codes.fitted_on else " (not fitted yet: too few images, exact meanwhile)")))
+    if col.location != str(col.path):  # a Milvus URI: what Milvus holds decides
+        from glimpse.milvus.index import summary
+
+        table.add_row("search", summary(col.backend_info()))
+    else:
+        table.add_row("search", "exact float (FAISS inner product)" if codes is None else (
+            f"{codes.binarizer} codes, {codes.bits} bits, {codes.scoring} scoring, "
+            + (f"re-rank x{codes.oversample}" if codes.rerank else "no re-rank")
+            + ("" if codes.fitted_on else " (not fitted yet: too few images, exact meanwhile)")))
     table.add_row("folders", "\n".join(escape(shown(root)) + _options_note(options) for root, options in folders.items()) or "-")
     if stats.excluded:
         table.add_row("left out", "\n".join(escape(shown(e)) for e in stats.excluded)

@@ -415,9 +415,9 @@ class MilvusCollection(Collection):
     def _matching(self, filters: Filter) -> np.ndarray | None:
         """None where Milvus applies ``filters`` as an expression; else the ids of every worker's
         rows that a superset expression lets through and whose path passes exactly."""
-        if expressible(filters):
+        if expressible(filters, **self._like()):
             return None
-        ids, paths = self._ensure_index().paths(to_expression(filters, keys_only=not self.has_files))
+        ids, paths = self._ensure_index().paths(to_expression(filters, **self._like()))
         where = filters.conditions() if self.has_files else filters.key_conditions()
         return np.sort(ids[passing(paths, where)])
 
@@ -425,9 +425,13 @@ class MilvusCollection(Collection):
         return self._ensure_index().ids()
 
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
-        if filters is None or filters.is_empty() or not expressible(filters):
+        if filters is None or filters.is_empty() or not expressible(filters, **self._like()):
             return {}
-        return {"where": to_expression(filters, keys_only=not self.has_files)}
+        return {"where": to_expression(filters, **self._like())}
+
+    def _like(self) -> dict[str, bool]:
+        """How this Milvus matches path patterns (:func:`glimpse.milvus.expr.expressible`)."""
+        return {"keys_only": not self.has_files, "infix": self._version >= (2, 4)}
 
     def _paths_for(self, item_ids: list[int]) -> dict[int, str]:
         paths = super()._paths_for(item_ids)

@@ -13,7 +13,6 @@ that package imports ``pkg_resources``, which setuptools 81 and later no longer 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
 import re
 import subprocess
@@ -107,20 +106,19 @@ def connect(target: MilvusTarget):
     alias = f"glimpse-{uuid.uuid4().hex}"  # its own connection: closing it leaves other clients' open
     if target.scheme == LITE:
         return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
+    from pymilvus import MilvusException
+
+    from .index import quiet
+
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
-    from pymilvus.exceptions import MilvusException
-
-    said = logging.getLogger("pymilvus.milvus_client._utils")  # logs the failure that the error below says
-    level = said.level
-    said.setLevel(logging.CRITICAL)
     try:
-        return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
-    except MilvusException as exc:  # nothing listening, no such host, a refused login: say which, no traceback
-        raise ConnectionError(f"cannot connect to the Milvus server at {target.address} ({exc.message}): check the "
-                              "host and port, that Milvus runs there, and GLIMPSE_MILVUS_TOKEN if it asks for one") from None
-    finally:
-        said.setLevel(level)
+        with quiet("pymilvus.milvus_client._utils"):  # it logs the failure before raising it
+            return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+    except MilvusException as exc:
+        raise ValueError(f"cannot reach the Milvus server at {target.address} ({exc.message}): start it, or correct "
+                         f"{target.uri}; a server that asks for credentials reads GLIMPSE_MILVUS_TOKEN, or "
+                         "GLIMPSE_MILVUS_USER and GLIMPSE_MILVUS_PASSWORD") from None
 
 
 def lite_binary() -> Path:

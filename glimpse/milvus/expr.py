@@ -25,32 +25,52 @@ _NO_LIKE = set("[]%_")
 _CLASS = re.compile(r"\[[!^]?\]?[^]]*\]")
 
 
-def expressible(filters: Filter | None) -> bool:
+def expressible(filters: Filter | None, keys_only: bool = False, infix: bool = True) -> bool:
     """Whether ``filters`` translate to an expression exactly (else the expression lets a superset
     through, whose paths :func:`passing` checks); ``has_text`` aside: the words read in the images
-    come as allowed ids."""
+    come as allowed ids. ``infix``: Milvus takes ``like`` wildcards anywhere (2.4 and later); Milvus
+    2.3 takes a literal prefix only (``abc%``, its ``_`` a literal, a ``%`` elsewhere refused)."""
     if filters is None or filters.is_empty():
         return True
-    glob, prefix = filters.glob_pattern(), filters.prefix_path()
+    where = filters.key_conditions() if keys_only else filters.conditions()
+    glob, prefix = where.path_glob, where.path_prefix
+    if not infix:
+        return not (glob and _prefix_glob(glob) is None) and not (prefix and "%" in prefix)
     return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
 
 
-def to_expression(filters: Filter | None, keys_only: bool = False) -> str:
+def to_expression(filters: Filter | None, keys_only: bool = False, infix: bool = True) -> str:
     """The Milvus expression for ``filters`` (``""``: everything passes): exact where
     ``expressible``, else a superset (a glob's ``[...]`` becomes any one character, and a literal
-    ``%`` or ``_`` stays a wildcard)."""
+    ``%`` or ``_`` stays a wildcard; without ``infix``, a glob is matched on its literal head)."""
     if filters is None or filters.is_empty():
         return ""
     where = filters.key_conditions() if keys_only else filters.conditions()
     parts = []
-    if where.path_glob is not None:
+    if where.path_glob is not None and infix:
         parts.append(f"path like {_quote(_CLASS.sub('_', where.path_glob).replace('*', '%').replace('?', '_'))}")
+    elif where.path_glob is not None:
+        head = _prefix_glob(where.path_glob) or _head(where.path_glob, "*?[%")
+        if head:
+            parts.append(f"path like {_quote(head + '%')}")
     if where.path_prefix is not None:
         parts.append(f"({under([where.path_prefix])})")
     parts += [f"{field} {op} {value}" for field, op, value in where.bounds()]  # the row's fields share the names
     if where.shape() is not None:
         parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
+
+
+def _prefix_glob(glob: str) -> str | None:
+    """The literal head of a glob that is that head and one trailing ``*`` (what Milvus 2.3's
+    ``head%`` matches exactly); None for any other glob."""
+    head = glob[:-1]
+    return head if glob.endswith("*") and head and not set("*?[%") & set(head) else None
+
+
+def _head(text: str, stops: str) -> str:
+    """``text`` up to the first of the characters ``stops``."""
+    return text[: min((text.index(c) for c in stops if c in text), default=len(text))]
 
 
 def stored(path: str) -> str:
@@ -73,8 +93,10 @@ def passing(paths: list[str], where: ItemConditions) -> np.ndarray:
 
 def under(paths: list[str]) -> str:
     """Rows whose path is at or under one of ``paths``; where a path holds ``%`` or ``_`` (``like``'s
-    wildcards, which also match themselves), a superset: check the paths found exactly."""
-    return " or ".join(f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
+    wildcards, which also match themselves), a superset: check the paths found exactly. A path
+    holding ``%`` is matched on what comes before it (every Milvus version takes ``head%``)."""
+    return " or ".join(f"path like {_quote(_head(p, '%') + '%')}" if "%" in p else
+                       f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
 
 
 def paths_expression(paths: list[str]) -> str:

@@ -67,13 +67,15 @@ class SharedFiles(SideCollection):
                             *([getattr(row, field) for row in batch] for field in ("item", "bytes", "date_ns")),
                             [self.worker] * len(batch), [[0.0, 0.0]] * len(batch)])
 
-    def delete(self, paths: list[str]) -> None:
-        """The rows of ``paths``, whichever worker wrote them."""
+    def delete(self, paths: list[str], mine: bool = False) -> None:
+        """The rows of ``paths``, whichever worker wrote them (``mine``: only those this worker
+        wrote last; another worker that also indexed a path holds it still)."""
         if not paths or not self._exists():
             return
         for start in range(0, len(paths), ROWS_PER_REQUEST):
             keys = [_key(path) for path in paths[start : start + ROWS_PER_REQUEST]]
-            self.client.delete(self.name, filter=f"key in {json.dumps(keys)}")
+            self.client.delete(self.name, filter=f"key in {json.dumps(keys)}"
+                                                 + (f" and worker == {json.dumps(self.worker)}" if mine else ""))
 
     def under(self, paths: list[str]) -> list[FileRow]:
         """Every worker's files at or under ``paths``."""
@@ -118,12 +120,15 @@ class SharedFiles(SideCollection):
     def _absent(self, rows: list[FileRow]) -> list[FileRow]:
         """Those of ``rows`` whose path no row has with the same content (another worker may
         have written it: it stays theirs)."""
-        absent = []
-        for start in range(0, len(rows), ROWS_PER_REQUEST):
-            batch = rows[start : start + ROWS_PER_REQUEST]
-            found = {row.path: row.item for row in self._rows(f"key in {json.dumps([_key(r.path) for r in batch])}")}
-            absent += [row for row in batch if found.get(stored(row.path)) != row.item]
-        return absent
+        found = {row.path: row.item for row in self.at([row.path for row in rows])}
+        return [row for row in rows if found.get(stored(row.path)) != row.item]
+
+    def at(self, paths: list[str]) -> list[FileRow]:
+        """The rows of ``paths``, whichever worker wrote them."""
+        if not self._exists():  # made before file rows were (or none written yet)
+            return []
+        return [row for start in range(0, len(paths), ROWS_PER_REQUEST)
+                for row in self._rows(f"key in {json.dumps([_key(p) for p in paths[start : start + ROWS_PER_REQUEST]])}")]
 
     def _rows(self, expression: str) -> list[FileRow]:
         return [FileRow(row["path"], row["item"], row["bytes"], row["date_ns"])

@@ -421,6 +421,16 @@ class MilvusIndex(SearchBackend):
 
 
 
+def summary(described: dict) -> str:
+    """What searches a Milvus collection, in words (``glimpse info``), from :meth:`MilvusIndex.describe`."""
+    exact = described["index"] in ("FLAT", "BIN_FLAT")
+    if described["layout"] == "codes":
+        rerank = f"{described['vector_type'].lower()} re-rank x{described['oversample']}" if described["rerank"] else "no re-rank"
+        return (f"Milvus {described['index']} on {described['bits']}-bit codes (Hamming"
+                f"{'' if exact else ', approximate'}), {rerank}")
+    return f"Milvus {described['index']} on {described['vector_type'].lower()} ({'exact' if exact else 'approximate'} inner product)"
+
+
 def _vectors(rows: list[dict], dim: int) -> np.ndarray:
     """The ``vector`` field of query rows: float16 (bytes, 2.4+) or float32 (a list, 2.3)."""
     if not rows:

@@ -36,6 +36,7 @@ from ..atomic import write_atomic
 from ..collection.ingest import _is_under
 from ..storage import Metadata
 from ..storage.records import ErrorRecord, FileError
+from .expr import stored
 from .files import FileRow, SharedFiles
 from .index import SideCollection, quiet
 
@@ -302,13 +303,17 @@ class SharedMetadata(Metadata):
             self.state.delete_blob(old)
 
     def remove_paths(self, paths, **meta) -> tuple[int, list[int]]:
-        """Locally first, then the files' rows in Milvus (the caller then removes the image rows no file shows)."""
+        """Locally first, then this worker's rows of the files in Milvus (the caller then removes
+        the image rows no file shows). Rows another worker wrote stay: it holds those files still
+        (dropped here by a re-shard, or gone from disk: it sees that when it runs); a removal
+        deletes every worker's rows itself."""
         paths = list(paths)
         generation, dropped = super().remove_paths(paths, **{k: v for k, v in meta.items() if k not in SHARED_KEYS})
         self._put_shared({k: v for k, v in meta.items() if k in SHARED_KEYS})
         self.state.delete_errors(paths)
-        self.state.delete_captions(paths)
-        self.files.delete(paths)
+        self.files.delete(paths, mine=True)
+        held = {row.path for row in self.files.at(paths)}  # by other workers, with their captions
+        self.state.delete_captions([path for path in paths if stored(path) not in held])
         self._mirrored(generation)
         return generation, dropped
 

@@ -22,7 +22,10 @@ async function api(url, options = {}) {
   } catch (err) {
     throw new Error(`cannot reach the glimpse server (${err.message})`);
   }
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
+  // Item ids may pass 2**53 (a Milvus collection's come from content hashes), beyond what a
+  // number holds exactly: they are kept as text (the API takes them back as text too).
+  const body = response.headers.get("content-type")?.includes("json")
+    ? JSON.parse((await response.text()).replace(/"id":\s*(\d{16,})/g, '"id":"$1"')) : null;
   if (!response.ok) throw new Error(body?.error ?? `${response.status} ${response.statusText}`);
   return body;
 }
