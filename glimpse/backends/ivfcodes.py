@@ -274,8 +274,9 @@ class IVFCodesIndex(CodeBackend):
         ids_of, factors_of = self._list_ids(), self._list_factors()
         starts = np.concatenate([[0], np.cumsum(self._size_of[flat])[:-1]])
         at = starts[scan] + offsets
-        ids = np.concatenate([ids_of[i] for i in flat])[at]
-        factors = np.concatenate([factors_of[i] for i in flat])[at]  # |x - c|^2 - |x|^2 = |c|^2 - 2 c . x
+        order = flat.tolist()
+        ids = np.concatenate([ids_of[i] for i in order])[at]
+        factors = np.concatenate([factors_of[i] for i in order])[at]  # |x - c|^2 - |x|^2 = |c|^2 - 2 c . x
         estimates -= shift[scan] * (squares[scan] - factors) / 2  # the pseudo-query's (1 - beta) c . x
         bounds = limits[::width]
         return [(estimates[a:b], ids[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
