@@ -9,9 +9,10 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   :mod:`glimpse.codes.rabitq`), ``lists`` centroids, and per row ``bits / 8`` bytes of
   residual signs, two float factors and an int64 id. The float query is scored against the
   codes asymmetrically (quantised to ``QUERY_BITS`` per coordinate, not to signs), which is
-  what keeps text queries, far from every image, rankable. Each list scores only the part of
-  the query its centroid does not explain (see :meth:`IVFCodesIndex._range`), which halves
-  a text query's error against FAISS's residual to the centroid.
+  what keeps text queries, far from every image, rankable. For a query far from its lists'
+  centroids (a caption), each list scores only the part of the query its centroid does not
+  explain (see :meth:`IVFCodesIndex._range`), which halves its error against FAISS's
+  residual to the centroid.
 * The lists probed and the rows re-ranked are sized per query, from errors measured on the
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
   search returns every row's estimate), their best ``FIRST`` x k estimates, ``SAMPLE``
@@ -270,11 +271,11 @@ class IVFCodesIndex(CodeBackend):
         image, has a residual larger than itself (at 50,000 ``mix`` vectors the error's
         deviation was 0.016, as large as the spread of a caption's top 1,000 exact scores).
         With ``least`` (never with a filter), each list is scanned for the part of the query its
-        centroid does not explain, ``q - beta c`` (``beta = q . c / |c|^2``, the least norm), and the rest,
-        ``beta c . x``, is added back exactly from the code's own factor: the text error's
-        deviation fell to 0.0085, the image one from 0.0158 to 0.0140.
-        Otherwise FAISS's own estimate (with a filter, the rows a selector passes would not line
-        up with the codes' factors)."""
+        centroid does not explain, ``q - beta c`` (``beta = q . c / |c|^2``, the least norm),
+        and the rest, ``beta c . x``, is added back exactly from the code's own factor: the text
+        error's deviation fell to 0.0085 (an image query's from 0.0158 to 0.0140). Otherwise
+        FAISS's own estimate (with a filter, the rows a selector passes would not line up with
+        the codes' factors)."""
         if not lists.shape[1]:
             return [(np.zeros(0, np.float32), np.zeros(0, np.int64))] * len(projected)
         if not least:
