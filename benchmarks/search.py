@@ -540,7 +540,7 @@ class Anchors:
         index = self._ivf("RaBitQ")
         per_image = faiss.extract_index_ivf(index).code_size + 8
         for probes in (16, 32, 64):
-            for top in (100, 300, 1000):
+            for top in (100, 300, 1000, 3000):
                 params = faiss.IVFRaBitQSearchParameters(nprobe=probes, qb=8)
                 yield (f"FAISS IVF{self.lists},RaBitQ ({self.dim} bits) nprobe {probes}, re-rank {top}", per_image,
                        lambda q, p=params, t=top: rerank_fixed(self.reader, q, index.search(q, t, params=p)[1]))
@@ -564,7 +564,7 @@ class Anchors:
         searcher = (scann.scann_ops_pybind.builder(data, K, "dot_product")
                     .tree(num_leaves=self.lists, num_leaves_to_search=32, training_sample_size=min(self.n, 40 * self.lists))
                     .score_ah(self.dim // 64, anisotropic_quantization_threshold=0.2).build())
-        for leaves in (16, 32, 64, 128):
+        for leaves in (16, 32, 64, 128, 256):  # text queries need many leaves to reach 0.95
             for top in (100, 300, 1000, 3000):
                 yield (f"ScaNN tree {self.lists} + AH 32 B, leaves {leaves}, re-rank {top}", 32 + 4,
                        lambda q, l=leaves, t=top: rerank_fixed(

@@ -74,6 +74,31 @@ def test_scores_are_exact_and_best_first(data):
         assert np.all(np.diff(row_scores) <= 0)
 
 
+def test_each_list_scores_what_its_centroid_does_not_explain(data):
+    """A text-like query, far from every row, lies further from each centroid than from the
+    origin: FAISS's estimate of its residual to the centroid errs more than one of the part the
+    centroid does not explain (``q - beta c``); both estimate every row of the lists."""
+    index = index_of(data)
+    vectors, ids, _, fit, _, queries = data
+    projected = (queries @ fit.projection).astype(np.float32)
+    rows = dict(zip(ids.tolist(), vectors @ fit.projection))
+    lists = np.tile(np.arange(index.lists), (len(queries), 1))
+    scores = projected @ fit.centroids.T
+    ours = index._range(projected, scores, lists, None, True)
+    faiss_own = index._range(projected, scores, lists, None, False)
+    # Text-like queries take the smaller residual (decided on their first lists).
+    first = np.argsort(-scores, axis=1)[:, : index.probes]
+    assert index._least(projected, scores, first)[20:].all()
+
+    def error(query: np.ndarray, found: tuple[np.ndarray, np.ndarray]) -> float:
+        estimates, got = found
+        return float(np.std(estimates - np.stack([rows[i] for i in got.tolist()]) @ query))
+
+    for row, (query, mine, theirs) in enumerate(zip(projected, ours, faiss_own)):
+        assert sorted(mine[1].tolist()) == sorted(theirs[1].tolist()) == sorted(ids.tolist())
+        assert error(query, mine) <= (0.8 if row >= 20 else 1.0) * error(query, theirs)
+
+
 def test_shortlist_is_sized_per_query(data):
     """Text-like queries (far outside the codes' projection) re-rank more rows than image ones."""
     index = index_of(data)

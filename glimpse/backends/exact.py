@@ -3,6 +3,7 @@ re-rank of their shortlists."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import faiss
@@ -12,6 +13,12 @@ from .base import SearchBackend
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
+
+#: float16 rows a re-rank scores per FAISS call, through one index kept per thread: a fresh
+#: index's buffer of a few MB is new memory on every call (1,333 rows of 1,664-d: 7.6 ms,
+#: against 0.8 ms refilling a kept one, under load), and this bounds what a thread keeps (6.8 MB).
+RERANK_ROWS = 2048
+_kept = threading.local()
 
 
 def held_ids(backend: SearchBackend, allowed: np.ndarray | None) -> np.ndarray:
@@ -59,12 +66,31 @@ def fp16_scorer(rows: np.ndarray) -> faiss.IndexScalarQuantizer:
 
 
 def _top_inner_products(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``k`` of ``rows @ query`` (scores, row positions), best first; float16 rows go
-    through :func:`fp16_scorer`."""
+    """Top ``k`` of ``rows @ query`` (scores, row positions), best first; float16 rows are
+    scored by FAISS's fp16 scan, ``RERANK_ROWS`` at a time through this thread's kept index."""
     k = min(k, len(rows))
-    if rows.dtype == np.float16:
-        scores, best = fp16_scorer(rows).search(query[None].astype(np.float32), k)
-        return scores[0], best[0]
-    exact = rows.astype(np.float32, copy=False) @ query
-    best = np.argsort(-exact, kind="stable")[:k]
-    return exact[best], best
+    if rows.dtype != np.float16:
+        exact = rows.astype(np.float32, copy=False) @ query
+        best = np.argsort(-exact, kind="stable")[:k]
+        return exact[best], best
+    scorer = _kept_scorer(rows.shape[1])
+    query = query[None].astype(np.float32)
+    scores, best = np.zeros(0, np.float32), np.zeros(0, np.int64)
+    for start in range(0, len(rows) if k else 0, RERANK_ROWS):
+        scorer.reset()  # keeps the buffer's capacity
+        scorer.add_sa_codes(np.ascontiguousarray(rows[start : start + RERANK_ROWS]).view(np.uint8))
+        got_scores, got = scorer.search(query, min(k, scorer.ntotal))
+        scores, best = np.concatenate([scores, got_scores[0]]), np.concatenate([best, got[0] + start])
+        order = np.argsort(-scores, kind="stable")[:k]
+        scores, best = scores[order], best[order]
+    scorer.reset()
+    return scores, best
+
+
+def _kept_scorer(dim: int) -> faiss.IndexScalarQuantizer:
+    """This thread's fp16 inner-product index for ``dim``-d rows (made once per thread and dim)."""
+    scorer = getattr(_kept, "scorer", None)
+    if scorer is None or scorer.d != dim:
+        scorer = _kept.scorer = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
+                                                           faiss.METRIC_INNER_PRODUCT)
+    return scorer
