@@ -121,9 +121,9 @@ class Upgrading:
             store.locate(store.path, table[:, 0], table[:, 1])
         old_rows = min(rows, old.nbytes() // (old.dim * np.dtype(old.DTYPE).itemsize))  # none for items added since
         sample = calibration_items(order[: int(state["done"])], table[:, 0])
-        return DualSpace(old_encoder, old, old_rows, pending, np.intersect1d(order[: int(state["done"])], table[:, 0]),
-                         np.setdiff1d(table[:, 0], pending), old.read(sample, old_rows), new.read(sample, rows),
-                         same_text=same_text)
+        reembedded = np.intersect1d(order[: int(state["done"])], table[:, 0])
+        return DualSpace(old_encoder, old, old_rows, pending, reembedded, np.setdiff1d(table[:, 0], order),
+                         old.read(sample, old_rows), new.read(sample, rows), same_text=same_text)
 
     def _old_encoder_of(self, state: dict) -> tuple[Encoder | None, bool]:
         """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends (None
