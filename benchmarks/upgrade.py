@@ -117,8 +117,8 @@ def main() -> None:
     parser.add_argument("--replay", action="store_true",
                         help="dual-space scoring only, replayed on the stored lite0 and lite2 vectors with the "
                              "engine's sample and --orders: no image model runs (minutes a seed)")
-    parser.add_argument("--modes", default=",".join(["map", *DUAL_MODES]),
-                        help="the replay's scorings: map and DUAL_MODES (default: all)")
+    parser.add_argument("--modes", default=";".join(["map", *DUAL_MODES]),
+                        help="the replay's scorings, separated by ;: map and DUAL_MODES (default: all)")
     parser.add_argument("--latency", action="store_true",
                         help="only query latency, map against dual-space, just after the switch (--sample images "
                              "re-embedded: the most left to scan in the old space)")
@@ -282,7 +282,7 @@ def replay(args, seed: int, order_kind: str, images, owner, copy_task, old, fres
         pending = np.isin(old_ids[measured], order[done:])
         both = calibration_items(order[:done], old_ids)
         both_new = stored(fresh, np.array([to_fresh[i] for i in both.tolist()], np.int64))
-        for mode in args.modes.split(","):
+        for mode in args.modes.split(";"):
             if mode == "map":  # what like, composed and vector queries meet: mapped vectors until re-embedded
                 gallery = np.where(pending[:, None], mapped_gallery, new_gallery)
                 figures = judge.measure(gallery, *queries[NEW])

@@ -16,9 +16,9 @@ from .layout import VECTORS_NAME
 
 
 class Upgrading:
-    #: How a backfill under way scores text and image queries: ``dual`` (items not re-embedded
-    #: yet in the old space, see :mod:`glimpse.upgrade.dual`) or ``map`` (every item in the new
-    #: space, through its mapped vector). Other queries always use the map.
+    #: How a backfill under way scores text and image queries: ``dual`` (items there before the
+    #: switch in the old space until the finish, see :mod:`glimpse.upgrade.dual`) or ``map`` (every
+    #: item in the new space, through its mapped vector). Other queries always use the map.
     _upgrade_scoring = "dual"
     #: False where the search index outside this folder holds the vectors at the old encoder's
     #: dimensions (Milvus): upgrades are refused there.
