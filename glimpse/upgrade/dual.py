@@ -152,8 +152,8 @@ class DualSpace:
 
     def merged(self, hits: list[tuple[int, float]], scores: QueryScores, allowed: np.ndarray | None,
                exclude: set[int], want: int) -> list[tuple[int, float]]:
-        """The ``want`` best by final score: the index's ``hits`` (new-space scores of items with real new
-        vectors) and the best images there before the switch by an exact old-space scan."""
+        """The ``want`` best by final score: the index's ``hits`` (new-space scores of the items added since
+        the switch) and the best images there before it by an exact old-space scan."""
         ids = np.array([i for i, _ in hits], np.int64)
         final = scores.final(ids, np.array([s for _, s in hits], np.float32))
         found = dict(zip(ids.tolist(), final.tolist()))
