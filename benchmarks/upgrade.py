@@ -20,38 +20,46 @@ mean and spread over the seeds, as shares of old/old on the same images. Goals (
 equal to the fresh lite2 collection's, bit for bit.
 
 Each stage is scored in the ``MODES``: through the map, and dual-space (:mod:`glimpse.upgrade.dual`:
-images not re-embedded yet in the old space, re-embedded ones blended), against its baselines. ``--replay`` scores the dual
-modes only, on the stored lite0 and lite2 vectors with the engine's own sample and ``random`` order (no
-model runs: minutes instead of an hour on a loaded machine); ``--latency`` times map against dual-space
-queries through ``search`` just after the switch.
+images there before the switch in the old space until the finish), against its baselines. ``--replay``
+scores them on the stored lite0 and lite2 vectors with the engine's own sample and ``--orders`` (no
+image model runs: minutes instead of an hour on a loaded machine; ``--modes`` picks the scorings),
+and prints a table per order and seed; ``--latency`` times map against dual-space queries through
+``search`` just after the switch. Cached collections and query vectors are keyed by :func:`vector_key`.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 import glimpse
+from glimpse.encoders import create_encoder
 from glimpse.eval.datasets import load_captioned, load_copydetect
 from glimpse.metrics import mean_reciprocal_rank, ranks, recall_from_ranks
 from glimpse.upgrade import POLICIES
-from glimpse.upgrade.backfill import _Run, sampled_units, shuffled
-from glimpse.upgrade.dual import blended, calibration_items, on_new_scale
-from glimpse.upgrade.maps import SpaceMap
+from glimpse.encoders import l2_normalize
+from glimpse.upgrade.backfill import _Run, doubt_of, least_certain_first, sampled_units, shuffled
+from glimpse.upgrade.dual import calibration_items, on_new_scale
+from glimpse.upgrade.maps import Pairs, SpaceMap, calibrate, fit_kind
+from glimpse.upgrade.views import prompts
 from glimpse.upgrade.state import active, read_order
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "captioned-dev"
 OLD, NEW = "lite0-minilm", "lite2-minilm"
 STAGES = (0.0, 0.1, 0.25, 0.5, 0.75, 1.0)
-#: Dual-space scorings (:mod:`glimpse.upgrade.dual`) measured: (the old space's scale, re-embedded images
-#: blended or in the new space alone). ``dual`` is the engine's; the others are baselines.
-DUAL_MODES = {"dual": ("quantile", True), "dual, not blended": ("quantile", False),
-              "dual, standing, not blended": ("standing", False), "dual, raw, not blended": ("raw", False)}
+#: Dual-space scorings (:mod:`glimpse.upgrade.dual`) measured: (the old space's scale, how an image re-embedded
+#: by the backfill scores: ``old`` its old score until the finish, ``blend`` (1 - w) old + w new with w the share
+#: re-embedded, ``new`` its new score alone). ``dual`` is the engine's; the others are baselines (``blend``: the
+#: previous default).
+DUAL_MODES = {"dual": ("quantile", "old"), "dual, blended": ("quantile", "blend"), "dual, new alone": ("quantile", "new"),
+              "dual, standing, new alone": ("standing", "new"), "dual, raw, new alone": ("raw", "new")}
 #: How the upgraded collection scores during the backfill: every image through the map (``map``), or dual-space.
 MODES = ("map", *DUAL_MODES)
 LATENCY_QUERIES = 20
@@ -60,6 +68,17 @@ LATENCY_QUERIES = 20
 def plain(kind: str, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
     """Cosines of ``queries`` against ``gallery`` rows, one space (``kind``: text or copies)."""
     return queries @ gallery.T
+
+
+def vector_key(encoder) -> str:
+    """What the cached collections and query vectors are keyed on: the encoder's name, version and
+    precision, and a hash of its vectors for a fixed picture and text, so that anything else that
+    changes vectors (the graph, its quantisation, the libraries) makes new caches too."""
+    pixels = np.add.outer(np.arange(224), np.arange(224)).astype(np.uint8)
+    probe = Image.fromarray(np.stack([pixels, pixels.T, 255 - pixels], axis=-1))
+    vectors = np.concatenate([encoder.encode_images([probe]), encoder.encode_texts(["a photo of a dog."])])
+    digest = hashlib.blake2b(vectors.astype(np.float32).tobytes(), digest_size=4).hexdigest()
+    return f"{encoder.name}-v{encoder.version}-{getattr(encoder, 'precision', 'default')}-{digest}"
 
 
 def embed_images(encoder, make, count: int, cache: Path) -> np.ndarray:
@@ -76,12 +95,14 @@ def stored(col: glimpse.Collection, ids: np.ndarray) -> np.ndarray:
     return col._read_vectors(ids)
 
 
-def collection(path: Path, images: Path, encoder: str) -> glimpse.Collection:
-    col = glimpse.open(path, encoder=encoder)
+def collection(work: Path, images: Path, encoder: str) -> glimpse.Collection:
+    """A collection of ``images`` indexed with ``encoder``, cached under ``work`` by :func:`vector_key`."""
+    key = vector_key(create_encoder(encoder))
+    col = glimpse.open(work / key, encoder=encoder)
     if not len(col):
         started = time.perf_counter()
         col.add([images])
-        print(f"indexed {len(col)} images with {encoder} in {time.perf_counter() - started:.0f} s")
+        print(f"indexed {len(col)} images with {encoder} in {time.perf_counter() - started:.0f} s ({key})")
     return col
 
 
@@ -95,7 +116,9 @@ def main() -> None:
     parser.add_argument("--orders", default=POLICIES[0])
     parser.add_argument("--replay", action="store_true",
                         help="dual-space scoring only, replayed on the stored lite0 and lite2 vectors with the "
-                             "engine's sample and random order: no model runs (minutes less a seed)")
+                             "engine's sample and --orders: no image model runs (minutes a seed)")
+    parser.add_argument("--modes", default=";".join(["map", *DUAL_MODES]),
+                        help="the replay's scorings, separated by ;: map and DUAL_MODES (default: all)")
     parser.add_argument("--latency", action="store_true",
                         help="only query latency, map against dual-space, just after the switch (--sample images "
                              "re-embedded: the most left to scan in the old space)")
@@ -108,41 +131,52 @@ def main() -> None:
     copies = load_copydetect(args.data / "images", per_image=args.per_image)
     copy_task = copies.tasks[0]
 
-    old = collection(args.work / "old", args.data / "images", OLD)
-    fresh = collection(args.work / "fresh", args.data / "images", NEW)
+    old = collection(args.work, args.data / "images", OLD)
+    fresh = collection(args.work, args.data / "images", NEW)
     queries = {}
     for name, col in ((OLD, old), (NEW, fresh)):
         queries[name] = (col.encoder.encode_texts(captions),
                          embed_images(col.encoder, copy_task.queries.picture, len(copy_task.queries),
-                                      args.work / f"copies-{name}-{args.per_image}.npy"))
+                                      args.work / f"copies-{col.path.name}-{args.per_image}.npy"))
 
     if args.latency:
         target = args.work / "latency"
         shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(args.work / "old", target)
+        shutil.copytree(old.path, target)
         col = glimpse.open(target)
         col.upgrade(NEW, sample=args.sample, backfill=0)
         latency(col, captions, copy_task, f"[sample {col.stats().upgrade['sample']} of {len(col)} re-embedded]")
         return
-    table: dict[str, list[np.ndarray]] = {}  # stage -> per seed and order: (R@10, mAP) as shares of old/old
+    prompt_pairs = None  # the replay's map's text pairs
+    if args.replay:
+        texts = prompts()
+        prompt_pairs = (old.encoder.encode_texts(texts), fresh.encoder.encode_texts(texts))
+    # stage -> order -> per seed: (R@10, mAP) as shares of old/old
+    table: dict[str, dict[str, list[np.ndarray]]] = {}
+    orders = args.orders.split(",")
     for seed in [int(v) for v in args.seeds.split(",")]:
-        if args.replay:
-            for stage, figures in replay(args, seed, images, owner, copy_task, old, fresh, queries).items():
-                table.setdefault(stage, []).append(figures)
-            continue
-        for order in args.orders.split(","):
-            for stage, figures in run(args, seed, order, images, captions, owner, copy_task, old, fresh,
-                                      queries).items():
-                table.setdefault(stage, []).append(figures)
-    orders = "random (replay)" if args.replay else args.orders
-    print(f"\nsample {args.sample}, seeds {args.seeds}, orders {orders}: mean (min-max) share of old/old\n")
-    print("| collection | text->image R@10 | copy mAP |")
-    print("|---|---|---|")
-    for stage, figures in table.items():
-        r = np.array(figures)
-        print(f"| {stage} | {r[:, 0].mean():.1%} ({r[:, 0].min():.1%}-{r[:, 0].max():.1%}) |"
-              f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
-
+        for order in orders:
+            if args.replay:
+                figures = replay(args, seed, order, images, owner, copy_task, old, fresh, queries, prompt_pairs)
+            else:
+                figures = run(args, seed, order, images, captions, owner, copy_task, old, fresh, queries)
+            for stage, values in figures.items():
+                table.setdefault(stage, {}).setdefault(order, []).append(values)
+    how = " (replay)" if args.replay else ""
+    print(f"\nsample {args.sample}, seeds {args.seeds}: mean (min-max) share of old/old\n")
+    print("| collection | order | text->image R@10 | copy mAP |")
+    print("|---|---|---|---|")
+    for stage, by_order in table.items():
+        for order, figures in by_order.items():
+            r = np.array(figures)
+            print(f"| {stage} | {order}{how} | {r[:, 0].mean():.1%} ({r[:, 0].min():.1%}-{r[:, 0].max():.1%}) |"
+                  f" {r[:, 1].mean():.1%} ({r[:, 1].min():.1%}-{r[:, 1].max():.1%}) |")
+    for order in orders:
+        print(f"\nper seed, {order}{how}: text R@10 / copy mAP, share of old/old\n")
+        print("| collection | " + " | ".join(f"seed {seed}" for seed in args.seeds.split(",")) + " |")
+        print("|---|" + "---|" * len(args.seeds.split(",")))
+        for stage, by_order in table.items():
+            print(f"| {stage} | " + " | ".join(f"{t:.1%} / {c:.1%}" for t, c in by_order[order]) + " |")
 
 class Judge:
     """The queries scored on a gallery (the ``measured`` images) and each one's relevant gallery row."""
@@ -167,17 +201,21 @@ class Judge:
         return np.array([r10, ap])
 
 
-def dual_score(scale: str, old_queries: dict[str, np.ndarray], old_gallery: np.ndarray, both_old: np.ndarray,
-               both_new: np.ndarray, pending: np.ndarray, weight: float | None):
+def dual_score(scale: str, reembedded: str, old_queries: dict[str, np.ndarray], old_gallery: np.ndarray,
+               both_old: np.ndarray, both_new: np.ndarray, pending: np.ndarray, weight: float):
     """What dual-space search scores (glimpse.upgrade.dual): ``pending`` gallery images in the old space,
     on the new scale (from the images both encoders embedded: ``both_old``, ``both_new``), the rest (all
-    there before the switch) blended with the share re-embedded ``weight`` (None: new scores alone); the new queries' old twins
-    (``old_queries``) score the old space."""
+    there before the switch) as ``reembedded`` says (see DUAL_MODES; ``weight``: the share re-embedded);
+    the new queries' old twins (``old_queries``) score the old space. With nothing pending the engine
+    answers in the new space alone."""
     def score(kind: str, new_q: np.ndarray, new_g: np.ndarray) -> np.ndarray:
+        new = new_q @ new_g.T
+        if not pending.any():
+            return new
         old_q = old_queries[kind]
         on_scale = on_new_scale(old_q @ old_gallery.T, old_q @ both_old.T, new_q @ both_new.T, scale)
-        new = new_q @ new_g.T
-        return np.where(pending[None, :], on_scale, new if weight is None else blended(on_scale, new, weight))
+        moved = {"old": on_scale, "new": new, "blend": (1 - weight) * on_scale + weight * new}[reembedded]
+        return np.where(pending[None, :], on_scale, moved)
     return score
 
 
@@ -203,9 +241,12 @@ def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -
     col._upgrade_scoring = "dual"
 
 
-def replay(args, seed: int, images, owner, copy_task, old, fresh, queries) -> dict[str, np.ndarray]:
+def replay(args, seed: int, order_kind: str, images, owner, copy_task, old, fresh, queries,
+           prompts: tuple[np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
     """Dual-space scoring at every stage without running the models: the engine's seeded sample and
-    ``random`` order (its own functions), the old collection's vectors for images still waiting and the
+    order (its own functions; ``uncertain`` from maps fitted on the sample and the ``prompts`` through
+    both text towers, without the engine's extra views, at the kind its cross-validation picks here:
+    ridge, penalty 1, text pairs 0.3), the old collection's vectors for images still waiting and the
     fresh lite2 collection's for re-embedded ones (a finished upgrade's vectors equal them bit for bit)."""
     old_ids, fresh_ids = item_ids(old, images), item_ids(fresh, images)
     to_fresh = dict(zip(old_ids.tolist(), fresh_ids.tolist()))
@@ -213,27 +254,43 @@ def replay(args, seed: int, images, owner, copy_task, old, fresh, queries) -> di
     units = runner._units(np.sort(old_ids))
     chosen = sampled_units(units, args.sample, seed)
     sampled = np.concatenate(chosen)
-    rest = [unit[~np.isin(unit, sampled)] for unit in units]
-    order_units = [*chosen, *shuffled([unit for unit in rest if len(unit)], seed)]
+    rest = [unit for unit in (unit[~np.isin(unit, sampled)] for unit in units) if len(unit)]
+    x, y = stored(old, sampled), stored(fresh, np.array([to_fresh[i] for i in sampled.tolist()], np.int64))
+    pairs = Pairs(x, y, np.arange(len(sampled)), prompts)
+    forward = calibrate(fit_kind("ridge", pairs, 1.0, 0.3), y, l2_normalize(prompts[1]))
+    if order_kind == "uncertain":
+        reverse = calibrate(fit_kind("ridge", pairs.reversed(), 1.0, 0.3), x, l2_normalize(prompts[0]))
+        items = np.sort(np.concatenate(rest))
+        vectors = stored(old, items)
+        rest = least_certain_first(rest, items, doubt_of(vectors, forward(vectors), reverse))
+    else:
+        rest = shuffled(rest, seed)
+    order_units = [*chosen, *rest]
     order = np.concatenate(order_units)
     ends = np.cumsum([len(unit) for unit in order_units])
     measured = ~np.isin(old_ids, sampled)
     judge = Judge(measured, owner, copy_task, images)
     old_gallery, new_gallery = stored(old, old_ids[measured]), stored(fresh, fresh_ids[measured])
     old_queries = judge.queries(queries[OLD])
+    mapped_gallery = forward(old_gallery)
     base = judge.measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": judge.measure(new_gallery, *queries[NEW])}
-    tag = f"[seed {seed}, random, replay]"
+    tag = f"[seed {seed}, {order_kind}, replay]"
     for share in STAGES:
         want = len(sampled) + round(share * (len(order) - len(sampled)))
         done = int(ends[np.searchsorted(ends, want)]) if want < len(order) else len(order)  # whole batches
         pending = np.isin(old_ids[measured], order[done:])
         both = calibration_items(order[:done], old_ids)
         both_new = stored(fresh, np.array([to_fresh[i] for i in both.tolist()], np.int64))
-        for mode, (scale, blend) in DUAL_MODES.items():
-            score = dual_score(scale, old_queries, old_gallery, stored(old, both), both_new, pending,
-                               done / len(order) if blend else None)
-            out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures = judge.measure(new_gallery, *queries[NEW], score)
+        for mode in args.modes.split(";"):
+            if mode == "map":  # what like, composed and vector queries meet: mapped vectors until re-embedded
+                gallery = np.where(pending[:, None], mapped_gallery, new_gallery)
+                figures = judge.measure(gallery, *queries[NEW])
+            else:
+                score = dual_score(*DUAL_MODES[mode], old_queries, old_gallery, stored(old, both), both_new, pending,
+                                   done / len(order))
+                figures = judge.measure(new_gallery, *queries[NEW], score)
+            out[f"upgraded, {share:.0%} re-embedded [{mode}]"] = figures
             print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
                   f"(old/old {base[0]:.3f}, {base[1]:.3f})")
     return {stage: figures / base for stage, figures in out.items()}
@@ -249,7 +306,7 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
     tag = f"[seed {seed}, {order}]"
     target = args.work / f"upgrade-{order}"
     shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(args.work / "old", target)
+    shutil.copytree(old.path, target)
     col = glimpse.open(target)
     started = time.perf_counter()
     col.upgrade(NEW, sample=args.sample, backfill=0, order=order, sample_seed=seed)
@@ -270,9 +327,8 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
 
     def dual(mode: str, state: dict, pending: np.ndarray):
         both = calibration_items(read_order(target, state)[: state["done"]], col._live)  # as search picks them
-        scale, blend = DUAL_MODES[mode]
-        return dual_score(scale, old_queries, old_gallery, stored(old, both), stored(col, both), pending,
-                          state["done"] / len(read_order(target, state)) if blend else None)
+        return dual_score(*DUAL_MODES[mode], old_queries, old_gallery, stored(old, both), stored(col, both), pending,
+                          state["done"] / len(read_order(target, state)))
 
     base = measure(old_gallery, *queries[OLD])
     out = {"old/old": base, "new/new": measure(stored(fresh, item_ids(fresh, images)[measured]), *queries[NEW])}

@@ -9,7 +9,9 @@
    committed a batch, twice; then ``glimpse upgrade`` again, which resumes and finishes;
 4. at every stage (before, switched, after each kill, finished) a collection opened afresh
    searches with image queries, the photos themselves and an edited copy of each (the eval's
-   seeded augmentations), and must find each one's own original first;
+   seeded augmentations), and must find each photo first for the photo itself, and for each copy
+   that the lite0-minilm collection finds first (those it misses cannot be held against the
+   upgrade; the share of all copies found first must keep >= 95% of the lite0 collection's);
 5. the finished vectors must equal those of a fresh lite2-minilm collection of the same photos,
    bit for bit (``--fresh-batch-size`` other than ``--batch-size`` checks that this does not
    depend on the batch size).
@@ -117,19 +119,15 @@ def queries(photos: list[Path], count: int, seed: int) -> list[tuple[Path, str, 
     return out
 
 
-def searched(path: Path, asked: list[tuple[Path, str, Image.Image]]) -> tuple[dict[str, float], list[str]]:
-    """Share of queries that find their own original first, for the photos themselves and for copies."""
+def searched(path: Path, asked: list[tuple[Path, str, Image.Image]]) -> np.ndarray:
+    """For each query, whether it finds its own original first."""
     col = glimpse.open(path)  # a reader opened afresh: what a new process sees at this stage
-    first = {"itself": [], "copies": []}
-    missed = []
-    for original, what, image in asked:
+    hits = []
+    for original, _, image in asked:
         top = col.search(image=image, k=1)
-        hit = bool(top) and Path(top[0].path).name == original.name
-        first["itself" if what == "itself" else "copies"].append(hit)
-        if not hit:
-            missed.append(f"{original.name} ({what})")
+        hits.append(bool(top) and Path(top[0].path).name == original.name)
     col.close()
-    return {k: float(np.mean(v)) for k, v in first.items()}, missed
+    return np.array(hits)
 
 
 def vectors_by_name(path: Path) -> tuple[list[str], np.ndarray]:
@@ -163,17 +161,23 @@ def main() -> None:
     asked = queries(photos, args.queries, args.seed)
     failures = 0
 
+    itself = np.array([what == "itself" for _, what, _ in asked])
+    first_before: np.ndarray | None = None  # the queries the lite0 collection answers with their original first
+
     def stage(name: str, note: str = "") -> None:
-        nonlocal failures
-        share, missed = searched(col, asked)
+        nonlocal failures, first_before
+        hits = searched(col, asked)
+        first_before = hits if first_before is None else first_before
         state = active(glimpse.open(col)._meta.get_meta())
         where = "finished" if state is None else f"{state['phase']}, {state['done']} of the order done"
-        ok = share["itself"] == 1.0
+        lost = [f"{original.name} ({what})" for (original, what, _), hit, held in zip(asked, hits, first_before | itself)
+                if held and not hit]
+        ok = not lost
         failures += not ok
         print(f"{'PASS' if ok else 'FAIL'} {name} ({where}{'; ' + note if note else ''}): own original first for "
-              f"{share['itself']:.0%} of the photos, {share['copies']:.0%} of the copies"
-              + (f"; missed: {', '.join(missed[:6])}" if missed else ""))
-        shares[name] = share["copies"]
+              f"{hits[itself].mean():.0%} of the photos, {hits[~itself].mean():.0%} of the copies "
+              f"({first_before[~itself].mean():.0%} with {OLD})" + (f"; lost: {', '.join(lost[:6])}" if lost else ""))
+        shares[name] = float(hits[~itself].mean())
 
     shares: dict[str, float] = {}
     started = time.perf_counter()

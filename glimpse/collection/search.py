@@ -109,16 +109,15 @@ class Searching:
         want += 0 if allowed is not None else len(query.exclude)
         with self._fresh_index() as index:
             stage = request.stage(self._index_settings, text_only=query.text_only)
-            searched = allowed if dual is None else dual.settled_among(allowed)
-            if searched is not None and not len(searched):  # every allowed item waits for the backfill
+            searched = allowed if dual is None else dual.added_among(allowed)
+            if searched is not None and not len(searched):  # every allowed item is scored in the old space
                 scores, ids = np.zeros((1, 0), np.float32), np.zeros((1, 0), np.int64)
             else:
                 scores, ids = index.search(query.vector.reshape(1, -1), want, allowed=searched, stage=stage,
                                            **self._index_filter(filters, phrases))
         keep = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in query.exclude]
         if dual is not None:
-            keep = dual.merged(keep, scored_old, lambda ids: self._read_vectors(ids) @ query.vector, allowed,
-                               query.exclude, want)
+            keep = dual.merged(keep, scored_old, allowed, query.exclude, want)
         if request.refining and len(keep) > 1:
             new_ids, new_scores = refine_candidates(
                 request.refine, query.vector, np.array([i for i, _ in keep]), np.array([s for _, s in keep]),

@@ -16,9 +16,9 @@ from .layout import VECTORS_NAME
 
 
 class Upgrading:
-    #: How a backfill under way scores text and image queries: ``dual`` (items not re-embedded
-    #: yet in the old space, see :mod:`glimpse.upgrade.dual`) or ``map`` (every item in the new
-    #: space, through its mapped vector). Other queries always use the map.
+    #: How a backfill under way scores text and image queries: ``dual`` (items there before the
+    #: switch in the old space until the finish, see :mod:`glimpse.upgrade.dual`) or ``map`` (every
+    #: item in the new space, through its mapped vector). Other queries always use the map.
     _upgrade_scoring = "dual"
     #: False where the search index outside this folder holds the vectors at the old encoder's
     #: dimensions (Milvus): upgrades are refused there.
@@ -49,7 +49,9 @@ class Upgrading:
         A seeded ``sample`` of images is re-embedded with ``encoder`` (a registered name with
         its options, or an :class:`Encoder`), a map from the old space to the new one is fitted
         on it, and from then on every query runs in the new space: the other images through
-        their mapped vectors until the backfill re-embeds them (about ``backfill`` more this run,
+        their mapped vectors until the backfill re-embeds them (text and image queries score the
+        images there before the switch by their old vectors until the finish, see
+        :mod:`glimpse.upgrade.dual`) (about ``backfill`` more this run,
         whole batches; None: all), in ``order`` (``uncertain``: worst-mapped batches first, or
         ``random``), in the batches a fresh index with ``batch_size`` would use. New images go
         straight to the new encoder. When every image is re-embedded, codes are re-fitted and
@@ -121,9 +123,9 @@ class Upgrading:
             store.locate(store.path, table[:, 0], table[:, 1])
         old_rows = min(rows, old.nbytes() // (old.dim * np.dtype(old.DTYPE).itemsize))  # none for items added since
         sample = calibration_items(order[: int(state["done"])], table[:, 0])
-        return DualSpace(old_encoder, old, old_rows, pending, np.intersect1d(order[: int(state["done"])], table[:, 0]),
-                         np.setdiff1d(table[:, 0], pending), old.read(sample, old_rows), new.read(sample, rows),
-                         same_text=same_text)
+        reembedded = np.intersect1d(order[: int(state["done"])], table[:, 0])
+        return DualSpace(old_encoder, old, old_rows, pending, reembedded, np.setdiff1d(table[:, 0], order),
+                         old.read(sample, old_rows), new.read(sample, rows), same_text=same_text)
 
     def _old_encoder_of(self, state: dict) -> tuple[Encoder | None, bool]:
         """The upgrade's old encoder, built once (a model load) and kept until the upgrade ends (None

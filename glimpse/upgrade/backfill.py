@@ -90,6 +90,17 @@ def shuffled(units: list[np.ndarray], seed: int) -> list[np.ndarray]:
     return [units[u] for u in np.random.default_rng(seed).permutation(len(units))]
 
 
+def doubt_of(old: np.ndarray, mapped: np.ndarray, reverse: SpaceMap) -> np.ndarray:
+    """How uncertain each mapped vector is: the old->new->old cycle's cosine to the old vector, negated."""
+    return -(reverse(mapped) * old).sum(axis=1)
+
+
+def least_certain_first(units: list[np.ndarray], items: np.ndarray, doubt: np.ndarray) -> list[np.ndarray]:
+    """The ``uncertain`` backfill order: the batches by their items' mean ``doubt`` (of sorted ``items``), most first."""
+    mean_doubt = [doubt[np.searchsorted(items, unit)].mean() for unit in units]
+    return [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
+
+
 def _check(sample: int, backfill: int | None, policy: str, batch_size: int, workers: int) -> None:
     if sample < 1:
         raise ValueError(f"sample must be at least 1 image, got {sample}")
@@ -220,12 +231,11 @@ class _Run:
                 old = old_store.read(ids, rows)
                 mapped = forward(old)
                 write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
-                doubt[start : start + len(ids)] = -(reverse(mapped) * old).sum(axis=1)  # cycle cosine, negated
+                doubt[start : start + len(ids)] = doubt_of(old, mapped, reverse)
             units = [unit[~np.isin(unit, sampled)] for unit in self._units(rest)]
             units = [unit for unit in units if len(unit)]
             if state["policy"] == "uncertain":
-                mean_doubt = [doubt[np.searchsorted(rest, unit)].mean() for unit in units]
-                units = [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
+                units = least_certain_first(units, rest, doubt)
             else:
                 units = shuffled(units, self.seed)
             save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])

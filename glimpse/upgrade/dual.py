@@ -3,9 +3,9 @@
 Until the backfill reaches an image, its vector in the new space is a mapped one (lossy: mapped
 lite0 -> lite2 vectors hold a cosine of about 0.8 to the true ones), but its old vector is still
 stored and the old encoder still loads. A text or image query is then encoded by both encoders:
-images not re-embedded yet are scored in the old space (old query against old vectors: old/old
-quality), images added since the switch in the new space (new/new), re-embedded ones in both
-(below), and the lists merged.
+images that were there before the switch are scored in the old space (old query against old
+vectors: old/old quality; those the backfill re-embedded too, below), images added since the switch
+in the new space (new/new), and the lists merged.
 
 The scales differ, so old-space scores are put on the new one per query, from the images embedded
 by both encoders (the sample and those the backfill re-embedded so far, whose old vectors are still
@@ -13,11 +13,21 @@ stored): the query's scores on them in each space give two distributions, and an
 the new score at the same quantile (``quantile``; beyond the extremes, linearly with the ratio of
 spreads). This is monotone, so the images still waiting keep their old/old order.
 
-A re-embedded image that was there before the switch has both vectors, and its score moves from its
-old standing to its new one as the backfill advances: ``(1 - w) * old + w * new`` on the new scale,
-``w`` the share of those images re-embedded. Scoring each re-embedded image in the new space alone
-made the ranking a random mixture of two spaces (which images moved decides which space's mistakes
-count): text R@10 fell below the level of both ends of the backfill (``benchmarks/upgrade.py --replay``).
+Every image that was there before the switch keeps that old score until the upgrade finishes, the
+ones the backfill re-embedded included: it is the only scoring under which no pair of images that
+both encoders rank the same way is ever reordered, whatever the images and the backfill's order.
+Say ``a`` is above ``b`` in both spaces, and a re-embedded image scores ``f(old, new)``, a waiting
+one ``old``. With ``a`` re-embedded first, ``f(old_a, new_a) > old_b`` must hold for every
+``old_b < old_a``: ``f(old, new) >= old``. With ``b`` re-embedded first, ``old_a > f(old_b, new_b)``
+must hold for every ``old_a > old_b`` (``new_a`` may be anything above ``new_b``): ``f(old, new) <=
+old``. So ``f`` is the old score. Any rule that uses the new vector of some images while others wait
+(the new score alone, or a blend moving from the old standing to the new score) reorders such pairs
+for a stretch of the backfill, and a ranking metric dips for the orders that move the wrong image
+first (``benchmarks/upgrade.py --replay``: text R@10 1.9 points below both ends on one seed of six
+with the blend). Text and image answers among those images are then the old collection's until the
+finish and the new encoder's after it: one step, in the direction of the encoders' own difference.
+Images added since the switch have no old vector and are scored in the new space.
+
 Queries that exist in one space only (a raw vector, ``like``, composed queries, weighted terms) are
 scored through the map as before.
 """
@@ -84,12 +94,6 @@ def _quantile_mapped(old: np.ndarray, sorted_old: np.ndarray, sorted_new: np.nda
                     np.where(old < low, sorted_new[0] + (old - low) * ratio, np.interp(old, sorted_old, sorted_new)))
 
 
-def blended(old_on_scale: np.ndarray, new: np.ndarray, weight: float) -> np.ndarray:
-    """A re-embedded image's score: its old standing (on the new scale) moving to its new score as the
-    backfill advances (``weight``: the share re-embedded)."""
-    return (1 - weight) * old_on_scale + weight * new
-
-
 @dataclass
 class QueryScores:
     """One query's scores in both spaces during a backfill (:meth:`DualSpace.scorer`)."""
@@ -108,12 +112,11 @@ class QueryScores:
         return on_new_scale(old, self.sample_old, self.sample_new, self.space.scale).astype(np.float32)
 
     def final(self, ids: np.ndarray, new: np.ndarray) -> np.ndarray:
-        """The scores ``ids`` rank by, from their new-space scores ``new``: waiting images by their old
-        score, re-embedded ones blended, those added since the switch (no old vector) as they are."""
+        """The scores ``ids`` rank by, from their new-space scores ``new``: images there before the switch
+        by their old score (on the new scale), those added since (no old vector) as they are."""
         out = np.array(new, np.float32)
-        waiting, both = np.isin(ids, self.space.pending), np.isin(ids, self.space.reembedded)
-        out[waiting] = self.old(ids[waiting])
-        out[both] = blended(self.old(ids[both]), out[both], self.space.weight)
+        before = np.isin(ids, self.space.with_old)
+        out[before] = self.old(ids[before])
         return out
 
 
@@ -125,8 +128,8 @@ class DualSpace:
     store: VectorStore  # the old vectors (same rows as the collection's)
     rows: int
     pending: np.ndarray  # sorted live ids not re-embedded yet: scored in the old space
-    reembedded: np.ndarray  # sorted live ids re-embedded since the switch began (both vectors): blended
-    settled: np.ndarray  # sorted live ids with real new vectors (reembedded and those added since)
+    reembedded: np.ndarray  # sorted live ids re-embedded since the switch began (both vectors)
+    added: np.ndarray  # sorted live ids added since the switch (new vectors only)
     sample_old: np.ndarray  # the calibration images' vectors in the old space (calibration_items)
     sample_new: np.ndarray  # and in the new one (same images, same order)
     scale: str = "quantile"
@@ -137,52 +140,40 @@ class DualSpace:
         """Sorted live ids with an old vector: those waiting and those re-embedded."""
         return np.union1d(self.pending, self.reembedded)
 
-    @property
-    def weight(self) -> float:
-        """The share of the images there before the switch that the backfill re-embedded so far."""
-        return len(self.reembedded) / max(len(self.reembedded) + len(self.pending), 1)
-
     def scorer(self, old_query: np.ndarray, new_query: np.ndarray) -> QueryScores:
         return QueryScores(self, old_query, new_query, self.sample_old @ old_query, self.sample_new @ new_query)
 
-    def settled_among(self, allowed: np.ndarray | None) -> np.ndarray:
-        """The items the new space's index searches: ``allowed`` ones (None: all) with real new vectors."""
-        return self.settled if allowed is None else np.setdiff1d(allowed, self.pending)
+    def added_among(self, allowed: np.ndarray | None) -> np.ndarray:
+        """The items the new space's index searches: ``allowed`` ones (None: all) added since the switch."""
+        return self.added if allowed is None else np.setdiff1d(allowed, self.with_old)
 
     def rescored(self, ids: np.ndarray, new: np.ndarray, scores: QueryScores) -> np.ndarray:
         return scores.final(ids, new)
 
-    def merged(self, hits: list[tuple[int, float]], scores: QueryScores, new_scores, allowed: np.ndarray | None,
+    def merged(self, hits: list[tuple[int, float]], scores: QueryScores, allowed: np.ndarray | None,
                exclude: set[int], want: int) -> list[tuple[int, float]]:
-        """The ``want`` best by final score: the index's ``hits`` (new-space scores of settled items),
-        the best waiting images (an exact old-space scan) and the best re-embedded ones by their old
-        score, whose new scores ``new_scores(ids)`` reads."""
-        waiting, old_best = self._best_old(scores, allowed, exclude, want)
-        found = {i for i, _ in hits}
-        extra = np.array(sorted(set(old_best) - found), np.int64)
-        ids = np.concatenate([np.array([i for i, _ in hits], np.int64), extra])
-        new = np.concatenate([np.array([s for _, s in hits], np.float32), new_scores(extra)])
-        final = scores.final(ids, new) if len(ids) else new
-        return sorted([*zip(ids.tolist(), final.tolist()), *waiting], key=lambda x: (-x[1], x[0]))[:want]
+        """The ``want`` best by final score: the index's ``hits`` (new-space scores of the items added since
+        the switch) and the best images there before it by an exact old-space scan."""
+        ids = np.array([i for i, _ in hits], np.int64)
+        final = scores.final(ids, np.array([s for _, s in hits], np.float32))
+        found = dict(zip(ids.tolist(), final.tolist()))
+        found.update(self._best_old(scores, allowed, exclude, want))
+        return sorted(found.items(), key=lambda x: (-x[1], x[0]))[:want]
 
     def _best_old(self, scores: QueryScores, allowed: np.ndarray | None, exclude: set[int], want: int,
-                  chunk: int = 65536) -> tuple[list[tuple[int, float]], list[int]]:
+                  chunk: int = 65536) -> list[tuple[int, float]]:
         """An exact old-space scan of the images with an old vector (``allowed`` ones, none of ``exclude``):
-        the ``want`` best waiting ones with their scores, and the ids of the ``want`` best re-embedded."""
+        the ``want`` best, with their scores."""
         ids = self.with_old
         if allowed is not None:
             ids = np.intersect1d(ids, allowed, assume_unique=True)
         if exclude:
             ids = ids[~np.isin(ids, np.fromiter(exclude, np.int64))]
-        best = {side: (np.zeros(0, np.int64), np.zeros(0, np.float32)) for side in (True, False)}
-        for start in range(0, len(ids), chunk):  # bounded memory on a large backlog
+        best_ids, best = np.zeros(0, np.int64), np.zeros(0, np.float32)
+        for start in range(0, len(ids), chunk):  # bounded memory on a large collection
             part = ids[start : start + chunk]
-            old, waiting = scores.old(part), np.isin(part, self.pending)
-            for side in (True, False):
-                kept = np.concatenate([best[side][0], part[waiting == side]]), \
-                    np.concatenate([best[side][1], old[waiting == side]])
-                if len(kept[0]) > want:
-                    top = np.argpartition(-kept[1], want - 1)[:want]
-                    kept = kept[0][top], kept[1][top]
-                best[side] = kept
-        return list(zip(best[True][0].tolist(), best[True][1].tolist())), best[False][0].tolist()
+            best_ids, best = np.concatenate([best_ids, part]), np.concatenate([best, scores.old(part)])
+            if len(best_ids) > want:
+                top = np.argpartition(-best, want - 1)[:want]
+                best_ids, best = best_ids[top], best[top]
+        return list(zip(best_ids.tolist(), best.tolist()))
