@@ -11,7 +11,8 @@ The scales differ, so old-space scores are put on the new one per query, from th
 by both encoders (the sample and those the backfill re-embedded so far, whose old vectors are still
 stored): the query's scores on them in each space give two distributions, and an old score takes
 the new score at the same quantile (``quantile``; beyond the extremes, linearly with the ratio of
-spreads). This is monotone, so the images still waiting keep their old/old order.
+spreads, the slope lowered where it would carry a cosine of +-1 past +-1, and the result kept within
+[-1, 1]). This is monotone, so the images still waiting keep their old/old order.
 
 Every image that was there before the switch keeps that old score until the upgrade finishes, the
 ones the backfill re-embedded included: it is the only scoring under which no pair of images that
@@ -88,10 +89,16 @@ def on_new_scale(old: np.ndarray, sample_old: np.ndarray, sample_new: np.ndarray
 
 def _quantile_mapped(old: np.ndarray, sorted_old: np.ndarray, sorted_new: np.ndarray, ratio: float) -> np.ndarray:
     """The new score at each old score's quantile (piecewise linear); beyond the sample's extremes,
-    the nearest extreme's plus the distance times ``ratio`` (the spreads' ratio)."""
+    the nearest extreme's plus the distance times ``ratio`` (the spreads' ratio), or a lower slope
+    where that would carry an old score of +-1 past +-1: scores are cosines, so a query's self-score
+    stays at most 1 (still strictly increasing in ``old``, so the order is kept). Old scores past +-1
+    (float16 noise) stay within [-1, 1]."""
     low, high = sorted_old[0], sorted_old[-1]
-    return np.where(old > high, sorted_new[-1] + (old - high) * ratio,
-                    np.where(old < low, sorted_new[0] + (old - low) * ratio, np.interp(old, sorted_old, sorted_new)))
+    up = min(ratio, max(1 - sorted_new[-1], 0) / max(1 - high, 1e-9))
+    down = min(ratio, max(sorted_new[0] + 1, 0) / max(low + 1, 1e-9))
+    mapped = np.where(old > high, sorted_new[-1] + (old - high) * up,
+                      np.where(old < low, sorted_new[0] + (old - low) * down, np.interp(old, sorted_old, sorted_new)))
+    return np.clip(mapped, -1, 1)
 
 
 @dataclass
