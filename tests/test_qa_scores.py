@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+from typer.testing import CliRunner
 
+import glimpse
+from glimpse.cli import app
 from glimpse.upgrade.dual import on_new_scale
+
+runner = CliRunner()
 
 
 def test_an_old_self_score_mapped_onto_a_wider_new_scale_stays_a_cosine():
@@ -17,3 +22,18 @@ def test_an_old_self_score_mapped_onto_a_wider_new_scale_stays_a_cosine():
     assert np.all(np.diff(mapped[:-1]) > 0)  # the order of every score a cosine can take is kept
     stacked = on_new_scale(np.stack([old, old]), np.stack([sample_old] * 2), np.stack([sample_new] * 2))
     assert stacked.max() <= 1
+
+
+def test_a_self_score_read_from_float16_vectors_shows_at_most_1_and_keeps_the_order(tmp_path):
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(2000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    self_scores = np.einsum("ij,ij->i", vectors.astype(np.float16).astype(np.float32), vectors)
+    query = vectors[int(np.argmax(self_scores))]  # stored as float16, its score to itself is above 1
+    assert self_scores.max() > 1
+    np.save(tmp_path / "v.npy", np.stack([query, vectors[0]]))
+    assert runner.invoke(app, ["import-vectors", str(tmp_path / "v.npy"), "-c", str(tmp_path / "col")]).exit_code == 0
+    col = glimpse.open(tmp_path / "col")
+    hits = col.search(vector=query, k=2)
+    assert [h.path for h in hits] == ["v.npy/0", "v.npy/1"] and hits[0].score == 1.0
+    assert [h.score for h in col.search(vector=query, k=2, min_score=1.0)] == [1.0]

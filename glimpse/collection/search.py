@@ -127,7 +127,9 @@ class Searching:
             keep = fuse.reciprocal_rank(keep, lexical) if fusion == "rrf" else fuse.calibrated(
                 keep, lexical, lambda ids: self._read_vectors(ids) @ query.vector if dual is None else
                 dual.rescored(ids, self._read_vectors(ids) @ query.vector, scored_old))
-        hits = [(i, s) for i, s in keep[:k] if min_score is None or s >= min_score]
+        # float16 vectors put a self-score a hair past 1: shown as the cosine it is, once the order is set
+        shown = [(i, min(max(s, -1.0), 1.0)) for i, s in keep[:k]]
+        hits = [(i, s) for i, s in shown if min_score is None or s >= min_score]
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
 
