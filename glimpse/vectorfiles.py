@@ -34,17 +34,17 @@ def read_vectors(path: Path, column: str | None = None) -> np.ndarray:
 
 
 def read_keys(path: Path) -> list[str]:
-    """One key per line (UTF-8; a byte order mark, a final newline and Windows line ends are allowed)."""
+    """One key per line (UTF-8; a byte order mark, blank lines at the end and Windows line ends are allowed)."""
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte order mark (Notepad) is not part of the first key
     except UnicodeDecodeError as exc:
         raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): keys must be one per line") from None
     except OSError as exc:
         raise ValueError(f"cannot read keys file {path}: {exc.strerror or exc}") from None
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    while lines and lines[-1] == "":  # an editor's final newline, or a blank line after it
         lines.pop()
-    return [line.removesuffix("\r") for line in lines]
+    return lines
 
 
 def parquet_keys(path: Path, column: str) -> list[str]:

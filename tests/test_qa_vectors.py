@@ -37,3 +37,16 @@ def test_adapt_of_a_collection_of_precomputed_vectors_says_it_has_no_model(tmp_p
     (tmp_path / "captions.tsv").write_text("image\tcaption\nv.npy/0\ta red car\n")
     result = invoke("adapt", "--captions", tmp_path / "captions.tsv", "-c", tmp_path / "col")
     assert result.exit_code == 2 and "precomputed vectors" in " ".join(result.output.split())  # not "index them first"
+
+
+def test_blank_lines_at_the_end_of_a_keys_file_are_no_keys_but_one_in_the_middle_is_refused(tmp_path):
+    np.save(tmp_path / "v.npy", np.eye(3, 8, dtype=np.float32))
+    (tmp_path / "keys.txt").write_text("sku/1\nsku/2\nsku/3\n\r\n\n")
+    result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "keys.txt", "-c", tmp_path / "col")
+    assert result.exit_code == 0, result.output
+    col = glimpse.open(tmp_path / "col")
+    assert sorted(p for i in col.item_ids() for p in col.item(i).paths) == ["sku/1", "sku/2", "sku/3"]
+    (tmp_path / "gap.txt").write_text("sku/1\n\nsku/3\n")
+    result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "gap.txt", "-c", tmp_path / "other")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert not (tmp_path / "other").exists()
