@@ -69,3 +69,25 @@ def test_search_options_sent_as_form_fields_beside_the_query_json_are_refused(cl
     upload = client.post("/api/items/upload", data={"wait": "true"}, files={"image": ("q.png", picture, "image/png")},
                          headers={"Authorization": f"Bearer {TOKEN}"})
     assert upload.status_code == 422 and "unknown form field" in upload.json()["error"]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"text": "a cat", "k": "10"}, "k"),
+    ({"text": "a cat", "k": True}, "k"),
+    ({"text": "a cat", "exact": "yes"}, "exact"),
+    ({"text": "a cat", "filters": {"has_text": "yes"}}, "filters.has_text"),
+    ({"text": "a cat", "filters": {"min_width": "100"}}, "filters.min_width"),
+    ({"text": "a cat", "min_score": "0.2"}, "min_score"),
+    ({"like": True}, "like"),
+])
+def test_a_wrong_json_type_is_refused_naming_the_field(client, body, field):
+    answer = client.post("/api/search", json=body)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith(f"{field}:") and answer.json()["status"] == 422
+
+
+def test_an_item_id_still_comes_as_its_digits_and_numbers_as_numbers(client):
+    first = client.post("/api/search", json={"text": "a cat", "k": 2}).json()["results"][0]["id"]
+    for like in (first, str(first)):  # the web page sends ids past 2**53 as text
+        answer = client.post("/api/search", json={"like": like, "k": 3, "min_score": -1, "filters": {"min_width": 1}})
+        assert answer.status_code == 200, answer.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
 
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
@@ -14,13 +14,21 @@ from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 
 #: Ids and sizes fit SQLite's 64-bit integers.
 MAX_INT = MAX_ID
-ItemId = Annotated[int, Field(ge=0, le=MAX_INT, description="An item id of this collection.")]
+
+
+def _id_from_digits(value: object) -> object:
+    # Ids past 2**53 do not survive a JavaScript number, so the web page sends them as text.
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+ItemId = Annotated[int, BeforeValidator(_id_from_digits), Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
 class _Strict(BaseModel):
-    # A misspelt field is an error, not a silently ignored option.
-    model_config = ConfigDict(extra="forbid")
+    # A misspelt field is an error, not a silently ignored option; a wrong JSON type ("k": "10",
+    # "has_text": "yes") is refused, not coerced (strict), save an id's digits (ItemId).
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 #: The JSON type of each filter field that is not a count (sizes and pixels are counts).
