@@ -36,3 +36,17 @@ def test_a_report_or_cache_folder_that_is_a_file_is_refused_before_embedding(tmp
                                  *[x for pair in folders.items() for x in pair]])
     assert result.exit_code == 2 and "is a file, not a folder" in said(result) and "Traceback" not in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # refused before any work
+
+
+def test_fusion_without_ocr_is_refused(tmp_path, captioned):
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "",
+                                 "--fusion", "rrf", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "add --ocr" in said(result), result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_split_for_a_captions_tsv_is_refused(tmp_path, captioned):
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "",
+                                 "--split", "val", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "leave --split out" in said(result), result.output
+    assert not (tmp_path / "out").exists()

@@ -93,19 +93,25 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
 @app.command()
 def captioned(
     path: Annotated[Path, typer.Argument(help="Folder with captions.tsv (or a Karpathy dataset_*.json).")],
-    split: Annotated[str, typer.Option(help="Karpathy split to score.")] = "test",
+    split: Annotated[Optional[str], typer.Option(help="Karpathy split to score (default: test); a captions.tsv has none.")] = None,
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
     cache: Cache = None, shortlist: Shortlist = 100, backend: Backend = "local",
     adapt: Annotated[str, typer.Option(help="Also score text→image before/after `glimpse adapt` (ridge, contrastive; comma-separated), trained on half the images and scored on the other half.")] = "",
     refine: Refine = "", model: Model = None, pretrained: Pretrained = None, device: Device = None,
     ocr: Annotated[bool, typer.Option(help="Read the words in the images (OCR, the ocr extra; cached) and also score text→image fused with them.")] = False,
-    fusion: Annotated[str, typer.Option(help="With --ocr: the fusions to score (calibrated, rrf; comma-separated).")] = "calibrated,rrf",
+    fusion: Annotated[Optional[str], typer.Option(help="With --ocr: the fusions to score (calibrated, rrf; comma-separated). Default: both.")] = None,
 ) -> None:
     """Image-caption pairs: text→image and image→text R@1/5/10, MRR, median rank."""
     from .datasets import load_captioned
 
-    _run(lambda: load_captioned(path, split), out, codes, encoder, seed, cache, shortlist, adapt, refine,
-         {"model": model, "pretrained": pretrained, "device": device}, fusion if ocr else "", backend)
+    def load():
+        if fusion is not None and not ocr:
+            raise ValueError("--fusion picks how the words read in the images are fused: add --ocr to read them")
+        return load_captioned(path, split)
+
+    _run(load, out, codes, encoder, seed, cache, shortlist, adapt, refine,
+         {"model": model, "pretrained": pretrained, "device": device},
+         (fusion or "calibrated,rrf") if ocr else "", backend)
 
 
 @app.command()

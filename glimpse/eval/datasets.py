@@ -66,14 +66,18 @@ CAPTIONED_LAYOUT = """  DIR/captions.tsv     tab-separated, header 'image<TAB>ca
   or DIR/<filepath>/<filename> (COCO)"""
 
 
-def load_captioned(path: str | Path, split: str = "test") -> Dataset:
-    """Image-caption pairs: text→image and image→text (R@1/5/10, MRR, median rank)."""
+def load_captioned(path: str | Path, split: str | None = None) -> Dataset:
+    """Image-caption pairs: text→image and image→text (R@1/5/10, MRR, median rank). ``split``: the
+    Karpathy split (default ``test``); a captions.tsv has none, so one given for it is refused."""
     path = Path(path).expanduser()
     karpathy = [path] if path.suffix == ".json" else sorted(path.glob("dataset_*.json")) if path.is_dir() else []
     if karpathy:
-        images, captions, owner = _karpathy(karpathy[0], split)
+        images, captions, owner = _karpathy(karpathy[0], split or "test")
         files = [karpathy[0]]
     else:
+        if split is not None:
+            raise DatasetError(f"--split picks a split of a Karpathy dataset_*.json; {path} has a captions.tsv, "
+                               "which has none: leave --split out")
         tsv = path if path.suffix == ".tsv" else path / "captions.tsv"
         _need(tsv, CAPTIONED_LAYOUT)
         images, captions, owner = _captions_tsv(tsv)
