@@ -91,3 +91,10 @@ def test_an_item_id_still_comes_as_its_digits_and_numbers_as_numbers(client):
     for like in (first, str(first)):  # the web page sends ids past 2**53 as text
         answer = client.post("/api/search", json={"like": like, "k": 3, "min_score": -1, "filters": {"min_width": 1}})
         assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("route, headers", [("/api/items/upload", AUTH), ("/api/search/image", {})])
+def test_an_image_part_without_a_filename_is_refused_saying_how_to_send_it(client, route, headers):
+    answer = client.post(route, files={"image": ("", b"\x89PNG\r\n\x1a\n", "image/png")}, headers=headers)
+    assert answer.status_code == 422 and "filename" in answer.json()["error"], answer.text
+    assert "UploadFile" not in answer.json()["error"]

@@ -31,9 +31,14 @@ def only_form_fields(*known: str, hint: str):
     so ``k=2`` beside the ``query`` JSON would silently search with k=10)."""
 
     async def check(request: Request) -> None:
-        unknown = sorted(set((await request.form()).keys()) - set(known))  # the form FastAPI parsed (cached)
+        form = await request.form()  # the form FastAPI parsed (cached)
+        unknown = sorted(set(form.keys()) - set(known))
         if unknown:
             raise HTTPException(422, f"unknown form field(s) {', '.join(unknown)}: {hint}")
+        # A part without a filename arrives as text, which FastAPI would call "Expected UploadFile".
+        if any(isinstance(value, str) for value in form.getlist("image")):
+            raise HTTPException(422, "each image must be sent as a file part with a filename "
+                                     '(Content-Disposition: form-data; name="image"; filename="photo.jpg")')
 
     return Depends(check)
 
