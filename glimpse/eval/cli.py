@@ -111,7 +111,7 @@ def captioned(
 
     _run(load, out, codes, encoder, seed, cache, shortlist, adapt, refine,
          {"model": model, "pretrained": pretrained, "device": device},
-         (fusion or "calibrated,rrf") if ocr else "", backend)
+         ("calibrated,rrf" if fusion is None else fusion) if ocr else "", backend)
 
 
 @app.command()
