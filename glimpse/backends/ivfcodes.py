@@ -26,8 +26,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   (normal tails: rows related to the query in lists of other photos lie further out, so
   this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
   are re-ranked, best estimate first in doubling steps (each step's k-th exact score
-  raises the bar), until the expected number left among the candidates not re-ranked is
-  below ``MISSES / 2``; at most
+  raises the bar; a step takes the rest when it is at most ``WHOLE`` steps), until the
+  expected number left among the candidates not re-ranked is below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
   isolated photo few.
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
@@ -74,6 +74,10 @@ MIN_SAMPLE = 8
 CODE_COST = 2.0
 #: Rows in the first step of the re-rank past the first candidates (steps double).
 STEP = 64
+#: A step re-ranks every candidate still wanted when they number at most this many steps (>= 1): a
+#: superset of what smaller steps would re-rank (the k-th exact score only rises, so the rows wanted
+#: only shrink), and a step's fixed work (a read, a scan, a merge) costs as much as about 100 rows.
+WHOLE = 4.0
 #: A query's lists are scanned for ``q - beta c`` (see ``IVFCodesIndex._range``) only where that
 #: residual is at most this share of FAISS's ``q - c`` over its first lists (the estimate's error
 #: scales with it): one FAISS query per list costs more set-up, which an image query near its lists'
@@ -520,7 +524,8 @@ class _QuerySearch:
         first; then every further list whose centroid score, plus the measured spread of rows
         around their centroid, could reach the k-th exact score; then every candidate whose
         estimate, plus the measured estimate error, could, best first in doubling steps, each
-        step's k-th exact score raising the bar (at most ``cap`` rows)."""
+        step's k-th exact score raising the bar (at most ``cap`` rows; a step takes the rest
+        where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
         rest = self.rest
         sample, _ = self._sample(self.first)
@@ -570,7 +575,9 @@ class _QuerySearch:
             return got_scores[0], got[0]
         start, step = 0, STEP
         while start < len(ids):
-            stop = min(start + step, wanted(start))
+            stop = wanted(start)
+            if stop - start > WHOLE * step:  # else one step takes the rest: fewer, larger steps
+                stop = start + step
             if stop <= start:
                 break
             more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k)
