@@ -544,13 +544,14 @@ class _QuerySearch:
         kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
         if len(rest):
             self._probe_more(rest, kth, exact[np.searchsorted(wanted, far)], far_lists)
-        # Each candidate's place in wanted: which were scored, and which of those were sampled.
-        at = np.minimum(np.searchsorted(wanted, self.ids), len(wanted) - 1)
-        scored_here = wanted[at] == self.ids
+        # The candidates scored (a bitmap: a binary search of every candidate took 0.5 ms for
+        # 15,000), their places in wanted, and which of them were sampled.
+        scored_here = np.isin(self.ids, wanted, kind="table")
+        at = np.searchsorted(wanted, self.ids[scored_here])
         sampled = np.zeros(len(wanted), bool)
         sampled[np.searchsorted(wanted, sample)] = True
-        in_sample = scored_here & sampled[at]
-        errors = upper_bounds(exact[at[in_sample]] - self.estimates[in_sample])
+        in_sample = sampled[at]
+        errors = upper_bounds(exact[at[in_sample]] - self.estimates[scored_here][in_sample])
         if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
             errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
         shift, spread = errors
