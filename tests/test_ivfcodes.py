@@ -260,6 +260,33 @@ def test_rerank_steps_raise_the_floor_and_read_fewer_rows(data, monkeypatch):
     assert all(s <= w for s, w in zip(stepped, whole)) and sum(stepped) < sum(whole)
 
 
+def test_a_step_takes_the_rest_when_few_steps_of_rows_remain(data, monkeypatch):
+    """Fewer, larger re-rank steps: each query reads a superset of the rows the one-step-at-a-time
+    plan reads, in fewer reads, so its top k scores are as high or higher."""
+    from glimpse.backends import ivfcodes
+
+    index = index_of(data)
+    queries = data[5]
+
+    def plan() -> tuple[list[int], list[int], np.ndarray]:
+        reads, rows = [], []
+        index.reader = lambda wanted: (reads.append(1), rows.append(len(wanted)), data[2](wanted))[2]
+        per_reads, per_rows, scores = [], [], []
+        for query in queries:
+            reads.clear(), rows.clear()
+            scores.append(index.search(query[None], K)[0][0])
+            per_reads.append(len(reads)), per_rows.append(sum(rows))
+        index.reader = data[2]
+        return per_reads, per_rows, np.array(scores)
+
+    whole_reads, whole_rows, whole_scores = plan()
+    monkeypatch.setattr(ivfcodes, "WHOLE", 1.0)  # a step never takes more than its own rows
+    step_reads, step_rows, step_scores = plan()
+    assert all(w <= s for w, s in zip(whole_reads, step_reads)) and sum(whole_reads) < sum(step_reads)
+    assert all(w >= s for w, s in zip(whole_rows, step_rows))
+    assert (whole_scores >= step_scores).all()
+
+
 @pytest.fixture(scope="module")
 def bursts():
     """4 photos with 1,500 near-copies each: every cluster spans dozens of lists, and the
