@@ -122,7 +122,7 @@ def test_vectors_do_not_depend_on_the_batch(precisions, photos, precision):
 def test_prompt_vectors_cached_on_disk(encoder, image_vectors, cache_dir):
     from glimpse.encoders.bridge import BridgeEncoder
 
-    files = list(cache_dir.glob("lite0-minilm-v*-prompts-*.npy"))
+    files = list(cache_dir.glob("minilm-v*-prompts-*.npy"))
     assert len(files) == 1
     fresh = BridgeEncoder(cache_dir=cache_dir)
     np.testing.assert_array_equal(fresh.class_vectors(), encoder.class_vectors())
@@ -176,8 +176,17 @@ def test_unwritable_cache_is_tolerated(encoder, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
     enc = BridgeEncoder(cache_dir=blocker / "sub")
-    enc._text_model = encoder._text()  # share the loaded model: only the cache is under test
+    computed = []
+
+    def prompts(classes):  # the prompt vectors themselves are checked elsewhere (30 CPU s each)
+        computed.append(len(classes))
+        return np.load(encoder._prompt_cache_path(classes))
+
+    enc._compute_prompt_vectors = prompts
     np.testing.assert_allclose(enc.class_vectors(), encoder.class_vectors(), atol=1e-5)
+    enc._class_vectors = None
+    enc.class_vectors()
+    assert computed == [1000, 1000]  # nothing could be cached, so the second call recomputed
 
 
 def test_text_query_does_not_load_image_model(encoder, cache_dir):
@@ -204,12 +213,18 @@ def test_info_and_hints(encoder):
         BridgeEncoder(lite=3)
 
 
-@pytest.mark.parametrize("lite, side", [(1, 240), (2, 260)])
-def test_larger_lite_variants_load_their_own_weights(photos, cache_dir, lite, side):
+# lite1 on torch (bf16) skips a graph export: the weights are what is under test.
+@pytest.mark.parametrize("lite, side, precision", [(1, 240, "bf16"), (2, 260, "int8")])
+def test_larger_lite_variants_load_their_own_weights(encoder, image_vectors, photos, cache_dir, lite, side, precision,
+                                                     monkeypatch):
     from glimpse.encoders import create_encoder
-    from glimpse.encoders.bridge import load_class_names
+    from glimpse.encoders.bridge import BridgeEncoder, load_class_names
 
-    enc = create_encoder(f"lite{lite}-minilm", cache_dir=cache_dir)
+    def no_prompts(*args):
+        raise AssertionError("lite0's cached prompt vectors should have been reused")
+
+    monkeypatch.setattr(BridgeEncoder, "_compute_prompt_vectors", no_prompts)
+    enc = create_encoder(f"lite{lite}-minilm", cache_dir=cache_dir, precision=precision)
     assert enc.name == f"lite{lite}-minilm" and enc.image_size == side
     batch = np.stack([enc.prepare(photos[name]) for name in ("coffee", "chelsea")])
     assert batch.shape == (2, side, side, 3)

@@ -295,10 +295,10 @@ class BridgeEncoder(Encoder):
         return self._text().encode(texts)
 
     def _prompt_cache_path(self, classes: Sequence[str]) -> Path:
-        key = hashlib.sha256(
-            "\n".join([self.name, VERSION, *PROMPT_TEMPLATES, "", *classes]).encode()
-        ).hexdigest()[:16]
-        return self.cache_dir / f"{self.name}-v{VERSION}-prompts-{key}.npy"
+        # Every Lite variant shares MiniLM and the prompts: one file for all of them (computing
+        # it costs about 30 CPU s, paid once rather than on each variant's first use).
+        key = hashlib.sha256("\n".join([VERSION, *PROMPT_TEMPLATES, "", *classes]).encode()).hexdigest()[:16]
+        return self.cache_dir / f"minilm-v{VERSION}-prompts-{key}.npy"
 
     def class_vectors(self) -> np.ndarray:
         """(1000, 384) MiniLM vectors of the class prompts, centred on their mean.
