@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import socket
 import subprocess
 import tempfile
 import uuid
@@ -110,15 +111,25 @@ def connect(target: MilvusTarget):
 
     from .index import quiet
 
+    def unreachable(why: str) -> ValueError:
+        return ValueError(f"cannot reach the Milvus server at {target.address} ({why}): start it, or correct "
+                          f"{target.uri}; a server that asks for credentials reads GLIMPSE_MILVUS_TOKEN, or "
+                          "GLIMPSE_MILVUS_USER and GLIMPSE_MILVUS_PASSWORD")
+
+    host, _, port = target.address.rpartition(":")
+    try:  # a refused port or an unknown host is known at once; pymilvus would retry for 10 s
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except (ConnectionRefusedError, socket.gaierror) as exc:
+        raise unreachable(exc.strerror or str(exc)) from None
+    except OSError:
+        pass  # a timeout or a route error: pymilvus tries in its own way and says what it found
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
     try:
         with quiet("pymilvus.milvus_client._utils"):  # it logs the failure before raising it
             return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
     except MilvusException as exc:
-        raise ValueError(f"cannot reach the Milvus server at {target.address} ({exc.message}): start it, or correct "
-                         f"{target.uri}; a server that asks for credentials reads GLIMPSE_MILVUS_TOKEN, or "
-                         "GLIMPSE_MILVUS_USER and GLIMPSE_MILVUS_PASSWORD") from None
+        raise unreachable(exc.message) from None
 
 
 def lite_binary() -> Path:
