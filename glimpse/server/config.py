@@ -79,7 +79,8 @@ def read_token(token_file: str | os.PathLike | None) -> str | None:
 
 
 def confine(raw: str, roots: list[Path]) -> Path:
-    """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError.
+    """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError
+    (ValueError for what names no path at all: empty, blank, a NUL byte).
 
     Symlinks and ``..`` are resolved *before* the check, so neither can lead outside.
     A relative path is taken relative to the first root. A byte of a name that is not UTF-8
@@ -88,7 +89,7 @@ def confine(raw: str, roots: list[Path]) -> Path:
     """
     if not roots:
         raise PathNotAllowedError("this server has no folders to add from (start it with --root DIR)")
-    unusable = PathNotAllowedError(f"not a usable path: '{clip(raw)}'")
+    unusable = ValueError(f"not a usable path: '{clip(raw)}' (name a file or folder)")
     if "\0" in raw or not raw.strip():
         raise unusable
     try:
