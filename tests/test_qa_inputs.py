@@ -234,3 +234,33 @@ def test_a_negative_error_limit_is_refused_not_read_as_no_limit(tmp_path, image_
     result = invoke("info", "--errors", "--limit", "-1", "-c", tmp_path / "col")
     assert result.exit_code == 2 and "limit must be at least 0, got -1" in said(result)
     assert len(json.loads(invoke("info", "--errors", "--limit", "0", "--json", "-c", tmp_path / "col").stdout)["errors"]) == 0
+
+
+@pytest.mark.parametrize("option", [["--include", "[invalid"], ["--exclude", "img[!]*"], ["--include", "sub[/x]"]])
+def test_a_glob_with_an_unclosed_class_is_refused_and_drops_nothing(tmp_path, image_dir, option):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    result = invoke("index", image_dir, *option, "-c", col)
+    assert result.exit_code == 2 and "that no ']' closes (write '[[]' for a literal '[')" in said(result), result.output
+    searched = invoke("search", "red", "--path-glob", option[1], "-c", col)
+    assert searched.exit_code == 2 and "path_glob glob" in said(searched), searched.output
+    info = json.loads(invoke("info", "--json", "-c", col).stdout)
+    assert info["stats"]["files"] == 12 and info["folders"][str(image_dir)]["include"] == []
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # re's "possible nested set": '[' inside a class
+def test_a_literal_bracket_is_written_as_a_class(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_image(folder / "[draft] one.png", seed=1)
+    make_image(folder / "other.png", seed=2)
+    col = tmp_path / "col"
+    assert invoke("index", folder, "--include", "[[]draft]*", "-c", col, "--encoder", "hash").exit_code == 0
+    found = json.loads(invoke("search", "red", "--json", "--path-glob", "[[]draft]*", "-c", col).stdout)
+    assert [hit["path"] for hit in found] == [str(folder / "[draft] one.png")]
+
+
+@pytest.mark.parametrize("command", ["index", "search", "remove"])
+def test_the_help_of_a_list_argument_names_one_value_type(command):
+    shown = invoke(command, "--help").output
+    assert "list[" not in shown and "... <str>" in shown

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from ..settings import check_glob
 from ..storage.metadata import ItemConditions
 from .limits import MAX_ID, clip
 
@@ -84,6 +85,8 @@ class Filter:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise ValueError(f"{name} must be a non-empty string")
+        if self.path_glob is not None:
+            check_glob("path_glob", self.path_glob)
 
     @classmethod
     def from_dict(cls, data: dict) -> Filter:
