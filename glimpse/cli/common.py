@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -20,10 +20,26 @@ console = Console()
 err = Console(stderr=True)
 
 
+class _ListArgument(TyperArgument):
+    """An argument taking several values: its help shows what one value is (``paths... <str>``),
+    not Typer's ``<list[str]>``."""
+
+    def display_type(self, ctx) -> str:
+        (item,) = get_args(self.type_descriptor.annotation)
+        return f"<{self._bare_type(item)}>"
+
+
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
     optional feature used without its extra, and a Milvus server that cannot be reached."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in getattr(command, "params", ()):
+                if type(param) is TyperArgument and param.type_descriptor.is_list:
+                    param.__class__ = _ListArgument
 
     def invoke(self, ctx):
         from ..extras import MissingExtraError
