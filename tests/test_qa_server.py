@@ -157,3 +157,14 @@ def test_an_add_glob_with_an_unclosed_class_is_422_and_adds_nothing(client, imag
     assert answer.status_code == 422 and "no ']' closes" in answer.json()["error"], answer.text
     literal = client.post("/api/search", json={"text": "red", "filters": {"path_glob": "img[[]*"}})
     assert literal.status_code == 200, literal.text
+
+
+def test_a_path_prefix_under_an_unknown_users_home_is_an_answer_not_a_500(client):
+    answer = client.post("/api/search", json={"text": "red", "filters": {"path_prefix": "~no-such-user-here/x"}})
+    assert answer.status_code == 200 and answer.json()["results"] == [], answer.text
+
+
+@pytest.mark.parametrize("field", ["path_prefix", "path_glob"])
+def test_a_path_filter_with_a_nul_byte_is_refused(client, field):
+    answer = client.post("/api/search", json={"text": "red", "filters": {field: "img\u0000"}})
+    assert answer.status_code == 422 and "without NUL bytes" in answer.json()["error"], answer.text
