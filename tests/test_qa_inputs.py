@@ -76,8 +76,10 @@ def test_an_empty_path_is_refused_and_removes_nothing(tmp_path, image_dir, monke
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"min_score": float("nan")}, "min_score must be a finite number"),
-    ({"min_score": "0.2"}, "min_score must be a finite number"),
+    ({"min_score": float("nan")}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": "0.2"}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": 1.5}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": -2}, "min_score must be a cosine from -1 to 1"),
     ({"alpha": float("nan")}, "alpha must be a number from 0"),
     ({"alpha": "0.5"}, "alpha must be a number from 0"),
     ({"alpha": 1.5}, "alpha must be a number from 0"),
@@ -94,10 +96,11 @@ def test_search_options_that_are_not_finite_numbers_are_refused(tmp_path, image_
             col.search(**query, **options)
 
 
-def test_min_score_nan_on_the_command_line_is_exit_2(tmp_path, image_dir):
+@pytest.mark.parametrize("value", ["nan", "2"])  # 2 said "no good matches", where HTTP refused it
+def test_min_score_past_a_cosine_on_the_command_line_is_exit_2(tmp_path, image_dir, value):
     assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
-    result = invoke("search", "red", "--min-score", "nan", "-c", tmp_path / "col")
-    assert result.exit_code == 2 and "min_score must be a finite number" in said(result)
+    result = invoke("search", "red", "--min-score", value, "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "min_score must be a cosine from -1 to 1" in said(result)
 
 
 @pytest.mark.parametrize("content, message", [
