@@ -209,7 +209,11 @@ def test_a_glob_given_as_one_string_is_refused_in_python(tmp_path, image_dir):
 
 @pytest.mark.parametrize("vector, message", [
     (np.zeros(8, np.float32), "the query vector is all zeros"),
-    (np.array(["a"] * 8), "the query vector must hold numbers"),
+    (np.array(["a"] * 8), "the query vector must hold real numbers"),
+    (np.array(["1.0"] * 8), "the query vector must hold real numbers"),
+    (np.full(8, 1 + 2j), "the query vector must hold real numbers"),  # was searched as its real part
+    (np.ones(8, bool), "the query vector must hold real numbers"),
+    ([[1.0], [1.0, 2.0]], "the query vector must hold real numbers"),
 ])
 def test_a_query_vector_with_no_direction_or_no_numbers_is_refused(tmp_path, vector, message):
     import glimpse
