@@ -271,3 +271,16 @@ def test_a_literal_bracket_is_written_as_a_class(tmp_path, make_image):
 def test_the_help_of_a_list_argument_names_one_value_type(command):
     shown = invoke(command, "--help").output
     assert "list[" not in shown and "... <str>" in shown
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda f: f.write_text("root:x:0:0:root:/root:/bin/bash\n"), "not a .npy array of numbers (numpy.save one vector)"),
+    (lambda f: np.save(f, np.array([{"a": 1}], dtype=object)), "not a .npy array of numbers (numpy.save one vector)"),
+    (lambda f: None, "cannot read a vector from"),
+])
+def test_a_query_vector_file_that_is_no_npy_array_is_one_plain_sentence(tmp_path, image_dir, write, message):
+    write(tmp_path / "q.npy")
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("search", "--vector", tmp_path / "q.npy", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and message in said(result), result.output
+    assert "allow_pickle" not in said(result) and "Errno" not in said(result)
