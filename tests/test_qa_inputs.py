@@ -183,6 +183,7 @@ def test_serve_says_in_one_sentence_when_it_cannot_listen(tmp_path, image_dir):
             serve(tmp_path / "col", port=port)
         result = invoke("serve", tmp_path / "col", "--port", port)
         assert result.exit_code == 2 and "another server there?" in said(result)
+        assert "http://" not in said(result)  # no address announced that nothing will listen on
     with pytest.raises(ValueError, match="cannot listen on 999.1.1.1: .*give --host an address of this machine"):
         serve(tmp_path / "col", host="999.1.1.1", port=port)
 
