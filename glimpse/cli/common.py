@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from typing import Annotated, get_args
 
 import typer
@@ -32,7 +33,9 @@ class _ListArgument(TyperArgument):
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
-    optional feature used without its extra, and a Milvus server that cannot be reached."""
+    optional feature used without its extra, a Milvus server that cannot be reached, and files
+    that cannot be read or written (OSError: a damaged, gone or unwritable collection file, a
+    full disk; sqlite3.DatabaseError: a metadata file that is no database)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -49,6 +52,10 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except (CollectionLockedError, MissingExtraError, ValueError) as exc:
             raise fail(exc) from None
+        except OSError as exc:  # "[Errno 2] No such file or directory: 'x'" -> "x: No such file or directory"
+            raise fail(f"{shown(os.fsdecode(exc.filename))}: {exc.strerror}" if exc.filename and exc.strerror else exc) from None
+        except sqlite3.DatabaseError as exc:
+            raise fail(f"a collection database cannot be read ({exc}): restore it from a backup, or index into a new collection") from None
 
 
 app = typer.Typer(
@@ -106,7 +113,7 @@ def unshown(path: str) -> str:
     return os.fsdecode(raw) if os.path.lexists(raw) else path
 
 
-def fail(exc: Exception) -> typer.Exit:
+def fail(exc: Exception | str) -> typer.Exit:
     err.print(f"[red]error:[/] {escape(str(exc))}")  # messages quote brackets: glimpse-retrieval[server]
     return typer.Exit(2)
 
@@ -155,11 +162,7 @@ def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     """Index with a progress bar and the one-line summary people read."""
     with progress_bars() as bar:
         progress = rate_progress(bar, "indexing", "img")
-        try:
-            report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar),
-                               **options)
-        except FileNotFoundError as exc:
-            raise fail(exc) from None
+        report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar), **options)
     parts = [f"{report.indexed:,} indexed", f"{report.unchanged:,} unchanged"]
     if report.removed:
         parts.append(f"{report.removed:,} removed")
