@@ -168,3 +168,17 @@ def test_a_path_prefix_under_an_unknown_users_home_is_an_answer_not_a_500(client
 def test_a_path_filter_with_a_nul_byte_is_refused(client, field):
     answer = client.post("/api/search", json={"text": "red", "filters": {field: "img\u0000"}})
     assert answer.status_code == 422 and "without NUL bytes" in answer.json()["error"], answer.text
+
+
+def test_a_collection_database_damaged_under_a_running_server_is_503_not_500(tmp_path, image_dir):
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        col.add([image_dir])
+    with TestClient(create_app(tmp_path / "col", ServerConfig()), raise_server_exceptions=False) as http:
+        assert http.post("/api/search", json={"text": "red"}).status_code == 200
+        for name in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
+            (tmp_path / "col" / name).unlink(missing_ok=True)
+        (tmp_path / "col" / "metadata.sqlite").write_bytes(b"garbage" * 100)
+        for answer in (http.post("/api/search", json={"text": "red"}), http.get("/api/items/1"), http.get("/api/stats"),
+                       http.get("/api/health")):  # a monitor sees it too
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"].startswith("the collection cannot be read: ")

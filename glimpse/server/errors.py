@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -71,6 +72,14 @@ def error_handlers(app: FastAPI) -> None:
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         status, message = invalid_body(exc.errors())
         return _error(message, status)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def unreadable(_request: Request, exc: Exception) -> JSONResponse:
+        # The collection's own files, damaged or gone under a running server: not the client's
+        # fault, and not a bug of the server's either; the server stays up for what still works.
+        log.error("collection files cannot be read: %s", exc)
+        return _error(f"the collection cannot be read: {clip(str(exc))}", 503)
 
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:

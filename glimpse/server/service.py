@@ -23,7 +23,7 @@ UPLOAD_DIR = "uploads"
 PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
 # Documented error answers, so clients (and schemathesis) know their shape.
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def only_form_fields(*known: str, hint: str):
