@@ -182,3 +182,13 @@ def test_a_collection_database_damaged_under_a_running_server_is_503_not_500(tmp
                        http.get("/api/health")):  # a monitor sees it too
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"].startswith("the collection cannot be read: ")
+
+
+def test_an_original_the_server_may_not_read_is_409_for_that_image(client, image_dir, monkeypatch):
+    col = client.app.state.service.col
+    denied = PermissionError(13, "Permission denied", str(image_dir / "img01.png"))
+    monkeypatch.setattr(col, "open_original", lambda *args: (_ for _ in ()).throw(denied))
+    for route in ("/api/items/1/image", "/api/items/1/thumbnail"):
+        answer = client.get(route)
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"] == f"image 1 is not shown: {image_dir / 'img01.png'} cannot be read (Permission denied)"

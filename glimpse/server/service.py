@@ -12,6 +12,7 @@ from PIL import Image
 from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..ingest.names import shown
 from .config import ServerConfig
 from .jobs import Writer
 from .models import MAX_INT, ErrorBody
@@ -79,6 +80,9 @@ class Service:
             raise HTTPException(404, f"image {item_id}: none of its files is there any more") from None
         except FileChangedError as exc:
             raise HTTPException(409, f"image {item_id} is not shown: {exc}") from None
+        except OSError as exc:  # say, made unreadable to the server since it was indexed
+            raise HTTPException(409, f"image {item_id} is not shown: {shown(str(exc.filename or ''))} "
+                                     f"cannot be read ({exc.strerror or exc})") from None
 
     def read_original(self, item_id: int) -> bytes:
         _, file = self.original(item_id)
