@@ -285,3 +285,16 @@ def test_a_query_vector_file_that_is_no_npy_array_is_one_plain_sentence(tmp_path
     result = invoke("search", "--vector", tmp_path / "q.npy", "-c", tmp_path / "col")
     assert result.exit_code == 2 and message in said(result), result.output
     assert "allow_pickle" not in said(result) and "Errno" not in said(result)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["-c", ""], "the collection path is empty"),
+    (["-c", "  "], "the collection path is empty"),
+    (["--encoder", ""], "unknown encoder ''"),
+])
+def test_an_empty_collection_path_or_encoder_is_refused_and_creates_nothing(tmp_path, image_dir, monkeypatch, option, message):
+    monkeypatch.chdir(tmp_path)  # -c "" made a collection in the current folder
+    args = ["-c", tmp_path / "col", *option] if option[0] == "--encoder" else [*option, "--encoder", "hash"]
+    result = invoke("index", image_dir, *args)
+    assert result.exit_code == 2 and message in said(result), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
