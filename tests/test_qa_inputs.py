@@ -4,6 +4,7 @@ a ValueError (Python) or a 4xx JSON error (HTTP), and loses nothing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,18 @@ def test_an_empty_collection_path_or_encoder_is_refused_and_creates_nothing(tmp_
     result = invoke("index", image_dir, *args)
     assert result.exit_code == 2 and message in said(result), result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--root", "missing-folder"], "is not a folder on this machine"),
+    (["--cors", " "], "an empty CORS origin allows no page"),
+])
+def test_serve_refuses_a_root_that_is_no_folder_or_an_empty_origin(tmp_path, image_dir, monkeypatch, option, message):
+    from glimpse.server import ServerConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    with pytest.raises(ValueError, match=message):
+        ServerConfig(**({"roots": [Path(option[1])]} if option[0] == "--root" else {"cors_origins": [option[1]]}))
+    result = invoke("serve", tmp_path / "col", *option, "--port", "70000")  # the settings are checked first
+    assert result.exit_code == 2 and message in said(result), result.output

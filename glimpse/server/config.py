@@ -37,6 +37,12 @@ class ServerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {clip(str(value))}"
                                  + (" (glimpse serve --max-upload-mb: 1 or more)" if name == "max_upload_bytes" else ""))
+        for root in self.roots:  # a mistyped --root would refuse every path later, as outside
+            if not Path(root).expanduser().is_dir():
+                raise ValueError(f"the root {shown(str(root))} is not a folder on this machine (glimpse serve --root FOLDER)")
+        for origin in self.cors_origins:
+            if not origin.strip():
+                raise ValueError("an empty CORS origin allows no page: give one like https://example.org (glimpse serve --cors)")
 
 
 def check_port(port: int) -> None:
