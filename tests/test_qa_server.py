@@ -192,3 +192,13 @@ def test_an_original_the_server_may_not_read_is_409_for_that_image(client, image
         answer = client.get(route)
         assert answer.status_code == 409, answer.text
         assert answer.json()["error"] == f"image 1 is not shown: {image_dir / 'img01.png'} cannot be read (Permission denied)"
+
+
+def test_a_query_form_field_sent_twice_is_refused_not_half_read(client, image_dir):
+    picture = (image_dir / "img01.png").read_bytes()
+    query = b'--b\r\nContent-Disposition: form-data; name="query"\r\n\r\n{"k": %d}\r\n'
+    body = (query % 1 + query % 2 + b'--b\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + picture + b"\r\n--b--\r\n")
+    answer = client.post("/api/search/image", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "the form field query came 2 times: send it once"

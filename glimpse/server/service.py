@@ -36,6 +36,9 @@ def only_form_fields(*known: str, hint: str):
         unknown = sorted(set(form.keys()) - set(known))
         if unknown:
             raise HTTPException(422, f"unknown form field(s) {', '.join(unknown)}: {hint}")
+        repeated = sorted(name for name in set(form.keys()) - {"image"} if len(form.getlist(name)) > 1)
+        if repeated:  # FastAPI would read one of them and drop the others unseen
+            raise HTTPException(422, f"the form field {repeated[0]} came {len(form.getlist(repeated[0]))} times: send it once")
         # A part without a filename arrives as text, which FastAPI would call "Expected UploadFile".
         if any(isinstance(value, str) for value in form.getlist("image")):
             raise HTTPException(422, "each image must be sent as a file part with a filename "
