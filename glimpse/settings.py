@@ -9,6 +9,7 @@ its caption adaptation.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, replace
 
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
@@ -57,11 +58,35 @@ def check_ingest(batch_size: object, workers: object, include: object = (), excl
     """``add``/``index`` options."""
     check_count("batch_size", batch_size, 1, 4096)
     check_count("workers", workers, 1, 256)
+    check_scan_globs(include, exclude)
+
+
+def check_scan_globs(include: object = (), exclude: object = ()) -> None:
+    """``include``/``exclude`` of ``add``/``index``."""
     for name, patterns in (("include", include), ("exclude", exclude)):
         # A str would be taken letter by letter; an empty glob (--include '') matches no file,
         # so an index run would drop every file of the folder and remember that.
         if isinstance(patterns, (str, bytes)) or not all(isinstance(p, str) and p.strip() for p in patterns):
             raise ValueError(f"{name} must be a list of non-empty globs such as '*.jpg', got {patterns!r:.120}")
+        for pattern in patterns:
+            check_glob(name, pattern)
+
+
+# A character class: '[', an optional '!' or '^', a ']' taken as a member when first, then
+# members up to the closing ']' within one path segment (as ingest's globs and SQLite GLOB read it).
+_GLOB_CLASS = re.compile(r"\[[!^]?+\]?+[^\]/]*\]")
+
+
+def check_glob(name: str, pattern: str) -> None:
+    """ValueError when ``pattern`` opens a character class it never closes: '[invalid' would
+    match nothing at all (SQLite) or a file named so (ingest), never what was meant."""
+    start = pattern.find("[")
+    while start != -1:
+        whole = _GLOB_CLASS.match(pattern, start)
+        if whole is None:
+            raise ValueError(f"{name} glob '{pattern:.120}' opens a character class with '[' that no ']' closes "
+                             "(write '[[]' for a literal '[')")
+        start = pattern.find("[", whole.end())
 
 
 @dataclass(frozen=True)

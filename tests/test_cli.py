@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -193,3 +194,27 @@ def test_demo_builds_in_the_given_folder(tmp_path, image_dir, monkeypatch):
     done = invoke("demo", image_dir, "-c", tmp_path / "demo", "--encoder", "hash")
     assert done.exit_code == 0, done.output
     assert (tmp_path / "demo" / "metadata.sqlite").exists() and not (tmp_path / "demo" / "index").exists()
+
+
+def _garbage_metadata(col) -> None:
+    for name in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
+        (col / name).unlink(missing_ok=True)
+    (col / "metadata.sqlite").write_bytes(b"garbage" * 100)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda col: os.truncate(col / "vectors.f16", 100), "the vector file was truncated or replaced"),
+    (lambda col: (col / "vectors.f16").unlink(), "vectors.f16: No such file or directory"),
+    (lambda col: _garbage_metadata(col), "a collection database cannot be read (file is not a database)"),
+])
+@pytest.mark.parametrize("command", [["search", "red"], ["info"], ["index"]])
+def test_a_damaged_collection_is_one_sentence_not_a_traceback(tmp_path, image_dir, damage, message, command):
+    import glimpse
+
+    col = tmp_path / "col"
+    with glimpse.open(col, encoder="hash") as made:  # closed here, so nothing writes the damaged files back
+        made.add([image_dir])
+    damage(col)
+    result = runner.invoke(app, [*command, "-c", str(col)])
+    assert result.exit_code == 2 and message in " ".join(result.output.split()), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

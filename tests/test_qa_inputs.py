@@ -4,6 +4,7 @@ a ValueError (Python) or a 4xx JSON error (HTTP), and loses nothing."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,8 +77,10 @@ def test_an_empty_path_is_refused_and_removes_nothing(tmp_path, image_dir, monke
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"min_score": float("nan")}, "min_score must be a finite number"),
-    ({"min_score": "0.2"}, "min_score must be a finite number"),
+    ({"min_score": float("nan")}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": "0.2"}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": 1.5}, "min_score must be a cosine from -1 to 1"),
+    ({"min_score": -2}, "min_score must be a cosine from -1 to 1"),
     ({"alpha": float("nan")}, "alpha must be a number from 0"),
     ({"alpha": "0.5"}, "alpha must be a number from 0"),
     ({"alpha": 1.5}, "alpha must be a number from 0"),
@@ -94,10 +97,11 @@ def test_search_options_that_are_not_finite_numbers_are_refused(tmp_path, image_
             col.search(**query, **options)
 
 
-def test_min_score_nan_on_the_command_line_is_exit_2(tmp_path, image_dir):
+@pytest.mark.parametrize("value", ["nan", "2"])  # 2 said "no good matches", where HTTP refused it
+def test_min_score_past_a_cosine_on_the_command_line_is_exit_2(tmp_path, image_dir, value):
     assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
-    result = invoke("search", "red", "--min-score", "nan", "-c", tmp_path / "col")
-    assert result.exit_code == 2 and "min_score must be a finite number" in said(result)
+    result = invoke("search", "red", "--min-score", value, "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "min_score must be a cosine from -1 to 1" in said(result)
 
 
 @pytest.mark.parametrize("content, message", [
@@ -180,6 +184,7 @@ def test_serve_says_in_one_sentence_when_it_cannot_listen(tmp_path, image_dir):
             serve(tmp_path / "col", port=port)
         result = invoke("serve", tmp_path / "col", "--port", port)
         assert result.exit_code == 2 and "another server there?" in said(result)
+        assert "http://" not in said(result)  # no address announced that nothing will listen on
     with pytest.raises(ValueError, match="cannot listen on 999.1.1.1: .*give --host an address of this machine"):
         serve(tmp_path / "col", host="999.1.1.1", port=port)
 
@@ -206,7 +211,11 @@ def test_a_glob_given_as_one_string_is_refused_in_python(tmp_path, image_dir):
 
 @pytest.mark.parametrize("vector, message", [
     (np.zeros(8, np.float32), "the query vector is all zeros"),
-    (np.array(["a"] * 8), "the query vector must hold numbers"),
+    (np.array(["a"] * 8), "the query vector must hold real numbers"),
+    (np.array(["1.0"] * 8), "the query vector must hold real numbers"),
+    (np.full(8, 1 + 2j), "the query vector must hold real numbers"),  # was searched as its real part
+    (np.ones(8, bool), "the query vector must hold real numbers"),
+    ([[1.0], [1.0, 2.0]], "the query vector must hold real numbers"),
 ])
 def test_a_query_vector_with_no_direction_or_no_numbers_is_refused(tmp_path, vector, message):
     import glimpse
@@ -234,3 +243,74 @@ def test_a_negative_error_limit_is_refused_not_read_as_no_limit(tmp_path, image_
     result = invoke("info", "--errors", "--limit", "-1", "-c", tmp_path / "col")
     assert result.exit_code == 2 and "limit must be at least 0, got -1" in said(result)
     assert len(json.loads(invoke("info", "--errors", "--limit", "0", "--json", "-c", tmp_path / "col").stdout)["errors"]) == 0
+
+
+@pytest.mark.parametrize("option", [["--include", "[invalid"], ["--exclude", "img[!]*"], ["--include", "sub[/x]"]])
+def test_a_glob_with_an_unclosed_class_is_refused_and_drops_nothing(tmp_path, image_dir, option):
+    col = tmp_path / "col"
+    assert invoke("index", image_dir, "-c", col, "--encoder", "hash").exit_code == 0
+    result = invoke("index", image_dir, *option, "-c", col)
+    assert result.exit_code == 2 and "that no ']' closes (write '[[]' for a literal '[')" in said(result), result.output
+    searched = invoke("search", "red", "--path-glob", option[1], "-c", col)
+    assert searched.exit_code == 2 and "path_glob glob" in said(searched), searched.output
+    info = json.loads(invoke("info", "--json", "-c", col).stdout)
+    assert info["stats"]["files"] == 12 and info["folders"][str(image_dir)]["include"] == []
+
+
+@pytest.mark.filterwarnings("error::FutureWarning")  # re's "possible nested set": '[' inside a class
+def test_a_literal_bracket_is_written_as_a_class(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    make_image(folder / "[draft] one.png", seed=1)
+    make_image(folder / "other.png", seed=2)
+    col = tmp_path / "col"
+    assert invoke("index", folder, "--include", "[[]draft]*", "-c", col, "--encoder", "hash").exit_code == 0
+    found = json.loads(invoke("search", "red", "--json", "--path-glob", "[[]draft]*", "-c", col).stdout)
+    assert [hit["path"] for hit in found] == [str(folder / "[draft] one.png")]
+
+
+@pytest.mark.parametrize("command", ["index", "search", "remove"])
+def test_the_help_of_a_list_argument_names_one_value_type(command):
+    shown = invoke(command, "--help").output
+    assert "list[" not in shown and "... <str>" in shown
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda f: f.write_text("root:x:0:0:root:/root:/bin/bash\n"), "not a .npy array of numbers (numpy.save one vector)"),
+    (lambda f: np.save(f, np.array([{"a": 1}], dtype=object)), "not a .npy array of numbers (numpy.save one vector)"),
+    (lambda f: None, "cannot read a vector from"),
+])
+def test_a_query_vector_file_that_is_no_npy_array_is_one_plain_sentence(tmp_path, image_dir, write, message):
+    write(tmp_path / "q.npy")
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    result = invoke("search", "--vector", tmp_path / "q.npy", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and message in said(result), result.output
+    assert "allow_pickle" not in said(result) and "Errno" not in said(result)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["-c", ""], "the collection path is empty"),
+    (["-c", "  "], "the collection path is empty"),
+    (["--encoder", ""], "unknown encoder ''"),
+])
+def test_an_empty_collection_path_or_encoder_is_refused_and_creates_nothing(tmp_path, image_dir, monkeypatch, option, message):
+    monkeypatch.chdir(tmp_path)  # -c "" made a collection in the current folder
+    args = ["-c", tmp_path / "col", *option] if option[0] == "--encoder" else [*option, "--encoder", "hash"]
+    result = invoke("index", image_dir, *args)
+    assert result.exit_code == 2 and message in said(result), result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--root", "missing-folder"], "is not a folder on this machine"),
+    (["--cors", " "], "an empty CORS origin allows no page"),
+])
+def test_serve_refuses_a_root_that_is_no_folder_or_an_empty_origin(tmp_path, image_dir, monkeypatch, option, message):
+    from glimpse.server import ServerConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert invoke("index", image_dir, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    with pytest.raises(ValueError, match=message):
+        ServerConfig(**({"roots": [Path(option[1])]} if option[0] == "--root" else {"cors_origins": [option[1]]}))
+    result = invoke("serve", tmp_path / "col", *option, "--port", "70000")  # the settings are checked first
+    assert result.exit_code == 2 and message in said(result), result.output

@@ -98,3 +98,107 @@ def test_an_image_part_without_a_filename_is_refused_saying_how_to_send_it(clien
     answer = client.post(route, files={"image": ("", b"\x89PNG\r\n\x1a\n", "image/png")}, headers=headers)
     assert answer.status_code == 422 and "filename" in answer.json()["error"], answer.text
     assert "UploadFile" not in answer.json()["error"]
+
+
+JSON_BODY_CASES = [  # (what is sent, status, the sentence's start)
+    ('{"text": "red"', 400, "is not valid JSON"),
+    ("[1, 2]", 422, "must be a JSON object, not an array"),
+    ("null", 422, "must be a JSON object, not null"),
+    ('{"text": "red", "k": "x"}', 422, None),
+]
+
+
+@pytest.mark.parametrize("body, status, words", JSON_BODY_CASES)
+def test_a_bad_json_body_gets_one_status_and_wording_as_body_or_form_field(client, image_dir, body, status, words):
+    plain = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
+    picture = (image_dir / "img01.png").read_bytes()
+    field = client.post("/api/search/image", data={"query": body}, files={"image": ("q.png", picture, "image/png")})
+    assert (plain.status_code, field.status_code) == (status, status), (plain.text, field.text)
+    assert plain.json()["error"].startswith("the request body") or plain.json()["error"].startswith("k:"), plain.text
+    assert field.json()["error"].startswith("the query field") or field.json()["error"].startswith("query.k:"), field.text
+    if words:
+        assert words in plain.json()["error"] and words in field.json()["error"]
+    assert "Input should be a valid dictionary" not in plain.text + field.text
+
+
+def test_an_empty_body_says_what_to_send(client):
+    answer = client.post("/api/search", content="", headers={"Content-Type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "the request body is empty: send a JSON object with Content-Type: application/json"
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_json_body_sent_as_another_type_is_415_saying_which_to_send(client, content_type):
+    headers = {"Content-Type": content_type} if content_type else {}
+    answer = client.post("/api/search", content='{"text": "red"}', headers=headers)
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"] == "the request body must be JSON sent with Content-Type: application/json"
+
+
+@pytest.mark.parametrize("raw", ["", "   ", "a\0b", "~no-such-user-here"])
+@pytest.mark.parametrize("url", ["/api/items/add", "/api/items/remove"])
+def test_a_path_that_names_nothing_is_422_not_forbidden(client, url, raw):
+    answer = client.post(f"{url}?wait=true", json={"paths": [raw]}, headers=AUTH)
+    assert answer.status_code == 422 and "not a usable path" in answer.json()["error"], answer.text
+    assert client.get("/api/health").json()["images"] == 12
+
+
+@pytest.mark.parametrize("body", [
+    {"text": "red", "filters": {"path_glob": "[invalid"}},
+    {"text": "red", "filters": {"path_glob": "img[]"}},
+])
+def test_a_path_glob_with_an_unclosed_class_is_422_not_an_empty_answer(client, body):
+    answer = client.post("/api/search", json=body)
+    assert answer.status_code == 422 and "no ']' closes" in answer.json()["error"], answer.text
+
+
+def test_an_add_glob_with_an_unclosed_class_is_422_and_adds_nothing(client, image_dir):
+    answer = client.post("/api/items/add?wait=true", json={"paths": [str(image_dir)], "include": ["[invalid"]}, headers=AUTH)
+    assert answer.status_code == 422 and "no ']' closes" in answer.json()["error"], answer.text
+    literal = client.post("/api/search", json={"text": "red", "filters": {"path_glob": "img[[]*"}})
+    assert literal.status_code == 200, literal.text
+
+
+def test_a_path_prefix_under_an_unknown_users_home_is_an_answer_not_a_500(client):
+    answer = client.post("/api/search", json={"text": "red", "filters": {"path_prefix": "~no-such-user-here/x"}})
+    assert answer.status_code == 200 and answer.json()["results"] == [], answer.text
+
+
+@pytest.mark.parametrize("field", ["path_prefix", "path_glob"])
+def test_a_path_filter_with_a_nul_byte_is_refused(client, field):
+    answer = client.post("/api/search", json={"text": "red", "filters": {field: "img\u0000"}})
+    assert answer.status_code == 422 and "without NUL bytes" in answer.json()["error"], answer.text
+
+
+def test_a_collection_database_damaged_under_a_running_server_is_503_not_500(tmp_path, image_dir):
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        col.add([image_dir])
+    with TestClient(create_app(tmp_path / "col", ServerConfig()), raise_server_exceptions=False) as http:
+        assert http.post("/api/search", json={"text": "red"}).status_code == 200
+        for name in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
+            (tmp_path / "col" / name).unlink(missing_ok=True)
+        (tmp_path / "col" / "metadata.sqlite").write_bytes(b"garbage" * 100)
+        for answer in (http.post("/api/search", json={"text": "red"}), http.get("/api/items/1"), http.get("/api/stats"),
+                       http.get("/api/health")):  # a monitor sees it too
+            assert answer.status_code == 503, answer.text
+            assert answer.json()["error"].startswith("the collection cannot be read: ")
+
+
+def test_an_original_the_server_may_not_read_is_409_for_that_image(client, image_dir, monkeypatch):
+    col = client.app.state.service.col
+    denied = PermissionError(13, "Permission denied", str(image_dir / "img01.png"))
+    monkeypatch.setattr(col, "open_original", lambda *args: (_ for _ in ()).throw(denied))
+    for route in ("/api/items/1/image", "/api/items/1/thumbnail"):
+        answer = client.get(route)
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["error"] == f"image 1 is not shown: {image_dir / 'img01.png'} cannot be read (Permission denied)"
+
+
+def test_a_query_form_field_sent_twice_is_refused_not_half_read(client, image_dir):
+    picture = (image_dir / "img01.png").read_bytes()
+    query = b'--b\r\nContent-Disposition: form-data; name="query"\r\n\r\n{"k": %d}\r\n'
+    body = (query % 1 + query % 2 + b'--b\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + picture + b"\r\n--b--\r\n")
+    answer = client.post("/api/search/image", content=body, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"] == "the form field query came 2 times: send it once"

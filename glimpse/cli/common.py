@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated
+import sqlite3
+from typing import Annotated, get_args
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperArgument, TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -20,10 +21,28 @@ console = Console()
 err = Console(stderr=True)
 
 
+class _ListArgument(TyperArgument):
+    """An argument taking several values: its help shows what one value is (``paths... <str>``),
+    not Typer's ``<list[str]>``."""
+
+    def display_type(self, ctx) -> str:
+        (item,) = get_args(self.type_descriptor.annotation)
+        return f"<{self._bare_type(item)}>"
+
+
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
-    optional feature used without its extra, and a Milvus server that cannot be reached."""
+    optional feature used without its extra, a Milvus server that cannot be reached, and files
+    that cannot be read or written (OSError: a damaged, gone or unwritable collection file, a
+    full disk; sqlite3.DatabaseError: a metadata file that is no database)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            for param in getattr(command, "params", ()):
+                if type(param) is TyperArgument and param.type_descriptor.is_list:
+                    param.__class__ = _ListArgument
 
     def invoke(self, ctx):
         from ..extras import MissingExtraError
@@ -33,6 +52,10 @@ class _Commands(TyperGroup):
             return super().invoke(ctx)
         except (CollectionLockedError, MissingExtraError, ValueError) as exc:
             raise fail(exc) from None
+        except OSError as exc:  # "[Errno 2] No such file or directory: 'x'" -> "x: No such file or directory"
+            raise fail(f"{shown(os.fsdecode(exc.filename))}: {exc.strerror}" if exc.filename and exc.strerror else exc) from None
+        except sqlite3.DatabaseError as exc:
+            raise fail(f"a collection database cannot be read ({exc}): restore it from a backup, or index into a new collection") from None
 
 
 app = typer.Typer(
@@ -90,7 +113,7 @@ def unshown(path: str) -> str:
     return os.fsdecode(raw) if os.path.lexists(raw) else path
 
 
-def fail(exc: Exception) -> typer.Exit:
+def fail(exc: Exception | str) -> typer.Exit:
     err.print(f"[red]error:[/] {escape(str(exc))}")  # messages quote brackets: glimpse-retrieval[server]
     return typer.Exit(2)
 
@@ -139,11 +162,7 @@ def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     """Index with a progress bar and the one-line summary people read."""
     with progress_bars() as bar:
         progress = rate_progress(bar, "indexing", "img")
-        try:
-            report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar),
-                               **options)
-        except FileNotFoundError as exc:
-            raise fail(exc) from None
+        report = col.index(paths or None, prune=prune, progress=progress, fit_progress=fit_progress(bar), **options)
     parts = [f"{report.indexed:,} indexed", f"{report.unchanged:,} unchanged"]
     if report.removed:
         parts.append(f"{report.removed:,} removed")

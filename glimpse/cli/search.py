@@ -118,8 +118,11 @@ def _query_vector(path: Path):
 
     try:
         array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut-short file
-        raise fail(ValueError(f"cannot read a vector from {shown(str(path))}: {exc}")) from None
+    except OSError as exc:
+        raise fail(ValueError(f"cannot read a vector from {shown(str(path))}: {exc.strerror or exc}")) from None
+    except (ValueError, EOFError):  # EOFError: an empty or cut-short file; ValueError: objects, not .npy
+        raise fail(ValueError(f"cannot read a vector from {shown(str(path))}: not a .npy array of numbers "
+                              "(numpy.save one vector)")) from None
     if array.ndim not in (1, 2) or (array.ndim == 2 and array.shape[0] != 1):
         raise fail(ValueError(f"{shown(str(path))} holds an array of shape {array.shape}: give one vector"))
     return array.reshape(-1)

@@ -62,14 +62,14 @@ def serve(
     collection = collection_opt or collection or DEFAULT_COLLECTION
     from ..server import ServerConfig, read_token
     from ..server import serve as run_server
-    from ..server.config import check_port
+    from ..server.config import check_address
 
     try:
         token = read_token(token_file)
     except (OSError, ValueError) as exc:
         raise fail(exc) from None
-    check_port(port)  # a ValueError here is one sentence and exit 2, before the address is printed
     config = ServerConfig(write_token=token, roots=root, cors_origins=cors, max_upload_bytes=max_upload_mb << 20)
+    check_address(host, port)  # a ValueError here is one sentence and exit 2, before the address is printed
     console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
     try:
         run_server(os.path.expanduser(collection), host=host, port=port, config=config)

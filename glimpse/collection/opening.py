@@ -39,6 +39,8 @@ def open_collection(
     collection with a different encoder than the one that filled it is an error: their
     vectors are not comparable.
     """
+    if not str(path).strip():  # Path("") is the current folder: -c "" (an unset variable) made a collection there
+        raise ValueError("the collection path is empty: give a folder (or a milvus URI)")
     scheme = str(path).split("://", 1)[0] if "://" in str(path) else None
     if scheme in URI_OPENERS:  # milvus-lite:///file.db, milvus://host:port/NAME
         return URI_OPENERS[scheme](str(path), encoder, create=create, **encoder_options)
@@ -57,7 +59,7 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
         if not create:
             raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
         if not isinstance(encoder, Encoder):  # a bad name or option, or weights that cannot load, fail before anything is created
-            encoder = create_encoder(encoder or DEFAULT_ENCODER, **encoder_options)
+            encoder = create_encoder(DEFAULT_ENCODER if encoder is None else encoder, **encoder_options)
         root.mkdir(parents=True, exist_ok=True)
     meta = Metadata(db_path)
     try:
@@ -79,7 +81,7 @@ def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, opt
     recorded = meta.get_meta()
     if "encoder" not in recorded:
         if not isinstance(encoder, Encoder):
-            encoder = create_encoder(encoder or DEFAULT_ENCODER, **options)
+            encoder = create_encoder(DEFAULT_ENCODER if encoder is None else encoder, **options)
         meta.set_meta(
             encoder=encoder.name, encoder_version=encoder.version, dim=encoder.dim,
             rows=0, generation=0, created=time.time(),

@@ -154,7 +154,7 @@ def _segment(part: str) -> str:
             if j >= n:
                 res.append("\\[")
             else:
-                body = part[i:j].replace("\\", "\\\\")
+                body = re.sub(r"([\\[&~|])", r"\\\1", part[i:j])  # literal members, never nested sets
                 i = j + 1
                 if body[0] in "!^":
                     body = "^" + body[1:]

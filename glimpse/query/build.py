@@ -78,9 +78,13 @@ def build_query(
         raise ValueError("alpha weighs the text of a composed query: give both text and image")
     if vector is not None:
         try:
-            q = np.asarray(vector, dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError):
-            raise ValueError(f"the query vector must hold numbers, got {clip(repr(vector))}") from None
+            raw = np.asarray(vector)
+        except (TypeError, ValueError):  # ragged nesting
+            raw = np.asarray(None)
+        if raw.dtype.kind not in "iuf":  # casting would drop an imaginary part, or read text or True as numbers
+            raise ValueError(f"the query vector must hold real numbers, got {clip(repr(vector))}")
+        with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
+            q = raw.astype(np.float32).reshape(-1)
         _check_dim(q, encoder.dim)
         if not np.isfinite(q).all():
             raise ValueError("the query vector holds NaN or infinite values")

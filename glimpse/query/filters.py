@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
+from ..settings import check_glob
 from ..storage.metadata import ItemConditions
 from .limits import MAX_ID, clip
 
@@ -82,8 +83,10 @@ class Filter:
                 raise ValueError(f"min_{what} ({low}) is above max_{what} ({high})")
         for name in ("path_glob", "path_prefix"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ValueError(f"{name} must be a non-empty string")
+            if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
+                raise ValueError(f"{name} must be a non-empty string without NUL bytes")
+        if self.path_glob is not None:
+            check_glob("path_glob", self.path_glob)
 
     @classmethod
     def from_dict(cls, data: dict) -> Filter:
@@ -115,7 +118,8 @@ class Filter:
     def prefix_path(self) -> str | None:
         if self.path_prefix is None:
             return None
-        return str(Path(self.path_prefix).expanduser().absolute())
+        # os.path's expanduser, as for globs: '~nobody-here/x' stays as written (Path's raises).
+        return str(Path(os.path.expanduser(self.path_prefix)).absolute())
 
     def conditions(self) -> ItemConditions:
         """The same filter as plain values for the metadata store's query."""

@@ -65,8 +65,9 @@ class SearchRequest:
         if self.refine is not None and self.refine != "none" and self.refine not in REFINES:
             raise ValueError(f"unknown refine {self.refine!r}: use one of {', '.join(REFINES)} or none")
         check_fusion(self.fusion)
-        if self.min_score is not None and not _is_finite(self.min_score):
-            raise ValueError(f"min_score must be a finite number (a cosine, e.g. 0.2), got {self.min_score!r}")
+        if self.min_score is not None and not (_is_finite(self.min_score) and -1 <= self.min_score <= 1):
+            # Scores are cosines, shown within [-1, 1]: past either end nothing or everything passes.
+            raise ValueError(f"min_score must be a cosine from -1 to 1 (e.g. 0.2), got {self.min_score!r}")
         if self.alpha is not None and not (_is_finite(self.alpha) and 0 <= self.alpha <= 1):
             raise ValueError(f"alpha must be a number from 0 (image only) to 1 (text only), got {self.alpha!r}")
         if isinstance(self.filters, dict):

@@ -30,7 +30,7 @@ from ..ingest.names import shown
 from .config import ServerConfig, check_address
 from .models import Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
-from .errors import BodyLimit, SafeJSON, describe, error_handlers
+from .errors import BodyLimit, SafeJSON, error_handlers, invalid_body
 from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
 from .writes import write_routes
 
@@ -116,7 +116,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         try:
             req = SearchBody.model_validate_json(query)
         except ValidationError as exc:
-            raise HTTPException(422, "query: " + describe(exc.errors())) from None
+            raise HTTPException(*invalid_body(exc.errors(), "the query field", prefix="query.")) from None
         # The checked bytes go on, not the decoded picture: by its content hash the collection
         # knows a reference image it holds (and leaves it out of a composed query's results).
         pictures = [decode_upload(service, f, target=col.encoder.image_size)[0] for f in image]

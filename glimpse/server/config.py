@@ -37,6 +37,12 @@ class ServerConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, got {clip(str(value))}"
                                  + (" (glimpse serve --max-upload-mb: 1 or more)" if name == "max_upload_bytes" else ""))
+        for root in self.roots:  # a mistyped --root would refuse every path later, as outside
+            if not Path(root).expanduser().is_dir():
+                raise ValueError(f"the root {shown(str(root))} is not a folder on this machine (glimpse serve --root FOLDER)")
+        for origin in self.cors_origins:
+            if not origin.strip():
+                raise ValueError("an empty CORS origin allows no page: give one like https://example.org (glimpse serve --cors)")
 
 
 def check_port(port: int) -> None:
@@ -79,7 +85,8 @@ def read_token(token_file: str | os.PathLike | None) -> str | None:
 
 
 def confine(raw: str, roots: list[Path]) -> Path:
-    """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError.
+    """The real path of ``raw`` if it lies inside one of ``roots``, else PathNotAllowedError
+    (ValueError for what names no path at all: empty, blank, a NUL byte).
 
     Symlinks and ``..`` are resolved *before* the check, so neither can lead outside.
     A relative path is taken relative to the first root. A byte of a name that is not UTF-8
@@ -88,7 +95,7 @@ def confine(raw: str, roots: list[Path]) -> Path:
     """
     if not roots:
         raise PathNotAllowedError("this server has no folders to add from (start it with --root DIR)")
-    unusable = PathNotAllowedError(f"not a usable path: '{clip(raw)}'")
+    unusable = ValueError(f"not a usable path: '{clip(raw)}' (name a file or folder)")
     if "\0" in raw or not raw.strip():
         raise unusable
     try:

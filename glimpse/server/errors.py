@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,13 +17,37 @@ from ..query.limits import clip
 log = logging.getLogger(__name__)
 
 
-def describe(errors) -> str:
-    """Pydantic's error list as one readable line: 'body.k: must be <= 1000; ...'."""
+def describe(errors, prefix: str = "") -> str:
+    """Pydantic's error list as one readable line: 'k: must be <= 1000; ...' (fields under ``prefix``)."""
     parts = []
     for e in errors:
         where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
-        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+        parts.append(f"{prefix}{where}: {e.get('msg', 'invalid')}")
     return "; ".join(parts)
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def invalid_body(errors, where: str = "the request body", prefix: str = "") -> tuple[int, str]:
+    """(status, one sentence) for a JSON body that failed its model, the same for a request body
+    and a JSON form field (``where``): not JSON (400), not sent as JSON (415), not an object
+    (422), else each field's error (422, under ``prefix``)."""
+    for e in errors:
+        loc, kind = tuple(e.get("loc", ())), e.get("type")
+        if kind == "json_invalid":  # pydantic says where in its message, FastAPI in the location
+            at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+            return 400, f"{where} is not valid JSON ({e.get('ctx', {}).get('error', 'malformed')}{at})"
+        if loc not in ((), ("body",)):
+            continue
+        if kind == "missing":
+            return 400, f"{where} is empty: send a JSON object with Content-Type: application/json"
+        if isinstance(e.get("input"), bytes):  # FastAPI parses JSON only when the content type says JSON
+            return 415, f"{where} must be JSON sent with Content-Type: application/json"
+        if kind in ("model_type", "model_attributes_type", "dict_type"):
+            return 422, f"{where} must be a JSON object, not {_JSON_KINDS.get(type(e.get('input')), 'that')}"
+    return 422, describe(errors, prefix)
 
 
 class SafeJSON(JSONResponse):
@@ -45,10 +70,16 @@ def error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = exc.errors()
-        if any(e.get("type") == "json_invalid" for e in errors):
-            return _error("malformed JSON in the request body", 400)
-        return _error(describe(errors), 422)
+        status, message = invalid_body(exc.errors())
+        return _error(message, status)
+
+    @app.exception_handler(OSError)
+    @app.exception_handler(sqlite3.DatabaseError)
+    async def unreadable(_request: Request, exc: Exception) -> JSONResponse:
+        # The collection's own files, damaged or gone under a running server: not the client's
+        # fault, and not a bug of the server's either; the server stays up for what still works.
+        log.error("collection files cannot be read: %s", exc)
+        return _error(f"the collection cannot be read: {clip(str(exc))}", 503)
 
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:

@@ -12,6 +12,7 @@ from PIL import Image
 from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..ingest.names import shown
 from .config import ServerConfig
 from .jobs import Writer
 from .models import MAX_INT, ErrorBody
@@ -23,7 +24,7 @@ UPLOAD_DIR = "uploads"
 PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
 # Documented error answers, so clients (and schemathesis) know their shape.
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
 
 
 def only_form_fields(*known: str, hint: str):
@@ -35,6 +36,9 @@ def only_form_fields(*known: str, hint: str):
         unknown = sorted(set(form.keys()) - set(known))
         if unknown:
             raise HTTPException(422, f"unknown form field(s) {', '.join(unknown)}: {hint}")
+        repeated = sorted(name for name in set(form.keys()) - {"image"} if len(form.getlist(name)) > 1)
+        if repeated:  # FastAPI would read one of them and drop the others unseen
+            raise HTTPException(422, f"the form field {repeated[0]} came {len(form.getlist(repeated[0]))} times: send it once")
         # A part without a filename arrives as text, which FastAPI would call "Expected UploadFile".
         if any(isinstance(value, str) for value in form.getlist("image")):
             raise HTTPException(422, "each image must be sent as a file part with a filename "
@@ -79,6 +83,9 @@ class Service:
             raise HTTPException(404, f"image {item_id}: none of its files is there any more") from None
         except FileChangedError as exc:
             raise HTTPException(409, f"image {item_id} is not shown: {exc}") from None
+        except OSError as exc:  # say, made unreadable to the server since it was indexed
+            raise HTTPException(409, f"image {item_id} is not shown: {shown(str(exc.filename or ''))} "
+                                     f"cannot be read ({exc.strerror or exc})") from None
 
     def read_original(self, item_id: int) -> bytes:
         _, file = self.original(item_id)

@@ -17,6 +17,7 @@ from ..atomic import write_atomic
 from ..collection import Collection
 from ..ingest import content_hash
 from ..ingest.names import shown
+from ..settings import check_scan_globs
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
 from .models import MAX_INT, AddPaths, Job, RemovePaths
@@ -58,6 +59,10 @@ def write_routes(app: FastAPI, service: Service) -> None:
               responses=ERRORS, tags=["write"])
     def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
         """Add files or folders that are on the server, inside its roots."""
+        try:  # refused now, not as a job that fails later
+            check_scan_globs(req.include, req.exclude)
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         paths = _confined(service, req.paths)
         return _job(service, "add", lambda c, p: _report(
             c.add(paths, include=req.include, exclude=req.exclude, progress=p)), wait, response)
@@ -97,6 +102,8 @@ def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list
             real = confine(p, service.roots())
         except PathNotAllowedError as exc:
             raise HTTPException(403, str(exc)) from None
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
         if must_exist and not real.exists():
             raise HTTPException(404, f"no such file or folder: {shown(str(real))}")
         out.append(str(real))
