@@ -125,7 +125,10 @@ class EmbeddingCache:
         return self._save("generated", key, vectors, key)
 
     def texts(self, texts: Sequence[str], progress: ProgressFn | None = None) -> tuple[np.ndarray, str]:
-        key = digest(texts)
+        # An encoder whose text vectors change without its image vectors (lite0-minilm's text_version)
+        # keeps its folder, so the version goes in the key.
+        text_version = getattr(self.encoder, "text_version", None)
+        key = digest(texts if text_version is None else [f"text v{text_version}", *texts])
         cached = self._load("texts", key)
         if cached is not None:
             return cached
