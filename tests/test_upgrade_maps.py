@@ -109,3 +109,14 @@ def test_an_unknown_kind_is_refused():
     old, new, _ = two_spaces(4, seed=4)
     with pytest.raises(ValueError, match="unknown map"):
         fit_kind("procrustes", Pairs(old, new, np.arange(4)))
+
+
+def test_a_query_pulled_back_scores_mapped_vectors_without_mapping_them():
+    """What a raw vector query scores the images there before the switch by (glimpse.upgrade.dual.ThroughMap)."""
+    old, new, texts = two_spaces(120, seed=2)
+    pairs = Pairs(old[:60], new[:60], np.arange(60), (texts, texts))
+    plain = fit_kind("ridge", pairs, 1.0, 0.3)
+    for space_map in (plain, calibrate(plain, new[:60], texts)):
+        query = l2_normalize(np.random.default_rng(3).normal(size=VISUAL + TEXT))
+        scores = space_map.scores(space_map.pulled_back(query), old[60:], space_map.part_norms(old[60:]))
+        assert np.allclose(scores, space_map(old[60:]) @ query, atol=1e-5)
