@@ -98,6 +98,14 @@ def test_sample_pairs_add_a_view_per_readable_image_and_the_prompts(make_image, 
     assert len(pairs.texts[0]) == len(prompts()) == 1000 and pairs.texts[1].shape[1] == new.dim
 
 
+def test_the_prompts_go_through_one_text_tower_when_both_encoders_share_it(monkeypatch):
+    old, same = create_encoder("hash"), create_encoder("hash", seed=1)  # 64-d both; hash texts ignore the seed
+    encoded = []
+    monkeypatch.setattr(same, "encode_texts", lambda texts: encoded.append(len(texts)) or old.encode_texts(texts))
+    pairs = sample_pairs(old, same, np.zeros((0, 64), np.float32), np.zeros((0, 64), np.float32), {}, seed=0, workers=1)
+    assert len(pairs.texts[1]) == 1000 and max(encoded) < 1000  # the probe texts only
+
+
 def image_of(path: Path):
     from PIL import Image
 
