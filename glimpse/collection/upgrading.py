@@ -51,9 +51,9 @@ class Upgrading:
         A seeded ``sample`` of images is re-embedded with ``encoder`` (a registered name with
         its options, or an :class:`Encoder`), a map from the old space to the new one is fitted
         on it, and from then on every query runs in the new space: the other images through
-        their mapped vectors until the backfill re-embeds them (text and image queries score the
-        images there before the switch by their old vectors until the finish, see
-        :mod:`glimpse.upgrade.dual`) (about ``backfill`` more this run,
+        their mapped vectors until the backfill re-embeds them (every query scores the images there
+        before the switch by their old vectors, or through the map as at the switch, until the
+        finish, see :mod:`glimpse.upgrade.dual`) (about ``backfill`` more this run,
         whole batches; None: all), in ``order`` (``uncertain``: worst-mapped batches first, or
         ``random``), in the batches a fresh index with ``batch_size`` would use. New images go
         straight to the new encoder. When every image is re-embedded, codes are re-fitted and
