@@ -127,6 +127,9 @@ def main() -> None:
                         help="only query latency, p50 and p99, of an upgrading collection against the lite0 one: "
                              "just after the switch (--sample images re-embedded), then while the backfill runs")
     parser.add_argument("--latency-queries", type=int, default=LATENCY_QUERIES)
+    parser.add_argument("--latency-batch", type=int, default=32,
+                        help="the backfill's batch size while --latency times queries (smaller: a slower backfill, "
+                             "so that more queries meet it)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -227,23 +230,30 @@ def timed(col: glimpse.Collection, ask: dict) -> tuple[float, float]:
 
 
 def latency(plain: glimpse.Collection, upgrading: glimpse.Collection, captions: list[str], copy_task, tag: str,
-            count: int = LATENCY_QUERIES) -> None:
+            count: int = LATENCY_QUERIES, running=lambda: True) -> None:
     """Text and image query times through ``search`` (wall and CPU, p50 and p99) on a collection during an
-    upgrade against ``plain``, the same photos without one, query by query in turn so that both meet the
-    same load (a backfill running in another process included)."""
+    upgrade against ``plain``, the same photos without one, in turn (a text and an image query on each)
+    so that both meet the same load (a backfill running in another process included); only the rounds
+    that end while ``running()`` holds count, and the rounds stop when it no longer does."""
     pictures = [copy_task.queries.picture(q) for q in range(count)]
     for col in (plain, upgrading):  # loads what each path needs (models, the old encoder: once)
         col.search(text=captions[0], k=10)
         col.search(image=pictures[0], k=10)
-    for kind, asks in (("text", [{"text": c} for c in captions[:count]]), ("image", [{"image": im} for im in pictures])):
-        times = {"no upgrade": [], "upgrading": []}
-        for ask in asks:
-            for name, col in (("no upgrade", plain), ("upgrading", upgrading)):
-                times[name].append(timed(col, ask))
-        p = {name: np.percentile(np.array(t) * 1000, [50, 99], axis=0) for name, t in times.items()}  # [p50, p99] x [wall, cpu]
+    times = {(kind, name): [] for kind in ("text", "image") for name in ("no upgrade", "upgrading")}
+    for caption, picture in zip(captions[:count], pictures):
+        if not running():
+            break
+        round_ = {(kind, name): timed(col, ask) for kind, ask in (("text", {"text": caption}), ("image", {"image": picture}))
+                  for name, col in (("no upgrade", plain), ("upgrading", upgrading))}
+        if running():
+            for key, value in round_.items():
+                times[key].append(value)
+    for kind in ("text", "image"):
+        p = {name: np.percentile(np.array(times[kind, name]) * 1000, [50, 99], axis=0)  # [p50, p99] x [wall, cpu]
+             for name in ("no upgrade", "upgrading")}
         for name, (p50, p99) in p.items():
             print(f"{tag} {kind} [{name}]: wall p50 {p50[0]:.0f} ms, p99 {p99[0]:.0f} ms; CPU p50 {p50[1]:.0f} ms, "
-                  f"p99 {p99[1]:.0f} ms ({count} queries)")
+                  f"p99 {p99[1]:.0f} ms ({len(times[kind, name])} queries)")
         ratio = p["upgrading"] / p["no upgrade"]
         print(f"{tag} {kind}: upgrading / no upgrade: wall p50 x{ratio[0, 0]:.2f}, p99 x{ratio[1, 0]:.2f}; "
               f"CPU p50 x{ratio[0, 1]:.2f}, p99 x{ratio[1, 1]:.2f}")
@@ -311,20 +321,22 @@ def upgrade_latency(args, old: glimpse.Collection, captions: list[str], copy_tas
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(old.path, target)
     col = glimpse.open(target)
-    col.upgrade(NEW, sample=args.sample, backfill=0)
+    col.upgrade(NEW, sample=args.sample, backfill=0, batch_size=args.latency_batch)  # the backfill's batches
     up = col.stats().upgrade
     latency(old, col, captions, copy_task, f"[switched, {up['reembedded']} of {up['images']} re-embedded, backfill paused]",
             args.latency_queries)
-    backfill = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "upgrade", "-c", str(target), "--keep-old"],
+    backfill = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "upgrade", "-c", str(target), "--keep-old",
+                                 "--batch-size", str(args.latency_batch)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env={**os.environ, "PYTHONPATH": str(REPO)})
     try:
         while active(col._meta.get_meta())["done"] == up["reembedded"] and backfill.poll() is None:
             time.sleep(0.5)  # until its first batch is committed (the model loaded)
-        latency(old, col, captions, copy_task, "[backfill running]", args.latency_queries)
-        done = col.stats().upgrade
-        print(f"the backfill was at {done['reembedded']} of {done['images']} re-embedded at the end"
-              + ("" if backfill.poll() is None else " (it ended during the measurement)"))
+        first = col.stats().upgrade["reembedded"]
+        latency(old, col, captions, copy_task, "[backfill running]", args.latency_queries,
+                running=lambda: backfill.poll() is None)
+        print(f"the backfill went from {first} to {col.stats().upgrade['reembedded']} of {up['images']} re-embedded "
+              f"meanwhile (batches of {args.latency_batch})")
     finally:
         backfill.kill()
         backfill.wait()
