@@ -23,15 +23,19 @@ Each stage is scored in the ``MODES``: through the map, and dual-space (:mod:`gl
 images there before the switch in the old space until the finish), against its baselines. ``--replay``
 scores them on the stored lite0 and lite2 vectors with the engine's own sample and ``--orders`` (no
 image model runs: minutes instead of an hour on a loaded machine; ``--modes`` picks the scorings),
-and prints a table per order and seed; ``--latency`` times map against dual-space queries through
-``search`` just after the switch. Cached collections and query vectors are keyed by :func:`vector_key`.
+and prints a table per order and seed; ``--latency`` times text and image queries through ``search``
+(p50, p99, wall and CPU) on a collection during an upgrade against the same photos without one, just
+after the switch and while the backfill runs. Cached collections and query vectors are keyed by :func:`vector_key`.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,7 +66,7 @@ DUAL_MODES = {"dual": ("quantile", "old"), "dual, blended": ("quantile", "blend"
               "dual, standing, new alone": ("standing", "new"), "dual, raw, new alone": ("raw", "new")}
 #: How the upgraded collection scores during the backfill: every image through the map (``map``), or dual-space.
 MODES = ("map", *DUAL_MODES)
-LATENCY_QUERIES = 20
+LATENCY_QUERIES = 40
 
 
 def plain(kind: str, queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
@@ -120,8 +124,12 @@ def main() -> None:
     parser.add_argument("--modes", default=";".join(["map", *DUAL_MODES]),
                         help="the replay's scorings, separated by ;: map and DUAL_MODES (default: all)")
     parser.add_argument("--latency", action="store_true",
-                        help="only query latency, map against dual-space, just after the switch (--sample images "
-                             "re-embedded: the most left to scan in the old space)")
+                        help="only query latency, p50 and p99, of an upgrading collection against the lite0 one: "
+                             "just after the switch (--sample images re-embedded), then while the backfill runs")
+    parser.add_argument("--latency-queries", type=int, default=LATENCY_QUERIES)
+    parser.add_argument("--latency-batch", type=int, default=32,
+                        help="the backfill's batch size while --latency times queries (smaller: a slower backfill, "
+                             "so that more queries meet it)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     captioned = load_captioned(args.data)
@@ -140,12 +148,7 @@ def main() -> None:
                                       args.work / f"copies-{col.path.name}-{args.per_image}.npy"))
 
     if args.latency:
-        target = args.work / "latency"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(old.path, target)
-        col = glimpse.open(target)
-        col.upgrade(NEW, sample=args.sample, backfill=0)
-        latency(col, captions, copy_task, f"[sample {col.stats().upgrade['sample']} of {len(col)} re-embedded]")
+        upgrade_latency(args, old, captions, copy_task)
         return
     prompt_pairs = None  # the replay's map's text pairs
     if args.replay:
@@ -219,26 +222,41 @@ def dual_score(scale: str, reembedded: str, old_queries: dict[str, np.ndarray], 
     return score
 
 
-def latency(col: glimpse.Collection, captions: list[str], copy_task, tag: str) -> None:
-    """Median time of a text and an image query through ``col.search``, mapped against dual-space
-    (which encodes the query twice and scans the images not re-embedded yet in the old space)."""
-    pictures = [copy_task.queries.picture(q) for q in range(LATENCY_QUERIES)]
-    for scoring in ("dual", "map"):
-        col._upgrade_scoring = scoring
-        col.search(text=captions[0], k=10)  # loads what the path needs (the old encoder: once)
+def timed(col: glimpse.Collection, ask: dict) -> tuple[float, float]:
+    """One query's wall time and CPU time (of this process: every thread of the search, not the backfill's)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    col.search(**ask, k=10)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def latency(plain: glimpse.Collection, upgrading: glimpse.Collection, captions: list[str], copy_task, tag: str,
+            count: int = LATENCY_QUERIES, running=lambda: True) -> None:
+    """Text and image query times through ``search`` (wall and CPU, p50 and p99) on a collection during an
+    upgrade against ``plain``, the same photos without one, in turn (a text and an image query on each)
+    so that both meet the same load (a backfill running in another process included); only the rounds
+    that end while ``running()`` holds count, and the rounds stop when it no longer does."""
+    pictures = [copy_task.queries.picture(q) for q in range(count)]
+    for col in (plain, upgrading):  # loads what each path needs (models, the old encoder: once)
+        col.search(text=captions[0], k=10)
         col.search(image=pictures[0], k=10)
-        timed = {}
-        for kind, asks in (("text", [{"text": c} for c in captions[:LATENCY_QUERIES]]),
-                           ("image", [{"image": im} for im in pictures])):
-            times = []
-            for ask in asks:
-                started = time.perf_counter()
-                col.search(**ask, k=10)
-                times.append(time.perf_counter() - started)
-            timed[kind] = np.median(times) * 1000
-        print(f"{tag} query latency [{scoring}]: text {timed['text']:.1f} ms, image {timed['image']:.1f} ms (median of "
-              f"{LATENCY_QUERIES})")
-    col._upgrade_scoring = "dual"
+    times = {(kind, name): [] for kind in ("text", "image") for name in ("no upgrade", "upgrading")}
+    for caption, picture in zip(captions[:count], pictures):
+        if not running():
+            break
+        round_ = {(kind, name): timed(col, ask) for kind, ask in (("text", {"text": caption}), ("image", {"image": picture}))
+                  for name, col in (("no upgrade", plain), ("upgrading", upgrading))}
+        if running():
+            for key, value in round_.items():
+                times[key].append(value)
+    for kind in ("text", "image"):
+        p = {name: np.percentile(np.array(times[kind, name]) * 1000, [50, 99], axis=0)  # [p50, p99] x [wall, cpu]
+             for name in ("no upgrade", "upgrading")}
+        for name, (p50, p99) in p.items():
+            print(f"{tag} {kind} [{name}]: wall p50 {p50[0]:.0f} ms, p99 {p99[0]:.0f} ms; CPU p50 {p50[1]:.0f} ms, "
+                  f"p99 {p99[1]:.0f} ms ({len(times[kind, name])} queries)")
+        ratio = p["upgrading"] / p["no upgrade"]
+        print(f"{tag} {kind}: upgrading / no upgrade: wall p50 x{ratio[0, 0]:.2f}, p99 x{ratio[1, 0]:.2f}; "
+              f"CPU p50 x{ratio[0, 1]:.2f}, p99 x{ratio[1, 1]:.2f}")
 
 
 def replay(args, seed: int, order_kind: str, images, owner, copy_task, old, fresh, queries,
@@ -296,6 +314,34 @@ def replay(args, seed: int, order_kind: str, images, owner, copy_task, old, fres
     return {stage: figures / base for stage, figures in out.items()}
 
 
+def upgrade_latency(args, old: glimpse.Collection, captions: list[str], copy_task) -> None:
+    """Query latency on a copy of the lite0 collection upgraded to lite2 against the lite0 collection itself:
+    just after the switch (the backfill paused), then while ``glimpse upgrade`` backfills in another process."""
+    target = args.work / "latency"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(old.path, target)
+    col = glimpse.open(target)
+    col.upgrade(NEW, sample=args.sample, backfill=0, batch_size=args.latency_batch)  # the backfill's batches
+    up = col.stats().upgrade
+    latency(old, col, captions, copy_task, f"[switched, {up['reembedded']} of {up['images']} re-embedded, backfill paused]",
+            args.latency_queries)
+    backfill = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "upgrade", "-c", str(target), "--keep-old",
+                                 "--batch-size", str(args.latency_batch)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        while active(col._meta.get_meta())["done"] == up["reembedded"] and backfill.poll() is None:
+            time.sleep(0.5)  # until its first batch is committed (the model loaded)
+        first = col.stats().upgrade["reembedded"]
+        latency(old, col, captions, copy_task, "[backfill running]", args.latency_queries,
+                running=lambda: backfill.poll() is None)
+        print(f"the backfill went from {first} to {col.stats().upgrade['reembedded']} of {up['images']} re-embedded "
+              f"meanwhile (batches of {args.latency_batch})")
+    finally:
+        backfill.kill()
+        backfill.wait()
+
+
 def item_ids(col, paths: list[Path]) -> np.ndarray:
     return np.array([col._meta.item_for_path(str(p)) for p in paths], np.int64)
 
@@ -350,7 +396,7 @@ def run(args, seed: int, order: str, images, captions, owner, copy_task, old, fr
             print(f"{tag} {1 - pending.mean():.0%} re-embedded [{mode}]: R@10 {figures[0]:.3f}, mAP {figures[1]:.3f} "
                   f"(old/old {base[0]:.3f}, {base[1]:.3f})")
         if share == 0.5:
-            latency(col, captions, copy_task, tag)
+            latency(old, col, captions, copy_task, tag)
     col.upgrade()  # finish
     fresh_vectors = stored(fresh, item_ids(fresh, images))
     final = stored(col, item_ids(col, images))

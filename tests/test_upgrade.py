@@ -279,23 +279,46 @@ def test_copies_find_their_original_first_in_every_mixed_state(tmp_path, photos)
     assert missed_by_map > 0  # through the map alone, some copies miss their original while mapped
 
 
-def test_until_the_finish_images_there_before_the_switch_rank_as_in_the_old_collection(tmp_path, photos):
-    """Whatever the backfill has re-embedded, text and image answers among them are old/old's: no pair
-    both encoders agree on is ever reordered (glimpse.upgrade.dual); at the finish, new/new's."""
+def test_until_the_finish_every_query_form_ranks_the_images_there_before_the_switch_as_a_fixed_collection(
+        tmp_path, photos, make_image):
+    """Whatever the backfill has re-embedded, text, image, composed, like and weighted-terms answers among the
+    images there before the switch are old/old's, filtered and with codes too (each query built again in the
+    old space); a raw vector (the new space's) and like of an image added since rank them as at the switch
+    (through the map): no pair is ever reordered (glimpse.upgrade.dual). At the finish, new/new's."""
     old, fresh = built(tmp_path, photos, "old"), built(tmp_path, photos, "fresh", **NEW)
+    before = {str(p) for p in photos.rglob("*.png")}
     col = built(tmp_path, photos)
+    col.use_codes("sign", bits=32, oversample=10)
     col.upgrade("hash", sample=4, backfill=0, **NEW, batch_size=B)
+    col.add([make_image(photos / "late.png", seed=99)])  # added since the switch: new vector only
     query = edited(photos / "p05.png")
 
-    def ranking(c: glimpse.Collection) -> tuple[list[str], list[str]]:
-        return [r.path for r in c.search(image=query, k=24)], [r.path for r in c.search(text="a photo", k=24)]
+    def item(c: glimpse.Collection, name: str) -> int:
+        return c._meta.item_for_path(str(photos / name))
 
+    asks = {"text": lambda c: {"text": "a photo"}, "image": lambda c: {"image": query},
+            "composed": lambda c: {"text": "a photo", "image": photos / "p05.png", "alpha": 0.3},
+            "like": lambda c: {"like": item(c, "p07.png")},
+            "terms": lambda c: {"terms": [("a photo", 1.0), (item(c, "p03.png"), 0.5), (query, -0.3)]},
+            "filtered": lambda c: {"image": query, "filters": Filter(path_prefix=str(photos / "sub"))}}
+    fixed = {"vector": {"vector": np.random.default_rng(0).normal(size=32)}, "like added": {"like": item(col, "late.png")}}
+
+    def ranking(c: glimpse.Collection, ask: dict) -> list[str]:
+        return [r.path for r in c.search(**ask, k=30) if r.path in before]
+
+    at_switch = {name: ranking(col, ask) for name, ask in fixed.items()}
     stages = 0
     while (state := active(col._meta.get_meta())) is not None:
-        assert ranking(col) == ranking(old), f"{state['done']} of 24 re-embedded"
+        for name, ask in asks.items():
+            assert ranking(col, ask(col)) == ranking(old, ask(old)), f"{name}: {state['done']} of 24 re-embedded"
+        for name, ask in fixed.items():
+            assert ranking(col, ask) == at_switch[name], f"{name}: {state['done']} of 24 re-embedded"
+        assert str(photos / "p05.png") not in ranking(col, asks["composed"](col))  # its reference image left out
         col.upgrade(backfill=8, batch_size=B)
         stages += 1
-    assert stages == 3 and ranking(col) == ranking(fresh)
+    assert stages == 3
+    for name, ask in asks.items():
+        assert ranking(col, ask(col)) == ranking(fresh, ask(fresh)), name
 
 
 def test_a_milvus_collection_is_refused_and_left_as_it_was(tmp_path, photos, monkeypatch):

@@ -98,6 +98,14 @@ def test_sample_pairs_add_a_view_per_readable_image_and_the_prompts(make_image, 
     assert len(pairs.texts[0]) == len(prompts()) == 1000 and pairs.texts[1].shape[1] == new.dim
 
 
+def test_the_prompts_go_through_one_text_tower_when_both_encoders_share_it(monkeypatch):
+    old, same = create_encoder("hash"), create_encoder("hash", seed=1)  # 64-d both; hash texts ignore the seed
+    encoded = []
+    monkeypatch.setattr(same, "encode_texts", lambda texts: encoded.append(len(texts)) or old.encode_texts(texts))
+    pairs = sample_pairs(old, same, np.zeros((0, 64), np.float32), np.zeros((0, 64), np.float32), {}, seed=0, workers=1)
+    assert len(pairs.texts[1]) == 1000 and max(encoded) < 1000  # the probe texts only
+
+
 def image_of(path: Path):
     from PIL import Image
 
@@ -109,3 +117,14 @@ def test_an_unknown_kind_is_refused():
     old, new, _ = two_spaces(4, seed=4)
     with pytest.raises(ValueError, match="unknown map"):
         fit_kind("procrustes", Pairs(old, new, np.arange(4)))
+
+
+def test_a_query_pulled_back_scores_mapped_vectors_without_mapping_them():
+    """What a raw vector query scores the images there before the switch by (glimpse.upgrade.dual.ThroughMap)."""
+    old, new, texts = two_spaces(120, seed=2)
+    pairs = Pairs(old[:60], new[:60], np.arange(60), (texts, texts))
+    plain = fit_kind("ridge", pairs, 1.0, 0.3)
+    for space_map in (plain, calibrate(plain, new[:60], texts)):
+        query = l2_normalize(np.random.default_rng(3).normal(size=VISUAL + TEXT))
+        scores = space_map.scores(space_map.pulled_back(query), old[60:], space_map.part_norms(old[60:]))
+        assert np.allclose(scores, space_map(old[60:]) @ query, atol=1e-5)

@@ -86,17 +86,14 @@ class Searching:
         with self._fresh_index():  # the encoder of the space the index holds (an upgrade switches it)
             encoder = self.encoder
         dual = self._dual_space(request)  # both spaces while an upgrade's backfill runs
-        # With both spaces a query image is encoded by both encoders, not read as a stored (maybe mapped) vector.
+        # With both spaces a query image is encoded, not read as a stored vector that may be a mapped one.
         text_map = self._text_map() if request.adapted else None
-        sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else _no_item, text_map)
+        sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else
+                               dual.item_with_real_new(self._item_for_hash), text_map)
         query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,
                             like=request.like, terms=terms, alpha=request.alpha)
         if dual is not None:
-            # Encoders sharing their text vectors: a plain text query is the same in both spaces.
-            shared = dual.same_text and request.image is None and text_map is None
-            scored_old = dual.scorer(query.vector if shared else
-                                     build_query(dual.encoder, QuerySources(self._item_vector, _no_item),
-                                                 text=request.text, image=request.image).vector, query.vector)
+            scored_old = self._scored_in_both(dual, request, terms, query, text_map)
         allowed = self._allowed(filters, phrases)
         if allowed is not None:
             allowed = np.setdiff1d(allowed, np.array(sorted(query.exclude), dtype=np.int64))
@@ -193,10 +190,6 @@ class Searching:
         hits = [(i, s) for i, s in ranked[:k] if min_score is None or s >= min_score]
         paths = self._paths_for([i for i, _ in hits])
         return [SearchResult(i, paths[i], s) for i, s in hits if i in paths]
-
-
-def _no_item(content_hash: str) -> None:
-    return None
 
 
 def _request(first: str | SearchRequest | None, rest: SearchRequest) -> SearchRequest:

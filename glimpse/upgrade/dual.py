@@ -29,12 +29,19 @@ with the blend). Text and image answers among those images are then the old coll
 finish and the new encoder's after it: one step, in the direction of the encoders' own difference.
 Images added since the switch have no old vector and are scored in the new space.
 
-Queries that exist in one space only (a raw vector, ``like``, composed queries, weighted terms) are
-scored through the map as before.
+Every query form follows the same rule. A composed query, ``like``, and weighted terms are built in
+the old space too, from the old encoder (texts, images) and the old vectors (items there before the
+switch): old/old again. A query with no old-space form (a raw vector: it is in the collection's
+encoder's space, the new one once switched; an item added since the switch; any text or image once
+the old encoder cannot be built) scores the images there before the switch against the vectors the
+map gave them at the switch (:class:`ThroughMap`), re-embedded ones included: also fixed until the
+finish, so also monotone, at the map's quality.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -42,9 +49,14 @@ import numpy as np
 
 from ..encoders import Encoder
 from ..storage import VectorStore
+from .maps import SpaceMap
 
 #: At most this many images embedded by both encoders calibrate a query (a seeded choice of them).
 CALIBRATION_ITEMS = 2000
+
+
+class NoOldVector(LookupError):
+    """A query part (an item added since the switch) has no old-space form."""
 
 
 #: Texts that tell whether two encoders share their text vectors (lite0-minilm and lite2-minilm do:
@@ -101,22 +113,49 @@ def _quantile_mapped(old: np.ndarray, sorted_old: np.ndarray, sorted_new: np.nda
     return np.clip(mapped, -1, 1)
 
 
+class ThroughMap:
+    """New-space queries' scores against the vectors the map gives the old ones (``forward(old)``, as at the
+    switch), for queries with no old-space form. Each vector's part norms (a matrix product) are kept for
+    the rest of the upgrade, so a query is pulled back once (:meth:`SpaceMap.pulled_back`) instead of
+    every vector being mapped per query."""
+
+    def __init__(self, forward: SpaceMap):
+        self.forward = forward
+        self._ids, self._norms = np.zeros(0, np.int64), np.zeros((0, 1 if forward.span is None else 2), np.float32)
+        self._lock = threading.Lock()
+
+    def scores(self, query: np.ndarray, ids: np.ndarray, old: np.ndarray) -> np.ndarray:
+        """``forward(old) @ query`` for ``ids`` and their old vectors ``old``."""
+        return self.forward.scores(self.forward.pulled_back(query), old, self._norms_of(ids, old))
+
+    def _norms_of(self, ids: np.ndarray, old: np.ndarray) -> np.ndarray:
+        with self._lock:
+            known = np.isin(ids, self._ids)
+            if not known.all():  # an item's old vector does not change during an upgrade: computed once
+                new_ids, at = np.unique(ids[~known], return_index=True)
+                ids_all = np.concatenate([self._ids, new_ids])
+                norms = np.concatenate([self._norms, self.forward.part_norms(old[~known][at])])
+                order = np.argsort(ids_all)
+                self._ids, self._norms = ids_all[order], norms[order]
+            return self._norms[np.searchsorted(self._ids, ids)]
+
+
 @dataclass
 class QueryScores:
-    """One query's scores in both spaces during a backfill (:meth:`DualSpace.scorer`)."""
+    """One query's scores during a backfill (:meth:`DualSpace.scorer`): the images there before the switch
+    by ``raw`` (their old-side scores, fixed until the finish) put on the new scale."""
 
     space: "DualSpace"
-    old_query: np.ndarray
-    new_query: np.ndarray
-    sample_old: np.ndarray  # the query's scores on the calibration images, old space
-    sample_new: np.ndarray  # and new
+    raw: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (ids, their old vectors) -> old-side scores
+    sample_old: np.ndarray  # the query's old-side scores on the calibration images
+    sample_new: np.ndarray  # and its new-space ones
 
     def old(self, ids: np.ndarray) -> np.ndarray:
-        """Old-space scores on the new scale of ``ids`` (images with an old vector)."""
+        """Old-side scores on the new scale of ``ids`` (images with an old vector)."""
         if not len(ids):
             return np.zeros(0, np.float32)
-        old = self.space.store.read(ids, self.space.rows) @ self.old_query
-        return on_new_scale(old, self.sample_old, self.sample_new, self.space.scale).astype(np.float32)
+        raw = self.raw(ids, self.space.store.read(ids, self.space.rows))
+        return on_new_scale(raw, self.sample_old, self.sample_new, self.space.scale).astype(np.float32)
 
     def final(self, ids: np.ndarray, new: np.ndarray) -> np.ndarray:
         """The scores ``ids`` rank by, from their new-space scores ``new``: images there before the switch
@@ -131,14 +170,16 @@ class QueryScores:
 class DualSpace:
     """What dual-space scoring needs at one committed state of a backfill."""
 
-    encoder: Encoder  # the old encoder
+    encoder: Encoder | None  # the old encoder (None where it cannot be built any more)
     store: VectorStore  # the old vectors (same rows as the collection's)
     rows: int
-    pending: np.ndarray  # sorted live ids not re-embedded yet: scored in the old space
+    pending: np.ndarray  # sorted live ids not re-embedded yet
     reembedded: np.ndarray  # sorted live ids re-embedded since the switch began (both vectors)
     added: np.ndarray  # sorted live ids added since the switch (new vectors only)
-    sample_old: np.ndarray  # the calibration images' vectors in the old space (calibration_items)
+    calibration: np.ndarray  # the calibration images (calibration_items)
+    sample_old: np.ndarray  # their vectors in the old space
     sample_new: np.ndarray  # and in the new one (same images, same order)
+    through_map: ThroughMap  # for queries with no old-space form
     scale: str = "quantile"
     same_text: bool = False  # the old encoder's text vectors are the new one's (same_text_space)
 
@@ -147,8 +188,34 @@ class DualSpace:
         """Sorted live ids with an old vector: those waiting and those re-embedded."""
         return np.union1d(self.pending, self.reembedded)
 
-    def scorer(self, old_query: np.ndarray, new_query: np.ndarray) -> QueryScores:
-        return QueryScores(self, old_query, new_query, self.sample_old @ old_query, self.sample_new @ new_query)
+    def scorer(self, new_query: np.ndarray, old_query: np.ndarray | None) -> QueryScores:
+        """Scores of a query built in both spaces, or in the new one only (``old_query`` None: through the map)."""
+        if old_query is not None:
+            return QueryScores(self, lambda ids, old: old @ old_query, self.sample_old @ old_query,
+                               self.sample_new @ new_query)
+        def mapped(ids: np.ndarray, old: np.ndarray) -> np.ndarray:
+            return self.through_map.scores(new_query, ids, old)
+        return QueryScores(self, mapped, mapped(self.calibration, self.sample_old), self.sample_new @ new_query)
+
+    def old_vector(self, item: int) -> np.ndarray:
+        """An item's old vector, for a query built in the old space; :class:`NoOldVector` for one added since."""
+        if not np.isin(item, self.with_old):
+            raise NoOldVector(item)
+        return self.store.read(np.array([item], np.int64), self.rows)[0]
+
+    def item_with_old(self, find: Callable[[str], int | None]) -> Callable[[str], int | None]:
+        """``find`` (content hash -> item) limited to items with an old vector (the others are encoded)."""
+        def found(content_hash: str) -> int | None:
+            item = find(content_hash)
+            return item if item is not None and np.isin(item, self.with_old) else None
+        return found
+
+    def item_with_real_new(self, find: Callable[[str], int | None]) -> Callable[[str], int | None]:
+        """``find`` limited to items whose new vector is real (not waiting: a mapped one is lossy)."""
+        def found(content_hash: str) -> int | None:
+            item = find(content_hash)
+            return item if item is not None and not np.isin(item, self.pending) else None
+        return found
 
     def added_among(self, allowed: np.ndarray | None) -> np.ndarray:
         """The items the new space's index searches: ``allowed`` ones (None: all) added since the switch."""

@@ -96,6 +96,31 @@ class SpaceMap:
         rest = out - text
         return l2_normalize(np.sqrt(self.share) * l2_normalize(text) + np.sqrt(1.0 - self.share) * l2_normalize(rest))
 
+    # A new-space query's scores against mapped vectors, without mapping them: the mapped vector is a
+    # weighted sum of unit parts (the texts' span and the rest, orthogonal; or the whole space), so
+    # query . self(x) = sum over parts of weight * (x . matrix P q) / |x matrix P|. The norms are the
+    # query-independent part (one matrix product per vector, kept by the caller); each query is
+    # pulled back once.
+    def part_norms(self, vectors: np.ndarray) -> np.ndarray:
+        """(n, parts): each vector's norm in each part of the new space once multiplied by the matrix."""
+        y = np.asarray(vectors, np.float32) @ self.matrix
+        if self.span is None:
+            return np.linalg.norm(y, axis=1, keepdims=True)
+        text = np.linalg.norm(y @ self.span, axis=1)
+        return np.stack([text, np.sqrt(np.maximum((y * y).sum(axis=1) - text**2, 0.0))], axis=1)
+
+    def pulled_back(self, query: np.ndarray) -> np.ndarray:
+        """(parts, dim from): a new-space query's weighted parts brought back through the matrix."""
+        q = np.asarray(query, np.float32)
+        if self.span is None:
+            return (self.matrix @ q)[None]
+        text = self.span @ (self.span.T @ q)
+        return np.stack([np.sqrt(self.share) * (self.matrix @ text), np.sqrt(1.0 - self.share) * (self.matrix @ (q - text))])
+
+    def scores(self, pulled: np.ndarray, vectors: np.ndarray, norms: np.ndarray) -> np.ndarray:
+        """``self(vectors) @ query`` from the query ``pulled`` back and the vectors' ``part_norms``."""
+        return ((np.asarray(vectors, np.float32) @ pulled.T) / np.maximum(norms, 1e-12)).sum(axis=1)
+
     def save(self, path: Path) -> None:
         """Written beside ``path``, made durable, then renamed over it: never torn."""
         buffer = io.BytesIO()

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 from ..encoders import Encoder
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
+from .dual import same_text_space
 from .maps import Pairs
 
 #: Share of the area a view keeps, and the range of its aspect ratio.
@@ -57,6 +58,7 @@ def sample_pairs(old: Encoder, new: Encoder, old_x: np.ndarray, new_y: np.ndarra
             ys.append(new.encode_images(pending))
             pending = []
     texts = prompts()
+    old_texts = old.encode_texts(texts)
+    new_texts = old_texts if same_text_space(old, new) else new.encode_texts(texts)  # lite0-, lite2-minilm: MiniLM's
     x, y = np.concatenate(xs), np.concatenate(ys)
-    return Pairs(x, y, np.concatenate([np.arange(len(old_x)), group]).astype(np.int64),
-                 (old.encode_texts(texts), new.encode_texts(texts)))
+    return Pairs(x, y, np.concatenate([np.arange(len(old_x)), group]).astype(np.int64), (old_texts, new_texts))
