@@ -436,3 +436,27 @@ def test_the_probe_plan_measures_each_lists_own_spread_past_the_first_lists(zipf
     _, got = index.search(queries, K)
     assert recall(got, truth) == 1.0
     assert np.mean(lists_probed(index, queries)) < 1.5 * index.probes
+
+
+def test_a_query_plan_runs_faiss_on_one_thread_and_restores_the_setting(data, monkeypatch):
+    import faiss
+
+    from glimpse.backends import ivfcodes
+
+    index = index_of(data)
+    seen = []
+    scored = ivfcodes.exact_top
+
+    def counting(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(ivfcodes, "exact_top", counting)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)  # FAISS's default is every core: an OpenMP team per small call
+    try:
+        index.search(data[5][:1], K)
+        assert seen and set(seen) == {1}
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
