@@ -361,8 +361,8 @@ class IVFCodesIndex(CodeBackend):
         lists = np.ascontiguousarray(lists, dtype=np.int64)
         coarse = np.ascontiguousarray(coarse, dtype=np.float32)
         found = faiss.RangeSearchResult(len(queries))
-        # In a batch's threads, FAISS's threads take a query's lists, never queries: each list of the
-        # pseudo-queries is one query of one list (serial), and the batch's queries run in threads of their own.
+        # A batch's first lists: FAISS's threads take whole queries. Otherwise a query's lists (each
+        # pseudo-query is one list, scanned serially; a batch's queries run in threads of their own).
         self._ivf.parallel_mode = 0 if across else 1
         # FAISS's Python wrapper of this call refuses search parameters; the C++ call takes them.
         self._ivf.range_search_preassigned_c(len(queries), faiss.swig_ptr(queries), FLOOR, faiss.swig_ptr(lists),
@@ -382,7 +382,7 @@ class IVFCodesIndex(CodeBackend):
             held = [ids for ids in self._ids_of if len(ids)]
             low = min((int(ids.min()) for ids in held), default=0)
             top = max((int(ids.max()) for ids in held), default=-1) + 1
-            self._top_id = top if low >= 0 and top <= max(1 << 22, 64 * self.count()) else None
+            self._top_id = top if low >= 0 and top <= max(1 << 20, 8 * self.count()) else None  # a bitmap of <= 8 B per code
             self._factors_of = None
         return self._ids_of
 
