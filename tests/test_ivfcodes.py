@@ -8,6 +8,7 @@ import pytest
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
+from glimpse.backends.ivfcodes import _marked, largest
 
 DIM, BITS, K = 128, 64, 10
 
@@ -135,12 +136,46 @@ def test_filter_of_rows_outside_the_probed_lists_still_fills_k(data):
 
 def test_batches_match_single_queries(data):
     index = index_of(data)
-    queries = np.tile(data[5], (2, 1))[:64]
+    queries = np.tile(data[5], (2, 1))[:64]  # image-like and text-like queries: both estimators in one batch
     batch_scores, batch_ids = index.search(queries, K)
-    for row, query in enumerate(queries[:8]):
-        scores, found = index.search(query[None], K)
+    for row in range(0, 40, 2):
+        scores, found = index.search(queries[row][None], K)
         np.testing.assert_array_equal(found[0], batch_ids[row])
         np.testing.assert_allclose(scores[0], batch_scores[row], rtol=1e-6)
+
+
+def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
+    index = index_of(data)
+    _, ids, _, _, _, queries = data
+    allowed = np.sort(np.random.default_rng(2).choice(ids, size=len(ids) // 3, replace=False))
+    _, batch = index.search(queries, K, allowed=allowed)
+    assert (batch >= 0).all() and np.isin(batch, allowed).all()
+    for row in range(0, len(queries), 4):
+        np.testing.assert_array_equal(index.search(queries[row][None], K, allowed=allowed)[1][0], batch[row])
+
+
+def test_ids_too_sparse_for_a_bitmap_give_the_same_results(data):
+    vectors, ids, reader, fit, _, queries = data
+    far = 10**13  # the candidates scored are found without a bitmap over 10^13 ids
+    index = IVFCodesIndex(fit, lambda wanted: reader(np.asarray(wanted) - far))
+    index.add(ids + far, vectors)
+    assert index._id_top is None and index_of(data)._id_top == ids.max() + 1
+    np.testing.assert_array_equal(index.search(queries, K)[1] - far, index_of(data).search(queries, K)[1])
+
+
+@pytest.mark.parametrize("size", [3, 40, 41, 500, 70_000])
+def test_largest_finds_the_positions_of_the_largest_values(size):
+    values = np.random.default_rng(size).standard_normal(size).astype(np.float32)
+    for count in (1, 40):
+        want = np.argsort(-values)[:count]
+        np.testing.assert_array_equal(np.sort(largest(values, count)), np.sort(want))
+
+
+def test_marked_tests_membership_by_bitmap_or_hash():
+    ids = np.array([7, 3, 12, 0, 9], np.int64)
+    wanted = np.array([0, 9, 11], np.int64)
+    for top in (13, None):
+        np.testing.assert_array_equal(_marked(ids, wanted, top), [False, False, False, True, True])
 
 
 def test_removed_rows_are_never_returned(data):
@@ -401,3 +436,27 @@ def test_the_probe_plan_measures_each_lists_own_spread_past_the_first_lists(zipf
     _, got = index.search(queries, K)
     assert recall(got, truth) == 1.0
     assert np.mean(lists_probed(index, queries)) < 1.5 * index.probes
+
+
+def test_a_query_plan_runs_faiss_on_one_thread_and_restores_the_setting(data, monkeypatch):
+    import faiss
+
+    from glimpse.backends import ivfcodes
+
+    index = index_of(data)
+    seen = []
+    scored = ivfcodes.exact_top
+
+    def counting(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return scored(*args, **kwargs)
+
+    monkeypatch.setattr(ivfcodes, "exact_top", counting)
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)  # FAISS's default is every core: an OpenMP team per small call
+    try:
+        index.search(data[5][:1], K)
+        assert seen and set(seen) == {1}
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        faiss.omp_set_num_threads(before)
