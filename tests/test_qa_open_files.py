@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+import glimpse
 from glimpse.cli import app
 
 # Run in a child process: before the fix, reading the memory map past the file's new end
@@ -90,3 +91,12 @@ def test_cli_commands_leave_no_file_of_the_collection_open(tmp_path, image_dir):
     result = runner.invoke(app, ["import-vectors", str(tmp_path / "v.npy"), "-c", str(tmp_path / "imported")])
     assert result.exit_code == 0, result.output
     assert _open_files_under(tmp_path / "imported") == []
+
+
+def test_a_closed_collection_holds_no_file_open(tmp_path):
+    x = np.eye(3, 8, dtype=np.float32)
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    ids = col.add_vectors(x, ["a", "b", "c"])
+    assert col.search(like=int(ids[0]), k=1)  # reads the vector file through its memory map
+    col.close()  # still referenced: close itself must let go of every file
+    assert _open_files_under(tmp_path / "col") == []
