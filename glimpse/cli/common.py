@@ -118,6 +118,13 @@ def closed_after_command(col):
     return col
 
 
+def close_now(col) -> None:
+    """Close ``col`` before the command ends (once: a second close would release a shared
+    Milvus Lite server twice)."""
+    _OPENED.remove(col)
+    col.close()
+
+
 def unshown(path: str) -> str:
     """``path`` as typed, or, when only its ``\\xNN`` escapes name a file (a name copied from
     `glimpse info`, see ``shown``), with those escapes turned back into bytes."""
