@@ -30,6 +30,9 @@ class _ListArgument(TyperArgument):
         return f"<{self._bare_type(item)}>"
 
 
+_OPENED: list = []  # the collections the running command opened (closed_after_command)
+
+
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
@@ -56,6 +59,9 @@ class _Commands(TyperGroup):
             raise fail(f"{shown(os.fsdecode(exc.filename))}: {exc.strerror}" if exc.filename and exc.strerror else exc) from None
         except sqlite3.DatabaseError as exc:
             raise fail(f"a collection database cannot be read ({exc}): restore it from a backup, or index into a new collection") from None
+        finally:
+            while _OPENED:
+                _OPENED.pop().close()
 
 
 app = typer.Typer(
@@ -99,9 +105,24 @@ def open_existing(path: str, create: bool = False, encoder: str | None = None, *
 
     options = {k: v for k, v in options.items() if v is not None}
     try:
-        return glimpse.open(path, encoder=encoder, create=create, **options)
+        return closed_after_command(glimpse.open(path, encoder=encoder, create=create, **options))
     except (FileNotFoundError, glimpse.EncoderMismatchError, ValueError) as exc:
         raise fail(exc) from None
+
+
+def closed_after_command(col):
+    """``col``, closed when the running command ends, however it ends: an open SQLite
+    connection left behind (a command run in-process, CliRunner) could write its journal
+    back into the collection later."""
+    _OPENED.append(col)
+    return col
+
+
+def close_now(col) -> None:
+    """Close ``col`` before the command ends (once: a second close would release a shared
+    Milvus Lite server twice)."""
+    _OPENED.remove(col)
+    col.close()
 
 
 def unshown(path: str) -> str:

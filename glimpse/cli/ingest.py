@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
+from .common import CollectionOpt, DEFAULT_COLLECTION, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
 @app.command()
@@ -73,7 +73,7 @@ def _discard_if_empty(col, remove_folder: bool) -> None:
     stats = col.stats()
     if stats.files or stats.errors or stats.roots:
         return
-    col.close()
+    close_now(col)
     for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME):
         (col.path / name).unlink(missing_ok=True)
     if remove_folder:
@@ -112,7 +112,7 @@ def import_vectors(
             raise ValueError(f"{len(names):,} keys for {len(vectors):,} vectors: give one key per vector")
         where = Path(collection).expanduser()
         existed, fresh = where.exists(), not (where / DB_NAME).exists()
-        col = glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1])
+        col = closed_after_command(glimpse.open(collection, encoder="precomputed", dim=vectors.shape[1]))
         try:
             with progress_bars() as bar:
                 progress = rate_progress(bar, "importing", "vectors")

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..ingest.names import shown
-from .common import DEFAULT_COLLECTION, app, console, fail, print_results, run_index
+from .common import DEFAULT_COLLECTION, app, closed_after_command, console, fail, print_results, run_index
 
 
 @app.command()
@@ -28,7 +28,7 @@ def demo(
         raise fail(ValueError(f"{shown(str(folder))} is not a folder: give a folder of images, or none for the sample photos"))
     if folder is None:
         require("demo", SAMPLES_FEATURE)
-    col = glimpse.open(where, encoder=encoder)  # the options are checked before the samples are written
+    col = closed_after_command(glimpse.open(where, encoder=encoder))  # the options are checked before the samples are written
     if folder is None:
         folder = where / "samples"
         console.print(f"writing scikit-image's sample photos to [bold]{folder}[/]")

@@ -63,8 +63,10 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
+        """Close the databases and drop the vector file's memory map: no file stays open."""
         self._meta.close()
         self._words.close()
+        self._vectors.close()
 
     def __enter__(self) -> Collection:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 from pathlib import Path
 
@@ -22,7 +23,8 @@ class VectorStore:
         self.path = Path(path)
         self.dim = dim
         self._row_bytes = dim * np.dtype(self.DTYPE).itemsize
-        self._map: np.memmap | None = None
+        self._map: np.ndarray | None = None
+        self._mmap: mmap.mmap | None = None  # what _map reads; its size() is an fstat of the mapped file
         self._mapped_rows = 0
         self._row_of: np.ndarray | None = None  # item id -> row (-1: none); None: row = id
         self._sparse: tuple[np.ndarray, np.ndarray] | None = None  # sorted (ids, rows), for sparse ids
@@ -31,7 +33,8 @@ class VectorStore:
         """Read from ``path`` from now on, item ``ids[j]`` at row ``rows[j]`` (as committed)."""
         path = Path(path)
         if path != self.path:
-            self.path, self._map, self._mapped_rows = path, None, 0
+            self.close()
+            self.path = path
         self._sparse = None
         if np.array_equal(ids, rows):
             self._row_of = None
@@ -68,19 +71,34 @@ class VectorStore:
             os.close(fd)
 
     def view(self, rows: int) -> np.ndarray:
-        """A read-only (rows, dim) memory map of the first ``rows`` rows."""
+        """A read-only (rows, dim) memory map of the first ``rows`` rows.
+
+        Each call checks the mapped file's size (one fstat): a file cut short under the map
+        (another program, a disk problem) would otherwise kill the process with SIGBUS on the
+        first read past its new end."""
         if rows == 0:
             return np.zeros((0, self.dim), self.DTYPE)
         if self._map is None or self._mapped_rows != rows:
-            size = self.path.stat().st_size
-            if size < rows * self._row_bytes:
-                raise OSError(
-                    f"{self.path} holds {size // self._row_bytes} vectors but the metadata "
-                    f"references {rows}: the vector file was truncated or replaced"
-                )
-            self._map = np.memmap(self.path, dtype=self.DTYPE, mode="r", shape=(rows, self.dim))
+            self.close()
+            with open(self.path, "rb") as f:
+                self._check_size(os.fstat(f.fileno()).st_size, rows)
+                self._mmap = mmap.mmap(f.fileno(), rows * self._row_bytes, access=mmap.ACCESS_READ)
+            self._map = np.frombuffer(self._mmap, self.DTYPE, rows * self.dim).reshape(rows, self.dim)
             self._mapped_rows = rows
+        else:
+            self._check_size(self._mmap.size(), rows)
         return self._map
+
+    def _check_size(self, size: int, rows: int) -> None:
+        if size < rows * self._row_bytes:
+            raise OSError(  # what happened first: a long path may be clipped (HTTP errors)
+                f"the vector file was truncated or replaced: {self.path} holds "
+                f"{size // self._row_bytes} vectors but the metadata references {rows}"
+            )
+
+    def close(self) -> None:
+        """Drop the memory map (and the file descriptor it holds)."""
+        self._map, self._mmap, self._mapped_rows = None, None, 0
 
     def read(self, ids: np.ndarray, rows: int, dtype: np.dtype = np.float32) -> np.ndarray:
         """Vectors of item ``ids`` as ``dtype`` (float16: as stored, no conversion); sorted ids read fastest."""
