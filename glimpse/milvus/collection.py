@@ -11,7 +11,8 @@ What lives where:
   paths removed (each worker drops its own files there), the sidecar captions of every worker's
   files, and the words OCR read in the images (:mod:`.words`); and, in ``NAME_files``
   (:mod:`.files`), every worker's files, by path, naming their image: a row leaves Milvus only
-  when no file names it any more.
+  when no file names it any more (those of images with several files also in ``NAME_copies``,
+  which filters query: an image matches when any of its files does).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
