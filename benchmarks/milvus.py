@@ -345,8 +345,10 @@ def main() -> None:
 
 def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
     """Ingest only: the local baseline, then one and two worker processes on one Milvus server."""
+    began = time.process_time()  # every thread of this process
     local = ingest(str(scratch / "local"), vectors)
-    print("local", f"{local:,.0f} rows/s", flush=True)
+    local_cpu = time.process_time() - began
+    print("local", f"{local:,.0f} rows/s, {local_cpu:.1f} CPU s", flush=True)
     try:
         if no_server:
             raise ServerUnavailable("--no-server")
@@ -363,13 +365,15 @@ def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
         stop(process)
     print(f"\n{len(vectors):,} vectors, {vectors.shape[1]}-d, {os.cpu_count()} cores; "
           f"load: {os.getloadavg()[0]:.1f} (1-min)")
-    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s |")
-    print("|---|---|---|---|---|")
-    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - |")
+    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s | CPU s in all |")
+    print("|---|---|---|---|---|---|")
+    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | {local_cpu:.1f} / - | - | {local_cpu:.1f} |")
     for count, f in figures.items():
         ratios = f" ({f['rows/s'] / local:.2f}x local" + (f", {f['rows/s'] / figures[1]['rows/s']:.2f}x one)" if count > 1 else ")")
-        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} | "
-              f"{f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | {f['server cpu s']:.1f} / {f['server wait s']:.1f} |")
+        cpu = f["workers cpu s"] + f["server cpu s"]
+        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} "
+              f"({f['wall s'] * local / len(vectors):.1f}x local) | {f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | "
+              f"{f['server cpu s']:.1f} / {f['server wait s']:.1f} | {cpu:.1f} ({cpu / local_cpu:.1f}x local) |")
 
 
 #: Shares of the images given a second file, for ``--copies`` (cumulative: each adds to the last).
