@@ -450,7 +450,8 @@ class MilvusCollection(Collection):
         like, where = self._like(), self._conditions(filters)
         if not on_a_file(where):  # conditions on the image only: its row answers for every file
             return np.zeros(0, np.int64)
-        rows = self._meta.files.copies_passing(to_expression(filters, **like, files=True))
+        rows = self._meta.files.copies_passing(to_expression(filters, **like, files=True),
+                                               CONSISTENCY[self.target.consistency])
         passed = passing([row.path for row in rows], where)
         items = np.unique(np.array([row.item for row, ok in zip(rows, passed) if ok], dtype=np.int64))
         pixels = pixels_expression(filters, like["keys_only"])

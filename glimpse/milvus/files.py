@@ -140,12 +140,12 @@ class SharedFiles(SideCollection):
             held = {row.path for row in self.at(paths)} if mine else set()
             self.copies.delete([row.path for row in self.copies.at(paths) if row.path not in held])
 
-    def copies_passing(self, expression: str) -> list[FileRow]:
+    def copies_passing(self, expression: str, consistency: str = STRONG) -> list[FileRow]:
         """The rows of files of images with several files that ``expression`` (over a file's
-        path, size and date) lets through."""
+        path, size and date) lets through (``consistency``: the search's, whose filter this is)."""
         if self.copies is None or not self.copies._exists():
             return []
-        return self.copies._rows(expression or "item >= 0")
+        return self.copies._rows(expression or "item >= 0", consistency)
 
     def under(self, paths: list[str]) -> list[FileRow]:
         """Every worker's files at or under ``paths``."""
@@ -208,9 +208,9 @@ class SharedFiles(SideCollection):
     def _named(worker: str) -> str:
         return f"worker == {json.dumps(worker)}"
 
-    def _rows(self, expression: str) -> list[FileRow]:
+    def _rows(self, expression: str, consistency: str = STRONG) -> list[FileRow]:
         return [FileRow(row["path"], row["item"], row["bytes"], row["date_ns"])
-                for row in _scan(self.client, self.name, expression, ["path", "item", "bytes", "date_ns"])]
+                for row in _scan(self.client, self.name, expression, ["path", "item", "bytes", "date_ns"], consistency)]
 
 
 def _several(rows: list[FileRow]) -> list[FileRow]:
