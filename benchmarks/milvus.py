@@ -23,7 +23,13 @@ What runs, in one process (the servers in their own):
 5. Recall of the server's approximate indexes on hard queries (``--hard``, run alone): HNSW and
    IVF_FLAT against FLAT on the near-copies, on heavy edits (four times the noise) and on
    text-like queries (the mean of four random images: far from everything, many near ties).
-6. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
+6. Images with several files (``--copies``, run alone, Milvus Lite): the ingest with and without
+   the check that finds them (one query of the file rows by image per batch written), then a
+   share of the images given a second file (a row in ``NAME_copies``), and the p50 of a search
+   under a prefix that 1% of the image rows pass (the copies' rows queried too, and matching the
+   images already found) and under one that only the second files pass (every such image joins
+   the search expression by id): what the filter by any file costs, by the share of copies.
+7. Two ingest workers against one, on the server (Milvus Lite over loopback when the 2.3 server
    does not start): two processes each ``add_vectors`` half the rows into one collection at
    once, against one process adding them all (``--workers``, run alone: only this, with the
    local ingest as the baseline, and the CPU seconds the workers and the server spent, which
@@ -255,6 +261,7 @@ def main() -> None:
     parser.add_argument("--hard", action="store_true", help="only the server indexes' recall on hard queries")
     parser.add_argument("--server-indexes", default="flat,hnsw,ivf", help="Milvus indexes to measure on the server")
     parser.add_argument("--workers", action="store_true", help="only ingest: local, then one and two workers on Milvus")
+    parser.add_argument("--copies", action="store_true", help="only images with several files, on Milvus Lite")
     parser.add_argument("--worker", metavar="I/N", help="add share I of N into --uri (one machine of several)")
     parser.add_argument("--uri", help="the milvus:// collection that --worker writes")
     args = parser.parse_args()
@@ -274,6 +281,9 @@ def main() -> None:
         return
     if args.workers:
         print_workers(scratch, vectors, args.no_server)
+        return
+    if args.copies:
+        print_copies(scratch, vectors, queries)
         return
     if args.hard:
         print_hard(scratch, vectors, {"near-copies": (queries, exact), **{
@@ -335,8 +345,10 @@ def main() -> None:
 
 def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
     """Ingest only: the local baseline, then one and two worker processes on one Milvus server."""
+    began = time.process_time()  # every thread of this process
     local = ingest(str(scratch / "local"), vectors)
-    print("local", f"{local:,.0f} rows/s", flush=True)
+    local_cpu = time.process_time() - began
+    print("local", f"{local:,.0f} rows/s, {local_cpu:.1f} CPU s", flush=True)
     try:
         if no_server:
             raise ServerUnavailable("--no-server")
@@ -353,13 +365,59 @@ def print_workers(scratch: Path, vectors: np.ndarray, no_server: bool) -> None:
         stop(process)
     print(f"\n{len(vectors):,} vectors, {vectors.shape[1]}-d, {os.cpu_count()} cores; "
           f"load: {os.getloadavg()[0]:.1f} (1-min)")
-    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s |")
-    print("|---|---|---|---|---|")
-    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | - | - |")
+    print("| ingest | rows/s | wall s | workers on a core / waiting, s | server on a core / waiting, s | CPU s in all |")
+    print("|---|---|---|---|---|---|")
+    print(f"| local, one process | {local:,.0f} | {len(vectors) / local:.1f} | {local_cpu:.1f} / - | - | {local_cpu:.1f} |")
     for count, f in figures.items():
         ratios = f" ({f['rows/s'] / local:.2f}x local" + (f", {f['rows/s'] / figures[1]['rows/s']:.2f}x one)" if count > 1 else ")")
-        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} | "
-              f"{f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | {f['server cpu s']:.1f} / {f['server wait s']:.1f} |")
+        cpu = f["workers cpu s"] + f["server cpu s"]
+        print(f"| {kind}, {count} worker{'s' * (count > 1)} | {f['rows/s']:,.0f}{ratios} | {f['wall s']:.1f} "
+              f"({f['wall s'] * local / len(vectors):.1f}x local) | {f['workers cpu s']:.1f} / {f['workers wait s']:.1f} | "
+              f"{f['server cpu s']:.1f} / {f['server wait s']:.1f} | {cpu:.1f} ({cpu / local_cpu:.1f}x local) |")
+
+
+#: Shares of the images given a second file, for ``--copies`` (cumulative: each adds to the last).
+COPY_SHARES = (0.0, 0.01, 0.1)
+
+
+def print_copies(scratch: Path, vectors: np.ndarray, queries: np.ndarray) -> None:
+    from glimpse.milvus.files import FileRow, SharedFiles
+    from glimpse.query.filters import Filter
+
+    check = SharedFiles._copy
+    SharedFiles._copy = lambda self, written: None
+    unchecked = ingest(f"milvus-lite://{scratch}/unchecked.db", vectors)
+    SharedFiles._copy = check
+    location = f"milvus-lite://{scratch}/copies.db"
+    checked = ingest(location, vectors)
+    settle(location)
+    print(f"ingest rows/s: {unchecked:,.0f} without the check, {checked:,.0f} with it ({checked / unchecked:.2f}x)")
+    filters = {"no filter": None, "1% of the rows": Filter(path_glob="img/000*"),
+               "second files only": Filter(path_prefix="copy")}
+    figures = {}
+    with glimpse.open(location) as col:
+        ids = col._ensure_index().ids()
+        done = 0
+        for share in COPY_SHARES:
+            upto = int(share * len(ids))
+            col._meta.files.put([FileRow(f"copy/{i:07d}", int(item), 0, 0) for i, item in enumerate(ids[done:upto], done)])
+            done = upto
+            latencies: dict[str, list[float]] = {name: [] for name in filters}
+            for q in queries:
+                for name, where in filters.items():
+                    began = time.perf_counter()
+                    hits = col.search(vector=q, k=10, filters=where)
+                    latencies[name].append((time.perf_counter() - began) * 1000)
+                    assert len(hits) == (10 if name != "second files only" else min(10, upto)), (name, share, len(hits))
+            figures[share] = {name: float(np.percentile(values, 50)) for name, values in latencies.items()}
+            print(share, figures[share], flush=True)
+    print(f"\n{len(vectors):,} vectors, {len(queries)} queries, k=10, Milvus Lite; load: {os.getloadavg()[0]:.1f} (1-min)")
+    print("| images with a second file | copies' rows | " + " | ".join(f"p50 ms, {name}" for name in filters) + " |")
+    print("|---|---|" + "---|" * len(filters))
+    for share, cells in figures.items():
+        print(f"| {share:.0%} | {2 * int(share * len(vectors)):,} | " + " | ".join(
+            f"{ms:.1f}" + (f" ({ms / cells['no filter']:.2f}x no filter)" if name != "no filter" else "")
+            for name, ms in cells.items()) + " |")
 
 
 def print_filters(targets: dict[str, str], vectors: np.ndarray, queries: np.ndarray) -> None:

@@ -3,8 +3,12 @@ and Milvus Lite over loopback as a server stand-in (milvus://); same answers fro
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -178,51 +182,100 @@ def test_vector_store_reads_items_with_content_derived_ids(tmp_path):
         store.read(np.array([6]), 3)
 
 
-def test_on_the_milvus_23_server_binary(milvus23_server, image_dir, hash_encoder, tmp_path, monkeypatch):
-    """The registry's real Milvus 2.3 server on loopback: one vector field, so Milvus's exact float index."""
-    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
-    uri = f"milvus://{milvus23_server}/photos"
-    with glimpse.open(uri, hash_encoder) as col:
-        col.index([image_dir])
-        col.use_codes("sign", bits=64)
-        assert col._ensure_index().describe()["layout"] == "float"
-        assert summary(col.backend_info()) == "Milvus FLAT on float_vector (exact inner product)"  # no codes on 2.3
-        query = sorted(image_dir.rglob("*.png"))[2]
-        assert col.search(image=query, k=1)[0].path == str(query)
-        hits = col.search(image=query, k=10, filters=Filter(path_prefix=str(image_dir / "sub")))
-        assert len(hits) == 4 and all("/sub/" in h.path for h in hits)
-        assert col.remove([str(query)]) == 1
-        assert col._ensure_index().count() == 11
+@pytest.fixture(scope="module")
+def photos_with_copies(tmp_path_factory) -> Path:
+    """image_dir's twelve pictures, two more in a folder named ``100%_x``, and a copy of
+    img05.png in zz/ (after img05.png by path: an image row names its first file), dated 2001."""
+    from conftest import make_image
+
+    folder = tmp_path_factory.mktemp("copies") / "photos"
+    for i in range(12):
+        (folder / ("sub" if i % 3 == 0 else "")).mkdir(parents=True, exist_ok=True)
+        make_image(folder / ("sub" if i % 3 == 0 else "") / f"img{i:02d}.png", seed=i)
+    (folder / "100%_x").mkdir()
+    for i in range(2):
+        make_image(folder / "100%_x" / f"img0{i}.png", seed=50 + i)
+    (folder / "zz").mkdir()
+    shutil.copy(folder / "img05.png", folder / "zz" / "copy05.png")
+    old = time.mktime((2001, 6, 1, 12, 0, 0, 0, 0, -1))
+    os.utime(folder / "zz" / "copy05.png", (old, old))
+    return folder
 
 
-#: Globs and prefixes, some over a folder whose name holds ``%`` and ``_``.
+@pytest.fixture(scope="module", params=["milvus-lite", "milvus23"])
+def local_and_milvus(request, photos_with_copies, tmp_path_factory):
+    """The same folder in a local collection and on Milvus: Milvus Lite over loopback (2.5) and
+    the registry's 2.3 server binary (one collection each: one made on the 2.3 server costs ~20 s)."""
+    from glimpse.encoders import create_encoder
+
+    server = request.getfixturevalue("lite_server" if request.param == "milvus-lite" else "milvus23_server")
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GLIMPSE_HOME", str(home))
+        uri = f"milvus://{server}/copies_{request.param.replace('-', '_')}_{time.monotonic_ns() % 10**6}"
+        with (glimpse.open(str(home / "local"), create_encoder("hash")) as local,
+              glimpse.open(uri, create_encoder("hash")) as col):
+            local.index([photos_with_copies])
+            col.index([photos_with_copies])
+            yield local, col
+
+
+#: Globs and prefixes, some over a folder whose name holds ``%`` and ``_`` (Milvus 2.3 takes
+#: ``like`` only as a literal prefix, "abc%", its ``_`` a literal and a ``%`` elsewhere refused).
 PATH_FILTERS = [
     {"path_glob": "sub/*.png"}, {"path_glob": "img0?.png"}, {"path_glob": "img0[1-4].png"}, {"path_glob": "*%_x/*"},
     {"path_glob": "{dir}/img1*"}, {"path_prefix": "{dir}/100%_x"}, {"path_prefix": "{dir}/sub"}]
+#: Filters img05.png passes only by its copy zz/copy05.png (path, date), and how many images pass each.
+COPY_FILTERS = [
+    ({"path_prefix": "{dir}/zz"}, 1), ({"path_glob": "*/zz/*"}, 1), ({"path_glob": "*/z[z]/c*"}, 1),
+    ({"path_glob": "zz/*"}, 1), ({"before": "2002"}, 1), ({"path_prefix": "{dir}/zz", "max_width": 64}, 1),
+    ({"path_prefix": "{dir}/zz", "min_width": 65}, 0), ({"path_prefix": "{dir}/zz", "after": "2002"}, 0),
+    ({"path_prefix": "{dir}/img05.png", "before": "2002"}, 0), ({"after": "2002"}, 14)]
 
 
-def test_path_filters_on_the_milvus_23_server(milvus23_server, image_dir, hash_encoder, make_image,
-                                              tmp_path, monkeypatch, request):
-    """Milvus 2.3 takes ``like`` only as a literal prefix ("abc%"; ``_`` is a literal there, and
-    a ``%`` elsewhere is refused): globs and paths holding ``%`` find what the local store finds,
-    and such a path can be removed. One collection for every filter: each one made on the
-    server costs about 20 s."""
-    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
-    odd = image_dir / "100%_x"
-    odd.mkdir()
-    for i in range(2):
-        make_image(odd / f"img0{i}.png", seed=50 + i)
-    query = image_dir / "img05.png"
-    uri = f"milvus://{milvus23_server}/{unique_name(request)}"
-    with glimpse.open(str(tmp_path / "local"), hash_encoder) as local, glimpse.open(uri, hash_encoder) as col:
-        local.index([image_dir])
-        col.index([image_dir])
-        for path_filter in PATH_FILTERS:
-            filters = Filter(**{key: value.format(dir=image_dir) for key, value in path_filter.items()})
-            found = [sorted(h.path for h in c.search(image=query, k=20, filters=filters)) for c in (local, col)]
-            assert found[1] == found[0] and found[0], path_filter
-    with glimpse.open(uri) as col:
-        assert col.remove([odd]) == 2 and len(col) == 12
+def test_filters_find_what_the_local_store_finds(local_and_milvus, photos_with_copies):
+    """k results whenever k images match: an image matches when any of its files does (its row
+    in Milvus names one of them)."""
+    local, col = local_and_milvus
+    query = photos_with_copies / "img05.png"
+    for path_filter, count in [(f, None) for f in PATH_FILTERS] + COPY_FILTERS:
+        filters = Filter(**{key: value.format(dir=photos_with_copies) if isinstance(value, str) else value
+                            for key, value in path_filter.items()})
+        found = [sorted(h.path for h in c.search(image=query, k=20, filters=filters)) for c in (local, col)]
+        assert found[1] == found[0] and (len(found[0]) == count if count is not None else found[0]), path_filter
+
+
+def test_a_copy_changed_into_another_picture_no_longer_matches_for_it(local_and_milvus, tmp_path, make_image):
+    local, col = local_and_milvus
+    more = tmp_path / "more"
+    (more / "b").mkdir(parents=True)
+    picture = make_image(more / "a.png", seed=300)
+    shutil.copy(picture, more / "b" / "copy.png")
+    for c in (local, col):
+        c.add([more])
+    make_image(more / "b" / "copy.png", seed=301)
+    os.utime(more / "b" / "copy.png", (1e9, 1e9))  # a changed file, however fast the test runs
+    found = []
+    for c in (local, col):
+        c.add([more])
+        found.append(sorted(h.path for h in c.search(image=picture, k=5, filters=Filter(path_prefix=str(more / "b")))))
+        assert c.remove([more]) == 2
+    assert found[1] == found[0] == [str(more / "b" / "copy.png")]
+
+
+def test_codes_and_removal_on_each_milvus(local_and_milvus, photos_with_copies):
+    """Codes where the server allows two vector fields (2.4+), Milvus's exact float index on
+    2.3; a path holding ``%`` is removed."""
+    local, col = local_and_milvus
+    col.use_codes("sign", bits=64)
+    two_fields = col._version >= (2, 4)
+    assert col._ensure_index().describe()["layout"] == ("codes" if two_fields else "float")
+    if not two_fields:
+        assert summary(col.backend_info()) == "Milvus FLAT on float_vector (exact inner product)"
+    query = photos_with_copies / "sub" / "img03.png"
+    assert col.search(image=query, k=1)[0].path == str(query)
+    assert col.remove([photos_with_copies / "100%_x"]) == 2 and len(col) == 12
+    assert col.remove([query]) == 1 and col._ensure_index().count() == 11
 
 
 def test_served_over_http(lite_server, image_dir, hash_encoder, tmp_path, monkeypatch):

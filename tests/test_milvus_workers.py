@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def milvus_ids(address: str, name: str) -> list[int]:
     milvus = client(address)
     rows = []
     for collection in milvus.list_collections():
-        if collection.startswith(name + "_") and not collection.endswith(("_settings", "_files")):
+        if collection.startswith(name + "_") and not collection.endswith(("_settings", "_files", "_copies")):
             rows += [r["id"] for r in milvus.query(collection, filter="id >= 0", output_fields=["id"], limit=16384,
                                                    consistency_level="Strong")]
     return rows
@@ -164,7 +165,7 @@ def test_codes_settings_and_errors_are_shared_by_every_worker(lite_server, tmp_p
     assert all(len(hits) == 5 for hits in seen[2]["hits"])
     names = [c for c in client(lite_server).list_collections() if c.startswith("shared_codes_")]
     fit = seen[2]["codes"]["fit"][:12]
-    assert f"shared_codes_{fit}" in names and len(names) <= 4  # settings, files, this fit, at most the one before
+    assert f"shared_codes_{fit}" in names and len(names) <= 5  # settings, files, copies, this fit, at most the one before
     rows = client(lite_server).query(f"shared_codes_{fit}", filter="id >= 0", output_fields=["id"], limit=1000,
                                      consistency_level="Strong")
     assert len(rows) == 60  # every worker's images, coded by the one fit
@@ -274,6 +275,8 @@ def test_words_read_by_one_worker_are_searched_everywhere(lite_server, tmp_path,
         assert [h.path for h in exit_signs] == [str(folder / "p3.png")]
         assert [w.text for w in col.item(exit_signs[0].id).words] == ["EXIT ONLY"]
         assert {h.path for h in col.search(terms="text:right", k=8)} == {str(folder / "p2.png"), str(folder / "p4.png")}
+        only_p2 = Filter(path_prefix=str(folder / "p2.png"))  # words alone, filtered as locally
+        assert [h.path for h in col.search(terms="text:right", k=8, filters=only_p2)] == [str(folder / "p2.png")]
         col.remove([folder / "p3.png"])  # indexed by the worker: its row and words go all the same
         assert col.search(terms='text:"exit only"', k=8) == []
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "worker"))
@@ -300,7 +303,7 @@ def test_codes_switched_off_and_refitted_by_a_machine_that_indexed_nothing(lite_
             assert (info["layout"], info["vectors"], len(col)) == (layout, 12, 12)
             assert col.search(image=query, k=1)[0].path == str(query)
     names = [c for c in client(lite_server).list_collections() if c.startswith("switched_")]
-    assert len(names) == 4  # the settings, the files, the current fit, and the one before it
+    assert len(names) == 5  # the settings, the files, the copies, the current fit, and the one before it
 
 
 def test_a_removal_on_any_worker_is_honoured_by_every_worker(lite_server, image_dir, tmp_path, monkeypatch):
@@ -426,6 +429,10 @@ def test_a_row_leaves_milvus_when_no_workers_file_shows_it(lite_server, copies, 
     for n, picture in enumerate(copies):
         with on(tmp_path / f"m{n}", uri, monkeypatch, "hash") as col:
             col.index([picture.parent])
+    client(lite_server).drop_collection("shared_rows_copies")  # as if made before NAME_copies: made on opening
+    with on(tmp_path / "reader", uri, monkeypatch) as col:  # the picture's row names a/x.png; b/y.png shows it too
+        shared = col.search(image=y, k=1)[0].id
+        assert shared in [h.id for h in col.search(image=y, k=5, filters=Filter(path_prefix=str(y.parent)))]
     with on(tmp_path / "m0", uri, monkeypatch) as col:
         assert len(col) == 5
         assert col.remove([x]) == 1
@@ -508,10 +515,13 @@ def test_a_collection_made_before_file_rows_gets_them_on_the_next_open(lite_serv
         assert col.search(image=y, k=1)[0].path == str(y)
 
 
-def test_a_worker_dropping_files_another_worker_holds_leaves_their_rows(lite_server, photos, tmp_path, monkeypatch):
+def test_a_worker_dropping_files_another_worker_holds_leaves_their_rows(lite_server, photos, tmp_path, monkeypatch,
+                                                                       make_image):
     """Re-sharding: worker 0 indexed every file, then worker 1 did too; worker 0 now takes shard
     0/2 and drops the other files from its bookkeeping. Worker 1's file rows of them stay, and
-    so do the images they show and the captions they published."""
+    so do the images they show and the captions they published. Then worker 1, named in every
+    row, takes shard 1/2: the rows of the files it leaves stay (worker 0 holds most of them),
+    and go once the files go from disk, whoever holds them."""
     folder, distinct = photos
     for image in folder.rglob("img*.png"):
         Path(f"{image}.txt").write_text(f"a picture called {image.stem}")
@@ -529,3 +539,21 @@ def test_a_worker_dropping_files_another_worker_holds_leaves_their_rows(lite_ser
         assert col.adapt(kind="ridge", holdout=0).pairs == captioned == distinct
         for image in sorted(folder.rglob("img*.png"))[::9]:
             assert Path(col.search(image=image, k=1)[0].path).read_bytes() == image.read_bytes()
+    shard0 = [name for name in (f"new{i}.png" for i in range(9)) if zlib.crc32(str(folder / name).encode()) % 2 == 0]
+    extra = make_image(folder / shard0[0], seed=999)  # in worker 0's shard; only worker 1 indexes it
+    with on(tmp_path / "m1", uri, monkeypatch) as col:
+        assert col.index([folder]).embedded == 1
+        col.use_shard("1/2")
+        assert col.index([folder]).removed > 0
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (distinct + 1, 71)
+        assert len(col.search(image=extra, k=5, filters=Filter(path_prefix=str(extra)))) == 1
+    held = next(path for path in sorted(folder.rglob("*.png")) if zlib.crc32(str(path).encode()) % 2 == 0
+                and path != extra and path.name.startswith("img") and not (folder / f"copy{path.name[3:]}").exists())
+    extra.unlink()
+    held.unlink()
+    with on(tmp_path / "m0", uri, monkeypatch) as col:  # shard 0/2: held.png was its file, extra.png never
+        col.use_shard("0/2")
+        assert col.index([folder]).removed == 1
+    with on(tmp_path / "reader", uri, monkeypatch) as col:
+        assert (len(col), col.stats().files) == (distinct - 1, 69)

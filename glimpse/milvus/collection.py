@@ -11,7 +11,8 @@ What lives where:
   paths removed (each worker drops its own files there), the sidecar captions of every worker's
   files, and the words OCR read in the images (:mod:`.words`); and, in ``NAME_files``
   (:mod:`.files`), every worker's files, by path, naming their image: a row leaves Milvus only
-  when no file names it any more.
+  when no file names it any more (those of images with several files also in ``NAME_copies``,
+  which filters query: an image matches when any of its files does).
 * The local directory (:attr:`MilvusTarget.local_dir`) of each worker: its ingest bookkeeping in
   SQLite (its files' sizes and modification times for incremental re-index, its own errors),
   its copy of the vectors it embedded, and copies of the shared files and words.
@@ -49,7 +50,8 @@ from ..query.adapt import sidecar_caption
 from ..query.filters import Filter
 from ..query.words import Phrase
 from .connect import LITE, SCHEMES, MilvusTarget, connect, parse_uri, release
-from .expr import expressible, passing, paths_expression, stored, to_expression, under
+from .expr import (both, expressible, ids_expression, on_a_file, passing, paths_expression, pixels_expression, stored,
+                   to_expression, under)
 from .index import CONSISTENCY, IDS_PER_QUERY, MilvusIndex, index_collections, server_version
 from .state import SharedMetadata, SharedState
 from .words import SharedWords
@@ -113,6 +115,10 @@ class MilvusCollection(Collection):
     def _mine(self, path: str) -> bool:
         index, count = self._shard
         return zlib.crc32(path.encode("utf-8", "surrogateescape")) % count == index
+
+    def _ours(self, path: str) -> bool:
+        """Whether this worker indexes ``path`` when its scan finds it (its shard's, or every file)."""
+        return self._shard is None or self._mine(path)
 
     def close(self) -> None:
         super().close()
@@ -195,6 +201,7 @@ class MilvusCollection(Collection):
         what a kill left between this worker's SQLite and its file rows in Milvus is put right
         (the rows of images no file shows any more go)."""
         unpushable = self._honour_removals()
+        self._meta.files.ensure_copies()
         self._sync()
         index = self._milvus_index(settings)
         index.remove(np.array(self._meta.reconcile_files(), dtype=np.int64))
@@ -330,10 +337,14 @@ class MilvusCollection(Collection):
         ids, found = index.paths(under(paths))  # also rows written before file rows were
         held = [stored(path) for path in paths]
         named = ids[np.array([_is_under(path, held) for path in found], dtype=bool)]
-        candidates = np.union1d(named, np.array([row.item for row in theirs], dtype=np.int64))
-        index.remove(candidates)
-        self._words.drop(index.missing(candidates).tolist())
+        self._forget(np.union1d(named, np.array([row.item for row in theirs], dtype=np.int64)))
         return len(theirs)
+
+    def _forget(self, items: np.ndarray) -> None:
+        """The rows of those of ``items`` that no file shows any more go, with their words."""
+        index = self._ensure_index()
+        index.remove(items)
+        self._words.drop(index.missing(items).tolist())
 
     def _honour_removals(self) -> set[int]:
         """Drop this worker's files at or under the removals recorded in Milvus (by any worker,
@@ -369,9 +380,20 @@ class MilvusCollection(Collection):
         return excluded
 
     def _prune(self, roots, excluded, present, report) -> None:
-        before = {r.item_id for path, r in self._meta.file_records(roots).items() if path not in present}
+        """As locally; files left to another shard (on disk still) keep their rows, released
+        (:meth:`SharedFiles.release`), and released rows under ``roots`` of files that this
+        worker's scan would find but did not (gone from disk) go, with the images no file shows."""
+        records = self._meta.file_records(roots)
+        self._meta.files.release([path for path in records if path not in present and not self._ours(path)
+                                  and os.path.lexists(path)])
+        before = {r.item_id for path, r in records.items() if path not in present}
         super()._prune(roots, excluded, present, report)
         self._restate(before)
+        gone = [row for row in self._meta.files.released_under(roots)
+                if row.path not in present and self._ours(row.path) and not os.path.lexists(row.path)]
+        if gone:
+            self._meta.files.delete([row.path for row in gone])
+            self._forget(np.array([row.item for row in gone], dtype=np.int64))
 
     def _items_at(self, paths: list[str]) -> set[int]:
         return {item for item in map(self._meta.item_for_path, paths) if item is not None}
@@ -414,12 +436,33 @@ class MilvusCollection(Collection):
     # -- searching ---------------------------------------------------------------------
     def _matching(self, filters: Filter) -> np.ndarray | None:
         """None where Milvus applies ``filters`` as an expression; else the ids of every worker's
-        rows that a superset expression lets through and whose path passes exactly."""
+        rows that a superset expression lets through and whose path passes exactly, and of the
+        images one of whose other files passes."""
         if expressible(filters, **self._like()):
             return None
         ids, paths = self._ensure_index().paths(to_expression(filters, **self._like()))
-        where = filters.conditions() if self.has_files else filters.key_conditions()
-        return np.sort(ids[passing(paths, where)])
+        return np.union1d(ids[passing(paths, self._conditions(filters))], self._copies_passing(filters))
+
+    def _copies_passing(self, filters: Filter) -> np.ndarray:
+        """Images with several files (any worker's) one of which passes the file conditions of
+        ``filters`` (path, size, date), whose pixels pass too; ascending. An image row names one
+        file: these are the images that match by another (one query of the copies' rows)."""
+        like, where = self._like(), self._conditions(filters)
+        if not on_a_file(where):  # conditions on the image only: its row answers for every file
+            return np.zeros(0, np.int64)
+        rows = self._meta.files.copies_passing(to_expression(filters, **like, files=True),
+                                               CONSISTENCY[self.target.consistency])
+        passed = passing([row.path for row in rows], where)
+        items = np.unique(np.array([row.item for row, ok in zip(rows, passed) if ok], dtype=np.int64))
+        pixels = pixels_expression(filters, like["keys_only"])
+        if not pixels or not len(items):
+            return items
+        index = self._ensure_index()
+        return np.sort(np.concatenate([index.paths(both(ids_expression(items[start : start + IDS_PER_QUERY]), pixels))[0]
+                                       for start in range(0, len(items), IDS_PER_QUERY)]))
+
+    def _conditions(self, filters: Filter):
+        return filters.conditions() if self.has_files else filters.key_conditions()
 
     def _all_items(self) -> np.ndarray:
         return self._ensure_index().ids()
@@ -427,7 +470,10 @@ class MilvusCollection(Collection):
     def _index_filter(self, filters: Filter | None, phrases: list[Phrase]) -> dict:
         if filters is None or filters.is_empty() or not expressible(filters, **self._like()):
             return {}
-        return {"where": to_expression(filters, **self._like())}
+        where, copies = to_expression(filters, **self._like()), self._copies_passing(filters)
+        if len(copies):  # matched by another of their files; their pixels passed already
+            where = f"({where}) or ({ids_expression(copies)})"
+        return {"where": where}
 
     def _like(self) -> dict[str, bool]:
         """How this Milvus matches path patterns (:func:`glimpse.milvus.expr.expressible`)."""

@@ -1,8 +1,10 @@
 """Search filters as Milvus boolean expressions over a row's scalar fields (applied before ranking).
 
 A row holds its item's first file (in path order): ``path``, ``bytes``, ``date_ns`` (capture time,
-else modification time, as nanoseconds) and the item's ``width`` and ``height``. An item with
-several identical files is therefore matched on its first one; the local store matches any of them.
+else modification time, as nanoseconds) and the item's ``width`` and ``height``; a file row
+(:mod:`.files`) holds the first three of one file. An item matches when one of its files does, as
+in the local store: its row's expression, or one of its other files' (``files=True``) with the
+item's own conditions (:func:`pixels_expression`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from ..storage.records import ItemConditions
 _NO_LIKE = set("[]%_")
 #: A glob's character class (``[a-c]``, ``[!x]``, ``[]x]``): one character.
 _CLASS = re.compile(r"\[[!^]?\]?[^]]*\]")
+#: The bounds of ``ItemConditions`` on a file (an image row holds those of one of its files; the
+#: row fields share the names); the others are on the image (``width``, ``height``).
+FILE_FIELDS = ("date_ns", "bytes")
 
 
 def expressible(filters: Filter | None, keys_only: bool = False, infix: bool = True) -> bool:
@@ -39,10 +44,11 @@ def expressible(filters: Filter | None, keys_only: bool = False, infix: bool = T
     return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
 
 
-def to_expression(filters: Filter | None, keys_only: bool = False, infix: bool = True) -> str:
+def to_expression(filters: Filter | None, keys_only: bool = False, infix: bool = True, files: bool = False) -> str:
     """The Milvus expression for ``filters`` (``""``: everything passes): exact where
     ``expressible``, else a superset (a glob's ``[...]`` becomes any one character, and a literal
-    ``%`` or ``_`` stays a wildcard; without ``infix``, a glob is matched on its literal head)."""
+    ``%`` or ``_`` stays a wildcard; without ``infix``, a glob is matched on its literal head).
+    ``files``: over file rows, so only the conditions on a file (path, size, date)."""
     if filters is None or filters.is_empty():
         return ""
     where = filters.key_conditions() if keys_only else filters.conditions()
@@ -55,7 +61,25 @@ def to_expression(filters: Filter | None, keys_only: bool = False, infix: bool =
             parts.append(f"path like {_quote(head + '%')}")
     if where.path_prefix is not None:
         parts.append(f"({under([where.path_prefix])})")
-    parts += [f"{field} {op} {value}" for field, op, value in where.bounds()]  # the row's fields share the names
+    parts += [f"{field} {op} {value}" for field, op, value in where.bounds() if field in FILE_FIELDS]
+    pixels = "" if files else pixels_expression(filters, keys_only)
+    return " and ".join([*parts, pixels] if pixels else parts)
+
+
+def on_a_file(where: ItemConditions) -> bool:
+    """Whether ``where`` has conditions on a file (path, size, date), which files of one image
+    may pass differently."""
+    return (where.path_glob is not None or where.path_prefix is not None
+            or any(field in FILE_FIELDS for field, _, _ in where.bounds()))
+
+
+def pixels_expression(filters: Filter | None, keys_only: bool = False) -> str:
+    """The conditions of ``filters`` on an image itself (pixel sizes, orientation), which every
+    file of it shares: over image rows."""
+    if filters is None or filters.is_empty():
+        return ""
+    where = filters.key_conditions() if keys_only else filters.conditions()
+    parts = [f"{field} {op} {value}" for field, op, value in where.bounds() if field not in FILE_FIELDS]
     if where.shape() is not None:
         parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
@@ -83,7 +107,7 @@ def passing(paths: list[str], where: ItemConditions) -> np.ndarray:
     store tests them (its SQLite ``GLOB``, in memory here; a prefix as the folder or what lies under it)."""
     keep = np.ones(len(paths), dtype=bool)
     if where.path_prefix is not None:
-        keep &= [_is_under(path, [stored(where.path_prefix).rstrip("/")]) for path in paths]
+        keep &= np.array([_is_under(path, [stored(where.path_prefix).rstrip("/")]) for path in paths], dtype=bool)
     if where.path_glob is not None:
         with closing(sqlite3.connect(":memory:")) as db:
             rows = db.execute("SELECT key FROM json_each(?) WHERE value GLOB ?", (json.dumps(paths), stored(where.path_glob)))
