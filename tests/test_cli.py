@@ -182,6 +182,14 @@ def test_help_fits_the_terminal_and_flags_read_as_flags():
     assert "goes after --" in search_help and "EXIF capture date" in search_help
 
 
+@pytest.mark.parametrize("group", [[], ["eval"]])
+def test_help_lists_each_command_on_one_whole_line(group):
+    shown = runner.invoke(app, [*group, "--help"], terminal_width=80).output
+    listed = shown.split("Commands:\n", 1)[1].splitlines()
+    assert all(line.startswith("  ") and line.split(maxsplit=1)[1] for line in listed), shown  # no wrapped lines
+    assert not any(line.endswith("...") for line in listed), shown
+
+
 def test_a_query_that_starts_with_a_dash_goes_after_double_dash(tmp_path, image_dir):
     col = tmp_path / "col"
     invoke("index", image_dir, "-c", col, "--encoder", "hash")

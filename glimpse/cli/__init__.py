@@ -11,6 +11,6 @@ from .common import app
 # Importing a group registers its commands, in this order (not sorted: it is the help's order).
 from . import ingest, search, manage, upgrade, serve  # noqa: E402, F401, I001
 
-app.add_typer(eval_app, name="eval", help="Score search configurations on a retrieval benchmark; writes a report.")
+app.add_typer(eval_app, name="eval", short_help="Score search configurations on a benchmark; writes a report.", help="Score search configurations on a retrieval benchmark; writes a report.")
 
 __all__ = ["app"]

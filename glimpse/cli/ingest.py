@@ -11,7 +11,7 @@ import typer
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
-@app.command()
+@app.command(short_help="Index folders: embed new and changed images, drop gone ones.")
 def index(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Folders or files. Default: the folders indexed before.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
@@ -81,7 +81,7 @@ def _discard_if_empty(col, remove_folder: bool) -> None:
             col.path.rmdir()
 
 
-@app.command("import-vectors")
+@app.command("import-vectors", short_help="Add embeddings computed elsewhere (no model).")
 def import_vectors(
     file: Annotated[Path, typer.Argument(help="A .npy array (vectors x dims), or a .parquet file with a list-of-floats column.")],
     keys: Annotated[Optional[Path], typer.Option("--keys", help="Text file with one key per vector, one a line, in row order. Default: FILE-NAME/ROW.")] = None,
@@ -136,7 +136,7 @@ def run_enrich(col) -> None:
     console.print(line)
 
 
-@app.command()
+@app.command(short_help="Read the words in the indexed images (--ocr).")
 def enrich(
     ocr: Annotated[bool, typer.Option("--ocr", help="Read the words in the images (OCR), for text search and text: queries.")] = False,
     collection: CollectionOpt = DEFAULT_COLLECTION,

@@ -17,7 +17,7 @@ from .upgrade import upgrade_note
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, err, fail, human_bytes, open_existing, progress_bars, unshown
 
 
-@app.command()
+@app.command(short_help="Teach text search the words of your own captions.")
 def adapt(
     captions: Annotated[Optional[Path], typer.Option("--captions", help="TSV with 'image<TAB>caption' rows (paths relative to the file). Default: .txt or .xmp (dc:description) files next to the images.")] = None,
     kind: Annotated[str, typer.Option(help="contrastive (default, measured best) or ridge.")] = "contrastive",
@@ -128,7 +128,7 @@ def _options_note(options) -> str:
     return escape(f"  ({' '.join(parts)})") if parts else ""
 
 
-@app.command()
+@app.command(short_help="Give back the disk space of removed images.")
 def compact(collection: CollectionOpt = DEFAULT_COLLECTION) -> None:
     """Give back the disk space of removed images (writes also do it once they hold half the vector file)."""
     col = open_existing(collection)

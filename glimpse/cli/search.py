@@ -16,7 +16,7 @@ from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing, print_results
 
 
-@app.command()
+@app.command(short_help="Search by words, image, both, result id or terms.")
 def search(
     ctx: typer.Context,
     query: Annotated[Optional[list[str]], typer.Argument(

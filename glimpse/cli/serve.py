@@ -12,7 +12,7 @@ from ..ingest.names import shown
 from .common import DEFAULT_COLLECTION, app, closed_after_command, console, fail, print_results, run_index
 
 
-@app.command()
+@app.command(short_help="Index sample photos (or FOLDER) and search them.")
 def demo(
     folder: Annotated[Optional[Path], typer.Argument(help="Your own folder of images (default: scikit-image's sample photos).")] = None,
     collection: Annotated[str, typer.Option("--collection", "-c", help="Where to build the demo collection.")] = "~/.glimpse/demo",
@@ -41,7 +41,7 @@ def demo(
                   f"\n      [bold]glimpse serve {col.path}[/]  (the web page, http://127.0.0.1:8000/)")
 
 
-@app.command()
+@app.command(short_help="Serve the search page and the HTTP API.")
 def serve(
     collection: Annotated[Optional[str], typer.Argument(
         envvar="GLIMPSE_COLLECTION", help=f"Collection directory (or -c, as other commands take it; default {DEFAULT_COLLECTION}).",

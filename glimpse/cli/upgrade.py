@@ -9,7 +9,7 @@ import typer
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, open_existing, progress_bars, rate_progress
 
 
-@app.command()
+@app.command(short_help="Move to another encoder while search keeps answering.")
 def upgrade(
     encoder: Annotated[Optional[str], typer.Argument(help="The encoder to move to (a registered name). Default: resume the upgrade under way.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,

@@ -90,7 +90,7 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
     console.print(f"report: {files.html}\n        {files.markdown}\n        {files.json}")
 
 
-@app.command()
+@app.command(short_help="Image-caption pairs: text→image and image→text R@K, MRR.")
 def captioned(
     path: Annotated[Path, typer.Argument(help="Folder with captions.tsv (or a Karpathy dataset_*.json).")],
     split: Annotated[Optional[str], typer.Option(help="Karpathy split to score (default: test); a captions.tsv has none.")] = None,
@@ -114,7 +114,7 @@ def captioned(
          ("calibrated,rrf" if fusion is None else fusion) if ocr else "", backend)
 
 
-@app.command()
+@app.command(short_help="Seeded edited copies must find their original: mAP, R@1.")
 def copydetect(
     folder: Annotated[Path, typer.Argument(help="Any folder of images.")],
     per_image: Annotated[int, typer.Option(help="Edited copies (queries) per image.")] = 4,
@@ -129,7 +129,7 @@ def copydetect(
          refine=refine, model_options={"model": model, "pretrained": pretrained, "device": device}, backend=backend)
 
 
-@app.command()
+@app.command(short_help="Holidays/UKBench/groups.tsv: mAP (query excluded), N-S.")
 def groups(
     path: Annotated[Path, typer.Argument(help="INRIA Holidays or UKBench images, or a folder with groups.tsv.")],
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
@@ -141,7 +141,7 @@ def groups(
     _run(lambda: load_groups(path), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
-@app.command()
+@app.command(short_help="Revisited Oxford/Paris: mAP and mP@1/5/10 for E/M/H.")
 def revisitop(
     path: Annotated[Path, typer.Argument(help="Folder with gnd_roxford5k.pkl (or rparis6k) and jpg/.")],
     out: Out = None, codes: Codes = "learned:256", encoder: Encoders = None, seed: Seed = 0,
@@ -153,7 +153,7 @@ def revisitop(
     _run(lambda: load_revisitop(path), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
-@app.command()
+@app.command(short_help="Labelled classes (hashing protocol): mAP@all and mAP@k.")
 def classes(
     path: Annotated[Path, typer.Argument(help="A folder per class, or a folder with labels.tsv.")],
     queries: Annotated[int, typer.Option(help="Queries to sample when labels.tsv has no split column.")] = 1000,
@@ -167,7 +167,7 @@ def classes(
     _run(lambda: load_classes(path, queries, seed, map_at), out, codes, encoder, seed, cache, shortlist, backend=backend)
 
 
-@app.command()
+@app.command(short_help="CIRR/FashionIQ: image + modification text: R@K, R_subset@K.")
 def composed(
     path: Annotated[Path, typer.Argument(help="CIRR or FashionIQ folder (captions/, image_splits/, images).")],
     split: Annotated[str, typer.Option(help="Split with targets.")] = "val",
