@@ -26,7 +26,7 @@ def index(
     device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
-    codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search).")] = None,
+    codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search). Default: the collection's setting; a new one searches exact float.")] = None,
     bits: Annotated[Optional[int], typer.Option(help="Bits per image code (with --codes; default 224 for ivf-rabitq, else 256).")] = None,
     oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 2000 for ivf-rabitq, else 30).")] = None,
     scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",

@@ -20,7 +20,7 @@ from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, err, fail, 
 @app.command(short_help="Teach text search the words of your own captions.")
 def adapt(
     captions: Annotated[Optional[Path], typer.Option("--captions", help="TSV with 'image<TAB>caption' rows (paths relative to the file). Default: .txt or .xmp (dc:description) files next to the images.")] = None,
-    kind: Annotated[str, typer.Option(help="contrastive (default, measured best) or ridge.")] = "contrastive",
+    kind: Annotated[str, typer.Option(help="contrastive (measured best) or ridge.")] = "contrastive",
     remove_map: Annotated[bool, typer.Option("--remove", help="Forget the adaptation: text search goes back to the plain encoder.")] = False,
     collection: CollectionOpt = DEFAULT_COLLECTION,
 ) -> None:
