@@ -51,11 +51,11 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (this machine only by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     token_file: Annotated[Optional[Path], typer.Option(help="File holding the write token (else $GLIMPSE_WRITE_TOKEN). Without a token the server is read-only.")] = None,
-    root: Annotated[list[Path], typer.Option("--root", metavar="<folder>", help="Folder whose files may be added by path (repeatable). Default: the collection's folders.")] = [],
+    root: Annotated[list[Path], typer.Option("--root", metavar="<folder>", help="Folder whose files may be added by path and served as originals (repeatable). Default: the collection's folders.")] = [],
     cors: Annotated[list[str], typer.Option("--cors", metavar="<origin>", help="Origin allowed to call the API from other web pages (repeatable). Default: none.")] = [],
     max_upload_mb: Annotated[int, typer.Option(help="Largest image upload, in MiB.")] = 20,
 ) -> None:
-    """Serve the search page and the HTTP API (OpenAPI docs at /docs)."""
+    """Serve the search page and the HTTP API (listed offline at /static/api.html; OpenAPI at /openapi.json and /docs)."""
     positional = collection is not None and collection != os.environ.get("GLIMPSE_COLLECTION")
     if positional and collection_opt is not None and collection_opt != collection:
         raise fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
