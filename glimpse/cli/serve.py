@@ -16,7 +16,7 @@ from .common import DEFAULT_COLLECTION, app, closed_after_command, console, fail
 def demo(
     folder: Annotated[Optional[Path], typer.Argument(help="Your own folder of images (default: scikit-image's sample photos).")] = None,
     collection: Annotated[str, typer.Option("--collection", "-c", help="Where to build the demo collection.")] = "~/.glimpse/demo",
-    encoder: Annotated[Optional[str], typer.Option(help="Encoder to use.")] = None,
+    encoder: Annotated[Optional[str], typer.Option(help="Encoder for the demo collection (default: lite0-minilm).")] = None,
 ) -> None:
     """Index sample photos (or FOLDER) and run a few text and image searches."""
     import glimpse
