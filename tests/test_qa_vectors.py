@@ -50,3 +50,11 @@ def test_blank_lines_at_the_end_of_a_keys_file_are_no_keys_but_one_in_the_middle
     result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "gap.txt", "-c", tmp_path / "other")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "other").exists()
+
+
+def test_a_file_that_is_not_npy_is_named_so_not_taken_for_a_pickle(tmp_path):
+    (tmp_path / "v.npy").write_text("hello, these are no vectors\n")
+    result = invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "numpy's .npy header" in result.output and "allow_pickle" not in result.output  # numpy's advice is no fix
+    assert not (tmp_path / "col").exists()
