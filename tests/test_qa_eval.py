@@ -78,3 +78,20 @@ def test_an_unreadable_groups_tsv_is_one_sentence_naming_the_file(tmp_path, imag
                                  "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and message in said(result) and "tsv are" in said(result), result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rows", ["", "img01.png\n", "img01.png\t   \n"])
+def test_a_captions_file_without_one_captioned_image_is_refused(tmp_path, image_dir, rows):
+    (image_dir / "captions.tsv").write_text("image\tcaption\n" + rows)  # was a report of 0 images, exit 0
+    result = runner.invoke(app, ["eval", "captioned", str(image_dir), "--encoder", "hash", "--codes", "",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "has no image with a caption" in said(result), result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("task", ["captioned", "copydetect"])
+def test_a_negative_seed_names_the_option(tmp_path, captioned, task):
+    result = runner.invoke(app, ["eval", task, str(captioned), "--encoder", "hash", "--codes", "", "--seed", "-1",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--seed" in said(result), result.output  # was numpy's "expected non-negative integer"
+    assert not (tmp_path / "out").exists()

@@ -83,6 +83,8 @@ def load_captioned(path: str | Path, split: str | None = None) -> Dataset:
         _need(tsv, CAPTIONED_LAYOUT)
         images, captions, owner = _captions_tsv(tsv)
         files = [tsv]
+    if not captions:  # else a report of nothing, with exit 0
+        raise DatasetError(f"{files[0]} has no image with a caption. Expected layout:\n{CAPTIONED_LAYOUT}")
     for p in images[:1] + images[-1:]:
         _need(p, CAPTIONED_LAYOUT)
     per_image: list[list[int]] = [[] for _ in images]
