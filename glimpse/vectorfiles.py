@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+NPY_MAGIC = b"\x93NUMPY"
 PARQUET_MISSING = "reading .parquet files needs pyarrow: pip install pyarrow (or save the vectors as .npy)"
 
 
@@ -58,6 +59,10 @@ def parquet_keys(path: Path, column: str) -> list[str]:
 
 def _npy(path: Path) -> np.ndarray:
     try:
+        with path.open("rb") as f:
+            # Without it numpy takes the file for a pickle and suggests allow_pickle=, which is no fix.
+            if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+                raise ValueError("it does not start with numpy's .npy header (save the array with numpy.save)")
         return np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise ValueError(f"no such file: {path}") from None

@@ -50,3 +50,48 @@ def test_a_split_for_a_captions_tsv_is_refused(tmp_path, captioned):
                                  "--split", "val", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "leave --split out" in said(result), result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"{not json", "is not a readable Karpathy JSON"),
+    (b"[1, 2]", "is not a readable Karpathy JSON"),
+    (b'{"images": [{"split": "test", "sentences": [{"raw": "x"}]}]}', "no 'filename' field"),
+    (b'{"images": [{"split": "test", "filename": "a.png", "sentences": "abc"}]}', "is not a readable Karpathy JSON"),
+    (b"\xff\xfe{}", "is not a readable Karpathy JSON"),
+])
+def test_a_malformed_karpathy_json_is_one_sentence_naming_the_file(tmp_path, image_dir, content, message):
+    (image_dir / "dataset_coco.json").write_bytes(content)  # these were tracebacks, or a bare json/codec error
+    result = runner.invoke(app, ["eval", "captioned", str(image_dir), "--encoder", "hash", "--codes", "",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in said(result) and "co.json is not" in said(result), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("image\tgroup\nimg01.png\t" + "x" * 200_000 + "\n", "not a readable TSV file"),
+    (b"image\tgroup\nimg01.png\t\xff\n", "not UTF-8 text"),
+])
+def test_an_unreadable_groups_tsv_is_one_sentence_naming_the_file(tmp_path, image_dir, content, message):
+    target = image_dir / "groups.tsv"
+    target.write_bytes(content) if isinstance(content, bytes) else target.write_text(content)
+    result = runner.invoke(app, ["eval", "groups", str(image_dir), "--encoder", "hash", "--codes", "",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in said(result) and "tsv are" in said(result), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("rows", ["", "img01.png\n", "img01.png\t   \n"])
+def test_a_captions_file_without_one_captioned_image_is_refused(tmp_path, image_dir, rows):
+    (image_dir / "captions.tsv").write_text("image\tcaption\n" + rows)  # was a report of 0 images, exit 0
+    result = runner.invoke(app, ["eval", "captioned", str(image_dir), "--encoder", "hash", "--codes", "",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "has no image with a caption" in said(result), result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("task", ["captioned", "copydetect"])
+def test_a_negative_seed_names_the_option(tmp_path, captioned, task):
+    result = runner.invoke(app, ["eval", task, str(captioned), "--encoder", "hash", "--codes", "", "--seed", "-1",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "--seed" in said(result), result.output  # was numpy's "expected non-negative integer"
+    assert not (tmp_path / "out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 import glimpse
@@ -50,3 +51,26 @@ def test_blank_lines_at_the_end_of_a_keys_file_are_no_keys_but_one_in_the_middle
     result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "gap.txt", "-c", tmp_path / "other")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert not (tmp_path / "other").exists()
+
+
+def test_a_file_that_is_not_npy_is_named_so_not_taken_for_a_pickle(tmp_path):
+    (tmp_path / "v.npy").write_text("hello, these are no vectors\n")
+    result = invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "numpy's .npy header" in result.output and "allow_pickle" not in result.output  # numpy's advice is no fix
+    assert not (tmp_path / "col").exists()
+
+
+def test_add_vectors_refuses_complex_or_text_vectors_and_keys_that_are_no_list(tmp_path):
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=4)
+    keys = ["a", "b", "c", "d"]
+    for vectors, message in ((np.eye(4, dtype=np.complex64), "real numbers, not complex64"),  # was cast, imaginary lost
+                             (np.array([["1", "0", "0", "0"]] * 4), "real numbers, not <U1")):  # was parsed as numbers
+        with pytest.raises(ValueError, match=message):
+            col.add_vectors(vectors, keys)
+    for bad in (None, 5):  # were TypeErrors from list()
+        with pytest.raises(ValueError, match="keys must be a list of strings"):
+            col.add_vectors(np.eye(4), bad)
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        col.add_vectors(np.eye(4), keys, batch_size="2")
+    assert len(col.item_ids()) == 0

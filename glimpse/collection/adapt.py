@@ -10,6 +10,7 @@ import numpy as np
 
 from ..metrics import recall_at_k
 from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, held_out_split, read_captions, sidecar_caption
+from ..settings import check_count
 from .reports import AdaptReport, ProgressFn
 
 
@@ -33,8 +34,11 @@ class Adapting:
         after on them; the stored map is then trained on every pair. Replaces any earlier map.
         """
         started = time.perf_counter()
-        if not 0.0 <= holdout < 1.0:
-            raise ValueError("holdout must be in [0, 1)")
+        if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
+            raise ValueError(f"holdout must be a share in [0, 1), not {holdout!r}")
+        check_count("seed", seed, 0)
+        if captions is not None and not isinstance(captions, (str, os.PathLike)):
+            raise ValueError(f"captions must be the path of a TSV file, not {type(captions).__name__}")
         if kind not in ADAPT_KINDS:
             raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(ADAPT_KINDS)}")
         if not self.has_files:

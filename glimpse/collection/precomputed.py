@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 
 from ..encoders import l2_normalize
 from ..encoders.precomputed import PRECOMPUTED
+from ..settings import check_count
 from ..storage.metadata import FileLink, NewItem
 from .reports import ProgressFn
 
@@ -42,10 +43,11 @@ class Importing:
         if self.has_files:
             raise ValueError(f"add_vectors needs a collection of precomputed vectors (encoder='precomputed'); "
                              f"this one embeds image files with {self.encoder.name}: index them instead")
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
+        check_count("batch_size", batch_size)
         keys = _checked_keys(keys)
         vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+        if vectors.dtype.kind not in "fiuO":  # complex would lose its imaginary part; text would parse as numbers
+            raise ValueError(f"vectors must hold real numbers, not {vectors.dtype} values")
         if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dim or len(vectors) != len(keys):
             raise ValueError(f"expected vectors of shape ({len(keys)}, {self.encoder.dim}) (one {self.encoder.dim}-d "
                              f"row per key), got {vectors.shape}")
@@ -80,8 +82,9 @@ class Importing:
 
 def _checked_keys(keys: Sequence[str]) -> list[str]:
     """The keys of ``add_vectors`` as a list, or a ValueError naming the first bad one."""
-    if isinstance(keys, (str, bytes)):
-        raise ValueError("keys must be a list of strings, one per vector, not one string")
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Iterable):
+        what = "one string" if isinstance(keys, (str, bytes)) else type(keys).__name__
+        raise ValueError(f"keys must be a list of strings, one per vector, not {what}")
     keys = list(keys)
     seen: set[str] = set()
     for row, key in enumerate(keys):

@@ -25,7 +25,7 @@ def create_encoder(name: str = DEFAULT_ENCODER, **options) -> Encoder:
     """Build an encoder by registered name; options go to its constructor."""
     try:
         factory = _REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: an unhashable name (a list, say)
         raise ValueError(
             f"unknown encoder {name!r}; known encoders: {', '.join(list_encoders())}"
         ) from None

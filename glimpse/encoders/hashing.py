@@ -14,9 +14,12 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from ..settings import check_count
 from .base import Encoder, l2_normalize
 
 _THUMB = 16
+#: Its projection is 768 x dim floats: 12 MiB at this size.
+MAX_DIM = 4096
 
 
 class HashEncoder(Encoder):
@@ -25,7 +28,8 @@ class HashEncoder(Encoder):
     image_size = _THUMB
 
     def __init__(self, dim: int = 64, seed: int = 0):
-        self.dim, self.seed = dim, seed
+        # Checked here, not by numpy: a 0-d encoder would start an upgrade that can never switch.
+        self.dim, self.seed = check_count("dim", dim, 1, MAX_DIM), check_count("seed", seed, 0)
         rng = np.random.default_rng(seed)
         self._proj = rng.standard_normal((_THUMB * _THUMB * 3, dim)).astype(np.float32)
         #: Number of images embedded so far; tests use it to prove work was skipped.

@@ -22,7 +22,7 @@ Codes = Annotated[str, typer.Option(help="Binary codes to compare with exact flo
                                          "comma-separated, e.g. learned:256,itq:128. Each is scored with and "
                                          "without re-rank. Empty: float only.")]
 Encoders = Annotated[Optional[str], typer.Option("--encoder", help="Encoder(s), comma-separated. Default: the default encoder.")]
-Seed = Annotated[int, typer.Option(help="Seed for augmentations, sampling and binarizer fitting.")]
+Seed = Annotated[int, typer.Option(min=0, help="Seed for augmentations, sampling and binarizer fitting.")]
 Cache = Annotated[Optional[Path], typer.Option(help="Embedding cache folder. Default: ~/.glimpse/eval (or $GLIMPSE_EVAL_CACHE).")]
 Refine = Annotated[str, typer.Option(help="Also score each configuration with a refinement stage on its top 100: aqe, superglobal (comma-separated).")]
 Shortlist = Annotated[int, typer.Option(help="Code candidates re-ranked exactly per query (eval's own default; a collection "

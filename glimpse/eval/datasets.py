@@ -13,7 +13,6 @@ Adapters: :func:`load_captioned`, :func:`load_copydetect`, :func:`load_groups`,
 
 from __future__ import annotations
 
-import csv
 import json
 import pickle
 import re
@@ -23,16 +22,18 @@ import numpy as np
 from PIL import Image
 
 from ..ingest import IMAGE_EXTENSIONS
-from ..query.adapt import read_captions
+from ..query.adapt import read_captions, read_tsv
 from . import augment as aug
 from .tasks import Dataset, DatasetError, Items, Judgement, Task, open_image
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...], layout: str) -> list[dict[str, str]]:
     """Rows of a tab-separated file with a header that has at least ``columns``."""
-    with open(path, encoding="utf-8", newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if not rows or not set(columns) <= set(rows[0]):
+    try:
+        fields, rows = read_tsv(path, "the rows of")
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if not rows or not set(columns) <= set(fields):
         names = " and ".join(f"'{c}'" for c in columns)
         raise DatasetError(f"{path} needs {names} columns. Expected layout:\n{layout}")
     return rows
@@ -82,6 +83,8 @@ def load_captioned(path: str | Path, split: str | None = None) -> Dataset:
         _need(tsv, CAPTIONED_LAYOUT)
         images, captions, owner = _captions_tsv(tsv)
         files = [tsv]
+    if not captions:  # else a report of nothing, with exit 0
+        raise DatasetError(f"{files[0]} has no image with a caption. Expected layout:\n{CAPTIONED_LAYOUT}")
     for p in images[:1] + images[-1:]:
         _need(p, CAPTIONED_LAYOUT)
     per_image: list[list[int]] = [[] for _ in images]
@@ -110,17 +113,23 @@ def _captions_tsv(tsv: Path) -> tuple[list[Path], list[str], list[int]]:
 
 
 def _karpathy(file: Path, split: str) -> tuple[list[Path], list[str], list[int]]:
-    data = json.loads(file.read_text(encoding="utf-8"))
-    entries = [e for e in data.get("images", []) if e.get("split") == split]
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        entries = [e for e in data["images"] if e.get("split") == split]
+        folder = file.parent / "images" if (file.parent / "images").is_dir() else file.parent
+        images, captions, owner = [], [], []
+        for e in entries:
+            images.append(folder / e.get("filepath", "") / e["filename"])
+            for s in e["sentences"]:
+                captions.append(str(s["raw"]))
+                owner.append(len(images) - 1)
+    # The JSON is someone else's file: any other shape than Karpathy's is named, with the shape wanted.
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = f"no {exc} field" if isinstance(exc, KeyError) else str(exc)
+        raise DatasetError(f"{file} is not a readable Karpathy JSON ({why}): it needs images[] with split, "
+                           "filename and sentences[].raw") from None
     if not entries:
         raise DatasetError(f"{file} has no images in split {split!r} (Karpathy JSON: images[].split)")
-    folder = file.parent / "images" if (file.parent / "images").is_dir() else file.parent
-    images, captions, owner = [], [], []
-    for e in entries:
-        images.append(folder / e.get("filepath", "") / e["filename"])
-        for s in e["sentences"]:
-            captions.append(s["raw"])
-            owner.append(len(images) - 1)
     return images, captions, owner
 
 

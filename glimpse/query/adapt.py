@@ -141,6 +141,20 @@ def held_out_split(count: int, share: float, seed: int) -> np.ndarray:
     return held
 
 
+def read_tsv(path: Path, what: str) -> tuple[list[str], list[dict[str, str | None]]]:
+    """The header and rows of a tab-separated UTF-8 file; ValueError naming ``what`` and ``path`` if unreadable."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:  # a byte order mark (Excel) is no part of a name
+            reader = csv.DictReader(f, delimiter="\t")
+            return list(reader.fieldnames or ()), list(reader)
+    except OSError as exc:
+        raise ValueError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} are not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
+    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
+        raise ValueError(f"{what} {path} are not a readable TSV file: {exc}") from None
+
+
 def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     """(image path, caption) pairs from a TSV with ``image`` and ``caption`` columns.
 
@@ -148,17 +162,8 @@ def read_captions(path: str | os.PathLike) -> list[tuple[Path, str]]:
     may be quoted the way csv writers quote one that holds quotes (``"it reads ""EXIT"" here"``): 74 of
     captioned-dev's captions are; a quote inside an unquoted field stays as it is."""
     path = Path(path).expanduser()
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:  # a byte order mark (Excel) is no part of "image"
-            reader = csv.DictReader(f, delimiter="\t")
-            rows = list(reader)
-    except OSError as exc:
-        raise ValueError(f"cannot read captions {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"captions {path} are not UTF-8 text (byte {exc.start}): save the file as UTF-8") from None
-    except csv.Error as exc:  # e.g. a field over csv's 128 KiB limit
-        raise ValueError(f"captions {path} are not a readable TSV file: {exc}") from None
-    if not {"image", "caption"} <= set(reader.fieldnames or ()):
+    fields, rows = read_tsv(path, "captions")
+    if not {"image", "caption"} <= set(fields):
         raise ValueError(f"{path}: expected a tab-separated file with a header row 'image<TAB>caption'")
     base = path.absolute().parent
     return [((base / r["image"]).absolute(), r["caption"].strip()) for r in rows if r["image"] and (r["caption"] or "").strip()]

@@ -33,7 +33,7 @@ from ..storage import VectorStore, WriteLock
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
-from ..settings import ScanOptions
+from ..settings import ScanOptions, check_count, check_ingest
 from . import state as st
 from .files import extend, save_order, unchanged, unfitted, write_rows
 from .maps import MapQuality, SpaceMap, fit_map
@@ -71,7 +71,7 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
             finish: bool, abort: bool, policy: str, seed: int, batch_size: int, workers: int,
             progress: ProgressFn | None) -> UpgradeReport:
     started = time.perf_counter()
-    _check(sample, backfill, policy, batch_size, workers)
+    _check(sample, backfill, policy, seed, batch_size, workers)
     with WriteLock(col.path / LOCK_NAME):  # one upgrade run at a time; the write lock is taken per step
         report = _Run(col, seed, batch_size, workers, progress).go(encoder, options, sample, backfill, finish,
                                                                    abort, policy)
@@ -101,15 +101,14 @@ def least_certain_first(units: list[np.ndarray], items: np.ndarray, doubt: np.nd
     return [units[u] for u in np.argsort(-np.array(mean_doubt), kind="stable")]
 
 
-def _check(sample: int, backfill: int | None, policy: str, batch_size: int, workers: int) -> None:
-    if sample < 1:
-        raise ValueError(f"sample must be at least 1 image, got {sample}")
-    if backfill is not None and backfill < 0:
-        raise ValueError(f"backfill must be 0 or more images, got {backfill}")
-    if policy not in POLICIES:
+def _check(sample: int, backfill: int | None, policy: str, seed: int, batch_size: int, workers: int) -> None:
+    check_count("sample", sample)
+    if backfill is not None:
+        check_count("backfill", backfill, 0)
+    if not isinstance(policy, str) or policy not in POLICIES:
         raise ValueError(f"unknown backfill order {policy!r}: use one of {', '.join(POLICIES)}")
-    if batch_size < 1 or workers < 1:
-        raise ValueError("batch_size and workers must be at least 1")
+    check_count("sample_seed", seed, 0)
+    check_ingest(batch_size, workers)
 
 
 class _Run:
@@ -183,12 +182,15 @@ class _Run:
         if name is not None and name != want["encoder"]:
             raise ValueError(f"an upgrade to {st.described(want)} is under way: resume it (glimpse upgrade "
                              f"{want['encoder']}) or abort it (glimpse upgrade --abort) first")
-        if isinstance(encoder, Encoder):
-            return encoder
-        if state["phase"] == "backfilling":
+        if state["phase"] == "backfilling" and not isinstance(encoder, Encoder):
             self.col._sync()
             return self.col.encoder  # the collection's own encoder since the switch
-        return create_encoder(want["encoder"], **{**want["encoder_options"], **options})
+        new = encoder if isinstance(encoder, Encoder) else \
+            create_encoder(want["encoder"], **{**want["encoder_options"], **options})
+        if (new.options or {}) != want["encoder_options"] or new.dim != want["dim"]:  # the sample so far is its
+            raise ValueError(f"an upgrade to {st.described(want)} is under way: resume it with its own model options "
+                             f"or abort it (glimpse upgrade --abort) first")
+        return new
 
     def _start(self, new: Encoder, sample: int, policy: str) -> dict:
         col = self.col
