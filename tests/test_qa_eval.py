@@ -38,6 +38,14 @@ def test_a_report_or_cache_folder_that_is_a_file_is_refused_before_embedding(tmp
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()  # refused before any work
 
 
+@pytest.mark.parametrize("encoders, message", [(",", "names no encoder"), ("hash, hash", "names hash twice")])
+def test_an_encoder_list_naming_none_or_one_twice_is_refused(tmp_path, captioned, encoders, message):
+    result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", encoders, "--codes", "",
+                                 "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and message in said(result), result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_fusion_without_ocr_is_refused(tmp_path, captioned):
     result = runner.invoke(app, ["eval", "captioned", str(captioned), "--encoder", "hash", "--codes", "",
                                  "--fusion", "rrf", "--cache", str(tmp_path / "cache"), "-o", str(tmp_path / "out")])

@@ -106,8 +106,9 @@ def test_re_adding_a_key_replaces_its_vector(col):
 
 @pytest.mark.parametrize("keys, vectors, message", [
     (["a", "b", "a"], unit_rows(3), "'a' is given twice"),
-    (["a", ""], unit_rows(2), "key 1 must be a non-empty string"),
-    (["a", 5], unit_rows(2), "key 1 must be a non-empty string"),
+    (["a", ""], unit_rows(2), "key 1 must be a string with more than spaces"),
+    (["a", " \u3000"], unit_rows(2), "key 1 must be a string with more than spaces"),
+    (["a", 5], unit_rows(2), "key 1 must be a string with more than spaces"),
     (["a", "b\nc"], unit_rows(2), "control characters"),
     (["a", "\ud800"], unit_rows(2), "invalid Unicode"),
     ("ab", unit_rows(2), "not one string"),

@@ -32,7 +32,7 @@ class Importing:
         (n, D) float array (a ``numpy.load(..., mmap_mode="r")`` map is read batch by batch, so
         it need not fit in RAM). Rows must be finite and not all zero; each is L2-normalised on
         the way in, because search ranks by inner product and reports it as a cosine.
-        ``keys`` are the user's names for the rows, unique non-empty strings, shown where an
+        ``keys`` are the user's names for the rows, unique strings (not only spaces), shown where an
         image collection shows paths (filters match them with ``path_glob``/``path_prefix``).
         A key the collection already holds gets the new vector, under a new id.
 
@@ -88,8 +88,8 @@ def _checked_keys(keys: Sequence[str]) -> list[str]:
     keys = list(keys)
     seen: set[str] = set()
     for row, key in enumerate(keys):
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"key {row} must be a non-empty string, got {key!r}")
+        if not isinstance(key, str) or not key.strip():
+            raise ValueError(f"key {row} must be a string with more than spaces in it, got {key!r}")
         if key in seen:
             raise ValueError(f"key {key!r} is given twice (rows {keys.index(key)} and {row}): each vector needs its own key")
         seen.add(key)

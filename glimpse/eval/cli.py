@@ -63,6 +63,11 @@ def _run(load, out: Optional[Path], codes: str, encoder: Optional[str], seed: in
     names = [e.strip() for e in (encoder or DEFAULT_ENCODER).split(",") if e.strip()]
     options = {k: v for k, v in (model_options or {}).items() if v is not None}
     try:
+        if not names:
+            raise ValueError(f"--encoder {encoder!r} names no encoder: give one or more names, comma-separated")
+        twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+        if twice is not None:
+            raise ValueError(f"--encoder names {twice} twice: each encoder is scored once")
         if options and not set(names) & set(MODEL_ENCODERS):
             raise ValueError(f"--model, --pretrained and --device apply to the {' and '.join(MODEL_ENCODERS)} encoders")
         encoders = [create_encoder(n, **options) if n in MODEL_ENCODERS else n for n in names]
