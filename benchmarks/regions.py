@@ -19,7 +19,7 @@ distribution (``(1 - mix) * global + mix * regions``) before weighting the centr
 The image model runs in torch fp32 (the ONNX graph does not expose the feature map), so the
 baseline reads a little off the int8 default's figures. Against overfitting, settings are scored
 on the split ``glimpse eval captioned --adapt`` uses (seed 0): chosen on the tuning half (its
-captions against its images), reported on the other half and on all 857; the best of each family
+captions against its images), reported on the other half and on all images; the best of each family
 on the tuning half also after ``glimpse adapt`` (ridge, contrastive) trained on the tuning half.
 Image vectors are the full 1664-d ones (visual half unchanged), rounded to float16 as collections
 hold them. Results and the decision: benchmarks/QUALITY_NOTES.md.
@@ -115,7 +115,8 @@ def main() -> None:
 
     def scored(t: np.ndarray, i: np.ndarray) -> tuple[float, float, str]:
         r = ranks(t @ i.T, np.arange(len(t)))
-        return float(np.mean(r <= 10)), float(np.mean(r <= 1)), f"{np.mean(r <= 1):.3f} / {np.mean(r <= 10):.3f}, {median_of_ranks(r):.0f}"
+        r1, r10 = float(np.mean(r <= 1)), float(np.mean(r <= 10))
+        return r10, r1, f"{r1:.3f} / {r10:.3f}, {median_of_ranks(r):.0f}"
 
     best: dict[str, tuple[tuple[float, float], str, np.ndarray]] = {}
 
@@ -129,10 +130,13 @@ def main() -> None:
             best[family] = (key, name, vecs)
 
     def pooled(p: torch.Tensor, how: str) -> torch.Tensor:
-        q = p.mean(1) if how == "mean" else p.amax(1) if how == "max" else p.pow(float(how[3:])).mean(1).pow(1.0 / float(how[3:]))
+        if how in ("mean", "max"):
+            q = p.mean(1) if how == "mean" else p.amax(1)
+        else:  # "gemP": GeM with exponent P
+            q = p.pow(float(how[3:])).mean(1).pow(1.0 / float(how[3:]))
         return q / q.sum(1, keepdim=True)
 
-    print("| family | setting | tuning half | other half | all 857 |\n|---|---|---|---|---|")
+    print("| family | setting | tuning half | other half | all |\n|---|---|---|---|---|")
     row("global (today)", f"T {bridge.TEMPERATURE}", lambda: p_glob @ classes)
     for g in GRIDS:
         for t in REGION_TEMPERATURES:
@@ -159,7 +163,7 @@ def main() -> None:
                         lambda p=p, how=how, mix=mix: ((1 - mix) * p_glob + mix * pooled(p, how)) @ classes)
 
     print("\nBest of each family on the tuning half (R@10, then R@1), then adapted on the tuning half:")
-    print("| family | setting | tuning half | other half | all 857 | other half, ridge | other half, contrastive |")
+    print("| family | setting | tuning half | other half | all | other half, ridge | other half, contrastive |")
     print("|---|---|---|---|---|---|---|")
     for family, (_, name, vecs) in best.items():
         cells_ = [scored(texts[idx], vecs[idx])[2] for idx in (tune, held, every)]
