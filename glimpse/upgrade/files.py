@@ -10,6 +10,7 @@ import numpy as np
 from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
 from ..storage import VectorStore
+from ..storage.vectors import write_whole
 
 
 def unchanged(entry: FileEntry) -> bool:
@@ -27,7 +28,7 @@ def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None
     fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         for row, vector in zip(rows, data):
-            os.pwrite(fd, vector.tobytes(), row * width)
+            write_whole(fd, vector.tobytes(), row * width)
         os.fsync(fd)
     finally:
         os.close(fd)
