@@ -1,0 +1,58 @@
+"""CLI inputs and failures met by new users: one actionable sentence, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import glimpse
+from glimpse.cli import app
+from glimpse.storage import Metadata
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())
+
+
+@pytest.fixture
+def col_dir(tmp_path: Path, make_image) -> Path:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        make_image(photos / f"p{i}.png", seed=i)
+    (photos / "empty.jpg").write_bytes(b"")
+    assert invoke("index", photos, "-c", tmp_path / "col", "--encoder", "hash").exit_code == 0
+    return tmp_path / "col"
+
+
+@pytest.mark.parametrize("limit", ["-1", "99999999999999999999"])
+def test_an_info_limit_out_of_range_names_the_option(col_dir, limit):
+    # -1 listed every error silently; 2**66 was "a collection database cannot be read (datatype
+    # mismatch): restore it from a backup", advice that could cost the user their collection
+    for extra in (["--errors"], []):
+        result = invoke("info", "-c", col_dir, "--limit", limit, *extra)
+        assert result.exit_code == 2 and "limit must be between 0 and" in said(result), result.output
+        assert "backup" not in said(result)
+
+
+def test_a_full_disk_met_by_sqlite_is_not_called_damage(col_dir, tmp_path, make_image, monkeypatch):
+    make_image(tmp_path / "photos" / "new.png", seed=9)
+
+    def full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(Metadata, "commit_batch", full)
+    result = invoke("index", "-c", col_dir)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "database or disk is full" in said(result) and "free disk space" in said(result)
+    assert "restore it from a backup" not in said(result)
+    monkeypatch.undo()
+    with glimpse.open(col_dir) as col:
+        assert len(col) == 3
