@@ -56,3 +56,13 @@ def test_a_full_disk_met_by_sqlite_is_not_called_damage(col_dir, tmp_path, make_
     monkeypatch.undo()
     with glimpse.open(col_dir) as col:
         assert len(col) == 3
+
+
+def test_a_collection_path_that_is_a_file_is_named_as_such(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    for args in (["index", tmp_path], ["info"], ["search", "a cat"]):
+        result = invoke(*args, "-c", tmp_path / "notes.txt")
+        assert result.exit_code == 2 and "is a file, not a collection folder" in said(result), result.output
+    with pytest.raises(ValueError, match="is a file, not a collection folder"):
+        glimpse.open(tmp_path / "notes.txt", encoder="hash")
+    assert (tmp_path / "notes.txt").read_text() == "mine"

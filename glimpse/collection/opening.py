@@ -54,6 +54,8 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
                    make: Callable[[Path, Encoder, Metadata], Collection]) -> Collection:
     """:func:`open_collection` on a directory; ``make`` builds the Collection (or a subclass)."""
     root = path.expanduser().absolute()
+    if root.exists() and not root.is_dir():  # mkdir would say only "File exists"
+        raise ValueError(f"{root} is a file, not a collection folder: give a folder path")
     db_path = root / DB_NAME
     if not db_path.exists():
         if not create:
