@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from ..encoders import l2_normalize
+from ..storage.arrays import read_arrays
+from .state import UPGRADE_REMEDY
 
 KINDS = ("orthogonal", "ridge")
 #: Ridge penalties tried, as shares of the pairs' mean squared norm per dimension.
@@ -135,10 +137,10 @@ class SpaceMap:
 
     @classmethod
     def load(cls, path: Path) -> SpaceMap:
-        with np.load(path) as data:
-            span = data["span"].astype(np.float32) if "span" in data else None
-            return cls(str(data["kind"]), data["matrix"].astype(np.float32), span,
-                       float(data["share"]) if span is not None else 0.0)
+        data = read_arrays(path, ("kind", "matrix"), UPGRADE_REMEDY)
+        span = data["span"].astype(np.float32) if "span" in data else None
+        return cls(str(data["kind"]), data["matrix"].astype(np.float32), span,
+                   float(data["share"]) if span is not None else 0.0)
 
 
 Candidate = tuple[str, float, float]  # kind, penalty, text weight
