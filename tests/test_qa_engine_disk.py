@@ -63,3 +63,20 @@ def test_the_store_finishes_a_write_the_kernel_cut_short(tmp_path: Path, monkeyp
     store.write(0, x)
     monkeypatch.setattr(os, "pwrite", _real_pwrite)
     assert len(calls) > 1 and np.array_equal(store.read(np.arange(6), 6), x)
+
+
+def test_files_written_whole_get_the_permissions_of_the_collections_other_files(tmp_path: Path, monkeypatch):
+    from glimpse import atomic
+    from glimpse.atomic import write_atomic
+
+    monkeypatch.setattr(atomic, "_UMASK", 0o022)  # as read at import
+    old = os.umask(0o022)
+    try:
+        (tmp_path / "plain").write_bytes(b"x")
+        write_atomic(tmp_path / "new.npz", b"data")  # was 0600: a server run by another user could not read it
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "new.npz", 0o640)
+        write_atomic(tmp_path / "new.npz", b"again")  # a replaced file keeps its permissions
+        assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old)
