@@ -66,3 +66,15 @@ def test_a_collection_path_that_is_a_file_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match="is a file, not a collection folder"):
         glimpse.open(tmp_path / "notes.txt", encoder="hash")
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_eval_copydetect_over_an_undecodable_image_names_it(tmp_path, make_image, big_png):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        make_image(folder / f"p{i}.png", seed=i)
+    (folder / "huge.png").write_bytes(big_png(30000, 30000))  # a DecodeError traceback before
+    result = invoke("eval", "copydetect", folder, "--encoder", "hash", "--codes", "", "--per-image", "1",
+                    "-o", tmp_path / "out", "--cache", tmp_path / "cache")
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "huge.png cannot be decoded (too many pixels" in said(result)
