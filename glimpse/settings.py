@@ -9,7 +9,9 @@ its caption adaptation.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
@@ -59,6 +61,21 @@ def check_ingest(batch_size: object, workers: object, include: object = (), excl
     check_count("batch_size", batch_size, 1, 4096)
     check_count("workers", workers, 1, 256)
     check_scan_globs(include, exclude)
+
+
+def check_paths(paths: object) -> list:
+    """The paths (or keys) of ``add``/``index``/``remove`` as a list, each a str or os.PathLike.
+
+    One string would be taken letter by letter: ``remove("/photos/a.jpg")`` forgot everything under
+    ``/``, the first letter."""
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
+        raise ValueError(f"paths must be a list of paths, not {type(paths).__name__} {paths!r:.120}: "
+                         "wrap one path in a list")
+    paths = list(paths)
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+            raise ValueError(f"each path must be a str or os.PathLike (bytes: os.fsdecode them), got {path!r:.120}")
+    return paths
 
 
 def check_scan_globs(include: object = (), exclude: object = ()) -> None:

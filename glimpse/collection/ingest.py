@@ -19,7 +19,7 @@ from ..storage import VectorStore
 from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
-from ..settings import ScanOptions, check_ingest
+from ..settings import ScanOptions, check_ingest, check_paths
 from .reports import IndexReport, ProgressFn
 
 
@@ -116,7 +116,7 @@ class Ingesting:
     def _targets(self, paths: Iterable[str | os.PathLike], given: ScanOptions) -> list[tuple[str, ScanOptions]]:
         """Each path with the scan options to use: those given, else the folder's remembered ones."""
         kept = self.folders() if given == ScanOptions() else {}
-        return [(path, kept.get(path, given)) for path in (str(absolute(p)) for p in paths)]
+        return [(path, kept.get(path, given)) for path in (str(absolute(p)) for p in check_paths(paths))]
 
     def folders(self) -> dict[str, ScanOptions]:
         """The folders :meth:`index` re-indexes, with the scan options each was last given."""
@@ -136,7 +136,7 @@ class Ingesting:
         taken as given: a key also removes the keys under it (``shop`` removes ``shop/1``), as a
         folder would.
         """
-        targets = [str(absolute(p)) if self.has_files else str(p) for p in paths]
+        targets = [str(absolute(p)) if self.has_files else str(p) for p in check_paths(paths)]
         with self._lock:
             settings = self.settings()
             roots = [r for r in settings.roots if not _is_under(r, targets)]

@@ -1,0 +1,50 @@
+"""Python API inputs: the paths of add/index/remove are a list, checked once (settings.check_paths)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import glimpse
+
+
+@pytest.fixture
+def col(tmp_path: Path, make_image) -> glimpse.Collection:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(4):
+        make_image(photos / f"p{i}.png", seed=i)
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([photos])
+    yield col
+    col.close()
+
+
+def test_removing_one_string_forgets_nothing_else(col, tmp_path):
+    # It was taken letter by letter: "/" came first, and every file of the collection went.
+    with pytest.raises(ValueError, match="paths must be a list of paths, not str"):
+        col.remove(str(tmp_path / "photos" / "p0.png"))
+    with pytest.raises(ValueError, match="paths must be a list of paths, not PosixPath"):
+        col.remove(tmp_path / "photos" / "p0.png")
+    assert len(col) == 4 and not col.stats().excluded
+    assert col.remove([tmp_path / "photos" / "p0.png"]) == 1 and len(col) == 3
+
+
+@pytest.mark.parametrize("method", ["add", "index"])
+def test_adding_one_string_or_a_wrong_item_is_one_value_error(col, tmp_path, method):
+    for paths, message in ((str(tmp_path / "photos"), "not str"), (tmp_path / "photos", "not PosixPath"),
+                           ([None], "got None"), ([3], "got 3"), ([b"/tmp"], "got b'/tmp'"), (5, "not int")):
+        with pytest.raises(ValueError, match=message):  # TypeErrors, or a scan of '/', before
+            getattr(col, method)(paths)
+    assert len(col) == 4
+
+
+def test_removing_one_key_string_from_precomputed_vectors_forgets_nothing(tmp_path):
+    with glimpse.open(tmp_path / "vec", encoder="precomputed", dim=4) as col:
+        col.add_vectors(np.eye(4, dtype=np.float32), ["s/1", "h/2", "shop", "o"])
+        with pytest.raises(ValueError, match="not str"):  # removed s/1, h/2, shop and o, letter by letter
+            col.remove("shop")
+        assert len(col) == 4
+        assert col.remove(["shop"]) == 1 and len(col) == 3
