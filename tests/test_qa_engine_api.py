@@ -48,3 +48,15 @@ def test_removing_one_key_string_from_precomputed_vectors_forgets_nothing(tmp_pa
             col.remove("shop")
         assert len(col) == 4
         assert col.remove(["shop"]) == 1 and len(col) == 3
+
+
+@pytest.mark.parametrize("query, message", [
+    ({"text": 5}, "the text query must be a string, not int"),  # was "the text query is empty"
+    ({"text": b"a cat"}, "the text query must be a string, not bytes"),
+    ({"image": np.zeros((8, 8, 3), np.uint8)}, "a query image must be a path, bytes or a PIL image, not ndarray"),
+    ({"image": None, "terms": [(np.zeros(3), 1.0)]}, None),  # the query language's own check
+    ({"image": 3.5, "text": "a cat"}, "not float"),  # TypeErrors before
+])
+def test_a_query_of_the_wrong_type_says_what_it_must_be(col, query, message):
+    with pytest.raises(ValueError, match=message):
+        col.search(**query)
