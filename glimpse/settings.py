@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 
+import numpy as np
+
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
 
 #: How the codes are scanned (see :mod:`glimpse.backends.binary`); ``auto`` picks per query kind.
@@ -27,14 +29,23 @@ SCORING_MODES = ("auto", *SCORINGS)
 MAX_OVERSAMPLE = 10_000
 
 
+def whole(value: object) -> int | None:
+    """``value`` as an int when it is a whole number: a Python or numpy integer (the ids ``add_vectors``
+    returns, a count from numpy), not a bool; else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
-    """An int option in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int option in [low, high], as an int."""
+    number = whole(value)
+    if number is None:
         raise ValueError(f"{name} must be a whole number, not {value!r}")
-    if value < low or (high is not None and value > high):
+    if number < low or (high is not None and number > high):
         span = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {span}, got {value}")
-    return value
+        raise ValueError(f"{name} must be {span}, got {number}")
+    return number
 
 
 def check_oversample(value: object) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import glimpse
+from glimpse.query.filters import Filter
 
 
 @pytest.fixture
@@ -60,3 +61,17 @@ def test_removing_one_key_string_from_precomputed_vectors_forgets_nothing(tmp_pa
 def test_a_query_of_the_wrong_type_says_what_it_must_be(col, query, message):
     with pytest.raises(ValueError, match=message):
         col.search(**query)
+
+
+def test_numpy_integers_are_whole_numbers(tmp_path):
+    # add_vectors returns int64 ids; search(like=ids[0]) said "an item id is a whole number ..., got 1"
+    with glimpse.open(tmp_path / "vec", encoder="precomputed", dim=4) as col:
+        ids = col.add_vectors(np.eye(4, dtype=np.float32) + 0.1, ["a", "b", "c", "d"], batch_size=np.int64(2))
+        found = col.search(like=ids[0], k=np.int64(2), oversample=np.int32(5))
+        assert len(found) == 2 and ids[0] not in [r.id for r in found]
+        assert col.search(terms=[(ids[1], 1.0)], k=1)
+        assert col.item(int(ids[2])).paths == ["c"]
+    assert Filter(min_width=np.int64(5)).min_width == 5
+    for bad in (np.bool_(True), True, 2.0, "2"):
+        with pytest.raises(ValueError, match="k must be a whole number"):
+            glimpse.SearchRequest(text="x", k=bad)

@@ -57,9 +57,10 @@ class SearchRequest:
     fusion: str = DEFAULT_FUSION
 
     def __post_init__(self) -> None:
-        check_k(self.k)
+        object.__setattr__(self, "k", check_k(self.k))  # numpy's integers as int
         if self.oversample is not None:
             check_oversample(self.oversample, self.k)
+            object.__setattr__(self, "oversample", int(self.oversample))
         if self.scoring is not None:
             check_scoring(self.scoring)
         if self.refine is not None and self.refine != "none" and self.refine not in REFINES:
