@@ -78,3 +78,21 @@ def test_eval_copydetect_over_an_undecodable_image_names_it(tmp_path, make_image
                     "-o", tmp_path / "out", "--cache", tmp_path / "cache")
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert "huge.png cannot be decoded (too many pixels" in said(result)
+
+
+def test_demo_searches_by_images_it_could_index(tmp_path, make_image):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "a notes.txt").write_text("not a photo")  # sorted first: the demo stopped on it, exit 2
+    (folder / "b broken.jpg").write_bytes(b"\xff\xd8\xff broken")
+    make_image(folder / "c.png", seed=1)
+    make_image(folder / "d.png", seed=2)
+    result = invoke("demo", folder, "-c", tmp_path / "demo", "--encoder", "hash")
+    assert result.exit_code == 0, result.output
+    assert "image: like c.png" in result.output and "image: like d.png" in result.output
+
+
+def test_demo_on_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = invoke("demo", tmp_path / "empty", "-c", tmp_path / "demo", "--encoder", "hash")
+    assert result.exit_code == 2 and "could be indexed" in said(result)  # it printed empty tables, exit 0
