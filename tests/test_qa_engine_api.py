@@ -75,3 +75,16 @@ def test_numpy_integers_are_whole_numbers(tmp_path):
     for bad in (np.bool_(True), True, 2.0, "2"):
         with pytest.raises(ValueError, match="k must be a whole number"):
             glimpse.SearchRequest(text="x", k=bad)
+
+
+def test_a_collection_inside_an_indexed_folder_never_indexes_its_thumbnails(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        make_image(folder / f"p{i}.png", seed=i)
+    with glimpse.open(folder / "col", encoder="hash") as col:  # glimpse index . -c ./col
+        col.add([folder])
+        (col.path / "thumbnails" / "256").mkdir(parents=True)
+        make_image(col.path / "thumbnails" / "256" / "0.jpg", seed=0)  # as glimpse serve writes them
+        report = col.index()
+        assert (report.embedded, len(col)) == (0, 3)  # the thumbnail became a fourth image

@@ -20,6 +20,7 @@ from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
 from ..settings import ScanOptions, check_ingest, check_paths
+from .layout import THUMBNAIL_DIR
 from .reports import IndexReport, ProgressFn
 
 
@@ -166,7 +167,7 @@ class Ingesting:
             self._refresh()
             excluded = self._remember(targets)
             problems: dict[str, str] = {}
-            entries = self._scan(targets, excluded, problems)
+            entries = self._scan(targets, [*excluded, str(self.path / THUMBNAIL_DIR)], problems)
             report.scanned = len(entries)
             todo = self._plan(entries, report)
             self._record_problems(problems, report)
