@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-import glimpse
 from glimpse.encoders import create_encoder
 from glimpse.upgrade.state import active
-
-B = 4
-
-
-@pytest.fixture
-def col(tmp_path: Path, make_image) -> glimpse.Collection:
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for i in range(8):
-        make_image(photos / f"p{i:02d}.png", seed=i)
-    col = glimpse.open(tmp_path / "col", encoder="hash")
-    col.add([photos], batch_size=B)
-    return col
+from test_qa_upgrade import B, col  # noqa: F401 - its fixture: 12 hash-encoded images in batches of B
 
 
 def test_options_beside_an_encoder_instance_are_refused(col):
