@@ -80,3 +80,20 @@ def test_files_written_whole_get_the_permissions_of_the_collections_other_files(
         assert (tmp_path / "new.npz").stat().st_mode & 0o777 == 0o640
     finally:
         os.umask(old)
+
+
+def test_an_upgrades_map_and_order_renames_are_made_durable(tmp_path: Path, monkeypatch):
+    # They were renamed into place without syncing the folder: a power cut could lose the new name
+    # while the metadata commit that names the file survived.
+    from glimpse import atomic
+    from glimpse.upgrade.files import save_order
+    from glimpse.upgrade.maps import SpaceMap
+
+    synced = []
+    real = atomic._sync_folder
+    monkeypatch.setattr(atomic, "_sync_folder", lambda folder: (synced.append(Path(folder)), real(folder)))
+    SpaceMap("ridge", np.eye(4, dtype=np.float32)).save(tmp_path / "map.npz")
+    save_order(tmp_path / "order.npy", [np.arange(3), np.arange(3, 5)])
+    assert synced == [tmp_path, tmp_path]
+    assert SpaceMap.load(tmp_path / "map.npz").kind == "ridge"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["map.npz", "order.npy"]

@@ -17,13 +17,12 @@ The best by their product is refitted on every pair, then calibrated (:func:`cal
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..encoders import l2_normalize
 from ..storage.arrays import read_arrays
 from .state import UPGRADE_REMEDY
@@ -124,16 +123,9 @@ class SpaceMap:
         return ((np.asarray(vectors, np.float32) @ pulled.T) / np.maximum(norms, 1e-12)).sum(axis=1)
 
     def save(self, path: Path) -> None:
-        """Written beside ``path``, made durable, then renamed over it: never torn."""
-        buffer = io.BytesIO()
+        """Written beside ``path``, made durable, then renamed over it (and the rename made durable): never torn."""
         calibration = {} if self.span is None else {"span": self.span, "share": np.array(self.share)}
-        np.savez(buffer, matrix=self.matrix, kind=np.array(self.kind), **calibration)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: np.savez(f, matrix=self.matrix, kind=np.array(self.kind), **calibration))
 
     @classmethod
     def load(cls, path: Path) -> SpaceMap:
