@@ -8,6 +8,7 @@ when installed) is decoded batch by batch into one float32 array.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
@@ -58,7 +59,8 @@ def parquet_keys(path: Path, column: str) -> list[str]:
     file = _open_parquet(pq, path)
     if column not in file.schema_arrow.names:
         raise ValueError(f"{path} has no column {column!r}; it has {', '.join(file.schema_arrow.names)}")
-    return file.read(columns=[column]).column(0).to_pylist()
+    with _readable(path):
+        return file.read(columns=[column]).column(0).to_pylist()
 
 
 class NpyRows:
@@ -164,7 +166,6 @@ def _open_parquet(pq, path: Path):
 def _parquet(path: Path, column: str | None) -> np.ndarray:
     pq = _pyarrow_parquet()
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     file = _open_parquet(pq, path)
     schema = file.schema_arrow
@@ -179,6 +180,24 @@ def _parquet(path: Path, column: str | None) -> np.ndarray:
         raise ValueError(f"{path} has no list column {column!r}; its list columns: {', '.join(lists) or 'none'}")
     if not pa.types.is_floating(schema.field(column).type.value_type):
         raise ValueError(f"column {column!r} of {path} holds {schema.field(column).type.value_type}, not floats")
+    with _readable(path):
+        return _parquet_rows(file, path, column)
+
+
+@contextlib.contextmanager
+def _readable(path: Path):
+    """Reading a .parquet file's data: pages cut short or overwritten (its footer read fine) are a ValueError naming it."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (pa.ArrowException, OSError) as exc:
+        raise ValueError(f"{path} is not a readable .parquet file: {exc}") from None
+
+
+def _parquet_rows(file, path: Path, column: str) -> np.ndarray:
+    import pyarrow.compute as pc
+
     out: np.ndarray | None = None
     row = 0
     for batch in file.iter_batches(columns=[column], batch_size=65536):

@@ -85,3 +85,16 @@ def test_an_object_array_is_refused_in_one_sentence(tmp_path):
     result = invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "col")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "Python objects" in result.output
+
+
+def test_a_parquet_file_with_damaged_data_pages_names_the_file(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"name": [f"k{i}" for i in range(3000)], "v": [[float(i), 1.0, 2.0, 3.0] for i in range(3000)]})
+    pq.write_table(table, tmp_path / "v.parquet", row_group_size=1000, compression="none")
+    data = (tmp_path / "v.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2] + data[-3000:])  # the footer is whole
+    for extra in ([], ["--key-column", "name"]):
+        result = invoke("import-vectors", tmp_path / "cut.parquet", *extra, "-c", tmp_path / "col")
+        assert result.exit_code == 2 and "Traceback" not in result.output  # pyarrow's words alone before
+        assert "cut.parquet is not a readable .parquet file" in " ".join(result.output.split()), result.output
