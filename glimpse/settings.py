@@ -37,6 +37,16 @@ def whole(value: object) -> int | None:
     return int(value)
 
 
+def check_flag(name: str, value: object, optional: bool = False) -> bool | None:
+    """A yes/no option as a bool (numpy's too; None too where ``optional``): a string is refused, as
+    any non-empty one is true (``finish="no"`` finished an upgrade and dropped the old vectors)."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, not {value!r:.120}")
+    return bool(value)
+
+
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
     """An int option in [low, high], as an int."""
     number = whole(value)

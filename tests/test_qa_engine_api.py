@@ -76,3 +76,21 @@ def test_a_collection_inside_an_indexed_folder_never_indexes_its_thumbnails(tmp_
         make_image(col.path / "thumbnails" / "256" / "0.jpg", seed=0)  # as glimpse serve writes them
         report = col.index()
         assert (report.embedded, len(col)) == (0, 3)  # the thumbnail became a fourth image
+
+
+def test_yes_no_options_must_be_bools(col, tmp_path):
+    # finish="no" is a true string: the upgrade finished and dropped the old vectors (no abort any more)
+    with pytest.raises(ValueError, match="finish must be True or False, not 'no'"):
+        col.upgrade("hash", dim=32, sample=4, backfill=0, finish="no", batch_size=4)
+    with pytest.raises(ValueError, match="abort must be True or False"):
+        col.upgrade(abort="yes")
+    assert col.stats().upgrade is None and col.encoder.dim == 64
+    with pytest.raises(ValueError, match="prune must be True or False"):  # "no" pruned
+        col.add([tmp_path / "photos"], prune="no")
+    with pytest.raises(ValueError, match="follow_symlinks must be True or False"):
+        col.index(follow_symlinks="false")
+    for field in ("exact", "adapted", "rerank"):
+        with pytest.raises(ValueError, match=f"{field} must be True or False"):
+            col.search(text="a photo", **{field: "false"})
+    assert len(col.search(text="a photo", exact=np.bool_(True), rerank=None, k=3)) == 3
+    assert col.upgrade("hash", dim=32, sample=4, backfill=0, finish=np.False_, batch_size=4).phase == "backfilling"

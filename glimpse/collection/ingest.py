@@ -19,7 +19,7 @@ from ..storage import VectorStore
 from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
-from ..settings import ScanOptions, check_ingest, check_paths
+from ..settings import ScanOptions, check_flag, check_ingest, check_paths
 from .layout import THUMBNAIL_DIR
 from .reports import IndexReport, ProgressFn
 
@@ -53,6 +53,8 @@ class Ingesting:
         """
         self._require_model()
         check_ingest(batch_size, workers, include, exclude)
+        for name, flag in (("prune", prune), ("follow_symlinks", follow_symlinks), ("ocr", ocr)):
+            check_flag(name, flag)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
         report = self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
         if ocr:
@@ -67,7 +69,7 @@ class Ingesting:
         """
         from ..enrich import ocr as ocr_pass
 
-        if not ocr:
+        if not check_flag("ocr", ocr):
             raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
         if not self.has_files:  # its keys name no files: each would be "not found", retried forever
             raise ValueError("this collection holds precomputed vectors, with no images to read words in")
