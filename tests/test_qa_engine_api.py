@@ -94,3 +94,19 @@ def test_yes_no_options_must_be_bools(col, tmp_path):
             col.search(text="a photo", **{field: "false"})
     assert len(col.search(text="a photo", exact=np.bool_(True), rerank=None, k=3)) == 3
     assert col.upgrade("hash", dim=32, sample=4, backfill=0, finish=np.False_, batch_size=4).phase == "backfilling"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"encoder": "precomputed", "dim": True}, "dim must be a whole number"),  # a 1-d collection before
+    ({"encoder": "precomputed", "dim": 10**9}, "dim must be between 1 and 65536"),  # made, 2 GB rows
+    ({"encoder": "hash", "create": "no"}, "create must be True or False"),  # created it
+])
+def test_open_refuses_options_it_would_misread_and_makes_nothing(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        glimpse.open(tmp_path / "new", **kwargs)
+    assert not (tmp_path / "new").exists()
+
+
+def test_open_without_a_path_is_a_value_error():
+    with pytest.raises(ValueError, match="the collection path must be a str or os.PathLike, not NoneType"):
+        glimpse.open(None)

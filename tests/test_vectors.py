@@ -68,7 +68,7 @@ def test_reopening_needs_no_dim_and_another_dim_is_refused(col):
         glimpse.open(col.location, encoder="precomputed", dim=8)
 
 
-@pytest.mark.parametrize("dim, message", [(None, "needs dim=D"), (0, "at least 1"), ("16", "whole number")])
+@pytest.mark.parametrize("dim, message", [(None, "needs dim=D"), (0, "between 1 and 65536"), ("16", "whole number")])
 def test_a_new_collection_needs_a_usable_dim(tmp_path, dim, message):
     options = {} if dim is None else {"dim": dim}
     with pytest.raises(ValueError, match=message):

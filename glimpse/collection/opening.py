@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 from ..encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from ..settings import check_flag
 from ..storage import Metadata
 from .facade import Collection
 from .layout import DB_NAME
@@ -39,6 +40,9 @@ def open_collection(
     collection with a different encoder than the one that filled it is an error: their
     vectors are not comparable.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"the collection path must be a str or os.PathLike, not {type(path).__name__}")
+    check_flag("create", create)
     if not str(path).strip():  # Path("") is the current folder: -c "" (an unset variable) made a collection there
         raise ValueError("the collection path is empty: give a folder (or a milvus URI)")
     scheme = str(path).split("://", 1)[0] if "://" in str(path) else None
