@@ -96,3 +96,16 @@ def test_demo_on_a_folder_without_images_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     result = invoke("demo", tmp_path / "empty", "-c", tmp_path / "demo", "--encoder", "hash")
     assert result.exit_code == 2 and "could be indexed" in said(result)  # it printed empty tables, exit 0
+
+
+def test_reading_a_collection_whose_metadata_was_emptied_records_nothing(col_dir):
+    (col_dir / "metadata.sqlite").write_bytes(b"")  # a valid, empty SQLite database
+    for name in ("metadata.sqlite-wal", "metadata.sqlite-shm"):
+        (col_dir / name).unlink(missing_ok=True)
+    for args in (["info"], ["search", "a cat"]):
+        # it became a fresh, empty lite0-minilm collection (model loaded and recorded) without a word
+        result = invoke(*args, "-c", col_dir)
+        assert result.exit_code == 2 and "holds none" in said(result), result.output
+    meta = Metadata(col_dir / "metadata.sqlite")
+    assert "encoder" not in meta.get_meta()  # no encoder recorded by a command that only reads
+    meta.close()

@@ -69,6 +69,9 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
         root.mkdir(parents=True, exist_ok=True)
     meta = Metadata(db_path)
     try:
+        if not create and "encoder" not in meta.get_meta():  # else a read would record a fresh default collection
+            raise FileNotFoundError(f"no glimpse collection at {root}: its {DB_NAME} holds none (emptied or never "
+                                    "finished): restore it from a backup, or index into a new collection")
         encoder = _open_encoder(root, meta, encoder, encoder_options)
     except BaseException:
         meta.close()
