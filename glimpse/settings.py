@@ -47,6 +47,12 @@ def check_flag(name: str, value: object, optional: bool = False) -> bool | None:
     return bool(value)
 
 
+def check_callback(name: str, value: object) -> None:
+    """A progress callback: None or callable (else it fails at its first call, after work is committed)."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{name} must be a function taking (done, total), or None, not {type(value).__name__}")
+
+
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
     """An int option in [low, high], as an int."""
     number = whole(value)

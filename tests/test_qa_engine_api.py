@@ -110,3 +110,18 @@ def test_open_refuses_options_it_would_misread_and_makes_nothing(tmp_path, kwarg
 def test_open_without_a_path_is_a_value_error():
     with pytest.raises(ValueError, match="the collection path must be a str or os.PathLike, not NoneType"):
         glimpse.open(None)
+
+
+def test_a_progress_that_cannot_be_called_is_refused_before_any_work(col, tmp_path, make_image):
+    make_image(tmp_path / "photos" / "new.png", seed=50)
+    with pytest.raises(ValueError, match="progress must be a function"):  # TypeError after the first commit
+        col.add([tmp_path / "photos"], progress=5)
+    with pytest.raises(ValueError, match="fit_progress must be a function"):
+        col.index(fit_progress="bar")
+    with pytest.raises(ValueError, match="progress must be a function"):
+        col.upgrade("hash", dim=32, sample=4, progress=True)
+    assert len(col) == 12 and col.stats().upgrade is None
+    with glimpse.open(tmp_path / "vec", encoder="precomputed", dim=4) as vec:
+        with pytest.raises(ValueError, match="progress must be a function"):
+            vec.add_vectors(np.eye(4, dtype=np.float32), list("abcd"), progress=[])
+        assert len(vec) == 0

@@ -19,7 +19,7 @@ from ..storage import VectorStore
 from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
-from ..settings import ScanOptions, check_flag, check_ingest, check_paths
+from ..settings import ScanOptions, check_callback, check_flag, check_ingest, check_paths
 from .layout import THUMBNAIL_DIR
 from .reports import IndexReport, ProgressFn
 
@@ -55,6 +55,8 @@ class Ingesting:
         check_ingest(batch_size, workers, include, exclude)
         for name, flag in (("prune", prune), ("follow_symlinks", follow_symlinks), ("ocr", ocr)):
             check_flag(name, flag)
+        check_callback("progress", progress)
+        check_callback("fit_progress", fit_progress)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
         report = self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
         if ocr:

@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from ..encoders import l2_normalize
 from ..encoders.precomputed import PRECOMPUTED
-from ..settings import check_count
+from ..settings import check_callback, check_count
 from ..storage.metadata import FileLink, NewItem
 from ..vectorfiles import NpyRows
 from .reports import ProgressFn
@@ -45,6 +45,7 @@ class Importing:
             raise ValueError(f"add_vectors needs a collection of precomputed vectors (encoder='precomputed'); "
                              f"this one embeds image files with {self.encoder.name}: index them instead")
         check_count("batch_size", batch_size)
+        check_callback("progress", progress)
         keys = _checked_keys(keys)
         vectors = vectors if isinstance(vectors, (np.ndarray, NpyRows)) else np.asarray(vectors)
         if vectors.dtype.kind not in "fiuO":  # complex would lose its imaginary part; text would parse as numbers

@@ -33,7 +33,7 @@ from ..storage import VectorStore, WriteLock
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
-from ..settings import ScanOptions, check_count, check_flag, check_ingest
+from ..settings import ScanOptions, check_callback, check_count, check_flag, check_ingest
 from . import state as st
 from .files import extend, save_order, unchanged, unfitted, write_rows
 from .maps import MapQuality, SpaceMap, fit_map
@@ -74,6 +74,7 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
     _check(sample, backfill, policy, seed, batch_size, workers)
     check_flag("finish", finish)
     check_flag("abort", abort)
+    check_callback("progress", progress)
     _check_encoder_options(encoder, options, abort)
     with WriteLock(col.path / LOCK_NAME):  # one upgrade run at a time; the write lock is taken per step
         report = _Run(col, seed, batch_size, workers, progress).go(encoder, options, sample, backfill, finish,
