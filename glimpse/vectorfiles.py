@@ -8,6 +8,7 @@ when installed) is decoded batch by batch into one float32 array.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import math
 import os
@@ -17,6 +18,9 @@ from pathlib import Path
 import numpy as np
 
 NPY_MAGIC = b"\x93NUMPY"
+#: Byte order marks of the Unicode files that are not UTF-8 (Windows tools write UTF-16), longest first.
+_OTHER_UNICODE = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+                  (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
 PARQUET_MISSING = "reading .parquet files needs pyarrow: pip install pyarrow (or save the vectors as .npy)"
 
 
@@ -44,7 +48,9 @@ def read_keys(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8-sig")  # a byte order mark (Notepad) is not part of the first key
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}): keys must be one per line") from None
+        utf = next((name for mark, name in _OTHER_UNICODE if exc.object.startswith(mark)), None)
+        found = f"{utf} text" if utf else f"not UTF-8 text (byte {exc.start})"
+        raise ValueError(f"{path} is {found}: save the keys as UTF-8, one per line") from None
     except OSError as exc:
         raise ValueError(f"cannot read keys file {path}: {exc.strerror or exc}") from None
     lines = [line.removesuffix("\r") for line in text.split("\n")]

@@ -98,3 +98,13 @@ def test_a_parquet_file_with_damaged_data_pages_names_the_file(tmp_path):
         result = invoke("import-vectors", tmp_path / "cut.parquet", *extra, "-c", tmp_path / "col")
         assert result.exit_code == 2 and "Traceback" not in result.output  # pyarrow's words alone before
         assert "cut.parquet is not a readable .parquet file" in " ".join(result.output.split()), result.output
+
+
+@pytest.mark.parametrize("encoding, said", [("utf-16", "is UTF-16 text"), ("utf-32", "is UTF-32 text"),
+                                            ("latin-1", "is not UTF-8 text (byte 3)")])
+def test_a_keys_file_in_another_encoding_names_it(tmp_path, encoding, said):
+    np.save(tmp_path / "v.npy", rows(3))
+    (tmp_path / "k.txt").write_text("caf\xe9\nb\nc\n", encoding=encoding)
+    result = invoke("import-vectors", tmp_path / "v.npy", "--keys", tmp_path / "k.txt", "-c", tmp_path / "col")
+    output = " ".join(result.output.split())
+    assert result.exit_code == 2 and said in output and "save the keys as UTF-8" in output  # "byte 0" alone for UTF-16
