@@ -21,6 +21,8 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if os.name == "posix":  # mkstemp makes it 0600: readable by its owner only, unlike the collection's other files
+            os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
@@ -35,6 +37,23 @@ def write_atomic(path: str | os.PathLike[str], data: bytes | Callable[[BinaryIO]
         raise
     _sync_folder(path.parent)
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a replaced file had, else those of a file made with open() under the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_UMASK
+
+
+def _current_umask() -> int:
+    mask = os.umask(0o022)  # read once, at import: setting it back and forth later would race other threads
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
 
 
 def _sync_folder(folder: Path) -> None:

@@ -63,8 +63,16 @@ def write_samples(folder: Path) -> list[Path]:
 
 
 def demo_searches(col: Collection, folder: Path) -> Iterator[tuple[str, list[SearchResult]]]:
-    """(title, top results) of a few text searches, then of searches by the folder's first images."""
+    """(title, top results) of a few text searches, then of searches by the folder's first two usable images."""
     for text in TEXT_QUERIES:
         yield f"text: {text!r}", col.search(text=text, k=3)
-    for image in sorted(p for p in folder.iterdir() if p.is_file())[:2]:
-        yield f"image: like {image.name}", col.search(image=image, k=3)
+    shown = 0
+    for image in sorted(p for p in folder.iterdir() if p.is_file()):
+        if shown == 2:
+            break
+        try:
+            results = col.search(image=image, k=3)
+        except ValueError:  # not an image, or one that could not be indexed either (see glimpse info --errors)
+            continue
+        shown += 1
+        yield f"image: like {image.name}", results

@@ -9,8 +9,12 @@ its caption adaptation.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
 
 from .codes import DEFAULT_BINARIZER, create_binarizer, default_bits, default_oversample
 
@@ -25,14 +29,39 @@ SCORING_MODES = ("auto", *SCORINGS)
 MAX_OVERSAMPLE = 10_000
 
 
+def whole(value: object) -> int | None:
+    """``value`` as an int when it is a whole number: a Python or numpy integer (the ids ``add_vectors``
+    returns, a count from numpy), not a bool; else None."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        return None
+    return int(value)
+
+
+def check_flag(name: str, value: object, optional: bool = False) -> bool | None:
+    """A yes/no option as a bool (numpy's too; None too where ``optional``): a string is refused, as
+    any non-empty one is true (``finish="no"`` finished an upgrade and dropped the old vectors)."""
+    if optional and value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, not {value!r:.120}")
+    return bool(value)
+
+
+def check_callback(name: str, value: object) -> None:
+    """A progress callback: None or callable (else it fails at its first call, after work is committed)."""
+    if value is not None and not callable(value):
+        raise ValueError(f"{name} must be a function taking (done, total), or None, not {type(value).__name__}")
+
+
 def check_count(name: str, value: object, low: int = 1, high: int | None = None) -> int:
-    """An int option in [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int option in [low, high], as an int."""
+    number = whole(value)
+    if number is None:
         raise ValueError(f"{name} must be a whole number, not {value!r}")
-    if value < low or (high is not None and value > high):
+    if number < low or (high is not None and number > high):
         span = f"at least {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {span}, got {value}")
-    return value
+        raise ValueError(f"{name} must be {span}, got {number}")
+    return number
 
 
 def check_oversample(value: object) -> int:
@@ -59,6 +88,21 @@ def check_ingest(batch_size: object, workers: object, include: object = (), excl
     check_count("batch_size", batch_size, 1, 4096)
     check_count("workers", workers, 1, 256)
     check_scan_globs(include, exclude)
+
+
+def check_paths(paths: object) -> list:
+    """The paths (or keys) of ``add``/``index``/``remove`` as a list, each a str or os.PathLike.
+
+    One string would be taken letter by letter: ``remove("/photos/a.jpg")`` forgot everything under
+    ``/``, the first letter."""
+    if isinstance(paths, (str, bytes, os.PathLike)) or not isinstance(paths, Iterable):
+        raise ValueError(f"paths must be a list of paths, not {type(paths).__name__} {paths!r:.120}: "
+                         "wrap one path in a list")
+    paths = list(paths)
+    for path in paths:
+        if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+            raise ValueError(f"each path must be a str or os.PathLike (bytes: os.fsdecode them), got {path!r:.120}")
+    return paths
 
 
 def check_scan_globs(include: object = (), exclude: object = ()) -> None:

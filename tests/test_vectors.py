@@ -15,7 +15,7 @@ from glimpse.cli import app
 from glimpse.storage import Metadata
 from glimpse.query.filters import Filter
 from glimpse.server import ServerConfig, create_app
-from glimpse.vectorfiles import PARQUET_MISSING, read_vectors
+from glimpse.vectorfiles import PARQUET_MISSING, NpyRows, read_vectors
 
 DIM = 16
 TOKEN = "s3cret-token"
@@ -68,7 +68,7 @@ def test_reopening_needs_no_dim_and_another_dim_is_refused(col):
         glimpse.open(col.location, encoder="precomputed", dim=8)
 
 
-@pytest.mark.parametrize("dim, message", [(None, "needs dim=D"), (0, "at least 1"), ("16", "whole number")])
+@pytest.mark.parametrize("dim, message", [(None, "needs dim=D"), (0, "between 1 and 65536"), ("16", "whole number")])
 def test_a_new_collection_needs_a_usable_dim(tmp_path, dim, message):
     options = {} if dim is None else {"dim": dim}
     with pytest.raises(ValueError, match=message):
@@ -258,9 +258,9 @@ def test_import_into_an_image_collection_or_another_dim_is_refused(tmp_path, ima
     assert other.exit_code == 2 and "16-d" in said(other)
 
 
-def test_npy_files_are_memory_mapped(tmp_path):
+def test_npy_files_are_read_a_batch_at_a_time(tmp_path):
     np.save(tmp_path / "v.npy", unit_rows(4))
-    assert isinstance(read_vectors(tmp_path / "v.npy"), np.memmap)
+    assert isinstance(read_vectors(tmp_path / "v.npy"), NpyRows)
 
 
 def test_parquet_without_pyarrow_names_what_to_install(tmp_path, monkeypatch):

@@ -38,7 +38,8 @@ class _Commands(TyperGroup):
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
     optional feature used without its extra, a Milvus server that cannot be reached, and files
     that cannot be read or written (OSError: a damaged, gone or unwritable collection file, a
-    full disk; sqlite3.DatabaseError: a metadata file that is no database)."""
+    full disk; sqlite3.OperationalError: the same met by SQLite; sqlite3.DatabaseError: a metadata
+    file that is no database)."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -57,6 +58,9 @@ class _Commands(TyperGroup):
             raise fail(exc) from None
         except OSError as exc:  # "[Errno 2] No such file or directory: 'x'" -> "x: No such file or directory"
             raise fail(f"{shown(os.fsdecode(exc.filename))}: {exc.strerror}" if exc.filename and exc.strerror else exc) from None
+        except sqlite3.OperationalError as exc:  # a full disk, a read-only folder, a lock held too long: not damage
+            raise fail(f"the collection database could not be used ({exc}): free disk space or fix the folder's "
+                       "permissions if that is the cause, then run the command again") from None
         except sqlite3.DatabaseError as exc:
             raise fail(f"a collection database cannot be read ({exc}): restore it from a backup, or index into a new collection") from None
         finally:

@@ -56,7 +56,7 @@ def info(
     """Counts, model, dimensions, disk size and the last errors."""
     col = open_existing(collection)
     stats = col.stats()
-    failures = col.errors(limit if errors else 5)
+    failures = col.errors(limit)[: None if errors else 5]  # the limit is checked even where only 5 are shown
     folders = col.folders()
     if as_json:
         # Paths as shown text: names that are not UTF-8 would make the JSON invalid.

@@ -35,6 +35,9 @@ def demo(
         write_samples(folder)
     console.print(f"indexing [bold]{folder}[/] into [bold]{col.path}[/] with {col.encoder.name}")
     run_index(col, [str(folder)], prune=True)
+    if not len(col):
+        raise fail(ValueError(f"no image in {shown(str(folder))} could be indexed (glimpse info -c {shown(str(col.path))} "
+                              "--errors says why): give a folder of photos"))
     for title, results in demo_searches(col, folder):
         print_results(results, title=title)
     console.print(f"\nnext: [bold]glimpse search \"your words\" -c {col.path}[/]"

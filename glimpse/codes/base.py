@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..atomic import write_atomic
+from ..storage.arrays import DamagedFileError, read_arrays
 
 #: Version of the file layout (keys and their meaning), independent of each kind's version.
 FILE_FORMAT = 1
@@ -261,15 +262,10 @@ class Binarizer(ABC):
 def read_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A saved binarizer file -> (header, parameter arrays). Raises ValueError if malformed."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            files = dict((k, z[k]) for k in z.files)
-    except (OSError, ValueError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise
-        raise ValueError(f"{path}: not a binarizer file ({exc})") from exc
-    missing = {"kind", "format", "version", "bits", "dim", "seed", "options"} - files.keys()
-    if missing:
-        raise ValueError(f"{path}: not a binarizer file (missing {', '.join(sorted(missing))})")
+        files = read_arrays(path, ("kind", "format", "version", "bits", "dim", "seed", "options"),
+                            "codes are fitted again by the next write")
+    except DamagedFileError as exc:  # codes are derived state: the caller fits them again
+        raise ValueError(f"not a binarizer file: {exc}") from None
     if int(files["format"]) != FILE_FORMAT:
         raise ValueError(f"{path}: binarizer file format {int(files['format'])} is not supported")
     header = {

@@ -130,7 +130,7 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
     def errors(self, limit: int | None = None):
         """Files that could not be indexed, newest first, with the reason."""
         if limit is not None:
-            check_count("limit", limit, 0)  # SQLite reads a negative LIMIT as none at all
+            check_count("limit", limit, 0, MAX_ID)  # SQLite reads a negative LIMIT as none at all, and cannot bind past int64
         return self._meta.error_records(limit)
 
     def settings(self) -> CollectionSettings:

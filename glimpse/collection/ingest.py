@@ -19,7 +19,8 @@ from ..storage import VectorStore
 from ..storage.metadata import FileError, FileLink, NewItem
 from ..ingest import FileEntry, Prepared, absolute, prepare_files, scan
 from ..ingest.names import shown
-from ..settings import ScanOptions, check_ingest
+from ..settings import ScanOptions, check_callback, check_flag, check_ingest, check_paths
+from .layout import THUMBNAIL_DIR
 from .reports import IndexReport, ProgressFn
 
 
@@ -52,6 +53,10 @@ class Ingesting:
         """
         self._require_model()
         check_ingest(batch_size, workers, include, exclude)
+        for name, flag in (("prune", prune), ("follow_symlinks", follow_symlinks), ("ocr", ocr)):
+            check_flag(name, flag)
+        check_callback("progress", progress)
+        check_callback("fit_progress", fit_progress)
         given = ScanOptions(tuple(include), tuple(exclude), follow_symlinks)
         report = self._ingest(self._targets(paths, given), prune, batch_size, workers, progress, fit_progress)
         if ocr:
@@ -66,7 +71,7 @@ class Ingesting:
         """
         from ..enrich import ocr as ocr_pass
 
-        if not ocr:
+        if not check_flag("ocr", ocr):
             raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
         if not self.has_files:  # its keys name no files: each would be "not found", retried forever
             raise ValueError("this collection holds precomputed vectors, with no images to read words in")
@@ -116,7 +121,7 @@ class Ingesting:
     def _targets(self, paths: Iterable[str | os.PathLike], given: ScanOptions) -> list[tuple[str, ScanOptions]]:
         """Each path with the scan options to use: those given, else the folder's remembered ones."""
         kept = self.folders() if given == ScanOptions() else {}
-        return [(path, kept.get(path, given)) for path in (str(absolute(p)) for p in paths)]
+        return [(path, kept.get(path, given)) for path in (str(absolute(p)) for p in check_paths(paths))]
 
     def folders(self) -> dict[str, ScanOptions]:
         """The folders :meth:`index` re-indexes, with the scan options each was last given."""
@@ -136,7 +141,7 @@ class Ingesting:
         taken as given: a key also removes the keys under it (``shop`` removes ``shop/1``), as a
         folder would.
         """
-        targets = [str(absolute(p)) if self.has_files else str(p) for p in paths]
+        targets = [str(absolute(p)) if self.has_files else str(p) for p in check_paths(paths)]
         with self._lock:
             settings = self.settings()
             roots = [r for r in settings.roots if not _is_under(r, targets)]
@@ -166,7 +171,7 @@ class Ingesting:
             self._refresh()
             excluded = self._remember(targets)
             problems: dict[str, str] = {}
-            entries = self._scan(targets, excluded, problems)
+            entries = self._scan(targets, [*excluded, str(self.path / THUMBNAIL_DIR)], problems)
             report.scanned = len(entries)
             todo = self._plan(entries, report)
             self._record_problems(problems, report)

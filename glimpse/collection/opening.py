@@ -10,6 +10,7 @@ from pathlib import Path
 
 
 from ..encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
+from ..settings import check_flag
 from ..storage import Metadata
 from .facade import Collection
 from .layout import DB_NAME
@@ -39,6 +40,9 @@ def open_collection(
     collection with a different encoder than the one that filled it is an error: their
     vectors are not comparable.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise ValueError(f"the collection path must be a str or os.PathLike, not {type(path).__name__}")
+    check_flag("create", create)
     if not str(path).strip():  # Path("") is the current folder: -c "" (an unset variable) made a collection there
         raise ValueError("the collection path is empty: give a folder (or a milvus URI)")
     scheme = str(path).split("://", 1)[0] if "://" in str(path) else None
@@ -54,6 +58,8 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
                    make: Callable[[Path, Encoder, Metadata], Collection]) -> Collection:
     """:func:`open_collection` on a directory; ``make`` builds the Collection (or a subclass)."""
     root = path.expanduser().absolute()
+    if root.exists() and not root.is_dir():  # mkdir would say only "File exists"
+        raise ValueError(f"{root} is a file, not a collection folder: give a folder path")
     db_path = root / DB_NAME
     if not db_path.exists():
         if not create:
@@ -63,6 +69,9 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
         root.mkdir(parents=True, exist_ok=True)
     meta = Metadata(db_path)
     try:
+        if not create and "encoder" not in meta.get_meta():  # else a read would record a fresh default collection
+            raise FileNotFoundError(f"no glimpse collection at {root}: its {DB_NAME} holds none (emptied or never "
+                                    "finished): restore it from a backup, or index into a new collection")
         encoder = _open_encoder(root, meta, encoder, encoder_options)
     except BaseException:
         meta.close()

@@ -10,8 +10,9 @@ import numpy.typing as npt
 
 from ..encoders import l2_normalize
 from ..encoders.precomputed import PRECOMPUTED
-from ..settings import check_count
+from ..settings import check_callback, check_count
 from ..storage.metadata import FileLink, NewItem
+from ..vectorfiles import NpyRows
 from .reports import ProgressFn
 
 
@@ -29,8 +30,8 @@ class Importing:
         """Add embeddings computed elsewhere, one per key; returns their item ids (int64, in order).
 
         Only for a collection opened with ``encoder="precomputed", dim=D``. ``vectors`` is any
-        (n, D) float array (a ``numpy.load(..., mmap_mode="r")`` map is read batch by batch, so
-        it need not fit in RAM). Rows must be finite and not all zero; each is L2-normalised on
+        (n, D) float array (a ``numpy.load(..., mmap_mode="r")`` map or a :class:`~glimpse.vectorfiles.NpyRows`
+        is read batch by batch, so it need not fit in RAM). Rows must be finite and not all zero; each is L2-normalised on
         the way in, because search ranks by inner product and reports it as a cosine.
         ``keys`` are the user's names for the rows, unique strings (not only spaces), shown where an
         image collection shows paths (filters match them with ``path_glob``/``path_prefix``).
@@ -44,8 +45,9 @@ class Importing:
             raise ValueError(f"add_vectors needs a collection of precomputed vectors (encoder='precomputed'); "
                              f"this one embeds image files with {self.encoder.name}: index them instead")
         check_count("batch_size", batch_size)
+        check_callback("progress", progress)
         keys = _checked_keys(keys)
-        vectors = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+        vectors = vectors if isinstance(vectors, (np.ndarray, NpyRows)) else np.asarray(vectors)
         if vectors.dtype.kind not in "fiuO":  # complex would lose its imaginary part; text would parse as numbers
             raise ValueError(f"vectors must hold real numbers, not {vectors.dtype} values")
         if vectors.ndim != 2 or vectors.shape[1] != self.encoder.dim or len(vectors) != len(keys):

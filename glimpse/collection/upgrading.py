@@ -59,7 +59,9 @@ class Upgrading:
         straight to the new encoder. When every image is re-embedded, codes are re-fitted and
         the old vectors dropped (unless ``finish=False``). ``sample_seed`` seeds the sample, the
         map's cross-validation folds, the views and the random order. Without ``encoder``, resumes the upgrade
-        under way; ``abort=True`` returns to the old encoder. See :mod:`glimpse.upgrade`.
+        under way; ``abort=True`` returns to the old encoder. Model options (``encoder_options``) go with an
+        encoder's name; beside an :class:`Encoder`, with an abort, or other than an upgrade under way's own,
+        they are refused. See :mod:`glimpse.upgrade`.
         """
         from ..upgrade import upgrade
 

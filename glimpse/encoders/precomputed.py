@@ -8,15 +8,17 @@ message that says so.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from ..settings import check_count
 from .base import Encoder
 
 PRECOMPUTED = "precomputed"
+#: Far above any embedding in use (a few thousand dims); a row is 2 bytes a dim on disk.
+MAX_DIM = 65536
 
 
 class PrecomputedEncoder(Encoder):
@@ -26,13 +28,7 @@ class PrecomputedEncoder(Encoder):
     def __init__(self, dim: int | None = None):
         if dim is None:
             raise ValueError("encoder 'precomputed' needs dim=D, the length of the vectors you will add")
-        try:
-            dim = operator.index(dim)
-        except TypeError:
-            raise ValueError(f"dim must be a whole number, got {dim!r}") from None
-        if dim < 1:
-            raise ValueError(f"dim must be at least 1, got {dim}")
-        self.dim = dim
+        self.dim = check_count("dim", dim, 1, MAX_DIM)  # True was 1, and 10**9 made 2 GB rows
 
     @property
     def options(self) -> dict[str, int]:

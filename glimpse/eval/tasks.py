@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..ingest import decode_image
+from ..ingest import DecodeError, decode_image
 
 
 class DatasetError(ValueError):
@@ -89,7 +89,10 @@ class Dataset:
 
 
 def open_image(path: Path, target: int | None = None) -> Image.Image:
-    return decode_image(Path(path).read_bytes(), target=target)
+    try:
+        return decode_image(Path(path).read_bytes(), target=target)
+    except DecodeError as exc:  # a query made from it (an edited copy, a crop) cannot be either
+        raise DatasetError(f"image {path} cannot be decoded ({exc}): fix it or move it out of the dataset") from None
 
 
 def file_fingerprint(files: list[Path]) -> str:

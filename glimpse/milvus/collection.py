@@ -41,7 +41,7 @@ from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
 from ..collection.ingest import _is_under
 from ..ingest import absolute
-from ..settings import CodeSettings
+from ..settings import CodeSettings, check_paths
 from ..storage import CollectionLockedError, Metadata
 from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, OnAnotherMachine, open_indexed
@@ -312,7 +312,7 @@ class MilvusCollection(Collection):
         ``paths`` go, so do their files there (counted) and the rows of images no file shows
         any more, and the removal is recorded in Milvus for each worker to drop its own files
         there (:meth:`_honour_removals`)."""
-        paths = [str(absolute(p)) if self.has_files else str(p) for p in paths]
+        paths = [str(absolute(p)) if self.has_files else str(p) for p in check_paths(paths)]
         with self._lock:
             before = {record.item_id for record in self._meta.file_records(paths).values()}
             removed = super().remove(paths)

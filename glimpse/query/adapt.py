@@ -28,6 +28,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ..atomic import write_atomic
+from ..storage.arrays import read_arrays
 from ..encoders import l2_normalize
 
 KINDS = ("contrastive", "ridge")
@@ -67,11 +68,12 @@ class TextAdapter:
 
     @classmethod
     def load(cls, path: Path) -> TextAdapter:
-        with np.load(path) as z:
-            if int(z["format"]) != FORMAT:
-                raise ValueError(f"{path} holds an adaptation in format {int(z['format'])}, not {FORMAT}: "
-                                 "run `glimpse adapt` again")
-            return cls(str(z["kind"]), z["dims"], z["matrix"], z["mean"], float(z["mix"]))
+        z = read_arrays(path, ("format", "kind", "dims", "matrix", "mean", "mix"),
+                        "run `glimpse adapt` again, or `glimpse adapt --remove`")
+        if int(z["format"]) != FORMAT:
+            raise ValueError(f"{path} holds an adaptation in format {int(z['format'])}, not {FORMAT}: "
+                             "run `glimpse adapt` again")
+        return cls(str(z["kind"]), z["dims"], z["matrix"], z["mean"], float(z["mix"]))
 
 
 def fit_adapter(texts: np.ndarray, images: np.ndarray, kind: str = "contrastive", seed: int = 0,

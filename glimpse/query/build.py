@@ -131,7 +131,9 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
 
 
 def _text_vector(encoder: Encoder, text: str, text_map) -> np.ndarray:
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
+        raise ValueError(f"the text query must be a string, not {type(text).__name__}")
+    if not text.strip():
         raise ValueError("the text query is empty")
     check_text(text)
     return _adapted(encoder.encode_texts([text]), text_map)[0]
@@ -155,6 +157,8 @@ def _image_vector(encoder: Encoder, sources: QuerySources, image: ImageLike) -> 
 def _image_bytes(image: str | os.PathLike | bytes) -> bytes:
     if isinstance(image, bytes):
         return image
+    if not isinstance(image, (str, os.PathLike)):
+        raise ValueError(f"a query image must be a path, bytes or a PIL image, not {type(image).__name__}")
     path = Path(image).expanduser()
     try:
         with open_regular(path) as f:  # a FIFO or device named as the query must not hang it

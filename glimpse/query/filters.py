@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Literal
 
-from ..settings import check_glob
+from ..settings import check_glob, whole
 from ..storage.metadata import ItemConditions
 from .limits import MAX_ID, clip
 
@@ -68,9 +68,10 @@ class Filter:
             if value is not None:
                 if isinstance(value, str):
                     value = parse_bytes(value) if name.endswith("bytes") else _int(value, name)
-                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
+                number = whole(value)
+                if number is None or not 0 <= number <= MAX_ID:
                     raise ValueError(f"{name} must be a whole number from 0 to {MAX_ID}, got {clip(repr(value))}")
-                object.__setattr__(self, name, value)
+                object.__setattr__(self, name, number)
         if self.has_text is not None and not isinstance(self.has_text, bool):
             raise ValueError(f"has_text must be true or false, got {self.has_text!r}")
         if self.orientation is not None and self.orientation not in ORIENTATIONS:

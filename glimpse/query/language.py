@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from PIL import Image
 
 from .limits import MAX_ID, MAX_QUERY_CHARS, check_item_id, check_terms, check_text, clip
@@ -145,11 +146,12 @@ def terms_from_python(terms: list[tuple[object, float]]) -> list[Term]:
         if not isinstance(pair, tuple) or len(pair) != 2:
             raise ValueError(f"each term must be a (term, weight) pair, got {clip(repr(pair))}")
         value, weight = pair
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight == 0 or not math.isfinite(weight):
+        if isinstance(weight, (bool, np.bool_)) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+                or weight == 0 or not math.isfinite(weight):
             raise ValueError(f"the weight of {clip(repr(value))} must be a finite, non-zero number, got {weight!r}")
-        if isinstance(value, bool):
+        if isinstance(value, (bool, np.bool_)):
             raise ValueError(f"unsupported term {value!r}")
-        if isinstance(value, int):
+        if isinstance(value, (int, np.integer)):  # an id from add_vectors or item_ids() alike
             out.append(Term("item", check_item_id(value), float(weight)))
         elif isinstance(value, str):
             if not value.strip():

@@ -32,15 +32,17 @@ def clip(text: str, limit: int = MAX_ECHO) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
-def check_k(k: int) -> None:
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be a whole number from 1 to {MAX_K}, got {clip(str(k))}")
+def check_k(k: int) -> int:
+    number = settings.whole(k)
+    if number is None or not 1 <= number <= MAX_K:
+        raise ValueError(f"k must be a whole number from 1 to {MAX_K}, got {clip(str(k) if number is not None else repr(k))}")
+    return number
 
 
 def check_oversample(oversample: int, k: int) -> None:
     """One query's ``oversample``: a valid setting (:func:`glimpse.settings.check_oversample`) that
     keeps the shortlist to re-rank within bounds."""
-    settings.check_oversample(oversample)
+    oversample = settings.check_oversample(oversample)
     if k * oversample > MAX_CANDIDATES:
         raise ValueError(f"k x oversample is {k * oversample:,} candidates; at most {MAX_CANDIDATES:,} are allowed")
 
@@ -51,10 +53,12 @@ def check_terms(count: int) -> None:
 
 
 def check_item_id(value: int) -> int:
-    """``value`` if it can be an item id, else ValueError."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ID:
-        raise ValueError(f"an item id is a whole number from 0 to {MAX_ID}, got {clip(str(value))}")
-    return value
+    """``value`` as an int if it can be an item id (numpy's integers too), else ValueError."""
+    number = settings.whole(value)
+    if number is None or not 0 <= number <= MAX_ID:
+        raise ValueError(f"an item id is a whole number from 0 to {MAX_ID}, got "
+                         f"{clip(str(value) if number is not None else repr(value))}")
+    return number
 
 
 def check_text(text: str, what: str = "the text query", limit: int = MAX_TEXT_CHARS) -> str:

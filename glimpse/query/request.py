@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from ..backends.base import CodeStage
-from ..settings import CodeSettings, check_scoring, resolve_scoring
+from ..settings import CodeSettings, check_flag, check_scoring, resolve_scoring
 from .build import ImageLike
 from .filters import Filter
 from .fusion import check_fusion
@@ -57,9 +57,12 @@ class SearchRequest:
     fusion: str = DEFAULT_FUSION
 
     def __post_init__(self) -> None:
-        check_k(self.k)
+        object.__setattr__(self, "k", check_k(self.k))  # numpy's integers as int
+        for name in ("exact", "adapted", "rerank"):
+            object.__setattr__(self, name, check_flag(name, getattr(self, name), optional=name == "rerank"))
         if self.oversample is not None:
             check_oversample(self.oversample, self.k)
+            object.__setattr__(self, "oversample", int(self.oversample))
         if self.scoring is not None:
             check_scoring(self.scoring)
         if self.refine is not None and self.refine != "none" and self.refine not in REFINES:

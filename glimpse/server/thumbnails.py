@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from ..atomic import write_atomic
+from ..collection.layout import THUMBNAIL_DIR
 from ..ingest import decode_image
 
-THUMBNAIL_DIR = "thumbnails"
 
 
 class ThumbnailCache:

@@ -1,7 +1,8 @@
 """Storage: what a collection keeps on disk apart from search.
 
 SQLite metadata (items, files, errors, settings), the memory-mapped float16 vector file, the
-write lock, reading indexed originals back, and the index of words read in the images.
+write lock, reading indexed originals back, the index of words read in the images, and checked reads
+of the collection's .npz/.npy files (``arrays``).
 """
 
 from .lock import CollectionLockedError, WriteLock

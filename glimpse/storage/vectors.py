@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import mmap
 import os
 from pathlib import Path
 
 import numpy as np
+
+
+def write_whole(fd: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset``: one pwrite may write less (a disk filling up, a write over
+    about 2 GiB), and rows committed without their bytes would read as a damaged file."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if not written:
+            raise OSError(errno.ENOSPC, f"no byte could be written to the vector file at offset {offset}")
+        view, offset = view[written:], offset + written
 
 
 class VectorStore:
@@ -52,7 +64,7 @@ class VectorStore:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {data.shape}")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            os.pwrite(fd, data.tobytes(), start_row * self._row_bytes)
+            write_whole(fd, data.tobytes(), start_row * self._row_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)

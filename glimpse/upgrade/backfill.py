@@ -33,7 +33,7 @@ from ..storage import VectorStore, WriteLock
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
-from ..settings import ScanOptions, check_count, check_ingest
+from ..settings import ScanOptions, check_callback, check_count, check_flag, check_ingest
 from . import state as st
 from .files import extend, save_order, unchanged, unfitted, write_rows
 from .maps import MapQuality, SpaceMap, fit_map
@@ -72,6 +72,10 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
             progress: ProgressFn | None) -> UpgradeReport:
     started = time.perf_counter()
     _check(sample, backfill, policy, seed, batch_size, workers)
+    check_flag("finish", finish)
+    check_flag("abort", abort)
+    check_callback("progress", progress)
+    _check_encoder_options(encoder, options, abort)
     with WriteLock(col.path / LOCK_NAME):  # one upgrade run at a time; the write lock is taken per step
         report = _Run(col, seed, batch_size, workers, progress).go(encoder, options, sample, backfill, finish,
                                                                    abort, policy)
@@ -109,6 +113,16 @@ def _check(sample: int, backfill: int | None, policy: str, seed: int, batch_size
         raise ValueError(f"unknown backfill order {policy!r}: use one of {', '.join(POLICIES)}")
     check_count("sample_seed", seed, 0)
     check_ingest(batch_size, workers)
+
+
+def _check_encoder_options(encoder, options: dict, abort: bool) -> None:
+    """Model options go with an encoder's name: an :class:`Encoder` was built with its own, and an abort
+    builds none (silently ignoring them would run with other options than the caller asked for)."""
+    if abort and (encoder is not None or options):
+        raise ValueError("an abort returns to the old encoder: give no encoder or model options with it")
+    if isinstance(encoder, Encoder) and options:
+        raise ValueError(f"model options ({', '.join(sorted(options))}) go with an encoder's name; "
+                         f"this {encoder.name} encoder was built with its own: build it with them instead")
 
 
 class _Run:
@@ -182,7 +196,7 @@ class _Run:
         if name is not None and name != want["encoder"]:
             raise ValueError(f"an upgrade to {st.described(want)} is under way: resume it (glimpse upgrade "
                              f"{want['encoder']}) or abort it (glimpse upgrade --abort) first")
-        if state["phase"] == "backfilling" and not isinstance(encoder, Encoder):
+        if state["phase"] == "backfilling" and not isinstance(encoder, Encoder) and not options:
             self.col._sync()
             return self.col.encoder  # the collection's own encoder since the switch
         new = encoder if isinstance(encoder, Encoder) else \

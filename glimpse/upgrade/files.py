@@ -7,9 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
 from ..storage import VectorStore
+from ..storage.vectors import write_whole
 
 
 def unchanged(entry: FileEntry) -> bool:
@@ -27,7 +29,7 @@ def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None
     fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         for row, vector in zip(rows, data):
-            os.pwrite(fd, vector.tobytes(), row * width)
+            write_whole(fd, vector.tobytes(), row * width)
         os.fsync(fd)
     finally:
         os.close(fd)
@@ -48,12 +50,7 @@ def save_order(path: Path, units: list[np.ndarray]) -> None:
     """The order's item ids (row 0) and the batch each belongs to (row 1), durably, then renamed into place."""
     ids = np.concatenate(units) if units else np.zeros(0, np.int64)
     batch = np.repeat(np.arange(len(units)), [len(u) for u in units])
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, np.stack([ids, batch]).astype(np.int64))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: np.save(f, np.stack([ids, batch]).astype(np.int64)))
 
 
 def unfitted(codes: dict | None) -> dict:

@@ -17,14 +17,15 @@ The best by their product is refitted on every pair, then calibrated (:func:`cal
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomic
 from ..encoders import l2_normalize
+from ..storage.arrays import read_arrays
+from .state import UPGRADE_REMEDY
 
 KINDS = ("orthogonal", "ridge")
 #: Ridge penalties tried, as shares of the pairs' mean squared norm per dimension.
@@ -122,23 +123,16 @@ class SpaceMap:
         return ((np.asarray(vectors, np.float32) @ pulled.T) / np.maximum(norms, 1e-12)).sum(axis=1)
 
     def save(self, path: Path) -> None:
-        """Written beside ``path``, made durable, then renamed over it: never torn."""
-        buffer = io.BytesIO()
+        """Written beside ``path``, made durable, then renamed over it (and the rename made durable): never torn."""
         calibration = {} if self.span is None else {"span": self.span, "share": np.array(self.share)}
-        np.savez(buffer, matrix=self.matrix, kind=np.array(self.kind), **calibration)
-        tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, lambda f: np.savez(f, matrix=self.matrix, kind=np.array(self.kind), **calibration))
 
     @classmethod
     def load(cls, path: Path) -> SpaceMap:
-        with np.load(path) as data:
-            span = data["span"].astype(np.float32) if "span" in data else None
-            return cls(str(data["kind"]), data["matrix"].astype(np.float32), span,
-                       float(data["share"]) if span is not None else 0.0)
+        data = read_arrays(path, ("kind", "matrix"), UPGRADE_REMEDY)
+        span = data["span"].astype(np.float32) if "span" in data else None
+        return cls(str(data["kind"]), data["matrix"].astype(np.float32), span,
+                   float(data["share"]) if span is not None else 0.0)
 
 
 Candidate = tuple[str, float, float]  # kind, penalty, text weight

@@ -15,9 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..storage.arrays import read_arrays
+
 KEY = "upgrade"
 #: The collection facts that name its encoder; an upgrade swaps them at the switch.
 ENCODER_KEYS = ("encoder", "encoder_version", "dim", "encoder_options")
+#: What to do about a damaged file of the upgrade under way (its order or a map).
+UPGRADE_REMEDY = "restore it from a backup, or abort the upgrade (glimpse upgrade --abort)"
 
 
 def active(meta: dict) -> dict | None:
@@ -48,12 +52,12 @@ def owned_files(meta: dict) -> set[str]:
 
 def read_order(folder: Path, state: dict) -> np.ndarray:
     """The item ids in the order they are re-embedded."""
-    return np.load(folder / state["order"])[0]
+    return read_arrays(folder / state["order"], ("",), UPGRADE_REMEDY)[""][0]
 
 
 def read_units(folder: Path, state: dict) -> list[np.ndarray]:
     """The order, cut into the batches it is re-embedded in."""
-    ids, batch = np.load(folder / state["order"])
+    ids, batch = read_arrays(folder / state["order"], ("",), UPGRADE_REMEDY)[""]
     return np.split(ids, np.flatnonzero(np.diff(batch)) + 1) if len(ids) else []
 
 
