@@ -3,7 +3,7 @@
 The default encoder meets text and images only through 1000 ImageNet class names, so words a
 collection's captions use often land far from its photos. Given pairs (caption, image), a map
 sends a text vector towards the vectors of the images it describes; text queries then go
-through it. Two kinds, both measured in ``benchmarks/QUERY_NOTES.md``:
+through it. Two kinds, measured in ``benchmarks/QUERY_NOTES.md`` and ``benchmarks/QUALITY_NOTES.md``:
 
 * ``contrastive`` (default): ``q = norm(t @ (I + W))`` where ``W`` starts at zero and is
   trained with an InfoNCE loss (each caption against all training images) and an L2 penalty on
@@ -47,7 +47,7 @@ class Contrastive:
     inside a training half of captioned-dev, for photos never trained on (benchmarks/adapt.py)."""
 
     steps: int = 200
-    temperature: float = 0.05
+    temperature: float = 0.03
     penalty: float = 0.1
     lr: float = 3e-3
 
