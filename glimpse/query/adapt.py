@@ -44,7 +44,9 @@ MIN_PAIRS = 20
 class Contrastive:
     """How the contrastive map is trained: full-batch Adam steps, the InfoNCE temperature and the
     L2 penalty on ``W`` that keeps queries near the plain encoder's. Chosen by cross-validation
-    inside a training half of captioned-dev, for photos never trained on (benchmarks/adapt.py)."""
+    inside a training half of captioned-dev (benchmarks/adapt.py; were 0.05 and 0.03): on photos
+    never trained on about as good, and the captioned photos, which every collection searches too,
+    no longer draw the queries that describe other photos (benchmarks/QUALITY_NOTES.md)."""
 
     steps: int = 200
     temperature: float = 0.03
