@@ -92,7 +92,6 @@ def test_adapter_round_trips_and_is_deterministic(tmp_path):
     assert np.allclose(loaded(texts), a(texts)) and np.allclose(np.linalg.norm(a(texts), axis=1), 1.0)
 
 
-
 def test_contrastive_penalty_keeps_the_map_near_the_plain_query():
     rng = np.random.default_rng(1)
     texts = np.zeros((40, 12), np.float32)
