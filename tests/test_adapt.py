@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 import glimpse
-from glimpse.query.adapt import TextAdapter, fit_adapter, held_out_split, read_captions
+from glimpse.query.adapt import Contrastive, TextAdapter, fit_adapter, held_out_split, read_captions
 
 WORDS = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
          "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple",
@@ -91,6 +91,19 @@ def test_adapter_round_trips_and_is_deterministic(tmp_path):
     loaded = TextAdapter.load(tmp_path / "m.npz")
     assert np.allclose(loaded(texts), a(texts)) and np.allclose(np.linalg.norm(a(texts), axis=1), 1.0)
 
+
+def test_contrastive_penalty_keeps_the_map_near_the_plain_query():
+    rng = np.random.default_rng(1)
+    texts = np.zeros((40, 12), np.float32)
+    texts[:, 8:] = rng.standard_normal((40, 4))
+    images = rng.standard_normal((40, 12)).astype(np.float32)
+    identity = np.zeros((4, 12), np.float32)
+    identity[np.arange(4), np.arange(8, 12)] = 1.0
+    moved = {penalty: np.abs(fit_adapter(texts, images, training=Contrastive(steps=30, penalty=penalty)).matrix
+                             - identity).sum() for penalty in (0.0, 0.1, 10.0)}
+    assert moved[0.0] > moved[0.1] > moved[10.0] > 0.0
+    assert np.array_equal(fit_adapter(texts, images).matrix,
+                          fit_adapter(texts, images, training=Contrastive(penalty=Contrastive().penalty)).matrix)
 
 XMP = """<?xpacket begin='' id='W5M0MpCehiHzreSzNTczkc9d'?>
 <x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">

@@ -3,11 +3,11 @@
 The default encoder meets text and images only through 1000 ImageNet class names, so words a
 collection's captions use often land far from its photos. Given pairs (caption, image), a map
 sends a text vector towards the vectors of the images it describes; text queries then go
-through it. Two kinds, both measured in ``benchmarks/QUERY_NOTES.md``:
+through it. Two kinds, measured in ``benchmarks/QUERY_NOTES.md`` and ``benchmarks/QUALITY_NOTES.md``:
 
 * ``contrastive`` (default): ``q = norm(t @ (I + W))`` where ``W`` starts at zero and is
-  trained with an InfoNCE loss (each caption against all training images, temperature 0.05)
-  and an L2 penalty on ``W``. It can use the images' visual dimensions too, which no text
+  trained with an InfoNCE loss (each caption against all training images) and an L2 penalty on
+  ``W`` (:class:`Contrastive`). It can use the images' visual dimensions too, which no text
   vector has.
 * ``ridge``: ``q = norm((1 - g) * t + g * norm((t - mean) @ W))``, with ``W`` the closed-form
   ridge regression from centred text vectors to centred image vectors.
@@ -37,12 +37,22 @@ FORMAT = 1
 
 RIDGE_LAMBDA = 1.0
 RIDGE_MIX = 0.4
-CONTRASTIVE_STEPS = 200
-CONTRASTIVE_TEMPERATURE = 0.05
-CONTRASTIVE_PENALTY = 0.03
-CONTRASTIVE_LR = 3e-3
 #: Fewer pairs than this teach nothing reliable.
 MIN_PAIRS = 20
+
+
+@dataclass(frozen=True)
+class Contrastive:
+    """How the contrastive map is trained: full-batch Adam steps, the InfoNCE temperature and the
+    L2 penalty on ``W`` that keeps queries near the plain encoder's. Chosen by cross-validation
+    inside a training half of captioned-dev (benchmarks/adapt.py; were 0.05 and 0.03): on photos
+    never trained on about as good, and the captioned photos, which every collection searches too,
+    no longer draw the queries that describe other photos (benchmarks/QUALITY_NOTES.md)."""
+
+    steps: int = 200
+    temperature: float = 0.03
+    penalty: float = 0.1
+    lr: float = 3e-3
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,7 @@ class TextAdapter:
 
 
 def fit_adapter(texts: np.ndarray, images: np.ndarray, kind: str = "contrastive", seed: int = 0,
-                progress: Callable[[int, int], None] | None = None) -> TextAdapter:
+                progress: Callable[[int, int], None] | None = None, training: Contrastive = Contrastive()) -> TextAdapter:
     """Learn a map from caption vectors ``texts`` (n, dim) to their images' vectors (n, dim)."""
     if kind not in KINDS:
         raise ValueError(f"unknown adaptation {kind!r}: use one of {', '.join(KINDS)}")
@@ -94,10 +104,11 @@ def fit_adapter(texts: np.ndarray, images: np.ndarray, kind: str = "contrastive"
         xc = x - mean
         matrix = np.linalg.solve(xc.T @ xc + RIDGE_LAMBDA * np.eye(len(dims)), xc.T @ target)
         return TextAdapter(kind, dims, matrix.astype(np.float32), mean.astype(np.float32), RIDGE_MIX)
-    return TextAdapter(kind, dims, _contrastive(x, images, dims, seed, progress), np.zeros(len(dims), np.float32), 1.0)
+    return TextAdapter(kind, dims, _contrastive(x, images, dims, seed, progress, training), np.zeros(len(dims), np.float32), 1.0)
 
 
-def _contrastive(x: np.ndarray, images: np.ndarray, dims: np.ndarray, seed: int, progress) -> np.ndarray:
+def _contrastive(x: np.ndarray, images: np.ndarray, dims: np.ndarray, seed: int, progress,
+                 training: Contrastive) -> np.ndarray:
     import torch
 
     torch.manual_seed(seed)
@@ -106,27 +117,27 @@ def _contrastive(x: np.ndarray, images: np.ndarray, dims: np.ndarray, seed: int,
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        return _train(torch, x, images, dims, progress)
+        return _train(torch, x, images, dims, progress, training)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(torch, x: np.ndarray, images: np.ndarray, dims: np.ndarray, progress) -> np.ndarray:
+def _train(torch, x: np.ndarray, images: np.ndarray, dims: np.ndarray, progress, training: Contrastive) -> np.ndarray:
     xt, yt = torch.from_numpy(x), torch.from_numpy(images)
     base = torch.zeros(len(dims), images.shape[1])
     base[torch.arange(len(dims)), torch.from_numpy(dims)] = 1.0  # identity: start from the plain text query
     delta = torch.zeros_like(base, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=CONTRASTIVE_LR)
+    opt = torch.optim.Adam([delta], lr=training.lr)
     target = torch.arange(len(x))
-    for step in range(CONTRASTIVE_STEPS):
+    for step in range(training.steps):
         q = torch.nn.functional.normalize(xt @ (base + delta), dim=1)
-        loss = torch.nn.functional.cross_entropy(q @ yt.T / CONTRASTIVE_TEMPERATURE, target)
-        loss = loss + CONTRASTIVE_PENALTY * (delta**2).sum()
+        loss = torch.nn.functional.cross_entropy(q @ yt.T / training.temperature, target)
+        loss = loss + training.penalty * (delta**2).sum()
         opt.zero_grad()
         loss.backward()
         opt.step()
         if progress:
-            progress(step + 1, CONTRASTIVE_STEPS)
+            progress(step + 1, training.steps)
     return (base + delta).detach().numpy().astype(np.float32)
 
 
