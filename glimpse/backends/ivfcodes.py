@@ -254,6 +254,18 @@ class IVFCodesIndex(CodeBackend):
         if outside is not None:
             self._outside = outside
 
+    def _outside_stats(self) -> tuple[np.ndarray, float]:
+        """The per-id norms outside the projection (measured first for older codes) and their
+        mean square over the ids held (cached until the next add, with their range)."""
+        self._measure_older()
+        table = self._outside
+        if self._outside_square is None:
+            held = self.ids()
+            values = table[held[(held >= 0) & (held < len(table))]].astype(np.float32)
+            self._outside_range = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+            self._outside_square = float(np.mean(values**2)) if len(values) else 0.0
+        return table, self._outside_square
+
     def _row_units(self, query: np.ndarray):
         """Per candidate row, the scale of ``exact - estimate`` for ``query``, relative to the
         others': ``(units(ids), lowest, highest)``, or None where the rows' norms are unknown.
@@ -266,15 +278,7 @@ class IVFCodesIndex(CodeBackend):
         vectors, the rows a caption must re-rank to reach its true top-10 (ordered by their chance
         of beating the k-th score): mean 9,430 with one spread, 4,208 with these units (p90 15,029
         and 7,452); an image query's 361 and 263."""
-        self._measure_older()
-        table = self._outside
-        if self._outside_square is None:
-            held = self.ids()
-            inside = held[(held >= 0) & (held < len(table))]
-            values = table[inside].astype(np.float32)
-            self._outside_square = float(np.mean(values**2)) if len(values) else 0.0
-            self._outside_range = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
-        square = self._outside_square
+        table, square = self._outside_stats()
         _, tail, code = (float(v[0]) for v in self.binarizer.error_parts(query[None]))
         if square <= 0 or tail**2 + code**2 <= 0:
             return None
@@ -328,7 +332,7 @@ class IVFCodesIndex(CodeBackend):
         least = self._least(projected, centroid_scores, first) if selector is None else np.zeros(len(queries), bool)
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
-            self._row_units(queries[0])
+            self._outside_stats()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
