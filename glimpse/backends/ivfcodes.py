@@ -17,7 +17,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
   search returns every row's estimate), their best ``FIRST`` x k estimates, ``SAMPLE``
   rows evenly spaced over them and ``SAMPLE`` rows of the lists next in line are scored
-  exactly. The first sample gives the spread of (exact - estimate), the second that of
+  exactly. The first sample gives the spread of (exact - estimate) in each row's own unit
+  (its norm outside the projection weighs in: see ``IVFCodesIndex._row_units``), the second that of
   (exact - the row's centroid score) in units of the row's list's own spread (the RMS norm
   of its rows' residuals, measured as rows are added and stored with the codes), each at a
   95% upper confidence bound (the fit's error model where a filter passes too few sampled
@@ -25,7 +26,7 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
   (normal tails: rows related to the query in lists of other photos lie further out, so
   this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
-  are re-ranked, best estimate first in doubling steps (each step's k-th exact score
+  are re-ranked, best chance of beating the k-th score first, in doubling steps (each step's k-th exact score
   raises the bar; a step takes the rest when it is at most ``WHOLE`` steps), until the
   expected number left among the candidates not re-ranked is below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
@@ -674,7 +675,7 @@ class _QuerySearch:
         """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
         first; then every further list whose centroid score, plus the measured spread of rows
         around their centroid, could reach the k-th exact score; then every candidate whose
-        estimate, plus the measured estimate error, could, best first in doubling steps, each
+        estimate, plus the measured estimate error in its unit, could, best chance first in doubling steps, each
         step's k-th exact score raising the bar (at most ``cap`` rows; a step takes the rest
         where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
