@@ -641,7 +641,8 @@ def models_benchmark(args) -> None:
 
             measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1],
                     np.linspace(0, len(queries) - 1, args.quick).astype(int) if args.quick else None)
-            per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8) / n
+            # code, factors and id, and each id's float16 norm outside the projection (ids are rows here)
+            per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8 + 2) / n
             default_probes = index.probes
             for probes in [default_probes] if args.quick else sorted({default_probes // 2, default_probes, 2 * default_probes}):
                 for misses in [MISSES] if args.quick else (0.5, 0.2, MISSES):

@@ -227,9 +227,11 @@ def test_per_list_spreads_persist_and_codes_without_them_measure_them_from_the_v
     np.testing.assert_array_equal(restored.search(queries, K)[1], index.search(queries, K)[1])
 
 
-def test_ram_per_image_is_code_factors_and_id(data):
+def test_ram_per_image_is_code_factors_id_and_norm(data):
     index = index_of(data)
-    assert index.nbytes() == index.count() * (BITS // 8 + 8 + 8) + index.lists * (BITS * 4 + 16)
+    # and a float16 norm per id up to the largest held (ids 10,000-28,000 here; a collection's are its rows)
+    assert index.nbytes() == (index.count() * (BITS // 8 + 8 + 8) + index.lists * (BITS * 4 + 16)
+                              + 2 * (int(index.ids().max()) + 1))
 
 
 def test_fit_rejects_more_bits_than_dimensions():
@@ -460,3 +462,39 @@ def test_a_query_plan_runs_faiss_on_one_thread_and_restores_the_setting(data, mo
         assert faiss.omp_get_max_threads() == 2
     finally:
         faiss.omp_set_num_threads(before)
+
+
+def test_each_rows_norm_outside_the_projection_persists_and_older_codes_measure_it(data, tmp_path):
+    """A row's norm outside the projection (its unit of estimate error, see ``_row_units``) is kept
+    per id as rows are added and written with the codes; codes written with the per-list spreads
+    but without the norms (the previous version) still open and measure them once from the vectors."""
+    import faiss
+
+    vectors, ids, reader, fit, _, queries = data
+    index = index_of(data)
+    np.testing.assert_allclose(index._outside[ids].astype(np.float32), fit.outside_norms(vectors), rtol=2e-3)
+    index.persist(tmp_path, 1)
+    restored = IVFCodesIndex.restore(tmp_path, 1, DIM, binarizer=fit)
+    np.testing.assert_array_equal(restored._outside, index._outside)
+    old = tmp_path / "old"
+    old.mkdir()
+    with open(old / f"codes-1-{fit.fit_id}.faissbin", "wb") as f:  # the previous version's layout
+        f.write(faiss.serialize_index(index._index).tobytes())
+        np.save(f, index._spread_sums)
+    restored = IVFCodesIndex.restore(old, 1, DIM, binarizer=fit)
+    assert restored._outside is None and restored._spread_sums is not None
+    restored.reader = reader
+    np.testing.assert_array_equal(restored.search(queries, K)[1], index.search(queries, K)[1])
+    np.testing.assert_allclose(restored._outside[ids].astype(np.float32), fit.outside_norms(vectors), rtol=2e-3)
+
+
+def test_a_rows_unit_of_error_grows_with_its_norm_outside_the_projection(data):
+    """Rows further out of the projection stray further for a query mostly outside it: their units
+    of estimate error are larger, in the order of their norms."""
+    vectors, ids, _, fit, _, queries = data
+    index = index_of(data)
+    units, low, high = index._row_units(queries[-1])  # text-like: mostly outside the projection
+    got = units(ids)
+    order = np.argsort(fit.outside_norms(vectors))
+    assert np.all(np.diff(got[order]) >= -1e-6)
+    assert low <= got.min() + 1e-9 and got.max() <= high + 1e-9 and got.max() > got.min()

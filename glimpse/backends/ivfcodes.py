@@ -17,7 +17,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
   search returns every row's estimate), their best ``FIRST`` x k estimates, ``SAMPLE``
   rows evenly spaced over them and ``SAMPLE`` rows of the lists next in line are scored
-  exactly. The first sample gives the spread of (exact - estimate), the second that of
+  exactly. The first sample gives the spread of (exact - estimate) in each row's own unit
+  (its norm outside the projection weighs in: see ``IVFCodesIndex._row_units``), the second that of
   (exact - the row's centroid score) in units of the row's list's own spread (the RMS norm
   of its rows' residuals, measured as rows are added and stored with the codes), each at a
   95% upper confidence bound (the fit's error model where a filter passes too few sampled
@@ -25,7 +26,7 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
   (normal tails: rows related to the query in lists of other photos lie further out, so
   this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
-  are re-ranked, best estimate first in doubling steps (each step's k-th exact score
+  are re-ranked, best chance of beating the k-th score first, in doubling steps (each step's k-th exact score
   raises the bar; a step takes the rest when it is at most ``WHOLE`` steps), until the
   expected number left among the candidates not re-ranked is below ``MISSES / 2``; at most
   ``k * oversample`` rows. A burst of thousands of near-copies gets many lists and rows, an
@@ -127,11 +128,14 @@ def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
 
 
 def default_probes(lists: int) -> int:
-    """Lists a query scans first: 1/16 of them, at least 64 (all of a small index); each query
-    then probes more as its measured errors ask. On mix at 50,000 (benchmarks/SEARCH_RESULTS.md)
-    32 first lists kept 0.986 / 0.950 of the image / text top-10 at a p50 of 14.7 ms, 64 kept
-    0.989 / 0.956 at 12.6 ms (one loaded run)."""
-    return min(lists, max(64, lists // 16))
+    """Lists a query scans first: 1/8 of them, at least 64 (all of a small index); each query
+    then probes more as its measured errors ask. The first lists are where the query's error is
+    measured, and on clustered data a narrow start misses rows in lists of other photos: at
+    300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth round) 64 first lists kept
+    0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept 0.963 / 0.974
+    at 10.26 ms; on 300,000 isotropic copies 128 cost 5.25 ms against 3.26 (recall 0.997 / 0.996
+    against 0.990 / 0.996)."""
+    return min(lists, max(64, lists // 8))
 
 
 class IVFCodesIndex(CodeBackend):
@@ -159,6 +163,11 @@ class IVFCodesIndex(CodeBackend):
         # the full space (see _residuals); None until measured (codes of an older version).
         self._spread_sums: np.ndarray | None = np.zeros((2, fit.lists))
         self._scales_of: np.ndarray | None = None  # _scales, until the next add
+        # Per id: the norm of the row's part outside the projection (see _row_units), float16; ids
+        # past its end (sparse ids) have none. None until measured (codes of an older version).
+        self._outside: np.ndarray | None = np.zeros(0, np.float16)
+        self._outside_square: float | None = None  # the mean square of _outside over the ids held
+        self._outside_range = (0.0, 0.0)  # and its least and largest value (with _outside_square)
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -189,6 +198,19 @@ class IVFCodesIndex(CodeBackend):
             self._scales_of = None
             if self._spread_sums is not None:
                 self._measure(self._spread_sums, vectors)
+            if self._outside is not None:
+                self._outside = self._record_outside(self._outside, np.asarray(ids, np.int64), vectors)
+
+    def _record_outside(self, table: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+        """``table`` (grown to the ids where they are dense enough, as a bitmap of ids is: see
+        _marked) with the norms of ``vectors`` outside the projection at their ``ids``."""
+        top = int(ids.max()) + 1
+        if len(table) < top and ids.min() >= 0 and top <= max(1 << 20, 8 * self.count()):
+            table = np.concatenate([table, np.zeros(top - len(table), np.float16)])  # a copy per add: small
+        held = ids < len(table)
+        table[ids[held]] = self.binarizer.outside_norms(vectors[held])
+        self._outside_square = None
+        return table
 
     def _measure(self, sums: np.ndarray, vectors: np.ndarray, lists: np.ndarray | None = None) -> None:
         """Add ``vectors`` (assigned to ``lists``, or to their nearest centroid, as FAISS
@@ -208,18 +230,71 @@ class IVFCodesIndex(CodeBackend):
         median over the lists, twice per query)."""
         if self._scales_of is not None:
             return self._scales_of
-        if self._spread_sums is None:
-            sums = np.zeros((2, self.lists))
-            for number, ids in enumerate(self._list_ids()):
-                for start in range(0, len(ids), 16384):
-                    part = np.sort(ids[start : start + 16384])
-                    self._measure(sums, np.asarray(self.reader(part), np.float32), np.full(len(part), number))
-            self._spread_sums = sums  # whole, or not at all: a batch's threads may read it
+        self._measure_older()
         rows, squares = self._spread_sums
         scales = np.sqrt(squares / np.maximum(rows, 1))
         floor = 1e-3 * (float(np.median(scales[rows > 0])) if rows.any() else 1.0)
         self._scales_of = np.maximum(scales, floor)  # a list of identical rows still spreads the query's own error
         return self._scales_of
+
+    def _measure_older(self) -> None:
+        """The per-list spreads and per-row norms outside the projection that codes of an older
+        version did not store, measured once from the vector file (each whole, or not at all: a
+        batch's threads may read them)."""
+        sums = np.zeros((2, self.lists)) if self._spread_sums is None else None
+        outside = np.zeros(0, np.float16) if self._outside is None else None
+        if sums is None and outside is None:
+            return
+        for number, ids in enumerate(self._list_ids()):
+            for start in range(0, len(ids), 16384):
+                part = np.sort(ids[start : start + 16384])
+                vectors = np.asarray(self.reader(part), np.float32)
+                if sums is not None:
+                    self._measure(sums, vectors, np.full(len(part), number))
+                if outside is not None:
+                    outside = self._record_outside(outside, part, vectors)
+        if sums is not None:
+            self._spread_sums = sums
+        if outside is not None:
+            self._outside = outside
+
+    def _outside_stats(self) -> tuple[np.ndarray, float]:
+        """The per-id norms outside the projection (measured first for older codes) and their
+        mean square over the ids held (cached until the next add, with their range)."""
+        self._measure_older()
+        table = self._outside
+        if self._outside_square is None:
+            held = self.ids()
+            values = table[held[(held >= 0) & (held < len(table))]].astype(np.float32)
+            self._outside_range = (float(values.min()), float(values.max())) if len(values) else (0.0, 0.0)
+            self._outside_square = float(np.mean(values**2)) if len(values) else 0.0
+        return table, self._outside_square
+
+    def _row_units(self, query: np.ndarray):
+        """Per candidate row, the scale of ``exact - estimate`` for ``query``, relative to the
+        others': ``(units(ids), lowest, highest)``, or None where the rows' norms are unknown.
+
+        The estimate misses ``q_out . x_out`` (the parts outside the projection) and the code's
+        error. The first grows with the row's own ``|x_out|``: a copy with more noise strays
+        further, which one pooled spread cannot tell. With the fit's two parts for this query
+        (:meth:`RaBitQFit.error_parts`), a row's unit is ``sqrt(code^2 + tail^2 |x_out|^2 /
+        mean |x_out|^2)``; the query's sample measures errors in these units. At 300,000 ``mix``
+        vectors, the rows a caption must re-rank to reach its true top-10 (ordered by their chance
+        of beating the k-th score): mean 9,430 with one spread, 4,208 with these units (p90 15,029
+        and 7,452); an image query's 361 and 263."""
+        table, square = self._outside_stats()
+        _, tail, code = (float(v[0]) for v in self.binarizer.error_parts(query[None]))
+        if square <= 0 or tail**2 + code**2 <= 0:
+            return None
+        weight = tail**2 / square
+
+        def units(ids: np.ndarray) -> np.ndarray | None:
+            if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
+                return None
+            return np.sqrt(code**2 + weight * table[ids].astype(np.float64) ** 2)
+
+        low, high = self._outside_range
+        return units, math.sqrt(code**2 + weight * low**2), math.sqrt(code**2 + weight * high**2)
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):
@@ -231,9 +306,11 @@ class IVFCodesIndex(CodeBackend):
         return int(self._index.ntotal)
 
     def nbytes(self) -> int:
-        """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread."""
+        """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread,
+        and each id's float16 norm outside the projection."""
         ivf = self._ivf
-        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16)
+        outside = 0 if self._outside is None else self._outside.nbytes
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16) + outside
 
     def ids(self) -> np.ndarray:
         """The ids of every code held."""
@@ -259,6 +336,7 @@ class IVFCodesIndex(CodeBackend):
         least = self._least(projected, centroid_scores, first) if selector is None else np.zeros(len(queries), bool)
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
+            self._outside_stats()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
@@ -431,13 +509,16 @@ class IVFCodesIndex(CodeBackend):
                 "codes": self.count(), "bytes": self.nbytes()}
 
     def persist(self, directory: Path, generation: int) -> None:
-        """The FAISS index, then the per-list residual sums, in one file (written atomically)."""
-        spread = self._spread_sums
+        """The FAISS index, then the per-list residual sums and the per-id norms outside the
+        projection, in one file (written atomically)."""
+        spread, outside = self._spread_sums, self._outside
 
         def write(f) -> None:
             faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
             if spread is not None:
                 np.save(f, spread)
+                if outside is not None:
+                    np.save(f, outside)
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -453,13 +534,17 @@ class IVFCodesIndex(CodeBackend):
         try:
             with open(path, "rb") as f:
                 backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-                try:
+                spread, outside = None, None
+                try:  # codes of an older version have neither or no norms: measured at the first search
                     spread = np.load(f)
-                except (ValueError, EOFError):  # codes of an older version: measured at the first search
-                    spread = None
+                    outside = np.load(f)
+                except (ValueError, EOFError):
+                    pass
         except (OSError, RuntimeError):  # deleted by a writer between the listing and the read
             return None
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
+        usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
+        backend._outside = outside.astype(np.float16) if usable else None
         return backend
 
 
@@ -593,7 +678,7 @@ class _QuerySearch:
         """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
         first; then every further list whose centroid score, plus the measured spread of rows
         around their centroid, could reach the k-th exact score; then every candidate whose
-        estimate, plus the measured estimate error, could, best first in doubling steps, each
+        estimate, plus the measured estimate error in its unit, could, best chance first in doubling steps, each
         step's k-th exact score raising the bar (at most ``cap`` rows; a step takes the rest
         where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
@@ -620,30 +705,49 @@ class _QuerySearch:
         sampled = np.zeros(len(wanted), bool)
         sampled[np.searchsorted(wanted, sample)] = True
         in_sample = sampled[at]
-        errors = upper_bounds(exact[at[in_sample]] - self.estimates[scored_here][in_sample])
+        # The errors of the sampled rows, in each row's own unit (see IVFCodesIndex._row_units).
+        row_units = index._row_units(self.query)
+        measured = exact[at[in_sample]] - self.estimates[scored_here][in_sample]
+        sample_units = None if row_units is None else row_units[0](self.ids[scored_here][in_sample])
+        errors = upper_bounds(measured if sample_units is None else measured / sample_units)
+        if errors is None or sample_units is None:
+            row_units = None
+            errors = upper_bounds(measured)
         if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
             errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
         shift, spread = errors
         remaining = ~scored_here
         estimates, ids = self.estimates[remaining], self.ids[remaining]
-        near = np.flatnonzero(estimates + shift + FAR * spread >= kth)
+        reach = shift + FAR * spread  # in units: no candidate further under the k-th score is needed
+        low, high = (1.0, 1.0) if row_units is None else row_units[1:]
+        pre = np.flatnonzero(estimates + reach * (high if reach > 0 else low) >= kth)
+        units = (None if row_units is None else row_units[0](ids[pre])) if len(pre) else None
+        units = np.ones(len(pre)) if units is None else units
+        keep = estimates[pre] + reach * units >= kth
+        near, units = pre[keep], units[keep]
         # Only candidates whose own chance exceeds an equal share of the budget can be needed: the
         # others together stay within it (their part is taken off the budget), and need no sort
         # (sorting every estimate of 70,000 rows took 7 ms).
-        chances = normal_tail((kth - estimates[near] - shift) / spread)
+        chances = normal_tail((kth - estimates[near] - shift * units) / (spread * units))
         needed = chances > misses / 2 / max(1, len(near))
         budget = misses / 2 - float(chances[~needed].sum())  # the k-th score only rises: a bound throughout
-        near = near[needed]
-        near = near[np.argsort(-estimates[near], kind="stable")][: max(0, cap - len(scored_ids))]
+        near, units = near[needed], units[needed]
+        # Best chance first, at the k-th score so far (with one unit: best estimate first).
+        standing = (estimates[near] + shift * units - kth) / (spread * units)
+        order = np.argsort(-standing, kind="stable")[: max(0, cap - len(scored_ids))]
+        near, units, below = near[order], units[order], -standing[order]  # below: ascending
         estimates, ids = estimates[near], ids[near]
-
-        below = -estimates  # ascending: where the candidates FAR deviations under the k-th score begin
+        first_kth, widest = kth, spread * float(units.max()) if len(units) else 1.0
 
         def wanted(start: int) -> int:  # candidates from start on to re-rank, at the k-th exact score so far
-            # Those FAR deviations under it add under 1e-15 each: left out of the sum (at 300,000 vectors
-            # a caption's tails over every candidate were computed at each step).
-            end = max(start, int(np.searchsorted(below, shift + FAR * spread - kth, side="right")))
-            return start + enough(normal_tail((kth - estimates[start:end] - shift) / spread), budget)
+            # Those FAR units under it add under 1e-15 each: left out of the sum (at 300,000 vectors
+            # a caption's tails over every candidate were computed at each step). A candidate's
+            # standing only falls as the k-th score rises, by at least the rise over the widest unit.
+            rise = kth - first_kth if first_kth > -np.inf else 0.0
+            end = max(start, int(np.searchsorted(below, FAR - rise / widest, side="right")))
+            part = slice(start, end)
+            return start + enough(normal_tail((kth - estimates[part] - shift * units[part]) / (spread * units[part])),
+                                  budget)
 
         if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
             got_scores, got = exact_scan(index.reader, self.query[None], allowed, k)

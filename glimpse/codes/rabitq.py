@@ -127,13 +127,23 @@ class RaBitQFit(Binarizer):
 
     def error_model(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per query: (shift, deviation) of ``exact - estimate`` over the stored rows."""
+        shift, tail, code = self.error_parts(queries)
+        return shift, np.sqrt(tail**2 + code**2)
+
+    def error_parts(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per query: the shift of ``exact - estimate`` over the stored rows, and the deviations of
+        its two parts: the part of ``q . x`` outside the projection, and the code's error."""
         queries = self._checked(queries, "error_model")
         inside = queries @ self.projection
         outside = np.maximum(0.0, (queries**2).sum(axis=1) - (inside**2).sum(axis=1))
         along = queries @ self.tail_directions
         tail = (along**2) @ self.tail_spread**2 + self.tail_rest**2 * np.maximum(0.0, outside - (along**2).sum(axis=1))
-        code = (self.rabitq_error * np.linalg.norm(inside, axis=1)) ** 2
-        return queries @ self.tail_mean, np.sqrt(tail + code)
+        return queries @ self.tail_mean, np.sqrt(tail), self.rabitq_error * np.linalg.norm(inside, axis=1)
+
+    def outside_norms(self, x: np.ndarray) -> np.ndarray:
+        """Per row: the norm of its part outside the projection (the scale of its ``q_out . x_out``)."""
+        inside = x @ self.projection
+        return np.sqrt(np.maximum(0.0, np.einsum("nd,nd->n", x, x) - np.einsum("nb,nb->n", inside, inside)))
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         return x @ self.projection
