@@ -28,7 +28,7 @@ from ..collection import Collection, open_collection
 from ..ingest import DecodeError
 from ..ingest.names import shown
 from .config import ServerConfig, check_address
-from .models import Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
+from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyLimit, SafeJSON, error_handlers, invalid_body
 from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
@@ -94,7 +94,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
-    def errors(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
+    def errors(limit: Annotated[int, Digits, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
         """Files that could not be indexed, newest first, with the reason."""
         return [IngestError(path=shown(e.path), reason=e.reason, at=e.at) for e in col.errors(limit)]
 
@@ -129,7 +129,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                         thumbnail=thumb_url(info.id), image=image_url(info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
-    def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
+    def thumbnail(item_id: PathId, size: Annotated[int, Digits, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")

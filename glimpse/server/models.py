@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
@@ -16,12 +17,22 @@ from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 MAX_INT = MAX_ID
 
 
-def _id_from_digits(value: object) -> object:
-    # Ids past 2**53 do not survive a JavaScript number, so the web page sends them as text.
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+def _plain_digits(value: object) -> object:
+    # Text reaches an int as a path or query parameter, or as an id the web page sends as text
+    # (ids past 2**53 do not survive a JavaScript number). Only plain decimal digits are taken:
+    # pydantic's lax parsing read " 1", "+1", "01", "1.0" as 1 and "1_0" as 10.
+    if not isinstance(value, str):
+        return value
+    if value.isascii() and value.isdigit() and (value == "0" or value[0] != "0"):
+        # past 19 digits, past any 64-bit id (and int() refuses over 4,300 digits)
+        return int(value) if len(value) <= 19 else MAX_INT + 1
+    raise PydanticCustomError("plain_digits", "must be plain digits (0-9), like 12")
 
 
-ItemId = Annotated[int, BeforeValidator(_id_from_digits), Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
+#: An int that may come as text: plain digits only.
+Digits = BeforeValidator(_plain_digits)
+
+ItemId = Annotated[int, Digits, Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 

@@ -15,13 +15,13 @@ from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..ingest.names import shown
 from .config import ServerConfig
 from .jobs import Writer
-from .models import MAX_INT, ErrorBody
+from .models import MAX_INT, Digits, ErrorBody
 from .thumbnails import ThumbnailCache
 
 
 UPLOAD_DIR = "uploads"
 
-PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
+PathId = Annotated[int, Digits, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
 # Documented error answers, so clients (and schemathesis) know their shape.
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}

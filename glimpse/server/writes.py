@@ -20,7 +20,7 @@ from ..ingest.names import shown
 from ..settings import check_scan_globs
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
-from .models import MAX_INT, AddPaths, Job, RemovePaths
+from .models import MAX_INT, AddPaths, Digits, Job, RemovePaths
 from .service import ERRORS, PathId, Service, decode_upload, only_form_fields
 
 
@@ -75,7 +75,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
         return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
-    def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
+    def job(job_id: Annotated[int, Digits, FastPath(ge=1, le=MAX_INT)]) -> Job:
         state = service.writer.get(job_id)
         if state is None:
             raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
