@@ -30,7 +30,7 @@ from ..ingest.names import shown
 from .config import ServerConfig, check_address
 from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
-from .errors import BodyLimit, SafeJSON, error_handlers, invalid_body
+from .errors import BodyGate, SafeJSON, error_handlers, invalid_body
 from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
 from .writes import write_routes
 
@@ -65,7 +65,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
             allow_headers=["Authorization", "Content-Type"],
         )
     # A request may carry a few images (weighted terms, several uploads to add) and a form.
-    app.add_middleware(BodyLimit, limit=config.max_upload_bytes * 4 + (1 << 20))
+    app.add_middleware(BodyGate, limit=config.max_upload_bytes * 4 + (1 << 20))
     error_handlers(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")

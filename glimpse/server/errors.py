@@ -1,4 +1,5 @@
-"""Every error answer is ``{"error": ..., "status": ...}`` JSON, and bodies are bounded before they are read."""
+"""Every error answer is ``{"error": ..., "status": ...}`` JSON, and bodies are bounded (and never
+inflated) before they are read."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def invalid_body(errors, where: str = "the request body", prefix: str = "") -> t
         loc, kind = tuple(e.get("loc", ())), e.get("type")
         if kind == "json_invalid":  # pydantic says where in its message, FastAPI in the location
             at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
-            return 400, f"{where} is not valid JSON ({e.get('ctx', {}).get('error', 'malformed')}{at})"
+            why = e.get("ctx", {}).get("error", "malformed")
+            return 400, f"{where} is not valid JSON ({NESTED if why.startswith('recursion limit') else why + at})"
         if loc not in ((), ("body",)):
             continue
         if kind == "missing":
@@ -48,6 +50,20 @@ def invalid_body(errors, where: str = "the request body", prefix: str = "") -> t
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             return 422, f"{where} must be a JSON object, not {_JSON_KINDS.get(type(e.get('input')), 'that')}"
     return 422, describe(errors, prefix)
+
+
+#: Nesting past the JSON parser's depth limit (pydantic's: 200 levels; the json module's: about 1,000).
+NESTED = "nested too deeply"
+
+
+def _unparsed(cause: BaseException | None) -> str | None:
+    """Why FastAPI's JSON parser gave up on a body, where FastAPI only says "There was an error
+    parsing the body"; None for other causes."""
+    if isinstance(cause, RecursionError):
+        return NESTED
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return None
 
 
 class SafeJSON(JSONResponse):
@@ -66,6 +82,8 @@ def _error(message: str, status: int, headers=None) -> SafeJSON:
 def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (why := _unparsed(exc.__cause__)):
+            return _error(f"the request body is not valid JSON ({why})", 400)
         return _error(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -87,8 +105,9 @@ def error_handlers(app: FastAPI) -> None:
         return _error(f"internal error: {type(exc).__name__}: {clip(str(exc))}", 500)
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (413) before they are parsed or spooled."""
+class BodyGate:
+    """Refuse request bodies over ``limit`` bytes (413), and compressed ones (415: a few KiB of
+    gzip can inflate to gigabytes), before they are parsed or spooled."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -96,7 +115,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        coding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if coding != b"identity":
+            return await _error(f"a body sent with Content-Encoding: {coding.decode('latin-1')} is not accepted: "
+                                "send it uncompressed", 415)(scope, receive, send)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _too_large(self.limit)(scope, receive, send)
         seen = 0

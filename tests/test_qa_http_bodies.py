@@ -1,0 +1,67 @@
+"""Bodies the JSON parser cannot take get our one-sentence errors, as every other bad body does."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+from fastapi.testclient import TestClient
+
+import glimpse
+from glimpse.server import ServerConfig, create_app
+
+JSON = {"Content-Type": "application/json"}
+AUTH = {"Authorization": "Bearer t"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    from conftest import make_image
+
+    folder = tmp_path_factory.mktemp("photos")
+    for i in range(4):
+        make_image(folder / f"img{i:02d}.png", seed=i)
+    col = glimpse.open(folder / "col", encoder="hash")
+    col.add([folder])
+    with TestClient(create_app(col, ServerConfig(write_token="t"))) as http:
+        http.photo = (folder / "img00.png").read_bytes()
+        yield http
+    col.close()
+
+
+DEEP = [b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000,
+        b'{"text": "a", "filters": ' + b"[" * 3000 + b"]" * 3000 + b"}"]
+
+
+@pytest.mark.parametrize("body", DEEP, ids=["arrays", "objects", "in-a-field"])
+@pytest.mark.parametrize("url", ["/api/search", "/api/items/add", "/api/items/remove"])
+def test_deeply_nested_json_is_400_in_our_words(client, url, body):
+    answer = client.post(url, content=body, headers={**JSON, **AUTH})
+    assert answer.status_code == 400, answer.text
+    assert answer.json() == {"error": "the request body is not valid JSON (nested too deeply)", "status": 400}
+
+
+@pytest.mark.parametrize("query", ["[" * 5000, '{"a":' * 5000])
+def test_a_deeply_nested_query_field_gets_the_same_words(client, query):
+    answer = client.post("/api/search/image", data={"query": query}, files={"image": ("q.png", client.photo, "image/png")})
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "the query field is not valid JSON (nested too deeply)"
+
+
+def test_a_body_that_is_not_utf8_is_400_in_our_words(client):
+    answer = client.post("/api/search", content=b'{"text": "caf\xe9 \xff"}', headers=JSON)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"] == "the request body is not valid JSON (not UTF-8 text)"
+
+
+@pytest.mark.parametrize("coding", ["gzip", "deflate", "br"])
+def test_compressed_bodies_are_refused_unread(client, coding):
+    # never inflated: a few KiB of gzip can hold gigabytes
+    answer = client.post("/api/search", content=gzip.compress(b'{"text": "a"}'), headers={**JSON, "Content-Encoding": coding})
+    assert answer.status_code == 415, answer.text
+    assert answer.json()["error"] == f"a body sent with Content-Encoding: {coding} is not accepted: send it uncompressed"
+
+
+def test_identity_encoding_is_plain(client):
+    answer = client.post("/api/search", content=b'{"text": "a"}', headers={**JSON, "Content-Encoding": "identity"})
+    assert answer.status_code == 200, answer.text
