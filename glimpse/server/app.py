@@ -18,7 +18,7 @@ from importlib.resources import files
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -31,7 +31,7 @@ from .config import ServerConfig, check_address
 from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyGate, SafeJSON, error_handlers, invalid_body
-from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
+from .service import ERRORS, PathId, Service, decode_upload, image_url, known_query, only_form_fields, thumb_url
 from .writes import write_routes
 
 
@@ -56,6 +56,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
 
     app = FastAPI(
         title="glimpse", version=_version(), lifespan=lifespan, default_response_class=SafeJSON,
+        dependencies=[Depends(known_query)],
         description="Search a glimpse image collection by text, image, both, weighted terms or item id.",
     )
     app.state.service = service
@@ -66,6 +67,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
         )
     # A request may carry a few images (weighted terms, several uploads to add) and a form.
     app.add_middleware(BodyGate, limit=config.max_upload_bytes * 4 + (1 << 20))
+    app.add_middleware(HeadAsGet)
     error_handlers(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -174,6 +176,25 @@ def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchR
                  for h in hits],
         took_ms=round(took, 3),
     )
+
+
+class HeadAsGet:
+    """Answer HEAD as GET without the body (HTTP requires both; FastAPI routes only take GET).
+    A route without GET still answers 405 naming its methods."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _version() -> str:

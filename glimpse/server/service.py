@@ -13,6 +13,7 @@ from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..ingest.names import shown
+from ..query.limits import clip
 from .config import ServerConfig
 from .jobs import Writer
 from .models import MAX_INT, Digits, ErrorBody
@@ -45,6 +46,22 @@ def only_form_fields(*known: str, hint: str):
                                      '(Content-Disposition: form-data; name="image"; filename="photo.jpg")')
 
     return Depends(check)
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters a route does not read, or one given twice: FastAPI would ignore
+    a misspelt one unseen (``?wiat=true`` would not wait) and keep only the last of two."""
+    route = request.scope.get("route")
+    if not getattr(route, "include_in_schema", False):  # the page: a link to it may carry anything
+        return
+    known = {param.alias for param in route.dependant.query_params}
+    names = [name for name, _ in request.query_params.multi_items()]
+    if unknown := sorted(set(names) - known):
+        raise HTTPException(422, f"unknown query parameter(s) {clip(', '.join(unknown))}: "
+                                 f"this route takes {', '.join(sorted(known)) or 'none'}")
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            raise HTTPException(422, f"the query parameter {name} came {names.count(name)} times: send it once")
 
 
 class Service:
