@@ -68,3 +68,16 @@ def test_known_query_parameters_and_the_page_are_unaffected(client):
     assert client.get("/api/items/1/thumbnail?size=128").status_code == 200
     assert client.post("/api/items/remove?wait=true", json={"paths": ["nothing-here.png"]}, headers=AUTH).status_code == 200
     assert client.get("/?utm_source=mail").status_code == 200  # a link to the page may carry anything
+
+
+def test_a_refused_cors_preflight_is_a_json_error(client):
+    app = create_app(client.app.state.service.col, ServerConfig(cors_origins=["https://a.example"]))
+    with TestClient(app) as http:
+        allowed = http.options("/api/search", headers={"Origin": "https://a.example", "Access-Control-Request-Method": "POST"})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "https://a.example"
+        for origin, method in [("https://evil.example", "POST"), ("https://a.example", "PUT")]:
+            refused = http.options("/api/search", headers={"Origin": origin, "Access-Control-Request-Method": method})
+            assert refused.status_code == 400 and refused.headers["content-type"] == "application/json", refused.text
+            error = refused.json()
+            assert error["status"] == 400 and error["error"].startswith("CORS preflight refused (")
+            assert "https://a.example" in error["error"]

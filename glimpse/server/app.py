@@ -19,7 +19,6 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -30,7 +29,7 @@ from ..ingest.names import shown
 from .config import ServerConfig, check_address
 from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
-from .errors import BodyGate, SafeJSON, error_handlers, invalid_body
+from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body
 from .service import ERRORS, PathId, Service, decode_upload, image_url, known_query, only_form_fields, thumb_url
 from .writes import write_routes
 
@@ -62,7 +61,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
     app.state.service = service
     if config.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            Cors, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     # A request may carry a few images (weighted terms, several uploads to add) and a form.

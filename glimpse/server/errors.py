@@ -9,6 +9,7 @@ import sqlite3
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -103,6 +104,19 @@ def error_handlers(app: FastAPI) -> None:
     async def crash(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
         return _error(f"internal error: {type(exc).__name__}: {clip(str(exc))}", 500)
+
+
+class Cors(CORSMiddleware):
+    """CORS whose refused preflight is an error answer like the others (Starlette's is plain text)."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refused = response.body.decode().removeprefix("Disallowed CORS ")  # what was refused: origin, method...
+        headers = {k: v for k, v in response.headers.items() if not k.startswith("content-")}
+        return _error(f"CORS preflight refused ({refused}): this server allows {', '.join(self.allow_origins)} "
+                      f"with {', '.join(sorted(self.allow_methods))}", 400, headers)
 
 
 class BodyGate:
