@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..query.limits import clip
+from .models import TERMS_TAGS
 
 
 log = logging.getLogger(__name__)
@@ -23,8 +24,10 @@ def describe(errors, prefix: str = "") -> str:
     """Pydantic's error list as one readable line: 'k: must be <= 1000; ...' (fields under ``prefix``)."""
     parts = []
     for e in errors:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
-        parts.append(f"{prefix}{where}: {e.get('msg', 'invalid')}")
+        loc = [x for x in e.get("loc", ()) if x != "body"]
+        loc = [x for i, x in enumerate(loc) if not (i and loc[i - 1] == "terms" and x in TERMS_TAGS)]
+        where = ".".join(map(str, loc)) or "request"
+        parts.append(f"{prefix}{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

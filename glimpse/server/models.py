@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
@@ -75,6 +75,16 @@ class Term(_Strict):
         return self
 
 
+#: The two forms of ``terms``, each validated alone (pydantic would report both forms' errors
+#: under its inner names); error messages leave the tags out of where they point.
+TERMS_TAGS = ("query", "list")
+Terms = Annotated[
+    Annotated[str, Tag("query")] | Annotated[list[Term], Tag("list")],
+    Discriminator(lambda value: "query" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+                  custom_error_type="terms_type", custom_error_message="must be the query language as a string, or a list of terms"),
+]
+
+
 class SearchBody(_Strict):
     """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
     also come with an uploaded image: a composed query). The fields and defaults are those of
@@ -84,7 +94,7 @@ class SearchBody(_Strict):
     text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Words, e.g. a cat asleep on a sofa.")
     like: ItemId | None = Field(None, description="More like this item id.")
     vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
-    terms: str | list[Term] | None = Field(
+    terms: Terms | None = Field(
         None, description='Weighted terms: the query language ("2:golden retriever" + #12 - "night", #N is an '
         f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
         "Image paths are not accepted over HTTP: upload the image or use an id.",
