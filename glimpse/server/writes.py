@@ -111,12 +111,15 @@ def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list
 
 
 def _job(service: Service, kind: str, work, wait: bool, response: Response) -> Job:
-    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, else 422)."""
+    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, 503 the
+    collection damaged or gone, else 422)."""
     state = service.writer.submit(kind, work)
     if wait:
         state.future.result()
         if state.locked:
             raise HTTPException(409, state.error)
+        if state.unwritable:
+            raise HTTPException(503, state.error)
         if state.state == "failed":
             raise HTTPException(422, state.error)
         response.status_code = 200
