@@ -10,6 +10,7 @@ from pydantic_core import PydanticCustomError
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
 from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
+from ..query.refine import REFINES
 from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 
@@ -85,13 +86,19 @@ Terms = Annotated[
 ]
 
 
+def _documented(**schema) -> dict:
+    """What the schema says of a field whose value :class:`SearchRequest` checks (so it is checked once)."""
+    return {"json_schema_extra": schema}
+
+
 class SearchBody(_Strict):
     """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
     also come with an uploaded image: a composed query). The fields and defaults are those of
-    :class:`glimpse.query.request.SearchRequest`, which checks them again (an image comes as
-    an upload); :func:`glimpse.server.search.search_request` turns one into the other."""
+    :class:`glimpse.query.request.SearchRequest`, which checks their values (here: JSON types
+    only; the bounds are documented); :func:`glimpse.server.search.search_request` turns one
+    into the other (an image comes as an upload)."""
 
-    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Words, e.g. a cat asleep on a sofa.")
+    text: str | None = Field(None, description="Words, e.g. a cat asleep on a sofa.", **_documented(maxLength=MAX_TEXT_CHARS))
     like: ItemId | None = Field(None, description="More like this item id.")
     vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
     terms: Terms | None = Field(
@@ -99,17 +106,20 @@ class SearchBody(_Strict):
         f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
         "Image paths are not accepted over HTTP: upload the image or use an id.",
     )
-    alpha: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Text weight of a composed image + text query.")
+    alpha: float | None = Field(None, description="Text weight of a composed image + text query.", **_documented(minimum=0, maximum=1))
     filters: Filters | None = None
-    min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False, description="Drop results scoring below this.")
-    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).")
-    k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
+    min_score: float | None = Field(None, description="Drop results scoring below this.", **_documented(minimum=-1, maximum=1))
+    refine: str | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).",
+                               **_documented(enum=[*REFINES, "none"]))
+    k: int = Field(DEFAULT_K, description="Number of results.", **_documented(minimum=1, maximum=MAX_K))
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
-    oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
+    oversample: int | None = Field(None, description="Code candidates per result to re-rank.", **_documented(minimum=1, maximum=MAX_OVERSAMPLE))
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
-    scoring: Literal[SCORING_MODES] | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).")
+    scoring: str | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).",
+                                **_documented(enum=list(SCORING_MODES)))
     adapted: bool = Field(True, description="Use the collection's caption adaptation (glimpse adapt) if it has one.")
-    fusion: Literal[FUSIONS] = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.")
+    fusion: str = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.",
+                        **_documented(enum=list(FUSIONS)))
 
 
 class Hit(BaseModel):
