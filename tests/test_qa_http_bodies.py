@@ -5,28 +5,11 @@ from __future__ import annotations
 import gzip
 
 import pytest
-from fastapi.testclient import TestClient
 
-import glimpse
-from glimpse.server import ServerConfig, create_app
+from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
+
 
 JSON = {"Content-Type": "application/json"}
-AUTH = {"Authorization": "Bearer t"}
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from conftest import make_image
-
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        make_image(folder / f"img{i:02d}.png", seed=i)
-    col = glimpse.open(folder / "col", encoder="hash")
-    col.add([folder])
-    with TestClient(create_app(col, ServerConfig(write_token="t"))) as http:
-        http.photo = (folder / "img00.png").read_bytes()
-        yield http
-    col.close()
 
 
 DEEP = [b"[" * 5000 + b"]" * 5000, b'{"a":' * 5000 + b"1" + b"}" * 5000,

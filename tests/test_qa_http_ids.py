@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
-import glimpse
-from glimpse.server import ServerConfig, create_app
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from conftest import make_image
-
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(12):
-        make_image(folder / f"img{i:02d}.png", seed=i)
-    col = glimpse.open(folder / "col", encoder="hash")
-    col.add([folder])
-    with TestClient(create_app(col, ServerConfig(write_token="t"))) as http:
-        yield http
-    col.close()
+from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
 
 
 # pydantic's lax parsing took each of these for item 1 (or 10, or 0)
@@ -36,7 +20,7 @@ def test_ids_in_paths_are_plain_digits(client, route, spelling):
 
 
 def test_delete_takes_plain_digits_too(client):
-    answer = client.delete("/api/items/%201", headers={"Authorization": "Bearer t"})
+    answer = client.delete("/api/items/%201", headers=AUTH)
     assert answer.status_code == 422 and "plain digits" in answer.json()["error"]
 
 

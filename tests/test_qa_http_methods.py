@@ -5,24 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-import glimpse
 from glimpse.server import ServerConfig, create_app
-
-AUTH = {"Authorization": "Bearer t"}
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from conftest import make_image
-
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(4):
-        make_image(folder / f"img{i:02d}.png", seed=i)
-    col = glimpse.open(folder / "col", encoder="hash")
-    col.add([folder])
-    with TestClient(create_app(col, ServerConfig(write_token="t"))) as http:
-        yield http
-    col.close()
+from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
 
 
 @pytest.mark.parametrize("url", ["/", "/api/health", "/api/stats", "/api/errors", "/api/items/1",

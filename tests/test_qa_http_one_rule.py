@@ -3,28 +3,12 @@ the same one Python and the command line get."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from fastapi.testclient import TestClient
 
-import glimpse
 from glimpse.query.request import SearchRequest
-from glimpse.server import ServerConfig, create_app
-
-
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    from conftest import make_image
-
-    folder = tmp_path_factory.mktemp("photos")
-    for i in range(3):
-        make_image(folder / f"img{i:02d}.png", seed=i)
-    col = glimpse.open(folder / "col", encoder="hash")
-    col.add([folder])
-    with TestClient(create_app(col, ServerConfig())) as http:
-        http.photo = (folder / "img00.png").read_bytes()
-        yield http
-    col.close()
-
+from qa_http_fixtures import client  # noqa: F401  (a fixture)
 
 BAD = [{"k": 0}, {"k": 1001}, {"oversample": 0}, {"k": 1000, "oversample": 1000}, {"min_score": 1.5},
        {"min_score": float("nan")}, {"alpha": 2.0}, {"refine": "best"}, {"scoring": "fast"}, {"fusion": "mix"}]
@@ -34,8 +18,6 @@ BAD = [{"k": 0}, {"k": 1001}, {"oversample": 0}, {"k": 1000, "oversample": 1000}
 def test_http_answers_the_engines_sentence(client, options):
     with pytest.raises(ValueError) as engine:
         SearchRequest(text="a cat", **options)
-    import json
-
     body = json.dumps({"text": "a cat", **options})  # NaN as the JSON extension Python writes
     answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422 and answer.json()["error"] == str(engine.value), answer.text
