@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import fields
+from typing import Annotated, Literal, get_type_hints
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from ..collection.reports import CollectionStats
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
 from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
@@ -156,25 +158,20 @@ class ItemInfo(BaseModel):
     image: str
 
 
-class Stats(BaseModel):
-    path: str
-    encoder: str
-    encoder_version: str
-    dim: int
-    files: int
-    images: int
-    errors: int
-    disk_bytes: int
-    vector_bytes: int
-    roots: list[str]
-    codes: dict | None
-    created: float | None
-    updated: float | None
-    backend: dict = Field(description="The search backend in use: kind (flat or binary) and what it holds.")
-    upgrade: dict | None = Field(None, description="An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality.")
-    writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
-    max_upload_bytes: int
-    max_upload_pixels: int
+_STATS_TYPES = get_type_hints(CollectionStats)
+_STATS_HELP = {"upgrade": "An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality."}
+
+#: What ``/api/stats`` says: the collection's :class:`CollectionStats` (less the removed paths
+#: that later index runs leave out), how this server searches it and what it accepts.
+Stats = create_model(
+    "Stats",
+    **{f.name: (_STATS_TYPES[f.name], Field(None if f.name == "upgrade" else ..., description=_STATS_HELP.get(f.name)))
+       for f in fields(CollectionStats) if f.name != "excluded"},
+    backend=(dict, Field(description="The search backend in use: kind (flat or binary) and what it holds.")),
+    writable=(bool, Field(description="Whether this server accepts writes (a write token is configured).")),
+    max_upload_bytes=(int, ...),
+    max_upload_pixels=(int, ...),
+)
 
 
 class Health(BaseModel):
