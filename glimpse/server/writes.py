@@ -46,6 +46,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
     def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
                wait: bool = False) -> Job:
         """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
+        _require_images(col)
         saved = []
         for f in image:
             data, _ = decode_upload(service, f, target=64)
@@ -59,6 +60,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
               responses=ERRORS, tags=["write"])
     def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
         """Add files or folders that are on the server, inside its roots."""
+        _require_images(col)
         try:  # refused now, not as a job that fails later
             check_scan_globs(req.include, req.exclude)
         except ValueError as exc:
@@ -93,6 +95,13 @@ def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCrede
     if cred is None or not hmac.compare_digest(cred.credentials.encode(), token.encode()):
         raise HTTPException(401, "writes need the write token: Authorization: Bearer <token>",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+def _require_images(col: Collection) -> None:
+    """Refused now, not as a job that fails later (with the upload kept)."""
+    if not col.has_files:
+        raise HTTPException(422, "this collection holds precomputed vectors and takes no images: "
+                                 "add vectors with glimpse import-vectors")
 
 
 def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list[str]:
