@@ -48,3 +48,29 @@ def test_compressed_bodies_are_refused_unread(client, coding):
 def test_identity_encoding_is_plain(client):
     answer = client.post("/api/search", content=b'{"text": "a"}', headers={**JSON, "Content-Encoding": "identity"})
     assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ('{"text": "a", "k": 1, "k": 2}', "k"),
+    ('{"text": "a", "filters": {"min_width": 1, "min_width": 900}}', "filters.min_width"),
+    ('{"terms": [{"text": "a", "weight": 1, "weight": -1}]}', "terms.0.weight"),
+])
+def test_a_json_key_given_twice_is_refused_not_half_read(client, body, key):
+    # json keeps the last value unseen, as a form field sent twice would be
+    plain = client.post("/api/search", content=body, headers=JSON)
+    field = client.post("/api/search/image", data={"query": body}, files={"image": ("q.png", client.photo, "image/png")})
+    assert (plain.status_code, field.status_code) == (422, 422), (plain.text, field.text)
+    assert plain.json()["error"] == f"the request body gives {key} twice: send it once"
+    assert field.json()["error"] == f"the query field gives {key} twice: send it once"
+
+
+def test_a_repeated_key_in_a_write_body_is_refused(client):
+    answer = client.post("/api/items/remove", content='{"paths": ["x.png"], "paths": ["y.png"]}', headers={**JSON, **AUTH})
+    assert answer.status_code == 422 and answer.json()["error"] == "the request body gives paths twice: send it once"
+
+
+@pytest.mark.parametrize("body", ["null", "1", '"x"', "[]", "[[1, 2], {}]", "nonsense"])
+def test_any_json_value_is_looked_through_for_repeated_keys(body):
+    from glimpse.server.errors import repeated_key
+
+    assert repeated_key(body) is None

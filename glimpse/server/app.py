@@ -29,8 +29,8 @@ from ..ingest.names import shown
 from .config import ServerConfig, check_address
 from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
-from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body
-from .service import ERRORS, PathId, Service, decode_upload, image_url, known_query, only_form_fields, thumb_url
+from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
+from .service import ERRORS, PathId, Service, decode_upload, image_url, keys_once, known_query, only_form_fields, thumb_url
 from .writes import write_routes
 
 
@@ -55,7 +55,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
 
     app = FastAPI(
         title="glimpse", version=_version(), lifespan=lifespan, default_response_class=SafeJSON,
-        dependencies=[Depends(known_query)],
+        dependencies=[Depends(known_query), Depends(keys_once)],
         description="Search a glimpse image collection by text, image, both, weighted terms or item id.",
     )
     app.state.service = service
@@ -116,6 +116,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         """Search by uploaded image(s), alone or composed with the request's text or terms."""
         if len(image) > MAX_QUERY_IMAGES:  # each may take up to the pixel limit to decode
             raise HTTPException(422, f"{len(image)} images came with the query; at most {MAX_QUERY_IMAGES} are allowed")
+        if key := repeated_key(query):
+            raise HTTPException(422, f"the query field gives {key} twice: send it once")
         try:
             req = SearchBody.model_validate_json(query)
         except ValidationError as exc:

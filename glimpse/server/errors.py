@@ -56,6 +56,32 @@ def invalid_body(errors, where: str = "the request body", prefix: str = "") -> t
     return 422, describe(errors, prefix)
 
 
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs, repeats kept."""
+
+
+def repeated_key(text: str | bytes) -> str | None:
+    """Where a JSON object gives one key twice (``filters.min_width``), else None, also for text
+    that is not JSON (its parser says why). JSON parsers keep the last value unseen, as a form
+    field sent twice would be."""
+    try:
+        tree = json.loads(text, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[tuple, list]] = [((), tree)] if isinstance(tree, list) else []
+    while stack:
+        where, node = stack.pop()
+        pairs = node if isinstance(node, _Pairs) else enumerate(node)
+        seen = set()
+        for key, value in pairs:
+            if key in seen:
+                return ".".join(map(str, (*where, key)))
+            seen.add(key)
+            if isinstance(value, list):  # objects and arrays; numbers (a vector's) need no look
+                stack.append(((*where, key), value))
+    return None
+
+
 #: Nesting past the JSON parser's depth limit (pydantic's: 200 levels; the json module's: about 1,000).
 NESTED = "nested too deeply"
 

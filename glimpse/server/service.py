@@ -15,6 +15,7 @@ from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..ingest.names import shown
 from ..query.limits import clip
 from .config import ServerConfig
+from .errors import repeated_key
 from .jobs import Writer
 from .models import MAX_INT, Digits, ErrorBody
 from .thumbnails import ThumbnailCache
@@ -62,6 +63,12 @@ async def known_query(request: Request) -> None:
     for name in dict.fromkeys(names):
         if names.count(name) > 1:
             raise HTTPException(422, f"the query parameter {name} came {names.count(name)} times: send it once")
+
+
+async def keys_once(request: Request) -> None:
+    """Refuse a JSON body that gives a key twice (its parser keeps the last value unseen)."""
+    if "json" in request.headers.get("content-type", "") and (key := repeated_key(await request.body())):
+        raise HTTPException(422, f"the request body gives {key} twice: send it once")
 
 
 class Service:
