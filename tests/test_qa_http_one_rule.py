@@ -30,3 +30,16 @@ def test_the_schema_still_documents_the_bounds(client):
     assert (fields["k"]["minimum"], fields["k"]["maximum"]) == (1, 1000)
     assert fields["fusion"]["enum"] == ["calibrated", "rrf", "none"]
     assert set(fields["scoring"]["enum"]) >= {"auto", "hamming"} and fields["refine"]["enum"] == ["aqe", "superglobal", "none"]
+
+
+@pytest.mark.parametrize("weight", [0.0, float("nan"), 250.0])
+def test_a_term_weight_is_judged_as_the_engine_judges_it(client, weight):
+    col = client.app.state.service.col
+    try:
+        col.search(terms=[("red", weight)], k=1)
+        expected = (200, None)
+    except ValueError as exc:
+        expected = (422, str(exc))
+    body = json.dumps({"terms": [{"text": "red", "weight": weight}], "k": 1})
+    answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
+    assert (answer.status_code, answer.json().get("error")) == expected, answer.text

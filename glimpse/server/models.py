@@ -69,7 +69,7 @@ class Term(_Strict):
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     id: ItemId | None = None
     upload: int | None = Field(None, ge=0, le=100, description="Index of an image uploaded with the query (multipart only).")
-    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False, description="Negative weights push results away.")
+    weight: float = Field(1.0, description="Not 0; negative weights push results away (checked by the engine, as every term's).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Term:
