@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import sys
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -128,6 +129,14 @@ def error_handlers(app: FastAPI) -> None:
         # fault, and not a bug of the server's either; the server stays up for what still works.
         log.error("collection files cannot be read: %s", exc)
         return _error(f"the collection cannot be read: {clip(str(exc))}", 503)
+
+    milvus = sys.modules.get("pymilvus")  # imported by a Milvus collection (never for a local one)
+    if milvus is not None:
+        @app.exception_handler(milvus.MilvusException)
+        async def milvus_down(_request: Request, exc: Exception) -> JSONResponse:
+            # What pymilvus raises once its retries run out: the Milvus server stopped, or is unreachable.
+            log.error("Milvus: %s", exc)
+            return _error(f"the Milvus server did not answer: {clip(getattr(exc, 'message', str(exc)), 300)}", 503)
 
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:
