@@ -110,6 +110,12 @@ def _error(message: str, status: int, headers=None) -> SafeJSON:
     return SafeJSON({"error": message, "status": status}, status, headers=headers)
 
 
+def milvus_errors() -> tuple[type[Exception], ...]:
+    """pymilvus's error class once a Milvus collection imported it; none for a local collection."""
+    milvus = sys.modules.get("pymilvus")
+    return (milvus.MilvusException,) if milvus is not None else ()
+
+
 def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -130,9 +136,8 @@ def error_handlers(app: FastAPI) -> None:
         log.error("collection files cannot be read: %s", exc)
         return _error(f"the collection cannot be read: {clip(str(exc))}", 503)
 
-    milvus = sys.modules.get("pymilvus")  # imported by a Milvus collection (never for a local one)
-    if milvus is not None:
-        @app.exception_handler(milvus.MilvusException)
+    for milvus_error in milvus_errors():
+        @app.exception_handler(milvus_error)
         async def milvus_down(_request: Request, exc: Exception) -> JSONResponse:
             # What pymilvus raises once its retries run out: the Milvus server stopped, or is unreachable.
             log.error("Milvus: %s", exc)

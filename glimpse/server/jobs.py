@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..collection import Collection
 from ..storage import CollectionLockedError
+from .errors import milvus_errors
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +82,10 @@ class Writer:
             job.state = "done"
         except CollectionLockedError as exc:
             job.error, job.locked, job.state = str(exc), True, "failed"
-        except (OSError, sqlite3.DatabaseError) as exc:  # its files, damaged or removed under the server
-            job.error, job.unwritable, job.state = f"the collection cannot be written: {exc}", True, "failed"
+        except (OSError, sqlite3.DatabaseError, *milvus_errors()) as exc:
+            # its files damaged or removed under the server, or its Milvus server not answering
+            message = getattr(exc, "message", None) or exc  # pymilvus's str() wraps the message in its code
+            job.error, job.unwritable, job.state = f"the collection cannot be written: {message}", True, "failed"
         except ValueError as exc:
             job.error, job.state = str(exc), "failed"
         except Exception as exc:  # a bug: keep the server up, tell the client, log the trace
