@@ -56,7 +56,8 @@ def test_an_indexed_photo_above_the_upload_pixel_limit_gets_a_thumbnail(tmp_path
 def test_nan_and_infinity_are_refused_as_not_finite(client, body):
     answer = client.post("/api/search", content=body, headers={"Content-Type": "application/json"})
     assert answer.status_code == 422
-    assert "Input should be a finite number" in answer.json()["error"], answer.text
+    error = answer.json()["error"]  # the engine's check of min_score, or of a term's weight
+    assert error.startswith("min_score must be a cosine from -1 to 1") or "must be a finite, non-zero number" in error, error
 
 
 @pytest.mark.parametrize("fields", [{"k": "2"}, {"filters": '{"has_text": true}'}, {"text": "red", "query": "{}"}])

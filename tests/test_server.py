@@ -122,7 +122,7 @@ def test_search_by_vector(client, col, image_dir):
         (b"[1, 2]", 422, "must be a JSON object"),
         (b"{}", 422, "give something to search for"),
         (b'{"text": "   "}', 422, "empty"),
-        (b'{"text": "cat", "k": 0}', 422, "k:"),
+        (b'{"text": "cat", "k": 0}', 422, "k must be"),
         (b'{"text": "cat", "colour": "red"}', 422, "colour"),
         (b'{"vector": [NaN, 1.0]}', 422, "vector"),
         (b'{"terms": [{"text": "a", "id": 3}]}', 422, "exactly one"),

@@ -20,9 +20,13 @@ from ..collection.ingest import _is_under
 from ..query.filters import Filter
 from ..storage.records import ItemConditions
 
-#: Glob characters that Milvus ``like`` has no equivalent for, and ``like``'s own wildcards,
-#: which a literal path must not contain (Milvus has no escape for them in every version).
-_NO_LIKE = set("[]%_")
+#: Characters a ``like`` pattern cannot take as themselves: ``like``'s own wildcards (Milvus has
+#: no escape for them in every version), a backslash (an escape in Milvus 2.4+ ``like``, but not in
+#: Milvus Lite 2.5's prefix match) and line breaks (no Milvus string literal holds one).
+_BREAKS = "\\\r\n"
+_LOOSE = set("%_" + _BREAKS)
+#: Glob characters that Milvus ``like`` has no equivalent for, and the characters above.
+_NO_LIKE = set("[]") | _LOOSE
 #: A glob's character class (``[a-c]``, ``[!x]``, ``[]x]``): one character.
 _CLASS = re.compile(r"\[[!^]?\]?[^]]*\]")
 #: The bounds of ``ItemConditions`` on a file (an image row holds those of one of its files; the
@@ -40,7 +44,9 @@ def expressible(filters: Filter | None, keys_only: bool = False, infix: bool = T
     where = filters.key_conditions() if keys_only else filters.conditions()
     glob, prefix = where.path_glob, where.path_prefix
     if not infix:
-        return not (glob and _prefix_glob(glob) is None) and not (prefix and "%" in prefix)
+        return not (glob and (_prefix_glob(glob) is None or _LOOSE & set(glob))) and not (prefix and _LOOSE & set(prefix))
+    if glob and _glob_like(glob) is None and set(glob) != {"*"}:  # no condition sent: a superset
+        return False
     return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
 
 
@@ -54,9 +60,10 @@ def to_expression(filters: Filter | None, keys_only: bool = False, infix: bool =
     where = filters.key_conditions() if keys_only else filters.conditions()
     parts = []
     if where.path_glob is not None and infix:
-        parts.append(f"path like {_quote(_CLASS.sub('_', where.path_glob).replace('*', '%').replace('?', '_'))}")
+        if (pattern := _glob_like(where.path_glob)) is not None:
+            parts.append(f"path like {_quote(pattern)}")
     elif where.path_glob is not None:
-        head = _prefix_glob(where.path_glob) or _head(where.path_glob, "*?[%")
+        head = _head(_prefix_glob(where.path_glob) or _head(where.path_glob, "*?[%"), _BREAKS)
         if head:
             parts.append(f"path like {_quote(head + '%')}")
     if where.path_prefix is not None:
@@ -83,6 +90,15 @@ def pixels_expression(filters: Filter | None, keys_only: bool = False) -> str:
     if where.shape() is not None:
         parts.append(f"width {where.shape()} height")
     return " and ".join(parts)
+
+
+def _glob_like(glob: str) -> str | None:
+    """The Milvus 2.4+ ``like`` pattern for ``glob``: exact where ``expressible``, else a superset
+    (a class, a backslash or a line break is any one character; a literal ``%`` or ``_`` a
+    wildcard). None for a pattern of wildcards alone, which Milvus Lite 2.5.1 matches with nothing
+    (``"%"``, ``"%_%"``): no condition, a superset."""
+    pattern = "".join("_" if c in _BREAKS else c for c in _CLASS.sub("_", glob)).replace("*", "%").replace("?", "_")
+    return pattern if pattern.strip("%_") else None
 
 
 def _prefix_glob(glob: str) -> str | None:
@@ -118,8 +134,10 @@ def passing(paths: list[str], where: ItemConditions) -> np.ndarray:
 def under(paths: list[str]) -> str:
     """Rows whose path is at or under one of ``paths``; where a path holds ``%`` or ``_`` (``like``'s
     wildcards, which also match themselves), a superset: check the paths found exactly. A path
-    holding ``%`` is matched on what comes before it (every Milvus version takes ``head%``)."""
-    return " or ".join(f"path like {_quote(_head(p, '%') + '%')}" if "%" in p else
+    holding ``%``, a backslash or a line break (:data:`_LOOSE`) is matched on what comes before it
+    (every Milvus version takes ``head%``)."""
+    cut = "%" + _BREAKS
+    return " or ".join(f"path like {_quote(_head(p, cut) + '%')}" if set(cut) & set(p) else
                        f"path == {_quote(p.rstrip('/'))} or path like {_quote(p.rstrip('/') + '/%')}" for p in paths)
 
 
@@ -136,5 +154,9 @@ def both(*expressions: str) -> str:
 
 
 def _quote(text: str) -> str:
-    """A double-quoted string with \\ and " escaped, as a row's path would hold it."""
-    return json.dumps(stored(text), ensure_ascii=False)
+    """A double-quoted string, as a row's path would hold it: \\ and " escaped, every other
+    character as itself (Milvus Lite 2.5 decodes no other escape: JSON's ``\\t`` or ``\\u0001``
+    matched nothing). A line break, which no Milvus string holds, is written ``\\n`` (``\\r``):
+    it matches no row, and :func:`under` and :func:`_glob_like` never send one."""
+    quoted = stored(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    return f'"{quoted}"'

@@ -18,20 +18,19 @@ from importlib.resources import files
 from typing import Annotated
 
 import numpy as np
-from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
-from fastapi.middleware.cors import CORSMiddleware
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from ..collection import Collection, open_collection
+from ..collection import DB_NAME, Collection, open_collection
 from ..ingest import DecodeError
 from ..ingest.names import shown
 from .config import ServerConfig, check_address
-from .models import Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
+from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
-from .errors import BodyLimit, SafeJSON, error_handlers, invalid_body
-from .service import ERRORS, PathId, Service, decode_upload, image_url, only_form_fields, thumb_url
+from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
+from .service import ERRORS, PathId, Service, decode_upload, image_url, keys_once, known_query, only_form_fields, thumb_url
 from .writes import write_routes
 
 
@@ -56,16 +55,18 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
 
     app = FastAPI(
         title="glimpse", version=_version(), lifespan=lifespan, default_response_class=SafeJSON,
+        dependencies=[Depends(known_query), Depends(keys_once)],
         description="Search a glimpse image collection by text, image, both, weighted terms or item id.",
     )
     app.state.service = service
     if config.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
+            Cors, allow_origins=config.cors_origins, allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
     # A request may carry a few images (weighted terms, several uploads to add) and a form.
-    app.add_middleware(BodyLimit, limit=config.max_upload_bytes * 4 + (1 << 20))
+    app.add_middleware(BodyGate, limit=config.max_upload_bytes * 4 + (1 << 20))
+    app.add_middleware(HeadAsGet)
     error_handlers(app)
     _routes(app, service)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
@@ -84,6 +85,8 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/health", response_model=Health, tags=["collection"])
     def health() -> Health:
+        # The open database still answers for a collection removed under the server; a 503 then.
+        os.stat(col.path / DB_NAME)
         return Health(status="ok", images=len(col))
 
     @app.get("/api/stats", response_model=Stats, tags=["collection"])
@@ -94,7 +97,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
-    def errors(limit: Annotated[int, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
+    def errors(limit: Annotated[int, Digits, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
         """Files that could not be indexed, newest first, with the reason."""
         return [IngestError(path=shown(e.path), reason=e.reason, at=e.at) for e in col.errors(limit)]
 
@@ -113,6 +116,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         """Search by uploaded image(s), alone or composed with the request's text or terms."""
         if len(image) > MAX_QUERY_IMAGES:  # each may take up to the pixel limit to decode
             raise HTTPException(422, f"{len(image)} images came with the query; at most {MAX_QUERY_IMAGES} are allowed")
+        if key := repeated_key(query):
+            raise HTTPException(422, f"the query field gives {key} twice: send it once")
         try:
             req = SearchBody.model_validate_json(query)
         except ValidationError as exc:
@@ -129,7 +134,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                         thumbnail=thumb_url(info.id), image=image_url(info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
-    def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
+    def thumbnail(item_id: PathId, size: Annotated[int, Digits, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
@@ -174,6 +179,25 @@ def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchR
                  for h in hits],
         took_ms=round(took, 3),
     )
+
+
+class HeadAsGet:
+    """Answer HEAD as GET without the body (HTTP requires both; FastAPI routes only take GET).
+    A route without GET still answers 405 naming its methods."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def headers_only(message):
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        return await self.app({**scope, "method": "GET"}, receive, headers_only)
 
 
 def _version() -> str:

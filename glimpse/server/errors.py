@@ -1,17 +1,21 @@
-"""Every error answer is ``{"error": ..., "status": ...}`` JSON, and bodies are bounded before they are read."""
+"""Every error answer is ``{"error": ..., "status": ...}`` JSON, and bodies are bounded (and never
+inflated) before they are read."""
 
 from __future__ import annotations
 
 import json
 import logging
 import sqlite3
+import sys
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..query.limits import clip
+from .models import TERMS_TAGS
 
 
 log = logging.getLogger(__name__)
@@ -21,8 +25,10 @@ def describe(errors, prefix: str = "") -> str:
     """Pydantic's error list as one readable line: 'k: must be <= 1000; ...' (fields under ``prefix``)."""
     parts = []
     for e in errors:
-        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "request"
-        parts.append(f"{prefix}{where}: {e.get('msg', 'invalid')}")
+        loc = [x for x in e.get("loc", ()) if x != "body"]
+        loc = [x for i, x in enumerate(loc) if not (i and loc[i - 1] == "terms" and x in TERMS_TAGS)]
+        where = ".".join(map(str, loc)) or "request"
+        parts.append(f"{prefix}{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 
@@ -38,7 +44,8 @@ def invalid_body(errors, where: str = "the request body", prefix: str = "") -> t
         loc, kind = tuple(e.get("loc", ())), e.get("type")
         if kind == "json_invalid":  # pydantic says where in its message, FastAPI in the location
             at = f" at character {loc[1] + 1}" if len(loc) > 1 and isinstance(loc[1], int) else ""
-            return 400, f"{where} is not valid JSON ({e.get('ctx', {}).get('error', 'malformed')}{at})"
+            why = e.get("ctx", {}).get("error", "malformed")
+            return 400, f"{where} is not valid JSON ({NESTED if why.startswith('recursion limit') else why + at})"
         if loc not in ((), ("body",)):
             continue
         if kind == "missing":
@@ -48,6 +55,46 @@ def invalid_body(errors, where: str = "the request body", prefix: str = "") -> t
         if kind in ("model_type", "model_attributes_type", "dict_type"):
             return 422, f"{where} must be a JSON object, not {_JSON_KINDS.get(type(e.get('input')), 'that')}"
     return 422, describe(errors, prefix)
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs, repeats kept."""
+
+
+def repeated_key(text: str | bytes) -> str | None:
+    """Where a JSON object gives one key twice (``filters.min_width``), else None, also for text
+    that is not JSON (its parser says why). JSON parsers keep the last value unseen, as a form
+    field sent twice would be."""
+    try:
+        tree = json.loads(text, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):
+        return None
+    stack: list[tuple[tuple, list]] = [((), tree)] if isinstance(tree, list) else []
+    while stack:
+        where, node = stack.pop()
+        pairs = node if isinstance(node, _Pairs) else enumerate(node)
+        seen = set()
+        for key, value in pairs:
+            if key in seen:
+                return ".".join(map(str, (*where, key)))
+            seen.add(key)
+            if isinstance(value, list):  # objects and arrays; numbers (a vector's) need no look
+                stack.append(((*where, key), value))
+    return None
+
+
+#: Nesting past the JSON parser's depth limit (pydantic's: 200 levels; the json module's: about 1,000).
+NESTED = "nested too deeply"
+
+
+def _unparsed(cause: BaseException | None) -> str | None:
+    """Why FastAPI's JSON parser gave up on a body, where FastAPI only says "There was an error
+    parsing the body"; None for other causes."""
+    if isinstance(cause, RecursionError):
+        return NESTED
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return None
 
 
 class SafeJSON(JSONResponse):
@@ -63,9 +110,17 @@ def _error(message: str, status: int, headers=None) -> SafeJSON:
     return SafeJSON({"error": message, "status": status}, status, headers=headers)
 
 
+def milvus_errors() -> tuple[type[Exception], ...]:
+    """pymilvus's error class once a Milvus collection imported it; none for a local collection."""
+    milvus = sys.modules.get("pymilvus")
+    return (milvus.MilvusException,) if milvus is not None else ()
+
+
 def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and (why := _unparsed(exc.__cause__)):
+            return _error(f"the request body is not valid JSON ({why})", 400)
         return _error(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
@@ -81,14 +136,35 @@ def error_handlers(app: FastAPI) -> None:
         log.error("collection files cannot be read: %s", exc)
         return _error(f"the collection cannot be read: {clip(str(exc))}", 503)
 
+    for milvus_error in milvus_errors():
+        @app.exception_handler(milvus_error)
+        async def milvus_down(_request: Request, exc: Exception) -> JSONResponse:
+            # What pymilvus raises once its retries run out: the Milvus server stopped, or is unreachable.
+            log.error("Milvus: %s", exc)
+            return _error(f"the Milvus server did not answer: {clip(getattr(exc, 'message', str(exc)), 300)}", 503)
+
     @app.exception_handler(Exception)
     async def crash(_request: Request, exc: Exception) -> JSONResponse:
         log.exception("internal error")
         return _error(f"internal error: {type(exc).__name__}: {clip(str(exc))}", 500)
 
 
-class BodyLimit:
-    """Refuse request bodies over ``limit`` bytes (413) before they are parsed or spooled."""
+class Cors(CORSMiddleware):
+    """CORS whose refused preflight is an error answer like the others (Starlette's is plain text)."""
+
+    def preflight_response(self, request_headers):
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        refused = response.body.decode().removeprefix("Disallowed CORS ")  # what was refused: origin, method...
+        headers = {k: v for k, v in response.headers.items() if not k.startswith("content-")}
+        return _error(f"CORS preflight refused ({refused}): this server allows {', '.join(self.allow_origins)} "
+                      f"with {', '.join(sorted(self.allow_methods))}", 400, headers)
+
+
+class BodyGate:
+    """Refuse request bodies over ``limit`` bytes (413), and compressed ones (415: a few KiB of
+    gzip can inflate to gigabytes), before they are parsed or spooled."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -96,7 +172,12 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        coding = headers.get(b"content-encoding", b"identity").strip().lower()
+        if coding != b"identity":
+            return await _error(f"a body sent with Content-Encoding: {coding.decode('latin-1')} is not accepted: "
+                                "send it uncompressed", 415)(scope, receive, send)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             return await _too_large(self.limit)(scope, receive, send)
         seen = 0

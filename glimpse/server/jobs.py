@@ -10,6 +10,7 @@ second writer (``glimpse index`` in a shell, another server): the job then fails
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..collection import Collection
 from ..storage import CollectionLockedError
+from .errors import milvus_errors
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ class JobState:
     result: dict | None = None
     error: str | None = None
     locked: bool = False  # failed because another process holds the write lock
+    unwritable: bool = False  # failed because the collection is gone or damaged under the server
     future: Future | None = field(default=None, repr=False)
 
 
@@ -79,7 +82,11 @@ class Writer:
             job.state = "done"
         except CollectionLockedError as exc:
             job.error, job.locked, job.state = str(exc), True, "failed"
-        except (OSError, ValueError) as exc:
+        except (OSError, sqlite3.DatabaseError, *milvus_errors()) as exc:
+            # its files damaged or removed under the server, or its Milvus server not answering
+            message = getattr(exc, "message", None) or exc  # pymilvus's str() wraps the message in its code
+            job.error, job.unwritable, job.state = f"the collection cannot be written: {message}", True, "failed"
+        except ValueError as exc:
             job.error, job.state = str(exc), "failed"
         except Exception as exc:  # a bug: keep the server up, tell the client, log the trace
             log.exception("write job %d failed", job.id)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from dataclasses import fields
+from typing import Annotated, Literal, get_type_hints
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, create_model, model_validator
+from pydantic_core import PydanticCustomError
 
+from ..collection.reports import CollectionStats
 from ..query.filters import FIELDS as FILTER_FIELDS, ORIENTATIONS
 from ..query.fusion import FUSIONS
 from ..query.limits import MAX_ID, MAX_K, MAX_QUERY_CHARS, MAX_TERMS, MAX_TEXT_CHARS
+from ..query.refine import REFINES
 from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 
@@ -16,12 +20,22 @@ from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 MAX_INT = MAX_ID
 
 
-def _id_from_digits(value: object) -> object:
-    # Ids past 2**53 do not survive a JavaScript number, so the web page sends them as text.
-    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+def _plain_digits(value: object) -> object:
+    # Text reaches an int as a path or query parameter, or as an id the web page sends as text
+    # (ids past 2**53 do not survive a JavaScript number). Only plain decimal digits are taken:
+    # pydantic's lax parsing read " 1", "+1", "01", "1.0" as 1 and "1_0" as 10.
+    if not isinstance(value, str):
+        return value
+    if value.isascii() and value.isdigit() and (value == "0" or value[0] != "0"):
+        # past 19 digits, past any 64-bit id (and int() refuses over 4,300 digits)
+        return int(value) if len(value) <= 19 else MAX_INT + 1
+    raise PydanticCustomError("plain_digits", "must be plain digits (0-9), like 12")
 
 
-ItemId = Annotated[int, BeforeValidator(_id_from_digits), Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
+#: An int that may come as text: plain digits only.
+Digits = BeforeValidator(_plain_digits)
+
+ItemId = Annotated[int, Digits, Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
@@ -55,7 +69,7 @@ class Term(_Strict):
     text: str | None = Field(None, min_length=1, max_length=MAX_TEXT_CHARS)
     id: ItemId | None = None
     upload: int | None = Field(None, ge=0, le=100, description="Index of an image uploaded with the query (multipart only).")
-    weight: float = Field(1.0, ge=-100, le=100, allow_inf_nan=False, description="Negative weights push results away.")
+    weight: float = Field(1.0, description="Not 0; negative weights push results away (checked by the engine, as every term's).")
 
     @model_validator(mode="after")
     def _one_kind(self) -> Term:
@@ -64,31 +78,50 @@ class Term(_Strict):
         return self
 
 
+#: The two forms of ``terms``, each validated alone (pydantic would report both forms' errors
+#: under its inner names); error messages leave the tags out of where they point.
+TERMS_TAGS = ("query", "list")
+Terms = Annotated[
+    Annotated[str, Tag("query")] | Annotated[list[Term], Tag("list")],
+    Discriminator(lambda value: "query" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+                  custom_error_type="terms_type", custom_error_message="must be the query language as a string, or a list of terms"),
+]
+
+
+def _documented(**schema) -> dict:
+    """What the schema says of a field whose value :class:`SearchRequest` checks (so it is checked once)."""
+    return {"json_schema_extra": schema}
+
+
 class SearchBody(_Strict):
     """What to search for. Give one of ``text``, ``like``, ``vector`` or ``terms`` (``text`` may
     also come with an uploaded image: a composed query). The fields and defaults are those of
-    :class:`glimpse.query.request.SearchRequest`, which checks them again (an image comes as
-    an upload); :func:`glimpse.server.search.search_request` turns one into the other."""
+    :class:`glimpse.query.request.SearchRequest`, which checks their values (here: JSON types
+    only; the bounds are documented); :func:`glimpse.server.search.search_request` turns one
+    into the other (an image comes as an upload)."""
 
-    text: str | None = Field(None, max_length=MAX_TEXT_CHARS, description="Words, e.g. a cat asleep on a sofa.")
+    text: str | None = Field(None, description="Words, e.g. a cat asleep on a sofa.", **_documented(maxLength=MAX_TEXT_CHARS))
     like: ItemId | None = Field(None, description="More like this item id.")
     vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
-    terms: str | list[Term] | None = Field(
+    terms: Terms | None = Field(
         None, description='Weighted terms: the query language ("2:golden retriever" + #12 - "night", #N is an '
         f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
         "Image paths are not accepted over HTTP: upload the image or use an id.",
     )
-    alpha: float | None = Field(None, ge=0, le=1, allow_inf_nan=False, description="Text weight of a composed image + text query.")
+    alpha: float | None = Field(None, description="Text weight of a composed image + text query.", **_documented(minimum=0, maximum=1))
     filters: Filters | None = None
-    min_score: float | None = Field(None, ge=-1, le=1, allow_inf_nan=False, description="Drop results scoring below this.")
-    refine: Literal["aqe", "superglobal", "none"] | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).")
-    k: int = Field(DEFAULT_K, ge=1, le=MAX_K, description="Number of results.")
+    min_score: float | None = Field(None, description="Drop results scoring below this.", **_documented(minimum=-1, maximum=1))
+    refine: str | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).",
+                               **_documented(enum=[*REFINES, "none"]))
+    k: int = Field(DEFAULT_K, description="Number of results.", **_documented(minimum=1, maximum=MAX_K))
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
-    oversample: int | None = Field(None, ge=1, le=MAX_OVERSAMPLE, description="Code candidates per result to re-rank.")
+    oversample: int | None = Field(None, description="Code candidates per result to re-rank.", **_documented(minimum=1, maximum=MAX_OVERSAMPLE))
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
-    scoring: Literal[SCORING_MODES] | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).")
+    scoring: str | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).",
+                                **_documented(enum=list(SCORING_MODES)))
     adapted: bool = Field(True, description="Use the collection's caption adaptation (glimpse adapt) if it has one.")
-    fusion: Literal[FUSIONS] = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.")
+    fusion: str = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.",
+                        **_documented(enum=list(FUSIONS)))
 
 
 class Hit(BaseModel):
@@ -125,25 +158,20 @@ class ItemInfo(BaseModel):
     image: str
 
 
-class Stats(BaseModel):
-    path: str
-    encoder: str
-    encoder_version: str
-    dim: int
-    files: int
-    images: int
-    errors: int
-    disk_bytes: int
-    vector_bytes: int
-    roots: list[str]
-    codes: dict | None
-    created: float | None
-    updated: float | None
-    backend: dict = Field(description="The search backend in use: kind (flat or binary) and what it holds.")
-    upgrade: dict | None = Field(None, description="An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality.")
-    writable: bool = Field(description="Whether this server accepts writes (a write token is configured).")
-    max_upload_bytes: int
-    max_upload_pixels: int
+_STATS_TYPES = get_type_hints(CollectionStats)
+_STATS_HELP = {"upgrade": "An encoder upgrade under way (glimpse upgrade): both encoders, share re-embedded, the map's measured quality."}
+
+#: What ``/api/stats`` says: the collection's :class:`CollectionStats` (less the removed paths
+#: that later index runs leave out), how this server searches it and what it accepts.
+Stats = create_model(
+    "Stats",
+    **{f.name: (_STATS_TYPES[f.name], Field(None if f.name == "upgrade" else ..., description=_STATS_HELP.get(f.name)))
+       for f in fields(CollectionStats) if f.name != "excluded"},
+    backend=(dict, Field(description="The search backend in use: kind (flat or binary) and what it holds.")),
+    writable=(bool, Field(description="Whether this server accepts writes (a write token is configured).")),
+    max_upload_bytes=(int, ...),
+    max_upload_pixels=(int, ...),
+)
 
 
 class Health(BaseModel):

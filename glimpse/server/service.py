@@ -13,15 +13,17 @@ from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
 from ..ingest.names import shown
+from ..query.limits import clip
 from .config import ServerConfig
+from .errors import repeated_key
 from .jobs import Writer
-from .models import MAX_INT, ErrorBody
+from .models import MAX_INT, Digits, ErrorBody
 from .thumbnails import ThumbnailCache
 
 
 UPLOAD_DIR = "uploads"
 
-PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
+PathId = Annotated[int, Digits, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
 
 # Documented error answers, so clients (and schemathesis) know their shape.
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}
@@ -45,6 +47,28 @@ def only_form_fields(*known: str, hint: str):
                                      '(Content-Disposition: form-data; name="image"; filename="photo.jpg")')
 
     return Depends(check)
+
+
+async def known_query(request: Request) -> None:
+    """Refuse query parameters a route does not read, or one given twice: FastAPI would ignore
+    a misspelt one unseen (``?wiat=true`` would not wait) and keep only the last of two."""
+    route = request.scope.get("route")
+    if not getattr(route, "include_in_schema", False):  # the page: a link to it may carry anything
+        return
+    known = {param.alias for param in route.dependant.query_params}
+    names = [name for name, _ in request.query_params.multi_items()]
+    if unknown := sorted(set(names) - known):
+        raise HTTPException(422, f"unknown query parameter(s) {clip(', '.join(unknown))}: "
+                                 f"this route takes {', '.join(sorted(known)) or 'none'}")
+    for name in dict.fromkeys(names):
+        if names.count(name) > 1:
+            raise HTTPException(422, f"the query parameter {name} came {names.count(name)} times: send it once")
+
+
+async def keys_once(request: Request) -> None:
+    """Refuse a JSON body that gives a key twice (its parser keeps the last value unseen)."""
+    if "json" in request.headers.get("content-type", "") and (key := repeated_key(await request.body())):
+        raise HTTPException(422, f"the request body gives {key} twice: send it once")
 
 
 class Service:

@@ -20,7 +20,7 @@ from ..ingest.names import shown
 from ..settings import check_scan_globs
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
-from .models import MAX_INT, AddPaths, Job, RemovePaths
+from .models import MAX_INT, AddPaths, Digits, Job, RemovePaths
 from .service import ERRORS, PathId, Service, decode_upload, only_form_fields
 
 
@@ -46,6 +46,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
     def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
                wait: bool = False) -> Job:
         """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
+        _require_images(col)
         saved = []
         for f in image:
             data, _ = decode_upload(service, f, target=64)
@@ -59,6 +60,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
               responses=ERRORS, tags=["write"])
     def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
         """Add files or folders that are on the server, inside its roots."""
+        _require_images(col)
         try:  # refused now, not as a job that fails later
             check_scan_globs(req.include, req.exclude)
         except ValueError as exc:
@@ -75,7 +77,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
         return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
-    def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT)]) -> Job:
+    def job(job_id: Annotated[int, Digits, FastPath(ge=1, le=MAX_INT)]) -> Job:
         state = service.writer.get(job_id)
         if state is None:
             raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
@@ -95,6 +97,13 @@ def require_write_token(request: Request, cred: Annotated[HTTPAuthorizationCrede
                             headers={"WWW-Authenticate": "Bearer"})
 
 
+def _require_images(col: Collection) -> None:
+    """Refused now, not as a job that fails later (with the upload kept)."""
+    if not col.has_files:
+        raise HTTPException(422, "this collection holds precomputed vectors and takes no images: "
+                                 "add vectors with glimpse import-vectors")
+
+
 def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list[str]:
     out = []
     for p in raw:
@@ -111,12 +120,15 @@ def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list
 
 
 def _job(service: Service, kind: str, work, wait: bool, response: Response) -> Job:
-    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, else 422)."""
+    """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, 503 the
+    collection damaged or gone, else 422)."""
     state = service.writer.submit(kind, work)
     if wait:
         state.future.result()
         if state.locked:
             raise HTTPException(409, state.error)
+        if state.unwritable:
+            raise HTTPException(503, state.error)
         if state.state == "failed":
             raise HTTPException(422, state.error)
         response.status_code = 200
