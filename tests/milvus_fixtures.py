@@ -49,9 +49,12 @@ def milvus23_server(tmp_path_factory):
 
 
 def client(address: str):
+    """A client as glimpse's own (glimpse.milvus.connect): its calls bounded."""
     from pymilvus import MilvusClient
 
-    return MilvusClient(uri=f"http://{address}")
+    from glimpse.milvus.connect import Bounded
+
+    return Bounded(MilvusClient(uri=f"http://{address}"))
 
 
 def unique_name(request) -> str:

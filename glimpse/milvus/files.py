@@ -80,9 +80,7 @@ class SharedFiles(SideCollection):
             self._copy(rows)
 
     def _upsert(self, rows: list[FileRow], worker: str) -> None:
-        from pymilvus import Collection
-
-        columns = Collection(self.name, using=self.client._using)  # by columns: 1.4x faster than by rows here
+        columns = self.client.columns(self.name)  # by columns: 1.4x faster than by rows here
         for start in range(0, len(rows), ROWS_PER_REQUEST):
             batch = rows[start : start + ROWS_PER_REQUEST]
             columns.upsert([[_key(row.path) for row in batch], [stored(row.path) for row in batch],

@@ -280,8 +280,6 @@ class MilvusIndex(SearchBackend):
     def _upsert(self, ids: np.ndarray, vectors: np.ndarray, columns: dict[str, list] | None = None) -> None:
         """One upsert, by columns: pymilvus packs rows' vectors by appending bytes (quadratic in
         the batch: 5,000 rows of 512-d float16 took 44 s), columns in one join."""
-        from pymilvus import Collection
-
         columns = columns or self.attributes(ids)
         if self.vector_type == "FLOAT16_VECTOR":
             stored = list(vectors.astype(np.float16))
@@ -292,7 +290,7 @@ class MilvusIndex(SearchBackend):
             data.append([code.tobytes() for code in self.binarizer.encode(vectors)])
         data += [columns[field] for field in SCALARS]
         if self._columns is None:
-            self._columns = Collection(self.name, using=self.client._using)
+            self._columns = self.client.columns(self.name)
         self._columns.upsert(data)
 
     def remove(self, ids: np.ndarray) -> int:
