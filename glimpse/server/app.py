@@ -30,7 +30,7 @@ from .config import ServerConfig, check_address
 from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
-from .service import ERRORS, PathId, Service, decode_upload, image_url, keys_once, known_query, only_form_fields, thumb_url
+from .service import ERRORS, PathId, Service, decode_upload, image_urls, keys_once, known_query, only_form_fields
 from .writes import write_routes
 
 
@@ -130,8 +130,7 @@ def _routes(app: FastAPI, service: Service) -> None:
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
     def item(item_id: PathId) -> ItemInfo:
         info = service.item(item_id)
-        return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]},
-                        thumbnail=thumb_url(info.id), image=image_url(info.id))
+        return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]}, **image_urls(service.col, info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def thumbnail(item_id: PathId, size: Annotated[int, Digits, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
@@ -175,8 +174,7 @@ def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchR
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
     return SearchResponse(
-        results=[Hit(id=h.id, path=shown(h.path), score=h.score, thumbnail=thumb_url(h.id), image=image_url(h.id))
-                 for h in hits],
+        results=[Hit(id=h.id, path=shown(h.path), score=h.score, **image_urls(col, h.id)) for h in hits],
         took_ms=round(took, 3),
     )
 

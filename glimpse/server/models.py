@@ -124,12 +124,15 @@ class SearchBody(_Strict):
                         **_documented(enum=list(FUSIONS)))
 
 
+_NO_FILE = "{}; null where the collection holds precomputed vectors (its items are keys, with no image file)."
+
+
 class Hit(BaseModel):
     id: int
     path: str
     score: float
-    thumbnail: str = Field(description="URL of a JPEG thumbnail.")
-    image: str = Field(description="URL of the original file.")
+    thumbnail: str | None = Field(description=_NO_FILE.format("URL of a JPEG thumbnail"))
+    image: str | None = Field(description=_NO_FILE.format("URL of the original file"))
 
 
 class SearchResponse(BaseModel):
@@ -154,8 +157,8 @@ class ItemInfo(BaseModel):
     mtime: float
     taken: float | None = Field(None, description="EXIF capture time (seconds since the epoch), if the image has one.")
     words: list[Word] | None = Field(None, description="Words read in the image (glimpse enrich --ocr); null until read.")
-    thumbnail: str
-    image: str
+    thumbnail: str | None = Field(description=_NO_FILE.format("URL of a JPEG thumbnail"))
+    image: str | None = Field(description=_NO_FILE.format("URL of the original file"))
 
 
 _STATS_TYPES = get_type_hints(CollectionStats)

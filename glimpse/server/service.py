@@ -131,9 +131,9 @@ def decode_upload(service: Service, upload: UploadFile, target: int) -> tuple[by
         raise HTTPException(status, f"{name}: {exc.reason}") from None
 
 
-def thumb_url(item_id: int) -> str:
-    return f"/api/items/{item_id}/thumbnail"
-
-
-def image_url(item_id: int) -> str:
-    return f"/api/items/{item_id}/image"
+def image_urls(col: Collection, item_id: int) -> dict[str, str | None]:
+    """An item's thumbnail and original URLs; None where the collection holds precomputed
+    vectors (its items are keys with no image file: those URLs would answer 404)."""
+    if not col.has_files:
+        return {"thumbnail": None, "image": None}
+    return {"thumbnail": f"/api/items/{item_id}/thumbnail", "image": f"/api/items/{item_id}/image"}

@@ -97,10 +97,16 @@ function render(answer) {
     button.dataset.id = hit.id;
     button.dataset.index = i;
     button.title = hit.path;
-    const img = document.createElement("img");
-    img.src = hit.thumbnail;
-    img.alt = basename(hit.path);
-    img.loading = "lazy";
+    // An item of precomputed vectors is a key with no image (null URLs): its tile shows the key.
+    const img = document.createElement(hit.thumbnail ? "img" : "span");
+    if (hit.thumbnail) {
+      img.src = hit.thumbnail;
+      img.alt = basename(hit.path);
+      img.loading = "lazy";
+    } else {
+      img.className = "key";
+      img.textContent = hit.path;
+    }
     const meta = document.createElement("span");
     meta.className = "meta";
     meta.innerHTML = `<span class="name"></span><span class="score"></span>`;
@@ -119,12 +125,14 @@ function render(answer) {
 async function openViewer(index) {
   const hit = state.hits[index];
   state.current = hit;
-  $("viewer-img").src = `${hit.thumbnail}?size=1024`;
+  $("viewer-img").hidden = $("viewer-open").hidden = !hit.thumbnail;
+  if (hit.thumbnail) $("viewer-img").src = `${hit.thumbnail}?size=1024`;
+  else $("viewer-img").removeAttribute("src");
   showWords({ words: [], width: 1, height: 1 });  // the last image's words go until this one's come
   $("viewer-img").alt = basename(hit.path);
   $("viewer-path").textContent = hit.path;
   $("viewer-meta").textContent = `score ${hit.score.toFixed(3)} · id ${hit.id}`;
-  $("viewer-open").href = hit.image;
+  if (hit.image) $("viewer-open").href = hit.image;
   if (!viewer.open) viewer.showModal();
   $("more-like").focus();
   try {
