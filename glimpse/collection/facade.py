@@ -137,6 +137,19 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         """What this collection was told to do (folders, removals, codes, adaptation), as committed."""
         return CollectionSettings.from_meta(self._meta.get_meta())
 
+    def check_files(self) -> None:
+        """Raise OSError unless the database is there and the vector file holds every committed
+        row (stats, nothing read): what a search needs, checked cheaply (``/api/health``)."""
+        os.stat(self.path / DB_NAME)  # the open database still answers for a collection removed under it
+        for attempt in range(2):  # a compaction may delete the file just named: read its name again
+            meta = self._meta.get_meta()
+            try:
+                self._vectors.check(self.path / meta.get("vectors", VECTORS_NAME), int(meta.get("rows", 0)))
+                return
+            except FileNotFoundError:
+                if attempt:
+                    raise
+
     def stats(self) -> CollectionStats:
         self._sync()
         meta = self._meta.get_meta()

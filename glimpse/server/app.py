@@ -23,7 +23,7 @@ from fastapi.responses import FileResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
-from ..collection import DB_NAME, Collection, open_collection
+from ..collection import Collection, open_collection
 from ..ingest import DecodeError
 from ..ingest.names import shown
 from .config import ServerConfig, check_address
@@ -85,8 +85,7 @@ def _routes(app: FastAPI, service: Service) -> None:
 
     @app.get("/api/health", response_model=Health, tags=["collection"])
     def health() -> Health:
-        # The open database still answers for a collection removed under the server; a 503 then.
-        os.stat(col.path / DB_NAME)
+        col.check_files()  # a removed collection, or a vector file cut short: a 503, as the next search
         return Health(status="ok", images=len(col))
 
     @app.get("/api/stats", response_model=Stats, tags=["collection"])

@@ -93,18 +93,23 @@ class VectorStore:
         if self._map is None or self._mapped_rows != rows:
             self.close()
             with open(self.path, "rb") as f:
-                self._check_size(os.fstat(f.fileno()).st_size, rows)
+                self._check_size(os.fstat(f.fileno()).st_size, rows, self.path)
                 self._mmap = mmap.mmap(f.fileno(), rows * self._row_bytes, access=mmap.ACCESS_READ)
             self._map = np.frombuffer(self._mmap, self.DTYPE, rows * self.dim).reshape(rows, self.dim)
             self._mapped_rows = rows
         else:
-            self._check_size(self._mmap.size(), rows)
+            self._check_size(self._mmap.size(), rows, self.path)
         return self._map
 
-    def _check_size(self, size: int, rows: int) -> None:
+    def check(self, path: Path, rows: int) -> None:
+        """Raise OSError unless ``path`` holds ``rows`` rows (one stat; nothing mapped)."""
+        if rows:
+            self._check_size(os.stat(path).st_size, rows, path)
+
+    def _check_size(self, size: int, rows: int, path: Path) -> None:
         if size < rows * self._row_bytes:
             raise OSError(  # what happened first: a long path may be clipped (HTTP errors)
-                f"the vector file was truncated or replaced: {self.path} holds "
+                f"the vector file was truncated or replaced: {path} holds "
                 f"{size // self._row_bytes} vectors but the metadata references {rows}"
             )
 
