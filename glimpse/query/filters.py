@@ -86,6 +86,9 @@ class Filter:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip() or "\0" in value):
                 raise ValueError(f"{name} must be a non-empty string without NUL bytes")
+            if value is not None and not _storable(value):  # a name's undecodable byte (\udc80-\udcff) is fine
+                raise ValueError(f"{name} holds a lone surrogate, which names no file: '{clip(value)}' (give the path "
+                                 "as text, or as os.fsdecode gives a name that is not UTF-8)")
         if self.path_glob is not None:
             check_glob("path_glob", self.path_glob)
 
@@ -201,3 +204,12 @@ def _int(value: str, name: str) -> int:
         return int(value)
     except ValueError:
         raise ValueError(f"{name} must be a whole number, got '{clip(value)}'") from None
+
+
+def _storable(path: str) -> bool:
+    """Whether ``path`` has bytes on disk (``os.fsencode``): text, or a name's undecodable bytes."""
+    try:
+        path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -194,8 +194,10 @@ class Metadata:
         """Ids of the items that pass ``where``, ascending."""
         sql, params = [], []
         if where.path_glob is not None:
-            sql.append("CAST(f.path AS TEXT) GLOB ?")  # GLOB compares text, never BLOBs
-            params.append(where.path_glob)
+            # GLOB compares text, never BLOBs; the pattern's bytes as the paths' (a name that
+            # is not UTF-8 has lone surrogates in Python, its own bytes on disk and here).
+            sql.append("CAST(f.path AS TEXT) GLOB CAST(? AS TEXT)")
+            params.append(_key(where.path_glob))
         if where.path_prefix is not None:
             # Compare by range, not LIKE: paths may hold % and _ (and LIKE ignores case).
             prefix = _key(where.path_prefix.rstrip("/"))
