@@ -49,6 +49,17 @@ CREATE TABLE IF NOT EXISTS errors (
 """
 
 
+class Closed:
+    """A closed store's database: any use raises one sentence (sqlite3's own is a ProgrammingError,
+    'Cannot operate on a closed database'); closing it again does nothing."""
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str):
+        raise ValueError("the collection is closed; open it again")
+
+
 class Metadata:
     """All SQL lives here. Every write method is one transaction."""
 
@@ -79,6 +90,7 @@ class Metadata:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._db = Closed()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

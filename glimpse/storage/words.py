@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import NamedTuple
 
+from .metadata import Closed
+
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS ocr_items (item_id INTEGER PRIMARY KEY, engine TEXT NOT NULL, "
     "regions INTEGER NOT NULL, at REAL NOT NULL)",
@@ -93,6 +95,7 @@ class WordIndex:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            self._db = Closed()
 
     def exists(self) -> bool:
         """Whether an OCR pass ever ran on this collection."""
