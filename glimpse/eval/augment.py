@@ -97,10 +97,15 @@ def augment(im: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image
     return im
 
 
+#: Edited copies per image at most: 8 of each kind (100,000 made a run that never ended).
+MAX_PER_IMAGE = 8 * len(KINDS)
+
+
 def query_kinds(n_images: int, per_image: int) -> list[tuple[int, str]]:
     """(source index, kind) of every query: kinds rotate so each is used equally often."""
-    if per_image < 1:
-        raise ValueError("per_image must be at least 1")
+    if not 1 <= per_image <= MAX_PER_IMAGE:
+        raise ValueError(f"per_image (--per-image) must be from 1 to {MAX_PER_IMAGE} edited copies per image "
+                         f"({len(KINDS)} kinds of edit), got {per_image}")
     return [(i, KINDS[(i * per_image + j) % len(KINDS)]) for i in range(n_images) for j in range(per_image)]
 
 
