@@ -25,6 +25,8 @@ from ..storage.records import ItemConditions
 #: Milvus Lite 2.5's prefix match) and line breaks (no Milvus string literal holds one).
 _BREAKS = "\\\r\n"
 _LOOSE = set("%_" + _BREAKS)
+#: Of those, what Milvus 2.3's prefix-only ``like`` cannot take as itself (its ``_`` is a literal).
+_LOOSE_PREFIX = _LOOSE - {"_"}
 #: Glob characters that Milvus ``like`` has no equivalent for, and the characters above.
 _NO_LIKE = set("[]") | _LOOSE
 #: A glob's character class (``[a-c]``, ``[!x]``, ``[]x]``): one character.
@@ -44,7 +46,7 @@ def expressible(filters: Filter | None, keys_only: bool = False, infix: bool = T
     where = filters.key_conditions() if keys_only else filters.conditions()
     glob, prefix = where.path_glob, where.path_prefix
     if not infix:
-        return not (glob and (_prefix_glob(glob) is None or _LOOSE & set(glob))) and not (prefix and _LOOSE & set(prefix))
+        return not (glob and (_prefix_glob(glob) is None or _LOOSE_PREFIX & set(glob))) and not (prefix and _LOOSE_PREFIX & set(prefix))
     if glob and _glob_like(glob) is None and set(glob) != {"*"}:  # no condition sent: a superset
         return False
     return not (glob and _NO_LIKE & set(glob)) and not (prefix and _NO_LIKE & set(prefix))
