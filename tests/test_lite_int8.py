@@ -70,6 +70,34 @@ def test_int8_graph_is_quantised_cached_and_close_to_fp32(tmp_path):
     assert cos.min() > 0.98
 
 
+class DepthwiseNet(TinyNet):
+    """TinyNet with a depthwise convolution between its two dense ones, as in EfficientNet-Lite."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depthwise = torch.nn.Conv2d(8, 8, 3, padding=1, groups=8)
+
+    def extract_features(self, x):
+        x = torch.nn.functional.relu6(self.depthwise(torch.nn.functional.relu6(self.stem(x))))
+        return torch.nn.functional.relu6(self.head(x))
+
+
+def test_dense_convolutions_get_7_bit_weights_depthwise_ones_8():
+    import onnx
+    from onnx import numpy_helper
+
+    side = 32
+    graph = onnx.load_from_string(lite_onnx.quantize_graph(
+        lite_onnx.export_graph(DepthwiseNet().eval(), side, 127.0, 128.0), side, 127.0, 128.0)).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    dequantised = {node.output[0]: weights[node.input[0]] for node in graph.node
+                   if node.op_type == "DequantizeLinear" and node.input[0] in weights}
+    peaks = {next((a.i for a in node.attribute if a.name == "group"), 1): np.abs(dequantised[node.input[1]]).max()
+             for node in graph.node if node.op_type == "Conv"}
+    # Without VNNI, x86's uint8 x int8 kernel sums pairs of products in int16: 2 * 255 * 64 fits, 2 * 255 * 127 not.
+    assert peaks[1] <= 64 and peaks[8] == 127
+
+
 def _run(graph: bytes, batch: np.ndarray) -> list[np.ndarray]:
     import onnxruntime as ort
 
