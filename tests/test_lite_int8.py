@@ -146,3 +146,19 @@ def test_head_runs_inside_the_graph(tmp_path, int8):
     np.testing.assert_allclose(pooled, want[0].numpy(), atol=1e-6)
     np.testing.assert_allclose(p, want[1].numpy(), atol=1e-6)
     np.testing.assert_array_equal(both(batch, ["p"])[0], p)
+
+
+@pytest.mark.parametrize("machine, flags, expected", [
+    ("x86_64", "fpu sse2 avx2 fma", "fp32"),  # int16 pair sums saturate without VNNI
+    ("x86_64", "fpu avx2 avx512f avx512_vnni", "int8"),
+    ("x86_64", "fpu avx2 avx_vnni", "int8"),
+    ("aarch64", "fp asimd", "int8"),  # ARM's dot-product kernels do not saturate
+])
+def test_default_precision_is_fp32_only_on_x86_without_vnni(tmp_path, monkeypatch, machine, flags, expected):
+    from glimpse.encoders import runtime
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    monkeypatch.setattr(runtime.platform, "machine", lambda: machine)
+    assert runtime.default_precision(cpuinfo) == expected
+    assert runtime.default_precision(tmp_path / "absent") == "int8"  # flags unknown (not Linux)

@@ -20,7 +20,7 @@ def index(
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links to folders.")] = False,
     prune: Annotated[bool, typer.Option(help="Drop files that are gone from the given folders.")] = True,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection: lite0-minilm (the default), lite1-minilm, lite2-minilm, open_clip or hf.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8 (the default), fp32 or bf16; open_clip/hf: fp32 (the default) or bf16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8, fp32 or bf16 (default int8; fp32 on an x86 CPU without VNNI); open_clip/hf: fp32 (the default) or bf16.")] = None,
     model: Annotated[Optional[str], typer.Option(help="open_clip: architecture (ViT-B-32), hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")] = None,
     device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")] = None,

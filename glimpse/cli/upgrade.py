@@ -13,7 +13,7 @@ from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, open_existi
 def upgrade(
     encoder: Annotated[Optional[str], typer.Argument(help="The encoder to move to (a registered name). Default: resume the upgrade under way.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
-    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8 (the default), fp32 or bf16; open_clip/hf: fp32 (the default) or bf16.")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8, fp32 or bf16 (default int8; fp32 on an x86 CPU without VNNI); open_clip/hf: fp32 (the default) or bf16.")] = None,
     model: Annotated[Optional[str], typer.Option(help="open_clip: architecture, hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
     pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag, hf-hub:org/name, a checkpoint file or a folder.")] = None,
     device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N.")] = None,

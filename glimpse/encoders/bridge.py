@@ -35,7 +35,7 @@ from ..atomic import write_atomic
 from .base import Encoder, l2_normalize
 from .lite_onnx import MICRO_BATCH
 from .minilm import MiniLM, bundled_model_dir
-from .runtime import configure_torch_threads, tune_malloc
+from .runtime import configure_torch_threads, default_precision, tune_malloc
 
 #: Bump whenever anything below that changes image vectors changes (prompts, T, k, weights, pooling):
 #: collections record it and refuse an encoder of another version.
@@ -195,11 +195,12 @@ class BridgeEncoder(Encoder):
     Args:
         lite: which EfficientNet-Lite (0, 1 or 2); images are resized to its native side
             (224, 240, 260 px). Larger variants see more detail and run slower.
-        precision: "int8" (the default: the image model on ONNX Runtime, its convolutions
-            quantised once per machine; about half fp32's CPU time, retrieval quality as fp32's,
-            see the README), "fp32" (the same graph unquantised) or "bf16" (torch with bf16
+        precision: "int8" (the image model on ONNX Runtime, its convolutions quantised once
+            per machine; about half fp32's CPU time on a CPU with VNNI, retrieval quality as
+            fp32's, see the README), "fp32" (the same graph unquantised) or "bf16" (torch with bf16
             autocast; features keep cosine >= 0.996 against fp32, at about fp32's CPU time per image,
-            and far slower on a busy machine). Applies to the image model;
+            and far slower on a busy machine). Default: :func:`~.runtime.default_precision`,
+            int8 except on an x86 CPU without VNNI (fp32 there). Applies to the image model;
             texts are always encoded in fp32 (numpy), so text vectors do not depend on it.
             Either way images run in micro-batches of ``MICRO_BATCH``, so an image's vector does
             not depend on the batch it came in.
@@ -228,7 +229,7 @@ class BridgeEncoder(Encoder):
     def __init__(
         self,
         lite: int = 0,
-        precision: Precision = "int8",
+        precision: Precision | None = None,
         num_threads: int | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
         image_weights: str | os.PathLike[str] | None = None,
@@ -236,6 +237,7 @@ class BridgeEncoder(Encoder):
     ) -> None:
         if lite not in LITE_IMAGE_SIZES:
             raise ValueError(f"lite must be one of {sorted(LITE_IMAGE_SIZES)}, not {lite!r}")
+        precision = default_precision() if precision is None else precision
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.lite = lite
