@@ -68,3 +68,16 @@ def test_evaluation_text_cache_is_keyed_by_the_text_version(tmp_path, monkeypatc
     monkeypatch.setattr(enc, "text_version", "2")
     EmbeddingCache(enc, tmp_path).texts(["a dog"])
     assert calls == [["a dog"], ["a dog"]]  # a new text version embeds again
+
+
+def test_evaluation_cache_is_keyed_by_the_encoders_variant(tmp_path, monkeypatch):
+    """int8 and fp32 image vectors differ (and int8's with its quantisation): an evaluation must
+    not score the vectors another precision left in the cache."""
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    enc = create_encoder("hash", dim=16)
+    plain = EmbeddingCache(enc, tmp_path).root
+    monkeypatch.setattr(enc, "variant", "fp32", raising=False)
+    assert EmbeddingCache(enc, tmp_path).root != plain
+    variants = {BridgeEncoder(precision=p).variant for p in ("int8", "fp32", "bf16")}  # nothing loads
+    assert len(variants) == 3 and all(variants)

@@ -40,6 +40,9 @@ class Encoder(ABC):
     #: encoder that spreads one call over its own threads says 2, so they get the next batch's
     #: work while the slowest finishes this one.
     concurrent_batches: int = 1
+    #: What else than name and version sets the image vectors' exact values (a precision, a
+    #: quantisation): caches of vectors are keyed by it; collections are not (precisions are close).
+    variant: str = ""
 
     @property
     def info(self) -> EncoderInfo:

@@ -33,7 +33,7 @@ from PIL import Image
 
 from ..atomic import write_atomic
 from .base import Encoder, l2_normalize
-from .lite_onnx import MICRO_BATCH
+from .lite_onnx import MICRO_BATCH, QUANTISATION
 from .minilm import MiniLM, bundled_model_dir
 from .runtime import configure_torch_threads, default_precision, tune_malloc
 
@@ -219,6 +219,10 @@ class BridgeEncoder(Encoder):
     dim = VISUAL_DIM + TEXT_DIM
     #: Suggested image batch for ``encode_prepared`` (callers choose).
     batch_size = 32
+
+    @property
+    def variant(self) -> str:
+        return f"int8-{hashlib.blake2b(QUANTISATION.encode(), digest_size=4).hexdigest()}" if self.precision == "int8" else self.precision
 
     @property
     def concurrent_batches(self) -> int:

@@ -2,7 +2,7 @@
 
 Scoring a configuration takes seconds; embedding a dataset takes the model minutes. So the
 vectors of every image list, generated image set (augmented copies) and text list are cached
-under ``<cache>/<encoder>-v<version>/`` as ``.npz`` files named by a key of what went in:
+under ``<cache>/<encoder>-v<version>-<dim>d[-<variant>]/`` as ``.npz`` files named by a key of what went in:
 absolute paths with size and mtime for files (a changed file is re-embedded), the texts
 themselves, or the generator's description. Vectors are stored as float16 and used as float32
 rounded from it, exactly as a collection stores and ranks them.
@@ -49,7 +49,8 @@ class EmbeddingCache:
     def __init__(self, encoder: Encoder, root: str | os.PathLike | None = None):
         self.encoder = encoder
         base = Path(root).expanduser() if root is not None else default_cache_dir()
-        self.root = base / f"{encoder.name}-v{encoder.version}-{encoder.dim}d"
+        variant = f"-{encoder.variant}" if encoder.variant else ""  # int8 and fp32 vectors differ
+        self.root = base / f"{encoder.name}-v{encoder.version}-{encoder.dim}d{variant}"
 
     # -- public -----------------------------------------------------------------------------
     def images(self, paths: Sequence[Path], progress: ProgressFn | None = None) -> tuple[np.ndarray, str]:
