@@ -19,7 +19,7 @@ from typing import Annotated
 
 import numpy as np
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 
@@ -37,6 +37,7 @@ from .writes import write_routes
 STATIC = files("glimpse.server") / "static"
 #: Images one search may upload (terms weigh them as upload: 0, upload: 1, ...).
 MAX_QUERY_IMAGES = 8
+_JPEG = {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."}
 
 
 def create_app(collection: Collection | str | os.PathLike, config: ServerConfig | None = None) -> FastAPI:
@@ -131,17 +132,17 @@ def _routes(app: FastAPI, service: Service) -> None:
         info = service.item(item_id)
         return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]}, **image_urls(service.col, info.id))
 
-    @app.get("/api/items/{item_id}/thumbnail", response_class=FileResponse, responses=ERRORS, tags=["items"])
+    @app.get("/api/items/{item_id}/thumbnail", response_class=Response, responses={**ERRORS, 200: _JPEG}, tags=["items"])
     def thumbnail(item_id: PathId, size: Annotated[int, Digits, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
         service.item(item_id)
         try:
-            path = service.thumbnails.get(item_id, size, lambda: service.read_original(item_id))
+            jpeg = service.thumbnails.get(item_id, size, lambda: service.read_original(item_id))
         except DecodeError as exc:
             raise HTTPException(422, f"image {item_id} cannot be shown: {exc.reason}") from None
-        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
+        return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "public, max-age=86400"})
 
     @app.get("/api/items/{item_id}/image", response_class=FileResponse, responses=ERRORS, tags=["items"])
     def original(item_id: PathId):

@@ -3,10 +3,13 @@
 An item id names one content for the life of the collection (ids are never reused), so a
 cached thumbnail never goes stale; removals prune the thumbnails of the items they drop. Files are written to a temporary name and renamed, so
 a reader never sees half a JPEG, and two requests racing for one thumbnail both succeed.
+A thumbnail is served as the bytes read here, never as a path read later: a removal may
+prune the file in between.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,20 +29,23 @@ class ThumbnailCache:
     def path(self, item_id: int, size: int) -> Path:
         return self.root / str(size) / f"{item_id}.jpg"
 
-    def get(self, item_id: int, size: int, read: Callable[[], bytes]) -> Path:
-        """The cached thumbnail, made from ``read()`` (the original's bytes) when missing.
+    def get(self, item_id: int, size: int, read: Callable[[], bytes]) -> bytes:
+        """The cached thumbnail's JPEG bytes, made from ``read()`` (the original's bytes) when missing.
 
         Raises what ``read`` raises, and DecodeError when the bytes are not a usable image.
         """
         target = self.path(item_id, size)
-        if target.exists():
-            return target
-        data = read()
+        try:
+            return target.read_bytes()
+        except FileNotFoundError:
+            pass
         # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
-        image = decode_image(data, target=size, max_pixels=self.max_pixels)
+        image = decode_image(read(), target=size, max_pixels=self.max_pixels)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
-        return write_atomic(target, lambda out: image.save(out, "JPEG", quality=85, optimize=True))
-
+        jpeg = io.BytesIO()
+        image.save(jpeg, "JPEG", quality=85, optimize=True)
+        write_atomic(target, jpeg.getvalue())
+        return jpeg.getvalue()
 
     def prune(self, live: set[int]) -> int:
         """Delete the thumbnails of items that are gone; returns how many files went."""

@@ -1,0 +1,28 @@
+"""Defects an adversarial pass over the HTTP API found (qa-http); each test failed before its fix."""
+
+from __future__ import annotations
+
+import os
+
+from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
+
+
+def test_a_thumbnail_pruned_while_served_is_still_sent(client):
+    # A removal prunes thumbnails on the writer thread; one pruned between the cache's answer
+    # and the response was a 500 (FileResponse opened the path later) and a dropped connection.
+    thumbnails = client.app.state.service.thumbnails
+    made = thumbnails.get
+
+    def pruned_right_after(*args):
+        answer = made(*args)
+        thumbnails.prune(set())
+        return answer
+
+    thumbnails.get = pruned_right_after
+    try:
+        for _ in range(2):  # made, then made again after the prune
+            answer = client.get("/api/items/0/thumbnail?size=128")
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["content-type"] == "image/jpeg" and answer.content[:2] == b"\xff\xd8"
+    finally:
+        thumbnails.get = made
