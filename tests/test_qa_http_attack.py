@@ -26,3 +26,16 @@ def test_a_thumbnail_pruned_while_served_is_still_sent(client):
             assert answer.headers["content-type"] == "image/jpeg" and answer.content[:2] == b"\xff\xd8"
     finally:
         thumbnails.get = made
+
+
+def test_an_upload_refused_for_one_bad_file_keeps_none_of_them(client, tmp_path):
+    from conftest import make_image
+
+    good = make_image(tmp_path / "new.png", seed=77).read_bytes()
+    uploads = client.app.state.service.upload_dir
+    before = set(os.listdir(uploads)) if uploads.exists() else set()
+    answer = client.post("/api/items/upload?wait=true", headers=AUTH,
+                         files=[("image", ("new.png", good, "image/png")), ("image", ("bad.png", b"junk", "image/png"))])
+    assert answer.status_code == 415, answer.text
+    # the good file was kept in the upload folder, though the request was refused and nothing indexed
+    assert (set(os.listdir(uploads)) if uploads.exists() else set()) == before

@@ -47,9 +47,10 @@ def write_routes(app: FastAPI, service: Service) -> None:
                wait: bool = False) -> Job:
         """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
         _require_images(col)
+        # Every file is checked before any is kept: a refused request leaves no upload behind.
+        checked = [decode_upload(service, f, target=64)[0] for f in image]
         saved = []
-        for f in image:
-            data, _ = decode_upload(service, f, target=64)
+        for data in checked:
             fmt = Image.open(io.BytesIO(data)).format
             target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
             write_atomic(target, data)
