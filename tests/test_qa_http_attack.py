@@ -39,3 +39,19 @@ def test_an_upload_refused_for_one_bad_file_keeps_none_of_them(client, tmp_path)
     assert answer.status_code == 415, answer.text
     # the good file was kept in the upload folder, though the request was refused and nothing indexed
     assert (set(os.listdir(uploads)) if uploads.exists() else set()) == before
+
+
+def _ids(answer):
+    assert answer.status_code == 200, answer.text
+    return [(hit["id"], round(hit["score"], 5)) for hit in answer.json()["results"]]
+
+
+def test_only_the_ratio_of_term_weights_matters(client):
+    # Weights 1e308 summed to inf and 1e-320 to 0: "the query adds up to nothing" for valid weights.
+    def search(*weights):
+        terms = [{"text": text, "weight": w} for text, w in zip(("red", "blue"), weights)]
+        return _ids(client.post("/api/search", json={"terms": terms, "exact": True}))
+
+    assert search(1e308, 1e308) == search(1, 1)
+    assert search(1e308, -1e308 / 2) == search(2, -1)
+    assert search(1e-320) == search(1)

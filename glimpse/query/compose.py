@@ -46,4 +46,7 @@ def combine(vectors: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarr
     """Weighted sum of unit vectors, normalised: the vector of a list of signed terms."""
     if len(vectors) != len(weights) or not len(vectors):
         raise ValueError("give one weight per vector, and at least one vector")
-    return _unit(sum(float(w) * _unit(v) for v, w in zip(vectors, weights)))
+    # Only the weights' ratios matter: scaled to at most 1, huge ones do not overflow float32
+    # (1e308 + 1e308 was inf) and tiny ones do not vanish (1e-320 times a unit vector was 0).
+    largest = max(abs(float(w)) for w in weights)
+    return _unit(sum((float(w) / largest) * _unit(v) for v, w in zip(vectors, weights)))
