@@ -55,3 +55,38 @@ def test_only_the_ratio_of_term_weights_matters(client):
     assert search(1e308, 1e308) == search(1, 1)
     assert search(1e308, -1e308 / 2) == search(2, -1)
     assert search(1e-320) == search(1)
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def test_a_json_body_has_its_own_limit_below_the_upload_limit(client):
+    # 16 MB of JSON took a minute of parsing and checking (the limit was 4 uploads' worth: 81 MB);
+    # the largest body a request needs, a vector of 65,536 numbers, is about 1.5 MB.
+    body = b'{"text": "a", "filters": {"min_width": [' + b",".join([b"[]"] * 800_000) + b"]}}"
+    for headers in (JSON, {**JSON, "Content-Length": str(len(body))}, {"Content-Type": "text/plain"}):
+        answer = client.post("/api/search", content=body, headers=headers)
+        assert answer.status_code == 413, answer.text[:300]
+        assert answer.json()["error"] == ("request body larger than 2,097,152 bytes "
+                                          "(the limit for any body but a multipart image upload)")
+    vector = b'{"vector": [' + b",".join([b"-0.12345678901234567"] * 65536) + b"]}"
+    assert client.post("/api/search", content=vector, headers=JSON).json()["error"] == \
+        "query vector has 65536 dims; this collection uses 64"
+
+
+def test_a_list_past_its_bound_is_refused_before_its_items_are_read(client):
+    # pydantic checks max_length after every item: 100,000 terms were all validated first
+    cases = [("/api/search", {"terms": [{"nonsense": 1}] * 100}, "terms: holds 100 items; at most 64 are allowed"),
+             ("/api/search", {"vector": ["x"] * 70_000}, "vector: holds 70,000 items; at most 65,536 are allowed"),
+             ("/api/items/remove", {"paths": [1] * 1001}, "paths: holds 1,001 items; at most 1,000 are allowed"),
+             ("/api/items/add", {"paths": ["a"], "exclude": [1] * 101}, "exclude: holds 101 items; at most 100 are allowed")]
+    for url, body, error in cases:
+        answer = client.post(url, json=body, headers=AUTH)
+        assert (answer.status_code, answer.json()["error"]) == (422, error)
+
+
+def test_an_answer_names_a_few_field_errors_not_each_of_thousands(client):
+    answer = client.post("/api/search", json={"vector": ["x"] * 60_000})
+    assert answer.status_code == 422
+    assert answer.json()["error"] == ("vector.0: Input should be a valid number; vector.1: Input should be a valid number; "
+                                      "vector.2: Input should be a valid number; and 59,997 more errors like these")

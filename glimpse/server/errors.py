@@ -21,15 +21,22 @@ from .models import TERMS_TAGS
 log = logging.getLogger(__name__)
 
 
+#: Field errors one answer names (a vector of 65,536 strings has as many, 2.7 MB of them).
+MAX_NAMED = 3
+
+
 def describe(errors, prefix: str = "") -> str:
-    """Pydantic's error list as one readable line: 'k: must be <= 1000; ...' (fields under ``prefix``)."""
+    """Pydantic's error list as one readable line: 'k: must be <= 1000; ...' (fields under
+    ``prefix``), the first :data:`MAX_NAMED` of them and how many more."""
+    errors = list(errors)
     parts = []
-    for e in errors:
+    for e in errors[:MAX_NAMED]:
         loc = [x for x in e.get("loc", ()) if x != "body"]
         loc = [x for i, x in enumerate(loc) if not (i and loc[i - 1] == "terms" and x in TERMS_TAGS)]
         where = ".".join(map(str, loc)) or "request"
         parts.append(f"{prefix}{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
-    return "; ".join(parts)
+    more = len(errors) - MAX_NAMED
+    return "; ".join(parts) + (f"; and {more:,} more error{'s' * (more > 1)} like these" if more > 0 else "")
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
@@ -61,13 +68,29 @@ class _Pairs(list):
     """A JSON object as its (key, value) pairs, repeats kept."""
 
 
+class _Repeated(Exception):
+    pass
+
+
+def _unique(pairs: list) -> None:
+    if len({key for key, _ in pairs}) != len(pairs):
+        raise _Repeated
+
+
 def repeated_key(text: str | bytes) -> str | None:
     """Where a JSON object gives one key twice (``filters.min_width``), else None, also for text
     that is not JSON (its parser says why). JSON parsers keep the last value unseen, as a form
     field sent twice would be."""
     try:
-        tree = json.loads(text, object_pairs_hook=_Pairs)
+        json.loads(text, object_pairs_hook=_unique)  # the usual case: one pass of the parser
+        return None
     except (ValueError, RecursionError):
+        return None
+    except _Repeated:
+        pass
+    try:  # where: the tree walked (a second parse, only for a body that repeats a key)
+        tree = json.loads(text, object_pairs_hook=_Pairs)
+    except (ValueError, RecursionError):  # a repeat, then text that is not JSON: the parser says so later
         return None
     stack: list[tuple[tuple, list]] = [((), tree)] if isinstance(tree, list) else []
     while stack:
@@ -162,9 +185,16 @@ class Cors(CORSMiddleware):
                       f"with {', '.join(sorted(self.allow_methods))}", 400, headers)
 
 
+#: Any body but a multipart upload: JSON, whose every value costs Python work to parse and check
+#: (16 MB of small arrays took a minute). The largest a request needs, a vector of 65,536
+#: numbers at 17 digits each, is about 1.5 MB.
+JSON_LIMIT = 2 << 20
+
+
 class BodyGate:
-    """Refuse request bodies over ``limit`` bytes (413), and compressed ones (415: a few KiB of
-    gzip can inflate to gigabytes), before they are parsed or spooled."""
+    """Refuse request bodies over ``limit`` bytes, or :data:`JSON_LIMIT` for any but a multipart
+    upload (413), and compressed ones (415: a few KiB of gzip can inflate to gigabytes), before
+    they are parsed or spooled."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
@@ -177,21 +207,24 @@ class BodyGate:
         if coding != b"identity":
             return await _error(f"a body sent with Content-Encoding: {coding.decode('latin-1')} is not accepted: "
                                 "send it uncompressed", 415)(scope, receive, send)
+        upload = headers.get(b"content-type", b"").lstrip().lower().startswith(b"multipart/form-data")
+        limit = self.limit if upload else min(self.limit, JSON_LIMIT)
+        what = "" if upload else " (the limit for any body but a multipart image upload)"
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            return await _too_large(self.limit)(scope, receive, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await _error(_too_large(what, limit), 413)(scope, receive, send)
         seen = 0
 
         async def counted():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.limit:
-                raise HTTPException(413, f"request body larger than {self.limit:,} bytes")
+            if seen > limit:
+                raise HTTPException(413, _too_large(what, limit))
             return message
 
         return await self.app(scope, counted, send)
 
 
-def _too_large(limit: int) -> JSONResponse:
-    return _error(f"request body larger than {limit:,} bytes", 413)
+def _too_large(what: str, limit: int) -> str:
+    return f"request body larger than {limit:,} bytes{what}"

@@ -18,6 +18,8 @@ from ..settings import MAX_OVERSAMPLE, SCORING_MODES
 
 #: Ids and sizes fit SQLite's 64-bit integers.
 MAX_INT = MAX_ID
+#: The longest query vector taken (far past any encoder's).
+MAX_DIMS = 65536
 
 
 def _plain_digits(value: object) -> object:
@@ -34,6 +36,19 @@ def _plain_digits(value: object) -> object:
 
 #: An int that may come as text: plain digits only.
 Digits = BeforeValidator(_plain_digits)
+
+
+def at_most(limit: int) -> BeforeValidator:
+    """A list's length, checked before its items (pydantic checks ``max_length`` after them:
+    a million terms took 45 s to validate before "at most 64" was said)."""
+
+    def check(value: object) -> object:
+        if isinstance(value, list) and len(value) > limit:
+            raise PydanticCustomError("too_long", "holds {count} items; at most {limit} are allowed",
+                                      {"count": f"{len(value):,}", "limit": f"{limit:,}"})
+        return value
+
+    return BeforeValidator(check)
 
 ItemId = Annotated[int, Digits, Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
@@ -82,7 +97,7 @@ class Term(_Strict):
 #: under its inner names); error messages leave the tags out of where they point.
 TERMS_TAGS = ("query", "list")
 Terms = Annotated[
-    Annotated[str, Tag("query")] | Annotated[list[Term], Tag("list")],
+    Annotated[str, Tag("query")] | Annotated[list[Term], at_most(MAX_TERMS), Field(max_length=MAX_TERMS), Tag("list")],
     Discriminator(lambda value: "query" if isinstance(value, str) else "list" if isinstance(value, list) else None,
                   custom_error_type="terms_type", custom_error_message="must be the query language as a string, or a list of terms"),
 ]
@@ -102,7 +117,8 @@ class SearchBody(_Strict):
 
     text: str | None = Field(None, description="Words, e.g. a cat asleep on a sofa.", **_documented(maxLength=MAX_TEXT_CHARS))
     like: ItemId | None = Field(None, description="More like this item id.")
-    vector: list[float] | None = Field(None, max_length=65536, description="A raw query vector (the encoder's dims).")
+    vector: Annotated[list[float], at_most(MAX_DIMS), Field(max_length=MAX_DIMS)] | None = Field(
+        None, description="A raw query vector (the encoder's dims).")
     terms: Terms | None = Field(
         None, description='Weighted terms: the query language ("2:golden retriever" + #12 - "night", #N is an '
         f"item id; at most {MAX_QUERY_CHARS:,} characters) or a list of terms; at most {MAX_TERMS} terms. "
@@ -192,14 +208,21 @@ class IngestError(BaseModel):
 ClientPath = Annotated[str, Field(max_length=4096)]
 
 
+#: Paths one add or remove may name, and globs one add may give.
+MAX_PATHS, MAX_GLOBS = 1000, 100
+Paths = Annotated[list[ClientPath], at_most(MAX_PATHS),
+                  Field(min_length=1, max_length=MAX_PATHS, description="Files or folders inside the server's roots.")]
+Globs = Annotated[list[str], at_most(MAX_GLOBS), Field(max_length=MAX_GLOBS)]
+
+
 class AddPaths(_Strict):
-    paths: list[ClientPath] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
-    include: list[str] = Field(default_factory=list, max_length=100)
-    exclude: list[str] = Field(default_factory=list, max_length=100)
+    paths: Paths
+    include: Globs = Field(default_factory=list)
+    exclude: Globs = Field(default_factory=list)
 
 
 class RemovePaths(_Strict):
-    paths: list[ClientPath] = Field(min_length=1, max_length=1000, description="Files or folders inside the server's roots.")
+    paths: Paths
 
 
 class Job(BaseModel):

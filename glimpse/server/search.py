@@ -11,7 +11,6 @@ import numpy as np
 from ..collection import Collection
 from ..query.filters import Filter
 from ..query.language import parse_query
-from ..query.limits import check_terms
 from ..query.request import SearchRequest
 from .models import SearchBody, Term
 
@@ -71,7 +70,6 @@ def _terms(col: Collection, terms: str | list[Term], uploads: list[bytes]) -> li
             raise QueryError("image paths are not accepted over HTTP: upload the image (upload: N) or use an item id (#12)")
         pairs = [(t.value, t.weight) for t in parsed]
     else:
-        check_terms(len(terms))
         pairs = []
         for term in terms:
             if term.upload is not None:
