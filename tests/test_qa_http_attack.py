@@ -90,3 +90,46 @@ def test_an_answer_names_a_few_field_errors_not_each_of_thousands(client):
     assert answer.status_code == 422
     assert answer.json()["error"] == ("vector.0: Input should be a valid number; vector.1: Input should be a valid number; "
                                       "vector.2: Input should be a valid number; and 59,997 more errors like these")
+
+
+def _schema_nodes(tree):
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def test_the_schema_states_the_bounds_the_server_checks(client):
+    # Parameters read as digits rendered pydantic's "ge"/"le", which JSON Schema does not know (so
+    # -80 was schema-valid), and FastAPI wrote 2**63 - 1 as the float 2**63.
+    schema = client.get("/openapi.json").json()
+    for node in _schema_nodes(schema):
+        assert not {"ge", "le", "gt", "lt"} & set(node), node
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum"):
+                assert type(node.get(key, 0)) is int and node.get(key, 0) <= 2**63 - 1, node
+    params = {(path, p["name"]): p["schema"] for path, ops in schema["paths"].items()
+              for op in ops.values() for p in op.get("parameters", [])}
+    assert params["/api/errors", "limit"]["minimum"] == 1 and params["/api/items/{item_id}", "item_id"]["minimum"] == 0
+    assert params["/api/items/{item_id}/thumbnail", "size"]["enum"] == [128, 256, 512, 1024]
+    for top in (params["/api/items/{item_id}", "item_id"]["maximum"], params["/api/errors", "limit"]["maximum"]):
+        assert client.get(f"/api/errors?limit={top}").status_code in (200, 422)  # in range, or over 10,000
+    assert client.get(f"/api/items/{2**63 - 1}").status_code == 404
+
+
+def test_the_schema_lists_every_answer_and_field_the_server_gives_or_takes(client):
+    schema = client.get("/openapi.json").json()
+    for path in ("/api/items/add", "/api/items/remove", "/api/items/upload"):
+        assert "200" in schema["paths"][path]["post"]["responses"]  # ?wait=true answers 200
+    assert "200" in schema["paths"]["/api/items/{item_id}"]["delete"]["responses"]
+    body = schema["components"]["schemas"]["SearchBody"]["properties"]
+    assert None in body["refine"]["enum"] and None in body["scoring"]["enum"]  # null is taken
+    assert client.post("/api/search", json={"text": "a", "refine": None, "scoring": None}).status_code == 200
+    forms = [s for name, s in schema["components"]["schemas"].items() if name.startswith("Body_")]
+    assert forms and all(form["additionalProperties"] is False for form in forms)  # only_form_fields
+    paths = schema["components"]["schemas"]["RemovePaths"]["properties"]["paths"]
+    assert paths["items"]["minLength"] == 1

@@ -29,7 +29,7 @@ def test_the_schema_still_documents_the_bounds(client):
     fields = client.get("/openapi.json").json()["components"]["schemas"]["SearchBody"]["properties"]
     assert (fields["k"]["minimum"], fields["k"]["maximum"]) == (1, 1000)
     assert fields["fusion"]["enum"] == ["calibrated", "rrf", "none"]
-    assert set(fields["scoring"]["enum"]) >= {"auto", "hamming"} and fields["refine"]["enum"] == ["aqe", "superglobal", "none"]
+    assert set(fields["scoring"]["enum"]) >= {"auto", "hamming"} and fields["refine"]["enum"] == ["aqe", "superglobal", "none", None]
 
 
 @pytest.mark.parametrize("weight", [0.0, float("nan"), 250.0])

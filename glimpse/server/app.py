@@ -27,7 +27,7 @@ from ..collection import Collection, open_collection
 from ..ingest import DecodeError
 from ..ingest.names import shown
 from .config import ServerConfig, check_address
-from .models import Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
+from .models import MAX_INT, Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
 from .service import ERRORS, PathId, Service, decode_upload, image_urls, keys_once, known_query, only_form_fields
@@ -70,6 +70,7 @@ def create_app(collection: Collection | str | os.PathLike, config: ServerConfig 
     app.add_middleware(HeadAsGet)
     error_handlers(app)
     _routes(app, service)
+    app.openapi = lambda: _openapi(app, config)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     return app
 
@@ -97,7 +98,7 @@ def _routes(app: FastAPI, service: Service) -> None:
                      max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
-    def errors(limit: Annotated[int, Digits, Query(ge=1, le=10000)] = 100) -> list[IngestError]:
+    def errors(limit: Annotated[int, Query(ge=1, le=10000), Digits] = 100) -> list[IngestError]:
         """Files that could not be indexed, newest first, with the reason."""
         return [IngestError(path=shown(e.path), reason=e.reason, at=e.at) for e in col.errors(limit)]
 
@@ -133,7 +134,7 @@ def _routes(app: FastAPI, service: Service) -> None:
         return ItemInfo(**{**asdict(info), "paths": [shown(p) for p in info.paths]}, **image_urls(service.col, info.id))
 
     @app.get("/api/items/{item_id}/thumbnail", response_class=Response, responses={**ERRORS, 200: _JPEG}, tags=["items"])
-    def thumbnail(item_id: PathId, size: Annotated[int, Digits, Query(description="Box side in pixels: 128, 256, 512 or 1024.")] = 256):
+    def thumbnail(item_id: PathId, size: Annotated[int, Query(description="Box side in pixels."), Digits] = 256):
         """A JPEG that fits in size x size, made once and cached in the collection."""
         if size not in config.thumbnail_sizes:
             raise HTTPException(422, f"size must be one of {', '.join(map(str, config.thumbnail_sizes))}")
@@ -177,6 +178,35 @@ def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchR
         results=[Hit(id=h.id, path=shown(h.path), score=h.score, **image_urls(col, h.id)) for h in hits],
         took_ms=round(took, 3),
     )
+
+
+def _openapi(app: FastAPI, config: ServerConfig) -> dict:
+    """FastAPI's schema, saying what the server checks where FastAPI's rendering loses it."""
+    if app.openapi_schema is None:
+        schema = FastAPI.openapi(app)
+        for node in _nodes(schema):
+            if node.get("type") == "integer":  # FastAPI writes bounds as floats: 2**63 - 1 became 2**63
+                for key in ("minimum", "maximum"):
+                    if key in node:
+                        node[key] = min(int(node[key]), MAX_INT)
+        for name, body in schema["components"]["schemas"].items():
+            if name.startswith("Body_"):  # multipart forms: other fields are refused (only_form_fields)
+                body["additionalProperties"] = False
+        size = next(p for p in schema["paths"]["/api/items/{item_id}/thumbnail"]["get"]["parameters"] if p["name"] == "size")
+        size["schema"]["enum"] = list(config.thumbnail_sizes)
+    return app.openapi_schema
+
+
+def _nodes(tree):
+    """Every dict in a JSON tree."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            yield node
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 class HeadAsGet:

@@ -50,7 +50,7 @@ def at_most(limit: int) -> BeforeValidator:
 
     return BeforeValidator(check)
 
-ItemId = Annotated[int, Digits, Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text).")]
+ItemId = Annotated[int, Field(ge=0, le=MAX_INT, description="An item id of this collection (a number, or its digits as text)."), Digits]
 Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 
 
@@ -128,13 +128,13 @@ class SearchBody(_Strict):
     filters: Filters | None = None
     min_score: float | None = Field(None, description="Drop results scoring below this.", **_documented(minimum=-1, maximum=1))
     refine: str | None = Field(None, description="Refine the top 100 candidates: aqe or superglobal (off by default).",
-                               **_documented(enum=[*REFINES, "none"]))
+                               **_documented(enum=[*REFINES, "none", None]))
     k: int = Field(DEFAULT_K, description="Number of results.", **_documented(minimum=1, maximum=MAX_K))
     exact: bool = Field(False, description="Score every float vector, not the binary codes.")
     oversample: int | None = Field(None, description="Code candidates per result to re-rank.", **_documented(minimum=1, maximum=MAX_OVERSAMPLE))
     rerank: bool | None = Field(None, description="Re-rank code candidates with the float vectors.")
     scoring: str | None = Field(None, description="How codes are scanned: auto (by query kind), hamming, cascade or asymmetric (default: the collection's setting).",
-                                **_documented(enum=list(SCORING_MODES)))
+                                **_documented(enum=[*SCORING_MODES, None]))
     adapted: bool = Field(True, description="Use the collection's caption adaptation (glimpse adapt) if it has one.")
     fusion: str = Field(DEFAULT_FUSION, description="How words read in the images rank a text query: calibrated, rrf or none.",
                         **_documented(enum=list(FUSIONS)))
@@ -205,7 +205,7 @@ class IngestError(BaseModel):
 
 
 #: A path a client names (PATH_MAX on Linux).
-ClientPath = Annotated[str, Field(max_length=4096)]
+ClientPath = Annotated[str, Field(min_length=1, max_length=4096)]
 
 
 #: Paths one add or remove may name, and globs one add may give.

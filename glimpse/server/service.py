@@ -23,7 +23,7 @@ from .thumbnails import ThumbnailCache
 
 UPLOAD_DIR = "uploads"
 
-PathId = Annotated[int, Digits, FastPath(ge=0, le=MAX_INT, description="An item id of this collection.")]
+PathId = Annotated[int, FastPath(ge=0, le=MAX_INT, description="An item id of this collection."), Digits]
 
 # Documented error answers, so clients (and schemathesis) know their shape.
 ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 503)}

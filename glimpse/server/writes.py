@@ -29,12 +29,16 @@ _SUFFIX = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF":
            "TIFF": ".tif", "HEIF": ".heic", "AVIF": ".avif"}
 
 
+#: A write's answers: 202 queued, or 200 done when the request asked to wait.
+DONE = {**ERRORS, 200: {"model": Job, "description": "Done (?wait=true): the job as it ended."}}
+
+
 def write_routes(app: FastAPI, service: Service) -> None:
     col = service.col
     Writes = [Depends(require_write_token)]
 
     @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
-                responses=ERRORS, tags=["write"])
+                responses=DONE, tags=["write"])
     def delete_item(item_id: PathId, response: Response, wait: bool = False) -> Job:
         """Forget every file of this image (the files themselves are not touched)."""
         paths = service.item(item_id).paths
@@ -42,7 +46,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
 
     @app.post("/api/items/upload", response_model=Job, status_code=202,
               dependencies=[*Writes, only_form_fields("image", hint="send the files as image; wait goes in the URL (?wait=true)")],
-              responses=ERRORS, tags=["write"])
+              responses=DONE, tags=["write"])
     def upload(image: Annotated[list[UploadFile], File(description="Images to add.")], response: Response,
                wait: bool = False) -> Job:
         """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
@@ -58,7 +62,7 @@ def write_routes(app: FastAPI, service: Service) -> None:
         return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
 
     @app.post("/api/items/add", response_model=Job, status_code=202, dependencies=Writes,
-              responses=ERRORS, tags=["write"])
+              responses=DONE, tags=["write"])
     def add(req: AddPaths, response: Response, wait: bool = False) -> Job:
         """Add files or folders that are on the server, inside its roots."""
         _require_images(col)
@@ -71,14 +75,14 @@ def write_routes(app: FastAPI, service: Service) -> None:
             c.add(paths, include=req.include, exclude=req.exclude, progress=p)), wait, response)
 
     @app.post("/api/items/remove", response_model=Job, status_code=202, dependencies=Writes,
-              responses=ERRORS, tags=["write"])
+              responses=DONE, tags=["write"])
     def remove(req: RemovePaths, response: Response, wait: bool = False) -> Job:
         """Forget files or whole folders (inside the server's roots), or keys of precomputed vectors."""
         paths = _confined(service, req.paths, must_exist=False) if col.has_files else req.paths
         return _job(service, "remove", _removal(service, paths), wait, response)
 
     @app.get("/api/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["write"])
-    def job(job_id: Annotated[int, Digits, FastPath(ge=1, le=MAX_INT)]) -> Job:
+    def job(job_id: Annotated[int, FastPath(ge=1, le=MAX_INT), Digits]) -> Job:
         state = service.writer.get(job_id)
         if state is None:
             raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
