@@ -133,3 +133,22 @@ def test_the_schema_lists_every_answer_and_field_the_server_gives_or_takes(clien
     assert forms and all(form["additionalProperties"] is False for form in forms)  # only_form_fields
     paths = schema["components"]["schemas"]["RemovePaths"]["properties"]["paths"]
     assert paths["items"]["minLength"] == 1
+
+
+def test_the_routers_refusals_say_what_to_do(client):
+    # Starlette's bare "Not Found" / "Method Not Allowed", and an Allow header without the HEAD we answer
+    answer = client.get("/api/nonexistent")
+    assert answer.status_code == 404
+    assert answer.json()["error"] == "nothing at /api/nonexistent: the API is under /api (see /openapi.json), the search page at /"
+    answer = client.request("OPTIONS", "/api/health")
+    assert (answer.status_code, answer.headers["allow"]) == (405, "GET, HEAD")
+    assert answer.json()["error"] == "OPTIONS is not taken at /api/health: use GET or HEAD"
+    assert client.head("/api/health").status_code == 200
+    answer = client.put("/api/search")
+    assert (answer.json()["error"], answer.headers["allow"]) == ("PUT is not taken at /api/search: use POST", "POST")
+
+
+def test_a_number_past_the_parsers_digit_limit_is_a_json_error_in_our_words(client):
+    answer = client.post("/api/search", content=b'{"like": ' + b"9" * 5000 + b"}", headers=JSON)
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "the request body is not valid JSON (a number in it has more than 4,300 digits)"

@@ -7,6 +7,7 @@ import json
 import logging
 import sqlite3
 import sys
+from http import HTTPStatus
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -117,7 +118,24 @@ def _unparsed(cause: BaseException | None) -> str | None:
         return NESTED
     if isinstance(cause, UnicodeDecodeError):
         return "not UTF-8 text"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        return f"a number in it has more than {sys.get_int_max_str_digits():,} digits"
     return None
+
+
+def _routing(request: Request, status: int, headers: dict) -> str:
+    """A sentence for the router's own refusals (no such path, a method it does not take);
+    ``headers`` gains HEAD beside GET, which :class:`~glimpse.server.app.HeadAsGet` answers."""
+    path = clip(request.url.path)
+    if status == 404:
+        return f"nothing at {path}: the API is under /api (see /openapi.json), the search page at /"
+    if status == 405 and "Allow" in headers:
+        allowed = [m.strip() for m in headers["Allow"].split(",")]
+        if "GET" in allowed and "HEAD" not in allowed:
+            allowed.append("HEAD")
+        headers["Allow"] = ", ".join(allowed)
+        return f"{clip(request.method)} is not taken at {path}: use {' or '.join(allowed)}"
+    return HTTPStatus(status).phrase
 
 
 class SafeJSON(JSONResponse):
@@ -141,10 +159,13 @@ def milvus_errors() -> tuple[type[Exception], ...]:
 
 def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and (why := _unparsed(exc.__cause__)):
             return _error(f"the request body is not valid JSON ({why})", 400)
-        return _error(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.detail == HTTPStatus(exc.status_code).phrase:  # the router's bare "Not Found"
+            return _error(_routing(request, exc.status_code, headers), exc.status_code, headers)
+        return _error(str(exc.detail), exc.status_code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
