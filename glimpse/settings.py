@@ -71,7 +71,9 @@ def check_oversample(value: object) -> int:
 def check_scoring(value: object, allow_auto: bool = True) -> str:
     modes = SCORING_MODES if allow_auto else SCORINGS
     if value not in modes:
-        raise ValueError(f"scoring must be one of {', '.join(modes)}, not {value!r}")
+        from .query.limits import clip  # (query imports this module)
+
+        raise ValueError(f"scoring must be one of {', '.join(modes)}, not {clip(repr(value))}")
     return value  # type: ignore[return-value]
 
 

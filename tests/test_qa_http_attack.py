@@ -152,3 +152,23 @@ def test_a_number_past_the_parsers_digit_limit_is_a_json_error_in_our_words(clie
     answer = client.post("/api/search", content=b'{"like": ' + b"9" * 5000 + b"}", headers=JSON)
     assert answer.status_code == 400
     assert answer.json()["error"] == "the request body is not valid JSON (a number in it has more than 4,300 digits)"
+
+
+BIG = "k" * 100_000
+
+
+def test_an_answer_quotes_at_most_120_characters_of_what_was_sent(client):
+    # Keys, option values, form field names and file names were echoed whole: 100 KB answers.
+    photo = client.photo
+    answers = [
+        client.post("/api/search", content='{"text": "a", "%s": 1}' % BIG, headers=JSON),
+        client.post("/api/search", content='{"text": "a", "filters": {"%s": 1}}' % BIG, headers=JSON),
+        client.post("/api/search", content='{"text": "a", "%s": 1, "%s": 2}' % (BIG, BIG), headers=JSON),
+        client.post("/api/search", json={"text": "a", "refine": BIG}),
+        client.post("/api/search", json={"text": "a", "scoring": BIG}),
+        client.post("/api/search", json={"text": "a", "fusion": BIG}),
+        client.post("/api/search/image", files={"image": ("a.png", photo, "image/png")}, data={"f" * 900: "1"}),
+        client.post("/api/search/image", files={"image": ("f" * 900 + ".png", b"junk", "image/png")}),
+    ]
+    for answer in answers:
+        assert 400 <= answer.status_code < 500 and len(answer.json()["error"]) < 400, answer.text[:300]

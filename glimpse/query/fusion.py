@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..storage.words import WordHit
+from .limits import clip
 
 FUSIONS = ("calibrated", "rrf", "none")
 WEIGHT = 0.3  # the bonus when the image shows every word of the query, in cosine units
@@ -38,7 +39,7 @@ def lexical_text(text: str) -> str:
 
 def check_fusion(fusion: str) -> str:
     if fusion not in FUSIONS:
-        raise ValueError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        raise ValueError(f"unknown fusion {clip(repr(fusion))}: use one of {', '.join(FUSIONS)}")
     return fusion
 
 

@@ -20,7 +20,7 @@ from ..settings import CodeSettings, check_flag, check_scoring, resolve_scoring
 from .build import ImageLike
 from .filters import Filter
 from .fusion import check_fusion
-from .limits import check_k, check_oversample
+from .limits import check_k, check_oversample, clip
 from .refine import REFINES
 
 #: Results when a request does not say.
@@ -66,7 +66,7 @@ class SearchRequest:
         if self.scoring is not None:
             check_scoring(self.scoring)
         if self.refine is not None and self.refine != "none" and self.refine not in REFINES:
-            raise ValueError(f"unknown refine {self.refine!r}: use one of {', '.join(REFINES)} or none")
+            raise ValueError(f"unknown refine {clip(repr(self.refine))}: use one of {', '.join(REFINES)} or none")
         check_fusion(self.fusion)
         if self.min_score is not None and not (_is_finite(self.min_score) and -1 <= self.min_score <= 1):
             # Scores are cosines, shown within [-1, 1]: past either end nothing or everything passes.

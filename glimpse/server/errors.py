@@ -34,7 +34,7 @@ def describe(errors, prefix: str = "") -> str:
     for e in errors[:MAX_NAMED]:
         loc = [x for x in e.get("loc", ()) if x != "body"]
         loc = [x for i, x in enumerate(loc) if not (i and loc[i - 1] == "terms" and x in TERMS_TAGS)]
-        where = ".".join(map(str, loc)) or "request"
+        where = clip(".".join(map(str, loc))) or "request"  # a key the client made up, at most 120 characters
         parts.append(f"{prefix}{where}: {e.get('msg', 'invalid').removeprefix('Value error, ')}")
     more = len(errors) - MAX_NAMED
     return "; ".join(parts) + (f"; and {more:,} more error{'s' * (more > 1)} like these" if more > 0 else "")
@@ -100,7 +100,7 @@ def repeated_key(text: str | bytes) -> str | None:
         seen = set()
         for key, value in pairs:
             if key in seen:
-                return ".".join(map(str, (*where, key)))
+                return clip(".".join(map(str, (*where, key))))
             seen.add(key)
             if isinstance(value, list):  # objects and arrays; numbers (a vector's) need no look
                 stack.append(((*where, key), value))

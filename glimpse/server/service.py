@@ -37,7 +37,7 @@ def only_form_fields(*known: str, hint: str):
         form = await request.form()  # the form FastAPI parsed (cached)
         unknown = sorted(set(form.keys()) - set(known))
         if unknown:
-            raise HTTPException(422, f"unknown form field(s) {', '.join(unknown)}: {hint}")
+            raise HTTPException(422, f"unknown form field(s) {clip(', '.join(unknown))}: {hint}")
         repeated = sorted(name for name in set(form.keys()) - {"image"} if len(form.getlist(name)) > 1)
         if repeated:  # FastAPI would read one of them and drop the others unseen
             raise HTTPException(422, f"the form field {repeated[0]} came {len(form.getlist(repeated[0]))} times: send it once")
@@ -121,7 +121,7 @@ def decode_upload(service: Service, upload: UploadFile, target: int) -> tuple[by
     """Read an upload under the byte limit and decode it under the pixel limit."""
     limit = service.config.max_upload_bytes
     data = upload.file.read(limit + 1)
-    name = upload.filename or "upload"
+    name = clip(upload.filename or "upload")
     if len(data) > limit:
         raise HTTPException(413, f"{name}: larger than the upload limit of {limit:,} bytes")
     try:
