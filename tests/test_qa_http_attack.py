@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
 
 
@@ -172,3 +174,27 @@ def test_an_answer_quotes_at_most_120_characters_of_what_was_sent(client):
     ]
     for answer in answers:
         assert 400 <= answer.status_code < 500 and len(answer.json()["error"]) < 400, answer.text[:300]
+
+
+INVISIBLE = ["\x00", "\x00\x01\x7f", "\u200b", "\ufeff\u200b", "\u2028 \u200b"]
+
+
+def test_text_with_nothing_to_read_is_empty_as_blank_text_is(client):
+    # Only spaces were "empty"; a NUL byte or a zero-width space searched as the empty string
+    # (every photo at the same score) and text:"\u200b" matched nothing, unrefused.
+    for text in INVISIBLE:
+        for body, error in [({"text": text}, "the text query is empty"),
+                            ({"terms": [{"text": text}]}, "a text term is empty"),
+                            ({"terms": f"2:{text} + red"}, "a text term is empty")]:
+            answer = client.post("/api/search", json=body)
+            assert (answer.status_code, answer.json()["error"]) == (422, error), (body, answer.text)
+        for query in (f'text:"{text}"', f'"{text}"'):
+            answer = client.post("/api/search", json={"terms": query})
+            assert answer.status_code == 422 and answer.json()["error"].startswith(("text: needs", "empty quoted")), answer.text
+    assert client.post("/api/search", json={"text": "a\u200b"}).status_code == 200
+
+
+def test_the_engine_says_the_same_of_text_with_nothing_to_read(client):
+    col = client.app.state.service.col
+    with pytest.raises(ValueError, match="the text query is empty"):
+        col.search(text="\u200b\x00", k=1)

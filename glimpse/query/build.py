@@ -23,7 +23,7 @@ from ..ingest.names import shown
 from ..ingest.pipeline import content_hash
 from .compose import DEFAULT_ALPHA, combine, compose
 from .language import Term, parse_query, terms_from_python
-from .limits import check_item_id, check_text, clip
+from .limits import blank, check_item_id, check_text, clip
 
 ImageLike = str | os.PathLike | bytes | Image.Image
 
@@ -110,7 +110,7 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
     vectors, exclude = [], set()
     texts = [t.value for t in terms if t.kind == "text"]
     for t in texts:
-        if not str(t).strip():
+        if blank(str(t)):
             raise ValueError("a text term is empty")
         check_text(t, "a text term")
     text_vectors = iter(_adapted(encoder.encode_texts(texts), sources.text_map) if texts else [])
@@ -133,7 +133,7 @@ def _terms_query(encoder: Encoder, sources: QuerySources, terms: list[Term]) -> 
 def _text_vector(encoder: Encoder, text: str, text_map) -> np.ndarray:
     if not isinstance(text, str):
         raise ValueError(f"the text query must be a string, not {type(text).__name__}")
-    if not text.strip():
+    if blank(text):
         raise ValueError("the text query is empty")
     check_text(text)
     return _adapted(encoder.encode_texts([text]), text_map)[0]

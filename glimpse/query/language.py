@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from .limits import MAX_ID, MAX_QUERY_CHARS, check_item_id, check_terms, check_text, clip
+from .limits import MAX_ID, MAX_QUERY_CHARS, blank, check_item_id, check_terms, check_text, clip
 
 TermKind = Literal["text", "image", "item", "words"]
 
@@ -113,7 +113,7 @@ def parse_query(query: str) -> list[Term]:
                 if weight is not None:
                     raise QuerySyntaxError("two weights on one term", query, start)
                 weight = inner_weight
-            if not body.strip():
+            if blank(body):
                 raise QuerySyntaxError("empty quoted term", query, start)
             if pos < n and not query[pos].isspace() and not _is_operator(query, pos):
                 raise QuerySyntaxError("expected a space or an operator after the closing quote", query, pos)
@@ -154,7 +154,7 @@ def terms_from_python(terms: list[tuple[object, float]]) -> list[Term]:
         if isinstance(value, (int, np.integer)):  # an id from add_vectors or item_ids() alike
             out.append(Term("item", check_item_id(value), float(weight)))
         elif isinstance(value, str):
-            if not value.strip():
+            if blank(value):
                 raise ValueError("a text term is empty")
             out.append(Term("text", check_text(value, "a text term"), float(weight)))
         elif isinstance(value, (Path, bytes, Image.Image)):
@@ -200,7 +200,7 @@ def _classify(body: str, weight: float, query: str, at: int) -> Term:
             raise QuerySyntaxError(f"no item id is that large (at most {MAX_ID})", query, at)
         return Term("item", int(digits), weight)
     if m := _WORDS.fullmatch(body):
-        if not m.group(2).strip():
+        if blank(m.group(2)):
             raise QuerySyntaxError('text: needs the words to look for, e.g. text:"exit only"', query, at)
         if not m.group(1) and m.group(2)[:1] in "\"'":
             quote = m.group(2)[0]

@@ -10,6 +10,7 @@ encode in well under a second on one core, where 10,000 took 9.7 s and held up e
 * Item ids: whole numbers from 0 to 2**63 - 1 (SQLite's integers); larger ones name no item.
 * Text must be valid Unicode: a lone surrogate (from a name or argument that was not UTF-8)
   cannot be encoded for the text model.
+* Text with nothing to read (only spaces, control characters or invisible formatting) is empty.
 * Error messages quote at most 120 characters of what was sent.
 """
 
@@ -59,6 +60,12 @@ def check_item_id(value: int) -> int:
         raise ValueError(f"an item id is a whole number from 0 to {MAX_ID}, got "
                          f"{clip(str(value) if number is not None else repr(value))}")
     return number
+
+
+def blank(text: str) -> bool:
+    """Whether ``text`` holds nothing to read: only spaces, control characters or invisible
+    formatting (a zero-width space, a NUL byte), which the text model reads as no text at all."""
+    return not any(c.isprintable() and not c.isspace() for c in text)
 
 
 def check_text(text: str, what: str = "the text query", limit: int = MAX_TEXT_CHARS) -> str:

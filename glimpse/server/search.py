@@ -32,8 +32,6 @@ def search_request(col: Collection, req: SearchBody, uploads: list[bytes]) -> Se
     args: dict = req.model_dump(include={"k", "exact", "oversample", "rerank", "scoring", "alpha", "min_score",
                                          "refine", "adapted", "fusion"})
     if req.text is not None:
-        if not req.text.strip():
-            raise QueryError("the text query is empty")
         args["text"] = req.text
     if req.vector is not None:
         with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused just below
