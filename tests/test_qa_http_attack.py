@@ -198,3 +198,18 @@ def test_the_engine_says_the_same_of_text_with_nothing_to_read(client):
     col = client.app.state.service.col
     with pytest.raises(ValueError, match="the text query is empty"):
         col.search(text="\u200b\x00", k=1)
+
+
+@pytest.mark.parametrize(("body", "content_type", "why"), [
+    (b"--b--\r\n", "multipart/form-data", "Missing boundary in multipart"),
+    (b'--b\r\nContent-Disposition: form-data\r\n\r\nv\r\n--b--\r\n', "multipart/form-data; boundary=b",
+     'The Content-Disposition header field "name" must be provided'),
+    (b"".join(b'--b\r\nContent-Disposition: form-data; name="x%d"\r\n\r\nv\r\n' % i for i in range(1001)) + b"--b--\r\n",
+     "multipart/form-data; boundary=b", "Too many fields. Maximum number of fields is 1000"),
+], ids=["no-boundary", "no-name", "1001-fields"])
+@pytest.mark.parametrize("url", ["/api/search/image", "/api/items/upload"])
+def test_a_malformed_form_says_what_to_send(client, url, body, content_type, why):
+    answer = client.post(url, content=body, headers={**AUTH, "Content-Type": content_type})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == (f"the form cannot be read ({why}): send multipart/form-data, "
+                                      'each image a file part (name="image"; filename="photo.jpg")')

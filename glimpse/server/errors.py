@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from ..query.limits import clip
 from .models import TERMS_TAGS
@@ -162,6 +163,9 @@ def error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and (why := _unparsed(exc.__cause__)):
             return _error(f"the request body is not valid JSON ({why})", 400)
+        if isinstance(exc.__context__, MultiPartException):  # Starlette's own words, without what to send
+            return _error(f"the form cannot be read ({str(exc.detail).rstrip('.')}): send multipart/form-data, "
+                          'each image a file part (name="image"; filename="photo.jpg")', 400)
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.detail == HTTPStatus(exc.status_code).phrase:  # the router's bare "Not Found"
             return _error(_routing(request, exc.status_code, headers), exc.status_code, headers)
