@@ -133,6 +133,8 @@ def test_the_schema_lists_every_answer_and_field_the_server_gives_or_takes(clien
     assert client.post("/api/search", json={"text": "a", "refine": None, "scoring": None}).status_code == 200
     forms = [s for name, s in schema["components"]["schemas"].items() if name.startswith("Body_")]
     assert forms and all(form["additionalProperties"] is False for form in forms)  # only_form_fields
+    assert all(form["properties"]["image"]["minItems"] == 1 for form in forms)
+    assert schema["components"]["schemas"]["AddPaths"]["properties"]["include"]["items"]["minLength"] == 1
     paths = schema["components"]["schemas"]["RemovePaths"]["properties"]["paths"]
     assert paths["items"]["minLength"] == 1
 

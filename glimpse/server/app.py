@@ -192,6 +192,9 @@ def _openapi(app: FastAPI, config: ServerConfig) -> dict:
         for name, body in schema["components"]["schemas"].items():
             if name.startswith("Body_"):  # multipart forms: other fields are refused (only_form_fields)
                 body["additionalProperties"] = False
+                body["properties"]["image"]["minItems"] = 1  # no image at all is refused
+                if name.startswith("Body_search_image"):
+                    body["properties"]["image"]["maxItems"] = MAX_QUERY_IMAGES
         size = next(p for p in schema["paths"]["/api/items/{item_id}/thumbnail"]["get"]["parameters"] if p["name"] == "size")
         size["schema"]["enum"] = list(config.thumbnail_sizes)
     return app.openapi_schema

@@ -212,7 +212,7 @@ ClientPath = Annotated[str, Field(min_length=1, max_length=4096)]
 MAX_PATHS, MAX_GLOBS = 1000, 100
 Paths = Annotated[list[ClientPath], at_most(MAX_PATHS),
                   Field(min_length=1, max_length=MAX_PATHS, description="Files or folders inside the server's roots.")]
-Globs = Annotated[list[str], at_most(MAX_GLOBS), Field(max_length=MAX_GLOBS)]
+Globs = Annotated[list[Annotated[str, Field(**_documented(minLength=1))]], at_most(MAX_GLOBS), Field(max_length=MAX_GLOBS)]
 
 
 class AddPaths(_Strict):
