@@ -215,3 +215,26 @@ def test_a_malformed_form_says_what_to_send(client, url, body, content_type, why
     assert answer.status_code == 400
     assert answer.json()["error"] == (f"the form cannot be read ({why}): send multipart/form-data, "
                                       'each image a file part (name="image"; filename="photo.jpg")')
+
+
+def test_an_original_is_served_as_the_image_it_is_not_as_its_name_says(client, tmp_path):
+    # A PNG named page.html with a script after its pixels was served as text/html from the
+    # server's origin (the page links every original); one named .svg as image/svg+xml.
+    from conftest import make_image
+
+    roots = client.app.state.service.roots()
+    folder = roots[0] / "hostile"
+    folder.mkdir(exist_ok=True)
+    for i, name in enumerate(["page.html", "drawing.svg", "plain.png"]):
+        data = make_image(tmp_path / "x.png", seed=60 + i).read_bytes()
+        (folder / name).write_bytes(data + b"<script>alert(document.domain)</script>")
+    named = [str(folder / name) for name in ("page.html", "drawing.svg", "plain.png")]  # a folder scan takes image names only
+    answer = client.post("/api/items/add?wait=true", json={"paths": named}, headers=AUTH)
+    assert answer.status_code == 200 and answer.json()["result"]["indexed"] == 3, answer.text
+    hits = client.post("/api/search", json={"text": "a", "k": 100, "filters": {"path_prefix": str(folder)}}).json()["results"]
+    assert len(hits) == 3
+    for hit in hits:
+        original = client.get(hit["image"])
+        assert original.status_code == 200 and original.headers["content-type"] == "image/png", hit
+        assert "sandbox" in original.headers["content-security-policy"]
+        assert original.content == (folder / hit["path"].rsplit("/", 1)[1]).read_bytes()

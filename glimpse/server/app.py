@@ -9,7 +9,6 @@ shown with :func:`~glimpse.ingest.names.shown` (bytes that are not UTF-8 as ``\\
 
 from __future__ import annotations
 
-import mimetypes
 import os
 import time
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from importlib.resources import files
 from typing import Annotated
 
 import numpy as np
+from PIL import Image
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, UploadFile
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -149,17 +149,19 @@ def _routes(app: FastAPI, service: Service) -> None:
     def original(item_id: PathId):
         """The original file, as indexed: 404 when it is gone, 409 when it changed since (or now
         leads outside the collection's folders)."""
-        path, file = service.original(item_id)
+        _, file = service.original(item_id)
 
         def chunks():
             with file:
                 while block := file.read(1 << 20):
                     yield block
 
+        # The type the bytes are, not the one the name says: a PNG named page.html (or .svg) with
+        # a script after the pixels was served as HTML, running in this server's origin.
         headers = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff",
+                   "Content-Security-Policy": "default-src 'none'; sandbox",
                    "Content-Length": str(os.fstat(file.fileno()).st_size)}
-        return StreamingResponse(chunks(), media_type=mimetypes.guess_type(path)[0] or "application/octet-stream",
-                                 headers=headers)
+        return StreamingResponse(chunks(), media_type=_image_type(file), headers=headers)
     write_routes(app, service)
 
 
@@ -178,6 +180,18 @@ def _search(service: Service, req: SearchBody, pictures: list[bytes]) -> SearchR
         results=[Hit(id=h.id, path=shown(h.path), score=h.score, **image_urls(col, h.id)) for h in hits],
         took_ms=round(took, 3),
     )
+
+
+def _image_type(file) -> str:
+    """The media type of the image format in ``file`` (its header only is read; the file is
+    left at its start), or a download type when Pillow does not know it."""
+    try:
+        kind = Image.open(file).get_format_mimetype()  # not closed: that would close the caller's file
+    except (OSError, SyntaxError, ValueError):  # what Pillow raises for bytes it cannot read
+        kind = None
+    finally:
+        file.seek(0)
+    return kind if kind and kind.startswith("image/") and kind != "image/svg+xml" else "application/octet-stream"
 
 
 def _openapi(app: FastAPI, config: ServerConfig) -> dict:
