@@ -71,9 +71,8 @@ def check_oversample(value: object) -> int:
 def check_scoring(value: object, allow_auto: bool = True) -> str:
     modes = SCORING_MODES if allow_auto else SCORINGS
     if value not in modes:
-        from .query.limits import clip  # (query imports this module)
-
-        raise ValueError(f"scoring must be one of {', '.join(modes)}, not {clip(repr(value))}")
+        # at most 120 characters of what was sent, as query.limits.clip (which imports this module)
+        raise ValueError(f"scoring must be one of {', '.join(modes)}, not {value!r:.120}")
     return value  # type: ignore[return-value]
 
 

@@ -205,7 +205,7 @@ class IngestError(BaseModel):
 
 
 #: A path a client names (PATH_MAX on Linux).
-ClientPath = Annotated[str, Field(min_length=1, max_length=4096)]
+ClientPath = Annotated[str, Field(max_length=4096, **_documented(minLength=1))]  # confine() refuses "" in its words
 
 
 #: Paths one add or remove may name, and globs one add may give.
