@@ -187,7 +187,7 @@ def _image_type(file) -> str:
     left at its start), or a download type when Pillow does not know it."""
     try:
         kind = Image.open(file).get_format_mimetype()  # not closed: that would close the caller's file
-    except (OSError, SyntaxError, ValueError):  # what Pillow raises for bytes it cannot read
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):  # what Pillow raises for bytes it will not read
         kind = None
     finally:
         file.seek(0)
