@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 import glimpse
+from glimpse.backends import BinaryIndex
+from glimpse.codes import create_binarizer
 
 
 def _precomputed(path: Path, n: int = 40, dim: int = 16, seed: int = 0):
@@ -34,3 +36,36 @@ def test_a_collection_file_replaced_by_a_link_is_never_written_through(tmp_path:
         with pytest.raises(OSError, match="symbolic link"):
             col.add_vectors(vectors[:2] * -1, ["new0", "new1"])
     assert victim.read_bytes() == before  # the lock truncated it to a pid; vectors were written into it
+
+
+def _flip(path: Path, count: int, seed: int) -> None:
+    data = bytearray(path.read_bytes())
+    for at in np.random.default_rng(seed).choice(len(data), count, replace=False):
+        data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_codes_damaged_in_place_are_rebuilt_not_scanned(tmp_path: Path):
+    col, vectors = _precomputed(tmp_path / "col", n=3000, dim=64)
+    col.use_codes("ivf-rabitq")
+    queries = vectors[:100] + 0.3 * np.random.default_rng(5).standard_normal((100, 64)).astype(np.float32)
+    before = [[r.id for r in col.search(vector=q, k=10)] for q in queries]
+    col.close()
+    (codes,) = (tmp_path / "col").glob("codes-*")
+    _flip(codes, 16, seed=2)  # in the ids and the codes: images missed, one image held twice
+    with glimpse.open(tmp_path / "col", create=False) as col:
+        assert [[r.id for r in col.search(vector=q, k=10)] for q in queries] == before
+        assert col.backend_info()["codes"] == 3000
+
+
+def test_binary_codes_damaged_in_place_are_not_restored(tmp_path: Path):
+    vectors = np.random.default_rng(0).standard_normal((500, 64)).astype(np.float32)
+    binarizer = create_binarizer("sign", bits=64)
+    binarizer.fit(vectors)
+    index = BinaryIndex(binarizer)
+    index.add(np.arange(500), vectors)
+    index.persist(tmp_path, 1)
+    assert BinaryIndex.restore(tmp_path, None, 64, binarizer=binarizer).count() == 500
+    (codes,) = tmp_path.glob("codes-*")
+    _flip(codes, 1, seed=0)
+    assert BinaryIndex.restore(tmp_path, None, 64, binarizer=binarizer) is None
