@@ -69,3 +69,11 @@ def test_binary_codes_damaged_in_place_are_not_restored(tmp_path: Path):
     (codes,) = tmp_path.glob("codes-*")
     _flip(codes, 1, seed=0)
     assert BinaryIndex.restore(tmp_path, None, 64, binarizer=binarizer) is None
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_a_query_vector_of_tiny_or_huge_numbers_scores_cosines(tmp_path: Path, scale: float):
+    col, vectors = _precomputed(tmp_path / "col")
+    with col:
+        (best,) = col.search(vector=vectors[3] / np.abs(vectors[3]).max() * scale, k=1)
+    assert best.id == 3 and best.score == pytest.approx(1.0, abs=1e-3)  # was 2.8e-18 and 0.0
