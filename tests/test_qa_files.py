@@ -77,3 +77,25 @@ def test_a_query_vector_of_tiny_or_huge_numbers_scores_cosines(tmp_path: Path, s
     with col:
         (best,) = col.search(vector=vectors[3] / np.abs(vectors[3]).max() * scale, k=1)
     assert best.id == 3 and best.score == pytest.approx(1.0, abs=1e-3)  # was 2.8e-18 and 0.0
+
+
+@pytest.mark.parametrize("item_id", [True, "1", 1.0, -1])
+def test_an_item_id_is_checked_as_search_checks_like(tmp_path: Path, item_id):
+    col, _ = _precomputed(tmp_path / "col")
+    with col:
+        with pytest.raises(ValueError, match="an item id is a whole number"):  # True was item 1, "1" a TypeError
+            col.item(item_id)
+        with pytest.raises(ValueError, match="an item id is a whole number"):
+            col.open_original(item_id)
+        assert col.item(np.int64(1)).paths == ["k1"]
+
+
+@pytest.mark.parametrize("call", ["use_codes", "adapt", "enrich"])
+def test_a_progress_that_cannot_be_called_is_refused_before_any_work(tmp_path: Path, call: str):
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    with col:
+        with pytest.raises(ValueError, match="progress must be a function"):
+            {"use_codes": lambda: col.use_codes("sign", progress=3),
+             "adapt": lambda: col.adapt(tmp_path / "none.tsv", progress=3),
+             "enrich": lambda: col.enrich(ocr=True, progress=3)}[call]()
+        assert col.settings().codes is None
