@@ -3,10 +3,12 @@ repaired from the files that hold the truth; nothing outside the collection is e
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import glimpse
 from glimpse.backends import BinaryIndex
@@ -99,3 +101,26 @@ def test_a_progress_that_cannot_be_called_is_refused_before_any_work(tmp_path: P
              "adapt": lambda: col.adapt(tmp_path / "none.tsv", progress=3),
              "enrich": lambda: col.enrich(ocr=True, progress=3)}[call]()
         assert col.settings().codes is None
+
+
+@pytest.mark.parametrize("damage", ["emptied", "cut short", "a link"])
+def test_a_damaged_cached_thumbnail_is_made_again(tmp_path: Path, damage: str):
+    pytest.importorskip("fastapi")
+    from glimpse.server.thumbnails import ThumbnailCache
+
+    source = io.BytesIO()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(source, "PNG")
+    cache = ThumbnailCache(tmp_path, 10**8)
+    made = cache.get(7, 128, source.getvalue).read_bytes()
+    target = cache.path(7, 128)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not a thumbnail")
+    if damage == "emptied":
+        target.write_bytes(b"")
+    elif damage == "cut short":
+        target.write_bytes(made[: len(made) // 2])
+    else:  # served whatever file the link led to
+        target.unlink()
+        target.symlink_to(secret)
+    assert cache.get(7, 128, source.getvalue).read_bytes() == made
+    assert not target.is_symlink() and secret.read_text() == "not a thumbnail"

@@ -7,6 +7,8 @@ a reader never sees half a JPEG, and two requests racing for one thumbnail both 
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class ThumbnailCache:
         Raises what ``read`` raises, and DecodeError when the bytes are not a usable image.
         """
         target = self.path(item_id, size)
-        if target.exists():
+        if _whole_jpeg(target):
             return target
         data = read()
         # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
@@ -51,3 +53,17 @@ class ThumbnailCache:
         return gone
 
 
+def _whole_jpeg(path: Path) -> bool:
+    """Whether ``path`` is a cached thumbnail to serve: a plain file (a link could lead anywhere) that
+    starts and ends as a JPEG does. Else it is made again: one emptied or cut short was served as a
+    broken image, and a folder in its place was a 500."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        return (stat.S_ISREG(info.st_mode) and info.st_size >= 4
+                and os.pread(fd, 2, 0) == b"\xff\xd8" and os.pread(fd, 2, info.st_size - 2) == b"\xff\xd9")
+    finally:
+        os.close(fd)
