@@ -124,3 +124,19 @@ def test_a_damaged_cached_thumbnail_is_made_again(tmp_path: Path, damage: str):
         target.symlink_to(secret)
     assert cache.get(7, 128, source.getvalue).read_bytes() == made
     assert not target.is_symlink() and secret.read_text() == "not a thumbnail"
+
+
+def test_a_damaged_adaptation_stops_text_queries_alone(tmp_path: Path, make_image):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        make_image(photos / f"p{i}.png", seed=i)
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    with col:
+        col.add([photos])
+        (tmp_path / "col" / "adapt-1.npz").write_bytes(b"PK damaged")
+        col._meta.set_meta(adapt={"version": 1, "file": "adapt-1.npz", "kind": "ridge", "format": 1})
+        assert len(col.search(image=photos / "p0.png", k=3)) == 3  # was the adaptation's error
+        assert len(col.search(like=col.item_ids()[0], k=3)) == 2
+        with pytest.raises(OSError, match="adapt-1.npz is damaged"):
+            col.search(text="a photo", k=3)

@@ -117,3 +117,7 @@ class Adapting:
         if self._adapter is None or self._adapter[0] != config["version"]:
             self._adapter = (config["version"], TextAdapter.load(self.path / config["file"]))
         return self._adapter[1]
+
+    def _adapted_texts(self, vectors: np.ndarray) -> np.ndarray:
+        adapter = self._text_map()
+        return vectors if adapter is None else adapter(vectors)
