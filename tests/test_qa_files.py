@@ -140,3 +140,13 @@ def test_a_damaged_adaptation_stops_text_queries_alone(tmp_path: Path, make_imag
         assert len(col.search(like=col.item_ids()[0], k=3)) == 2
         with pytest.raises(OSError, match="adapt-1.npz is damaged"):
             col.search(text="a photo", k=3)
+
+
+def test_a_folder_in_place_of_the_metadata_is_named(tmp_path: Path):
+    col, _ = _precomputed(tmp_path / "col")
+    col.close()
+    db = tmp_path / "col" / "metadata.sqlite"
+    db.unlink()
+    db.mkdir()
+    with pytest.raises(ValueError, match="metadata.sqlite is not a file"):  # was "unable to open database file"
+        glimpse.open(tmp_path / "col", create=False)
