@@ -150,3 +150,16 @@ def test_a_folder_in_place_of_the_metadata_is_named(tmp_path: Path):
     db.mkdir()
     with pytest.raises(ValueError, match="metadata.sqlite is not a file"):  # was "unable to open database file"
         glimpse.open(tmp_path / "col", create=False)
+
+
+def test_a_damaged_zip_header_is_not_met_with_numpy_pickle_advice(tmp_path: Path):
+    from glimpse.storage.arrays import DamagedFileError, read_arrays
+
+    path = tmp_path / "adapt-1.npz"
+    np.savez(path, matrix=np.eye(2))
+    data = bytearray(path.read_bytes())
+    data[2] ^= 0xFF  # "PK" stays: numpy took the rest for a pickle and advised allow_pickle
+    path.write_bytes(bytes(data))
+    with pytest.raises(DamagedFileError, match=r"adapt-1.npz is damaged \(not a numpy file\): run") as caught:
+        read_arrays(path, ("matrix",), "run `glimpse adapt` again")
+    assert "pickle" not in str(caught.value)
