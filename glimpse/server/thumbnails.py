@@ -61,9 +61,8 @@ def _whole_jpeg(path: Path) -> bool:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return False
-    try:
-        info = os.fstat(fd)
-        return (stat.S_ISREG(info.st_mode) and info.st_size >= 4
-                and os.pread(fd, 2, 0) == b"\xff\xd8" and os.pread(fd, 2, info.st_size - 2) == b"\xff\xd9")
-    finally:
-        os.close(fd)
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(-2, os.SEEK_END)
+        return f.read(2) == b"\xff\xd9"
