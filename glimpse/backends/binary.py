@@ -19,6 +19,8 @@ Two ways to scan the codes for the shortlist:
 
 from __future__ import annotations
 
+import io
+import zlib
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +41,11 @@ CASCADE_WIDEN = 4
 #: Codes of one generation, made by the binarizer whose ``fit_id`` the name carries: codes are
 #: never scanned with another fit (a mismatch rebuilds them from the vector file).
 CODES_FILE = "codes-{generation}-{fit}.faissbin"
+#: A codes file ends with these 4 bytes and the CRC-32 of what precedes them: codes damaged in
+#: place (bytes flipped on disk) would be scanned as they are and miss or repeat images, so a file
+#: that fails the check is rebuilt from the vector file instead. Files of earlier versions end
+#: without the seal and are read as before.
+CODES_SEAL = b"GLC1"
 #: A fitted binarizer, named by its ``fit_id`` (its content), so a new fit never replaces the
 #: file that the committed settings still name.
 BINARIZER_FILE = "binarizer-{fit}.npz"
@@ -84,12 +91,15 @@ class CodeBackend(SearchBackend):
         return self._search_codes(queries, k, allowed, stage, rerank, min(available, k * oversample))
 
     @classmethod
-    def _read(cls, binarizer: Binarizer, path: Path, read: Callable[[str], object]):
-        """A backend of ``binarizer`` holding the FAISS index ``read`` from ``path``, or None."""
+    def _read(cls, binarizer: Binarizer, path: Path, read: Callable[[object], object]):
+        """A backend of ``binarizer`` holding the FAISS index ``read`` from ``path``'s checked bytes, or None."""
+        data = read_codes(path)
+        if data is None:
+            return None
         backend = cls(binarizer)
         try:
-            backend._index = read(str(path))
-        except RuntimeError:  # deleted by a writer between the listing and the read
+            backend._index = read(faiss.PyCallbackIOReader(data.read))
+        except RuntimeError:  # cut short
             return None
         return backend
 
@@ -324,10 +334,39 @@ def write_codes(directory: Path, generation: int, fit: str, write: Callable[[Bin
     """Write a generation's codes file with ``write(open binary file)``, atomically, and drop the others."""
     directory = Path(directory)
     target = directory / CODES_FILE.format(generation=generation, fit=fit)
-    write_atomic(target, write)
+
+    def sealed(f: BinaryIO) -> None:
+        summed = _Summed(f)
+        write(summed)
+        f.write(CODES_SEAL + summed.crc.to_bytes(4, "little"))
+
+    write_atomic(target, sealed)
     for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
         if old != target:
             old.unlink(missing_ok=True)
+
+
+class _Summed:
+    """A binary file to write to that keeps the CRC-32 of what went through it."""
+
+    def __init__(self, f: BinaryIO):
+        self._f, self.crc = f, 0
+
+    def write(self, data) -> int:
+        self.crc = zlib.crc32(data, self.crc)
+        return self._f.write(data)
+
+
+def read_codes(path: Path) -> io.BytesIO | None:
+    """A codes file's bytes to parse, or None when it is gone (deleted by a writer between the
+    listing and the read), is no file, or fails its seal's check."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return None
+    if data[-8:-4] == CODES_SEAL and zlib.crc32(memoryview(data)[:-8]) != int.from_bytes(data[-4:], "little"):
+        return None
+    return io.BytesIO(data)  # parsers read exactly their own bytes: the seal after them is never read
 
 
 def codes_path(directory: Path, generation: int | None, fit: str) -> Path | None:

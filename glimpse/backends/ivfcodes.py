@@ -57,7 +57,7 @@ import numpy as np
 from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
-from .binary import CodeBackend, codes_path, write_codes
+from .binary import CodeBackend, codes_path, read_codes, write_codes
 from .exact import VectorReader, exact_scan, exact_top
 
 #: Estimates re-ranked first, whatever the error model says: FIRST x k.
@@ -530,18 +530,20 @@ class IVFCodesIndex(CodeBackend):
         path = codes_path(directory, generation, binarizer.fit_id) if isinstance(binarizer, RaBitQFit) else None
         if path is None or binarizer.dim != dim:
             return None
+        f = read_codes(path)
+        if f is None:
+            return None
         backend = cls(binarizer)
         try:
-            with open(path, "rb") as f:
-                backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-                spread, outside = None, None
-                try:  # codes of an older version have neither or no norms: measured at the first search
-                    spread = np.load(f)
-                    outside = np.load(f)
-                except (ValueError, EOFError):
-                    pass
-        except (OSError, RuntimeError):  # deleted by a writer between the listing and the read
+            backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        except RuntimeError:  # cut short
             return None
+        spread, outside = None, None
+        try:  # codes of an older version have neither or no norms: measured at the first search
+            spread = np.load(f)
+            outside = np.load(f)
+        except (ValueError, EOFError):
+            pass
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
         backend._outside = outside.astype(np.float16) if usable else None

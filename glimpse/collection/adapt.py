@@ -10,7 +10,7 @@ import numpy as np
 
 from ..metrics import recall_at_k
 from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, held_out_split, read_captions, sidecar_caption
-from ..settings import check_count
+from ..settings import check_callback, check_count
 from .reports import AdaptReport, ProgressFn
 
 
@@ -37,6 +37,7 @@ class Adapting:
         if isinstance(holdout, bool) or not isinstance(holdout, (int, float)) or not 0.0 <= holdout < 1.0:
             raise ValueError(f"holdout must be a share in [0, 1), not {holdout!r}")
         check_count("seed", seed, 0)
+        check_callback("progress", progress)
         if captions is not None and not isinstance(captions, (str, os.PathLike)):
             raise ValueError(f"captions must be the path of a TSV file, not {type(captions).__name__}")
         if kind not in ADAPT_KINDS:
@@ -116,3 +117,7 @@ class Adapting:
         if self._adapter is None or self._adapter[0] != config["version"]:
             self._adapter = (config["version"], TextAdapter.load(self.path / config["file"]))
         return self._adapter[1]
+
+    def _adapted_texts(self, vectors: np.ndarray) -> np.ndarray:
+        adapter = self._text_map()
+        return vectors if adapter is None else adapter(vectors)

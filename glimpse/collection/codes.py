@@ -7,7 +7,7 @@ import numpy as np
 
 from ..codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, default_bits, load_binarizer
 from ..backends.binary import BINARIZER_FILE
-from ..settings import CodeSettings
+from ..settings import CodeSettings, check_callback
 from .reports import ProgressFn
 
 
@@ -39,6 +39,7 @@ class CodeStages:
         the new binarizer is fitted and saved: an interrupted change leaves the old settings,
         whole. ``progress`` gets (steps done, steps) while a binarizer fits.
         """
+        check_callback("progress", progress)
         if binarizer is None or binarizer == "none":
             with self._lock:
                 self._meta.delete_meta("codes")

@@ -18,7 +18,7 @@ from ..storage.words import WordIndex
 from ..storage.metadata import ItemInfo
 from ..storage.originals import FileChangedError, open_indexed
 from ..query.adapt import TextAdapter
-from ..query.limits import MAX_ID
+from ..query.limits import MAX_ID, check_item_id
 from ..settings import CodeSettings, CollectionSettings, check_count
 from .adapt import Adapting
 from .codes import CodeStages
@@ -90,7 +90,7 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
 
     def item(self, item_id: int) -> ItemInfo:
         """An item's files, size in pixels and bytes, modification time, and the words read in it."""
-        info = self._meta.item_info(item_id) if 0 <= item_id <= MAX_ID else None
+        info = self._meta.item_info(check_item_id(item_id))
         if info is None:
             raise KeyError(f"no item {item_id} in this collection")
         return replace(info, words=self._words.words(item_id))
@@ -103,7 +103,7 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         ``roots``. Raises KeyError (no such item), FileNotFoundError (none of its files is
         there), FileChangedError (they are there, but changed or lead outside those folders).
         """
-        files = self._meta.item_files(item_id) if 0 <= item_id <= MAX_ID else []
+        files = self._meta.item_files(check_item_id(item_id))
         if not files:
             raise KeyError(f"no item {item_id} in this collection")
         allowed = [*self.settings().roots, *roots]

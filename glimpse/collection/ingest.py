@@ -73,6 +73,7 @@ class Ingesting:
 
         if not check_flag("ocr", ocr):
             raise ValueError("nothing to enrich: pass ocr=True (glimpse enrich --ocr)")
+        check_callback("progress", progress)
         if not self.has_files:  # its keys name no files: each would be "not found", retried forever
             raise ValueError("this collection holds precomputed vectors, with no images to read words in")
         reader = ocr_pass.rapidocr_reader()

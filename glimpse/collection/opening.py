@@ -61,6 +61,9 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
     if root.exists() and not root.is_dir():  # mkdir would say only "File exists"
         raise ValueError(f"{root} is a file, not a collection folder: give a folder path")
     db_path = root / DB_NAME
+    if db_path.exists() and not db_path.is_file():  # SQLite would say only "unable to open database file"
+        raise ValueError(f"{db_path} is not a file: the collection's metadata is not there; restore it from a "
+                         "backup, or index into a new collection")
     if not db_path.exists():
         if not create:
             raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")

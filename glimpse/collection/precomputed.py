@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..encoders import l2_normalize
+from ..encoders import unit_length
 from ..encoders.precomputed import PRECOMPUTED
 from ..settings import check_callback, check_count
 from ..storage.metadata import FileLink, NewItem
@@ -109,7 +109,7 @@ def _unit_rows(batch, first_row: int) -> np.ndarray:
     if bad.any():
         raise ValueError(f"vector {first_row + int(np.argmax(bad))} holds NaN or infinite values "
                          "(or numbers too large for float32)")
-    peak = np.abs(x).max(axis=1, keepdims=True)
-    if (peak == 0).any():
-        raise ValueError(f"vector {first_row + int(np.argmax(peak[:, 0] == 0))} is all zeros: it has no direction to search by")
-    return l2_normalize(x / peak)  # scaled first, so squaring cannot overflow
+    zero = ~x.any(axis=1)
+    if zero.any():
+        raise ValueError(f"vector {first_row + int(np.argmax(zero))} is all zeros: it has no direction to search by")
+    return unit_length(x)

@@ -87,7 +87,8 @@ class Searching:
             encoder = self.encoder
         dual = self._dual_space(request)  # both spaces while an upgrade's backfill runs
         # With both spaces a query image is encoded, not read as a stored vector that may be a mapped one.
-        text_map = self._text_map() if request.adapted else None
+        # Read when a text vector is made: a damaged adaptation file stops text queries alone.
+        text_map = self._adapted_texts if request.adapted and self.settings().adapt else None
         sources = QuerySources(self._item_vector, self._item_for_hash if dual is None else
                                dual.item_with_real_new(self._item_for_hash), text_map)
         query = build_query(encoder, sources, text=request.text, image=request.image, vector=request.vector,

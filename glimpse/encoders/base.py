@@ -75,3 +75,11 @@ class Encoder(ABC):
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def unit_length(x: np.ndarray) -> np.ndarray:
+    """Rows of ``x`` (none all zeros) at unit length, each scaled by its largest magnitude first:
+    squares of 1e30 overflow float32 and those of 1e-30 vanish, which left such a row far from unit
+    length (its cosines read 0.0 or 3e-18)."""
+    x = np.asarray(x, dtype=np.float32)
+    return l2_normalize(x / np.abs(x).max(axis=-1, keepdims=True))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..encoders import Encoder, l2_normalize
+from ..encoders import Encoder, unit_length
 from ..storage.originals import open_regular
 from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
 from ..ingest.names import shown
@@ -90,7 +90,7 @@ def build_query(
             raise ValueError("the query vector holds NaN or infinite values")
         if not q.any():  # as add_vectors refuses such a row: every image would score 0
             raise ValueError("the query vector is all zeros: it has no direction to search by")
-        return Query(l2_normalize(q), kind="vector")  # unit length, so scores are cosines
+        return Query(unit_length(q), kind="vector")  # unit length, so scores are cosines
     if like is not None:
         like = check_item_id(like)
         return Query(sources.item_vector(like), {like}, kind="item")

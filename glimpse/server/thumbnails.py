@@ -10,6 +10,8 @@ prune the file in between.
 from __future__ import annotations
 
 import io
+import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,10 +37,9 @@ class ThumbnailCache:
         Raises what ``read`` raises, and DecodeError when the bytes are not a usable image.
         """
         target = self.path(item_id, size)
-        try:
-            return target.read_bytes()
-        except FileNotFoundError:
-            pass
+        cached = _whole_jpeg(target)
+        if cached is not None:
+            return cached
         # Decode at reduced scale where the format allows it (JPEG draft), then fit the box.
         image = decode_image(read(), target=size, max_pixels=self.max_pixels)
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
@@ -57,3 +58,17 @@ class ThumbnailCache:
         return gone
 
 
+def _whole_jpeg(path: Path) -> bytes | None:
+    """The cached thumbnail's bytes when it is one to serve: a plain file (a link could lead
+    anywhere) that starts and ends as a JPEG does; else None, and it is made again: one emptied or
+    cut short was served as a broken image, and a folder in its place was a 500. Read whole, not
+    sent by name, so a removal pruning it meanwhile cannot break the answer."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = f.read()
+    return data if data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9" else None

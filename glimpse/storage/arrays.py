@@ -24,7 +24,7 @@ def read_arrays(path: str | os.PathLike[str], keys: Iterable[str], remedy: str) 
     try:
         with open(path, "rb") as f:
             start = f.read(6)
-        if not start.startswith((b"PK", b"\x93NUMPY")):  # else numpy would suggest loading it as a pickle
+        if not start.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):  # else numpy would suggest loading it as a pickle
             raise ValueError("not a numpy file" if start else "empty")
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):

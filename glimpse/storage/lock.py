@@ -6,6 +6,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from ..atomic import open_own
+
 
 class CollectionLockedError(RuntimeError):
     pass
@@ -27,7 +29,7 @@ class WriteLock:
         if self._fd is not None:
             self._depth += 1
             return
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own(self.path)  # its pid is written over whatever it is
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -7,6 +7,8 @@ import mmap
 import os
 from pathlib import Path
 
+from ..atomic import open_own
+
 import numpy as np
 
 
@@ -62,7 +64,7 @@ class VectorStore:
         data = np.ascontiguousarray(vectors, dtype=self.DTYPE)
         if data.ndim != 2 or data.shape[1] != self.dim:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {data.shape}")
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_own(self.path)
         try:
             write_whole(fd, data.tobytes(), start_row * self._row_bytes)
             os.fsync(fd)

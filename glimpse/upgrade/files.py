@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import write_atomic
+from ..atomic import open_own, write_atomic
 from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
 from ..storage import VectorStore
@@ -26,7 +26,7 @@ def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None
     """Write scattered rows (as the store's float16), then make them durable with one fsync."""
     data = np.ascontiguousarray(vectors, dtype=store.DTYPE)
     width = store.dim * data.itemsize
-    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(store.path)
     try:
         for row, vector in zip(rows, data):
             write_whole(fd, vector.tobytes(), row * width)
@@ -37,7 +37,7 @@ def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None
 
 def extend(store: VectorStore, rows: int) -> None:
     """Make the file hold ``rows`` rows (the rows of removed items read as zeros), durably."""
-    fd = os.open(store.path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_own(store.path)
     try:
         if os.fstat(fd).st_size < rows * store.dim * np.dtype(store.DTYPE).itemsize:
             os.ftruncate(fd, rows * store.dim * np.dtype(store.DTYPE).itemsize)
