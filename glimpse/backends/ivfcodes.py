@@ -291,7 +291,8 @@ class IVFCodesIndex(CodeBackend):
         def units(ids: np.ndarray) -> np.ndarray | None:
             if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= len(table)):
                 return None
-            return np.sqrt(code**2 + weight * table[ids].astype(np.float64) ** 2)
+            # float32, as the estimates: the chances computed from them cost a fifth of float64's
+            return np.sqrt(code**2 + weight * table[ids].astype(np.float32) ** 2)
 
         low, high = self._outside_range
         return units, math.sqrt(code**2 + weight * low**2), math.sqrt(code**2 + weight * high**2)
@@ -616,7 +617,7 @@ def largest(values: np.ndarray, count: int) -> np.ndarray:
 
 def enough(chances: np.ndarray, budget: float) -> int:
     """How many of ``chances`` (ordered) to take so that the rest sum to at most ``budget``."""
-    rest = np.cumsum(chances[::-1])[::-1]  # rest[i]: the sum from i on, never increasing
+    rest = np.cumsum(chances[::-1], dtype=np.float64)[::-1]  # rest[i]: the sum from i on, never increasing
     return int(np.count_nonzero(rest > budget))
 
 
@@ -724,7 +725,7 @@ class _QuerySearch:
         low, high = (1.0, 1.0) if row_units is None else row_units[1:]
         pre = np.flatnonzero(estimates + reach * (high if reach > 0 else low) >= kth)
         units = (None if row_units is None else row_units[0](ids[pre])) if len(pre) else None
-        units = np.ones(len(pre)) if units is None else units
+        units = np.ones(len(pre), np.float32) if units is None else units
         keep = estimates[pre] + reach * units >= kth
         near, units = pre[keep], units[keep]
         # Only candidates whose own chance exceeds an equal share of the budget can be needed: the
@@ -732,7 +733,7 @@ class _QuerySearch:
         # (sorting every estimate of 70,000 rows took 7 ms).
         chances = normal_tail((kth - estimates[near] - shift * units) / (spread * units))
         needed = chances > misses / 2 / max(1, len(near))
-        budget = misses / 2 - float(chances[~needed].sum())  # the k-th score only rises: a bound throughout
+        budget = misses / 2 - float(chances[~needed].sum(dtype=np.float64))  # the k-th score only rises: a bound throughout
         near, units = near[needed], units[needed]
         # Best chance first, at the k-th score so far (with one unit: best estimate first).
         standing = (estimates[near] + shift * units - kth) / (spread * units)
