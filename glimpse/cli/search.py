@@ -97,19 +97,23 @@ def search(
                                                  vector and f"vector {vector}") if x)))
     if not where.is_empty():
         title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
-    wants_words = bool(has_text) or any(t.kind == "words" for t in terms or ())
-    print_results(results, title=title, empty=_why_empty(col, min_score, wants_words))
+    words_term = any(t.kind == "words" for t in terms or ())
+    print_results(results, title=title, empty=_why_empty(col, min_score, bool(has_text) or words_term, words_term,
+                                                         not where.is_empty()))
 
 
-def _why_empty(col, min_score: float | None, wants_words: bool) -> str | None:
-    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), or the filters."""
+def _why_empty(col, min_score: float | None, wants_words: bool, words_term: bool, filtered: bool) -> str | None:
+    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), a text: term
+    that no image's words hold, or the filters."""
     if not len(col):
         return None
     if min_score is not None:
         return f"no good matches: nothing scored {min_score} or more (try a lower --min-score)"
     if wants_words and not col.words_read():
         return "no good matches: no image has been read for words yet (run glimpse enrich --ocr)"
-    return "no good matches: nothing passed the filters"
+    if words_term:
+        return f"no good matches: no {'filtered ' if filtered else ''}image's words hold the text: term"
+    return "no good matches: nothing passed the filters" if filtered else "no good matches"
 
 
 def _query_vector(path: Path):
