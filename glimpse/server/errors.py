@@ -118,10 +118,13 @@ def milvus_errors() -> tuple[type[Exception], ...]:
 
 def error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and (why := _unparsed(exc.__cause__)):
             return _error(f"the request body is not valid JSON ({why})", 400)
-        return _error(str(exc.detail), exc.status_code, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405 and headers and headers.get("Allow"):  # "Method Not Allowed" alone says not what to do
+            return _error(f"{request.method} is not allowed here: send {headers['Allow']} (see /static/api.html)", 405, headers)
+        return _error(str(exc.detail), exc.status_code, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
