@@ -189,8 +189,9 @@ def _head_fingerprint(classes: np.ndarray) -> str:
 class BridgeEncoder(Encoder):
     """EfficientNet-Lite{0,1,2} + all-MiniLM-L6-v2 joined by ImageNet class semantics.
 
-    Models load lazily and separately: a text query loads only MiniLM; image ingest loads
-    EfficientNet, and MiniLM only when the class-prompt vectors are not in the disk cache.
+    Models load lazily and separately: a text query loads only MiniLM; an image runs the cached
+    ONNX graph, and torch's EfficientNet loads only to export that graph (once per machine, and at
+    bf16); MiniLM loads for images only when the class-prompt vectors are not in the disk cache.
 
     Args:
         lite: which EfficientNet-Lite (0, 1 or 2); images are resized to its native side
