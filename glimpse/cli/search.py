@@ -16,7 +16,13 @@ from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing, print_results
 
 
-@app.command(short_help="Search by words, image, both, result id or terms.")
+@app.command(short_help="Search by words, image, both, result id or terms.", epilog=(
+    "\b\nExamples:\n"
+    "  glimpse search \"a cat asleep on a sofa\"\n"
+    "  glimpse search --image query.jpg\n"
+    "  glimpse search --image beach.jpg \"at sunset\"   (composed: this photo, changed by the words)\n"
+    "  glimpse search --like 123                       (more like result #123)\n"
+    "  glimpse search \"a red car\" --path-glob '2023/*' --min-score 0.15 -k 20 --json"))
 def search(
     ctx: typer.Context,
     query: Annotated[Optional[list[str]], typer.Argument(
