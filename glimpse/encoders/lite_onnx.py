@@ -14,8 +14,8 @@ image; retrieval quality measured in the README.
 ONNX Runtime runs the Lite0 feature extractor at fp32 in about the CPU time per image of torch
 with bf16 autocast, and ingest end to end 4.2x as fast on the shared 2-core development machine under
 load, where torch's threads wait on each other (``benchmarks/ingest.py``, README). The graph is
-exported from the loaded torch model once per machine and cached as a file, keyed by the weights,
-the input side, the head and the library versions.
+exported from the loaded torch model once per machine and cached as a file, keyed by the checkpoint
+file's bytes, the input side, the head and the library versions, so running a cached graph needs no torch.
 
 Each run uses one thread, and :class:`OnnxImageModel` may be called from several threads at once,
 one micro-batch each: ONNX Runtime's two threads on one run wait on each other at each of the
