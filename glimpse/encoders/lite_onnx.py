@@ -254,8 +254,9 @@ def _chain(producer: dict[str, Any], name: str) -> bool:
 
 
 def file_fingerprint(path: str | Path) -> str:
-    """A short id of a file's bytes (a checkpoint: about 30 ms for Lite2's 25 MB), read without
-    loading it, so a cached graph is found without importing torch."""
+    """A short id of a file's bytes, read without loading it, so a cached graph is found without
+    importing torch (measured on the loaded 2-core machine: 43 CPU ms for Lite0's 19 MB checkpoint,
+    59 for Lite2's 25 MB)."""
     digest = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
