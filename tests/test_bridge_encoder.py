@@ -152,6 +152,20 @@ def test_image_graph_exported_once_and_cached_on_disk(encoder, image_vectors, ca
     np.testing.assert_array_equal(fresh.encode_images(list(photos.values())), image_vectors)
 
 
+def test_cached_graph_runs_without_torch(encoder, image_vectors, cache_dir, photos, monkeypatch):
+    # An image query's cold start: importing torch and loading the checkpoint cost about 5 CPU s,
+    # once only needed to name the cached graph.
+    from glimpse.encoders.bridge import BridgeEncoder
+
+    def no_torch(*args):
+        raise AssertionError("the cached graph should run without torch")
+
+    monkeypatch.setattr(BridgeEncoder, "_image", no_torch)
+    monkeypatch.setattr(BridgeEncoder, "_init_torch", no_torch)
+    fresh = BridgeEncoder(cache_dir=cache_dir)
+    np.testing.assert_array_equal(fresh.encode_images([photos["coffee"]]), image_vectors[[NAMES.index("coffee")]])
+
+
 def test_image_batches_run_no_torch_operation(encoder, photos, image_vectors, monkeypatch):
     # Pooling, the classifier and ConSE run inside the ONNX graph: torch's idle threads would
     # otherwise spin against ONNX Runtime's on every batch.

@@ -182,6 +182,13 @@ def test_help_fits_the_terminal_and_flags_read_as_flags():
     assert "goes after --" in search_help and "EXIF capture date" in search_help
 
 
+@pytest.mark.parametrize("command", ["index", "search"])
+def test_help_of_the_first_commands_shows_examples(command):
+    shown = runner.invoke(app, [command, "--help"], terminal_width=80).output
+    examples = shown.split("Examples:\n", 1)[1].splitlines()
+    assert len(examples) >= 3 and all(line.startswith(f"    glimpse {command}") for line in examples), shown
+
+
 @pytest.mark.parametrize("group", [[], ["eval"]])
 def test_help_lists_each_command_on_one_whole_line(group):
     shown = runner.invoke(app, [*group, "--help"], terminal_width=80).output

@@ -30,6 +30,12 @@ def test_head_of_a_post_route_is_405_naming_post(client, url):
     assert answer.status_code == 405 and answer.headers["allow"] == "POST"
 
 
+def test_a_wrong_method_says_which_to_send(client):
+    answer = client.get("/api/search?text=dog")  # was {"error": "Method Not Allowed"}
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert answer.json() == {"error": "GET is not taken at /api/search: use POST", "status": 405}
+
+
 @pytest.mark.parametrize("url", ["/api/items/1/thumbnail?size=128&size=1024", "/api/errors?limit=1&limit=2"])
 def test_a_query_parameter_given_twice_is_refused(client, url):
     answer = client.get(url)  # one of them was used, the other dropped unseen

@@ -29,6 +29,24 @@ def test_has_text_on_a_collection_never_read_says_how_to_read_words(tmp_path, im
     assert "nothing passed the filters" in said(plain) and "enrich" not in said(plain)
 
 
+def test_a_text_term_no_image_holds_is_not_blamed_on_filters(tmp_path, image_dir, hash_encoder, monkeypatch):
+    # It said "nothing passed the filters" with no filter given.
+    import glimpse
+    from glimpse.enrich import ocr as ocr_pass
+    from glimpse.storage.words import Word
+
+    monkeypatch.setattr(ocr_pass, "rapidocr_reader", lambda: lambda image: [Word("RIGHT", [[1, 2], [9, 2], [9, 5], [1, 5]], 0.9)])
+    col = tmp_path / "col"
+    with glimpse.open(col, encoder=hash_encoder) as c:
+        c.add([image_dir], ocr=True)
+    plain = invoke("search", 'text:"exit only"', "-c", col)
+    assert plain.exit_code == 0, plain.output
+    assert "no image's words hold the text: term" in said(plain) and "filters" not in said(plain)
+    filtered = invoke("search", 'text:"exit only"', "--min-width", "1", "-c", col)
+    assert "no filtered image's words hold" in said(filtered)
+    assert "no good matches" in said(invoke("search", 'text:"right"', "--min-width", "100000", "-c", col))
+
+
 @pytest.mark.parametrize("command", ["search", "index", "serve"])
 def test_help_reads_naturally(command):
     text = said(invoke(command, "--help"))

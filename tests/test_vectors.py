@@ -216,6 +216,7 @@ def test_import_npy_with_default_keys_then_search_info_remove(tmp_path):
     assert found.exit_code == 0 and json.loads(found.output)[0]["path"].startswith("emb.npy/")
     words = invoke("search", "a cat", "-c", col)
     assert words.exit_code == 2 and "no model" in said(words)
+    assert "--vector FILE.npy" in said(words) and "--like ID" in said(words)  # what the command line takes
     assert "1 file removed" in invoke("remove", "emb.npy/3", "-c", col).output
     again = invoke("import-vectors", file, "-c", col)  # the same keys: replaced, not doubled
     assert again.exit_code == 0 and "the collection holds 30" in again.output

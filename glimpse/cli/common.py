@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from typing import Annotated, get_args
+from typing import Annotated, Optional, get_args
 
 import typer
 from typer.core import TyperArgument, TyperGroup
@@ -102,6 +102,12 @@ CollectionOpt = Annotated[
         help="Collection directory.", show_default=True,
     ),
 ]
+
+# The model options of `index` (a new collection) and `upgrade` (the encoder to move to).
+PrecisionOpt = Annotated[Optional[str], typer.Option(help="lite encoders: int8, fp32 or bf16 (default int8; fp32 on an x86 CPU without VNNI); open_clip/hf: fp32 (the default) or bf16.")]
+ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip: architecture (ViT-B-32), hf-hub:org/name or a model folder; hf: hub id or folder.")]
+PretrainedOpt = Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")]
+DeviceOpt = Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")]
 
 
 def open_existing(path: str, create: bool = False, encoder: str | None = None, **options):

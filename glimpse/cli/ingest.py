@@ -8,22 +8,26 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
+from .common import CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, PrecisionOpt, PretrainedOpt, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
-@app.command(short_help="Index folders: embed new and changed images, drop gone ones.")
+@app.command(short_help="Index folders: embed new and changed images, drop gone ones.", epilog=(
+    "\b\nExamples:\n"
+    "  glimpse index ~/Photos      (into ~/.glimpse/default)\n"
+    "  glimpse index ~/Photos -c ~/.glimpse/photos --exclude private --exclude '*.png'\n"
+    "  glimpse index               (again: only new or changed files are embedded)"))
 def index(
     paths: Annotated[Optional[list[str]], typer.Argument(help="Folders or files. Default: the folders indexed before.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
-    include: Annotated[list[str], typer.Option("--include", "-i", metavar="<glob>", help="Glob to include (repeatable).")] = [],
-    exclude: Annotated[list[str], typer.Option("--exclude", "-x", metavar="<glob>", help="Glob to exclude (repeatable).")] = [],
+    include: Annotated[list[str], typer.Option("--include", "-i", metavar="<glob>", help="Glob to include (repeatable), matched against the path under the folder and the bare name: '*.jpg', '2023/**'.")] = [],
+    exclude: Annotated[list[str], typer.Option("--exclude", "-x", metavar="<glob>", help="Glob to exclude (repeatable), matched as --include; a matching folder is not read: 'private', '**/cache/**'.")] = [],
     follow_symlinks: Annotated[bool, typer.Option(help="Follow symbolic links to folders.")] = False,
     prune: Annotated[bool, typer.Option(help="Drop files that are gone from the given folders.")] = True,
     encoder: Annotated[Optional[str], typer.Option(help="Encoder for a new collection: lite0-minilm (the default), lite1-minilm, lite2-minilm, open_clip or hf.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8, fp32 or bf16 (default int8; fp32 on an x86 CPU without VNNI); open_clip/hf: fp32 (the default) or bf16.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="open_clip: architecture (ViT-B-32), hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")] = None,
+    precision: PrecisionOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
     codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search). Default: the collection's setting; a new one searches exact float.")] = None,

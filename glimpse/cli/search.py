@@ -16,7 +16,13 @@ from ..query.request import DEFAULT_FUSION, DEFAULT_K
 from .common import CollectionOpt, DEFAULT_COLLECTION, app, fail, open_existing, print_results
 
 
-@app.command(short_help="Search by words, image, both, result id or terms.")
+@app.command(short_help="Search by words, image, both, result id or terms.", epilog=(
+    "\b\nExamples:\n"
+    "  glimpse search \"a cat asleep on a sofa\"\n"
+    "  glimpse search --image query.jpg\n"
+    "  glimpse search --image beach.jpg \"at sunset\"   (composed: this photo, changed by the words)\n"
+    "  glimpse search --like 123                       (more like result #123)\n"
+    "  glimpse search \"a red car\" --path-glob '2023/*' --min-score 0.15 -k 20 --json"))
 def search(
     ctx: typer.Context,
     query: Annotated[Optional[list[str]], typer.Argument(
@@ -97,19 +103,23 @@ def search(
                                                  vector and f"vector {vector}") if x)))
     if not where.is_empty():
         title += escape(shown(f"  [{', '.join(f'{k}={v}' for k, v in where.to_dict().items())}]"))
-    wants_words = bool(has_text) or any(t.kind == "words" for t in terms or ())
-    print_results(results, title=title, empty=_why_empty(col, min_score, wants_words))
+    words_term = any(t.kind == "words" for t in terms or ())
+    print_results(results, title=title, empty=_why_empty(col, min_score, bool(has_text) or words_term, words_term,
+                                                         not where.is_empty()))
 
 
-def _why_empty(col, min_score: float | None, wants_words: bool) -> str | None:
-    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), or the filters."""
+def _why_empty(col, min_score: float | None, wants_words: bool, words_term: bool, filtered: bool) -> str | None:
+    """What an empty table says: the cut-off, words never read (glimpse enrich --ocr), a text: term
+    that no image's words hold, or the filters."""
     if not len(col):
         return None
     if min_score is not None:
         return f"no good matches: nothing scored {min_score} or more (try a lower --min-score)"
     if wants_words and not col.words_read():
         return "no good matches: no image has been read for words yet (run glimpse enrich --ocr)"
-    return "no good matches: nothing passed the filters"
+    if words_term:
+        return f"no good matches: no {'filtered ' if filtered else ''}image's words hold the text: term"
+    return "no good matches: nothing passed the filters" if filtered else "no good matches"
 
 
 def _query_vector(path: Path):

