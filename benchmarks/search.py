@@ -6,7 +6,7 @@
                                 [--oversample 10,30,100] [--queries 100] [--data DIR] [--cache DIR]
     python benchmarks/search.py --models structured,iso0.79,iso0.93,real,mix [--n 100000]
                                 [--anchors ivfpq,ivfrabitq,scann,hnsw] [--anchor-lists L] [--workdir DIR]
-                                [--clock cpu] [--quick N]
+                                [--clock cpu] [--quick N] [--exact-timed N] [--build-only]
     python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
@@ -46,7 +46,11 @@ searches (1% and 30% of the ids) against IVF-PQ32 and exact, and batches of 64 (
 for exact and the cheapest setting of each method. ``--clock cpu`` times batch-1 queries in this
 process's CPU time (steadier than wall time on a loaded machine); ``--quick N`` (for 1M) times the exact
 scan on N evenly spaced queries only (a batched search gives the truth), runs glimpse at its default
-setting only and leaves out the filtered searches.
+setting only and leaves out the filtered searches; ``--exact-timed N`` only the first of these.
+``--workdir`` keeps each model's collection and its built anchors (IVF indexes and HNSW32 through
+``faiss.write_index``, ScaNN through its own ``serialize``) for later runs. At 1M x 1664 the run
+holds the floats once (6.7 GB: the exact index is the HNSW's own storage), and ScaNN is built
+before them from a first part of the rows plus upserts, so no second float copy is made.
 
 Configurations: ``ham`` (Hamming top-10), ``ham+rrO`` (Hamming top 10 x O, re-ranked
 exactly from the float16 vector file through the memory map, as a collection does),
@@ -61,6 +65,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import importlib.util
 import os
 import shutil
 import sys
@@ -508,11 +513,12 @@ class Anchors:
     code-based one re-ranks its candidates with ``rerank_fixed`` (ScaNN's own exact reorder
     would hold the float vectors in RAM: 6,656 bytes per image)."""
 
-    def __init__(self, stored: np.ndarray, flat: faiss.IndexFlatIP | None, lists: int, reader, keep: Path | None = None):
-        self.stored, self.flat, self.lists, self.reader = stored, flat, lists, reader
-        self.keep = keep  # where built IVF anchors are kept for later runs (--workdir)
+    def __init__(self, stored: np.ndarray, lists: int, reader, keep: Path | None = None):
+        self.stored, self.flat, self.lists, self.reader = stored, None, lists, reader
+        self.keep = keep  # where built anchors are kept for later runs (--workdir)
         self.n, self.dim = stored.shape
         self.built: dict[str, faiss.Index] = {}
+        self.want_hnsw, self.graph, self.hnsw_built, self.searcher, self.scann_built = False, None, "", None, ""
 
     def _train_rows(self) -> np.ndarray:
         """20 rows per list (k-means in the full dimension is most of an anchor's build time)."""
@@ -554,25 +560,83 @@ class Anchors:
                 yield (f"FAISS IVF{self.lists},RaBitQ ({self.dim} bits) nprobe {probes}, re-rank {top}", per_image,
                        lambda q, p=params, t=top: rerank_fixed(self.reader, q, index.search(q, t, params=p)[1]))
 
+    def exact(self) -> faiss.IndexFlat:
+        """The exact float32 index (the truth and the exact baseline). With the HNSW anchor it is
+        the HNSW's own storage, so 1M x 1664 floats are in RAM once (6.7 GB), not twice; with
+        ``--workdir`` that HNSW is kept there (graph and floats) and read back by later runs."""
+        if not self.want_hnsw:
+            self.flat = faiss.IndexFlatIP(self.dim)
+            for start in range(0, self.n, 65536):
+                self.flat.add(self.stored[start : start + 65536].astype(np.float32))
+            return self.flat
+        kept = self.keep / "HNSW32.faiss" if self.keep else None
+        if kept is not None and kept.exists():
+            self.graph = faiss.read_index(str(kept))
+            self.hnsw_built = "read from --workdir"
+        else:
+            faiss.omp_set_num_threads(os.cpu_count() or 1)
+            self.graph = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
+            t = time.perf_counter()
+            for start in range(0, self.n, 65536):
+                self.graph.add(self.stored[start : start + 65536].astype(np.float32))
+            self.hnsw_built = f"built in {time.perf_counter() - t:.0f} s wall on {os.cpu_count()} threads"
+            faiss.omp_set_num_threads(1)
+            if kept is not None:
+                faiss.write_index(self.graph, str(kept) + ".tmp")
+                os.replace(str(kept) + ".tmp", kept)  # a killed write is redone, never read half
+        self.flat = faiss.downcast_index(self.graph.storage)
+        return self.flat
+
     def hnsw(self):
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
-        index = faiss.IndexHNSWFlat(self.dim, 32, faiss.METRIC_INNER_PRODUCT)
-        index.add(faiss.rev_swig_ptr(self.flat.get_xb(), self.n * self.dim).reshape(self.n, self.dim))
-        faiss.omp_set_num_threads(1)
+        print(f"(HNSW32 on floats {self.hnsw_built})")
         for ef in (64, 128, 256, 512, 1024):
             yield (f"FAISS HNSW32 (floats) efSearch {ef}", self.dim * 4 + 32 * 2 * 4,
-                   lambda q, e=ef: index.search(q, K, params=faiss.SearchParametersHNSW(efSearch=e))[1])
+                   lambda q, e=ef: self.graph.search(q, K, params=faiss.SearchParametersHNSW(efSearch=e))[1])
+
+    #: ScaNN is built from this many rows, then the rest is upserted (its tree and codebooks train
+    #: on a sample of them).
+    SCANN_FIRST = 131072
+
+    def _scann(self):
+        """ScaNN's searcher (tree + anisotropic codes, no reorder), built from the first SCANN_FIRST
+        rows and then the rest upserted in chunks, so the build never holds a float32 copy of the
+        whole collection; with ``--workdir`` it is serialized there and loaded by later runs."""
+        import scann
+
+        if self.searcher is not None:
+            return self.searcher
+        kept = self.keep / f"scann-{self.lists}" if self.keep else None
+        if kept is not None and (kept / "done").exists():
+            self.searcher = scann.scann_ops_pybind.load_searcher(str(kept))
+            self.scann_built = "read from --workdir"
+            return self.searcher
+        t = time.perf_counter()
+        first = min(self.n, self.SCANN_FIRST)
+        rows = lambda a, b: np.ascontiguousarray(self.stored[a:b].astype(np.float32))  # noqa: E731
+        self.searcher = (scann.scann_ops_pybind.builder(rows(0, first), K, "dot_product")
+                         .tree(num_leaves=self.lists, num_leaves_to_search=32,
+                               training_sample_size=min(first, 40 * self.lists))
+                         .score_ah(self.dim // 64, anisotropic_quantization_threshold=0.2)
+                         .build(docids=list(range(first))))
+        for start in range(first, self.n, 65536):
+            stop = min(self.n, start + 65536)
+            self.searcher.upsert(list(range(start, stop)), rows(start, stop), batch_size=4096)
+        self.scann_built = f"built in {time.perf_counter() - t:.0f} s wall"
+        if kept is not None:
+            shutil.rmtree(kept, ignore_errors=True)
+            kept.mkdir(parents=True)
+            self.searcher.serialize(str(kept))
+            (kept / "done").write_text("complete\n")  # a killed serialize is redone, never loaded
+        return self.searcher
 
     def scann(self):
         try:
-            import scann
+            import scann  # noqa: F401
         except ImportError:
             print("(ScaNN not installed: pip install scann==1.4.2)")
             return
-        data = faiss.rev_swig_ptr(self.flat.get_xb(), self.n * self.dim).reshape(self.n, self.dim)
-        searcher = (scann.scann_ops_pybind.builder(data, K, "dot_product")
-                    .tree(num_leaves=self.lists, num_leaves_to_search=32, training_sample_size=min(self.n, 40 * self.lists))
-                    .score_ah(self.dim // 64, anisotropic_quantization_threshold=0.2).build())
+        searcher = self._scann()
+        print(f"(ScaNN {self.scann_built})")
         for leaves in (16, 32, 64, 128, 256):  # text queries need many leaves to reach 0.95
             for top in (100, 300, 1000, 3000):
                 yield (f"ScaNN tree {self.lists} + AH 32 B, leaves {leaves}, re-rank {top}", 32 + 4,
@@ -608,16 +672,23 @@ def models_benchmark(args) -> None:
             n = index.count()
             stored = col._vectors.view(n)
             dim = stored.shape[1]
-            anchors = Anchors(stored, None, args.anchor_lists or index.lists, index.reader,
+            anchors = Anchors(stored, args.anchor_lists or index.lists, index.reader,
                               args.workdir / f"{model}-{size}" if args.workdir else None)
+            anchors.want_hnsw = "hnsw" in args.anchors
             if args.build_only:
                 for family in IVF_ANCHORS.keys() & set(args.anchors):
                     anchors._ivf(IVF_ANCHORS[family])
-                print(f"built {model}, n={n:,}: {built}; anchors {', '.join(anchors.built) or 'none'}", flush=True)
+                if "scann" in args.anchors and importlib.util.find_spec("scann"):
+                    anchors._scann()
+                if anchors.want_hnsw:
+                    anchors.exact()
+                print(f"built {model}, n={n:,}: {built}; anchors {', '.join(anchors.built) or 'none'}"
+                      + (f", ScaNN {anchors.scann_built}" if anchors.searcher is not None else "")
+                      + (f", HNSW32 {anchors.hnsw_built}" if anchors.graph is not None else ""), flush=True)
                 continue
-            anchors.flat = flat = faiss.IndexFlatIP(dim)
-            for start in range(0, n, 65536):
-                flat.add(stored[start : start + 65536].astype(np.float32))
+            if "scann" in args.anchors and importlib.util.find_spec("scann"):
+                anchors._scann()  # before the floats are in RAM: its build holds rows of its own
+            flat = anchors.exact()
             truth = flat.search(queries, K)[1]
             print(f"\n### {model}: {n:,} vectors; {built}; {index.describe()}; load average {os.getloadavg()[0]:.1f}")
             print("| method | B/img | " + " | ".join(f"p50 ms {kind}" for kind in kinds) + " | p50 ms all | "
@@ -639,8 +710,9 @@ def models_benchmark(args) -> None:
                 print(f"| {label} | {per_image:,.0f} | " + " | ".join(f"{p50[kind]:.2f}" for kind in kinds)
                       + f" | {p50['all']:.2f} | " + " | ".join(f"{got[kind]:.3f}" for kind in kinds) + " |", flush=True)
 
+            timed = args.exact_timed or args.quick
             measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1],
-                    np.linspace(0, len(queries) - 1, args.quick).astype(int) if args.quick else None)
+                    np.linspace(0, len(queries) - 1, timed).astype(int) if timed else None)
             # code, factors and id, and each id's float16 norm outside the projection (ids are rows here)
             per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8 + 2) / n
             default_probes = index.probes
@@ -653,9 +725,9 @@ def models_benchmark(args) -> None:
             for family in args.anchors:
                 t = time.perf_counter()
                 for label, size, search in getattr(anchors, family)():
-                    if t:
+                    if t and family in IVF_ANCHORS:
                         print(f"({family} built in {time.perf_counter() - t:.0f}s)", flush=True)
-                        t = 0
+                    t = 0
                     measure(label, size, search)
             exact_p50 = results[0][2]["all"]
             print(f"\ncheapest setting reaching recall@10 >= 0.95 for {' and '.join(kinds)} queries ({model}, n={n:,}):")
@@ -797,14 +869,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vectors", type=Path, help="instead of --models: your own database vectors (FILE.npy, n x dim)")
     ap.add_argument("--query-vectors", type=Path, help="with --vectors: queries (FILE.npy), reported as 'img'")
     ap.add_argument("--text-query-vectors", type=Path, help="with --vectors: a second query set (FILE.npy), as 'txt'")
-    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: keep each model's collection and IVF "
+    ap.add_argument("--workdir", type=Path, help="with --models/--vectors: keep each model's collection and "
                                                   "anchors here and reuse them in later runs (default: a "
                                                   "temporary folder, deleted)")
-    ap.add_argument("--build-only", action="store_true", help="with --workdir: build the collections and IVF "
+    ap.add_argument("--build-only", action="store_true", help="with --workdir: build the collections and "
                                                               "anchors, measure nothing")
     ap.add_argument("--quick", type=int, default=0, metavar="N",
                     help="with --models: time the exact scan on N of the queries (evenly spaced; its ids are "
                          "the truth), glimpse at its default setting only, no filtered searches (for 1M)")
+    ap.add_argument("--exact-timed", type=int, default=0, metavar="N",
+                    help="with --models: time the exact scan on N of the queries only (evenly spaced; its ids "
+                         "are the truth); everything else as without it (--quick N implies it)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="with --models: batch-1 timings in wall time or this process's CPU time")
     args = ap.parse_args(argv)
