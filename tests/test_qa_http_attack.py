@@ -8,6 +8,8 @@ import pytest
 
 from qa_http_fixtures import AUTH, client  # noqa: F401  (a fixture)
 
+from glimpse.server.app import _nodes
+
 
 def test_a_thumbnail_pruned_while_served_is_still_sent(client):
     # A removal prunes thumbnails on the writer thread; one pruned between the cache's answer
@@ -94,22 +96,11 @@ def test_an_answer_names_a_few_field_errors_not_each_of_thousands(client):
                                       "vector.2: Input should be a valid number; and 59,997 more errors like these")
 
 
-def _schema_nodes(tree):
-    stack = [tree]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            yield node
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
 def test_the_schema_states_the_bounds_the_server_checks(client):
     # Parameters read as digits rendered pydantic's "ge"/"le", which JSON Schema does not know (so
     # -80 was schema-valid), and FastAPI wrote 2**63 - 1 as the float 2**63.
     schema = client.get("/openapi.json").json()
-    for node in _schema_nodes(schema):
+    for node in _nodes(schema):
         assert not {"ge", "le", "gt", "lt"} & set(node), node
         if node.get("type") == "integer":
             for key in ("minimum", "maximum"):
