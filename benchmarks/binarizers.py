@@ -93,8 +93,10 @@ def build_embeddings(data: Path, cache: Path, n_aug: int) -> dict[str, np.ndarra
 
     enc = create_encoder()
     paths, captions = zip(*read_captions(data / "captions.tsv"))
+    # Keyed by the photos' names within the folder, so every spelling of --data finds one cache.
+    names = [os.path.relpath(p, data) for p in paths]
     key = hashlib.sha256(
-        "\n".join([enc.name, enc.version, AUG_VERSION, str(n_aug), *map(str, paths)]).encode()
+        "\n".join([enc.name, enc.version, AUG_VERSION, str(n_aug), *names]).encode()
     ).hexdigest()[:12]
     file = cache / f"binarizers-{enc.name}-v{enc.version}-{key}.npz"
     if file.exists():
