@@ -58,6 +58,8 @@ def broken(page: Path) -> list[str]:
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.relative_to(ROOT).as_posix())
 def test_relative_links_resolve(page):
+    if not page.is_file():
+        pytest.skip("the docs are checked in a source checkout (the tests were copied without them)")
     assert broken(page) == []
 
 
