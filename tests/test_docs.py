@@ -4,6 +4,7 @@ heading in it."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ def prose(text: str) -> str:
     return FENCE.sub("", text)
 
 
-def anchors(page: Path) -> set[str]:
+def anchors(page: Path) -> Iterator[str]:
     """GitHub's anchors for a page's headings: lower case, markup and punctuation dropped, spaces as
     hyphens, a repeated heading numbered -1, -2, ..."""
     seen: dict[str, int] = {}
@@ -41,6 +42,7 @@ def links(page: Path) -> list[str]:
 
 
 def shown(path: Path) -> str:
+    """A path as a message names it: from the repository root when it lies inside it."""
     return path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else path.name
 
 
