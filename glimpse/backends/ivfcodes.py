@@ -47,7 +47,6 @@ import contextlib
 import math
 import os
 from statistics import NormalDist
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,7 +57,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
 from .binary import CodeBackend, codes_path, read_codes, write_codes
-from .exact import VectorReader, exact_scan, exact_top
+from .exact import VectorReader, exact_scan, exact_top, one_thread
 
 #: Estimates re-ranked first, whatever the error model says: FIRST x k.
 FIRST = 4
@@ -96,20 +95,6 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 #: Candidates further below the k-th exact score than this many deviations are never re-ranked
 #: (a normal error exceeds 8 deviations with probability 6e-16).
 FAR = 8.0
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """FAISS's OpenMP threads set to one in this thread while a query's plan runs, then as they were:
-    its FAISS calls are small (a few lists, a few hundred rows), and an OpenMP team per call cost
-    more than the call (130 fp16 rows scored with 2 threads on a loaded machine: 11.5 ms of CPU,
-    with one 0.08 ms). A batch's parallelism is its threads."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(threads)
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
