@@ -152,6 +152,8 @@ def test_a_vector_file_cut_missing_or_replaced_is_one_sentence_and_repair_derive
     done = CliRunner().invoke(app, ["search", "-c", str(tmp_path / "col"), "--image", str(next(image_dir.glob("*.png")))])
     assert done.exit_code == 2 and len(done.output.strip().splitlines()) <= 4, done.output  # one sentence, wrapped
     if damage in ("folder", "link"):
+        with glimpse.open(tmp_path / "col") as col, pytest.raises(OSError, match=said[damage]):
+            col.repair()  # never writes through the link or into the folder
         path.rmdir() if damage == "folder" else path.unlink()  # what the sentence asks: move it aside
     with glimpse.open(tmp_path / "col") as col:
         report = col.repair()

@@ -62,9 +62,11 @@ class Repairing:
         meta = self._meta.get_meta()
         path, rows = self.path / meta.get("vectors", VECTORS_NAME), int(meta.get("rows", 0))
         want = rows * self._vectors.row_bytes
-        if not rows or (os.path.isfile(path) and not os.path.islink(path) and os.path.getsize(path) >= want):
+        if not rows or os.path.islink(path) or (os.path.lexists(path) and not os.path.isfile(path)):
+            return  # nothing to extend, or a link or a folder in its place: the read says to move it aside
+        if os.path.exists(path) and os.path.getsize(path) >= want:
             return
-        fd = open_own(path)  # never through a link; a folder in its place: the error says to move it
+        fd = open_own(path)
         try:
             if os.fstat(fd).st_size < want:
                 os.ftruncate(fd, want)
