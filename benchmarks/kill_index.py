@@ -61,6 +61,7 @@ def index(photos: Path, col: Path, encoder: str, kill_after: float | None = None
 def content(folder: Path) -> tuple[dict[str, str], dict[str, np.ndarray], int]:
     """Files -> content hash, content hash -> stored vector, and the items searched by one query."""
     with glimpse.open(folder, create=False) as col:
+        col._sync()  # the committed rows, read before any search
         files = {path: record.hash for path, record in col._meta.file_records().items()}
         ids = np.array(col.item_ids(), np.int64)
         hashes = {col._meta.item_files(int(i))[0].hash: int(i) for i in ids}

@@ -66,7 +66,7 @@ def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: in
             got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
         merged_scores = np.concatenate([scores, got_scores], axis=1)
         merged = np.concatenate([found, got], axis=1)
-        best = np.argsort(-merged_scores, kind="stable")[:, :k]
+        best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
         scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
     return scores, found
 
@@ -121,9 +121,9 @@ def whole_rows(rows: np.ndarray) -> np.ndarray:
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """FAISS's OpenMP threads set to one in this thread while a query's plan (or a check of a few
-    rows) runs, then as they were: its FAISS calls are small (a few lists, a few hundred rows), and an OpenMP team per call cost
-    more than the call (130 fp16 rows scored with 2 threads on a loaded machine: 11.5 ms of CPU,
-    with one 0.08 ms). A batch's parallelism is its threads."""
+    rows) runs, then as they were: its FAISS calls are small (a few lists, a few hundred rows),
+    and an OpenMP team per call cost more than the call (130 fp16 rows scored with 2 threads on a
+    loaded machine: 11.5 ms of CPU, with one 0.08 ms). A batch's parallelism is its threads."""
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
