@@ -159,3 +159,16 @@ def test_a_vector_file_cut_missing_or_replaced_is_one_sentence_and_repair_derive
         report = col.repair()
         assert (report.checked, len(report.repaired), report.left) == (12, len(report.damaged), [])
         assert _results(col, image_dir) == before
+
+
+def test_a_vector_file_grown_past_its_rows_answers_as_before(tmp_path, image_dir):
+    """Bytes past the committed rows are what a writer killed before its commit leaves: unreferenced,
+    overwritten by the next write, never read (no error, nothing to repair)."""
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        col.add([image_dir])
+        before = _results(col, image_dir)
+    with open(tmp_path / "col" / "vectors.f16", "ab") as f:
+        f.write(os.urandom(12345))
+    with glimpse.open(tmp_path / "col") as col:
+        assert _results(col, image_dir) == before
+        assert col.repair().damaged == []
