@@ -77,7 +77,7 @@ def test_damaged_vector_rows_are_left_out_with_one_warning_and_repaired_from_the
     with glimpse.open(tmp_path / "col") as col, caplog.at_level("WARNING"):
         damaged = _results(col, image_dir)
         warnings = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
-        with pytest.raises(ValueError, match=r"the vector of item #5 is damaged in .*: run `glimpse repair -c "):
+        with pytest.raises(OSError, match=r"the vector of item #5 is damaged in .*: run `glimpse repair -c "):
             col.search(like=5, k=3)
     assert len(warnings) == 1 and "vectors.f16" in warnings[0] and "glimpse repair -c" in warnings[0], warnings
     assert not {0, 5} & {item for item, _ in damaged}  # left out, not scored from garbage

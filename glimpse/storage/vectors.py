@@ -24,8 +24,9 @@ def write_whole(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
-class DamagedVectorError(ValueError):
-    """An item's stored vector failed the length check (``glimpse repair`` derives it again)."""
+class DamagedVectorError(OSError):
+    """An item's stored vector failed the length check (``glimpse repair`` derives it again): the
+    collection's file is damaged, not the request (HTTP 503, as for other unreadable files)."""
 
 
 class VectorStore:
