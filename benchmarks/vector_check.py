@@ -1,6 +1,7 @@
 """The cost of checking stored rows' lengths on the re-rank path, against the same path unchecked.
 
     python benchmarks/vector_check.py [--rows 20000] [--dim 1664] [--queries 200] [--rounds 5]
+                                      [--codes ivf-rabitq,itq]
 
 Builds a collection of ``--rows`` precomputed unit vectors (clustered, ``--dim``-d like Lite0's)
 with ``ivf-rabitq`` codes, and another with ``itq`` codes, in a temporary folder; then, in rounds
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=1664)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--codes", default="ivf-rabitq,itq", help="binarizers to time (itq: 256 bits)")
     args = parser.parse_args()
     x = clustered(args.rows, args.dim)
     rng = np.random.default_rng(1)
@@ -61,7 +63,8 @@ def main() -> None:
     print(f"{args.rows:,} rows of {args.dim}-d, {args.queries} queries, {args.rounds} rounds; CPU ms per query (median)")
     print(f"{'codes':<12} {'checked':>9} {'unchecked':>10} {'check':>7}")
     with tempfile.TemporaryDirectory(prefix="glimpse-check-") as folder:
-        for codes in ({"binarizer": "ivf-rabitq"}, {"binarizer": "itq", "bits": 256}):
+        kinds = {"ivf-rabitq": {"binarizer": "ivf-rabitq"}, "itq": {"binarizer": "itq", "bits": 256}}
+        for codes in (kinds[name] for name in args.codes.split(",")):
             col = glimpse.open(Path(folder) / codes["binarizer"], encoder="precomputed", dim=args.dim)
             col.add_vectors(x, [f"k{i}" for i in range(len(x))])
             col.use_codes(**codes)
