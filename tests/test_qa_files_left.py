@@ -172,3 +172,15 @@ def test_a_vector_file_grown_past_its_rows_answers_as_before(tmp_path, image_dir
     with glimpse.open(tmp_path / "col") as col:
         assert _results(col, image_dir) == before
         assert col.repair().damaged == []
+
+
+def test_repair_in_a_process_that_mapped_the_vector_file_before_it_was_deleted(tmp_path, image_dir):
+    """Its old map still reads the deleted file's rows: repair must read the file that is there."""
+    with glimpse.open(tmp_path / "col", encoder="hash") as col:
+        col.add([image_dir])
+        before = _results(col, image_dir)  # the file is mapped
+        (tmp_path / "col" / "vectors.f16").unlink()
+        report = col.repair()
+        assert (len(report.damaged), len(report.repaired)) == (12, 12)
+    with glimpse.open(tmp_path / "col") as col:
+        assert _results(col, image_dir) == before

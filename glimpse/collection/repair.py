@@ -40,11 +40,12 @@ class Repairing:
                 raise ValueError("an encoder upgrade is under way: finish it (glimpse upgrade) or abort it "
                                  "(glimpse upgrade --abort) before repairing")
             self._extend_vector_file()
+            self._vectors.close()  # a map made before the file was replaced would read the old file
             self._sync()
-            rows, live = self._rows, self._live
+            rows, live = self._rows, np.sort(self._live)
             damaged: list[np.ndarray] = []
             for start in range(0, len(live), 65536):
-                ids = np.sort(live)[start : start + 65536]
+                ids = live[start : start + 65536]
                 damaged.append(ids[~whole_rows(self._vectors.read(ids, rows, np.float16))])
                 if progress:
                     progress(min(start + 65536, len(live)), len(live))
