@@ -11,6 +11,10 @@ with the same content hashes), no duplicate item or vector row, the same vectors
 (the largest difference is printed), answer a search, and pass ``glimpse repair`` with nothing
 damaged. Prints one line per trial and exits 1 if any trial differs. Not a test: with the default
 encoder each trial takes several seconds (tests/test_ingest_torture.py kills the hash encoder's runs).
+
+Run here (defaults, seed 0; 2 cores at load 15-22): reference 73.5 s; 10 of 12 trials killed mid-run
+(0 to 256 of 300 items committed then), 2 finished before their moment; every rerun: the same
+files and items, identical vectors (largest difference 0), 300 found by a search, repair clean.
 """
 
 from __future__ import annotations
