@@ -116,10 +116,10 @@ class LiveIndex:
         self._damaged.update(ids.tolist())
         if self._vectors.path not in self._warned:
             self._warned.add(self._vectors.path)
-            log.warning("%s: %d vector(s) are damaged (items %s), left out of search results: run "
-                        "`glimpse repair -c %s` (Collection.repair()) to check every row and re-derive them",
-                        self._vectors.path, len(ids), ", ".join(map(str, ids[:5].tolist())) + (" ..." if len(ids) > 5 else ""),
-                        self.location)
+            shown = ", ".join(map(str, ids[:5].tolist())) + (", ..." if len(ids) > 5 else "")
+            log.warning("%s: damaged vectors found (items %s), left out of search results: run `glimpse repair "
+                        "-c %s` (Collection.repair()) to check every row and derive the damaged ones again",
+                        self._vectors.path, shown, self.location)
 
     def _persist_index(self) -> None:
         if self._index is not None:
@@ -205,5 +205,5 @@ class LiveIndex:
         if not whole_rows(vector)[0]:
             self._found_damaged(np.array([item_id]))
             raise DamagedVectorError(f"the vector of item #{item_id} is damaged in {self._vectors.path}: run "
-                             f"`glimpse repair -c {self.location}` to re-derive it")
+                                     f"`glimpse repair -c {self.location}` to derive it again")
         return vector[0]

@@ -112,7 +112,7 @@ class VectorStore:
     def _open(self, rows: int) -> int:
         """A read-only descriptor on the vector file itself: never through a symbolic link (glimpse
         makes none, and would read another file's bytes as vectors), never a folder."""
-        restore = "restore the file from a backup or re-derive the vectors with `glimpse repair`"
+        restore = "restore the file from a backup or derive the vectors again with `glimpse repair`"
         try:
             fd = open_own(self.path, os.O_RDONLY)
         except FileNotFoundError:
