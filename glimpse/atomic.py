@@ -1,12 +1,14 @@
-"""Whole-or-nothing file writes: a reader (or a restart after a kill) sees the old file or the new one, never a torn one."""
+"""Whole-or-nothing file writes: a reader (or a restart after a kill) sees the old file or the new one, never a torn one.
+Also the descriptor of a file written in place (never through a link), and the fingerprint of files' bytes."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -77,3 +79,15 @@ def open_own(path: str | os.PathLike[str], flags: int = os.O_RDWR | os.O_CREAT) 
             raise OSError(errno.ELOOP, "is a symbolic link, which glimpse never makes: put the file itself "
                           "there (or, for a lock, remove the link)", os.fspath(path)) from None
         raise
+
+
+def file_fingerprint(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], size: int = 8) -> str:
+    """A hex id (``size`` bytes) of the bytes of one file, or of several read one after the other,
+    streamed a MiB at a time (a model checkpoint or a dataset need not fit in memory). BLAKE2b of
+    the concatenated bytes: keys made earlier from whole-file reads are unchanged."""
+    digest = hashlib.blake2b(digest_size=size)
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else paths:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

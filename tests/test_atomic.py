@@ -1,12 +1,14 @@
-"""write_atomic: the old file or the new one, never a torn one, and no temporary file left behind."""
+"""write_atomic: the old file or the new one, never a torn one, and no temporary file left behind; file_fingerprint."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 
-from glimpse.atomic import write_atomic
+from glimpse.atomic import file_fingerprint, write_atomic
+from glimpse.eval import tasks
 
 
 def test_writes_bytes_or_through_a_writer_and_replaces_the_old_file(tmp_path):
@@ -36,3 +38,16 @@ def test_a_crash_before_the_rename_leaves_the_old_file_and_no_temporary_one(tmp_
         write_atomic(target, data)
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
+
+
+def test_one_fingerprint_streams_one_file_or_several_and_keeps_the_keys_made_before(tmp_path):
+    """The ONNX graph cache (one checkpoint, 8 bytes) and the eval cache (a dataset's files read
+    whole, 16 bytes) were keyed by two functions; their keys must not change under the one left."""
+    first, second = tmp_path / "a.bin", tmp_path / "b.bin"
+    first.write_bytes(os.urandom(3 << 20))  # over a read block: streamed
+    second.write_bytes(b"second")
+    assert file_fingerprint(first) == hashlib.blake2b(first.read_bytes(), digest_size=8).hexdigest()
+    assert file_fingerprint(str(first)) == file_fingerprint([first])
+    both = hashlib.blake2b(first.read_bytes() + second.read_bytes(), digest_size=16).hexdigest()
+    assert file_fingerprint([first, second], size=16) == both
+    assert not hasattr(tasks, "file_fingerprint")  # eval calls the engine's, not a copy of its own

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pytest
 
@@ -231,10 +232,13 @@ def test_the_rerank_scores_float16_rows_in_kept_chunks_and_keeps_nothing_between
         np.testing.assert_array_equal(np.sort(best), np.sort(np.argsort(-truth, kind="stable")[:k]))
         np.testing.assert_allclose(scores, truth[best], rtol=1e-4, atol=1e-4)
         assert np.all(np.diff(scores) <= 0)
-    kept = exact._kept_scorer(48)
-    assert kept is exact._kept_scorer(48) and kept.ntotal == 0
+    def kept_scorer():
+        return exact._kept_index("scorer", 48, faiss.METRIC_INNER_PRODUCT)
+
+    kept = kept_scorer()
+    assert kept is kept_scorer() and kept.ntotal == 0
     other = []
-    worker = threading.Thread(target=lambda: other.append(exact._kept_scorer(48)))
+    worker = threading.Thread(target=lambda: other.append(kept_scorer()))
     worker.start()
     worker.join()
     assert other[0] is not kept

@@ -147,7 +147,7 @@ def test_codes_none_switches_codes_off(tmp_path, image_dir, make_image):
 
 @pytest.mark.parametrize("args", [
     ["index"], ["index", "--codes", "sign", "--bits", "32"], ["remove", "img01.png"], ["adapt", "--remove"],
-    ["adapt", "--captions", "captions.tsv"], ["compact"],
+    ["adapt", "--captions", "captions.tsv"], ["compact"], ["repair"],
 ])
 def test_every_writing_command_says_who_holds_the_lock(tmp_path, image_dir, monkeypatch, args):
     import os

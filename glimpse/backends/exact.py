@@ -1,10 +1,18 @@
 """Exact scoring of stored float vectors: the reference stage of the code backends, and the
-re-rank of their shortlists."""
+re-rank of their shortlists; and the check of stored rows' lengths, made where they are scored.
+
+Rows are stored at unit length, so a row whose length is not 1 was damaged on disk (bytes flipped
+or zeroed). The rows a scan returns as its top are checked (FAISS's fp16 scan against a zero
+query: about 1.7 times the scan's own cost per row, on a few rows); a damaged row among them is
+reported, left out, and the top scored again without it, so no result shows a damaged row's score.
+A damaged row that scores below the top is not reported here: ``Collection.repair`` checks every row.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -13,6 +21,15 @@ from .base import SearchBackend
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
+#: Told the ids of stored rows found damaged (they are left out of results either way).
+DamageReport = Callable[[np.ndarray], None]
+
+#: How far a stored row's squared length may be from 1 and the row still count as whole. Rows are
+#: stored L2-normalised, and float16 rounding (relative error at most u = 2**-11 per component)
+#: moves a unit row's squared length by at most 2u + u**2; this is twice that. Damage that matters
+#: moves it further: a byte of random bits, a flipped exponent bit, zeros. A flipped sign bit keeps
+#: the length and escapes the check (a score moves by at most twice that component).
+NORM_TOLERANCE = 4 * 2.0**-11
 
 #: float16 rows a re-rank scores per FAISS call, through one index kept per thread: a fresh
 #: index's buffer of a few MB is new memory on every call (1,333 rows of 1,664-d: 7.6 ms,
@@ -27,34 +44,97 @@ def held_ids(backend: SearchBackend, allowed: np.ndarray | None) -> np.ndarray:
     return held if allowed is None else np.intersect1d(held, allowed)
 
 
-def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: int,
+               damaged: DamageReport | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rows of sorted ``ids`` scored exactly for all queries (the reference a code stage is
-    measured against), one scan per 65,536 rows so the float copies stay small."""
+    measured against), one scan per 65,536 rows so the float copies stay small. Damaged rows
+    found among a scan's top are left out (and told to ``damaged``)."""
     k = min(k, len(ids))
     scores = np.full((len(queries), k), -np.inf, np.float32)
     found = np.full((len(queries), k), -1, np.int64)
     for start in range(0, len(ids) if k else 0, 65536):  # FAISS takes no k = 0
         chunk = ids[start : start + 65536]
         rows = reader(chunk)
-        if rows.dtype == np.float16:
-            scorer = fp16_scorer(rows)
-        else:
-            scorer = faiss.IndexFlatIP(rows.shape[1])
-            scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
-        got_scores, positions = scorer.search(queries, k)
+        got_scores, positions = _scan_rows(rows, queries, k)
+        if whole_rows(rows[np.unique(positions[positions >= 0])]).all():
+            got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
+        else:  # rare: every row of the chunk checked, the damaged left out, the rest scanned again
+            whole = whole_rows(rows)
+            _report(damaged, chunk[~whole])
+            chunk, rows = chunk[whole], rows[whole]
+            got_scores, positions = _scan_rows(rows, queries, k) if len(chunk) else (scores[:, :0], found[:, :0])
+            got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
         merged_scores = np.concatenate([scores, got_scores], axis=1)
-        merged = np.concatenate([found, np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)], axis=1)
+        merged = np.concatenate([found, got], axis=1)
         best = np.argsort(-merged_scores, axis=1, kind="stable")[:, :k]
         scores, found = np.take_along_axis(merged_scores, best, 1), np.take_along_axis(merged, best, 1)
     return scores, found
 
 
-def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _scan_rows(rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """FAISS's top ``k`` of ``rows`` for each query (scores, row positions; -1 past the rows)."""
+    if rows.dtype == np.float16:
+        scorer = fp16_scorer(rows)
+    else:
+        scorer = faiss.IndexFlatIP(rows.shape[1])
+        scorer.add(np.ascontiguousarray(rows, dtype=np.float32))
+    return scorer.search(queries, min(k, len(rows)))
+
+
+def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
+              damaged: DamageReport | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of ``ids`` (none -1) by the inner product of their stored vectors with
-    ``query``: (scores, ids), best first."""
+    ``query``: (scores, ids), best first. Damaged rows among the top are left out (and told to
+    ``damaged``): the top then holds fewer than ``k`` only where fewer whole rows were read."""
     ids = np.sort(ids)  # sorted reads are kinder to the memory map
-    scores, best = _top_inner_products(reader(ids), query, k)
+    rows = reader(ids)
+    scores, best = _top_inner_products(rows, query, k)
+    if not whole_rows(rows[best]).all():  # rare: every row read checked, the top scored again without the damaged
+        whole = whole_rows(rows)
+        _report(damaged, ids[~whole])
+        ids, rows = ids[whole], rows[whole]
+        scores, best = _top_inner_products(rows, query, k)
     return scores, ids[best]
+
+
+def whole_rows(rows: np.ndarray) -> np.ndarray:
+    """One bool per row of ``rows`` (float16 or float32): whether its squared length is 1 (within
+    ``NORM_TOLERANCE``); NaN and infinite values make a row damaged."""
+    if rows.dtype != np.float16:
+        rows = np.asarray(rows, dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):
+            lengths = np.einsum("ij,ij->i", rows, rows)
+    else:  # FAISS's fp16 distances to zero: numpy's float16 cast alone took 3-4x as long
+        lengths = np.full(len(rows), np.nan, np.float32)  # a NaN or infinite row never enters FAISS's heap
+        measure = _kept_index("lengths", rows.shape[1], faiss.METRIC_L2)
+        zero = np.zeros((1, rows.shape[1]), np.float32)
+        with one_thread():  # a few rows: an OpenMP team would cost more than the call
+            for start in range(0, len(rows), RERANK_ROWS):
+                measure.reset()
+                measure.add_sa_codes(np.ascontiguousarray(rows[start : start + RERANK_ROWS]).view(np.uint8))
+                got, at = measure.search(zero, measure.ntotal)
+                lengths[start + at[0][at[0] >= 0]] = got[0][at[0] >= 0]
+        measure.reset()
+    return np.abs(lengths - 1.0) <= NORM_TOLERANCE
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """FAISS's OpenMP threads set to one in this thread while a query's plan (or a check of a few
+    rows) runs, then as they were: its FAISS calls are small (a few lists, a few hundred rows),
+    and an OpenMP team per call cost more than the call (130 fp16 rows scored with 2 threads on a
+    loaded machine: 11.5 ms of CPU, with one 0.08 ms). A batch's parallelism is its threads."""
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def _report(damaged: DamageReport | None, ids: np.ndarray) -> None:
+    if damaged is not None and len(ids):
+        damaged(ids)
 
 
 def fp16_scorer(rows: np.ndarray) -> faiss.IndexScalarQuantizer:
@@ -73,7 +153,7 @@ def _top_inner_products(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np
         exact = rows.astype(np.float32, copy=False) @ query
         best = np.argsort(-exact, kind="stable")[:k]
         return exact[best], best
-    scorer = _kept_scorer(rows.shape[1])
+    scorer = _kept_index("scorer", rows.shape[1], faiss.METRIC_INNER_PRODUCT)
     query = query[None].astype(np.float32)
     scores, best = np.zeros(0, np.float32), np.zeros(0, np.int64)
     for start in range(0, len(rows) if k else 0, RERANK_ROWS):
@@ -87,10 +167,10 @@ def _top_inner_products(rows: np.ndarray, query: np.ndarray, k: int) -> tuple[np
     return scores, best
 
 
-def _kept_scorer(dim: int) -> faiss.IndexScalarQuantizer:
-    """This thread's fp16 inner-product index for ``dim``-d rows (made once per thread and dim)."""
-    scorer = getattr(_kept, "scorer", None)
-    if scorer is None or scorer.d != dim:
-        scorer = _kept.scorer = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16,
-                                                           faiss.METRIC_INNER_PRODUCT)
-    return scorer
+def _kept_index(name: str, dim: int, metric: int) -> faiss.IndexScalarQuantizer:
+    """This thread's fp16 index ``name`` for ``dim``-d rows (made once per thread, name and dim)."""
+    index = getattr(_kept, name, None)
+    if index is None or index.d != dim:
+        index = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, metric)
+        setattr(_kept, name, index)
+    return index

@@ -47,7 +47,6 @@ import contextlib
 import math
 import os
 from statistics import NormalDist
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -58,7 +57,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
 from .binary import CodeBackend, codes_path, read_codes, write_codes
-from .exact import VectorReader, exact_scan, exact_top
+from .exact import VectorReader, exact_scan, exact_top, one_thread
 
 #: Estimates re-ranked first, whatever the error model says: FIRST x k.
 FIRST = 4
@@ -96,20 +95,6 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 #: Candidates further below the k-th exact score than this many deviations are never re-ranked
 #: (a normal error exceeds 8 deviations with probability 6e-16).
 FAR = 8.0
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """FAISS's OpenMP threads set to one in this thread while a query's plan runs, then as they were:
-    its FAISS calls are small (a few lists, a few hundred rows), and an OpenMP team per call cost
-    more than the call (130 fp16 rows scored with 2 threads on a loaded machine: 11.5 ms of CPU,
-    with one 0.08 ms). A batch's parallelism is its threads."""
-    threads = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(threads)
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -326,7 +311,7 @@ class IVFCodesIndex(CodeBackend):
         if allowed is not None:
             allowed = np.sort(np.asarray(allowed, dtype=np.int64))
             if rerank and self._exact_is_cheaper(len(allowed), k):
-                return exact_scan(self.reader, queries, allowed, k)
+                return exact_scan(self.reader, queries, allowed, k, self.damaged)
             selector, share = id_selector(allowed), len(allowed) / max(1, self.count())
         fit = self.binarizer
         projected = np.ascontiguousarray(queries @ fit.projection, dtype=np.float32)
@@ -690,8 +675,8 @@ class _QuerySearch:
         far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
         first = largest(self.estimates, FIRST * k)
         wanted = np.unique(np.concatenate([self.ids[first], sample, far]))
-        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted))
-        exact = np.empty(len(wanted))  # in wanted's (sorted) order, as float64 for the error sums
+        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted), index.damaged)
+        exact = np.full(len(wanted), np.nan)  # in wanted's (sorted) order, as float64 for the error sums; NaN: damaged
         exact[np.searchsorted(wanted, scored_ids)] = scored
         if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
             passed = np.isin(scored_ids, allowed, assume_unique=True)
@@ -700,14 +685,15 @@ class _QuerySearch:
             top_scores, top_ids = scored[:k], scored_ids[:k]
         kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
         if len(rest):
-            self._probe_more(rest, kth, exact[np.searchsorted(wanted, far)], far_lists)
+            far_exact = exact[np.searchsorted(wanted, far)]
+            self._probe_more(rest, kth, far_exact[~np.isnan(far_exact)], far_lists[~np.isnan(far_exact)])
         # The candidates scored (a bitmap: a binary search of every candidate took 0.5 ms for
         # 15,000), their places in wanted, and which of them were sampled.
         scored_here = _marked(self.ids, wanted, index._id_top)
         at = np.searchsorted(wanted, self.ids[scored_here])
         sampled = np.zeros(len(wanted), bool)
         sampled[np.searchsorted(wanted, sample)] = True
-        in_sample = sampled[at]
+        in_sample = sampled[at] & ~np.isnan(exact[at])
         # The errors of the sampled rows, in each row's own unit (see IVFCodesIndex._row_units).
         row_units = index._row_units(self.query)
         measured = exact[at[in_sample]] - self.estimates[scored_here][in_sample]
@@ -753,7 +739,7 @@ class _QuerySearch:
                                   budget)
 
         if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
-            got_scores, got = exact_scan(index.reader, self.query[None], allowed, k)
+            got_scores, got = exact_scan(index.reader, self.query[None], allowed, k, index.damaged)
             return got_scores[0], got[0]
         start, step = 0, STEP
         while start < len(ids):
@@ -762,7 +748,7 @@ class _QuerySearch:
                 stop = start + step
             if stop <= start:
                 break
-            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k)
+            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.damaged)
             top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
             best = np.argsort(-top_scores, kind="stable")[:k]
             top_scores, top_ids = top_scores[best], top_ids[best]

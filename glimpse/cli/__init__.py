@@ -1,7 +1,7 @@
 """The ``glimpse`` command line: one module per group of commands, on one Typer app.
 
 ``common`` holds the app and what the commands share; ``ingest`` (index, import-vectors,
-enrich), ``search``, ``manage`` (adapt, info, remove, compact), ``upgrade`` and ``serve`` (demo, serve)
+enrich), ``search``, ``manage`` (adapt, info, remove, compact, repair), ``upgrade`` and ``serve`` (demo, serve)
 register their commands on it in that order, which is the order ``glimpse --help`` lists.
 """
 

@@ -136,3 +136,25 @@ def compact(collection: CollectionOpt = DEFAULT_COLLECTION) -> None:
     rows = col.compact()
     console.print(f"{rows:,} unused vector rows dropped: vectors {human_bytes(before)} -> "
                   f"{human_bytes(col.stats().vector_bytes)}")
+
+
+@app.command(short_help="Check every stored vector and derive the damaged ones again.")
+def repair(collection: CollectionOpt = DEFAULT_COLLECTION) -> None:
+    """Check every stored vector (rows are stored at unit length: one that is not was damaged on
+    disk, and searches leave it out) and encode damaged images again from their files. Exits 1
+    when some are left: precomputed vectors to add again, images whose files changed or are gone."""
+    col = open_existing(collection)
+    with progress_bars() as bar:
+        task = bar.add_task("checking vectors", total=None, rate="")
+        report = col.repair(progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"{report.checked:,} vectors checked: {len(report.damaged):,} damaged, "
+                  f"{len(report.repaired):,} derived again from their images")
+    if report.left:
+        again = ("add their vectors again (glimpse import-vectors, or add_vectors) under these keys"
+                 if not col.has_files else "run `glimpse index` on their folders to re-read or drop them")
+        console.print(f"{len(report.left):,} left damaged (left out of search results): {again}:")
+        for item, name in report.left[:20]:
+            console.print(f"  #{item} {escape(shown(name))}", soft_wrap=True)
+        if len(report.left) > 20:
+            console.print(f"  ... and {len(report.left) - 20:,} more")
+        raise typer.Exit(1)

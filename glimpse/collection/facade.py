@@ -26,16 +26,17 @@ from .ingest import Ingesting
 from .layout import DB_NAME, LOCK_NAME, VECTORS_NAME
 from .live import LiveIndex
 from .precomputed import Importing
+from .repair import Repairing
 from .reports import CollectionStats
 from .search import Searching
 from .upgrading import Upgrading
 from ..upgrade.state import encoder_facts
 
 
-class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searching, Upgrading):
+class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searching, Upgrading, Repairing):
     """Open with :func:`glimpse.open`. Safe to search from many processes while one writes.
 
-    Each job lives in its own module (ingest, precomputed, live, codes, adapt, search); this
+    Each job lives in its own module (ingest, precomputed, live, codes, adapt, search, repair); this
     class holds the state they share and the small reads that need none of them.
     """
 
@@ -60,6 +61,8 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
         self._encoder_facts = encoder_facts(meta.get_meta())  # as recorded when self.encoder was built (upgrading)
         self._rewrite_mark: tuple[str, int] | None = None  # the upgrade backfill's progress the index has seen
+        self._damaged: set[int] = set()  # items whose stored rows were found damaged (left out of results)
+        self._warned: set[Path] = set()  # vector files whose damage was logged
 
     # -- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:

@@ -4,13 +4,16 @@ the vector file."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
 from ..backends import SearchBackend, open_backend
+from ..backends.exact import whole_rows
 from ..settings import CodeSettings
+from ..storage.vectors import DamagedVectorError
 from .layout import VECTORS_FILE, VECTORS_NAME
 
 
@@ -18,6 +21,8 @@ from .layout import VECTORS_FILE, VECTORS_NAME
 #: and at least ``COMPACT_MIN_ROWS`` rows (below that the space is not worth a rewrite).
 COMPACT_SHARE = 0.5
 COMPACT_MIN_ROWS = 1000
+
+log = logging.getLogger(__name__)
 
 
 class LiveIndex:
@@ -71,13 +76,19 @@ class LiveIndex:
         live = set(self._live.tolist())
         new = np.array(sorted(live - self._index_ids), dtype=np.int64)
         gone = np.array(sorted(self._index_ids - live), dtype=np.int64)
+        left_out: list[int] = []  # damaged rows: read again at each refresh (a repair elsewhere moves them)
         for chunk in range(0, len(new), 65536):
             ids = new[chunk : chunk + 65536]
-            self._add_to_index(ids, self._vectors.read(ids, self._rows))
+            vectors = self._vectors.read(ids, self._rows)
+            whole = whole_rows(vectors)  # the float32 copies are in hand: every row is checked
+            if not whole.all():
+                self._found_damaged(ids[~whole])
+                left_out += ids[~whole].tolist()
+            self._add_to_index(ids[whole], vectors[whole])
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()
-        self._index_ids = live
+        self._index_ids = live.difference(left_out)
         self._index_generation = self._seen
 
     def _ensure_index(self) -> SearchBackend:
@@ -98,6 +109,17 @@ class LiveIndex:
     def _read_stored(self, ids: np.ndarray) -> np.ndarray:
         """float16 as stored: the re-rank scores them without a float32 copy."""
         return self._vectors.read(ids, self._rows, np.float16)
+
+    def _found_damaged(self, ids: np.ndarray) -> None:
+        """Stored rows of ``ids`` failed the length check: they are left out of results; the first
+        time a vector file shows damage in this process, one warning names it and the repair."""
+        self._damaged.update(ids.tolist())
+        if self._vectors.path not in self._warned:
+            self._warned.add(self._vectors.path)
+            shown = ", ".join(map(str, ids[:5].tolist())) + (", ..." if len(ids) > 5 else "")
+            log.warning("%s: damaged vectors found (items %s), left out of search results: run `glimpse repair "
+                        "-c %s` (Collection.repair()) to check every row and derive the damaged ones again",
+                        self._vectors.path, shown, self.location)
 
     def _persist_index(self) -> None:
         if self._index is not None:
@@ -166,7 +188,7 @@ class LiveIndex:
     def _open_backend(self, settings: CodeSettings | None) -> tuple[SearchBackend, set[int]]:
         """The backend for ``settings`` and the ids it already holds (the rest is added by ``_refresh``)."""
         index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
-                             self._read_stored, len(self._live))
+                             self._read_stored, len(self._live), self._found_damaged)
         return index, set(index.ids().tolist())
 
     def backend_info(self) -> dict:
@@ -177,6 +199,11 @@ class LiveIndex:
     def _item_vector(self, item_id: int) -> np.ndarray:
         with self._fresh_index():
             known = item_id in self._index_ids
-        if not known:
+        if not known and item_id not in self._damaged:
             raise ValueError(f"no item #{item_id} in this collection")
-        return self._read_vectors(np.array([item_id], dtype=np.int64))[0]
+        vector = self._read_vectors(np.array([item_id], dtype=np.int64))
+        if not whole_rows(vector)[0]:
+            self._found_damaged(np.array([item_id]))
+            raise DamagedVectorError(f"the vector of item #{item_id} is damaged in {self._vectors.path}: run "
+                                     f"`glimpse repair -c {self.location}` to derive it again")
+        return vector[0]

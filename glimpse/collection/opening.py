@@ -13,7 +13,7 @@ from ..encoders import DEFAULT_ENCODER, Encoder, EncoderInfo, create_encoder
 from ..settings import check_flag
 from ..storage import Metadata
 from .facade import Collection
-from .layout import DB_NAME
+from .layout import DB_NAME, LEFT_BEHIND
 
 
 class EncoderMismatchError(ValueError):
@@ -67,6 +67,7 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
     if not db_path.exists():
         if not create:
             raise FileNotFoundError(f"no glimpse collection at {root} (create one with `glimpse index FOLDER`)")
+        _refuse_left_behind(root)
         if not isinstance(encoder, Encoder):  # a bad name or option, or weights that cannot load, fail before anything is created
             encoder = create_encoder(DEFAULT_ENCODER if encoder is None else encoder, **encoder_options)
         root.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,16 @@ def open_directory(path: Path, encoder: str | Encoder | None, create: bool, enco
         meta.close()
         raise
     return make(root, encoder, meta)
+
+
+def _refuse_left_behind(root: Path) -> None:
+    """A ValueError when ``root`` holds a collection's files without its database."""
+    found = sorted({path.name for pattern in LEFT_BEHIND for path in root.glob(pattern)}) if root.is_dir() else []
+    if found:
+        named = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise ValueError(f"{root} holds the files of a collection ({named}) but not its {DB_NAME}: restore that "
+                         "from a backup, or, to start over, move those files out of the folder (or index into "
+                         "another folder); a new collection over them would mix their vectors with its own")
 
 
 def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, options: dict) -> Encoder:

@@ -41,6 +41,16 @@ class AdaptReport:
     seconds: float = 0.0
 
 
+@dataclass
+class RepairReport:
+    """What one ``repair`` run found and did, by item id."""
+
+    checked: int  # stored vectors whose length was checked
+    damaged: list[int]  # items whose vector was damaged (or cut off the file)
+    repaired: list[int] = field(default_factory=list)  # those derived again and stored
+    left: list[tuple[int, str]] = field(default_factory=list)  # (item, its key or path): not derivable here
+
+
 @dataclass(frozen=True)
 class CollectionStats:
     path: str

@@ -253,17 +253,6 @@ def _chain(producer: dict[str, Any], name: str) -> bool:
     return True
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """A short id of a file's bytes, read without loading it, so a cached graph is found without
-    importing torch (measured on the loaded 2-core machine: 43 CPU ms for Lite0's 19 MB checkpoint,
-    59 for Lite2's 25 MB)."""
-    digest = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _version(dist: str) -> str:
     """An installed library's version, read from its metadata rather than by importing it (torch:
     about 4 CPU s)."""
@@ -276,8 +265,8 @@ def _version(dist: str) -> str:
 
 
 def graph_key(weights: str, side: int, mean: float, std: float, int8: bool = False, head: str = "") -> str:
-    """What the exported graph depends on: the weights (``weights``: :func:`file_fingerprint` of
-    the checkpoint), the input, the batch, the head (``head``: a fingerprint of whatever it
+    """What the exported graph depends on: the weights (``weights``: :func:`glimpse.atomic.file_fingerprint`
+    of the checkpoint), the input, the batch, the head (``head``: a fingerprint of whatever it
     computes with besides the checkpoint), the exporter, and at int8 the quantisation settings
     and the quantiser's version."""
     parts = (GRAPH_VERSION, weights, f"{side}|{mean}|{std}|{MICRO_BATCH}", head, _version("torch"), _version("onnx"))

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import file_fingerprint
 from ..encoders import Encoder, create_encoder
 from .configs import Config, Scorer
-from .tasks import Dataset, Items, Judgement, Task, file_fingerprint
+from .tasks import Dataset, Items, Judgement, Task
 from .embed import EmbeddingCache
 from .milvus import MilvusPlace, open_place
 from .protocols import HEADLINE, TaskScore, score_task
@@ -102,7 +103,7 @@ def _evaluate(dataset: Dataset, encoders: list[str | Encoder], configs: list[Con
               place: MilvusPlace | None) -> Evaluation:
     started = time.perf_counter()
     result = Evaluation(dataset, seed=seed, command=list(sys.argv), backend=place.describe() if place else "local")
-    data_parts = [file_fingerprint(dataset.files)] if dataset.files else []
+    data_parts = [file_fingerprint(dataset.files, size=16)] if dataset.files else []
     held_out: list[Task] = []
     words: dict[str, list] = {}  # task name -> the words in each database image (OCR), for every encoder
     for number, spec in enumerate(encoders):

@@ -6,7 +6,6 @@ protocols and report read them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,8 +94,3 @@ def open_image(path: Path, target: int | None = None) -> Image.Image:
         raise DatasetError(f"image {path} cannot be decoded ({exc}): fix it or move it out of the dataset") from None
 
 
-def file_fingerprint(files: list[Path]) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for f in files:
-        h.update(Path(f).read_bytes())
-    return h.hexdigest()

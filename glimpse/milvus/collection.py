@@ -307,6 +307,10 @@ class MilvusCollection(Collection):
             found.update(zip(rows, ids.tolist()))
         return [found.get(stored(path)) if item is None else item for path, item in zip(paths, items)]
 
+    def repair(self, *, progress=None):
+        raise ValueError("repair checks the vector file of a collection in a folder; a Milvus collection has no "
+                         "repair yet")
+
     def remove(self, paths) -> int:
         """As locally, on every worker: errors and captions that other workers recorded under
         ``paths`` go, so do their files there (counted) and the rows of images no file shows

@@ -18,6 +18,7 @@ from PIL import Image
 
 from ..encoders import Encoder, unit_length
 from ..storage.originals import open_regular
+from ..storage.vectors import DamagedVectorError
 from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
 from ..ingest.names import shown
 from ..ingest.pipeline import content_hash
@@ -150,7 +151,10 @@ def _image_vector(encoder: Encoder, sources: QuerySources, image: ImageLike) -> 
     data = _image_bytes(image)
     item = sources.item_for_hash(content_hash(data))
     if item is not None:  # the stored vector is what the collection ranks against: use it
-        return sources.item_vector(item), {item}
+        try:
+            return sources.item_vector(item), {item}
+        except DamagedVectorError:  # left out of results until repaired; the image is at hand
+            return encoder.encode_images([load_query_image(data, target=encoder.image_size)])[0], {item}
     return encoder.encode_images([load_query_image(data, target=encoder.image_size)])[0], set()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import stat
 from pathlib import Path
 
 from ..atomic import open_own
@@ -23,6 +24,11 @@ def write_whole(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[written:], offset + written
 
 
+class DamagedVectorError(OSError):
+    """An item's stored vector failed the length check (``glimpse repair`` derives it again): the
+    collection's file is damaged, not the request (HTTP 503, as for other unreadable files)."""
+
+
 class VectorStore:
     """Rows of float16 vectors; item ``i`` is row ``i`` until a compaction moves it (``locate``).
 
@@ -36,7 +42,7 @@ class VectorStore:
     def __init__(self, path: Path, dim: int):
         self.path = Path(path)
         self.dim = dim
-        self._row_bytes = dim * np.dtype(self.DTYPE).itemsize
+        self.row_bytes = dim * np.dtype(self.DTYPE).itemsize
         self._map: np.ndarray | None = None
         self._mmap: mmap.mmap | None = None  # what _map reads; its size() is an fstat of the mapped file
         self._mapped_rows = 0
@@ -66,7 +72,7 @@ class VectorStore:
             raise ValueError(f"expected (n, {self.dim}) vectors, got {data.shape}")
         fd = open_own(self.path)
         try:
-            write_whole(fd, data.tobytes(), start_row * self._row_bytes)
+            write_whole(fd, data.tobytes(), start_row * self.row_bytes)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -94,14 +100,33 @@ class VectorStore:
             return np.zeros((0, self.dim), self.DTYPE)
         if self._map is None or self._mapped_rows != rows:
             self.close()
-            with open(self.path, "rb") as f:
+            with os.fdopen(self._open(rows), "rb") as f:
                 self._check_size(os.fstat(f.fileno()).st_size, rows, self.path)
-                self._mmap = mmap.mmap(f.fileno(), rows * self._row_bytes, access=mmap.ACCESS_READ)
+                self._mmap = mmap.mmap(f.fileno(), rows * self.row_bytes, access=mmap.ACCESS_READ)
             self._map = np.frombuffer(self._mmap, self.DTYPE, rows * self.dim).reshape(rows, self.dim)
             self._mapped_rows = rows
         else:
             self._check_size(self._mmap.size(), rows, self.path)
         return self._map
+
+    def _open(self, rows: int) -> int:
+        """A read-only descriptor on the vector file itself: never through a symbolic link (glimpse
+        makes none, and would read another file's bytes as vectors), never a folder."""
+        restore = "restore the file from a backup or derive the vectors again with `glimpse repair`"
+        try:
+            fd = open_own(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"the vector file {self.path} is missing but the metadata references {rows} "
+                                    f"vectors: {restore}") from None
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise OSError(f"the vector file {self.path} is a symbolic link, which glimpse never makes: put the file "
+                          "itself there") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise OSError(f"the vector file {self.path} is not a file: move it aside, then {restore}")
+        return fd
 
     def check(self, path: Path, rows: int) -> None:
         """Raise OSError unless ``path`` holds ``rows`` rows (one stat; nothing mapped)."""
@@ -109,10 +134,10 @@ class VectorStore:
             self._check_size(os.stat(path).st_size, rows, path)
 
     def _check_size(self, size: int, rows: int, path: Path) -> None:
-        if size < rows * self._row_bytes:
+        if size < rows * self.row_bytes:
             raise OSError(  # what happened first: a long path may be clipped (HTTP errors)
                 f"the vector file was truncated or replaced: {path} holds "
-                f"{size // self._row_bytes} vectors but the metadata references {rows}"
+                f"{size // self.row_bytes} vectors but the metadata references {rows}"
             )
 
     def close(self) -> None:
