@@ -30,7 +30,7 @@ from .config import ServerConfig, check_address
 from .models import MAX_INT, Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
-from .service import ERRORS, PathId, Service, decode_upload, image_urls, keys_once, known_query, only_form_fields
+from .service import ERRORS, PathId, Service, checked_uploads, image_urls, upload_bounds, keys_once, known_query, only_form_fields
 from .writes import write_routes
 
 
@@ -95,7 +95,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         s = col.stats()
         shown_paths = {"path": shown(s.path), "roots": [shown(r) for r in s.roots]}
         return Stats(**{**asdict(s), **shown_paths}, backend=col.backend_info(), writable=config.write_token is not None,
-                     max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
+                     max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels,
+                     max_request_pixels=config.max_request_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
     def errors(limit: Annotated[int, Query(ge=1, le=10000), Digits] = 100) -> list[IngestError]:
@@ -125,7 +126,7 @@ def _routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(*invalid_body(exc.errors(), "the query field", prefix="query.")) from None
         # The checked bytes go on, not the decoded picture: by its content hash the collection
         # knows a reference image it holds (and leaves it out of a composed query's results).
-        pictures = [decode_upload(service, f, target=col.encoder.image_size)[0] for f in image]
+        pictures = checked_uploads(service, image, target=col.encoder.image_size)
         return _search(service, req, pictures)
 
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
@@ -207,6 +208,7 @@ def _openapi(app: FastAPI, config: ServerConfig) -> dict:
             if name.startswith("Body_"):  # multipart forms: other fields are refused (only_form_fields)
                 body["additionalProperties"] = False
                 body["properties"]["image"]["minItems"] = 1  # no image at all is refused
+                body["properties"]["image"]["description"] += " " + upload_bounds(config)
                 if name.startswith("Body_search_image"):
                     body["properties"]["image"]["maxItems"] = MAX_QUERY_IMAGES
         size = next(p for p in schema["paths"]["/api/items/{item_id}/thumbnail"]["get"]["parameters"] if p["name"] == "size")
