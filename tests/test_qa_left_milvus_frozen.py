@@ -103,12 +103,14 @@ def test_a_server_that_freezes_under_an_open_collection_fails_the_next_call(lite
         col.index([image_dir])
         query = next(image_dir.glob("*.png"))
         assert col.search(image=query, k=1)[0].path == str(query)
-        with TestClient(create_app(col, ServerConfig()), raise_server_exceptions=False) as http:
+        with TestClient(create_app(col, ServerConfig(write_token="t")), raise_server_exceptions=False) as http:
             freeze.set()
             answer = http.post("/api/search", json={"text": "red"})
             assert answer.status_code == 503, answer.text
             assert answer.json()["error"].startswith(f"the Milvus server did not answer: {address} gave no answer to ")
             assert "within 0.5 s: check that the server is running" in answer.json()["error"]
+            job = http.post("/api/items/remove?wait=true", json={"paths": [str(query)]}, headers={"Authorization": "Bearer t"})
+            assert job.status_code == 503 and f"{address} gave no answer to " in job.json()["error"], job.text
         with pytest.raises(pymilvus.MilvusException, match=f"{address} gave no answer to .* within 0.5 s"):
             col.search(image=query, k=1)
         freeze.clear()
@@ -124,3 +126,18 @@ def test_the_cli_says_a_milvus_error_in_one_sentence(tmp_path, image_dir, monkey
     out = CliRunner().invoke(app, ["search", "red", "-c", col])
     assert out.exit_code == 2, out.output
     assert "error: the Milvus server did not answer: 127.0.0.1:19530 gave no answer to search within 30 s" in " ".join(out.output.split())
+
+
+def test_a_write_job_whose_milvus_cannot_be_reached_is_the_servers_trouble():
+    """A 503 (the collection cannot be written), not a 422 blaming the request."""
+    from glimpse.milvus.connect import ServerUnreachableError
+    from glimpse.server.jobs import Writer
+
+    def unreachable():
+        raise ServerUnreachableError("cannot reach the Milvus server at 127.0.0.1:1 (timed out)")
+
+    writer = Writer(unreachable)
+    job = writer.submit("remove", lambda col, progress: {})
+    job.future.result()
+    writer.close()
+    assert job.unwritable and job.error == "the collection cannot be written: cannot reach the Milvus server at 127.0.0.1:1 (timed out)"
