@@ -204,6 +204,8 @@ def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     line = ", ".join(parts)
     if report.skipped:
         line += f", {report.skipped:,} skipped (see glimpse info --errors)"
+    if not report.scanned and not report.removed:  # "0 indexed, 0 unchanged" alone reads like a silent failure
+        line += ": no image files there (.jpg, .png, .webp, .heic and the like; --include/--exclude choose which)"
     console.print(line)
 
 

@@ -253,9 +253,10 @@ def _version() -> str:
     return __version__
 
 
-def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
+def serve(collection: str | os.PathLike | Collection, host: str = "127.0.0.1", port: int = 8000,
           config: ServerConfig | None = None) -> None:
-    """Open ``collection`` and serve it with uvicorn until interrupted."""
+    """Open ``collection`` (or take it, opened: then the caller closes it) and serve it with
+    uvicorn until interrupted."""
     import faiss
     import uvicorn
 
@@ -263,7 +264,8 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     # One query at a time uses one core: FAISS's OpenMP threads only pay off for batches, and
     # on a busy machine their spin-waits measured 2 ms -> 350 ms per query at 100k codes.
     faiss.omp_set_num_threads(1)
-    col = open_collection(collection, create=False)
+    opened = not isinstance(collection, Collection)
+    col = open_collection(collection, create=False) if opened else collection
     if len(col):
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
@@ -274,4 +276,5 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
-        col.close()
+        if opened:
+            col.close()
