@@ -59,3 +59,19 @@ def test_a_locked_upload_keeps_no_file(tmp_path, image_dir):
             assert set((col.path / "uploads").iterdir()) == kept  # the earlier picture stays, indexed
         assert _upload(http, fresh[0]).status_code == 200 and len(col) == 14
     col.close()
+
+
+def test_a_picture_uploaded_again_leaves_the_kept_file_as_it_was(tmp_path, image_dir):
+    """Rewritten, it got a new modification time: its original was 'changed since indexing'
+    (409) until the add job ran, and was embedded again."""
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([image_dir])
+    data = make_image(tmp_path / "again.png", seed=950).read_bytes()
+    with TestClient(create_app(col, ServerConfig(write_token="t"))) as http:
+        assert _upload(http, data).status_code == 200
+        (kept,) = (col.path / "uploads").iterdir()
+        before = kept.stat()
+        again = _upload(http, data)
+        assert again.status_code == 200 and again.json()["result"]["unchanged"] == 1
+        assert (kept.stat().st_ino, kept.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    col.close()

@@ -98,7 +98,8 @@ class Service:
                 self._pending[path] = self._pending.get(path, 0) + 1
         try:
             for path, data in files.items():
-                write_atomic(path, data)
+                if not path.exists():  # named by content: one there holds these bytes (and rewriting it would change its mtime)
+                    write_atomic(path, data)
         except BaseException:
             self._release(mine, done=False)
             raise
