@@ -52,6 +52,10 @@ def test_one_image_over_the_per_image_limit_is_named_by_that_limit(tmp_path, ima
     with TestClient(create_app(col, config)) as client:
         answer = client.post("/api/search/image", files={"image": ("big.png", big_png(2000, 1000), "image/png")})
         assert answer.status_code == 413 and answer.json()["error"].startswith("big.png: too many pixels (2000x1000")
+    with TestClient(create_app(col, ServerConfig(max_upload_pixels=1_000_000, max_request_pixels=500_000))) as client:
+        answer = client.post("/api/search/image", files={"image": ("big.png", big_png(800, 1000), "image/png")})
+        assert answer.status_code == 413 and answer.json()["error"] == (
+            "this request's image holds 0.8 MP, over the limit of 0.5 MP per request: send a smaller image")
     col.close()
 
 

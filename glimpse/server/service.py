@@ -164,8 +164,10 @@ def checked_uploads(service: Service, uploads: list[UploadFile], target: int) ->
         datas.append(data)
     pixels = [n for n in map(image_pixels, datas) if n <= service.config.max_upload_pixels]
     if sum(pixels) > budget:
-        raise HTTPException(413, f"the {len(datas)} images of this request hold {sum(pixels) / 1e6:.1f} MP together, "
-                                 f"over the limit of {budget / 1e6:.1f} MP per request: send fewer or smaller images at a time")
+        held, limit = f"{sum(pixels) / 1e6:.1f} MP", f"over the limit of {budget / 1e6:.1f} MP per request"
+        raise HTTPException(413, f"the {len(datas)} images of this request hold {held} together, {limit}: send fewer "
+                                 "or smaller images at a time" if len(datas) > 1 else
+                                 f"this request's image holds {held}, {limit}: send a smaller image")
     for upload, data in zip(uploads, datas):
         try:
             decode_image(data, target=target, max_pixels=service.config.max_upload_pixels)
