@@ -52,9 +52,9 @@ def client(address: str):
     """A client as glimpse's own (glimpse.milvus.connect): its calls bounded."""
     from pymilvus import MilvusClient
 
-    from glimpse.milvus.connect import Bounded
+    from glimpse.milvus.connect import DEFAULT_TIMEOUT_S, Bounded
 
-    return Bounded(MilvusClient(uri=f"http://{address}"))
+    return Bounded(MilvusClient(uri=f"http://{address}"), address, DEFAULT_TIMEOUT_S)
 
 
 def unique_name(request) -> str:

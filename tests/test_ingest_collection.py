@@ -143,7 +143,8 @@ def test_a_name_copied_as_shown_removes_the_file(collection_uri, image_dir, make
 def test_a_mistyped_path_is_not_remembered_as_a_removal(collection_uri, image_dir, hash_encoder):
     col = glimpse.open(collection_uri, encoder=hash_encoder)
     col.index([image_dir])
-    assert col.remove([image_dir / "no-such-photo.jpg"]) == 0
+    with pytest.raises(ValueError, match="not in this collection: .*no-such-photo.jpg"):
+        col.remove([image_dir / "no-such-photo.jpg"])
     assert col.stats().excluded == []
 
 

@@ -56,7 +56,8 @@ def test_an_unknown_query_parameter_is_refused(client, method, url):
 
 def test_known_query_parameters_and_the_page_are_unaffected(client):
     assert client.get("/api/items/1/thumbnail?size=128").status_code == 200
-    assert client.post("/api/items/remove?wait=true", json={"paths": ["nothing-here.png"]}, headers=AUTH).status_code == 200
+    waited = client.post("/api/items/remove?wait=true", json={"paths": ["nothing-here.png"]}, headers=AUTH)
+    assert waited.status_code == 422 and waited.json()["error"].startswith("not in this collection")  # the job's answer
     assert client.get("/?utm_source=mail").status_code == 200  # a link to the page may carry anything
 
 

@@ -36,7 +36,8 @@ _OPENED: list = []  # the collections the running command opened (closed_after_c
 class _Commands(TyperGroup):
     """Errors meant for people end any command with their one sentence and exit 2, never a
     traceback: another writer's lock, ValueError, which the engine raises for bad options, an
-    optional feature used without its extra, a Milvus server that cannot be reached, and files
+    optional feature used without its extra, a Milvus server that cannot be reached or stops
+    answering (pymilvus's MilvusException, once its tries or its deadline run out), and files
     that cannot be read or written (OSError: a damaged, gone or unwritable collection file, a
     full disk; sqlite3.OperationalError: the same met by SQLite; sqlite3.DatabaseError: a metadata
     file that is no database)."""
@@ -50,12 +51,15 @@ class _Commands(TyperGroup):
 
     def invoke(self, ctx):
         from ..extras import MissingExtraError
+        from ..milvus.connect import milvus_errors
         from ..storage.lock import CollectionLockedError
 
         try:
             return super().invoke(ctx)
         except (CollectionLockedError, MissingExtraError, ValueError) as exc:
             raise fail(exc) from None
+        except milvus_errors() as exc:  # pymilvus's str() wraps the message in its code
+            raise fail(f"the Milvus server did not answer: {getattr(exc, 'message', exc)}") from None
         except OSError as exc:  # "[Errno 2] No such file or directory: 'x'" -> "x: No such file or directory"
             raise fail(f"{shown(os.fsdecode(exc.filename))}: {exc.strerror}" if exc.filename and exc.strerror else exc) from None
         except sqlite3.OperationalError as exc:  # a full disk, a read-only folder, a lock held too long: not damage
@@ -200,6 +204,8 @@ def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     line = ", ".join(parts)
     if report.skipped:
         line += f", {report.skipped:,} skipped (see glimpse info --errors)"
+    if not report.scanned and not report.removed:  # "0 indexed, 0 unchanged" alone reads like a silent failure
+        line += ": no image files there (.jpg, .png, .webp, .heic and the like; --include/--exclude choose which)"
     console.print(line)
 
 

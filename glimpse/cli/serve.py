@@ -63,6 +63,7 @@ def serve(
     if positional and collection_opt is not None and collection_opt != collection:
         raise fail(ValueError(f"two collections given ({collection} and -c {collection_opt}): give one"))
     collection = collection_opt or collection or DEFAULT_COLLECTION
+    from ..collection import open_collection
     from ..server import ServerConfig, read_token
     from ..server import serve as run_server
     from ..server.config import check_address
@@ -73,8 +74,9 @@ def serve(
         raise fail(exc) from None
     config = ServerConfig(write_token=token, roots=root, cors_origins=cors, max_upload_bytes=max_upload_mb << 20)
     check_address(host, port)  # a ValueError here is one sentence and exit 2, before the address is printed
-    console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
-    try:
-        run_server(os.path.expanduser(collection), host=host, port=port, config=config)
+    try:  # opened before the address is printed: a mistyped collection must not look served
+        col = closed_after_command(open_collection(os.path.expanduser(collection), create=False))
     except FileNotFoundError as exc:
         raise fail(exc) from None
+    console.print(f"glimpse: http://{host}:{port}/  ({'writes allowed with the token' if token else 'read-only'})")
+    run_server(col, host=host, port=port, config=config)

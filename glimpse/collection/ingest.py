@@ -140,7 +140,9 @@ class Ingesting:
         (listed in ``stats().excluded``) until it is added again; removing a folder that was
         indexed forgets the folder. In a collection of precomputed vectors, ``paths`` are keys,
         taken as given: a key also removes the keys under it (``shop`` removes ``shop/1``), as a
-        folder would.
+        folder would. A path that matches nothing (no file, folder, error or removal of the
+        collection at or under it: a mistyped path) is a ``ValueError`` naming it, and nothing
+        is removed.
         """
         targets = [str(absolute(p)) if self.has_files else str(p) for p in check_paths(paths)]
         with self._lock:
@@ -153,6 +155,13 @@ class Ingesting:
             # Remembered when under a folder still indexed, and real (not a mistyped path).
             excluded |= {t for t in targets if any(t != r and _is_under(t, [r]) for r in roots)
                          and (os.path.lexists(t) or any(_is_under(d, [t]) for d in doomed))}
+            known = [*doomed, *settings.roots, *settings.excluded]
+            unmatched = self._unmatched([t for t in targets if t not in excluded
+                                         and not any(_is_under(k, [t]) for k in known)])
+            if unmatched:
+                raise ValueError(f"not in this collection: {', '.join(shown(t)[:120] for t in unmatched[:3])}"
+                                 + (f" and {len(unmatched) - 3:,} more" if len(unmatched) > 3 else "")
+                                 + " (nothing indexed at or under it); nothing was removed")
             # One transaction: the files go and the removal is remembered, or neither.
             generation, dropped = self._meta.remove_paths(
                 doomed, roots=roots, excluded=sorted(excluded),
@@ -160,6 +169,11 @@ class Ingesting:
             self._apply(generation, [], None, dropped)
             self._compact_if_due()
         return len(doomed)
+
+    def _unmatched(self, targets: list[str]) -> list[str]:
+        """Of ``targets``, matching nothing this machine knows, those nothing else holds either
+        (other workers' files, on Milvus)."""
+        return targets
 
     def _ingest(self, targets: list[tuple[str, ScanOptions]], prune: bool, batch_size, workers, progress,
                 fit_progress=None) -> IndexReport:

@@ -1,6 +1,6 @@
 """Ingest: find files, read and decode them in parallel with the model."""
 
-from .decode import DEFAULT_MAX_PIXELS, HEIC_MISSING_REASON, DecodeError, decode_image, heif_available
+from .decode import DEFAULT_MAX_PIXELS, HEIC_MISSING_REASON, DecodeError, decode_image, heif_available, image_pixels
 from .pipeline import DEFAULT_MAX_BYTES, Prepared, content_hash, prepare_files
 from .scan import IMAGE_EXTENSIONS, FileEntry, absolute, glob_match, scan, stat_entry
 
@@ -17,6 +17,7 @@ __all__ = [
     "decode_image",
     "glob_match",
     "heif_available",
+    "image_pixels",
     "prepare_files",
     "scan",
     "stat_entry",

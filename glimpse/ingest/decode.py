@@ -302,6 +302,24 @@ def decode_image(
             raise failed from None
 
 
+def image_pixels(data: bytes) -> int:
+    """Width x height as the file's header gives it, nothing decoded (Pillow reads sizes
+    lazily); 0 where the header cannot be read (decoding it then says why). Reads the header
+    as :func:`decode_image` does: oversized PNG metadata dropped, or else only the pixel chunks."""
+    if _isobmff_brand(data) is not None:
+        heif_available()  # registers the opener that reads a HEIF header
+    png = data.startswith(PNG_SIGNATURE)
+    readings = (lambda: png_keeping(data, lambda kind, length: not oversized_metadata(kind, length), fix_crc=False) if png else data,
+                lambda: png_keeping(data, pixels_only, fix_crc=True) if png else b"")
+    for reading in readings:  # the second only where the first fails
+        try:
+            width, height = _identify(io.BytesIO(reading())).size
+            return max(width, 0) * max(height, 0)
+        except Exception:  # Pillow raises many types for bad data
+            continue
+    return 0
+
+
 def _decode(data: bytes, target: int | None, max_pixels: int) -> Image.Image:
     """:func:`decode_image` of any bytes, as they are."""
     brand = _isobmff_brand(data)

@@ -331,6 +331,14 @@ class MilvusCollection(Collection):
                 theirs += self._drop_rows_under(paths[start : start + PATHS_PER_QUERY])
         return removed + theirs
 
+    def _unmatched(self, targets: list[str]) -> list[str]:
+        """Of ``targets``, those no worker holds a file, row or error at or under."""
+        if not targets:
+            return targets
+        _, found = self._ensure_index().paths(under(targets))  # also rows written before file rows were
+        held = [row.path for row in self._meta.files.under(targets)] + found + [e.path for e in self._state.errors()]
+        return [t for t in targets if not any(_is_under(h, [stored(t)]) or _is_under(h, [t]) for h in held)]
+
     def _drop_rows_under(self, paths: list[str]) -> int:
         """Delete other workers' files at or under ``paths`` from Milvus, then the rows of the
         images no file shows any more (those still shown elsewhere name a file left); returns

@@ -37,27 +37,57 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 #: them, take ~210 s to report a stopped server; 6 wait 3.6 s in all (0.01 s, then x3 each).
 #: Slow work (an index build, a load) is waited for by polling, each poll a call of its own.
 TRIES = 6
+#: Seconds one call may wait for the server's answer (``?timeout=`` in the URI): a server that
+#: accepts connections but never answers (frozen, or swapping) blocked glimpse for ever. Calls
+#: that wait on slow work (an index build, a load) return at once and are polled.
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class ServerUnreachableError(ValueError):
+    """The Milvus server of a URI cannot be reached (a ValueError: the URI may be wrong)."""
 
 
 class Bounded:
-    """A pymilvus ``MilvusClient`` (or ORM ``Collection``) whose calls give up after TRIES tries."""
+    """A pymilvus ``MilvusClient`` (or ORM ``Collection``, or a query iterator) whose calls give
+    up after TRIES tries, each within ``timeout`` seconds; a call past its deadline is a
+    ``MilvusException`` that names the server and what to check."""
 
     _LOCAL = frozenset({"create_schema", "prepare_index_params", "close"})  # they call no server
 
-    def __init__(self, inner) -> None:
-        self._inner = inner
+    def __init__(self, inner, address: str, timeout: float, options: bool = True) -> None:
+        self._inner, self._address, self._timeout = inner, address, timeout
+        self._options = options  # whether calls take pymilvus's retry_times and timeout (an iterator's do not)
 
     def __getattr__(self, name: str):
         value = getattr(self._inner, name)
         if name.startswith("_") or name in self._LOCAL or not callable(value):
             return value
-        return functools.partial(value, retry_times=TRIES)
+        return functools.partial(self._call, name, value)
+
+    def _call(self, name: str, method, *args, **kwargs):
+        import grpc
+        from pymilvus import MilvusException
+
+        if self._options:
+            kwargs = {"retry_times": TRIES, "timeout": self._timeout, **kwargs}
+        try:
+            result = method(*args, **kwargs)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            raise MilvusException(message=(
+                f"{self._address} gave no answer to {name} within {self._timeout:g} s: check that the server is "
+                "running and not overloaded (its logs, its machine's load), or allow longer with ?timeout=SECONDS "
+                "in the collection URI")) from None
+        if name.endswith("_iterator"):
+            return Bounded(result, self._address, self._timeout, options=False)
+        return result
 
     def columns(self, name: str) -> Bounded:
         """The ORM ``Collection`` ``name`` on this connection: it writes by columns."""
         from pymilvus import Collection
 
-        return Bounded(Collection(name, using=self._inner._using, retry_times=TRIES))
+        return Bounded(self._call("Collection", Collection, name, using=self._inner._using), self._address, self._timeout)
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,7 @@ class MilvusTarget:
     name: str  # the Milvus collection name glimpse's collections start with
     index: str | None = None  # ``?index=``: Milvus's index on the searched field (glimpse.milvus.index.INDEXES)
     consistency: str = "strong"  # ``?consistency=``: what searches wait for (glimpse.milvus.index.CONSISTENCY)
+    timeout: float = DEFAULT_TIMEOUT_S  # ``?timeout=``: seconds a call waits for the server's answer
 
     @property
     def local_dir(self) -> Path:
@@ -94,11 +125,11 @@ def parse_uri(uri: str) -> MilvusTarget:
         if not _LITE_NAME.fullmatch(path.name) or not path.name.endswith(".db"):
             raise ValueError(f"{uri!r}: Milvus Lite needs a file name ending in .db, at most 36 letters, digits, "
                              f"'.', '-' or '_' (e.g. photos.db)")
-        index, consistency = _options(uri, parts.query)
+        index, consistency, timeout = _options(uri, parts.query)
         if index not in (None, "flat"):
             raise ValueError(f"{uri!r}: Milvus Lite has exact indexes only (FLAT, BIN_FLAT): leave out ?index= "
                              "or use a Milvus server")
-        return MilvusTarget(uri, LITE, str(path), "glimpse", index, consistency)
+        return MilvusTarget(uri, LITE, str(path), "glimpse", index, consistency, timeout)
     if parts.scheme == SERVER:
         name = parts.path.strip("/")
         try:
@@ -112,23 +143,40 @@ def parse_uri(uri: str) -> MilvusTarget:
     raise ValueError(f"{uri!r} is not a Milvus URI: use milvus-lite:///path/photos.db or milvus://HOST:PORT/NAME")
 
 
-def _options(uri: str, query: str) -> tuple[str | None, str]:
-    """The ``?index=`` (None when absent) and ``&consistency=`` of a URI; ValueError names the choices."""
+def _options(uri: str, query: str) -> tuple[str | None, str, float]:
+    """The ``?index=`` (None when absent), ``&consistency=`` and ``&timeout=`` of a URI; ValueError
+    names the choices."""
     from .index import CONSISTENCY, INDEXES
 
     options = parse_qs(query, keep_blank_values=True)
     index = options.pop("index", [None])[-1]
     consistency = options.pop("consistency", ["strong"])[-1]
-    if options or (index is not None and index not in INDEXES) or consistency not in CONSISTENCY:
+    timeout = options.pop("timeout", [str(DEFAULT_TIMEOUT_S)])[-1]
+    try:
+        seconds = float(timeout)
+    except ValueError:
+        seconds = 0.0
+    if (options or (index is not None and index not in INDEXES) or consistency not in CONSISTENCY
+            or not 0 < seconds <= 86400):
         raise ValueError(f"{uri!r}: the URI options are index= (one of {', '.join(INDEXES)}: flat is exact, hnsw and "
-                         f"ivf are Milvus's approximate indexes, on a server) and consistency= (one of "
-                         f"{', '.join(CONSISTENCY)}: strong, the default, sees every committed batch)")
-    return index, consistency
+                         f"ivf are Milvus's approximate indexes, on a server), consistency= (one of "
+                         f"{', '.join(CONSISTENCY)}: strong, the default, sees every committed batch) and timeout= "
+                         f"(seconds a call waits for the server's answer, more than 0 and at most 86400; "
+                         f"default {DEFAULT_TIMEOUT_S:g})")
+    return index, consistency, seconds
 
 
 def connect(target: MilvusTarget) -> Bounded:
     """A ``pymilvus.MilvusClient`` for ``target`` (starting Milvus Lite for a LITE target), its calls bounded."""
-    return Bounded(_client(target))
+    return Bounded(_client(target), target.address, target.timeout)
+
+
+def milvus_errors() -> tuple[type[Exception], ...]:
+    """pymilvus's error class once a Milvus collection imported it; none for a local collection."""
+    import sys
+
+    milvus = sys.modules.get("pymilvus")
+    return (milvus.MilvusException,) if milvus is not None else ()
 
 
 def _client(target: MilvusTarget):
@@ -136,15 +184,16 @@ def _client(target: MilvusTarget):
     from pymilvus import MilvusClient
     alias = f"glimpse-{uuid.uuid4().hex}"  # its own connection: closing it leaves other clients' open
     if target.scheme == LITE:
-        return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias)
+        return MilvusClient(uri=_lite_socket(Path(target.address)), alias=alias, timeout=target.timeout)
     from pymilvus import MilvusException
 
     from .index import quiet
 
-    def unreachable(why: str) -> ValueError:
-        return ValueError(f"cannot reach the Milvus server at {target.address} ({why}): start it, or correct "
-                          f"{target.uri}; a server that asks for credentials reads GLIMPSE_MILVUS_TOKEN, or "
-                          "GLIMPSE_MILVUS_USER and GLIMPSE_MILVUS_PASSWORD")
+    def unreachable(why: str) -> ServerUnreachableError:
+        return ServerUnreachableError(
+            f"cannot reach the Milvus server at {target.address} ({why}): start it, or correct {target.uri}; one that "
+            f"is running but answers nothing within {target.timeout:g} s is frozen or overloaded (see its logs); a "
+            "server that asks for credentials reads GLIMPSE_MILVUS_TOKEN, or GLIMPSE_MILVUS_USER and GLIMPSE_MILVUS_PASSWORD")
 
     host, _, port = target.address.rpartition(":")
     try:  # a refused port or an unknown host is known at once; pymilvus would retry for 10 s
@@ -157,7 +206,8 @@ def _client(target: MilvusTarget):
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
     try:
         with quiet("pymilvus.milvus_client._utils"):  # it logs the failure before raising it
-            return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias)
+            return MilvusClient(uri=f"http://{target.address}", token=token, user=user, password=password, alias=alias,
+                                timeout=target.timeout)
     except MilvusException as exc:
         raise unreachable(exc.message) from None
 

@@ -134,23 +134,31 @@ class SideCollection:
         self._ready = True
 
 
-def load(client, name: str, wait_s: float = 60) -> None:
+def load(client, name: str, wait_s: float = 60, load_s: float = 3600) -> None:
     """Load collection ``name`` for searching; one that another worker is creating right now may
-    have no index yet (Milvus creates the collection, then its indexes): wait for them."""
+    have no index yet (Milvus creates the collection, then its indexes): wait for them. The load
+    itself is polled (up to ``load_s``), each call within the client's deadline: a large
+    collection may take longer to load than one call may wait."""
     import time
 
     from pymilvus import MilvusException
+    from pymilvus.client.types import LoadState
 
     deadline = time.monotonic() + wait_s
     while True:
         try:
             with quiet("pymilvus.decorators"):
-                client.load_collection(name)
-            return
+                client.load_collection(name, _async=True)
+            break
         except MilvusException as exc:
             if "index not found" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+    deadline = time.monotonic() + load_s
+    while (state := client.get_load_state(name)["state"]) != LoadState.Loaded:
+        if state != LoadState.Loading or time.monotonic() > deadline:
+            raise MilvusException(message=f"Milvus did not load {name} ({state.name}) within {load_s:.0f} s")
+        time.sleep(0.2)
 
 
 def server_version(client) -> tuple[int, int]:
@@ -228,7 +236,7 @@ class MilvusIndex(SearchBackend):
         self.client.drop_index(self.name, self.field)
         params = self.client.prepare_index_params()
         self._add_index(params, index)
-        self.client.create_index(self.name, params)
+        self.client.create_index(self.name, params, sync=False)  # built meanwhile: load() waits for it
 
     def settle(self, timeout_s: float = 3600) -> None:
         """Seal what was written and wait until Milvus has indexed every row (searches work

@@ -30,7 +30,7 @@ from .config import ServerConfig, check_address
 from .models import MAX_INT, Digits, Health, Hit, IngestError, ItemInfo, SearchBody, SearchResponse, Stats
 from .search import QueryError, search_request
 from .errors import BodyGate, Cors, SafeJSON, error_handlers, invalid_body, repeated_key
-from .service import ERRORS, PathId, Service, decode_upload, image_urls, keys_once, known_query, only_form_fields
+from .service import ERRORS, PathId, Service, checked_uploads, image_urls, upload_bounds, keys_once, known_query, only_form_fields
 from .writes import write_routes
 
 
@@ -95,7 +95,8 @@ def _routes(app: FastAPI, service: Service) -> None:
         s = col.stats()
         shown_paths = {"path": shown(s.path), "roots": [shown(r) for r in s.roots]}
         return Stats(**{**asdict(s), **shown_paths}, backend=col.backend_info(), writable=config.write_token is not None,
-                     max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels)
+                     max_upload_bytes=config.max_upload_bytes, max_upload_pixels=config.max_upload_pixels,
+                     max_request_pixels=config.max_request_pixels)
 
     @app.get("/api/errors", response_model=list[IngestError], tags=["collection"])
     def errors(limit: Annotated[int, Query(ge=1, le=10000), Digits] = 100) -> list[IngestError]:
@@ -125,7 +126,7 @@ def _routes(app: FastAPI, service: Service) -> None:
             raise HTTPException(*invalid_body(exc.errors(), "the query field", prefix="query.")) from None
         # The checked bytes go on, not the decoded picture: by its content hash the collection
         # knows a reference image it holds (and leaves it out of a composed query's results).
-        pictures = [decode_upload(service, f, target=col.encoder.image_size)[0] for f in image]
+        pictures = checked_uploads(service, image, target=col.encoder.image_size)
         return _search(service, req, pictures)
 
     @app.get("/api/items/{item_id}", response_model=ItemInfo, responses=ERRORS, tags=["items"])
@@ -207,6 +208,7 @@ def _openapi(app: FastAPI, config: ServerConfig) -> dict:
             if name.startswith("Body_"):  # multipart forms: other fields are refused (only_form_fields)
                 body["additionalProperties"] = False
                 body["properties"]["image"]["minItems"] = 1  # no image at all is refused
+                body["properties"]["image"]["description"] += " " + upload_bounds(config)
                 if name.startswith("Body_search_image"):
                     body["properties"]["image"]["maxItems"] = MAX_QUERY_IMAGES
         size = next(p for p in schema["paths"]["/api/items/{item_id}/thumbnail"]["get"]["parameters"] if p["name"] == "size")
@@ -251,9 +253,10 @@ def _version() -> str:
     return __version__
 
 
-def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
+def serve(collection: str | os.PathLike | Collection, host: str = "127.0.0.1", port: int = 8000,
           config: ServerConfig | None = None) -> None:
-    """Open ``collection`` and serve it with uvicorn until interrupted."""
+    """Open ``collection`` (or take it, opened: then the caller closes it) and serve it with
+    uvicorn until interrupted."""
     import faiss
     import uvicorn
 
@@ -261,7 +264,8 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     # One query at a time uses one core: FAISS's OpenMP threads only pay off for batches, and
     # on a busy machine their spin-waits measured 2 ms -> 350 ms per query at 100k codes.
     faiss.omp_set_num_threads(1)
-    col = open_collection(collection, create=False)
+    opened = not isinstance(collection, Collection)
+    col = open_collection(collection, create=False) if opened else collection
     if len(col):
         print(f"loading the search index of {len(col):,} images and the text model...", flush=True)
         # Load both now, so the first user query is not the slow one (the text model takes seconds).
@@ -272,4 +276,5 @@ def serve(collection: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     try:
         uvicorn.run(app, host=host, port=port, log_level="info")
     finally:
-        col.close()
+        if opened:
+            col.close()

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
+from ..milvus.connect import milvus_errors
 from ..query.limits import clip
 from .models import TERMS_TAGS
 
@@ -150,12 +151,6 @@ class SafeJSON(JSONResponse):
 
 def _error(message: str, status: int, headers=None) -> SafeJSON:
     return SafeJSON({"error": message, "status": status}, status, headers=headers)
-
-
-def milvus_errors() -> tuple[type[Exception], ...]:
-    """pymilvus's error class once a Milvus collection imported it; none for a local collection."""
-    milvus = sys.modules.get("pymilvus")
-    return (milvus.MilvusException,) if milvus is not None else ()
 
 
 def error_handlers(app: FastAPI) -> None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from ..collection import Collection
 from ..storage import CollectionLockedError
-from .errors import milvus_errors
+from ..milvus.connect import ServerUnreachableError, milvus_errors
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class JobState:
     locked: bool = False  # failed because another process holds the write lock
     unwritable: bool = False  # failed because the collection is gone or damaged under the server
     future: Future | None = field(default=None, repr=False)
+    after: Callable[[bool], str] | None = field(default=None, repr=False)  # see Writer.submit
 
 
 class Writer:
@@ -50,9 +51,11 @@ class Writer:
         self._lock = threading.Lock()
         self._next_id = 1
 
-    def submit(self, kind: str, work: Work) -> JobState:
+    def submit(self, kind: str, work: Work, after: Callable[[bool], str] | None = None) -> JobState:
+        """Queue ``work``; ``after(done)``, if given, runs once it has ended, done or failed, even
+        when the collection could not be opened, and what it returns is added to a failure's error."""
         with self._lock:
-            job = JobState(self._next_id, kind)
+            job = JobState(self._next_id, kind, after=after)
             self._next_id += 1
             self._jobs[job.id] = job
             while len(self._jobs) > self._keep:  # forget the oldest finished jobs
@@ -69,25 +72,46 @@ class Writer:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        for job in list(self._jobs.values()):  # queued, never run: they end here
+            if job.after is not None:
+                job.error = "the server stopped before this job ran"
+                self._end(job)
 
     def _run(self, job: JobState, work: Work) -> None:
         job.state = "running"
+        ended = "failed"
+        try:
+            ended = self._attempt(job, work)
+        finally:
+            self._end(job, ended)
 
+    @staticmethod
+    def _end(job: JobState, ended: str = "failed") -> None:
+        """The job's ``after``, then its final state (what a client polling it sees last)."""
+        after, job.after = job.after, None
+        if after is not None:
+            note = after(ended == "done")
+            if job.error is not None:
+                job.error += note
+        job.state = ended
+
+    def _attempt(self, job: JobState, work: Work) -> str:
         def progress(done: int, total: int) -> None:
             job.done, job.total = done, total
 
         try:
             with self._open() as col:
                 job.result = work(col, progress)
-            job.state = "done"
+            return "done"
         except CollectionLockedError as exc:
-            job.error, job.locked, job.state = str(exc), True, "failed"
-        except (OSError, sqlite3.DatabaseError, *milvus_errors()) as exc:
+            job.error, job.locked = str(exc), True
+        except (OSError, sqlite3.DatabaseError, ServerUnreachableError, *milvus_errors()) as exc:
             # its files damaged or removed under the server, or its Milvus server not answering
             message = getattr(exc, "message", None) or exc  # pymilvus's str() wraps the message in its code
-            job.error, job.unwritable, job.state = f"the collection cannot be written: {message}", True, "failed"
+            job.error, job.unwritable = f"the collection cannot be written: {message}", True
         except ValueError as exc:
-            job.error, job.state = str(exc), "failed"
+            job.error = str(exc)
         except Exception as exc:  # a bug: keep the server up, tell the client, log the trace
             log.exception("write job %d failed", job.id)
-            job.error, job.state = f"internal error: {type(exc).__name__}: {exc}", "failed"
+            job.error = f"internal error: {type(exc).__name__}: {exc}"
+        return "failed"

@@ -190,6 +190,7 @@ Stats = create_model(
     writable=(bool, Field(description="Whether this server accepts writes (a write token is configured).")),
     max_upload_bytes=(int, ...),
     max_upload_pixels=(int, ...),
+    max_request_pixels=(int, Field(description="The pixels all the images of one request may hold together.")),
 )
 
 

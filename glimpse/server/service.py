@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, UploadFile
 from fastapi import Path as FastPath
-from PIL import Image
 
+from ..atomic import write_atomic
 from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
-from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image
+from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_pixels
 from ..ingest.names import shown
 from ..query.limits import clip
 from .config import ServerConfig
@@ -82,6 +84,38 @@ class Service:
         # would leave a 48 MP phone photo without a thumbnail.
         self.thumbnails = ThumbnailCache(col.path, DEFAULT_MAX_PIXELS)
         self.writer = Writer(lambda: open_collection(col.location, encoder=col.encoder, create=False))
+        self._pending: dict[Path, int] = {}  # uploads kept for jobs not yet done: how many jobs wait on each
+        self._pending_lock = threading.Lock()
+
+    def keep_uploads(self, files: dict[Path, bytes]) -> Callable[[bool], str]:
+        """Write uploaded images into the upload folder for an add job; returns the job's
+        ``after``: once it is done they stay, once it fails (another writer's lock, a damaged
+        collection) those this and no other waiting job wrote go, so none is left unindexed.
+        A file already there before (an earlier upload of the same picture) is never removed."""
+        with self._pending_lock:
+            mine = [path for path in files if path in self._pending or not path.exists()]
+            for path in mine:
+                self._pending[path] = self._pending.get(path, 0) + 1
+        try:
+            for path, data in files.items():
+                if not path.exists():  # named by content: one there holds these bytes (and rewriting it would change its mtime)
+                    write_atomic(path, data)
+        except BaseException:
+            self._release(mine, done=False)
+            raise
+        return lambda done: self._release(mine, done)
+
+    def _release(self, paths: list[Path], done: bool) -> str:
+        with self._pending_lock:
+            for path in paths:
+                if path not in self._pending:  # another job that brought it in indexed it: it stays
+                    continue
+                self._pending[path] -= 1
+                if done or not self._pending[path]:
+                    del self._pending[path]
+                    if not done:
+                        path.unlink(missing_ok=True)
+        return "" if done else "; the uploaded images were not kept: send them again"
 
     def roots(self) -> list[Path]:
         """Folders that server-side paths may name: configured, else the collection's own."""
@@ -117,18 +151,40 @@ class Service:
             return file.read()
 
 
-def decode_upload(service: Service, upload: UploadFile, target: int) -> tuple[bytes, Image.Image]:
-    """Read an upload under the byte limit and decode it under the pixel limit."""
-    limit = service.config.max_upload_bytes
-    data = upload.file.read(limit + 1)
-    name = clip(upload.filename or "upload")
-    if len(data) > limit:
-        raise HTTPException(413, f"{name}: larger than the upload limit of {limit:,} bytes")
-    try:
-        return data, decode_image(data, target=target, max_pixels=service.config.max_upload_pixels)
-    except DecodeError as exc:
-        status = 413 if exc.reason.startswith("too many pixels") else 415 if exc.reason.startswith("not an image") else 422
-        raise HTTPException(status, f"{name}: {exc.reason}") from None
+def checked_uploads(service: Service, uploads: list[UploadFile], target: int) -> list[bytes]:
+    """The bytes of ``uploads``, each read under the byte limit, their pixels together held to the
+    request's budget from their headers before any is decoded (one that is over the per-image
+    limit alone is refused by its own check), then each decoded under the per-image limit."""
+    limit, budget = service.config.max_upload_bytes, service.config.max_request_pixels
+    datas = []
+    for upload in uploads:
+        data = upload.file.read(limit + 1)
+        if len(data) > limit:
+            raise HTTPException(413, f"{_name(upload)}: larger than the upload limit of {limit:,} bytes")
+        datas.append(data)
+    pixels = [n for n in map(image_pixels, datas) if n <= service.config.max_upload_pixels]
+    if sum(pixels) > budget:
+        held, limit = f"{sum(pixels) / 1e6:.1f} MP", f"over the limit of {budget / 1e6:.1f} MP per request"
+        raise HTTPException(413, f"the {len(datas)} images of this request hold {held} together, {limit}: send fewer "
+                                 "or smaller images at a time" if len(datas) > 1 else
+                                 f"this request's image holds {held}, {limit}: send a smaller image")
+    for upload, data in zip(uploads, datas):
+        try:
+            decode_image(data, target=target, max_pixels=service.config.max_upload_pixels)
+        except DecodeError as exc:
+            status = 413 if exc.reason.startswith("too many pixels") else 415 if exc.reason.startswith("not an image") else 422
+            raise HTTPException(status, f"{_name(upload)}: {exc.reason}") from None
+    return datas
+
+
+def upload_bounds(config: ServerConfig) -> str:
+    """What :func:`checked_uploads` holds uploads to, in words (the OpenAPI schema's)."""
+    return (f"At most {config.max_upload_bytes:,} bytes and {config.max_upload_pixels / 1e6:.1f} MP each, "
+            f"{config.max_request_pixels / 1e6:.1f} MP together (checked from the headers before decoding).")
+
+
+def _name(upload: UploadFile) -> str:
+    return clip(upload.filename or "upload")
 
 
 def image_urls(col: Collection, item_id: int) -> dict[str, str | None]:

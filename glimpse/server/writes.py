@@ -13,7 +13,6 @@ from fastapi import Path as FastPath
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from PIL import Image
 
-from ..atomic import write_atomic
 from ..collection import Collection
 from ..ingest import content_hash
 from ..ingest.names import shown
@@ -21,7 +20,7 @@ from ..settings import check_scan_globs
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
 from .models import MAX_INT, AddPaths, Digits, Job, RemovePaths
-from .service import ERRORS, PathId, Service, decode_upload, only_form_fields
+from .service import ERRORS, PathId, Service, checked_uploads, only_form_fields
 
 
 # Pillow's format names -> the file extension an uploaded image is kept under.
@@ -52,14 +51,12 @@ def write_routes(app: FastAPI, service: Service) -> None:
         """Add uploaded images: kept in the server's upload folder (named by content) and indexed."""
         _require_images(col)
         # Every file is checked before any is kept: a refused request leaves no upload behind.
-        checked = [decode_upload(service, f, target=64)[0] for f in image]
-        saved = []
-        for data in checked:
-            fmt = Image.open(io.BytesIO(data)).format
-            target = service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(fmt or '', '.img')}"
-            write_atomic(target, data)
-            saved.append(str(target))
-        return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response)
+        checked = checked_uploads(service, image, target=64)
+        files = {service.upload_dir / f"{content_hash(data)}{_SUFFIX.get(Image.open(io.BytesIO(data)).format or '', '.img')}": data
+                 for data in checked}
+        after = service.keep_uploads(files)
+        saved = [str(path) for path in files]
+        return _job(service, "add", lambda c, p: _report(c.add(saved, progress=p)), wait, response, after)
 
     @app.post("/api/items/add", response_model=Job, status_code=202, dependencies=Writes,
               responses=DONE, tags=["write"])
@@ -124,10 +121,10 @@ def _confined(service: Service, raw: list[str], must_exist: bool = True) -> list
     return out
 
 
-def _job(service: Service, kind: str, work, wait: bool, response: Response) -> Job:
+def _job(service: Service, kind: str, work, wait: bool, response: Response, after=None) -> Job:
     """Queue a write; with ``wait``, answer when it is done (200) or failed (409 locked, 503 the
     collection damaged or gone, else 422)."""
-    state = service.writer.submit(kind, work)
+    state = service.writer.submit(kind, work, after)
     if wait:
         state.future.result()
         if state.locked:
