@@ -1,0 +1,63 @@
+"""Kills at fixed points of adapt, upgrade and the OCR pass: simulated crashes between two writes.
+
+The random SIGKILL trials behind these are ``benchmarks/kill_trials.py``; each case here pins one
+moment those trials showed (or the code allows) to leave something behind.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import glimpse
+from glimpse.upgrade.state import active, read_order
+
+WORDS = ["apple", "bridge", "castle", "dune", "engine", "forest", "garden", "harbor", "island", "jungle",
+         "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "river", "saddle", "temple",
+         "valley", "willow", "yacht", "zebra"]
+B = 4
+
+
+@pytest.fixture
+def captioned(tmp_path, make_image):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, word in enumerate(WORDS):
+        make_image(folder / f"p{i:02d}.png", seed=100 + i)
+        (folder / f"p{i:02d}.png.txt").write_text(f"a photo of the {word} at dusk")
+    col = glimpse.open(tmp_path / "col", encoder="hash")
+    col.add([folder], batch_size=B)
+    return col, folder
+
+
+def adapter_files(col) -> list[str]:
+    return sorted(p.name for p in col.path.iterdir() if "adapt" in p.name)
+
+
+def test_adapt_after_a_killed_adapt_leaves_only_the_committed_map(captioned):
+    col, _ = captioned
+    col.adapt(kind="ridge", holdout=0)
+    # What kills leave: a map saved but never committed, one committed whose predecessor was not yet
+    # deleted (here adapt-1 is the committed one and an older one lingers), a half-written save.
+    (col.path / "adapt-0.npz").write_bytes((col.path / "adapt-1.npz").read_bytes())
+    (col.path / "adapt-2.npz").write_bytes(b"half")
+    (col.path / ".adapt-2.npz.x1y2.tmp").write_bytes(b"half")
+    assert col.adapt(kind="ridge", holdout=0).version == 2
+    assert adapter_files(col) == ["adapt-2.npz"]
+    for name in ("adapt-1.npz", "adapt-3.npz", ".adapt-3.npz.x.tmp"):
+        (col.path / name).write_bytes(b"left")
+    assert col.remove_adapt() and adapter_files(col) == []
+
+
+def test_adapt_during_an_upgrade_keeps_the_old_spaces_map_for_an_abort(captioned):
+    col, folder = captioned
+    col.adapt(kind="ridge", holdout=0)
+    old_map = (col.path / "adapt-1.npz").read_bytes()
+    col.upgrade("hash", dim=32, seed=1, sample=8, backfill=0, batch_size=B)
+    assert active(col._meta.get_meta())["adapt"]["file"] == "adapt-1.npz"
+    # A map learnt in the new space must not take the old one's name (it was version 1 again) nor delete it.
+    assert col.adapt(kind="ridge", holdout=0).version == 2
+    assert (col.path / "adapt-1.npz").read_bytes() == old_map
+    col.upgrade(abort=True)
+    assert col.settings().adapt["file"] == "adapt-1.npz"
+    assert len(col.search(text="the apple", k=3)) == 3  # the restored map fits the old space
