@@ -61,3 +61,54 @@ def test_adapt_during_an_upgrade_keeps_the_old_spaces_map_for_an_abort(captioned
     col.upgrade(abort=True)
     assert col.settings().adapt["file"] == "adapt-1.npz"
     assert len(col.search(text="the apple", k=3)) == 3  # the restored map fits the old space
+
+
+def stored_vectors(col) -> np.ndarray:
+    col._sync()
+    paths = sorted(col._meta.file_records())
+    return col._read_vectors(np.array([col._meta.item_for_path(p) for p in paths], np.int64))
+
+
+def test_an_upgrade_killed_after_the_switch_saved_its_order_resumes_without_doing_images_twice(
+        captioned, tmp_path, monkeypatch):
+    from glimpse.upgrade import backfill
+
+    col, folder = captioned
+    saved = backfill.save_order
+
+    def killed_after_the_switch_saved(path, units):
+        saved(path, units)
+        if len(np.concatenate(units)) > 8:  # the switch's order (the start's holds the sample only)
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(backfill, "save_order", killed_after_the_switch_saved)
+    with pytest.raises(KeyboardInterrupt):
+        col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B)
+    monkeypatch.undo()
+    again = glimpse.open(col.location)
+    assert active(again._meta.get_meta())["phase"] == "sampling"
+    assert len(again.search(text="the apple", k=3)) == 3
+    report = again.upgrade(batch_size=B, finish=False)
+    order = read_order(again.path, active(again._meta.get_meta()))
+    assert len(order) == len(set(order.tolist())) == len(WORDS) == report.total  # each image once
+    again.upgrade(batch_size=B)
+    fresh = glimpse.open(tmp_path / "fresh", encoder="hash", dim=32, seed=1)
+    fresh.add([folder], batch_size=B)
+    assert np.array_equal(stored_vectors(again), stored_vectors(fresh))
+
+
+def test_an_image_removed_while_the_sample_is_embedded_does_not_stop_the_upgrade_from_finishing(captioned):
+    col, folder = captioned
+    other = glimpse.open(col.location)
+    removed = []
+
+    def remove_a_sampled_image(done, total):
+        if not removed:  # after the sample's first batch: drop an image of its last one
+            state = active(other._meta.get_meta())
+            item = int(read_order(other.path, state)[int(state["sample"]) - 1])
+            removed.extend(other.item(item).paths)
+            other.remove(removed)
+
+    report = col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B, progress=remove_a_sampled_image)
+    assert removed and report.phase == "finished" and active(col._meta.get_meta()) is None
+    assert len(col) == len(WORDS) - 1
