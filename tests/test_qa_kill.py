@@ -112,3 +112,29 @@ def test_an_image_removed_while_the_sample_is_embedded_does_not_stop_the_upgrade
     report = col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B, progress=remove_a_sampled_image)
     assert removed and report.phase == "finished" and active(col._meta.get_meta()) is None
     assert len(col) == len(WORDS) - 1
+
+
+def test_a_server_killed_before_its_upload_job_ran_adds_the_uploads_when_it_starts_again(captioned, make_image):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from glimpse.server import ServerConfig, create_app
+
+    col, _ = captioned
+    uploads = col.path / "uploads"  # what the killed server left: two kept uploads, one half-written
+    uploads.mkdir()
+    make_image(uploads / "aa.png", seed=900)
+    make_image(uploads / "bb.png", seed=901)
+    (uploads / ".cc.png.k3j.tmp").write_bytes(b"\x89PNG half")
+    read_only = create_app(col.location, ServerConfig())
+    assert read_only is not None and len(col) == len(WORDS)  # a read-only server writes nothing
+    with TestClient(create_app(col.location, ServerConfig(write_token="t"))) as http:
+        for _ in range(300):
+            job = http.get("/api/jobs/1").json()
+            if job.get("state") in ("done", "failed"):
+                break
+            time.sleep(0.1)
+        assert job["kind"] == "add" and job["state"] == "done" and job["result"]["indexed"] == 2
+    assert len(glimpse.open(col.location)) == len(WORDS) + 2
+    assert sorted(p.name for p in uploads.iterdir()) == ["aa.png", "bb.png"]
