@@ -138,3 +138,28 @@ def test_a_server_killed_before_its_upload_job_ran_adds_the_uploads_when_it_star
         assert job["kind"] == "add" and job["state"] == "done" and job["result"]["indexed"] == 2
     assert len(glimpse.open(col.location)) == len(WORDS) + 2
     assert sorted(p.name for p in uploads.iterdir()) == ["aa.png", "bb.png"]
+
+
+def test_the_files_of_killed_upgrade_runs_are_dropped_by_the_next_upgrade_command(captioned, monkeypatch):
+    from glimpse.upgrade import backfill
+
+    col, _ = captioned
+    saved = backfill.save_order
+
+    def killed_before_the_start_committed(path, units):
+        saved(path, units)
+        raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(backfill, "save_order", killed_before_the_start_committed)
+    with pytest.raises(KeyboardInterrupt):
+        col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B)
+    monkeypatch.undo()
+    assert active(col._meta.get_meta()) is None and list(col.path.glob("upgrade-*-order.npy"))
+    col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B)
+    left = {"vectors.f16", "upgrade-1-order.npy", "upgrade-1-map.npz", ".upgrade-1-reverse.npz.x.tmp"}
+    for name in left:  # what a finish killed after its commit leaves, and a killed save
+        (col.path / name).write_bytes(b"left")
+    with pytest.raises(ValueError, match="nothing to upgrade"):  # rerun after that kill: the upgrade is done
+        col.upgrade("hash", dim=32, seed=1, sample=8, batch_size=B)
+    assert not {p.name for p in col.path.iterdir()} & left
+    assert not list(col.path.glob("upgrade-*-order.npy"))

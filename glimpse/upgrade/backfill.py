@@ -140,6 +140,9 @@ class _Run:
     def go(self, encoder, options: dict, sample: int, backfill: int | None, finish: bool, abort: bool,
            policy: str) -> UpgradeReport:
         col = self.col
+        with col._lock:  # files of killed runs: an order saved before its start's commit, an old vector file, ...
+            col._sync()
+            col._drop_stale_vectors()
         state = st.active(col._meta.get_meta())
         if abort:
             if state is None:
