@@ -85,8 +85,7 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
 
 def sampled_units(units: list[np.ndarray], sample: int, seed: int) -> list[np.ndarray]:
     """Whole batches, in a seeded order, until they hold ``sample`` items."""
-    pick = np.random.default_rng(seed).permutation(len(units))
-    return [units[u] for u in pick[: int(np.searchsorted(np.cumsum([len(units[u]) for u in pick]), sample)) + 1]]
+    return leading([units[u] for u in np.random.default_rng(seed).permutation(len(units))], sample)
 
 
 def leading(units: list[np.ndarray], count: int) -> list[np.ndarray]:
