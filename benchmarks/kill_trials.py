@@ -121,6 +121,25 @@ print(json.dumps({"paths": paths, "hashes": [recs[p].hash for p in paths], "word
     return snap
 
 
+def landed(col_dir: Path) -> str:
+    """Where a kill left the run, from the committed metadata (read-only)."""
+    try:
+        db = sqlite3.connect(f"file:{col_dir / 'metadata.sqlite'}?mode=ro", uri=True)
+        meta = dict(db.execute("select key, value from meta"))
+        tables = {r[0] for r in db.execute("select name from sqlite_master where type='table'")}
+        items = db.execute("select count(*) from items").fetchone()[0]
+        read = db.execute("select count(*) from ocr_items").fetchone()[0] if "ocr_items" in tables else 0
+    except sqlite3.Error as exc:
+        return f"metadata unreadable ({exc})"
+    upgrade = json.loads(meta.get("upgrade") or "null")
+    where = f"{items} items, {read} OCR-read"
+    if upgrade:
+        where += f", upgrade {upgrade['phase']} {upgrade['done']} done"
+    if meta.get("adapt") and json.loads(meta["adapt"]):
+        where += f", adapt v{json.loads(meta['adapt'])['version']}"
+    return where
+
+
 def differences(got: dict, want: dict) -> list[str]:
     bad = []
     for key in ("paths", "hashes", "encoder", "dim", "upgrade", "adapt_meta", "locks", "files"):
@@ -193,7 +212,7 @@ def trials(kind: str, root: Path, photos: Path, captions: Path, n: int, rng: ran
             tally["killed"] += 1
             killed = True
         proc.stderr.close()
-        notes = []
+        notes, at = [], landed(col)
         searched = run(glimpse_cmd("search", "a person standing outside", "-k", "3", "-c", str(col)))
         if searched.returncode == 0:
             tally["searched"] += 1
@@ -208,7 +227,7 @@ def trials(kind: str, root: Path, photos: Path, captions: Path, n: int, rng: ran
             notes.append("rerun: rc %d: %s" % (again.returncode, (again.stderr or again.stdout)[-400:].strip()))
         bad = differences(snapshot(col), want) if again.returncode == 0 else ["not resumed"]
         tally["mismatches"] += bool(bad)
-        print(f"  {kind} trial {i}: kill at {delay:.1f} s ({'killed' if killed else 'ended first'}); "
+        print(f"  {kind} trial {i}: kill at {delay:.1f} s ({'killed' if killed else 'ended first'}: {at}); "
               f"{'OK' if not bad and not notes else '; '.join(notes + bad)}", flush=True)
         shutil.rmtree(col)
     return tally
