@@ -11,6 +11,7 @@ import numpy as np
 from ..metrics import recall_at_k
 from ..query.adapt import FORMAT as ADAPT_FORMAT, KINDS as ADAPT_KINDS, MIN_PAIRS, TextAdapter, fit_adapter, held_out_split, read_captions, sidecar_caption
 from ..settings import check_callback, check_count
+from ..upgrade import state as upgrade_state
 from .reports import AdaptReport, ProgressFn
 
 
@@ -74,15 +75,15 @@ class Adapting:
             report.after = recall_at_k(trial(text_vectors[test]) @ gallery_vectors.T, relevant, 10)
         adapter = fit_adapter(text_vectors, image_vectors, kind, seed, progress)
         previous = self.settings().adapt
-        version = int((previous or {}).get("version", 0)) + 1
+        kept = (upgrade_state.active(self._meta.get_meta()) or {}).get("adapt")  # the old space's, for an abort
+        version = 1 + max((int(c["version"]) for c in (previous, kept) if c), default=0)
         name = f"adapt-{version}.npz"
         adapter.save(self.path / name)
         self._meta.set_meta(adapt={
             "version": version, "file": name, "kind": kind, "format": ADAPT_FORMAT,
             "pairs": len(ids), "trained": time.time(), "holdout_r10": [report.before, report.after],
         })
-        if previous:
-            (self.path / previous["file"]).unlink(missing_ok=True)
+        self._drop_stale_adapters(name)
         report.version = version
         return report
 
@@ -107,8 +108,17 @@ class Adapting:
             if not previous:
                 return False
             self._meta.delete_meta("adapt")
-            (self.path / previous["file"]).unlink(missing_ok=True)
+            self._drop_stale_adapters(None)
         return True
+
+    def _drop_stale_adapters(self, keep: str | None) -> None:
+        """Adapter files the metadata does not name: the one replaced, and those a killed run left
+        (saved but never committed, committed but the previous one not yet deleted, half-written).
+        An upgrade under way keeps the old space's one, for an abort to restore."""
+        keep_names = {keep} | self._upgrade_files()
+        for old in [*self.path.glob("adapt-*.npz"), *self.path.glob(".adapt-*.tmp")]:
+            if old.name not in keep_names:
+                old.unlink(missing_ok=True)
 
     def _text_map(self) -> TextAdapter | None:
         config = self.settings().adapt

@@ -165,9 +165,10 @@ class LiveIndex:
         return dead
 
     def _drop_stale_vectors(self) -> None:
-        """Vector files the metadata no longer names: replaced ones, and those of killed compactions."""
+        """Vector files the metadata no longer names: replaced ones, and those of killed compactions
+        and upgrades (a finish's old files, a start's order, an upgrade file's half-written save)."""
         keep = {self._vectors.path.name} | self._upgrade_files()
-        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("upgrade-*")]:  # those of a killed finish too
+        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("upgrade-*"), *self.path.glob(".upgrade-*.tmp")]:
             if old.name not in keep:
                 old.unlink(missing_ok=True)
 

@@ -35,6 +35,8 @@ DONE = {**ERRORS, 200: {"model": Job, "description": "Done (?wait=true): the job
 def write_routes(app: FastAPI, service: Service) -> None:
     col = service.col
     Writes = [Depends(require_write_token)]
+    if service.config.write_token is not None and col.has_files:
+        resume_uploads(service)
 
     @app.delete("/api/items/{item_id}", response_model=Job, status_code=202, dependencies=Writes,
                 responses=DONE, tags=["write"])
@@ -84,6 +86,22 @@ def write_routes(app: FastAPI, service: Service) -> None:
         if state is None:
             raise HTTPException(404, f"no job {job_id} (finished jobs are forgotten after a while)")
         return _job_model(state)
+
+
+def resume_uploads(service: Service) -> None:
+    """Finish what a killed server accepted: its uploads were kept before their add job ran, and the
+    job died with it. Half-written ones go; the rest are added (ingest passes over those indexed)."""
+    folder = service.upload_dir
+    if not folder.is_dir() or folder.is_symlink():
+        return
+    kept = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") and path.name.endswith(".tmp"):  # write_atomic's, killed mid-write
+            path.unlink(missing_ok=True)
+        elif path.is_file() and not path.is_symlink():
+            kept.append(str(path))
+    if kept:
+        service.writer.submit("add", lambda c, p: _report(c.add(kept, progress=p)))
 
 
 _bearer = HTTPBearer(auto_error=False, description="The server's write token.")

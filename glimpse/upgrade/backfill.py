@@ -85,8 +85,12 @@ def upgrade(col, encoder: str | Encoder | None, options: dict, *, sample: int, b
 
 def sampled_units(units: list[np.ndarray], sample: int, seed: int) -> list[np.ndarray]:
     """Whole batches, in a seeded order, until they hold ``sample`` items."""
-    pick = np.random.default_rng(seed).permutation(len(units))
-    return [units[u] for u in pick[: int(np.searchsorted(np.cumsum([len(units[u]) for u in pick]), sample)) + 1]]
+    return leading([units[u] for u in np.random.default_rng(seed).permutation(len(units))], sample)
+
+
+def leading(units: list[np.ndarray], count: int) -> list[np.ndarray]:
+    """The first batches of ``units``, ``count`` items in all (the sample's, at the head of the order)."""
+    return units[: int(np.searchsorted(np.cumsum([len(u) for u in units]), count)) + 1] if count else []
 
 
 def shuffled(units: list[np.ndarray], seed: int) -> list[np.ndarray]:
@@ -135,6 +139,9 @@ class _Run:
     def go(self, encoder, options: dict, sample: int, backfill: int | None, finish: bool, abort: bool,
            policy: str) -> UpgradeReport:
         col = self.col
+        with col._lock:  # files of killed runs: an order saved before its start's commit, an old vector file, ...
+            col._sync()
+            col._drop_stale_vectors()
         state = st.active(col._meta.get_meta())
         if abort:
             if state is None:
@@ -234,7 +241,11 @@ class _Run:
             table = np.array(pairs, np.int64).reshape(-1, 2)
             live, rows_of = table[:, 0], dict(zip(table[:, 0].tolist(), table[:, 1].tolist()))
             rows = int(meta.get("rows", 0))
-            sampled = st.read_order(self.folder, state)[: int(state["sample"])]
+            # The order's leading batches, as the sample embedded them: a switch killed after it saved the
+            # whole order leaves the backfill's batches after them, which must not be appended twice.
+            # Items removed since stay in them (passed over), so ``done`` keeps counting the order's places.
+            sample_units = leading(st.read_units(self.folder, state), int(state["sample"]))
+            sampled = np.concatenate(sample_units)
             sampled = sampled[np.isin(sampled, live)]
             old_store, new_store = self._store(state["old"], table, rows), self._store(state["new"], table, rows)
             extend(new_store, rows)  # rows not written yet (removed items, mapped ones below) read as zeros
@@ -254,8 +265,8 @@ class _Run:
                 units = least_certain_first(units, rest, doubt)
             else:
                 units = shuffled(units, self.seed)
-            save_order(self.folder / state["order"], [*st.read_units(self.folder, state), *units])
-            state = {**state, "phase": "backfilling", "done": len(sampled), "sample": len(sampled),
+            save_order(self.folder / state["order"], [*sample_units, *units])
+            state = {**state, "phase": "backfilling", "done": int(state["sample"]),
                      "map_kind": forward.kind, "candidates": candidates, "adapt": meta.get("adapt"),
                      "quality": None if quality is None else asdict(quality)}
             new_facts = {k: state["new"][k] for k in st.ENCODER_KEYS}

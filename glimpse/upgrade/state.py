@@ -47,7 +47,8 @@ def owned_files(meta: dict) -> set[str]:
     state = active(meta)
     if state is None:
         return set()
-    return {state["old"]["vectors"], state["new"]["vectors"], state["order"], state["map"], state["reverse"]}
+    kept_adapter = {state["adapt"]["file"]} if state.get("adapt") else set()  # the old space's, for an abort
+    return {state["old"]["vectors"], state["new"]["vectors"], state["order"], state["map"], state["reverse"], *kept_adapter}
 
 
 def read_order(folder: Path, state: dict) -> np.ndarray:
