@@ -127,6 +127,9 @@ def test_a_server_killed_before_its_upload_job_ran_adds_the_uploads_when_it_star
     make_image(uploads / "aa.png", seed=900)
     make_image(uploads / "bb.png", seed=901)
     (uploads / ".cc.png.k3j.tmp").write_bytes(b"\x89PNG half")
+    for name in ("aa.png", "bb.png", "cc.png"):  # each marked pending before it was written
+        (uploads / f".{name}.pending").touch()
+    make_image(uploads / "dd.png", seed=902)  # added, then removed with the CLI: no marker, it stays out
     create_app(col.location, ServerConfig())
     assert (uploads / ".cc.png.k3j.tmp").exists()  # a read-only server writes nothing
     with TestClient(create_app(col.location, ServerConfig(write_token="t"))) as http:
@@ -137,7 +140,7 @@ def test_a_server_killed_before_its_upload_job_ran_adds_the_uploads_when_it_star
             time.sleep(0.1)
         assert job["kind"] == "add" and job["state"] == "done" and job["result"]["indexed"] == 2
     assert len(glimpse.open(col.location)) == len(WORDS) + 2
-    assert sorted(p.name for p in uploads.iterdir()) == ["aa.png", "bb.png"]
+    assert sorted(p.name for p in uploads.iterdir()) == ["aa.png", "bb.png", "dd.png"]  # the markers gone
 
 
 def test_the_files_of_killed_upgrade_runs_are_dropped_by_the_next_upgrade_command(captioned, monkeypatch):

@@ -491,7 +491,8 @@ def test_serve_takes_the_collection_as_c_too(tmp_path, col, monkeypatch):
     from glimpse.cli import app
 
     started = {}
-    monkeypatch.setattr(glimpse.server, "serve", lambda path, **kw: started.update(path=path))
+    # serve() is given the collection already open (a mistyped one fails before the address prints)
+    monkeypatch.setattr(glimpse.server, "serve", lambda col, **kw: started.update(path=str(col.path)))
     monkeypatch.delenv("GLIMPSE_COLLECTION", raising=False)
     runner = CliRunner()
     for args in (["-c", str(col.path)], ["--collection", str(col.path)], [str(col.path)],
@@ -501,9 +502,10 @@ def test_serve_takes_the_collection_as_c_too(tmp_path, col, monkeypatch):
         assert answer.exit_code == 0 and started["path"] == str(col.path), (args, answer.output)
     both = runner.invoke(app, ["serve", str(col.path), "-c", str(tmp_path / "other")])
     assert both.exit_code == 2 and "give one" in both.output
-    monkeypatch.setenv("GLIMPSE_COLLECTION", str(tmp_path / "from-env"))
+    from_env = glimpse.open(tmp_path / "from-env", encoder="hash")
+    monkeypatch.setenv("GLIMPSE_COLLECTION", str(from_env.path))
     assert runner.invoke(app, ["serve", "-c", str(col.path)]).exit_code == 0 and started["path"] == str(col.path)
-    assert runner.invoke(app, ["serve"]).exit_code == 0 and started["path"] == str(tmp_path / "from-env")
+    assert runner.invoke(app, ["serve"]).exit_code == 0 and started["path"] == str(from_env.path)
 
 
 # --------------------------------------------------------------------------- hostile requests

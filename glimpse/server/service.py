@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, UploadFile
 from fastapi import Path as FastPath
 
-from ..atomic import write_atomic
+from ..atomic import open_own, write_atomic
 from ..collection import Collection, open_collection
 from ..storage.originals import FileChangedError, OnAnotherMachine
 from ..ingest import DEFAULT_MAX_PIXELS, DecodeError, decode_image, image_pixels
@@ -73,6 +74,14 @@ async def keys_once(request: Request) -> None:
         raise HTTPException(422, f"the request body gives {key} twice: send it once")
 
 
+#: The end of an upload's marker, ``.NAME.pending``: its add job has not finished yet.
+PENDING = ".pending"
+
+
+def pending_marker(upload: Path) -> Path:
+    return upload.with_name(f".{upload.name}{PENDING}")
+
+
 class Service:
     """What the routes share: the reader collection, the writer, the cache."""
 
@@ -97,6 +106,9 @@ class Service:
             for path in mine:
                 self._pending[path] = self._pending.get(path, 0) + 1
         try:
+            self.upload_dir.mkdir(parents=True, exist_ok=True)
+            for path in mine:  # written first: a server killed before the job ran adds these when it starts again
+                os.close(open_own(pending_marker(path)))
             for path, data in files.items():
                 if not path.exists():  # named by content: one there holds these bytes (and rewriting it would change its mtime)
                     write_atomic(path, data)
@@ -115,7 +127,18 @@ class Service:
                     del self._pending[path]
                     if not done:
                         path.unlink(missing_ok=True)
+                    pending_marker(path).unlink(missing_ok=True)
         return "" if done else "; the uploaded images were not kept: send them again"
+
+    def resumed_uploads(self, paths: list[Path]) -> Callable[[bool], str]:
+        """The ``after`` of the job that adds what a killed server left pending: once done they are
+        pending no more; a failed job (another writer's lock) leaves them for the next start."""
+        def after(done: bool) -> str:
+            if done:
+                for path in paths:
+                    pending_marker(path).unlink(missing_ok=True)
+            return "" if done else "; the uploads stay pending for the next start of a writable server"
+        return after
 
     def roots(self) -> list[Path]:
         """Folders that server-side paths may name: configured, else the collection's own."""

@@ -20,7 +20,7 @@ from ..settings import check_scan_globs
 from .config import PathNotAllowedError, confine
 from .jobs import JobState
 from .models import MAX_INT, AddPaths, Digits, Job, RemovePaths
-from .service import ERRORS, PathId, Service, checked_uploads, only_form_fields
+from .service import ERRORS, PENDING, PathId, Service, checked_uploads, only_form_fields
 
 
 # Pillow's format names -> the file extension an uploaded image is kept under.
@@ -89,19 +89,26 @@ def write_routes(app: FastAPI, service: Service) -> None:
 
 
 def resume_uploads(service: Service) -> None:
-    """Finish what a killed server accepted: its uploads were kept before their add job ran, and the
-    job died with it. Half-written ones go; the rest are added (ingest passes over those indexed)."""
+    """Finish what a killed server accepted: its uploads were kept, each with a pending marker,
+    before their add job ran, and the job died with it. Half-written ones go; those still marked
+    are added. An upload without a marker was added (and maybe removed since): it is left alone."""
     folder = service.upload_dir
     if not folder.is_dir() or folder.is_symlink():
         return
     kept = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") and path.name.endswith(".tmp"):  # write_atomic's, killed mid-write
+        name = path.name
+        if name.startswith(".") and name.endswith(".tmp"):  # write_atomic's, killed mid-write
             path.unlink(missing_ok=True)
-        elif path.is_file() and not path.is_symlink():
-            kept.append(str(path))
+        elif name.startswith(".") and name.endswith(PENDING):
+            upload = folder / name[1 : -len(PENDING)]
+            if upload.is_file() and not upload.is_symlink():
+                kept.append(upload)
+            else:  # killed before the upload itself was written
+                path.unlink(missing_ok=True)
     if kept:
-        service.writer.submit("add", lambda c, p: _report(c.add(kept, progress=p)))
+        paths = [str(path) for path in kept]
+        service.writer.submit("add", lambda c, p: _report(c.add(paths, progress=p)), service.resumed_uploads(kept))
 
 
 _bearer = HTTPBearer(auto_error=False, description="The server's write token.")
