@@ -22,7 +22,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   (exact - the row's centroid score) in units of the row's list's own spread (the RMS norm
   of its rows' residuals, measured as rows are added and stored with the codes), each at a
   95% upper confidence bound (the fit's error model where a filter passes too few sampled
-  rows). Then further lists are probed, best centroid first, until the expected number of
+  rows). Then further lists are probed (keeping only the rows whose estimate could reach the k-th
+  exact score under the measured error), best centroid first, until the expected number of
   the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
   (normal tails: rows related to the query in lists of other photos lie further out, so
   this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
@@ -584,11 +585,11 @@ def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
 
 
 def normal_tail(z: np.ndarray) -> np.ndarray:
-    """P(N(0, 1) > z), elementwise, to a relative error below 1.2e-7 far into the tail
-    (Numerical Recipes' Chebyshev fit of erfc): SciPy's ``ndtr`` would add SciPy to every
+    """P(N(0, 1) > z), elementwise over the array ``z``, to a relative error below 1.2e-7 far into
+    the tail (Numerical Recipes' Chebyshev fit of erfc): SciPy's ``ndtr`` would add SciPy to every
     search's imports."""
     # Horner's scheme in place (the same operations, in the same order, as the formula written out:
-    # -1.26551223 + t * (1.00002368 + t * (... + t * 0.17087277)); a fifth less CPU over 50,000 values)
+    # -1.26551223 + t * (1.00002368 + t * (... + t * 0.17087277)); about 15% less CPU over 50,000 values)
     x = np.abs(z)
     x /= math.sqrt(2)
     t = 0.5 * x
