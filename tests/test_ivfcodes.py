@@ -8,7 +8,7 @@ import pytest
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
-from glimpse.backends.ivfcodes import _marked, enough, largest
+from glimpse.backends.ivfcodes import _marked, best_first, enough, largest, normal_tail
 
 DIM, BITS, K = 128, 64, 10
 
@@ -169,6 +169,33 @@ def test_largest_finds_the_positions_of_the_largest_values(size):
     for count in (1, 40):
         want = np.argsort(-values)[:count]
         np.testing.assert_array_equal(np.sort(largest(values, count)), np.sort(want))
+
+
+def test_best_first_orders_as_a_stable_argsort_of_the_negated_values():
+    rng = np.random.default_rng(2)
+    values = rng.standard_normal(5_000).astype(np.float32)
+    values[rng.integers(0, 5_000, 1_500)] = values[rng.integers(0, 5_000, 1_500)]  # ties
+    values[:12] = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 0.0, -0.0, np.inf, np.nan, 1e-45, -1e-45]
+    rng.shuffle(values)
+    want = np.argsort(-values, kind="stable")
+    for count in (0, 1, 7, 64, 4_999, 5_000, 6_000):
+        np.testing.assert_array_equal(best_first(values, count), want[:count])
+    assert best_first(np.zeros(0, np.float32), 3).shape == (0,)
+
+
+def test_normal_tail_is_the_formula_written_out_and_the_normal_tail():
+    import math
+
+    z = np.concatenate([np.linspace(-9, 9, 2_001), [0.0, -0.0, 37.5]])
+    for values in (z.astype(np.float32), z):
+        x = np.abs(values) / math.sqrt(2)
+        t = 1 / (1 + 0.5 * x)
+        poly = -1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (
+            0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+        upper = 0.5 * t * np.exp(-x * x + poly)
+        np.testing.assert_array_equal(normal_tail(values), np.where(values >= 0, upper, 1 - upper))  # bit for bit
+    want = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])
+    np.testing.assert_allclose(normal_tail(z), want, rtol=2e-7, atol=1e-300)
 
 
 def test_enough_sums_float32_chances_in_float64():
@@ -395,9 +422,9 @@ def lists_probed(index, queries) -> list[int]:
 
     counts, original = [], ivfcodes._QuerySearch._probe
 
-    def probe(search, lists):
+    def probe(search, lists, *floor):
         counts[-1] += len(lists)
-        return original(search, lists)
+        return original(search, lists, *floor)
 
     ivfcodes._QuerySearch._probe = probe
     try:
@@ -445,6 +472,53 @@ def test_the_probe_plan_measures_each_lists_own_spread_past_the_first_lists(zipf
     _, got = index.search(queries, K)
     assert recall(got, truth) == 1.0
     assert np.mean(lists_probed(index, queries)) < 1.5 * index.probes
+
+
+def planned_with_floor(index, queries, floor: bool, monkeypatch) -> tuple[list, list, int]:
+    """With 4 first lists (so that plans probe more), the lists probed later keeping only rows within
+    reach (``floor``) or every row: what each plan computed (every array of deviations whose normal
+    tail it took, every set of ids it scored exactly, its answers) and the rows held after each such
+    probe, summed."""
+    from glimpse.backends import ivfcodes
+
+    probe, tail, top = ivfcodes._QuerySearch._probe, ivfcodes.normal_tail, ivfcodes.exact_top
+    seen, rows = [], []
+
+    def probed(search, lists, *given):
+        probe(search, lists, *(given if floor else ()))
+        rows.append(len(lists) and len(search.ids))
+
+    def tails(z):
+        seen.append(np.array(z))
+        return tail(z)
+
+    def scored(reader, query, ids, k):
+        seen.append(np.sort(ids))
+        return top(reader, query, ids, k)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ivfcodes._QuerySearch, "_probe", probed)
+        patch.setattr(ivfcodes, "normal_tail", tails)
+        patch.setattr(ivfcodes, "exact_top", scored)
+        patch.setattr(index, "probes", 4)
+        for query in queries:  # one at a time: a batch's plans run in threads, in no set order
+            seen.extend(index.search(query[None], K))
+    return seen, sum(rows)
+
+
+def test_lists_probed_past_the_first_keep_only_rows_within_reach_and_the_plan_does_not_change(zipf, data, monkeypatch):
+    """The lists a plan probes after its first ones return only the rows whose estimate could reach
+    the k-th exact score under the measured error (FAISS's range search radius): every chance the
+    plan weighs, every row it re-ranks and its answers are those of keeping every row, with fewer
+    rows held. ``data``'s text-like queries have their lists scanned for ``q - beta c`` (every row kept)."""
+    for index, queries in ((zipf[0], zipf[1]), (index_of(data), data[5])):
+        plan, held = planned_with_floor(index, queries, True, monkeypatch)
+        every_plan, every_held = planned_with_floor(index, queries, False, monkeypatch)
+        assert len(plan) == len(every_plan) > 2 * len(queries)
+        for mine, theirs in zip(plan, every_plan):
+            np.testing.assert_array_equal(mine, theirs)
+        assert held <= every_held
+    assert planned_with_floor(*zipf[:2], True, monkeypatch)[1] < 0.9 * planned_with_floor(*zipf[:2], False, monkeypatch)[1]
 
 
 def test_a_query_plan_runs_faiss_on_one_thread_and_restores_the_setting(data, monkeypatch):
