@@ -492,9 +492,9 @@ def planned_with_floor(index, queries, floor: bool, monkeypatch) -> tuple[list, 
         seen.append(np.array(z))
         return tail(z)
 
-    def scored(reader, query, ids, k):
+    def scored(reader, query, ids, k, *damaged):
         seen.append(np.sort(ids))
-        return top(reader, query, ids, k)
+        return top(reader, query, ids, k, *damaged)
 
     with monkeypatch.context() as patch:
         patch.setattr(ivfcodes._QuerySearch, "_probe", probed)
