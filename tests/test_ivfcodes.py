@@ -278,6 +278,16 @@ def test_default_codes_fit_vectors_of_fewer_dimensions_than_the_default_bits(tmp
         col.use_codes(bits=224)  # bits the user names are checked, never silently lowered
 
 
+@pytest.mark.parametrize("dim", [1, 7])
+def test_default_codes_on_fewer_than_8_dimensions_say_what_to_do(tmp_path, dim):
+    """No multiple of 8 bits fits: the error names the exact search, not bits <= dim (none is valid)."""
+    col = glimpse.open(tmp_path / "c", encoder="precomputed", dim=dim)
+    col.add_vectors(np.random.default_rng(4).standard_normal((300, dim)), keys=[f"k{i}" for i in range(300)])
+    with pytest.raises(ValueError, match=r"at least 8 dimensions.*use_codes\(None\)"):
+        col.use_codes()
+    assert col.search(vector=np.ones(dim), k=3) and col.settings().codes is None  # nothing changed
+
+
 def rows_read(index, data, queries, **search) -> list[int]:
     """Float rows each query's search reads from the vector file."""
     read = []
