@@ -7,7 +7,7 @@
     python benchmarks/search.py --models structured,iso0.79,iso0.93,real,mix [--n 100000]
                                 [--anchors ivfpq,ivfrabitq,scann,hnsw] [--anchor-lists L] [--workdir DIR]
                                 [--clock cpu] [--quick N] [--exact-timed N] [--build-only]
-    python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy]
+    python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy] [--fit-first F]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -39,7 +39,11 @@ source; ``mix`` a heavy-tailed Gaussian mixture around them (Zipf cluster sizes,
 per cluster, part of each cluster's noise in its own subspace; the model no setting was
 tuned on); ``real`` the real vectors alone (3,285 here). ``--vectors`` runs the same
 protocol on your own vectors instead (any dimension; rows are L2-normalised; the queries of
-``--query-vectors`` report as ``img``, those of ``--text-query-vectors`` as ``txt``). Per model
+``--query-vectors`` report as ``img``, those of ``--text-query-vectors`` as ``txt``; ``benchmarks/shapes.py``
+writes such files for other data shapes: CLIP-sized, isotropic, low-rank, duplicates, drift, queries from
+no distribution of the database). ``--fit-first F`` fits the codes on the first F of the rows and adds
+the rest afterwards (drift; a refit on doubling may follow, reported). Recall counts ties: a found row
+whose exact score reaches the k-th exact score is right (among identical rows any k are the top k). Per model
 it prints every setting, the cheapest setting of each method that reaches recall@10 >= 0.95
 for image *and* text queries (p50 over both, batch 1, one thread), the default's filtered
 searches (1% and 30% of the ids) against IVF-PQ32 and exact, and batches of 64 (every core)
