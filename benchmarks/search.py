@@ -7,7 +7,7 @@
     python benchmarks/search.py --models structured,iso0.79,iso0.93,real,mix [--n 100000]
                                 [--anchors ivfpq,ivfrabitq,scann,hnsw] [--anchor-lists L] [--workdir DIR]
                                 [--clock cpu] [--quick N] [--exact-timed N] [--build-only]
-    python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy]
+    python benchmarks/search.py --vectors DB.npy --query-vectors Q.npy [--text-query-vectors T.npy] [--fit-first F]
 
 Vectors. The default encoder's real embeddings of captioned-dev (857 photos x 12 augmented
 variants, cached by ``benchmarks/binarizers.py`` under ``--cache``): the 8,327 variants of 757
@@ -39,7 +39,11 @@ source; ``mix`` a heavy-tailed Gaussian mixture around them (Zipf cluster sizes,
 per cluster, part of each cluster's noise in its own subspace; the model no setting was
 tuned on); ``real`` the real vectors alone (3,285 here). ``--vectors`` runs the same
 protocol on your own vectors instead (any dimension; rows are L2-normalised; the queries of
-``--query-vectors`` report as ``img``, those of ``--text-query-vectors`` as ``txt``). Per model
+``--query-vectors`` report as ``img``, those of ``--text-query-vectors`` as ``txt``; ``benchmarks/shapes.py``
+writes such files for other data shapes: CLIP-sized, isotropic, low-rank, duplicates, drift, queries from
+no distribution of the database). ``--fit-first F`` fits the codes on the first F of the rows and adds
+the rest afterwards (drift; a refit on doubling may follow, reported). Recall counts ties: a found row
+whose exact score reaches the k-th exact score is right (among identical rows any k are the top k). Per model
 it prints every setting, the cheapest setting of each method that reaches recall@10 >= 0.95
 for image *and* text queries (p50 over both, batch 1, one thread), the default's filtered
 searches (1% and 30% of the ids) against IVF-PQ32 and exact, and batches of 64 (every core)
@@ -423,6 +427,26 @@ def rerank_fixed(reader, queries: np.ndarray, candidates: np.ndarray) -> np.ndar
 CLOCK = time.perf_counter
 
 
+#: Scores this close to the k-th exact score count as ties with it (float32 sums of the same float16 rows
+#: in another order differ by about 1e-7; near-copies that are not identical differ by far more).
+TIE = 1e-5
+
+
+def tied_recall(found: np.ndarray, truth: np.ndarray, queries: np.ndarray, stored: np.ndarray) -> float:
+    """recall@K where a tie counts: a found id is right when its exact score reaches the K-th exact
+    score of ``truth`` (less ``TIE``). Among 5,000 identical rows any 10 are the exact top-10, and
+    comparing ids alone would score an exact answer at 0."""
+    hits = []
+    for query, got, want in zip(queries, found, truth):
+        want, got = want[want >= 0], np.unique(got[got >= 0])  # np.unique: each id once, sorted for the map
+        if not len(want):
+            continue
+        bar = float((np.asarray(stored[np.sort(want)], np.float32) @ query).min()) - TIE
+        scores = np.asarray(stored[got], np.float32) @ query if len(got) else np.zeros(0)
+        hits.append(min(len(want), int((scores >= bar).sum())) / len(want))
+    return float(np.mean(hits)) if hits else 1.0
+
+
 def per_query(search, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Batch-1 seconds per query (after one warm-up) and the ids each query found."""
     search(queries[:1])
@@ -703,7 +727,7 @@ def models_benchmark(args) -> None:
                 else:
                     seconds, found = np.full(len(queries), np.nan), truth
                     seconds[timed] = per_query(search, queries[timed])[0]
-                got = {kind: recall(found[part], truth[part]) for kind, part in kinds.items()}
+                got = {kind: tied_recall(found[part], truth[part], queries[part], stored) for kind, part in kinds.items()}
                 p50 = {kind: 1e3 * float(np.nanmedian(seconds[part])) for kind, part in kinds.items()}
                 p50["all"] = 1e3 * float(np.nanmedian(seconds))
                 results.append((label, per_image, p50, got, search))
@@ -749,7 +773,7 @@ def models_benchmark(args) -> None:
                     summary.append(f"| {model} | {n:,} " + line)
             if not args.quick:
                 filtered(index, flat, queries, stored, anchors)
-            batched(queries, truth, [("exact (FAISS IndexFlatIP, BLAS)", lambda q: flat.search(q, K)[1])]
+            batched(queries, truth, stored, [("exact (FAISS IndexFlatIP, BLAS)", lambda q: flat.search(q, K)[1])]
                     + [(r[0], r[4]) for r in cheapest if not r[0].startswith("ScaNN")])
             col.close()
     print("\nsummary (per data model: cheapest setting at recall@10 >= 0.95, p50 over all queries)")
@@ -779,13 +803,18 @@ def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]
             rows = make_rows()
             n, dim = rows.shape
             col = glimpse.open(home, encoder="precomputed", dim=dim)
+            first = round(args.fit_first * n) if args.fit_first else n  # rows added before the codes are fitted
             t = time.perf_counter()
-            col.add_vectors(rows, [f"v/{i}" for i in range(n)])
+            col.add_vectors(rows[:first], [f"v/{i}" for i in range(first)])
             added = time.perf_counter() - t
-            del rows
             t = time.perf_counter()
             col.use_codes()  # the default kind and settings
-            built = f"add_vectors {n / added:,.0f}/s; codes fitted and built in {time.perf_counter() - t:.0f}s"
+            built = f"add_vectors {first / added:,.0f}/s; codes fitted and built in {time.perf_counter() - t:.0f}s"
+            if first < n:  # the rest added to fitted codes, as a growing collection is
+                col.add_vectors(rows[first:], [f"v/{i}" for i in range(first, n)])
+                built += (f" on the first {first:,} rows, then {n - first:,} added; codes fitted on "
+                          f"{col.settings().codes.fitted_on:,} rows at the end")
+            del rows
             if args.workdir:
                 done.write_text(built + "\n")
         stack.callback(col.close)
@@ -812,17 +841,17 @@ def filtered(index, flat, queries: np.ndarray, stored: np.ndarray, anchors) -> N
         selector = faiss.IDSelectorBatch(allowed)
         exact_seconds, want = per_query(lambda q: flat.search(q, K, params=faiss.SearchParameters(sel=selector))[1], queries)
         seconds, got = per_query(lambda q: index.search(q, K, allowed=allowed)[1], queries)
-        cells = [f"{1e3 * np.median(seconds):.2f}", f"{recall(got, want):.3f}", f"{np.mean((got >= 0).sum(axis=1) == K):.2f}"]
+        cells = [f"{1e3 * np.median(seconds):.2f}", f"{tied_recall(got, want, queries, stored):.3f}", f"{np.mean((got >= 0).sum(axis=1) == K):.2f}"]
         if ivfpq is not None:
             params = faiss.SearchParametersIVF(nprobe=min(anchors.lists, int(np.ceil(32 / share))), sel=selector)
             pq_seconds, pq = per_query(lambda q: rerank_fixed(anchors.reader, q, ivfpq.search(q, 1000, params=params)[1]), queries)
-            cells += [f"{1e3 * np.median(pq_seconds):.2f}", f"{recall(pq, want):.3f}"]
+            cells += [f"{1e3 * np.median(pq_seconds):.2f}", f"{tied_recall(pq, want, queries, stored):.3f}"]
         else:
             cells += ["", ""]
         print(f"| filter passing {share:.0%} | " + " | ".join(cells) + f" | {1e3 * np.median(exact_seconds):.2f} |")
 
 
-def batched(queries: np.ndarray, truth: np.ndarray, methods: list[tuple[str, object]]) -> None:
+def batched(queries: np.ndarray, truth: np.ndarray, stored: np.ndarray, methods: list[tuple[str, object]]) -> None:
     """Batches of 64 queries (every core: FAISS's threads, glimpse's parallel re-rank), for
     exact search and the cheapest setting of each method that reached recall 0.95."""
     wide = np.tile(queries, (max(1, 192 // len(queries)) + 1, 1))[:192]
@@ -839,7 +868,7 @@ def batched(queries: np.ndarray, truth: np.ndarray, methods: list[tuple[str, obj
             seconds.append(time.perf_counter() - t)
         rate = 64 / float(np.median(seconds))
         exact_rate = exact_rate or rate
-        print(f"| {label} | {rate:,.0f} | {rate / exact_rate:.1f} | {recall(np.vstack(found)[: len(queries)], truth):.3f} |",
+        print(f"| {label} | {rate:,.0f} | {rate / exact_rate:.1f} | {tied_recall(np.vstack(found)[: len(queries)], truth, queries, stored):.3f} |",
               flush=True)
     faiss.omp_set_num_threads(1)
 
@@ -880,6 +909,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--exact-timed", type=int, default=0, metavar="N",
                     help="with --models: time the exact scan on N of the queries only (evenly spaced; its ids "
                          "are the truth); everything else as without it (--quick N implies it)")
+    ap.add_argument("--fit-first", type=float, default=0.0, metavar="F",
+                    help="with --models/--vectors: fit the codes on the first F of the rows (0 < F < 1), then add the "
+                         "rest (drift: a collection that grows after its codes were fitted)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="with --models: batch-1 timings in wall time or this process's CPU time")
     args = ap.parse_args(argv)

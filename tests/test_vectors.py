@@ -115,7 +115,8 @@ def test_re_adding_a_key_replaces_its_vector(col):
     (["a", "b"], unit_rows(3), r"shape \(2, 16\)"),
     (["a", "b"], unit_rows(2, dim=8), r"shape \(2, 16\)"),
     (["a", "b"], np.vstack([unit_rows(1), np.full((1, DIM), np.nan, np.float32)]), "vector 1 holds NaN"),
-    (["a", "b"], np.vstack([unit_rows(1), np.full((1, DIM), 1e300)]), "too large for float32"),
+    (["a", "b"], np.vstack([unit_rows(1), np.full((1, DIM), np.inf)]), "vector 1 holds NaN or infinite"),
+    (["a", "b"], np.array([[1] * DIM, [10**50] * DIM], dtype=object), "too large for float32"),
     (["a", "b"], np.vstack([unit_rows(1), np.zeros((1, DIM))]), "vector 1 is all zeros"),
 ])
 @pytest.mark.local_only("checks the input before any backend is touched")
@@ -134,6 +135,15 @@ def test_each_batch_is_one_transaction_with_its_progress(col):
     col.add_vectors(unit_rows(10), keys_for(10), batch_size=4, progress=lambda done, total: seen.append((done, total)))
     assert seen == [(4, 10), (8, 10), (10, 10)]
     assert col._meta.generation() == generation + 3
+
+
+@pytest.mark.parametrize("scale", [1e-50, 1e-40, 1e40, 1e300])
+def test_float64_rows_far_outside_float32s_range_keep_their_direction(col, scale):
+    vectors = unit_rows(4, seed=3).astype(np.float64)
+    col.add_vectors(vectors * scale, keys_for(4))
+    top = col.search(vector=vectors[1] * scale, k=4)  # a query as far out, too
+    assert top[0].path == "doc/1"
+    assert [r.score for r in top] == pytest.approx(sorted((vectors @ vectors[1]).tolist(), reverse=True), abs=2e-3)
 
 
 def test_a_crash_between_batches_keeps_the_committed_ones(col, monkeypatch):

@@ -66,6 +66,9 @@ class RaBitQFit(Binarizer):
         return max(256, self.bits)
 
     def check_dim(self, dim: int) -> None:
+        if dim < 8:  # bits are a multiple of 8: no projection fits
+            raise ValueError(f"ivf-rabitq codes need vectors of at least 8 dimensions, not {dim}: "
+                             f"search {dim}-d vectors exactly, without codes (use_codes(None))")
         if self.bits > dim:
             raise ValueError(f"ivf-rabitq codes project {dim}-d vectors to at most {dim} bits, "
                              f"not {self.bits}: use bits <= {dim}")

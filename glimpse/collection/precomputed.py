@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from ..encoders import unit_length
+from ..encoders import to_float32, unit_length
 from ..encoders.precomputed import PRECOMPUTED
 from ..settings import check_callback, check_count
 from ..storage.metadata import FileLink, NewItem
@@ -103,8 +103,7 @@ def _checked_keys(keys: Sequence[str]) -> list[str]:
 
 def _unit_rows(batch, first_row: int) -> np.ndarray:
     """float32 rows of unit length, or a ValueError naming the first unusable row."""
-    with np.errstate(over="ignore", invalid="ignore"):  # too large for float32 -> inf, refused below
-        x = np.asarray(batch, dtype=np.float32)
+    x = to_float32(batch)  # too large for float32 -> inf, refused below
     bad = ~np.isfinite(x).all(axis=1)
     if bad.any():
         raise ValueError(f"vector {first_row + int(np.argmax(bad))} holds NaN or infinite values "

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from functools import partial
 
-from .base import Encoder, EncoderInfo, l2_normalize, unit_length
+from .base import Encoder, EncoderInfo, l2_normalize, to_float32, unit_length
 
 _REGISTRY: dict[str, Callable[..., Encoder]] = {}
 
@@ -82,6 +82,7 @@ __all__ = [
     "EncoderInfo",
     "create_encoder",
     "l2_normalize",
+    "to_float32",
     "unit_length",
     "list_encoders",
     "register_encoder",

@@ -77,6 +77,19 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
+def to_float32(x: np.ndarray) -> np.ndarray:
+    """``x`` as float32 (too large: inf). A wider float's rows (its last axis) are scaled by their
+    largest magnitude in their own precision first: a float64 row of 1e-50s (or 1e40s) has a
+    direction, which float32 would round to all zeros (or to infinities). NaN and inf stay so."""
+    x = np.asarray(x)
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):  # inf / inf: NaN, still refused
+            peak = np.abs(x).max(axis=-1, keepdims=True)
+            x = x / np.where(peak > 0, peak, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return x.astype(np.float32)
+
+
 def unit_length(x: np.ndarray) -> np.ndarray:
     """Rows of ``x`` (none all zeros) at unit length, each scaled by its largest magnitude first:
     squares of 1e30 overflow float32 and those of 1e-30 vanish, which left such a row far from unit

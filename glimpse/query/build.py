@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..encoders import Encoder, unit_length
+from ..encoders import Encoder, to_float32, unit_length
 from ..storage.originals import open_regular
 from ..storage.vectors import DamagedVectorError
 from ..ingest import DEFAULT_MAX_BYTES, DecodeError, decode_image
@@ -84,8 +84,7 @@ def build_query(
             raw = np.asarray(None)
         if raw.dtype.kind not in "iuf":  # casting would drop an imaginary part, or read text or True as numbers
             raise ValueError(f"the query vector must hold real numbers, got {clip(repr(vector))}")
-        with np.errstate(over="ignore"):  # too large for float32 becomes inf, refused below
-            q = raw.astype(np.float32).reshape(-1)
+        q = to_float32(raw).reshape(-1)  # too large for float32 becomes inf, refused below
         _check_dim(q, encoder.dim)
         if not np.isfinite(q).all():
             raise ValueError("the query vector holds NaN or infinite values")
