@@ -219,7 +219,10 @@ def _parquet_rows(file, path: Path, column: str) -> np.ndarray:
             out = np.empty((file.metadata.num_rows, dim), np.float32)
         elif dim != out.shape[1]:
             raise ValueError(f"the vectors in column {column!r} of {path} differ in length ({dim} and {out.shape[1]})")
-        # Nulls inside a vector become NaN, which add_vectors refuses with the row's number.
-        out[row : row + len(values)] = values.flatten().to_numpy(zero_copy_only=False).reshape(len(values), dim)
+        flat = values.flatten()
+        if flat.null_count:  # to_numpy would make them NaN, which add_vectors would call a NaN
+            at = row + int(np.argmax(flat.is_null().to_numpy(zero_copy_only=False))) // dim
+            raise ValueError(f"column {column!r} of {path} has empty (null) values in row {at}")
+        out[row : row + len(values)] = flat.to_numpy(zero_copy_only=False).reshape(len(values), dim)
         row += len(values)
     return out if out is not None else np.zeros((0, 0), np.float32)
