@@ -91,7 +91,8 @@ def test_every_state_searches_and_the_end_equals_a_fresh_collection(tmp_path, ph
     assert np.array_equal(vectors(reader), vectors(fresh))
     check_searches(reader, photos)
     left = sorted(p.name for p in (tmp_path / "col").iterdir() if p.name.startswith(("vectors", "upgrade-")))
-    assert len(left) == 1 and left[0].startswith("vectors-upgrade-")  # the old vectors and the map are gone
+    assert len(left) == 2 and left[0].startswith("vectors-upgrade-")  # the old vectors and the map are gone
+    assert left[1] == left[0].replace(".f16", ".sums")  # the new vectors' checksums stay
     assert glimpse.open(tmp_path / "col").encoder.dim == 32
 
 
@@ -107,7 +108,7 @@ def test_abort_returns_to_the_old_vectors_and_keeps_images_added_meanwhile(tmp_p
     assert col.encoder.dim == 64 and col.stats().upgrade is None
     assert np.array_equal(vectors(col)[1:], before)  # the old vectors (late.png sorts first), untouched
     assert col.search(image=added, k=1)[0].id == late  # mapped back into the old space
-    assert sorted(p.name for p in (tmp_path / "col").glob("vectors*")) == ["vectors.f16"]
+    assert sorted(p.name for p in (tmp_path / "col").glob("vectors*")) == ["vectors.f16", "vectors.sums"]
     check_searches(glimpse.open(tmp_path / "col"), photos)
     with pytest.raises(ValueError, match="no upgrade is under way"):
         col.upgrade(abort=True)

@@ -18,19 +18,20 @@ from ..settings import CodeSettings
 from .base import CodeStage, SearchBackend
 from ..codes.rabitq import RaBitQFit
 from .binary import BinaryIndex, ivf_lists
+from .exact import RowCheck, lengths_only
 from .flat import FlatIndex
 from .ivfcodes import IVFCodesIndex
 
 
 def open_backend(directory: Path, dim: int, codes: CodeSettings | None, binarizer: Binarizer | None,
                  reader: Callable[[np.ndarray], np.ndarray], size: int,
-                 damaged: Callable[[np.ndarray], None] | None = None) -> SearchBackend:
+                 check: RowCheck = lengths_only) -> SearchBackend:
     """A collection's backend: exact float search until a binarizer is fitted, then its codes.
 
     Codes are restored from the newest file this fit made (any generation: their ids say what
     they hold; the caller adds and removes the difference), else start empty, as IVF lists
     once ``size`` vectors make them pay off. ``reader`` reads stored vectors for the re-rank, and
-    ``damaged`` is told the ids of those it finds damaged.
+    ``check`` says which of those read are whole (and reports the others).
     """
     if codes is None or binarizer is None:
         return FlatIndex(dim)
@@ -38,7 +39,7 @@ def open_backend(directory: Path, dim: int, codes: CodeSettings | None, binarize
         index = IVFCodesIndex.restore(directory, None, dim, binarizer=binarizer) or IVFCodesIndex(binarizer)
     else:
         index = BinaryIndex.restore(directory, None, dim, binarizer=binarizer) or BinaryIndex(binarizer, lists=ivf_lists(size))
-    index.reader, index.damaged, index.oversample, index.rerank = reader, damaged, codes.oversample, codes.rerank
+    index.reader, index.check, index.oversample, index.rerank = reader, check, codes.oversample, codes.rerank
     return index
 
 

@@ -33,7 +33,7 @@ from ..atomic import write_atomic
 from ..codes import Binarizer, load_binarizer
 from ..settings import check_oversample, check_scoring
 from .base import CodeStage, SearchBackend
-from .exact import DamageReport, VectorReader, exact_scan, exact_top, held_ids
+from .exact import RowCheck, VectorReader, exact_scan, exact_top, held_ids, lengths_only
 
 #: ``cascade`` takes this many Hamming candidates per asymmetric one.
 CASCADE_WIDEN = 4
@@ -67,14 +67,14 @@ def ivf_lists(count: int) -> int:
 
 class CodeBackend(SearchBackend):
     """What the code backends share: their fitted binarizer, the reader of the float vectors
-    (for the exact stages) and whom to tell of damaged ones, and how a search's
+    (for the exact stages) and the check of the rows it reads, and how a search's
     :class:`CodeStage` meets their own settings."""
 
     def __init__(self, binarizer: Binarizer, reader: VectorReader | None, oversample: int, rerank: bool):
         self.binarizer = binarizer
         self.dim = binarizer.dim
         self.reader = reader
-        self.damaged: DamageReport | None = None
+        self.check: RowCheck = lengths_only
         self.oversample = check_oversample(oversample)
         self.rerank = rerank
 
@@ -83,7 +83,7 @@ class CodeBackend(SearchBackend):
         stage = stage or CodeStage()
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         if stage.exact and self.reader is not None:
-            return exact_scan(self.reader, queries, held_ids(self, allowed), k, self.damaged)
+            return exact_scan(self.reader, queries, held_ids(self, allowed), k, self.check)
         rerank = (self.rerank if stage.rerank is None else stage.rerank) and self.reader is not None
         available = self.count() if allowed is None else len(allowed)
         k = min(k, available)
@@ -295,7 +295,7 @@ class BinaryIndex(CodeBackend):
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
         out_ids = np.full((len(queries), k), -1, np.int64)
         for row, (query, ids) in enumerate(zip(queries, candidates)):
-            scores, top = exact_top(self.reader, query, ids[ids >= 0], k, self.damaged)
+            scores, top = exact_top(self.reader, query, ids[ids >= 0], k, self.check)
             out_scores[row, : len(top)] = scores
             out_ids[row, : len(top)] = top
         return out_scores, out_ids

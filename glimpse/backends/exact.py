@@ -1,11 +1,13 @@
 """Exact scoring of stored float vectors: the reference stage of the code backends, and the
-re-rank of their shortlists; and the check of stored rows' lengths, made where they are scored.
+re-rank of their shortlists; and the check of stored rows, made where they are scored.
 
 Rows are stored at unit length, so a row whose length is not 1 was damaged on disk (bytes flipped
-or zeroed). The rows a scan returns as its top are checked (FAISS's fp16 scan against a zero
-query: about 1.7 times the scan's own cost per row, on a few rows); a damaged row among them is
-reported, left out, and the top scored again without it, so no result shows a damaged row's score.
-A damaged row that scores below the top is not reported here: ``Collection.repair`` checks every row.
+or zeroed); a collection also checks each row against the checksum stored with it, which a flipped
+sign bit fails too (``RowCheck``; ``VectorStore.unchanged``). The rows a scan returns as its top are
+checked (the length by FAISS's fp16 scan against a zero query: about 1.7 times the scan's own cost
+per row, on a few rows); a damaged row among them is reported, left out, and the top scored again
+without it, so no result shows a damaged row's score. A damaged row that scores below the top is
+not reported here: ``Collection.repair`` checks every row.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from .base import SearchBackend
 
 #: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
 VectorReader = Callable[[np.ndarray], np.ndarray]
-#: Told the ids of stored rows found damaged (they are left out of results either way).
-DamageReport = Callable[[np.ndarray], None]
+#: Which stored rows are whole: given item ids and the rows read for them, one bool per row; it
+#: reports the damaged ones (they are left out of results either way).
+RowCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 #: How far a stored row's squared length may be from 1 and the row still count as whole. Rows are
 #: stored L2-normalised, and float16 rounding (relative error at most u = 2**-11 per component)
 #: moves a unit row's squared length by at most 2u + u**2; this is twice that. Damage that matters
 #: moves it further: a byte of random bits, a flipped exponent bit, zeros. A flipped sign bit keeps
-#: the length and escapes the check (a score moves by at most twice that component).
+#: the length: the row's checksum catches that (``RowCheck``).
 NORM_TOLERANCE = 4 * 2.0**-11
 
 #: FAISS's view of memory it does not own (``MaybeOwnedVector``, FAISS 1.15 here): the re-rank scores the
@@ -44,11 +47,16 @@ def held_ids(backend: SearchBackend, allowed: np.ndarray | None) -> np.ndarray:
     return held if allowed is None else np.intersect1d(held, allowed)
 
 
+def lengths_only(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The ``RowCheck`` of rows without checksums (a backend outside a collection): their lengths."""
+    return whole_rows(rows)
+
+
 def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: int,
-               damaged: DamageReport | None = None) -> tuple[np.ndarray, np.ndarray]:
+               check: RowCheck = lengths_only) -> tuple[np.ndarray, np.ndarray]:
     """The rows of sorted ``ids`` scored exactly for all queries (the reference a code stage is
     measured against), one scan per 65,536 rows so the float copies stay small. Damaged rows
-    found among a scan's top are left out (and told to ``damaged``)."""
+    found among a scan's top (by ``check``) are left out."""
     k = min(k, len(ids))
     scores = np.full((len(queries), k), -np.inf, np.float32)
     found = np.full((len(queries), k), -1, np.int64)
@@ -56,11 +64,11 @@ def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: in
         chunk = ids[start : start + 65536]
         rows = reader(chunk)
         got_scores, positions = _scan_rows(rows, queries, k)
-        if whole_rows(rows[np.unique(positions[positions >= 0])]).all():
+        top = np.unique(positions[positions >= 0])
+        if check(chunk[top], rows[top]).all():
             got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
         else:  # rare: every row of the chunk checked, the damaged left out, the rest scanned again
-            whole = whole_rows(rows)
-            _report(damaged, chunk[~whole])
+            whole = check(chunk, rows)
             chunk, rows = chunk[whole], rows[whole]
             got_scores, positions = _scan_rows(rows, queries, k) if len(chunk) else (scores[:, :0], found[:, :0])
             got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
@@ -82,16 +90,15 @@ def _scan_rows(rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarra
 
 
 def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
-              damaged: DamageReport | None = None) -> tuple[np.ndarray, np.ndarray]:
+              check: RowCheck = lengths_only) -> tuple[np.ndarray, np.ndarray]:
     """The top ``k`` of ``ids`` (none -1) by the inner product of their stored vectors with
-    ``query``: (scores, ids), best first. Damaged rows among the top are left out (and told to
-    ``damaged``): the top then holds fewer than ``k`` only where fewer whole rows were read."""
+    ``query``: (scores, ids), best first. Damaged rows among the top (by ``check``) are left out:
+    the top then holds fewer than ``k`` only where fewer whole rows were read."""
     ids = np.sort(ids)  # sorted reads are kinder to the memory map
     rows = reader(ids)
     scores, best = _top_inner_products(rows, query, k)
-    if not whole_rows(rows[best]).all():  # rare: every row read checked, the top scored again without the damaged
-        whole = whole_rows(rows)
-        _report(damaged, ids[~whole])
+    if not check(ids[best], rows[best]).all():  # rare: every row read checked, the top scored again without the damaged
+        whole = check(ids, rows)
         ids, rows = ids[whole], rows[whole]
         scores, best = _top_inner_products(rows, query, k)
     return scores, ids[best]
@@ -127,11 +134,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         faiss.omp_set_num_threads(threads)
-
-
-def _report(damaged: DamageReport | None, ids: np.ndarray) -> None:
-    if damaged is not None and len(ids):
-        damaged(ids)
 
 
 def fp16_scorer(rows: np.ndarray, metric: int = faiss.METRIC_INNER_PRODUCT) -> faiss.IndexScalarQuantizer:

@@ -322,7 +322,7 @@ class IVFCodesIndex(CodeBackend):
         if allowed is not None:
             allowed = np.sort(np.asarray(allowed, dtype=np.int64))
             if rerank and self._exact_is_cheaper(len(allowed), k):
-                return exact_scan(self.reader, queries, allowed, k, self.damaged)
+                return exact_scan(self.reader, queries, allowed, k, self.check)
             selector, share = id_selector(allowed), len(allowed) / max(1, self.count())
         fit = self.binarizer
         projected = np.ascontiguousarray(queries @ fit.projection, dtype=np.float32)
@@ -456,7 +456,7 @@ class IVFCodesIndex(CodeBackend):
         ids = np.sort(np.concatenate([self._list_ids()[i] for i in np.flatnonzero(self._sizes)]))
         scores, found = np.zeros(0, np.float32), np.zeros(0, np.int64)
         for start in range(0, len(ids), 65536):
-            more_scores, more = exact_top(self.reader, query, ids[start : start + 65536], k)
+            more_scores, more = exact_top(self.reader, query, ids[start : start + 65536], k, self.check)
             scores, found = np.concatenate([scores, more_scores]), np.concatenate([found, more])
             best = np.argsort(-scores, kind="stable")[:k]
             scores, found = scores[best], found[best]
@@ -734,7 +734,7 @@ class _QuerySearch:
         far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
         first = largest(self.estimates, FIRST * k)
         wanted = np.unique(np.concatenate([self.ids[first], sample, far]))
-        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted), index.damaged)
+        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted), index.check)
         exact = np.full(len(wanted), np.nan)  # in wanted's (sorted) order, as float64 for the error sums; NaN: damaged
         exact[np.searchsorted(wanted, scored_ids)] = scored
         if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
@@ -806,7 +806,7 @@ class _QuerySearch:
                                   budget)
 
         if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
-            got_scores, got = exact_scan(index.reader, self.query[None], allowed, k, index.damaged)
+            got_scores, got = exact_scan(index.reader, self.query[None], allowed, k, index.check)
             return got_scores[0], got[0]
         start, step = 0, STEP
         while start < len(ids):
@@ -815,7 +815,7 @@ class _QuerySearch:
                 stop = start + step
             if stop <= start:
                 break
-            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.damaged)
+            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.check)
             top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
             best = np.argsort(-top_scores, kind="stable")[:k]
             top_scores, top_ids = top_scores[best], top_ids[best]

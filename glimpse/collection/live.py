@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 
 from ..backends import SearchBackend, open_backend
 from ..backends.exact import whole_rows
 from ..settings import CodeSettings
-from ..storage.vectors import DamagedVectorError
+from ..storage.vectors import DamagedVectorError, sums_path
 from .layout import VECTORS_FILE, VECTORS_NAME
 
 
@@ -79,12 +80,10 @@ class LiveIndex:
         left_out: list[int] = []  # damaged rows: read again at each refresh (a repair elsewhere moves them)
         for chunk in range(0, len(new), 65536):
             ids = new[chunk : chunk + 65536]
-            vectors = self._vectors.read(ids, self._rows)
-            whole = whole_rows(vectors)  # the float32 copies are in hand: every row is checked
-            if not whole.all():
-                self._found_damaged(ids[~whole])
-                left_out += ids[~whole].tolist()
-            self._add_to_index(ids[whole], vectors[whole])
+            vectors = self._read_stored(ids)
+            whole = self._check_rows(ids, vectors)  # every row loaded is checked (a fraction of the float32 copy's cost)
+            left_out += ids[~whole].tolist()
+            self._add_to_index(ids[whole], vectors[whole].astype(np.float32))
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()
@@ -110,8 +109,16 @@ class LiveIndex:
         """float16 as stored: the re-rank scores them without a float32 copy."""
         return self._vectors.read(ids, self._rows, np.float16)
 
+    def _check_rows(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The backends' ``RowCheck``: which ``rows`` read for ``ids`` are whole (unit length, and the
+        checksum stored with them); the others are reported (``_found_damaged``)."""
+        whole = whole_rows(rows) & self._vectors.unchanged(ids, self._rows, rows)
+        if not whole.all():
+            self._found_damaged(ids[~whole])
+        return whole
+
     def _found_damaged(self, ids: np.ndarray) -> None:
-        """Stored rows of ``ids`` failed the length check: they are left out of results; the first
+        """Stored rows of ``ids`` failed the length check or their checksum: they are left out of results; the first
         time a vector file shows damage in this process, one warning names it and the repair."""
         self._damaged.update(ids.tolist())
         if self._vectors.path not in self._warned:
@@ -165,10 +172,12 @@ class LiveIndex:
         return dead
 
     def _drop_stale_vectors(self) -> None:
-        """Vector files the metadata no longer names: replaced ones, and those of killed compactions
+        """Vector files the metadata no longer names (and their checksums): replaced ones, and those of killed compactions
         and upgrades (a finish's old files, a start's order, an upgrade file's half-written save)."""
         keep = {self._vectors.path.name} | self._upgrade_files()
-        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("upgrade-*"), *self.path.glob(".upgrade-*.tmp")]:
+        keep |= {sums_path(Path(name)).name for name in keep}
+        for old in [*self.path.glob("vectors*.f16"), *self.path.glob("vectors*.sums"), *self.path.glob("upgrade-*"),
+                    *self.path.glob(".upgrade-*.tmp")]:
             if old.name not in keep:
                 old.unlink(missing_ok=True)
 
@@ -189,7 +198,7 @@ class LiveIndex:
     def _open_backend(self, settings: CodeSettings | None) -> tuple[SearchBackend, set[int]]:
         """The backend for ``settings`` and the ids it already holds (the rest is added by ``_refresh``)."""
         index = open_backend(self.path, self.encoder.dim, settings, self._binarizer(settings),
-                             self._read_stored, len(self._live), self._found_damaged)
+                             self._read_stored, len(self._live), self._check_rows)
         return index, set(index.ids().tolist())
 
     def backend_info(self) -> dict:
@@ -202,9 +211,9 @@ class LiveIndex:
             known = item_id in self._index_ids
         if not known and item_id not in self._damaged:
             raise ValueError(f"no item #{item_id} in this collection")
-        vector = self._read_vectors(np.array([item_id], dtype=np.int64))
-        if not whole_rows(vector)[0]:
-            self._found_damaged(np.array([item_id]))
+        ids = np.array([item_id], dtype=np.int64)
+        vector = self._read_stored(ids)
+        if not self._check_rows(ids, vector)[0]:
             raise DamagedVectorError(f"the vector of item #{item_id} is damaged in {self._vectors.path}: run "
                                      f"`glimpse repair -c {self.location}` to derive it again")
-        return vector[0]
+        return vector[0].astype(np.float32)

@@ -24,10 +24,11 @@ class Repairing:
     points their items at them (as a compaction does): a kill leaves the old rows in use."""
 
     def repair(self, *, progress: ProgressFn | None = None) -> RepairReport:
-        """Check the length of every stored vector and derive the damaged ones again.
+        """Check every stored vector and derive the damaged ones again.
 
-        Rows are stored at unit length; a row that is not was damaged on disk, and searches leave
-        it out. An image collection encodes such items again from a file that still holds the
+        Rows are stored at unit length and with a checksum; a row that is not at unit length or
+        fails its checksum was damaged on disk, and searches leave it out. Rows stored before
+        checksums were (an older collection) are checked by length, then given their checksums. An image collection encodes such items again from a file that still holds the
         indexed content (its hash decides); a vector file cut short or missing is extended with
         empty rows first, which are then damaged rows like any other. What cannot be derived is
         reported (``RepairReport.left``): the keys of precomputed vectors (add them again with
@@ -46,9 +47,11 @@ class Repairing:
             damaged: list[np.ndarray] = []
             for start in range(0, len(live), 65536):
                 ids = live[start : start + 65536]
-                damaged.append(ids[~whole_rows(self._vectors.read(ids, rows, np.float16))])
+                stored = self._vectors.read(ids, rows, np.float16)
+                damaged.append(ids[~(whole_rows(stored) & self._vectors.unchanged(ids, rows, stored))])
                 if progress:
                     progress(min(start + 65536, len(live)), len(live))
+            self._vectors.cover(rows)  # rows stored before checksums were: checked by length just now
             found = np.concatenate([np.zeros(0, np.int64), *damaged])
             report = RepairReport(checked=len(live), damaged=found.tolist())
             ids, vectors = self._derive(found, report) if len(found) else (np.zeros(0, np.int64), None)

@@ -30,12 +30,13 @@ from ..encoders import Encoder, create_encoder
 from ..encoders.precomputed import PRECOMPUTED
 from ..backends.binary import CODES_FILE
 from ..storage import VectorStore, WriteLock
+from ..storage.vectors import sums_path
 from ..storage.lock import CollectionLockedError
 from ..ingest import prepare_files
 from ..ingest.scan import FileEntry
 from ..settings import ScanOptions, check_callback, check_count, check_flag, check_ingest
 from . import state as st
-from .files import extend, save_order, unchanged, unfitted, write_rows
+from .files import extend, save_order, unchanged, unfitted
 from .maps import MapQuality, SpaceMap, fit_map
 from .views import sample_pairs
 
@@ -257,7 +258,7 @@ class _Run:
                 ids = rest[start : start + 8192]
                 old = old_store.read(ids, rows)
                 mapped = forward(old)
-                write_rows(new_store, [rows_of[i] for i in ids.tolist()], mapped)
+                new_store.write_rows([rows_of[i] for i in ids.tolist()], mapped)
                 doubt[start : start + len(ids)] = doubt_of(old, mapped, reverse)
             units = [unit[~np.isin(unit, sampled)] for unit in self._units(rest)]
             units = [unit for unit in units if len(unit)]
@@ -393,7 +394,7 @@ class _Run:
             kept = [(item, vector) for item, vector in batch if item in rows_of]
             if kept:
                 store = self._store(current["new"], table, int(meta.get("rows", 0)))
-                write_rows(store, [rows_of[item] for item, _ in kept], np.stack([v for _, v in kept]))
+                store.write_rows([rows_of[item] for item, _ in kept], np.stack([v for _, v in kept]))
             self.reembedded += len(kept)
             current = {**current, "done": done, "unreadable": int(current.get("unreadable", 0)) + self.unreadable}
             self.unreadable = 0
@@ -415,7 +416,8 @@ class _Run:
         col._meta.remove_paths([], **{st.KEY: None})
         col._refresh()
         col._persist_index()
-        for name in (state["old"]["vectors"], state["order"], state["map"], state["reverse"]):
+        vectors = state["old"]["vectors"]
+        for name in (vectors, sums_path(Path(vectors)).name, state["order"], state["map"], state["reverse"]):
             (self.folder / name).unlink(missing_ok=True)
         if state.get("adapt"):  # learnt in the old space: `glimpse adapt` learns one for the new
             (self.folder / state["adapt"]["file"]).unlink(missing_ok=True)
@@ -430,7 +432,7 @@ class _Run:
             added = table[~np.isin(table[:, 0], st.read_order(self.folder, state))]
             if len(added):
                 mapped = SpaceMap.load(self.folder / state["reverse"])(self._store(state["new"], table, rows).read(added[:, 0], rows))
-                write_rows(self._store(state["old"], table, rows), added[:, 1].tolist(), mapped)
+                self._store(state["old"], table, rows).write_rows(added[:, 1].tolist(), mapped)
             extend(self._store(state["old"], table, rows), rows)
             col._meta.remove_paths([], **{k: state["old"][k] for k in st.ENCODER_KEYS}, vectors=state["old"]["vectors"],
                                    adapt=state.get("adapt"),
@@ -441,7 +443,8 @@ class _Run:
             col._persist_index()
         else:
             col._meta.remove_paths([], **{st.KEY: None})
-        for name in (state["new"]["vectors"], state["order"], state["map"], state["reverse"]):
+        vectors = state["new"]["vectors"]
+        for name in (vectors, sums_path(Path(vectors)).name, state["order"], state["map"], state["reverse"]):
             (self.folder / name).unlink(missing_ok=True)
 
     def _store(self, encoder: dict, table: np.ndarray, rows: int) -> VectorStore:

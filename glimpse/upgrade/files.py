@@ -1,4 +1,4 @@
-"""Durable writes of an upgrade's files: scattered vector rows, the order, and the helpers around them."""
+"""Durable writes of an upgrade's files (its scattered vector rows: ``VectorStore.write_rows``): the order, and the helpers around them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from ..atomic import open_own, write_atomic
 from ..ingest.scan import FileEntry
 from ..settings import CodeSettings
 from ..storage import VectorStore
-from ..storage.vectors import write_whole
 
 
 def unchanged(entry: FileEntry) -> bool:
@@ -20,19 +19,6 @@ def unchanged(entry: FileEntry) -> bool:
     except OSError:
         return False
     return (stat.st_size, stat.st_mtime_ns) == (entry.size, entry.mtime_ns)
-
-
-def write_rows(store: VectorStore, rows: list[int], vectors: np.ndarray) -> None:
-    """Write scattered rows (as the store's float16), then make them durable with one fsync."""
-    data = np.ascontiguousarray(vectors, dtype=store.DTYPE)
-    width = store.dim * data.itemsize
-    fd = open_own(store.path)
-    try:
-        for row, vector in zip(rows, data):
-            write_whole(fd, vector.tobytes(), row * width)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def extend(store: VectorStore, rows: int) -> None:
