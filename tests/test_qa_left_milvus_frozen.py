@@ -90,6 +90,47 @@ def test_a_server_that_never_answers_is_named_at_open(tmp_path, monkeypatch):
     assert "Traceback" not in out.output
 
 
+@contextmanager
+def mute_grpc_server():
+    """A gRPC server that completes the handshake and takes every call, then never answers one."""
+    import grpc
+    from concurrent.futures import ThreadPoolExecutor
+
+    release = threading.Event()
+
+    class Mute(grpc.GenericRpcHandler):
+        def service(self, details):
+            return grpc.unary_unary_rpc_method_handler(lambda request, context: release.wait(60) and b"")
+
+    server = grpc.server(ThreadPoolExecutor(8), handlers=[Mute()])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        release.set()
+        server.stop(0)
+
+
+def test_a_server_that_takes_calls_and_never_answers_is_named_at_open(tmp_path, monkeypatch):
+    """pymilvus's first call (its Connect, inside MilvusClient()) has no deadline: open waited for ever."""
+    monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
+    failed = []
+    with mute_grpc_server() as address:
+        def open_it():
+            try:
+                glimpse.open(f"milvus://{address}/photos?timeout=0.5", encoder="hash")
+            except ValueError as exc:
+                failed.append(str(exc))
+
+        opening = threading.Thread(target=open_it, daemon=True)
+        opening.start()
+        opening.join(30)  # a hang fails the test, not the run
+        assert not opening.is_alive(), "open() still waits on a server that never answers"
+    assert failed and failed[0].startswith(f"cannot reach the Milvus server at {address} (it accepted the connection "
+                                           "but gave no answer within 0.5 s)"), failed
+
+
 @pytest.mark.parametrize("timeout", ["0", "-1", "soon", "86401"])
 def test_a_timeout_that_is_no_number_of_seconds_is_refused(timeout):
     with pytest.raises(ValueError, match=r"timeout= \(seconds a call waits"):

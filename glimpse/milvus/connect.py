@@ -202,6 +202,8 @@ def _client(target: MilvusTarget):
         raise unreachable(exc.strerror or str(exc)) from None
     except OSError:
         pass  # a timeout or a route error: pymilvus tries in its own way and says what it found
+    if not _answers(target.address, target.timeout):
+        raise unreachable(f"it accepted the connection but gave no answer within {target.timeout:g} s")
     token = os.environ.get("GLIMPSE_MILVUS_TOKEN", "")
     user, password = os.environ.get("GLIMPSE_MILVUS_USER", ""), os.environ.get("GLIMPSE_MILVUS_PASSWORD", "")
     try:
@@ -210,6 +212,21 @@ def _client(target: MilvusTarget):
                                 timeout=target.timeout)
     except MilvusException as exc:
         raise unreachable(exc.message) from None
+
+
+def _answers(address: str, timeout: float) -> bool:
+    """Whether the server at ``address`` answers one gRPC call within ``timeout`` seconds (any answer,
+    an error too). pymilvus's first call, the Connect that ``MilvusClient()`` makes, has no deadline:
+    a server that completed the handshake and then said nothing held the open for ever."""
+    import grpc
+
+    with grpc.insecure_channel(address) as channel:  # an empty request is a whole GetVersionRequest
+        call = channel.unary_unary("/milvus.proto.milvus.MilvusService/GetVersion")
+        try:
+            call(b"", timeout=timeout)
+        except grpc.RpcError as exc:
+            return exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED
+    return True
 
 
 def lite_binary() -> Path:
