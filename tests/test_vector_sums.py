@@ -143,3 +143,24 @@ def test_an_upgrade_and_its_abort_keep_the_checksums_in_step(tmp_path, image_dir
             path = col._vectors.path
             assert sorted(p.name for p in path.parent.glob("vectors*")) == sorted([path.name, path.with_suffix(".sums").name])
             assert NO_SUM not in _sums(path)
+
+
+@pytest.mark.parametrize("damage", ["cut", "folder", "link"])
+def test_a_checksums_file_cut_short_is_rebuilt_and_one_replaced_is_one_sentence(tmp_path, damage):
+    vectors = _precomputed(tmp_path / "vec", n=50)
+    path = tmp_path / "vec" / "vectors.sums"
+    sums = _sums(tmp_path / "vec" / "vectors.f16")
+    if damage == "cut":
+        path.write_bytes(path.read_bytes()[: 8 * 20 + 3])  # rows 20 on: no checksum, lengths only
+    else:
+        path.rename(tmp_path / "aside.sums")
+        path.mkdir() if damage == "folder" else path.symlink_to(tmp_path / "aside.sums")
+    with glimpse.open(tmp_path / "vec") as col:
+        if damage != "cut":
+            said = {"folder": "is not a file: move it aside", "link": "is a symbolic link, which glimpse never makes"}
+            with pytest.raises(OSError, match=said[damage]):
+                col.search(vector=vectors[30], k=1)
+            return
+        assert [hit.id for hit in col.search(vector=vectors[30], k=1)] == [30]
+        assert col.repair().damaged == []
+    assert np.array_equal(_sums(tmp_path / "vec" / "vectors.f16"), sums)

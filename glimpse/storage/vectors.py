@@ -220,24 +220,31 @@ class VectorStore:
 
     def _sums_view(self, rows: int) -> np.ndarray:
         """The checksums of the first ``rows`` rows, or of as many as the file holds, memory-mapped;
-        mapped again when the committed rows change or the file is cut short under the map."""
-        if self._sums is not None and self._sums_rows == rows and (
-                self._sums_mmap is None or self._sums_mmap.size() >= len(self._sums) * 8):
-            return self._sums
-        self._sums, self._sums_mmap, self._sums_rows = np.zeros(0, np.uint64), None, rows
+        mapped again when the committed rows change or the file is cut short under the map. Read
+        into locals and set at once: searches call it side by side."""
+        sums, mapped = self._sums, self._sums_mmap
+        if sums is not None and self._sums_rows == rows and (mapped is None or mapped.size() >= len(sums) * 8):
+            return sums
+        sums, mapped = np.zeros(0, np.uint64), None
         path = sums_path(self.path)
         try:
             fd = open_own(path, os.O_RDONLY)
         except FileNotFoundError:  # a collection from before them: the next write builds them
-            return self._sums
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(f"the checksums file {path} is not a file: move it aside (the next write builds it again)")
-            count = min(rows, os.fstat(fd).st_size // 8)
-            if count:
-                self._sums_mmap = mmap.mmap(fd, count * 8, access=mmap.ACCESS_READ)
-                self._sums = np.frombuffer(self._sums_mmap, "<u8", count)
-        return self._sums
+            fd = None
+        if fd is not None:
+            try:
+                facts = os.fstat(fd)
+                if not stat.S_ISREG(facts.st_mode):
+                    raise OSError(f"the checksums file {path} is not a file: move it aside (the next write builds it "
+                                  "again)")
+                count = min(rows, facts.st_size // 8)
+                if count:
+                    mapped = mmap.mmap(fd, count * 8, access=mmap.ACCESS_READ)
+                    sums = np.frombuffer(mapped, "<u8", count)
+            finally:
+                os.close(fd)
+        self._sums, self._sums_mmap, self._sums_rows = sums, mapped, rows
+        return sums
 
     def view(self, rows: int) -> np.ndarray:
         """A read-only (rows, dim) memory map of the first ``rows`` rows.
