@@ -164,3 +164,11 @@ def test_a_checksums_file_cut_short_is_rebuilt_and_one_replaced_is_one_sentence(
         assert [hit.id for hit in col.search(vector=vectors[30], k=1)] == [30]
         assert col.repair().damaged == []
     assert np.array_equal(_sums(tmp_path / "vec" / "vectors.f16"), sums)
+
+
+def test_the_checksum_is_the_one_docs_storage_md_describes():
+    """The file format: a change here makes every stored checksum fail."""
+    row = (np.arange(1, 6, dtype=np.float16) / 8)[None]  # 10 bytes: three 32-bit words, the last padded
+    words = np.pad(row.view(np.uint8), ((0, 0), (0, 2))).view("<u4")[0]
+    splitmix64_seed_0 = [0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4 | 1, 0x06C45D188009454F | 1]
+    assert int(row_sums(row)[0]) == sum(int(w) * c for w, c in zip(words, splitmix64_seed_0)) % 2**64
