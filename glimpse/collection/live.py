@@ -118,8 +118,9 @@ class LiveIndex:
         return whole
 
     def _found_damaged(self, ids: np.ndarray) -> None:
-        """Stored rows of ``ids`` failed the length check or their checksum: they are left out of results; the first
-        time a vector file shows damage in this process, one warning names it and the repair."""
+        """Stored rows of ``ids`` failed the length check or their checksum: they are left out of
+        results; the first time a vector file shows damage in this process, one warning names it
+        and the repair."""
         self._damaged.update(ids.tolist())
         if self._vectors.path not in self._warned:
             self._warned.add(self._vectors.path)
@@ -172,8 +173,9 @@ class LiveIndex:
         return dead
 
     def _drop_stale_vectors(self) -> None:
-        """Vector files the metadata no longer names (and their checksums): replaced ones, and those of killed compactions
-        and upgrades (a finish's old files, a start's order, an upgrade file's half-written save)."""
+        """Vector files the metadata no longer names (and their checksums): replaced ones, and those
+        of killed compactions and upgrades (a finish's old files, a start's order, an upgrade file's
+        half-written save)."""
         keep = {self._vectors.path.name} | self._upgrade_files()
         keep |= {sums_path(Path(name)).name for name in keep}
         for old in [*self.path.glob("vectors*.f16"), *self.path.glob("vectors*.sums"), *self.path.glob("upgrade-*"),

@@ -28,8 +28,9 @@ class Repairing:
 
         Rows are stored at unit length and with a checksum; a row that is not at unit length or
         fails its checksum was damaged on disk, and searches leave it out. Rows stored before
-        checksums were (an older collection) are checked by length, then given their checksums. An image collection encodes such items again from a file that still holds the
-        indexed content (its hash decides); a vector file cut short or missing is extended with
+        checksums were (an older collection) are checked by length, then given their checksums.
+        An image collection encodes damaged items again from a file that still holds the indexed
+        content (its hash decides); a vector file cut short or missing is extended with
         empty rows first, which are then damaged rows like any other. What cannot be derived is
         reported (``RepairReport.left``): the keys of precomputed vectors (add them again with
         ``add_vectors``), and images none of whose files holds that content any more (``glimpse
