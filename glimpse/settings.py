@@ -152,6 +152,7 @@ class CodeSettings:
     fitted_on: int = 0  # images in the collection when the binarizer was fitted
     fit: str | None = None
     file: str | None = None
+    fit_reason: str | None = None  # why that fit ran (the first, a doubling, rows of another distribution)
 
     def __post_init__(self) -> None:
         if self.bits is None:
@@ -174,11 +175,15 @@ class CodeSettings:
         """Whether ``other`` asks for the same binarizer (so its fit can be kept)."""
         return (self.binarizer, self.bits, self.seed) == (other.binarizer, other.bits, other.seed)
 
-    def fitted(self, fit: str, file: str, images: int) -> CodeSettings:
-        return replace(self, fit=fit, file=file, fitted_on=images)
+    def fitted(self, fit: str, file: str, images: int, reason: str) -> CodeSettings:
+        return replace(self, fit=fit, file=file, fitted_on=images, fit_reason=reason)
+
+    def keeping_fit(self, other: CodeSettings) -> CodeSettings:
+        """These settings served by ``other``'s fit (the same codes asked for again: no refit)."""
+        return replace(self, fit=other.fit, file=other.file, fitted_on=other.fitted_on, fit_reason=other.fit_reason)
 
     def unfitted(self) -> CodeSettings:
-        return replace(self, fit=None, file=None, fitted_on=0)
+        return replace(self, fit=None, file=None, fitted_on=0, fit_reason=None)
 
     def to_meta(self) -> dict:
         return asdict(self)

@@ -78,6 +78,9 @@ def test_codes_options_reach_the_collection(collection_uri, image_dir, make_imag
     assert done.exit_code == 0, done.output
     info = json.loads(invoke("info", "--json", "-c", col).stdout)
     assert info["stats"]["codes"]["binarizer"] == "itq" and info["stats"]["codes"]["fitted_on"] == 52
+    assert info["stats"]["codes"]["fit_reason"] == "first fit of these codes"  # why each fit ran
+    if "://" not in str(col):  # a folder's info names its codes (Milvus's: what Milvus holds)
+        assert "(first fit of these codes)" in " ".join(invoke("info", "-c", col).stdout.split())  # rich wraps the rest
     query = image_dir / "extra07.png"
     for flags in ([], ["--exact"], ["--no-rerank"], ["--oversample", "2"]):
         found = json.loads(invoke("search", "--image", query, "-k", "1", "--json", "-c", col, *flags).stdout)

@@ -605,3 +605,78 @@ def test_a_rows_unit_of_error_grows_with_its_norm_outside_the_projection(data):
     order = np.argsort(fit.outside_norms(vectors))
     assert np.all(np.diff(got[order]) >= -1e-6)
     assert low <= got.min() + 1e-9 and got.max() <= high + 1e-9 and got.max() > got.min()
+
+
+def two_kinds(n: int, kind: int, seed: int) -> np.ndarray:
+    """``near_copies``-like rows (fresh noise per ``seed``) of one of two distributions, whose 20
+    photos lie in orthogonal 24-d subspaces: rows of kind 1 lie mostly outside a projection fitted
+    on kind 0 alone."""
+    basis = np.linalg.qr(np.random.default_rng(0).standard_normal((DIM, 48)))[0][:, 24 * kind : 24 * (kind + 1)]
+    photos = np.random.default_rng([kind, 7]).standard_normal((20, 24)) @ basis.T
+    photos /= np.linalg.norm(photos, axis=1, keepdims=True)
+    rng = np.random.default_rng(seed)
+    x = np.repeat(photos, n // 20, axis=0) + 0.75 * rng.standard_normal((n, DIM)) / np.sqrt(DIM)
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_the_fit_measures_what_new_rows_of_its_distribution_leave_out_of_its_projection(tmp_path):
+    """The fit's rows lie closer to its projection than new rows of the same distribution; its
+    reference is measured on rows it was not fitted on, so it is near the new rows' share."""
+    rows, new = two_kinds(2000, 0, seed=1), two_kinds(2000, 0, seed=2)
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows)
+    own = float(np.mean(fit.outside_norms(rows) ** 2))
+    fresh = float(np.mean(fit.outside_norms(new) ** 2))
+    assert own < 0.9 * fresh  # the fit's own rows would set the bar too low
+    assert abs(fit.outside_reference - fresh) < 0.1 * fresh
+    assert load_binarizer(fit.save(tmp_path / "fit.npz")).outside_reference == fit.outside_reference
+
+
+def test_rows_of_another_distribution_refit_the_codes_before_the_collection_doubles(tmp_path):
+    """Codes fitted on 2,000 rows of one distribution, then given 500 more and 1,000 rows of another
+    (not a doubling), are fitted again, and say why; their queries keep their exact top 10. Rows
+    of the fitted distribution added alike do not refit."""
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=DIM)
+    try:
+        col.add_vectors(two_kinds(2000, 0, seed=1), keys=[f"a/{i}" for i in range(2000)])
+        col.use_codes(bits=BITS)
+        assert col._code_settings().fit_reason == "first fit of these codes"
+        fit = col._code_settings().fit
+        col.add_vectors(two_kinds(500, 0, seed=2), keys=[f"more/{i}" for i in range(500)])
+        assert (col._code_settings().fit, col._code_settings().fitted_on) == (fit, 2000)  # the same distribution
+        other = two_kinds(1000, 1, seed=3)
+        col.add_vectors(other, keys=[f"b/{i}" for i in range(1000)])
+        settings = col._code_settings()
+        assert settings.fit != fit and settings.fitted_on == 3500  # not twice 2,000
+        assert "further outside its projection" in settings.fit_reason
+        assert col._ensure_index().refit_reason() is None  # the new fit suits every row held
+        queries = other[::50] + 0.3 * np.random.default_rng(4).standard_normal((20, DIM)).astype(np.float32) / np.sqrt(DIM)
+        got = [[r.id for r in col.search(vector=q, k=K)] for q in queries]
+        want = [[r.id for r in col.search(vector=q, k=K, exact=True)] for q in queries]
+        assert recall(np.array(got), np.array(want)) >= 0.95
+    finally:
+        col.close()
+    reopened = glimpse.open(tmp_path / "col")  # the refit is committed: a new process keeps it
+    try:
+        assert reopened._code_settings() == settings
+    finally:
+        reopened.close()
+
+
+def test_a_fit_of_an_older_version_has_no_reference_and_refits_only_on_doubling(data, tmp_path):
+    """Fit files written before the reference was measured load, and their codes never call the fit stale."""
+    from glimpse.codes.base import read_file
+
+    vectors, ids, reader, fit, _, _ = data
+    path = fit.save(tmp_path / "fit.npz")
+    header, params = read_file(path)
+    params.pop("outside_reference")
+    older = type(fit)(bits=header["bits"], seed=header["seed"])
+    older._set_params(params, header["dim"])
+    older.dim = header["dim"]
+    assert older.outside_reference is None
+    index = IVFCodesIndex(older, reader)
+    index.add(ids, two_kinds(len(ids), 1, seed=3))  # rows far outside its projection
+    assert index.refit_reason() is None
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids, two_kinds(len(ids), 1, seed=3))
+    assert "further outside" in index.refit_reason()

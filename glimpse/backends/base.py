@@ -78,6 +78,11 @@ class SearchBackend(ABC):
     def describe(self) -> dict:
         """What this backend is and holds, as plain JSON values (``kind`` first)."""
 
+    def refit_reason(self) -> str | None:
+        """Why the fit behind these codes no longer suits the rows held (a sentence for the user),
+        or None: it does, or this backend cannot tell (a collection also refits when it doubles)."""
+        return None
+
     def _selector(self, allowed: np.ndarray | None) -> faiss.SearchParameters | None:
         if allowed is None:
             return None

@@ -93,6 +93,12 @@ LEAST_SHARE = 0.8
 #: cost about twice a row of one pass (20,000 isotropic 768-d vectors, one thread: 35 ms of CPU for a
 #: plan re-ranking 19,422 rows in steps, 18.6 ms to score 19,400 rows at once).
 WHOLE_SHARE = 0.5
+#: A fit is stale once the rows held leave out of its projection this share more of what it keeps
+#: of rows of its own distribution (``RaBitQFit.outside_reference``): at 100,000 ``drift55`` rows
+#: (55% fitted, 45% of another distribution added) it kept 0.46 of their squared norm against 0.73,
+#: and the added rows' text queries, almost wholly outside it, took longer than the exact scan. As
+#: the share of rows added rises, one tenth is crossed at 12% of such rows.
+DRIFT = 0.1
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
 #: The range search's radius: below every estimate, so it returns every row of the lists.
@@ -292,6 +298,22 @@ class IVFCodesIndex(CodeBackend):
 
         low, high = self._outside_range
         return units, math.sqrt(code**2 + weight * low**2), math.sqrt(code**2 + weight * high**2)
+
+    def refit_reason(self) -> str | None:
+        """Why the fit is stale, if the rows held (unit vectors, as a collection's) leave out of its
+        projection clearly more of their squared norm than rows of its own distribution do
+        (``DRIFT``): rows of another distribution were added since, whose neighbours the codes
+        cannot tell apart (a query among them re-ranks most of them). A fit of an older version
+        measured no reference: None."""
+        reference = self.binarizer.outside_reference
+        if reference is None or not self.count():
+            return None
+        _, outside = self._outside_stats()  # the mean of |x_out|^2: the share left out, for unit rows
+        kept, kept_by_fit = 1 - outside, 1 - reference
+        if kept >= (1 - DRIFT) * kept_by_fit:
+            return None
+        return (f"the rows added since the fit lie further outside its projection: it keeps {kept:.0%} of the "
+                f"rows' squared norm, against {kept_by_fit:.0%} of rows like those it was fitted on")
 
     def remove(self, ids: np.ndarray) -> int:
         if not len(ids):

@@ -84,7 +84,8 @@ def info(
         table.add_row("search", "exact float (FAISS inner product)" if codes is None else (
             f"{codes.binarizer} codes, {codes.bits} bits, {codes.scoring} scoring, "
             + (f"re-rank x{codes.oversample}" if codes.rerank else "no re-rank")
-            + ("" if codes.fitted_on else " (not fitted yet: too few images, exact meanwhile)")))
+            + (f"; fitted on {codes.fitted_on:,} images" + (f" ({codes.fit_reason})" if codes.fit_reason else "")
+               if codes.fitted_on else " (not fitted yet: too few images, exact meanwhile)")))
     table.add_row("folders", "\n".join(escape(shown(root)) + _options_note(options) for root, options in folders.items()) or "-")
     if stats.excluded:
         table.add_row("left out", "\n".join(escape(shown(e)) for e in stats.excluded)

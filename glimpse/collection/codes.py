@@ -3,12 +3,16 @@ re-fitting as it grows, switching codes on and off; every change is one metadata
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from ..codes import DEFAULT_BINARIZER, Binarizer, create_binarizer, default_bits, load_binarizer
 from ..backends.binary import BINARIZER_FILE
 from ..settings import CodeSettings, check_callback
 from .reports import ProgressFn
+
+log = logging.getLogger(__name__)
 
 
 class CodeStages:
@@ -26,7 +30,9 @@ class CodeStages:
 
         The binarizer is fitted on the collection's own vectors now, or at the end of the
         next ``add``/``index`` when there are too few of them yet, and re-fitted when the
-        collection has doubled since. ``scoring`` picks how the codes are scanned (see
+        collection has doubled since, or (``ivf-rabitq``) when the rows added since lie further
+        outside the fit's projection than its own did; the settings record why
+        (``fit_reason``). ``scoring`` picks how the codes are scanned (see
         :mod:`glimpse.backends.binary`): ``hamming``, ``cascade`` (Hamming, then the float query
         against the codes), ``asymmetric`` (float query against every code), or ``auto``:
         asymmetric for text queries, whose codes would be far from every image's, cascade
@@ -52,7 +58,7 @@ class CodeStages:
         with self._lock:
             current = self._code_settings()
             if current is not None and current.same_codes(settings) and self._binarizer(current) is not None:
-                settings = settings.fitted(current.fit, current.file, current.fitted_on)  # no need to re-fit
+                settings = settings.keeping_fit(current)  # no need to re-fit
             self._fit_codes(settings, progress)
             self._persist_index()
 
@@ -90,13 +96,15 @@ class CodeStages:
         pool = self._fit_pool()
         enough = len(pool) >= binarizer.min_fit_vectors(self.encoder.dim)
         fitted = self._binarizer(settings) is not None
-        if enough and (not fitted or len(pool) >= 2 * settings.fitted_on):
+        reason = self._fit_reason(settings, stored, fitted, len(pool)) if enough else None
+        if reason is not None:
             rng = np.random.default_rng(settings.seed)
             sample = np.sort(rng.choice(pool, size=min(len(pool), 100_000), replace=False))
             binarizer.fit(self._read_vectors(sample), progress)
             name = BINARIZER_FILE.format(fit=binarizer.fit_id)
             binarizer.save(self.path / name)
-            settings = settings.fitted(binarizer.fit_id, name, len(pool))
+            settings = settings.fitted(binarizer.fit_id, name, len(pool), reason)
+            log.info("%s: %s codes fitted on %d images: %s", self.location, settings.binarizer, len(pool), reason)
         elif not fitted:
             settings = settings.unfitted()  # too few images yet: exact float search meanwhile
         if settings != stored:
@@ -104,6 +112,20 @@ class CodeStages:
         if settings.file is not None:
             self._ensure_index()  # this fit's codes, to persist for the current generation
         self._drop_stale_fits(settings)
+
+    def _fit_reason(self, settings: CodeSettings, stored: CodeSettings | None, fitted: bool, images: int) -> str | None:
+        """Why the binarizer is (re-)fitted now on ``images``, or None: no fit is due. Codes with no
+        usable fit are fitted; a fit is redone when the collection has doubled since, or when the
+        loaded codes of that very fit find the rows held no longer like those it was fitted on
+        (:meth:`~glimpse.backends.SearchBackend.refit_reason`: checked after every write, from what
+        the index already holds)."""
+        if not fitted:
+            return "first fit of these codes" if settings.fit is None else "the fit's file was missing or damaged"
+        if images >= 2 * settings.fitted_on:
+            return f"the collection doubled since the last fit ({settings.fitted_on:,} images then)"
+        if stored is not None and stored.fit == settings.fit:
+            return self._ensure_index().refit_reason()
+        return None
 
     def _fit_pool(self) -> np.ndarray:
         """Ids of the images a fit counts and samples (a Milvus collection: every worker's)."""

@@ -228,7 +228,7 @@ class MilvusCollection(Collection):
             stored = self._code_settings()
             if (settings is not None and stored is not None and stored.same_codes(settings)
                     and self._binarizer(stored) is not None):
-                settings = settings.fitted(stored.fit, stored.file, stored.fitted_on)
+                settings = settings.keeping_fit(stored)
             super()._fit_codes(settings, progress)
 
     def _fit_pool(self) -> np.ndarray:
