@@ -31,7 +31,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   raises the bar; a step takes the rest when it is at most ``WHOLE`` steps), until the
   expected number left among the candidates not re-ranked is below ``MISSES / 2``; at most
   ``k * oversample`` rows; a query whose plan wants ``WHOLE_SHARE`` of the rows or more (data with
-  no structure for the codes) scores every row in one exact pass instead, past the cap. A burst of
+  no structure for the codes) scores every row in one exact pass instead, past the cap (judged
+  before further lists are probed where their sampled rows foretell it: see ``_QuerySearch._wants_most``). A burst of
   thousands of near-copies gets many lists and rows, an isolated photo few.
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
