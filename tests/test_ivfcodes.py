@@ -331,6 +331,28 @@ def test_isotropic_vectors_that_want_most_rows_are_scored_exactly_past_the_cap(t
         assert sorted(int(r.path[1:]) for r in col.search(vector=query, k=10)) == sorted(want.tolist())
 
 
+def test_queries_that_want_most_rows_score_them_before_scanning_the_other_lists(tmp_path, monkeypatch):
+    """Isotropic vectors: the lists next in line want as many rows as the first (their sampled rows
+    score as high), so the query scores every row exactly at once, without scanning the other lists'
+    codes first (it scanned all 4,000; 100,000 x 256-d: 28 ms of CPU a query, then 10)."""
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4000, 256)).astype(np.float32)
+    queries = rng.standard_normal((5, 256)).astype(np.float32)
+    col = glimpse.open(tmp_path / "c", encoder="precomputed", dim=256)
+    col.add_vectors(x, keys=[f"k{i}" for i in range(len(x))])
+    col.use_codes()
+    index = col._ensure_index()
+    scanned = []
+    scan = IVFCodesIndex._range
+    monkeypatch.setattr(index, "_range", lambda *a, **kw: [scanned.append(len(got[1])) or got for got in scan(index, *a, **kw)])
+    stored = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    truth = np.argsort(-(queries @ stored.T), axis=1)[:, :10]
+    for query, want in zip(queries, truth):
+        scanned.clear()
+        assert sorted(int(r.path[1:]) for r in col.search(vector=query, k=10)) == sorted(want.tolist())
+        assert 0 < sum(scanned) <= len(x) / 2  # the first lists (64 of 256) only
+
+
 def rows_read(index, data, queries, **search) -> list[int]:
     """Float rows each query's search reads from the vector file."""
     read = []

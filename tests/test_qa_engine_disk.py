@@ -65,6 +65,22 @@ def test_the_store_finishes_a_write_the_kernel_cut_short(tmp_path: Path, monkeyp
     assert len(calls) > 1 and np.array_equal(store.read(np.arange(6), 6), x)
 
 
+def test_a_run_of_rows_is_read_in_place_and_other_ids_as_a_copy(tmp_path: Path):
+    """Ascending ids of consecutive rows are a view of the map (an exact pass over every row scores
+    them where they lie); any other ids a copy, and an id past the committed rows is refused."""
+    store = VectorStore(tmp_path / "v.f16", 4)
+    x = np.arange(24, dtype=np.float32).reshape(6, 4)
+    store.write(0, x)
+    run = store.read(np.arange(1, 5), 6, np.float16)
+    assert np.shares_memory(run, store.view(6)) and np.array_equal(run, x[1:5]) and not run.flags.writeable
+    for ids in ([4, 3, 2, 1], [1, 3, 2, 4], [1, 2, 2, 3], [0, 2, 3, 4]):
+        got = store.read(np.array(ids), 6, np.float16)
+        assert not np.shares_memory(got, store.view(6)) and np.array_equal(got, x[ids])
+    assert np.array_equal(store.read(np.arange(6), 6), x) and store.read(np.arange(6), 6).dtype == np.float32
+    with pytest.raises(IndexError):
+        store.read(np.arange(4, 7), 6, np.float16)
+
+
 def test_files_written_whole_get_the_permissions_of_the_collections_other_files(tmp_path: Path, monkeypatch):
     from glimpse import atomic
     from glimpse.atomic import write_atomic
