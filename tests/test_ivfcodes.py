@@ -605,3 +605,86 @@ def test_a_rows_unit_of_error_grows_with_its_norm_outside_the_projection(data):
     order = np.argsort(fit.outside_norms(vectors))
     assert np.all(np.diff(got[order]) >= -1e-6)
     assert low <= got.min() + 1e-9 and got.max() <= high + 1e-9 and got.max() > got.min()
+
+
+@pytest.fixture(scope="module")
+def copies():
+    """The near-copies fixture's photos plus a burst of 2,000 exact copies of one of them (re-saves,
+    re-imports) and a pair that shares its code but differs outside the projection."""
+    vectors = near_copies(20, 300)
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(vectors)
+    return vectors, fit, near_copies(20, 1, seed=3)
+
+
+def burst_index(fit, rows: np.ndarray) -> tuple[IVFCodesIndex, list[int]]:
+    """An index over float16 ``rows`` whose reader counts the rows each search reads."""
+    read: list[int] = []
+    stored = rows.astype(np.float16)
+    index = IVFCodesIndex(fit, lambda wanted: (read.append(len(wanted)), stored[wanted])[1])
+    for start in range(0, len(rows), 2500):  # several adds: copies join a group found earlier
+        index.add(np.arange(start, min(start + 2500, len(rows))), stored[start : start + 2500].astype(np.float32))
+    return index, read
+
+
+def test_a_burst_of_exact_copies_is_read_once_and_its_copies_fill_the_top_k(copies):
+    """2,000 identical rows are one row to the plan: a query at them reads a few hundred rows, not the
+    2,000 (each copy had its own chance of beating the k-th score, and every one was read), and
+    its top 10 are copies, at the exact score, as the exact top 10 (ties) are."""
+    vectors, fit, queries = copies
+    burst = np.repeat(vectors[:1], 2000, axis=0)
+    rows = np.concatenate([vectors, burst])
+    index, read = burst_index(fit, rows)
+    assert index._twin_table().shape[1] == 2001  # the burst and its source row
+    stored = rows.astype(np.float16).astype(np.float32)
+    for query in (vectors[0] + 0.05 * queries[0], vectors[0]):
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        read.clear()
+        scores, found = index.search(query[None], K)
+        exact = np.sort(stored @ query)[::-1][:K]
+        np.testing.assert_allclose(scores[0], exact, rtol=1e-4, atol=1e-4)
+        assert len(set(found[0].tolist())) == K and (found[0] >= len(vectors) - 6000).all()
+        assert sum(read) < 500, sum(read)
+
+
+def test_rows_that_share_a_code_but_differ_are_not_twins(copies):
+    """Two rows with the same part in the projection (so the same code, list and factors) but
+    different parts outside it score differently: the float16 rows decide, and each is read."""
+    vectors, fit, _ = copies
+    rng = np.random.default_rng(4)
+    inside = vectors[5] @ fit.projection @ fit.projection.T
+    outside = rng.standard_normal((2, DIM)).astype(np.float32)
+    outside -= outside @ fit.projection @ fit.projection.T
+    outside *= np.sqrt(1 - inside @ inside) / np.linalg.norm(outside, axis=1, keepdims=True)
+    pair = inside + outside
+    rows = np.concatenate([vectors, pair, pair[:1]])
+    index, _ = burst_index(fit, rows)
+    table = index._twin_table()
+    assert set(table[0].tolist()) == {len(vectors), len(vectors) + 2}  # the exact copy only
+    query = pair[1] / np.linalg.norm(pair[1])
+    _, found = index.search(query[None], 1)
+    assert found[0, 0] == len(vectors) + 1
+
+
+def test_twins_persist_are_dropped_on_removal_and_older_codes_find_them(copies, tmp_path):
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:3], 50, axis=0)])
+    index, _ = burst_index(fit, rows)
+    table = index._twin_table().copy()
+    assert len(np.unique(table[1])) == 3 and table.shape[1] == 153
+    index.persist(tmp_path, 1)
+    restored = IVFCodesIndex.restore(tmp_path, 1, DIM, binarizer=fit)
+    np.testing.assert_array_equal(restored._twins, table)
+    old = tmp_path / "old"
+    old.mkdir()
+    with open(old / f"codes-1-{fit.fit_id}.faissbin", "wb") as f:  # the previous version's layout
+        import faiss
+        f.write(faiss.serialize_index(index._index).tobytes())
+        np.save(f, index._spread_sums)
+        np.save(f, index._outside)
+    older = IVFCodesIndex.restore(old, 1, DIM, binarizer=fit)
+    assert older._twins is None
+    older.reader = index.reader
+    np.testing.assert_array_equal(older.search(queries, K)[0], index.search(queries, K)[0])
+    assert set(older._twins[0].tolist()) == set(table[0].tolist())
+    index.remove(np.arange(len(vectors), len(vectors) + 50))
+    assert index._twin_table().shape[1] == 103

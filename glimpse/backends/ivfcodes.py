@@ -160,6 +160,9 @@ class IVFCodesIndex(CodeBackend):
         self._outside: np.ndarray | None = np.zeros(0, np.float16)
         self._outside_square: float | None = None  # the mean square of _outside over the ids held
         self._outside_range = (0.0, 0.0)  # and its least and largest value (with _outside_square)
+        # Rows whose stored vector is identical to another's (see _find_twins): their ids, sorted, over
+        # the key of their group (an id of it); None until measured (codes of an older version).
+        self._twins: np.ndarray | None = np.zeros((2, 0), np.int64)
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -184,6 +187,7 @@ class IVFCodesIndex(CodeBackend):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            before = self._sizes.copy()
             self._ids_of = None
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
@@ -192,6 +196,9 @@ class IVFCodesIndex(CodeBackend):
                 self._measure(self._spread_sums, vectors)
             if self._outside is not None:
                 self._outside = self._record_outside(self._outside, np.asarray(ids, np.int64), vectors)
+            if self._twins is not None:
+                grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
+                self._twins = self._find_twins(self._twins, grown, np.asarray(ids, np.int64), vectors)
 
     def _record_outside(self, table: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """``table`` (grown to the ids where they are dense enough, as a bitmap of ids is: see
@@ -250,6 +257,82 @@ class IVFCodesIndex(CodeBackend):
         if outside is not None:
             self._outside = outside
 
+    def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
+                    vectors: np.ndarray | None = None) -> np.ndarray:
+        """``table`` with, in ``lists``, the rows ``ids`` (just added, as ``vectors``; None: every row, read
+        from the vector file, for codes of an older version) whose stored float16 vector is
+        identical to another row's: a burst of exact copies (re-saves, re-imports) is one row to a
+        query's plan (see :meth:`_twin_keys`), where it re-ranked every copy (5,000 rows) before.
+
+        Identical vectors get the same code bits in the same list (not always the same float
+        factors: FAISS's batched transform rounds a row by its place in the batch), so only rows
+        whose bits another row of the list shares are compared, and their float16 rows decide (equal
+        codes do not prove equal vectors: rows differing only outside the projection share them).
+        A group's key is the first id recorded for it; ids are never reused, so no other row's own
+        id is a key."""
+        found = []
+        if ids is not None:
+            order = np.argsort(ids, kind="stable")
+            ids, vectors = ids[order], np.asarray(vectors)[order]
+
+        def rows_of(members: np.ndarray) -> np.ndarray:  # float16, as stored
+            if ids is None:
+                return np.asarray(self.reader(np.sort(members)), np.float16)[np.argsort(np.argsort(members))]
+            return np.asarray(vectors[np.searchsorted(ids, members)], np.float16)
+
+        ids_of, invlists, size = self._list_ids(), self._ivf.invlists, self._ivf.code_size
+        signs = (self.binarizer.bits + 7) // 8  # the code's bits, without its float factors
+        for number in lists.tolist():
+            held = ids_of[number]
+            if len(held) < 2:
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(number), len(held) * size).reshape(len(held), size)
+            bits = np.ascontiguousarray(codes[:, :signs]).view(np.dtype((np.void, signs))).ravel()
+            _, group, counts = np.unique(bits, return_inverse=True, return_counts=True)
+            maybe = np.flatnonzero(counts[group] > 1)
+            if not len(maybe):
+                continue
+            order = maybe[np.argsort(group[maybe], kind="stable")]
+            for members in np.split(held[order], np.flatnonzero(np.diff(group[order])) + 1):
+                fresh = np.ones(len(members), bool) if ids is None else np.isin(members, ids)
+                if not fresh.any():
+                    continue
+                # One row per group already recorded and each other row known, then the new rows:
+                # equal float16 bytes are twins, under the recorded key where one is among them.
+                known = members[~fresh]
+                keys = self._twin_keys(known, table)
+                _, first = np.unique(keys, return_index=True)
+                known, keys = known[first], keys[first]
+                read = np.asarray(self.reader(known), np.float16) if len(known) else np.zeros((0, self.dim), np.float16)
+                rows = np.concatenate([read, rows_of(members[fresh])])
+                both, keys = np.concatenate([known, members[fresh]]), np.concatenate([keys, members[fresh]])
+                _, same = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 2))).ravel(), return_inverse=True)
+                for value in np.flatnonzero(np.bincount(same) > 1):
+                    at = np.flatnonzero(same == value)
+                    key = keys[at][np.argmin(keys[at] == both[at])]  # a recorded key, else the first id
+                    new = at[~np.isin(both[at], table[0])]  # rows not yet recorded (not the key rows read)
+                    found.append(np.stack([both[new], np.full(len(new), key)]))
+        if not found:
+            return table
+        table = np.concatenate([table, *found], axis=1)
+        return table[:, np.argsort(table[0], kind="stable")]
+
+    def _twin_keys(self, ids: np.ndarray, table: np.ndarray | None = None) -> np.ndarray:
+        """Per id: its group's key where its stored vector is identical to another row's (see
+        :meth:`_find_twins`), else the id itself."""
+        table = self._twins if table is None else table
+        if not table.shape[1]:
+            return ids
+        at = np.minimum(np.searchsorted(table[0], ids), table.shape[1] - 1)
+        return np.where(table[0, at] == ids, table[1, at], ids)
+
+    def _twin_table(self) -> np.ndarray:
+        """The rows with an identical twin, found first for codes of an older version (whole before
+        it is set: a batch's threads may read it)."""
+        if self._twins is None:
+            self._twins = self._find_twins(np.zeros((2, 0), np.int64), np.flatnonzero(self._sizes > 1))
+        return self._twins
+
     def _outside_stats(self) -> tuple[np.ndarray, float]:
         """The per-id norms outside the projection (measured first for older codes) and their
         mean square over the ids held (cached until the next add, with their range)."""
@@ -297,17 +380,20 @@ class IVFCodesIndex(CodeBackend):
         if not len(ids):
             return 0
         self._ids_of = None
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._twins is not None:  # the others of a group keep its key: ids are never reused
+            self._twins = self._twins[:, ~np.isin(self._twins[0], ids)]
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def count(self) -> int:
         return int(self._index.ntotal)
 
     def nbytes(self) -> int:
         """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread,
-        and each id's float16 norm outside the projection."""
+        each id's float16 norm outside the projection, and an id and key per row with an identical twin."""
         ivf = self._ivf
-        outside = 0 if self._outside is None else self._outside.nbytes
-        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16) + outside
+        extra = sum(0 if table is None else table.nbytes for table in (self._outside, self._twins))
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16) + extra
 
     def ids(self) -> np.ndarray:
         """The ids of every code held."""
@@ -334,6 +420,7 @@ class IVFCodesIndex(CodeBackend):
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
+            self._twin_table()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
@@ -521,9 +608,9 @@ class IVFCodesIndex(CodeBackend):
                 "codes": self.count(), "bytes": self.nbytes()}
 
     def persist(self, directory: Path, generation: int) -> None:
-        """The FAISS index, then the per-list residual sums and the per-id norms outside the
-        projection, in one file (written atomically)."""
-        spread, outside = self._spread_sums, self._outside
+        """The FAISS index, then the per-list residual sums, the per-id norms outside the
+        projection and the rows with identical twins, in one file (written atomically)."""
+        spread, outside, twins = self._spread_sums, self._outside, self._twins
 
         def write(f) -> None:
             faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
@@ -531,6 +618,8 @@ class IVFCodesIndex(CodeBackend):
                 np.save(f, spread)
                 if outside is not None:
                     np.save(f, outside)
+                    if twins is not None:
+                        np.save(f, twins)
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -550,15 +639,18 @@ class IVFCodesIndex(CodeBackend):
             backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError:  # cut short
             return None
-        spread, outside = None, None
-        try:  # codes of an older version have neither or no norms: measured at the first search
+        spread, outside, twins = None, None, None
+        try:  # codes of an older version lack some of these: measured at the first search
             spread = np.load(f)
             outside = np.load(f)
+            twins = np.load(f)
         except (ValueError, EOFError):
             pass
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
         backend._outside = outside.astype(np.float16) if usable else None
+        whole = usable and twins is not None and twins.ndim == 2 and len(twins) == 2
+        backend._twins = twins.astype(np.int64) if whole else None
         return backend
 
 
@@ -660,6 +752,48 @@ def enough(chances: np.ndarray, budget: float) -> int:
     """How many of ``chances`` (ordered) to take so that the rest sum to at most ``budget``."""
     rest = np.cumsum(chances[::-1], dtype=np.float64)[::-1]  # rest[i]: the sum from i on, never increasing
     return int(np.count_nonzero(rest > budget))
+
+
+class _Twins:
+    """A query's candidates left unread because their stored vector is identical to a row read
+    (see :meth:`IVFCodesIndex._find_twins`): each takes that row's exact score."""
+
+    def __init__(self, keys: np.ndarray, ids: np.ndarray):
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.ids = keys[order], ids[order]
+
+    @classmethod
+    def split(cls, index: IVFCodesIndex, ids: np.ndarray, candidates: np.ndarray,
+              read: np.ndarray) -> tuple[np.ndarray, _Twins | None]:
+        """The ``candidates`` (positions in ``ids``) to plan for, one per group of identical rows
+        and none of a group ``read`` holds, and the others as twins (None: there are none)."""
+        if not index._twin_table().shape[1] or not len(candidates):
+            return candidates, None
+        keys = index._twin_keys(ids[candidates])
+        twin = np.flatnonzero(keys != ids[candidates])  # the others are their own group: kept
+        if not len(twin):
+            return candidates, None
+        _, first = np.unique(keys[twin], return_index=True)
+        left = np.ones(len(twin), bool)
+        left[first] = False
+        left |= np.isin(keys[twin], index._twin_keys(read))
+        out = twin[left]
+        kept = np.ones(len(candidates), bool)
+        kept[out] = False
+        return candidates[kept], cls(keys[out], ids[candidates[out]])
+
+    def merge(self, scores: np.ndarray, ids: np.ndarray, read_keys: np.ndarray, read_scores: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` of ``scores``, ``ids`` and up to ``k`` twins of each row read (distinct
+        ``read_keys``, exact ``read_scores``), best first; a group's twins are merged once (a key is read once)."""
+        low, high = np.searchsorted(self.keys, read_keys), np.searchsorted(self.keys, read_keys, side="right")
+        counts = np.minimum(high - low, k)
+        if counts.any():
+            starts = np.repeat(low - (np.cumsum(counts) - counts), counts)
+            ids = np.concatenate([ids, self.ids[starts + np.arange(counts.sum())]])
+            scores = np.concatenate([scores, np.repeat(read_scores, counts)])
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best], ids[best]
 
 
 class _QuerySearch:
@@ -771,6 +905,13 @@ class _QuerySearch:
         # works on those that pass it.
         pre = np.flatnonzero(self.estimates + reach * bound >= kth)
         pre = pre[~_marked(self.ids[pre], wanted, index._id_top)]
+        # Rows identical to one read, or to another candidate, are one row to the plan: their exact
+        # scores are its (one chance in the budget, where each copy of a burst took its own).
+        pre, twins = _Twins.split(index, self.ids, pre, scored_ids)
+        if twins is not None:
+            read_keys, at = np.unique(index._twin_keys(scored_ids), return_index=True)
+            top_scores, top_ids = twins.merge(top_scores, top_ids, read_keys, scored[at], k)
+            kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
         units = (None if row_units is None else row_units[0](self.ids[pre])) if len(pre) else None
         units = np.ones(len(pre), np.float32) if units is None else units
         keep = self.estimates[pre] + reach * units >= kth
@@ -817,6 +958,8 @@ class _QuerySearch:
                 break
             more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.damaged)
             top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
+            if twins is not None:  # the twins of the rows just read (each read row is one group at most)
+                top_scores, top_ids = twins.merge(top_scores, top_ids, index._twin_keys(more_ids), more_scores, k)
             best = np.argsort(-top_scores, kind="stable")[:k]
             top_scores, top_ids = top_scores[best], top_ids[best]
             kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
