@@ -8,7 +8,7 @@ import pytest
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
-from glimpse.backends.ivfcodes import _marked, best_first, enough, largest, normal_tail
+from glimpse.backends.ivfcodes import _marked, best_first, enough, largest, normal_tail, units_explain
 
 DIM, BITS, K = 128, 64, 10
 
@@ -688,3 +688,13 @@ def test_twins_persist_are_dropped_on_removal_and_older_codes_find_them(copies, 
     assert set(older._twins[0].tolist()) == set(table[0].tolist())
     index.remove(np.arange(len(vectors), len(vectors) + 50))
     assert index._twin_table().shape[1] == 103
+
+
+def test_row_units_are_kept_only_where_they_explain_the_querys_sample():
+    """Errors that grow with each row's unit are likelier under the units; errors of one spread,
+    where the units vary 50-fold (the fit's model gone wrong for the data), under one spread."""
+    rng = np.random.default_rng(2)
+    units = np.exp(rng.uniform(0, np.log(50), 48)).astype(np.float32)
+    assert units_explain(0.001 * units * rng.standard_normal(48), units)
+    assert not units_explain(0.01 * rng.standard_normal(48), units)
+    assert units_explain(np.ones(4), units[:4])  # too few to tell: the units, as before
