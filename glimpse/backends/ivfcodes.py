@@ -33,6 +33,9 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   ``k * oversample`` rows; a query whose plan wants ``WHOLE_SHARE`` of the rows or more (data with
   no structure for the codes) scores every row in one exact pass instead, past the cap. A burst of
   thousands of near-copies gets many lists and rows, an isolated photo few.
+* Rows whose stored vectors are identical (found as rows are added: see
+  ``IVFCodesIndex._find_twins``) are one candidate: one is read, the others take its exact score.
+  Each row's unit of error is used only where it explains the query's sample (``units_explain``).
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
   matrix product).
