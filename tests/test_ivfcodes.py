@@ -8,7 +8,8 @@ import pytest
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
-from glimpse.backends.ivfcodes import _marked, best_first, enough, largest, normal_tail, units_explain
+from glimpse.backends.ivfcodes import (_marked, best_first, enough, largest, normal_tail, pairs_of, runs_of,
+                                      twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -634,7 +635,8 @@ def test_a_burst_of_exact_copies_is_read_once_and_its_copies_fill_the_top_k(copi
     burst = np.repeat(vectors[:1], 2000, axis=0)
     rows = np.concatenate([vectors, burst])
     index, read = burst_index(fit, rows)
-    assert index._twin_table().shape[1] == 2001  # the burst and its source row
+    held, keys = pairs_of(index._twin_table())
+    assert len(held) == 2001 and len(set(keys.tolist())) == 1  # the burst and its source row, one group
     stored = rows.astype(np.float16).astype(np.float32)
     for query in (vectors[0] + 0.05 * queries[0], vectors[0]):
         query = (query / np.linalg.norm(query)).astype(np.float32)
@@ -658,8 +660,7 @@ def test_rows_that_share_a_code_but_differ_are_not_twins(copies):
     pair = inside + outside
     rows = np.concatenate([vectors, pair, pair[:1]])
     index, _ = burst_index(fit, rows)
-    table = index._twin_table()
-    assert set(table[0].tolist()) == {len(vectors), len(vectors) + 2}  # the exact copy only
+    assert set(pairs_of(index._twin_table())[0].tolist()) == {len(vectors), len(vectors) + 2}  # the exact copy only
     query = pair[1] / np.linalg.norm(pair[1])
     _, found = index.search(query[None], 1)
     assert found[0, 0] == len(vectors) + 1
@@ -670,7 +671,9 @@ def test_twins_persist_are_dropped_on_removal_and_older_codes_find_them(copies, 
     rows = np.concatenate([vectors, np.repeat(vectors[:3], 50, axis=0)])
     index, _ = burst_index(fit, rows)
     table = index._twin_table().copy()
-    assert len(np.unique(table[1])) == 3 and table.shape[1] == 153
+    held, keys = pairs_of(table)
+    assert len(set(keys.tolist())) == 3 and len(held) == 153
+    assert table.shape[1] <= 6  # runs: each burst of consecutive copies and its source row
     index.persist(tmp_path, 1)
     restored = IVFCodesIndex.restore(tmp_path, 1, DIM, binarizer=fit)
     np.testing.assert_array_equal(restored._twins, table)
@@ -685,9 +688,9 @@ def test_twins_persist_are_dropped_on_removal_and_older_codes_find_them(copies, 
     assert older._twins is None
     older.reader = index.reader
     np.testing.assert_array_equal(older.search(queries, K)[0], index.search(queries, K)[0])
-    assert set(older._twins[0].tolist()) == set(table[0].tolist())
+    assert set(pairs_of(older._twins)[0].tolist()) == set(held.tolist())
     index.remove(np.arange(len(vectors), len(vectors) + 50))
-    assert index._twin_table().shape[1] == 103
+    assert len(pairs_of(index._twin_table())[0]) == 103
 
 
 def test_row_units_are_kept_only_where_they_explain_the_querys_sample():
@@ -698,3 +701,19 @@ def test_row_units_are_kept_only_where_they_explain_the_querys_sample():
     assert units_explain(0.001 * units * rng.standard_normal(48), units)
     assert not units_explain(0.01 * rng.standard_normal(48), units)
     assert units_explain(np.ones(4), units[:4])  # too few to tell: the units, as before
+
+
+def test_twin_runs_hold_the_pairs_they_were_made_of():
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(np.concatenate([np.arange(10, 30), np.arange(40, 45), [7, 100]]))
+    keys = np.where(ids < 30, 10, np.where(ids < 45, 40, ids))
+    keys[ids == 20] = 7  # a run broken by another group's row
+    runs = runs_of(ids, keys)
+    assert runs.shape == (3, 6)
+    back_ids, back_keys = pairs_of(runs)
+    order = np.argsort(ids)
+    np.testing.assert_array_equal(back_ids, ids[order])
+    np.testing.assert_array_equal(back_keys, keys[order])
+    held, got = twin_lookup(runs, np.array([7, 9, 10, 20, 29, 30, 44, 45, 100, 101]))
+    assert held.tolist() == [True, False, True, True, True, False, True, False, True, False]
+    assert got.tolist() == [10, 9, 10, 7, 10, 30, 40, 45, 100, 101]
