@@ -717,3 +717,19 @@ def test_twin_runs_hold_the_pairs_they_were_made_of():
     held, got = twin_lookup(runs, np.array([7, 9, 10, 20, 29, 30, 44, 45, 100, 101]))
     assert held.tolist() == [True, False, True, True, True, False, True, False, True, False]
     assert got.tolist() == [10, 9, 10, 7, 10, 30, 40, 45, 100, 101]
+
+
+def test_a_filter_over_a_burst_returns_only_allowed_copies_at_the_exact_score(copies):
+    """Twins of a row read take its score only where the filter passes them (the row read may be a
+    sampled row it does not pass): k allowed results, each at its exact score."""
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:1], 2000, axis=0)])
+    index, _ = burst_index(fit, rows)
+    allowed = np.concatenate([np.arange(0, len(vectors), 2), np.arange(len(vectors) + 1, len(rows), 7)])
+    query = vectors[0] + 0.05 * queries[0]
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    scores, found = index.search(query[None], K, allowed=allowed)
+    stored = rows.astype(np.float16).astype(np.float32)
+    assert len(set(found[0].tolist())) == K and np.isin(found[0], allowed).all()
+    np.testing.assert_allclose(scores[0], stored[found[0]] @ query, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores[0], np.sort(stored[allowed] @ query)[::-1][:K], rtol=1e-4, atol=1e-4)
