@@ -733,3 +733,16 @@ def test_a_filter_over_a_burst_returns_only_allowed_copies_at_the_exact_score(co
     assert len(set(found[0].tolist())) == K and np.isin(found[0], allowed).all()
     np.testing.assert_allclose(scores[0], stored[found[0]] @ query, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(scores[0], np.sort(stored[allowed] @ query)[::-1][:K], rtol=1e-4, atol=1e-4)
+
+
+def test_rows_equal_only_once_rounded_to_float16_are_not_twins_where_rows_are_stored_as_float32(copies):
+    """A reader of float32 rows (an evaluation's): two rows 1e-7 apart score differently, so the
+    comparison is of the rows as given and as read, never of a rounding of them."""
+    vectors, fit, _ = copies
+    nudged = vectors[:1].copy()
+    nudged[0, 0] += 1e-7
+    assert (nudged.astype(np.float16) == vectors[:1].astype(np.float16)).all()
+    rows = np.concatenate([vectors, nudged, vectors[:1]])
+    index = IVFCodesIndex(fit, lambda wanted: rows[wanted])
+    index.add(np.arange(len(rows)), rows)
+    assert set(pairs_of(index._twin_table())[0].tolist()) == {0, len(rows) - 1}

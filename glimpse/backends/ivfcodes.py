@@ -263,14 +263,16 @@ class IVFCodesIndex(CodeBackend):
     def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
                     vectors: np.ndarray | None = None) -> np.ndarray:
         """``table`` with, in ``lists``, the rows ``ids`` (just added, as ``vectors``; None: every row, read
-        from the vector file, for codes of an older version) whose stored float16 vector is
+        from the vector file, for codes of an older version) whose stored vector is
         identical to another row's: a burst of exact copies (re-saves, re-imports) is one row to a
         query's plan (see :meth:`_twin_keys`), where it re-ranked every copy (5,000 rows) before.
 
         Identical vectors get the same code bits in the same list (not always the same float
         factors: FAISS's batched transform rounds a row by its place in the batch), so only rows
-        whose bits another row of the list shares are compared, and their float16 rows decide (equal
-        codes do not prove equal vectors: rows differing only outside the projection share them).
+        whose bits another row of the list shares are compared, and their rows decide, as float32 (equal
+        codes do not prove equal vectors: rows differing only outside the projection share them): the
+        added rows as given against the stored rows as read, so rows that are only equal once rounded to
+        float16 are not twins unless the stored rows are that rounding (a collection's are).
         A group's key is the first id recorded for it; ids are never reused, so no other row's own
         id is a key."""
         found = []
@@ -278,10 +280,10 @@ class IVFCodesIndex(CodeBackend):
             order = np.argsort(ids, kind="stable")
             ids, vectors = ids[order], np.asarray(vectors)[order]
 
-        def rows_of(members: np.ndarray) -> np.ndarray:  # float16, as stored
+        def rows_of(members: np.ndarray) -> np.ndarray:
             if ids is None:
-                return np.asarray(self.reader(np.sort(members)), np.float16)[np.argsort(np.argsort(members))]
-            return np.asarray(vectors[np.searchsorted(ids, members)], np.float16)
+                return np.asarray(self.reader(np.sort(members)), np.float32)[np.argsort(np.argsort(members))]
+            return np.asarray(vectors[np.searchsorted(ids, members)], np.float32)
 
         ids_of, invlists, size = self._list_ids(), self._ivf.invlists, self._ivf.code_size
         signs = (self.binarizer.bits + 7) // 8  # the code's bits, without its float factors
@@ -301,15 +303,15 @@ class IVFCodesIndex(CodeBackend):
                 if not fresh.any():
                     continue
                 # One row per group already recorded and each other row known, then the new rows:
-                # equal float16 bytes are twins, under the recorded key where one is among them.
+                # equal bytes are twins, under the recorded key where one is among them.
                 known = members[~fresh]
                 _, keys = twin_lookup(table, known)
                 _, first = np.unique(keys, return_index=True)
                 known, keys = known[first], keys[first]
-                read = np.asarray(self.reader(known), np.float16) if len(known) else np.zeros((0, self.dim), np.float16)
+                read = np.asarray(self.reader(known), np.float32) if len(known) else np.zeros((0, self.dim), np.float32)
                 rows = np.concatenate([read, rows_of(members[fresh])])
                 both, keys = np.concatenate([known, members[fresh]]), np.concatenate([keys, members[fresh]])
-                _, same = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 2))).ravel(), return_inverse=True)
+                _, same = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel(), return_inverse=True)
                 for value in np.flatnonzero(np.bincount(same) > 1):
                     at = np.flatnonzero(same == value)
                     key = keys[at][np.argmin(keys[at] == both[at])]  # a recorded key, else the first id
