@@ -746,3 +746,28 @@ def test_rows_equal_only_once_rounded_to_float16_are_not_twins_where_rows_are_st
     index = IVFCodesIndex(fit, lambda wanted: rows[wanted])
     index.add(np.arange(len(rows)), rows)
     assert set(pairs_of(index._twin_table())[0].tolist()) == {0, len(rows) - 1}
+
+
+def test_the_twins_of_a_damaged_row_are_read_in_its_place(copies):
+    """Most copies of a burst are damaged on disk, the one a query reads for the group among them: its
+    twins are other rows, read and checked themselves, so the top 10 are still whole copies at the
+    exact score (the damaged ones told, none returned)."""
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:1], 2000, axis=0)]).astype(np.float16)
+    damaged = set(range(len(vectors), len(rows))) - set(range(len(vectors), len(rows), 10))
+    reported: list[int] = []
+
+    def reader(wanted: np.ndarray) -> np.ndarray:
+        got = rows[wanted].copy()
+        got[np.isin(wanted, list(damaged))] = np.nan
+        return got
+
+    index, _ = burst_index(fit, rows.astype(np.float32))
+    index.reader, index.damaged = reader, lambda ids: reported.extend(ids.tolist())
+    query = vectors[0] + 0.05 * queries[0]
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    scores, found = index.search(query[None], K)
+    whole = rows.astype(np.float32)[[i for i in range(len(rows)) if i not in damaged]]
+    np.testing.assert_allclose(scores[0], np.sort(whole @ query)[::-1][:K], rtol=1e-4, atol=1e-4)
+    assert not set(found[0].tolist()) & damaged and len(set(found[0].tolist())) == K
+    assert reported and set(reported) <= damaged

@@ -807,11 +807,13 @@ def enough(chances: np.ndarray, budget: float) -> int:
 
 class _Twins:
     """A query's candidates left unread because their stored vector is identical to a row read
-    (see :meth:`IVFCodesIndex._find_twins`): each takes that row's exact score."""
+    (see :meth:`IVFCodesIndex._find_twins`): each takes that row's exact score, and is read (checked)
+    only if it ends in the top k."""
 
     def __init__(self, keys: np.ndarray, ids: np.ndarray):
         order = np.argsort(keys, kind="stable")
         self.keys, self.ids = keys[order], ids[order]
+        self.unread = np.zeros(0, np.int64)  # twins merged into a top k, not read yet
 
     @classmethod
     def split(cls, index: IVFCodesIndex, ids: np.ndarray, candidates: np.ndarray,
@@ -833,18 +835,46 @@ class _Twins:
         kept[out] = False
         return candidates[kept], cls(keys[out], ids[candidates[out]])
 
+    def take(self, keys: np.ndarray) -> np.ndarray:
+        """The ids of the twins of ``keys``, no longer twins here (they are to be read)."""
+        taken = np.isin(self.keys, keys)
+        ids = self.ids[taken]
+        self.keys, self.ids = self.keys[~taken], self.ids[~taken]
+        return ids
+
     def merge(self, scores: np.ndarray, ids: np.ndarray, read_keys: np.ndarray, read_scores: np.ndarray,
               k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The top ``k`` of ``scores``, ``ids`` and up to ``k`` twins of each row read (distinct
-        ``read_keys``, exact ``read_scores``), best first; a group's twins are merged once (a key is read once)."""
+        """The top ``k`` of ``scores``, ``ids`` and up to ``k`` more twins of each row read (distinct
+        ``read_keys``, exact ``read_scores``), best first; the twins merged leave the pool."""
         low, high = np.searchsorted(self.keys, read_keys), np.searchsorted(self.keys, read_keys, side="right")
         counts = np.minimum(high - low, k)
         if counts.any():
-            starts = np.repeat(low - (np.cumsum(counts) - counts), counts)
-            ids = np.concatenate([ids, self.ids[starts + np.arange(counts.sum())]])
+            at = np.repeat(low - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            self.unread = np.concatenate([self.unread, self.ids[at]])
+            ids = np.concatenate([ids, self.ids[at]])
             scores = np.concatenate([scores, np.repeat(read_scores, counts)])
+            left = np.ones(len(self.keys), bool)
+            left[at] = False
+            self.keys, self.ids = self.keys[left], self.ids[left]
         best = np.argsort(-scores, kind="stable")[:k]
         return scores[best], ids[best]
+
+    def checked(self, search: _QuerySearch, scores: np.ndarray, ids: np.ndarray, k: int,
+                report) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` with each twin in it read and checked: a damaged one (told to ``report``) gives
+        its place to the next twin of its group."""
+        index = search.index
+        while True:
+            check = ids[np.isin(ids, self.unread)]
+            if not len(check):
+                return scores, ids
+            self.unread = self.unread[~np.isin(self.unread, check)]
+            _, whole = exact_top(index.reader, search.query, check, len(check), report)
+            bad = np.isin(ids, check[~np.isin(check, whole)])
+            if not bad.any():
+                return scores, ids
+            keys, at = np.unique(index._twin_keys(ids[bad]), return_index=True)
+            scores, ids = self.merge(scores[~bad], ids[~bad], keys, scores[bad][at], k)
 
 
 class _QuerySearch:
@@ -1002,6 +1032,13 @@ class _QuerySearch:
         if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
             got_scores, got = exact_scan(index.reader, self.query[None], allowed, k, index.damaged)
             return got_scores[0], got[0]
+        lost: list[np.ndarray] = []
+
+        def report(bad: np.ndarray) -> None:  # damaged rows read: told on, and kept to read their twins instead
+            lost.append(bad)
+            if index.damaged is not None:
+                index.damaged(bad)
+
         start, step = 0, STEP
         while start < len(ids):
             stop = wanted(start)
@@ -1009,7 +1046,13 @@ class _QuerySearch:
                 stop = start + step
             if stop <= start:
                 break
-            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.damaged)
+            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, report)
+            if twins is not None and lost:  # a damaged row's twins are read in its place (each checked itself)
+                stand_ins = twins.take(index._twin_keys(np.concatenate(lost)))
+                lost.clear()
+                if len(stand_ins):
+                    got_scores, got = exact_top(index.reader, self.query, stand_ins, k, report)
+                    more_scores, more_ids = np.concatenate([more_scores, got_scores]), np.concatenate([more_ids, got])
             top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
             if twins is not None:  # the twins of the rows just read (each read row is one group at most)
                 top_scores, top_ids = twins.merge(top_scores, top_ids, index._twin_keys(more_ids), more_scores, k)
@@ -1017,4 +1060,4 @@ class _QuerySearch:
             top_scores, top_ids = top_scores[best], top_ids[best]
             kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
             start, step = stop, 2 * step
-        return top_scores, top_ids
+        return (top_scores, top_ids) if twins is None else twins.checked(self, top_scores, top_ids, k, report)
