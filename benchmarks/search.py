@@ -737,8 +737,10 @@ def models_benchmark(args) -> None:
             timed = args.exact_timed or args.quick
             measure("exact (FAISS IndexFlatIP, float32)", dim * 4, lambda q: flat.search(q, K)[1],
                     np.linspace(0, len(queries) - 1, timed).astype(int) if timed else None)
-            # code, factors and id, and each id's float16 norm outside the projection (ids are rows here)
-            per_image = index.count() * (faiss.extract_index_ivf(index._index).code_size + 8 + 2) / n
+            # code, factors and id, each id's float16 norm outside the projection (ids are rows here), and the
+            # runs of rows with an identical twin (found once here for codes of an older version)
+            per_image = (index.count() * (faiss.extract_index_ivf(index._index).code_size + 8 + 2)
+                         + index._twin_table().nbytes) / n
             default_probes = index.probes
             for probes in [default_probes] if args.quick else sorted({default_probes // 2, default_probes, 2 * default_probes}):
                 for misses in [MISSES] if args.quick else (0.5, 0.2, MISSES):

@@ -8,7 +8,8 @@ import pytest
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
-from glimpse.backends.ivfcodes import _marked, best_first, enough, largest, normal_tail
+from glimpse.backends.ivfcodes import (_marked, best_first, enough, largest, normal_tail, pairs_of, runs_of,
+                                      twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -702,3 +703,166 @@ def test_a_fit_of_an_older_version_has_no_reference_and_refits_only_on_doubling(
     index = IVFCodesIndex(fit, reader)
     index.add(ids, two_kinds(len(ids), 1, seed=3))
     assert "further outside" in index.refit_reason()
+@pytest.fixture(scope="module")
+def copies():
+    """The near-copies fixture's photos plus a burst of 2,000 exact copies of one of them (re-saves,
+    re-imports) and a pair that shares its code but differs outside the projection."""
+    vectors = near_copies(20, 300)
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(vectors)
+    return vectors, fit, near_copies(20, 1, seed=3)
+
+
+def burst_index(fit, rows: np.ndarray) -> tuple[IVFCodesIndex, list[int]]:
+    """An index over float16 ``rows`` whose reader counts the rows each search reads."""
+    read: list[int] = []
+    stored = rows.astype(np.float16)
+    index = IVFCodesIndex(fit, lambda wanted: (read.append(len(wanted)), stored[wanted])[1])
+    for start in range(0, len(rows), 2500):  # several adds: copies join a group found earlier
+        index.add(np.arange(start, min(start + 2500, len(rows))), stored[start : start + 2500].astype(np.float32))
+    return index, read
+
+
+def test_a_burst_of_exact_copies_is_read_once_and_its_copies_fill_the_top_k(copies):
+    """2,000 identical rows are one row to the plan: a query at them reads a few hundred rows, not the
+    2,000 (each copy had its own chance of beating the k-th score, and every one was read), and
+    its top 10 are copies, at the exact score, as the exact top 10 (ties) are."""
+    vectors, fit, queries = copies
+    burst = np.repeat(vectors[:1], 2000, axis=0)
+    rows = np.concatenate([vectors, burst])
+    index, read = burst_index(fit, rows)
+    held, keys = pairs_of(index._twin_table())
+    assert len(held) == 2001 and len(set(keys.tolist())) == 1  # the burst and its source row, one group
+    stored = rows.astype(np.float16).astype(np.float32)
+    for query in (vectors[0] + 0.05 * queries[0], vectors[0]):
+        query = (query / np.linalg.norm(query)).astype(np.float32)
+        read.clear()
+        scores, found = index.search(query[None], K)
+        exact = np.sort(stored @ query)[::-1][:K]
+        np.testing.assert_allclose(scores[0], exact, rtol=1e-4, atol=1e-4)
+        assert len(set(found[0].tolist())) == K and (found[0] >= len(vectors) - 6000).all()
+        assert sum(read) < 500, sum(read)
+
+
+def test_rows_that_share_a_code_but_differ_are_not_twins(copies):
+    """Two rows with the same part in the projection (so the same code, list and factors) but
+    different parts outside it score differently: the float16 rows decide, and each is read."""
+    vectors, fit, _ = copies
+    rng = np.random.default_rng(4)
+    inside = vectors[5] @ fit.projection @ fit.projection.T
+    outside = rng.standard_normal((2, DIM)).astype(np.float32)
+    outside -= outside @ fit.projection @ fit.projection.T
+    outside *= np.sqrt(1 - inside @ inside) / np.linalg.norm(outside, axis=1, keepdims=True)
+    pair = inside + outside
+    rows = np.concatenate([vectors, pair, pair[:1]])
+    index, _ = burst_index(fit, rows)
+    assert set(pairs_of(index._twin_table())[0].tolist()) == {len(vectors), len(vectors) + 2}  # the exact copy only
+    query = pair[1] / np.linalg.norm(pair[1])
+    _, found = index.search(query[None], 1)
+    assert found[0, 0] == len(vectors) + 1
+
+
+def test_twins_persist_are_dropped_on_removal_and_older_codes_find_them(copies, tmp_path):
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:3], 50, axis=0)])
+    index, _ = burst_index(fit, rows)
+    table = index._twin_table().copy()
+    held, keys = pairs_of(table)
+    assert len(set(keys.tolist())) == 3 and len(held) == 153
+    assert table.shape[1] <= 6  # runs: each burst of consecutive copies and its source row
+    index.persist(tmp_path, 1)
+    restored = IVFCodesIndex.restore(tmp_path, 1, DIM, binarizer=fit)
+    np.testing.assert_array_equal(restored._twins, table)
+    old = tmp_path / "old"
+    old.mkdir()
+    with open(old / f"codes-1-{fit.fit_id}.faissbin", "wb") as f:  # the previous version's layout
+        import faiss
+        f.write(faiss.serialize_index(index._index).tobytes())
+        np.save(f, index._spread_sums)
+        np.save(f, index._outside)
+    older = IVFCodesIndex.restore(old, 1, DIM, binarizer=fit)
+    assert older._twins is None
+    older.reader = index.reader
+    np.testing.assert_array_equal(older.search(queries, K)[0], index.search(queries, K)[0])
+    assert set(pairs_of(older._twins)[0].tolist()) == set(held.tolist())
+    index.remove(np.arange(len(vectors), len(vectors) + 50))
+    assert len(pairs_of(index._twin_table())[0]) == 103
+
+
+def test_row_units_are_kept_only_where_they_explain_the_querys_sample():
+    """Errors that grow with each row's unit are likelier under the units; errors of one spread,
+    where the units vary 50-fold (the fit's model gone wrong for the data), under one spread."""
+    rng = np.random.default_rng(2)
+    units = np.exp(rng.uniform(0, np.log(50), 48)).astype(np.float32)
+    assert units_explain(0.001 * units * rng.standard_normal(48), units)
+    assert not units_explain(0.01 * rng.standard_normal(48), units)
+    assert units_explain(np.ones(4), units[:4])  # too few to tell: the units, as before
+
+
+def test_twin_runs_hold_the_pairs_they_were_made_of():
+    rng = np.random.default_rng(3)
+    ids = rng.permutation(np.concatenate([np.arange(10, 30), np.arange(40, 45), [7, 100]]))
+    keys = np.where(ids < 30, 10, np.where(ids < 45, 40, ids))
+    keys[ids == 20] = 7  # a run broken by another group's row
+    runs = runs_of(ids, keys)
+    assert runs.shape == (3, 6)
+    back_ids, back_keys = pairs_of(runs)
+    order = np.argsort(ids)
+    np.testing.assert_array_equal(back_ids, ids[order])
+    np.testing.assert_array_equal(back_keys, keys[order])
+    held, got = twin_lookup(runs, np.array([7, 9, 10, 20, 29, 30, 44, 45, 100, 101]))
+    assert held.tolist() == [True, False, True, True, True, False, True, False, True, False]
+    assert got.tolist() == [10, 9, 10, 7, 10, 30, 40, 45, 100, 101]
+
+
+def test_a_filter_over_a_burst_returns_only_allowed_copies_at_the_exact_score(copies):
+    """Twins of a row read take its score only where the filter passes them (the row read may be a
+    sampled row it does not pass): k allowed results, each at its exact score."""
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:1], 2000, axis=0)])
+    index, _ = burst_index(fit, rows)
+    allowed = np.concatenate([np.arange(0, len(vectors), 2), np.arange(len(vectors) + 1, len(rows), 7)])
+    query = vectors[0] + 0.05 * queries[0]
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    scores, found = index.search(query[None], K, allowed=allowed)
+    stored = rows.astype(np.float16).astype(np.float32)
+    assert len(set(found[0].tolist())) == K and np.isin(found[0], allowed).all()
+    np.testing.assert_allclose(scores[0], stored[found[0]] @ query, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scores[0], np.sort(stored[allowed] @ query)[::-1][:K], rtol=1e-4, atol=1e-4)
+
+
+def test_rows_equal_only_once_rounded_to_float16_are_not_twins_where_rows_are_stored_as_float32(copies):
+    """A reader of float32 rows (an evaluation's): two rows 1e-7 apart score differently, so the
+    comparison is of the rows as given and as read, never of a rounding of them."""
+    vectors, fit, _ = copies
+    nudged = vectors[:1].copy()
+    nudged[0, 0] += 1e-7
+    assert (nudged.astype(np.float16) == vectors[:1].astype(np.float16)).all()
+    rows = np.concatenate([vectors, nudged, vectors[:1]])
+    index = IVFCodesIndex(fit, lambda wanted: rows[wanted])
+    index.add(np.arange(len(rows)), rows)
+    assert set(pairs_of(index._twin_table())[0].tolist()) == {0, len(rows) - 1}
+
+
+def test_the_twins_of_a_damaged_row_are_read_in_its_place(copies):
+    """Most copies of a burst are damaged on disk, the one a query reads for the group among them: its
+    twins are other rows, read and checked themselves, so the top 10 are still whole copies at the
+    exact score (the damaged ones told, none returned)."""
+    vectors, fit, queries = copies
+    rows = np.concatenate([vectors, np.repeat(vectors[:1], 2000, axis=0)]).astype(np.float16)
+    damaged = set(range(len(vectors), len(rows))) - set(range(len(vectors), len(rows), 10))
+    reported: list[int] = []
+
+    def reader(wanted: np.ndarray) -> np.ndarray:
+        got = rows[wanted].copy()
+        got[np.isin(wanted, list(damaged))] = np.nan
+        return got
+
+    index, _ = burst_index(fit, rows.astype(np.float32))
+    index.reader, index.damaged = reader, lambda ids: reported.extend(ids.tolist())
+    query = vectors[0] + 0.05 * queries[0]
+    query = (query / np.linalg.norm(query)).astype(np.float32)
+    scores, found = index.search(query[None], K)
+    whole = rows.astype(np.float32)[[i for i in range(len(rows)) if i not in damaged]]
+    np.testing.assert_allclose(scores[0], np.sort(whole @ query)[::-1][:K], rtol=1e-4, atol=1e-4)
+    assert not set(found[0].tolist()) & damaged and len(set(found[0].tolist())) == K
+    assert reported and set(reported) <= damaged

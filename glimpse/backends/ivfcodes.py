@@ -34,6 +34,9 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   no structure for the codes) scores every row in one exact pass instead, past the cap (judged
   before further lists are probed where their sampled rows foretell it: see ``_QuerySearch._wants_most``). A burst of
   thousands of near-copies gets many lists and rows, an isolated photo few.
+* Rows whose stored vectors are identical (found as rows are added: see
+  ``IVFCodesIndex._find_twins``) are one candidate: one is read, the others take its exact score.
+  Each row's unit of error is used only where it explains the query's sample (``units_explain``).
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
   matrix product).
@@ -167,6 +170,9 @@ class IVFCodesIndex(CodeBackend):
         self._outside: np.ndarray | None = np.zeros(0, np.float16)
         self._outside_square: float | None = None  # the mean square of _outside over the ids held
         self._outside_range = (0.0, 0.0)  # and its least and largest value (with _outside_square)
+        # Rows whose stored vector is identical to another's (see _find_twins), as runs of consecutive
+        # ids of one group (see runs_of); None until measured (codes of an older version).
+        self._twins: np.ndarray | None = np.zeros((3, 0), np.int64)
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -191,6 +197,7 @@ class IVFCodesIndex(CodeBackend):
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
+            before = self._sizes.copy()
             self._ids_of = None
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
@@ -199,6 +206,9 @@ class IVFCodesIndex(CodeBackend):
                 self._measure(self._spread_sums, vectors)
             if self._outside is not None:
                 self._outside = self._record_outside(self._outside, np.asarray(ids, np.int64), vectors)
+            if self._twins is not None:
+                grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
+                self._twins = self._find_twins(self._twins, grown, np.asarray(ids, np.int64), vectors)
 
     def _record_outside(self, table: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
         """``table`` (grown to the ids where they are dense enough, as a bitmap of ids is: see
@@ -256,6 +266,80 @@ class IVFCodesIndex(CodeBackend):
             self._spread_sums = sums
         if outside is not None:
             self._outside = outside
+
+    def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
+                    vectors: np.ndarray | None = None) -> np.ndarray:
+        """``table`` with, in ``lists``, the rows ``ids`` (just added, as ``vectors``; None: every row, read
+        from the vector file, for codes of an older version) whose stored vector is
+        identical to another row's: a burst of exact copies (re-saves, re-imports) is one row to a
+        query's plan (see :meth:`_twin_keys`), where it re-ranked every copy (5,000 rows) before.
+
+        Identical vectors get the same code bits in the same list (not always the same float
+        factors: FAISS's batched transform rounds a row by its place in the batch), so only rows
+        whose bits another row of the list shares are compared, and their rows decide, as float32 (equal
+        codes do not prove equal vectors: rows differing only outside the projection share them): the
+        added rows as given against the stored rows as read, so rows that are only equal once rounded to
+        float16 are not twins unless the stored rows are that rounding (a collection's are).
+        A group's key is the first id recorded for it; ids are never reused, so no other row's own
+        id is a key."""
+        found = []
+        if ids is not None:
+            order = np.argsort(ids, kind="stable")
+            ids, vectors = ids[order], np.asarray(vectors)[order]
+
+        def rows_of(members: np.ndarray) -> np.ndarray:
+            if ids is None:
+                return np.asarray(self.reader(np.sort(members)), np.float32)[np.argsort(np.argsort(members))]
+            return np.asarray(vectors[np.searchsorted(ids, members)], np.float32)
+
+        ids_of, invlists, size = self._list_ids(), self._ivf.invlists, self._ivf.code_size
+        signs = (self.binarizer.bits + 7) // 8  # the code's bits, without its float factors
+        for number in lists.tolist():
+            held = ids_of[number]
+            if len(held) < 2:
+                continue
+            codes = faiss.rev_swig_ptr(invlists.get_codes(number), len(held) * size).reshape(len(held), size)
+            bits = np.ascontiguousarray(codes[:, :signs]).view(np.dtype((np.void, signs))).ravel()
+            _, group, counts = np.unique(bits, return_inverse=True, return_counts=True)
+            maybe = np.flatnonzero(counts[group] > 1)
+            if not len(maybe):
+                continue
+            order = maybe[np.argsort(group[maybe], kind="stable")]
+            for members in np.split(held[order], np.flatnonzero(np.diff(group[order])) + 1):
+                fresh = np.ones(len(members), bool) if ids is None else np.isin(members, ids)
+                if not fresh.any():
+                    continue
+                # One row per group already recorded and each other row known, then the new rows:
+                # equal bytes are twins, under the recorded key where one is among them.
+                known = members[~fresh]
+                _, keys = twin_lookup(table, known)
+                _, first = np.unique(keys, return_index=True)
+                known, keys = known[first], keys[first]
+                read = np.asarray(self.reader(known), np.float32) if len(known) else np.zeros((0, self.dim), np.float32)
+                rows = np.concatenate([read, rows_of(members[fresh])])
+                both, keys = np.concatenate([known, members[fresh]]), np.concatenate([keys, members[fresh]])
+                _, same = np.unique(rows.view(np.dtype((np.void, rows.shape[1] * 4))).ravel(), return_inverse=True)
+                for value in np.flatnonzero(np.bincount(same) > 1):
+                    at = np.flatnonzero(same == value)
+                    key = keys[at][np.argmin(keys[at] == both[at])]  # a recorded key, else the first id
+                    new = at[~twin_lookup(table, both[at])[0]]  # rows not yet recorded (not the key rows read)
+                    found.append(np.stack([both[new], np.full(len(new), key)]))
+        if not found:
+            return table
+        pairs = np.concatenate([np.stack(pairs_of(table)), *found], axis=1)
+        return runs_of(pairs[0], pairs[1])
+
+    def _twin_keys(self, ids: np.ndarray) -> np.ndarray:
+        """Per id: its group's key where its stored vector is identical to another row's (see
+        :meth:`_find_twins`), else the id itself."""
+        return twin_lookup(self._twins, ids)[1]
+
+    def _twin_table(self) -> np.ndarray:
+        """The rows with an identical twin, found first for codes of an older version (whole before
+        it is set: a batch's threads may read it)."""
+        if self._twins is None:
+            self._twins = self._find_twins(np.zeros((3, 0), np.int64), np.flatnonzero(self._sizes > 1))
+        return self._twins
 
     def _outside_stats(self) -> tuple[np.ndarray, float]:
         """The per-id norms outside the projection (measured first for older codes) and their
@@ -320,17 +404,22 @@ class IVFCodesIndex(CodeBackend):
         if not len(ids):
             return 0
         self._ids_of = None
-        return int(self._index.remove_ids(faiss.IDSelectorBatch(np.asarray(ids, dtype=np.int64))))
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._twins is not None:  # the others of a group keep its key: ids are never reused
+            held, keys = pairs_of(self._twins)
+            kept = ~np.isin(held, ids)
+            self._twins = runs_of(held[kept], keys[kept])
+        return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def count(self) -> int:
         return int(self._index.ntotal)
 
     def nbytes(self) -> int:
         """RAM the scan holds: each row's code and int64 id, the centroids and each list's spread,
-        and each id's float16 norm outside the projection."""
+        each id's float16 norm outside the projection, and the runs of rows with an identical twin."""
         ivf = self._ivf
-        outside = 0 if self._outside is None else self._outside.nbytes
-        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16) + outside
+        extra = sum(0 if table is None else table.nbytes for table in (self._outside, self._twins))
+        return self.count() * (ivf.code_size + 8) + ivf.quantizer.ntotal * (ivf.d * 4 + 16) + extra
 
     def ids(self) -> np.ndarray:
         """The ids of every code held."""
@@ -357,6 +446,7 @@ class IVFCodesIndex(CodeBackend):
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
+            self._twin_table()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
@@ -551,9 +641,9 @@ class IVFCodesIndex(CodeBackend):
                 "codes": self.count(), "bytes": self.nbytes()}
 
     def persist(self, directory: Path, generation: int) -> None:
-        """The FAISS index, then the per-list residual sums and the per-id norms outside the
-        projection, in one file (written atomically)."""
-        spread, outside = self._spread_sums, self._outside
+        """The FAISS index, then the per-list residual sums, the per-id norms outside the
+        projection and the rows with identical twins, in one file (written atomically)."""
+        spread, outside, twins = self._spread_sums, self._outside, self._twins
 
         def write(f) -> None:
             faiss.write_index(self._index, faiss.PyCallbackIOWriter(f.write))
@@ -561,6 +651,8 @@ class IVFCodesIndex(CodeBackend):
                 np.save(f, spread)
                 if outside is not None:
                     np.save(f, outside)
+                    if twins is not None:
+                        np.save(f, twins)
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -580,15 +672,18 @@ class IVFCodesIndex(CodeBackend):
             backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError:  # cut short
             return None
-        spread, outside = None, None
-        try:  # codes of an older version have neither or no norms: measured at the first search
+        spread, outside, twins = None, None, None
+        try:  # codes of an older version lack some of these: measured at the first search
             spread = np.load(f)
             outside = np.load(f)
+            twins = np.load(f)
         except (ValueError, EOFError):
             pass
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
         backend._outside = outside.astype(np.float16) if usable else None
+        whole = usable and twins is not None and twins.ndim == 2 and len(twins) == 3
+        backend._twins = twins.astype(np.int64) if whole else None
         return backend
 
 
@@ -604,6 +699,36 @@ def _residuals(fit: RaBitQFit, vectors: np.ndarray, lists: np.ndarray | None) ->
     return lists, np.maximum(squares, 0.0)
 
 
+def runs_of(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """(3, runs) int64: the first id, one past the last and the key of each run of consecutive ``ids``
+    (sorted here) of one key. Copies arrive together (a burst, a re-import): at 100,000 ``dups`` rows,
+    52,717 twin rows are 467 runs (11 kB, where an id and a key per row took 843 kB)."""
+    order = np.argsort(ids, kind="stable")
+    ids, keys = np.asarray(ids, np.int64)[order], np.asarray(keys, np.int64)[order]
+    if not len(ids):
+        return np.zeros((3, 0), np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], (np.diff(ids) != 1) | (np.diff(keys) != 0)]))
+    ends = np.append(starts[1:], len(ids))
+    return np.stack([ids[starts], ids[ends - 1] + 1, keys[starts]])
+
+
+def pairs_of(runs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (ids, keys) that :func:`runs_of` made ``runs`` of."""
+    lengths = runs[1] - runs[0]
+    ids = np.repeat(runs[0] - (np.cumsum(lengths) - lengths), lengths) + np.arange(int(lengths.sum()))
+    return ids, np.repeat(runs[2], lengths)
+
+
+def twin_lookup(runs: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per id: whether ``runs`` hold it, and its key there (else the id itself)."""
+    if not runs.shape[1]:
+        return np.zeros(len(ids), bool), ids
+    at = np.searchsorted(runs[0], ids, side="right") - 1
+    safe = np.maximum(at, 0)
+    held = (at >= 0) & (ids < runs[1, safe])
+    return held, np.where(held, runs[2, safe], ids)
+
+
 def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
     """(mean, deviation) of a sample of ``errors``, each at its one-sided 95% upper bound (the
     mean's normal bound; the deviation's chi-square bound, by Wilson and Hilferty's cube-root
@@ -615,6 +740,24 @@ def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
     deviation = math.sqrt(float(np.add.reduce((errors - mean) ** 2)) / free)
     low = (1 - 2 / (9 * free) - CONFIDENT * math.sqrt(2 / (9 * free))) ** 3  # chi-square 5% quantile / free
     return mean + CONFIDENT * deviation / math.sqrt(len(errors)), deviation / math.sqrt(low)
+
+
+def units_explain(errors: np.ndarray, units: np.ndarray) -> bool:
+    """Whether a sample of ``errors`` is likelier as normal with a deviation in proportion to each
+    row's ``units`` than with one deviation for all (each model's own best mean and deviation, so
+    the same two parameters; too few to tell: the units). The units come from the fit's model of
+    the error; where it does not hold for the data (at 100,000 rows in bursts of exact copies the fit
+    calibrated the code's error on copies lying on their centroids, so rows off them were given a
+    unit 47 times smaller than others, and each query re-ranked the 20,000 rows of its cap) one
+    spread serves better."""
+    if len(errors) < MIN_SAMPLE or not (units > 0).all():
+        return len(errors) < MIN_SAMPLE
+    scaled = errors / units
+    # the normal log-likelihoods at their maximum differ by n log(deviation) + sum log(unit) terms
+    with np.errstate(divide="ignore"):
+        own = len(errors) * math.log(float(np.std(scaled))) + float(np.log(units).sum())
+        one = len(errors) * math.log(float(np.std(errors)))
+    return own <= one
 
 
 def normal_tail(z: np.ndarray) -> np.ndarray:
@@ -690,6 +833,78 @@ def enough(chances: np.ndarray, budget: float) -> int:
     """How many of ``chances`` (ordered) to take so that the rest sum to at most ``budget``."""
     rest = np.cumsum(chances[::-1], dtype=np.float64)[::-1]  # rest[i]: the sum from i on, never increasing
     return int(np.count_nonzero(rest > budget))
+
+
+class _Twins:
+    """A query's candidates left unread because their stored vector is identical to a row read
+    (see :meth:`IVFCodesIndex._find_twins`): each takes that row's exact score, and is read (checked)
+    only if it ends in the top k."""
+
+    def __init__(self, keys: np.ndarray, ids: np.ndarray):
+        order = np.argsort(keys, kind="stable")
+        self.keys, self.ids = keys[order], ids[order]
+        self.unread = np.zeros(0, np.int64)  # twins merged into a top k, not read yet
+
+    @classmethod
+    def split(cls, index: IVFCodesIndex, ids: np.ndarray, candidates: np.ndarray,
+              read: np.ndarray) -> tuple[np.ndarray, _Twins | None]:
+        """The ``candidates`` (positions in ``ids``) to plan for, one per group of identical rows
+        and none of a group ``read`` holds, and the others as twins (None: there are none)."""
+        if not index._twin_table().shape[1] or not len(candidates):
+            return candidates, None
+        keys = index._twin_keys(ids[candidates])
+        twin = np.flatnonzero(keys != ids[candidates])  # the others are their own group: kept
+        if not len(twin):
+            return candidates, None
+        _, first = np.unique(keys[twin], return_index=True)
+        left = np.ones(len(twin), bool)
+        left[first] = False
+        left |= np.isin(keys[twin], index._twin_keys(read))
+        out = twin[left]
+        kept = np.ones(len(candidates), bool)
+        kept[out] = False
+        return candidates[kept], cls(keys[out], ids[candidates[out]])
+
+    def take(self, keys: np.ndarray) -> np.ndarray:
+        """The ids of the twins of ``keys``, no longer twins here (they are to be read)."""
+        taken = np.isin(self.keys, keys)
+        ids = self.ids[taken]
+        self.keys, self.ids = self.keys[~taken], self.ids[~taken]
+        return ids
+
+    def merge(self, scores: np.ndarray, ids: np.ndarray, read_keys: np.ndarray, read_scores: np.ndarray,
+              k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` of ``scores``, ``ids`` and up to ``k`` more twins of each row read (distinct
+        ``read_keys``, exact ``read_scores``), best first; the twins merged leave the pool."""
+        low, high = np.searchsorted(self.keys, read_keys), np.searchsorted(self.keys, read_keys, side="right")
+        counts = np.minimum(high - low, k)
+        if counts.any():
+            at = np.repeat(low - (np.cumsum(counts) - counts), counts) + np.arange(counts.sum())
+            self.unread = np.concatenate([self.unread, self.ids[at]])
+            ids = np.concatenate([ids, self.ids[at]])
+            scores = np.concatenate([scores, np.repeat(read_scores, counts)])
+            left = np.ones(len(self.keys), bool)
+            left[at] = False
+            self.keys, self.ids = self.keys[left], self.ids[left]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return scores[best], ids[best]
+
+    def checked(self, search: _QuerySearch, scores: np.ndarray, ids: np.ndarray, k: int,
+                report) -> tuple[np.ndarray, np.ndarray]:
+        """The top ``k`` with each twin in it read and checked: a damaged one (told to ``report``) gives
+        its place to the next twin of its group."""
+        index = search.index
+        while True:
+            check = ids[np.isin(ids, self.unread)]
+            if not len(check):
+                return scores, ids
+            self.unread = self.unread[~np.isin(self.unread, check)]
+            _, whole = exact_top(index.reader, search.query, check, len(check), report)
+            bad = np.isin(ids, check[~np.isin(check, whole)])
+            if not bad.any():
+                return scores, ids
+            keys, at = np.unique(index._twin_keys(ids[bad]), return_index=True)
+            scores, ids = self.merge(scores[~bad], ids[~bad], keys, scores[bad][at], k)
 
 
 class _QuerySearch:
@@ -805,6 +1020,8 @@ class _QuerySearch:
         measured = exact[np.searchsorted(wanted, self.ids[in_sample])] - self.estimates[in_sample]
         in_sample, measured = in_sample[~np.isnan(measured)], measured[~np.isnan(measured)]  # damaged rows measure nothing
         sample_units = None if row_units is None else row_units[0](self.ids[in_sample])
+        if sample_units is not None and not units_explain(measured, sample_units):
+            sample_units = None
         errors = upper_bounds(measured if sample_units is None else measured / sample_units)
         if errors is None or sample_units is None:
             row_units = None
@@ -827,6 +1044,13 @@ class _QuerySearch:
         # works on those that pass it.
         pre = np.flatnonzero(self.estimates + reach * bound >= kth)
         pre = pre[~_marked(self.ids[pre], wanted, index._id_top)]
+        # Rows identical to one read, or to another candidate, are one row to the plan: their exact
+        # scores are its (one chance in the budget, where each copy of a burst took its own).
+        pre, twins = _Twins.split(index, self.ids, pre, scored_ids)
+        if twins is not None:
+            read_keys, at = np.unique(index._twin_keys(scored_ids), return_index=True)
+            top_scores, top_ids = twins.merge(top_scores, top_ids, read_keys, scored[at], k)
+            kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
         units = (None if row_units is None else row_units[0](self.ids[pre])) if len(pre) else None
         units = np.ones(len(pre), np.float32) if units is None else units
         keep = self.estimates[pre] + reach * units >= kth
@@ -864,6 +1088,14 @@ class _QuerySearch:
         if allowed is not None and wanted(0) + len(top_ids) >= len(allowed):
             got_scores, got = exact_scan(index.reader, self.query[None], allowed, k, index.check)
             return got_scores[0], got[0]
+        lost: list[np.ndarray] = []
+
+        def report(ids_read: np.ndarray, rows: np.ndarray) -> np.ndarray:  # damaged rows: kept to read their twins instead
+            whole = index.check(ids_read, rows)
+            if not whole.all():
+                lost.append(ids_read[~whole])
+            return whole
+
         start, step = 0, STEP
         while start < len(ids):
             stop = wanted(start)
@@ -871,10 +1103,18 @@ class _QuerySearch:
                 stop = start + step
             if stop <= start:
                 break
-            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, index.check)
+            more_scores, more_ids = exact_top(index.reader, self.query, ids[start:stop], k, report)
+            if twins is not None and lost:  # a damaged row's twins are read in its place (each checked itself)
+                stand_ins = twins.take(index._twin_keys(np.unique(np.concatenate(lost))))
+                lost.clear()
+                if len(stand_ins):
+                    got_scores, got = exact_top(index.reader, self.query, stand_ins, k, report)
+                    more_scores, more_ids = np.concatenate([more_scores, got_scores]), np.concatenate([more_ids, got])
             top_scores, top_ids = np.concatenate([top_scores, more_scores]), np.concatenate([top_ids, more_ids])
+            if twins is not None:  # the twins of the rows just read (each read row is one group at most)
+                top_scores, top_ids = twins.merge(top_scores, top_ids, index._twin_keys(more_ids), more_scores, k)
             best = np.argsort(-top_scores, kind="stable")[:k]
             top_scores, top_ids = top_scores[best], top_ids[best]
             kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
             start, step = stop, 2 * step
-        return top_scores, top_ids
+        return (top_scores, top_ids) if twins is None else twins.checked(self, top_scores, top_ids, k, report)
