@@ -55,7 +55,10 @@ def freezable_proxy(upstream: str):
                 return
             if not data:
                 return
-            sink.sendall(data)
+            try:
+                sink.sendall(data)
+            except OSError:  # the other side closed
+                return
 
     def accept():
         while not stop.is_set():
@@ -137,10 +140,10 @@ def test_a_timeout_that_is_no_number_of_seconds_is_refused(timeout):
         glimpse.open(f"milvus://127.0.0.1:1/photos?timeout={timeout}", encoder="hash")
 
 
-@pytest.mark.xfail(run=False, reason="known gap: once the relay is frozen gRPC may drop the channel, and pymilvus's own "
-                   "describe_collection inside search then reconnects with its default 75 tries (minutes, and a "
-                   "'failed to connect' message, not the deadline's): seen in CI under load and reproduced here")
 def test_a_server_that_freezes_under_an_open_collection_fails_the_next_call(lite_server, tmp_path, image_dir, monkeypatch):
+    """Once gRPC drops the frozen channel, pymilvus's own inner calls (the query iterator's
+    describe_collection under a text search's word sync) take no deadline and retry 75 times:
+    each glimpse call is waited for at most ?timeout= plus the back-off between its tries."""
     monkeypatch.setenv("GLIMPSE_HOME", str(tmp_path / "home"))
     with freezable_proxy(lite_server) as (address, freeze):
         col = glimpse.open(f"milvus://{address}/frozen{id(tmp_path) % 10**6}?timeout=0.5", encoder="hash")
@@ -158,7 +161,12 @@ def test_a_server_that_freezes_under_an_open_collection_fails_the_next_call(lite
         with pytest.raises(pymilvus.MilvusException, match=f"{address} gave no answer to .* within 0.5 s"):
             col.search(image=query, k=1)
         freeze.clear()
+        assert col.search(image=query, k=1)[0].path == str(query)  # on a fresh channel: the thawed server is used again
         col.close()
+    abandoned = [thread for thread in threading.enumerate() if thread.name.startswith("milvus-")]
+    for thread in abandoned:  # the calls left waiting on the frozen channel end once it is closed
+        thread.join(10)
+    assert not [thread.name for thread in abandoned if thread.is_alive()]
 
 
 def test_the_cli_says_a_milvus_error_in_one_sentence(tmp_path, image_dir, monkeypatch):

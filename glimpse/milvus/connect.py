@@ -12,6 +12,7 @@ that package imports ``pkg_resources``, which setuptools 81 and later no longer 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import os
@@ -19,7 +20,9 @@ import re
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -37,6 +40,8 @@ _COLLECTION_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,200}")
 #: them, take ~210 s to report a stopped server; 6 wait 3.6 s in all (0.01 s, then x3 each).
 #: Slow work (an index build, a load) is waited for by polling, each poll a call of its own.
 TRIES = 6
+#: pymilvus's back-off between those tries (0.01 s, then x3, at most 3 s each): 3.64 s.
+BACK_OFF_S = sum(min(0.01 * 3**i, 3.0) for i in range(TRIES))
 #: Seconds one call may wait for the server's answer (``?timeout=`` in the URI): a server that
 #: accepts connections but never answers (frozen, or swapping) blocked glimpse for ever. Calls
 #: that wait on slow work (an index build, a load) return at once and are polled.
@@ -50,13 +55,21 @@ class ServerUnreachableError(ValueError):
 class Bounded:
     """A pymilvus ``MilvusClient`` (or ORM ``Collection``, or a query iterator) whose calls give
     up after TRIES tries, each within ``timeout`` seconds; a call past its deadline is a
-    ``MilvusException`` that names the server and what to check."""
+    ``MilvusException`` that names the server and what to check.
+
+    Options reach only the call glimpse makes: pymilvus's calls inside it take no ``retry_times``
+    (75 tries: minutes, once gRPC dropped the channel of a frozen server), some no timeout either
+    (the query iterator's ``describe_collection``). So each call runs on a thread of its own and
+    is waited for at most ``timeout`` plus the back-off between its tries; one still running then
+    is abandoned and its channel replaced (:class:`_Channel`), which ends it."""
 
     _LOCAL = frozenset({"create_schema", "prepare_index_params", "close"})  # they call no server
 
-    def __init__(self, inner, address: str, timeout: float, options: bool = True) -> None:
+    def __init__(self, inner, address: str, timeout: float, options: bool = True,
+                 channel: _Channel | None = None) -> None:
         self._inner, self._address, self._timeout = inner, address, timeout
         self._options = options  # whether calls take pymilvus's retry_times and timeout (an iterator's do not)
+        self._channel = channel or _Channel(inner._using)
 
     def __getattr__(self, name: str):
         value = getattr(self._inner, name)
@@ -66,28 +79,77 @@ class Bounded:
 
     def _call(self, name: str, method, *args, **kwargs):
         import grpc
-        from pymilvus import MilvusException
 
         if self._options:
             kwargs = {"retry_times": TRIES, "timeout": self._timeout, **kwargs}
+        renewals = self._channel.renewals
+        answer: Future = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(method(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller, which raises it
+                answer.set_exception(exc)
+
+        threading.Thread(target=run, name=f"milvus-{name}", daemon=True).start()
+        if not wait([answer], self._timeout + BACK_OFF_S).done:
+            self._channel.renew(renewals)
+            raise self._unanswered(name)
         try:
-            result = method(*args, **kwargs)
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+            result = answer.result()
+        except Exception as exc:
+            late = isinstance(exc, grpc.RpcError) and exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            if not late and self._channel.renewals == renewals:
                 raise
-            raise MilvusException(message=(
-                f"{self._address} gave no answer to {name} within {self._timeout:g} s: check that the server is "
-                "running and not overloaded (its logs, its machine's load), or allow longer with ?timeout=SECONDS "
-                "in the collection URI")) from None
+            # past its own deadline, or cut short: another call missed its deadline and closed the channel
+            raise self._unanswered(name) from None
         if name.endswith("_iterator"):
-            return Bounded(result, self._address, self._timeout, options=False)
+            return Bounded(result, self._address, self._timeout, options=False, channel=self._channel)
         return result
+
+    def _unanswered(self, name: str) -> Exception:
+        from pymilvus import MilvusException
+
+        return MilvusException(message=(
+            f"{self._address} gave no answer to {name} within {self._timeout:g} s: check that the server is "
+            "running and not overloaded (its logs, its machine's load), or allow longer with ?timeout=SECONDS "
+            "in the collection URI"))
 
     def columns(self, name: str) -> Bounded:
         """The ORM ``Collection`` ``name`` on this connection: it writes by columns."""
         from pymilvus import Collection
 
-        return Bounded(self._call("Collection", Collection, name, using=self._inner._using), self._address, self._timeout)
+        return Bounded(self._call("Collection", Collection, name, using=self._inner._using), self._address,
+                       self._timeout, channel=self._channel)
+
+
+class _Channel:
+    """The pymilvus connection (an alias) that a client and the collections and iterators made
+    from it share. A call that missed its deadline leaves a thread waiting on its gRPC channel:
+    :meth:`renew` closes that channel, and the abandoned call's next try fails at once and ends
+    it, after the alias got a fresh channel for the calls that follow (it connects on their first
+    try, within their deadline: nothing waits here, so the lock is held for an instant)."""
+
+    def __init__(self, alias: str) -> None:
+        self.alias = alias
+        self.renewals = 0  # calls running across a renewal fail for the same reason as the one that caused it
+        self._lock = threading.Lock()
+
+    def renew(self, seen: int) -> None:
+        """A fresh channel, unless another call renewed it after ``seen`` renewals (its channel then is new)."""
+        from pymilvus import connections
+
+        with self._lock:
+            handlers = connections._alias_handlers  # pymilvus 2.5 has no public way to replace a channel
+            stale = handlers.get(self.alias)
+            if self.renewals != seen or stale is None:  # renewed already, or the client closed
+                return
+            fresh = copy.copy(stale)  # the same address, credentials and schema cache
+            fresh._channel, fresh.callbacks = None, []
+            fresh._setup_grpc_channel()
+            handlers[self.alias] = fresh
+            self.renewals += 1
+        stale.close()  # cancels what waits on it
 
 
 @dataclass(frozen=True)
