@@ -758,7 +758,7 @@ def pass_candidates(reader: VectorReader, check, queries: np.ndarray, ids: np.nd
     part's after the damaged are left out, as :func:`exact_top` finds it."""
     rows = reader(ids)
     count, dim = rows.shape
-    if count <= k:
+    if count <= k or not k:
         return [ids] * len(queries)
     block = max(256, PASS_BLOCK // (4 * dim))
     starts = list(range(0, count, block))
@@ -784,7 +784,7 @@ def pass_candidates(reader: VectorReader, check, queries: np.ndarray, ids: np.nd
     full = (scores[:, :, k - 1] >= floor[:, None]) & (np.diff(starts + [count]) > k)[None]  # more rows may tie in
     chosen = []
     for row in range(len(queries)):
-        kept = [positions[row][scores[row] >= floor[row]]]
+        kept = [positions[row][(scores[row] >= floor[row]) & (positions[row] >= 0)]]  # under k rows not NaN: floor -inf
         kept += [np.arange(starts[number], min(count, starts[number] + block)) for number in np.flatnonzero(full[row])]
         kept = np.unique(np.concatenate(kept))
         chosen.append(ids[kept] if check(ids[kept], rows[kept]).all() else ids)
