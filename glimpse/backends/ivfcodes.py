@@ -39,7 +39,7 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   Each row's unit of error is used only where it explains the query's sample (``units_explain``).
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
-  matrix product).
+  matrix product), and those that want every row scored share one pass (``_exact_pass``).
 * Filters: the plan that reads fewer bytes (see ``CODE_COST``): the exact scan of the allowed
   rows, or FAISS's scan with an id selector (:func:`id_selector`) and proportionally more
   lists probed; a query whose re-rank would read as many rows as the filter passes scores
@@ -63,7 +63,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
 from .binary import CodeBackend, codes_path, read_codes, write_codes
-from .exact import NORM_TOLERANCE, VectorReader, exact_scan, exact_top, one_thread
+from .exact import NORM_TOLERANCE, RowCheck, VectorReader, exact_scan, exact_top, one_thread
 
 #: Estimates re-ranked first, whatever the error model says: FIRST x k.
 FIRST = 4
@@ -103,9 +103,9 @@ WHOLE_SHARE = 0.5
 #: and the added rows' text queries, almost wholly outside it, took longer than the exact scan. As
 #: the share of rows added rises, one tenth is crossed at 12% of such rows.
 DRIFT = 0.1
-#: A batch of at least this many queries shares one exact pass among those whose plans want every row
-#: scored (``IVFCodesIndex._exact_pass``), from this many on as one float32 matrix product: decoding a
-#: float16 row to float32 cost about 8 queries' fp16 scans of it, the product about a sixth of one
+#: In a batch of at least this many queries, those whose plans want every row scored defer that pass, and
+#: at least this many of them share it as float32 matrix products (``IVFCodesIndex._exact_pass``): decoding
+#: a float16 row to float32 cost about 8 queries' fp16 scans of it, the product about a sixth of one
 #: scan per query (20,000 x 1664-d rows, one thread: decode 45 ms, scan 5.3 ms, product 0.9 ms a query).
 SHARED_PASS = 8
 #: Rows of one part of an exact pass over every row (a query's top k is taken per part, then merged).
@@ -747,7 +747,8 @@ def _residuals(fit: RaBitQFit, vectors: np.ndarray, lists: np.ndarray | None) ->
     return lists, np.maximum(squares, 0.0)
 
 
-def pass_candidates(reader: VectorReader, check, queries: np.ndarray, ids: np.ndarray, k: int) -> list[np.ndarray]:
+def pass_candidates(reader: VectorReader, check: RowCheck, queries: np.ndarray, ids: np.ndarray,
+                    k: int) -> list[np.ndarray]:
     """Per query, the ``ids`` (ascending) whose rows hold its top ``k`` under FAISS's fp16 scan:
     each block of rows decoded to float32 once and its top ``k`` found for all queries by FAISS's
     BLAS scan (the blocks in threads), and the rows within twice the rounding bound of the k-th
