@@ -147,6 +147,59 @@ def test_batches_match_single_queries(data):
         np.testing.assert_allclose(scores[0], batch_scores[row], rtol=1e-6)
 
 
+def test_a_batch_scores_the_queries_that_want_every_row_in_one_shared_pass(data, monkeypatch):
+    """Queries from no distribution of the collection (random directions over near-copies) want every
+    row scored: a batch scores them together, part by part (here 4 parts of 1,500 rows, blocks of 256)
+    as float32 products, then each query's fp16 scan of the rows within rounding of its k-th; the
+    results are a single query's, ids and scores, bit for bit."""
+    from glimpse.backends import ivfcodes
+
+    monkeypatch.setattr(ivfcodes, "PASS_ROWS", 1500)
+    monkeypatch.setattr(ivfcodes, "PASS_BLOCK", 256 * 4 * DIM)
+    shared = []
+    candidates = ivfcodes.pass_candidates
+    monkeypatch.setattr(ivfcodes, "pass_candidates", lambda *a: shared.append(len(a[2])) or candidates(*a))
+    index = index_of(data)
+    rng = np.random.default_rng(8)
+    lost = rng.standard_normal((12, DIM)).astype(np.float32)
+    queries = np.concatenate([data[5][::4], lost / np.linalg.norm(lost, axis=1, keepdims=True)])
+    batch_scores, batch_ids = index.search(queries, K)
+    assert len(shared) == 4 and shared[0] >= ivfcodes.SHARED_PASS  # most lost queries, at each part
+    for row, query in enumerate(queries):
+        scores, found = index.search(query[None], K)
+        np.testing.assert_array_equal(found[0], batch_ids[row])
+        np.testing.assert_array_equal(scores[0], batch_scores[row])
+
+
+def test_a_shared_pass_keeps_every_row_of_each_querys_fp16_top_k_ties_and_damage_included(monkeypatch):
+    """Whatever the float32 products' rounding: 60 permutations of one row score alike for a query of
+    equal components but for rounding, which orders them otherwise in the products than in the fp16
+    scan (all are kept), and a query whose top holds a damaged row (its length doubled) keeps every
+    row, so its fp16 top k of whole rows is found as one query's scan finds it."""
+    from glimpse.backends import ivfcodes
+    from glimpse.backends.exact import exact_top
+
+    monkeypatch.setattr(ivfcodes, "PASS_BLOCK", 256 * 4 * 64)
+    rng = np.random.default_rng(9)
+    rows = rng.standard_normal((3000, 64)).astype(np.float32)
+    rows[7] = np.abs(rows[7])
+    rows[rng.choice(3000, 60, replace=False)] = [rng.permutation(rows[7]) for _ in range(60)]
+    rows[11] = rows[12] + 0.01 * rows[11]
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+    rows[11] *= 2  # damaged on disk: the top row of a query at row 12
+    ids = np.arange(len(rows))
+    reader = lambda wanted: rows[wanted]  # noqa: E731
+    queries = np.concatenate([np.full((1, 64), 0.1, np.float32), rows[[12]].astype(np.float32),
+                              rng.standard_normal((10, 64)).astype(np.float32)])
+    chosen = ivfcodes.pass_candidates(reader, lengths_only, queries, ids, K)
+    assert len(chosen[0]) >= 60 and len(chosen[1]) == len(rows) and max(len(c) for c in chosen[2:]) < 100
+    for query, kept in zip(queries, chosen):
+        want_scores, want = exact_top(reader, query, ids, K)
+        got_scores, got = exact_top(reader, query, kept, K)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(got_scores, want_scores)
+
+
 def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
     index = index_of(data)
     _, ids, _, _, _, queries = data

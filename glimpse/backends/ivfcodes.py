@@ -39,7 +39,7 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   Each row's unit of error is used only where it explains the query's sample (``units_explain``).
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
-  matrix product).
+  matrix product), and those that want every row scored share one pass (``_exact_pass``).
 * Filters: the plan that reads fewer bytes (see ``CODE_COST``): the exact scan of the allowed
   rows, or FAISS's scan with an id selector (:func:`id_selector`) and proportionally more
   lists probed; a query whose re-rank would read as many rows as the filter passes scores
@@ -63,7 +63,7 @@ from ..codes import Binarizer
 from ..codes.rabitq import QUERY_BITS, RaBitQFit
 from .base import CodeStage
 from .binary import CodeBackend, codes_path, read_codes, write_codes
-from .exact import VectorReader, exact_scan, exact_top, one_thread
+from .exact import NORM_TOLERANCE, RowCheck, VectorReader, exact_scan, exact_top, one_thread
 
 #: Estimates re-ranked first, whatever the error model says: FIRST x k.
 FIRST = 4
@@ -103,6 +103,17 @@ WHOLE_SHARE = 0.5
 #: and the added rows' text queries, almost wholly outside it, took longer than the exact scan. As
 #: the share of rows added rises, one tenth is crossed at 12% of such rows.
 DRIFT = 0.1
+#: In a batch of at least this many queries, those whose plans want every row scored defer that pass, and
+#: at least this many of them share it as float32 matrix products (``IVFCodesIndex._exact_pass``): decoding
+#: a float16 row to float32 cost about 8 queries' fp16 scans of it, the product about a sixth of one
+#: scan per query (20,000 x 1664-d rows, one thread: decode 45 ms, scan 5.3 ms, product 0.9 ms a query).
+SHARED_PASS = 8
+#: Rows of one part of an exact pass over every row (a query's top k is taken per part, then merged).
+PASS_ROWS = 65536
+#: Queries whose products a shared pass holds at once (PASS_ROWS x 4 bytes each).
+PASS_QUERIES = 256
+#: Bytes of float32 rows a shared pass decodes at a time (per thread).
+PASS_BLOCK = 1 << 21
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
 #: The range search's radius: below every estimate, so it returns every row of the lists.
@@ -460,9 +471,14 @@ class IVFCodesIndex(CodeBackend):
                                                                    selector, flag, across=len(queries) > 1)):
                         found[row] = got
 
-        def one(row: int) -> tuple[np.ndarray, np.ndarray]:
+        # A batch's queries that want every row scored share one pass (see _exact_pass): their plans defer it.
+        shared = len(queries) >= SHARED_PASS
+
+        def one(row: int) -> tuple[np.ndarray, np.ndarray] | None:
             search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], order[row], probes,
                                   selector, share, bool(least[row]), *found[row])
+            if shared:
+                search.whole = lambda query, k: None
             with one_thread():
                 return search.reranked(k, shortlist, allowed) if rerank else search.estimated(k)
 
@@ -474,7 +490,11 @@ class IVFCodesIndex(CodeBackend):
                 results = list(pool.map(one, range(len(queries))))
         else:
             results = [one(row) for row in range(len(queries))]
-        for row, (got_scores, got) in enumerate(results):
+        deferred = [row for row, got in enumerate(results) if got is None]
+        if deferred:
+            for row, got in zip(deferred, self._exact_pass(queries[deferred], k)):
+                results[row] = got
+        for row, (got_scores, got) in enumerate(results):  # type: ignore[misc]
             scores[row, : len(got)], ids[row, : len(got)] = got_scores, got
         return scores, ids
 
@@ -563,24 +583,52 @@ class IVFCodesIndex(CodeBackend):
         ids = faiss.rev_swig_ptr(found.labels, int(limits[-1])).copy()
         return limits, estimates, ids
 
-    def _exact_all(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The exact top ``k`` of every row held, 65,536 rows at a time (a copy of 1M float16 rows
-        would be GBs), in id order: dense ids are runs of rows, which the reader scores in place."""
-        held = [self._list_ids()[i] for i in np.flatnonzero(self._sizes)]
-        if self._id_top is None:
-            ids = np.sort(np.concatenate(held))
-        else:  # a bitmap orders dense ids in one pass (sorting 100,000 took 5 ms)
-            bits = np.zeros(self._id_top, bool)
-            for part in held:
-                bits[part] = True
-            ids = np.flatnonzero(bits)
+    def _exact_all(self, query: np.ndarray, k: int, chosen: list[np.ndarray] | None = None,
+                   ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The exact top ``k`` of every row held (``ids``: :meth:`_held_ids`), ``PASS_ROWS`` at a
+        time (a copy of 1M float16 rows would be GBs), in id order: dense ids are runs of rows,
+        which the reader scores in place. ``chosen``: per part, the ids that hold its top ``k``
+        (:meth:`_exact_pass`), scored instead of the whole part: the same scores and order."""
+        ids = self._held_ids() if ids is None else ids
         scores, found = np.zeros(0, np.float32), np.zeros(0, np.int64)
-        for start in range(0, len(ids), 65536):
-            more_scores, more = exact_top(self.reader, query, ids[start : start + 65536], k, self.check)
+        for number, start in enumerate(range(0, len(ids), PASS_ROWS)):
+            part = ids[start : start + PASS_ROWS] if chosen is None else chosen[number]
+            more_scores, more = exact_top(self.reader, query, part, k, self.check)
             scores, found = np.concatenate([scores, more_scores]), np.concatenate([found, more])
             best = np.argsort(-scores, kind="stable")[:k]
             scores, found = scores[best], found[best]
         return scores, found
+
+    def _held_ids(self) -> np.ndarray:
+        """Every id held, ascending."""
+        held = [self._list_ids()[i] for i in np.flatnonzero(self._sizes)]
+        if self._id_top is None:
+            return np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
+        bits = np.zeros(self._id_top, bool)  # a bitmap orders dense ids in one pass (sorting 100,000 took 5 ms)
+        for part in held:
+            bits[part] = True
+        return np.flatnonzero(bits)
+
+    def _exact_pass(self, queries: np.ndarray, k: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_exact_all` for each of a batch's ``queries``, their results identical. From
+        ``SHARED_PASS`` queries on, each part of the rows is decoded to float32 once and scored for
+        all of them as one matrix product (:func:`pass_candidates`); each query then scores in
+        float16, as alone, only the rows whose product lies within rounding of the part's k-th."""
+        ids = self._held_ids()
+        chosen: list = [[] if len(queries) >= SHARED_PASS else None for _ in queries]
+        for start in range(0, len(ids) if chosen[0] is not None else 0, PASS_ROWS):
+            for first in range(0, len(queries), PASS_QUERIES):  # the products' scores stay within 64 MB
+                group = queries[first : first + PASS_QUERIES]
+                for row, kept in enumerate(pass_candidates(self.reader, self.check, group,
+                                                           ids[start : start + PASS_ROWS], k), first):
+                    chosen[row].append(kept)
+
+        def one(row: int) -> tuple[np.ndarray, np.ndarray]:
+            with one_thread():
+                return self._exact_all(queries[row], k, chosen[row], ids)
+
+        with ThreadPoolExecutor(max(1, min(len(queries), CORES))) as pool:
+            return list(pool.map(one, range(len(queries))))
 
     def _list_ids(self) -> list[np.ndarray]:
         """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
@@ -697,6 +745,51 @@ def _residuals(fit: RaBitQFit, vectors: np.ndarray, lists: np.ndarray | None) ->
     squares = (np.einsum("nd,nd->n", vectors, vectors) - 2 * np.einsum("nb,nb->n", projected, centroids)
                + np.einsum("nb,nb->n", centroids, centroids))
     return lists, np.maximum(squares, 0.0)
+
+
+def pass_candidates(reader: VectorReader, check: RowCheck, queries: np.ndarray, ids: np.ndarray,
+                    k: int) -> list[np.ndarray]:
+    """Per query, the ``ids`` (ascending) whose rows hold its top ``k`` under FAISS's fp16 scan:
+    each block of rows decoded to float32 once and its top ``k`` found for all queries by FAISS's
+    BLAS scan (the blocks in threads), and the rows within twice the rounding bound of the k-th
+    of them all kept (a float32 dot product of ``dim`` terms of unit rows is off by at most
+    ``dim`` x 2^-24 x |q| each way, so no row of the fp16 scan's top k lies further below); a
+    block whose own k-th lies within it may hold more such rows: all of its rows are kept. A
+    query whose kept rows include a damaged one (``check``) keeps every id: its top k is the
+    part's after the damaged are left out, as :func:`exact_top` finds it."""
+    rows = reader(ids)
+    count, dim = rows.shape
+    if count <= k or not k:
+        return [ids] * len(queries)
+    block = max(256, PASS_BLOCK // (4 * dim))
+    starts = list(range(0, count, block))
+    decoder = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    scores = np.full((len(queries), len(starts), k), -np.inf, np.float32)
+    positions = np.full((len(queries), len(starts), k), -1, np.int64)
+
+    def top(number: int) -> None:
+        part = rows[starts[number] : starts[number] + block]
+        with one_thread():  # a thread per block; FAISS's OpenMP team over a block's decode cost 3-70x more
+            floats = (decoder.sa_decode(np.ascontiguousarray(part).view(np.uint8)) if part.dtype == np.float16
+                      else np.ascontiguousarray(part, dtype=np.float32))
+            got, at = faiss.knn(queries, floats, min(k, len(part)), faiss.METRIC_INNER_PRODUCT)
+        scores[:, number, : got.shape[1]] = got
+        positions[:, number, : at.shape[1]] = np.where(at >= 0, at + starts[number], -1)
+
+    with ThreadPoolExecutor(CORES) as pool:
+        list(pool.map(top, range(len(starts))))
+    scores[positions < 0] = -np.inf  # FAISS's empty slots (and NaN rows, which never enter its top)
+    flat = scores.reshape(len(queries), -1)
+    kth = -np.partition(-flat, k - 1, axis=1)[:, k - 1]
+    floor = kth - 4 * dim * 2.0**-24 * np.linalg.norm(queries, axis=1) * (1 + NORM_TOLERANCE)
+    full = (scores[:, :, k - 1] >= floor[:, None]) & (np.diff(starts + [count]) > k)[None]  # more rows may tie in
+    chosen = []
+    for row in range(len(queries)):
+        kept = [positions[row][(scores[row] >= floor[row]) & (positions[row] >= 0)]]  # under k rows not NaN: floor -inf
+        kept += [np.arange(starts[number], min(count, starts[number] + block)) for number in np.flatnonzero(full[row])]
+        kept = np.unique(np.concatenate(kept))
+        chosen.append(ids[kept] if check(ids[kept], rows[kept]).all() else ids)
+    return chosen
 
 
 def runs_of(ids: np.ndarray, keys: np.ndarray) -> np.ndarray:
@@ -919,6 +1012,7 @@ class _QuerySearch:
         self.centroid_scores = centroid_scores
         self.first, self.rest = order[:probes], order[probes:]  # the lists probed first and the others, best first
         self.estimates, self.ids = estimates, ids
+        self.whole = index._exact_all  # the one exact pass over every row (a batch defers it: _search_codes)
 
     def _probe(self, lists: np.ndarray, floor: float = FLOOR) -> None:
         """Add the rows of ``lists`` to the candidates; where FAISS's own estimates are taken (not
@@ -1036,7 +1130,7 @@ class _QuerySearch:
         whole = ~np.isnan(far_exact)
         more = self._more_lists(rest, kth, far_exact[whole], far_lists[whole]) if len(rest) else rest
         if allowed is None and self._wants_most(kth, more, far[whole], far_exact[whole], shift, spread, row_units):
-            return index._exact_all(self.query, k)
+            return self.whole(self.query, k)
         # the lists probed next keep only rows that can pass the test below (the margin: rounding)
         self._probe(more, kth - reach * bound - 1e-4 if kth > -np.inf else FLOOR)
         # Candidates (positions in self.estimates) not scored yet whose estimate, plus the measured
@@ -1067,7 +1161,7 @@ class _QuerySearch:
             # of the collection's) wants most rows: one exact pass reads them for less and misses none.
             chances = np.sort(chances[needed])[::-1]
             if enough(chances, budget) + len(scored_ids) >= WHOLE_SHARE * index.count():
-                return index._exact_all(self.query, k)
+                return self.whole(self.query, k)
         # Best chance first, at the k-th score so far (with one unit: best estimate first).
         standing = (self.estimates[near] + shift * units - kth) / (spread * units)
         order = best_first(standing, max(0, cap - len(scored_ids)))
