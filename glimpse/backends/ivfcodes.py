@@ -103,6 +103,13 @@ WHOLE_SHARE = 0.5
 #: and the added rows' text queries, almost wholly outside it, took longer than the exact scan. As
 #: the share of rows added rises, one tenth is crossed at 12% of such rows.
 DRIFT = 0.1
+#: A row whose residual to its list's centroid (in the projection) is shorter than this is scored as
+#: the centroid: FAISS's RaBitQ code of a residual under about 3.5e-4 (at any dimension and scale) gets a
+#: dot-product multiplier as for a unit residual, so its estimate errs by up to 0.4 where it should err
+#: by 1e-4; exact copies sitting on their centroid (float16 rounding leaves 2e-4) were estimated 0.2 off,
+#: one error for the whole burst. Scored as the centroid instead, such a row errs by at most this times
+#: ``|q - c|`` (see :meth:`IVFCodesIndex._centre`).
+ON_CENTROID = 5e-4
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
 #: The range search's radius: below every estimate, so it returns every row of the lists.
@@ -173,6 +180,7 @@ class IVFCodesIndex(CodeBackend):
         # Rows whose stored vector is identical to another's (see _find_twins), as runs of consecutive
         # ids of one group (see runs_of); None until measured (codes of an older version).
         self._twins: np.ndarray | None = np.zeros((3, 0), np.int64)
+        self._centred = True  # rows on their centroid are scored as it (see _centre); False: codes of an older version
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -201,13 +209,16 @@ class IVFCodesIndex(CodeBackend):
             self._ids_of = None
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+            grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
+            order = np.argsort(ids, kind="stable")
+            added, rows = np.asarray(ids, np.int64)[order], vectors[order]
+            self._centre(grown, before[grown], lambda members: rows[np.searchsorted(added, members)])
             self._scales_of = None
             if self._spread_sums is not None:
                 self._measure(self._spread_sums, vectors)
             if self._outside is not None:
                 self._outside = self._record_outside(self._outside, np.asarray(ids, np.int64), vectors)
             if self._twins is not None:
-                grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
                 self._twins = self._find_twins(self._twins, grown, np.asarray(ids, np.int64), vectors)
 
     def _record_outside(self, table: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -266,6 +277,36 @@ class IVFCodesIndex(CodeBackend):
             self._spread_sums = sums
         if outside is not None:
             self._outside = outside
+
+    def _centre(self, lists: np.ndarray, starts: np.ndarray, rows_of) -> None:
+        """Score as their centroid the rows of ``lists`` from ``starts`` on (vectors ``rows_of(ids)``)
+        lying within ``ON_CENTROID`` of it in the projection: their code's dot-product multiplier is set
+        to 0, so FAISS's estimate keeps its exact terms (the centroid's score and the row's first factor)
+        and leaves out only ``(q - c) . (x - c)``, at most ``ON_CENTROID |q - c|``."""
+        fit, invlists, size = self.binarizer, self._ivf.invlists, self._ivf.code_size
+        start = (fit.bits + 7) // 8 + 4  # the signs, then |x - c|^2 - |x|^2, then the multiplier (float32 each)
+        ids_of = self._list_ids()
+        for number, first in zip(lists.tolist(), starts.tolist()):
+            ids = ids_of[number][first:]
+            if not len(ids):
+                continue
+            residuals = np.asarray(rows_of(ids), np.float32) @ fit.projection - fit.centroids[number]
+            near = np.flatnonzero(np.einsum("nb,nb->n", residuals, residuals) < ON_CENTROID**2)
+            if len(near):
+                codes = faiss.rev_swig_ptr(invlists.get_codes(number), len(ids_of[number]) * size)
+                multipliers = codes.reshape(-1, size)[first:, start : start + 4].view(np.float32)
+                multipliers[near, 0] = 0.0
+
+    def _centre_older(self) -> None:
+        """Codes of an older version: their rows on a centroid scored as it (see :meth:`_centre`), from the
+        vector file, once."""
+        if self._centred or self.reader is None:
+            return
+        reader = self.reader
+        for number, ids in enumerate(self._list_ids()):
+            self._centre(np.array([number]), np.array([0]),
+                         lambda members: reader(np.sort(members))[np.argsort(np.argsort(members))])
+        self._centred = True
 
     def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
                     vectors: np.ndarray | None = None) -> np.ndarray:
@@ -443,6 +484,7 @@ class IVFCodesIndex(CodeBackend):
         order = np.argsort(-centroid_scores, axis=1, kind="stable")  # every list, best centroid first
         first = order[:, :probes]
         least = self._least(projected, centroid_scores, first) if selector is None else np.zeros(len(queries), bool)
+        self._centre_older()  # before any scan (older codes)
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
@@ -653,6 +695,8 @@ class IVFCodesIndex(CodeBackend):
                     np.save(f, outside)
                     if twins is not None:
                         np.save(f, twins)
+                        if self._centred:  # a mark: rows on their centroid are scored as it (see _centre)
+                            np.save(f, np.ones(1, np.int8))
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -672,11 +716,12 @@ class IVFCodesIndex(CodeBackend):
             backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError:  # cut short
             return None
-        spread, outside, twins = None, None, None
+        spread, outside, twins, centred = None, None, None, None
         try:  # codes of an older version lack some of these: measured at the first search
             spread = np.load(f)
             outside = np.load(f)
             twins = np.load(f)
+            centred = np.load(f)
         except (ValueError, EOFError):
             pass
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
@@ -684,6 +729,7 @@ class IVFCodesIndex(CodeBackend):
         backend._outside = outside.astype(np.float16) if usable else None
         whole = usable and twins is not None and twins.ndim == 2 and len(twins) == 3
         backend._twins = twins.astype(np.int64) if whole else None
+        backend._centred = whole and centred is not None and centred.shape == (1,)
         return backend
 
 
