@@ -211,16 +211,14 @@ class IVFCodesIndex(CodeBackend):
             self._ids_of = None
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
-            grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
-            order = np.argsort(ids, kind="stable")
-            added, rows = np.asarray(ids, np.int64)[order], vectors[order]
-            self._centre(grown, before[grown], lambda members: rows[np.searchsorted(added, members)])
+            self._centre_added(before, np.asarray(ids, np.int64), vectors)
             self._scales_of = None
             if self._spread_sums is not None:
                 self._measure(self._spread_sums, vectors)
             if self._outside is not None:
                 self._outside = self._record_outside(self._outside, np.asarray(ids, np.int64), vectors)
             if self._twins is not None:
+                grown = np.flatnonzero(self._sizes != before)  # the lists the rows went to
                 self._twins = self._find_twins(self._twins, grown, np.asarray(ids, np.int64), vectors)
 
     def _record_outside(self, table: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -280,34 +278,46 @@ class IVFCodesIndex(CodeBackend):
         if outside is not None:
             self._outside = outside
 
-    def _centre(self, lists: np.ndarray, starts: np.ndarray, rows_of) -> None:
-        """Score as their centroid the rows of ``lists`` from ``starts`` on (vectors ``rows_of(ids)``)
-        lying within ``ON_CENTROID`` of it in the projection: their code's dot-product multiplier is set
-        to 0, so FAISS's estimate keeps its exact terms (the centroid's score and the row's first factor)
-        and leaves out only ``(q - c) . (x - c)``, at most ``ON_CENTROID |q - c|``."""
+    def _centre(self, lists: np.ndarray, positions: np.ndarray, projected: np.ndarray) -> None:
+        """Score as their centroid the rows at ``positions`` of ``lists`` (one each; ``projected``: their
+        vectors times the fit's projection) lying within ``ON_CENTROID`` of it in the projection: their
+        code's dot-product multiplier is set to 0, so FAISS's estimate keeps its exact terms (the
+        centroid's score and the row's first factor) and leaves out only ``(q - c) . (x - c)``, at most
+        ``ON_CENTROID |q - c|``."""
         fit, invlists, size = self.binarizer, self._ivf.invlists, self._ivf.code_size
+        residuals = projected - fit.centroids[lists]
+        near = np.einsum("nb,nb->n", residuals, residuals) < ON_CENTROID**2
         start = (fit.bits + 7) // 8 + 4  # the signs, then |x - c|^2 - |x|^2, then the multiplier (float32 each)
-        ids_of = self._list_ids()
-        for number, first in zip(lists.tolist(), starts.tolist()):
-            ids = ids_of[number][first:]
-            if not len(ids):
-                continue
-            residuals = np.asarray(rows_of(ids), np.float32) @ fit.projection - fit.centroids[number]
-            near = np.flatnonzero(np.einsum("nb,nb->n", residuals, residuals) < ON_CENTROID**2)
-            if len(near):
-                codes = faiss.rev_swig_ptr(invlists.get_codes(number), len(ids_of[number]) * size)
-                multipliers = codes.reshape(-1, size)[first:, start : start + 4].view(np.float32)
-                multipliers[near, 0] = 0.0
+        for number in np.unique(lists[near]).tolist():
+            codes = faiss.rev_swig_ptr(invlists.get_codes(number), int(self._sizes[number]) * size)
+            multipliers = codes.reshape(-1, size)[:, start : start + 4].view(np.float32)
+            multipliers[positions[near & (lists == number)], 0] = 0.0
+
+    def _centre_added(self, before: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """:meth:`_centre` over the rows ``ids`` (``vectors``) just added to lists of ``before`` rows each
+        (FAISS appends them), one product with the projection for all."""
+        grown = np.flatnonzero(self._sizes != before)
+        new = self._sizes[grown] - before[grown]
+        positions = np.arange(int(new.sum())) - np.repeat(np.cumsum(new) - new, new) + np.repeat(before[grown], new)
+        at = np.concatenate([self._list_ids()[number][first:] for number, first in zip(grown, before[grown])])
+        order = np.argsort(ids, kind="stable")
+        rows = vectors[order[np.searchsorted(ids[order], at)]]
+        self._centre(np.repeat(grown, new), positions, rows @ self.binarizer.projection)
 
     def _centre_older(self) -> None:
         """Codes of an older version: their rows on a centroid scored as it (see :meth:`_centre`), from the
-        vector file, once."""
+        vector file in id order, once."""
         if self._centred or self.reader is None:
             return
-        reader = self.reader
-        for number, ids in enumerate(self._list_ids()):
-            self._centre(np.array([number]), np.array([0]),
-                         lambda members: reader(np.sort(members))[np.argsort(np.argsort(members))])
+        ids_of, sizes = self._list_ids(), self._sizes
+        held = np.concatenate(ids_of) if len(ids_of) else np.zeros(0, np.int64)
+        lists = np.repeat(np.arange(self.lists), sizes)
+        positions = np.arange(len(held)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        order = np.argsort(held, kind="stable")
+        for start in range(0, len(order), 16384):
+            part = order[start : start + 16384]
+            rows = np.asarray(self.reader(held[part]), np.float32)
+            self._centre(lists[part], positions[part], rows @ self.binarizer.projection)
         self._centred = True
 
     def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
