@@ -37,6 +37,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
 * Rows whose stored vectors are identical (found as rows are added: see
   ``IVFCodesIndex._find_twins``) are one candidate: one is read, the others take its exact score.
   Each row's unit of error is used only where it explains the query's sample (``units_explain``).
+* Rows within ``ON_CENTROID`` of their list's centroid (a burst of copies becomes one) are scored as it:
+  FAISS's code of so short a residual is wrong by up to 0.4 (see ``IVFCodesIndex._centre``).
 * Each re-rank scores the gathered float16 rows of the vector file in one FAISS fp16 scan; a
   batch's queries are scanned and re-ranked in parallel threads (its coarse assignment one
   matrix product), and those that want every row scored share one pass (``_exact_pass``).
@@ -114,6 +116,13 @@ PASS_ROWS = 65536
 PASS_QUERIES = 256
 #: Bytes of float32 rows a shared pass decodes at a time (per thread).
 PASS_BLOCK = 1 << 21
+#: A row whose residual to its list's centroid (in the projection) is shorter than this is scored as
+#: the centroid: FAISS's RaBitQ code of a residual under about 3.5e-4 (at any dimension and scale) gets a
+#: dot-product multiplier as for a unit residual, so its estimate errs by up to 0.4 where it should err
+#: by 1e-4; exact copies sitting on their centroid (float16 rounding leaves 2e-4) were estimated 0.2 off,
+#: one error for the whole burst. Scored as the centroid instead, such a row errs by at most this times
+#: ``|q - c|`` (see :meth:`IVFCodesIndex._centre`).
+ON_CENTROID = 5e-4
 #: Threads that re-rank a batch's queries.
 CORES = os.cpu_count() or 1
 #: The range search's radius: below every estimate, so it returns every row of the lists.
@@ -184,6 +193,7 @@ class IVFCodesIndex(CodeBackend):
         # Rows whose stored vector is identical to another's (see _find_twins), as runs of consecutive
         # ids of one group (see runs_of); None until measured (codes of an older version).
         self._twins: np.ndarray | None = np.zeros((3, 0), np.int64)
+        self._centred = True  # rows on their centroid are scored as it (see _centre); False: codes of an older version
 
     def _empty(self) -> faiss.IndexPreTransform:
         fit = self.binarizer
@@ -212,6 +222,7 @@ class IVFCodesIndex(CodeBackend):
             self._ids_of = None
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             self._index.add_with_ids(vectors, np.asarray(ids, dtype=np.int64))
+            self._centre_added(before, np.asarray(ids, np.int64), vectors)
             self._scales_of = None
             if self._spread_sums is not None:
                 self._measure(self._spread_sums, vectors)
@@ -277,6 +288,48 @@ class IVFCodesIndex(CodeBackend):
             self._spread_sums = sums
         if outside is not None:
             self._outside = outside
+
+    def _centre(self, lists: np.ndarray, positions: np.ndarray, projected: np.ndarray) -> None:
+        """Score as their centroid the rows at ``positions`` of ``lists`` (one each; ``projected``: their
+        vectors times the fit's projection) lying within ``ON_CENTROID`` of it in the projection: their
+        code's dot-product multiplier is set to 0, so FAISS's estimate keeps its exact terms (the
+        centroid's score and the row's first factor) and leaves out only ``(q - c) . (x - c)``, at most
+        ``ON_CENTROID |q - c|``."""
+        fit, invlists, size = self.binarizer, self._ivf.invlists, self._ivf.code_size
+        residuals = projected - fit.centroids[lists]
+        near = np.einsum("nb,nb->n", residuals, residuals) < ON_CENTROID**2
+        start = (fit.bits + 7) // 8 + 4  # the signs, then |x - c|^2 - |x|^2, then the multiplier (float32 each)
+        for number in np.unique(lists[near]).tolist():
+            codes = faiss.rev_swig_ptr(invlists.get_codes(number), int(self._sizes[number]) * size)
+            multipliers = codes.reshape(-1, size)[:, start : start + 4].view(np.float32)
+            multipliers[positions[near & (lists == number)], 0] = 0.0
+
+    def _centre_added(self, before: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """:meth:`_centre` over the rows ``ids`` (``vectors``) just added to lists of ``before`` rows each
+        (FAISS appends them), one product with the projection for all."""
+        grown = np.flatnonzero(self._sizes != before)
+        new = self._sizes[grown] - before[grown]
+        positions = np.arange(int(new.sum())) - np.repeat(np.cumsum(new) - new, new) + np.repeat(before[grown], new)
+        at = np.concatenate([self._list_ids()[number][first:] for number, first in zip(grown, before[grown])])
+        order = np.argsort(ids, kind="stable")
+        rows = vectors[order[np.searchsorted(ids[order], at)]]
+        self._centre(np.repeat(grown, new), positions, rows @ self.binarizer.projection)
+
+    def _centre_older(self) -> None:
+        """Codes of an older version: their rows on a centroid scored as it (see :meth:`_centre`), from the
+        vector file in id order, once."""
+        if self._centred or self.reader is None:
+            return
+        ids_of, sizes = self._list_ids(), self._sizes
+        held = np.concatenate(ids_of) if len(ids_of) else np.zeros(0, np.int64)
+        lists = np.repeat(np.arange(self.lists), sizes)
+        positions = np.arange(len(held)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        order = np.argsort(held, kind="stable")
+        for start in range(0, len(order), 16384):
+            part = order[start : start + 16384]
+            rows = np.asarray(self.reader(held[part]), np.float32)
+            self._centre(lists[part], positions[part], rows @ self.binarizer.projection)
+        self._centred = True
 
     def _find_twins(self, table: np.ndarray, lists: np.ndarray, ids: np.ndarray | None = None,
                     vectors: np.ndarray | None = None) -> np.ndarray:
@@ -454,6 +507,7 @@ class IVFCodesIndex(CodeBackend):
         order = np.argsort(-centroid_scores, axis=1, kind="stable")  # every list, best centroid first
         first = order[:, :probes]
         least = self._least(projected, centroid_scores, first) if selector is None else np.zeros(len(queries), bool)
+        self._centre_older()  # before any scan (older codes)
         if rerank:
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
@@ -701,6 +755,8 @@ class IVFCodesIndex(CodeBackend):
                     np.save(f, outside)
                     if twins is not None:
                         np.save(f, twins)
+                        if self._centred:  # a mark: rows on their centroid are scored as it (see _centre)
+                            np.save(f, np.ones(1, np.int8))
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -720,11 +776,12 @@ class IVFCodesIndex(CodeBackend):
             backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
         except RuntimeError:  # cut short
             return None
-        spread, outside, twins = None, None, None
+        spread, outside, twins, centred = None, None, None, None
         try:  # codes of an older version lack some of these: measured at the first search
             spread = np.load(f)
             outside = np.load(f)
             twins = np.load(f)
+            centred = np.load(f)
         except (ValueError, EOFError):
             pass
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
@@ -732,6 +789,7 @@ class IVFCodesIndex(CodeBackend):
         backend._outside = outside.astype(np.float16) if usable else None
         whole = usable and twins is not None and twins.ndim == 2 and len(twins) == 3
         backend._twins = twins.astype(np.int64) if whole else None
+        backend._centred = whole and centred is not None and centred.shape == (1,)
         return backend
 
 
