@@ -777,8 +777,7 @@ def allowing(spread: float, furthest: float, rows: float) -> float:
     ``drift15`` rows a caption's true top-10 in the lists not probed first lay a median 4.0 (p90 8.3)
     measured deviations above their centroid's score, as far as those found in its first lists (4.2,
     p90 7.2), where a normal tail over about 12,500 rows reaches 3.9. The rows the query found show
-    how far its neighbours lie; so the lists not probed (and the candidates not re-ranked) are judged
-    with a spread that allows them."""
+    how far its neighbours lie; so the lists not probed are judged with a spread that allows them."""
     return max(spread, furthest / NormalDist().inv_cdf(1 - 1 / max(2.0, rows)))
 
 
@@ -1059,12 +1058,6 @@ class _QuerySearch:
         if errors is None:  # a filter passed too few sampled rows: the fit's model of the error
             errors = tuple(float(v[0]) for v in index.binarizer.error_model(self.query[None]))
         shift, spread = errors
-        at = np.flatnonzero(_marked(self.ids, top_ids, index._id_top))  # the top k so far, with an estimate
-        if len(at):  # their errors, like the neighbours' still unread, may lie further out than the sample's
-            found_units = None if row_units is None else row_units[0](self.ids[at])
-            found = (exact[np.searchsorted(wanted, self.ids[at])] - self.estimates[at]) / (
-                1.0 if found_units is None else found_units)
-            spread = allowing(spread, float(found.max()) - shift, len(self.ids))
         reach = shift + FAR * spread  # in units: no candidate further under the k-th score is needed
         low, high = (1.0, 1.0) if row_units is None else row_units[1:]
         bound = high if reach > 0 else low  # the unit that reaches furthest
