@@ -903,6 +903,8 @@ def test_lists_are_probed_until_the_spread_allows_the_rows_a_far_query_found(mon
     index.add(np.arange(len(vectors)), vectors)
     plan, probe, whole = ivfcodes._QuerySearch.reranked, ivfcodes._QuerySearch._probe, index._exact_all
     holding = index._lists_holding(truth.ravel(), np.arange(index.lists)).reshape(truth.shape)
+    owner = {int(i): at for at, ids in enumerate(index._list_ids()) for i in ids}
+    assert holding.ravel().tolist() == [owner[int(i)] for i in truth.ravel()]
 
     def searched() -> tuple[float, int]:  # recall, and the true top-10 rows in lists never probed
         probed: list[set] = []

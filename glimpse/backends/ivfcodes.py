@@ -26,7 +26,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   exact score under the measured error), best centroid first, until the expected number of
   the k-th exact score's beaters left in the lists not probed is below ``MISSES / 2``
   (normal tails: rows related to the query in lists of other photos lie further out, so
-  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md); and candidates
+  this undercounts on clustered data, see benchmarks/SEARCH_RESULTS.md; the spread is widened
+  until it allows the rows the query found above its k-th score in its first lists: ``allowing``); and candidates
   are re-ranked, best chance of beating the k-th score first, in doubling steps (each step's k-th exact score
   raises the bar; a step takes the rest when it is at most ``WHOLE`` steps), until the
   expected number left among the candidates not re-ranked is below ``MISSES / 2``; at most
@@ -583,12 +584,13 @@ class IVFCodesIndex(CodeBackend):
         return scores, found
 
     def _lists_holding(self, ids: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """The list of ``lists`` that holds each of ``ids`` (each held by one of them)."""
+        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them)."""
         ids_of = self._list_ids()
         held = np.concatenate([ids_of[i] for i in lists.tolist()])
-        at = np.flatnonzero(np.isin(held, ids))
-        owner = dict(zip(held[at].tolist(), np.repeat(lists, self._sizes[lists])[at].tolist()))
-        return np.array([owner[i] for i in ids.tolist()], np.int64)
+        at = np.flatnonzero(_marked(held, ids, self._id_top))  # in the lists' order
+        owners = lists[np.searchsorted(np.cumsum(self._sizes[lists]), at, side="right")]
+        order = np.argsort(held[at])
+        return owners[order[np.searchsorted(held[at][order], ids)]]
 
     def _list_ids(self) -> list[np.ndarray]:
         """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
