@@ -114,7 +114,7 @@ def load_prompt_names() -> list[str]:
 def renamed_classes(names: Sequence[str], text: str) -> list[str]:
     """``names`` with the renames of ``text`` (lines ``index<TAB>label<TAB>name``; ``#`` comments). Each line
     must name the label it replaces, so the file cannot drift from the class list unnoticed."""
-    out, renamed = list(names), set()
+    out, renamed = list(names), set[int]()
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
