@@ -81,3 +81,32 @@ def test_evaluation_cache_is_keyed_by_the_encoders_variant(tmp_path, monkeypatch
     assert EmbeddingCache(enc, tmp_path).root != plain
     variants = {BridgeEncoder(precision=p).variant for p in ("int8", "fp32", "bf16")}  # nothing loads
     assert len(variants) == 3 and all(variants)
+
+
+def test_prompts_use_the_plain_english_names_of_ambiguous_classes(encoder):
+    labels, names = bridge.load_class_names(), bridge.load_prompt_names()
+    assert len(names) == 1000 and all(names)
+    assert (labels[673], names[673]) == ("mouse", "computer mouse")  # not the rodent
+    assert (labels[383], names[383]) == ("Madagascar cat", "lemur")
+    assert names[162] == labels[162] == "beagle"  # clear labels stay
+    prompted = []
+
+    def record(texts):
+        prompted.extend(texts)
+        return _fake_minilm(texts)
+
+    encoder._encode_minilm = record
+    encoder.class_vectors()
+    assert "a photo of a computer mouse." in prompted and "a photo of a mouse." not in prompted
+
+
+@pytest.mark.parametrize("text", [
+    "1\tgoldfish\tgold fish\n1\tgoldfish\tfish",  # renamed twice
+    "2\tgoldfish\tgold fish",  # class 2 is not goldfish: the file drifted from the class list
+    "1\tgoldfish",  # no name
+    "9\tx\ty",  # no such class
+])
+def test_class_renames_are_checked_against_the_labels(text):
+    with pytest.raises(RuntimeError, match="line"):
+        bridge.renamed_classes(["tench", "goldfish", "shark"], text)
+    assert bridge.renamed_classes(["tench", "goldfish"], "# a comment\n\n1\tgoldfish\tgold fish\n") == ["tench", "gold fish"]
