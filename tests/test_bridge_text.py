@@ -110,3 +110,33 @@ def test_class_renames_are_checked_against_the_labels(text):
     with pytest.raises(RuntimeError, match="line"):
         bridge.renamed_classes(["tench", "goldfish", "shark"], text)
     assert bridge.renamed_classes(["tench", "goldfish"], "# a comment\n\n1\tgoldfish\tgold fish\n") == ["tench", "gold fish"]
+
+
+def test_a_collection_filled_by_version_1_keeps_its_prompts(tmp_path):
+    """Version 2 renamed classes in the prompts: a collection whose vectors version 1 computed opens
+    with version 1 (its labels as prompts), a new one gets version 2, and no other version is built."""
+    import glimpse
+
+    with glimpse.open(tmp_path / "old") as col:  # nothing loads until something is encoded
+        assert col.encoder.version == bridge.VERSION == "2"
+        col._meta.set_meta(encoder_version="1")
+    with glimpse.open(tmp_path / "old") as col:
+        assert col.encoder.version == "1" and col.encoder.info.version == "1"
+        assert bridge.BridgeEncoder(cache_dir=tmp_path).at_version("1").version == "1"
+    prompted = []
+
+    def record(texts):
+        prompted.extend(texts)
+        return _fake_minilm(texts)
+
+    old = bridge.BridgeEncoder(cache_dir=tmp_path, version="1")
+    old._encode_minilm = record
+    old.class_vectors()
+    assert "a photo of a mouse." in prompted and "a photo of a computer mouse." not in prompted
+    assert bridge.BridgeEncoder().at_version("0") is None
+    with pytest.raises(ValueError, match="version must be one of 1, 2"):
+        bridge.BridgeEncoder(version="3")
+    with glimpse.open(tmp_path / "other") as col:
+        col._meta.set_meta(encoder_version="0")
+    with pytest.raises(glimpse.EncoderMismatchError, match="v0"):
+        glimpse.open(tmp_path / "other")

@@ -99,7 +99,8 @@ def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, opt
     Without an encoder or model options, the recorded ones rebuild the same encoder; options
     given now (other weights, a device) override them. The weights' fingerprint in the
     encoder's version decides: the same weights from a moved file are accepted (and the new
-    path recorded), other weights are refused.
+    path recorded), other weights are refused. A collection filled by an earlier version of the same
+    model gets that version where the encoder still builds it (``Encoder.at_version``).
     """
     recorded = meta.get_meta()
     if "encoder" not in recorded:
@@ -121,6 +122,8 @@ def _open_encoder(root: Path, meta: Metadata, encoder: str | Encoder | None, opt
         raise _mismatch(root, want, want_options, encoder)
     if not isinstance(encoder, Encoder):
         encoder = create_encoder(encoder, **{**want_options, **options})
+        if encoder.version != want.version:  # filled by an earlier version of the model: build that one
+            encoder = encoder.at_version(want.version) or encoder
     if encoder.info != want:  # same name, other weights or another version of the model
         raise _mismatch(root, want, want_options, encoder)
     if encoder.options and encoder.options != want_options:

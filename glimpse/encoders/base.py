@@ -48,6 +48,11 @@ class Encoder(ABC):
     def info(self) -> EncoderInfo:
         return EncoderInfo(self.name, self.dim, self.version)
 
+    def at_version(self, version: str) -> Encoder | None:
+        """This model as an earlier ``version`` of it computed vectors (a collection filled then keeps
+        its encoder after an upgrade of glimpse), or None where that version cannot be built."""
+        return None
+
     @property
     def options(self) -> dict[str, str]:
         """The constructor options that choose the model, recorded by collections so that a

