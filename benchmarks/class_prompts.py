@@ -26,8 +26,8 @@ sys.path.insert(0, str(REPO))
 
 from glimpse.encoders import bridge, create_encoder, l2_normalize  # noqa: E402
 from glimpse.eval.datasets import load_captioned  # noqa: E402
-from glimpse.metrics import median_of_ranks, ranks  # noqa: E402
 from glimpse.query.adapt import held_out_split  # noqa: E402
+from text_side import figures  # noqa: E402  (this folder is on the path when run as a script)
 
 #: Hypernyms of contiguous runs of ImageNet classes (first, last, kind), by hand from the class list.
 KINDS = (
@@ -54,11 +54,6 @@ def semantic(logits: np.ndarray, classes: np.ndarray) -> np.ndarray:
     z = logits / bridge.TEMPERATURE
     p = np.exp(z - z.max(axis=1, keepdims=True))
     return l2_normalize((p / p.sum(axis=1, keepdims=True)) @ (classes - classes.mean(axis=0, keepdims=True)))
-
-
-def figures(texts: np.ndarray, images: np.ndarray) -> str:
-    first = ranks(texts @ images.T, np.arange(len(texts)))
-    return f"{np.mean(first <= 1):.3f} / {np.mean(first <= 10):.3f}, {median_of_ranks(first):.0f}"
 
 
 def main() -> None:
