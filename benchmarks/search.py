@@ -691,7 +691,8 @@ def models_benchmark(args) -> None:
     for model in models:
         size = len(vectors) if model == "file" else len(real) if model == "real" else args.size
         make_rows = (lambda: unit_rows(vectors)) if model == "file" else (lambda: model_rows(model, real, size, target))
-        with model_collection(args, f"{model}-{size}", make_rows) as (col, built):
+        sources = hashlib.blake2b((vectors if model == "file" else real).tobytes(), digest_size=6).hexdigest()
+        with model_collection(args, f"{model}-{size}", make_rows, sources) as (col, built):
             index = col._ensure_index()
             n = index.count()
             stored = col._vectors.view(n)
@@ -786,16 +787,22 @@ def models_benchmark(args) -> None:
 
 
 @contextlib.contextmanager
-def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]:
+def model_collection(args, name: str, make_rows, sources: str) -> Iterator[tuple[object, str]]:
     """A data model's collection, built as a user would (``glimpse.open(dir, encoder="precomputed",
     dim=D)``, ``add_vectors`` of ``make_rows()``, ``use_codes()`` with the defaults), and how it
-    was built. With ``--workdir`` it is kept there and reused by later runs of the same model and size."""
+    was built. With ``--workdir`` it is kept there and reused by later runs of the same model and size
+    from the same ``sources`` (a fingerprint of the vectors the rows derive from: a new encoder
+    version changes them, and its queries must not meet rows of the old one)."""
     with contextlib.ExitStack() as stack:
         if args.workdir:
             home = args.workdir / name / "col"
         else:
             home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="glimpse-models-"))) / "col"
         done = home.parent / "built.txt"  # written once the build finished: a killed build is redone
+        stamp = f"sources {sources}"
+        if done.exists() and "sources " in done.read_text() and stamp not in done.read_text():
+            print(f"{name}: rebuilding, the workdir's collection was built from other sources", flush=True)
+            done.unlink()
         if done.exists():
             col = glimpse.open(home)
             col.use_codes()  # this code's default settings (the fit is kept)
@@ -818,7 +825,7 @@ def model_collection(args, name: str, make_rows) -> Iterator[tuple[object, str]]
                           f"{col.settings().codes.fitted_on:,} rows at the end")
             del rows
             if args.workdir:
-                done.write_text(built + "\n")
+                done.write_text(f"{built}; {stamp}\n")
         stack.callback(col.close)
         yield col, built
 
