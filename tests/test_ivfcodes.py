@@ -9,8 +9,8 @@ import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
-from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, best_first, distinct, enough, largest, normal_tail, pairs_of, runs_of,
-                                      twin_lookup, units_explain)
+from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, best_first, distinct, enough, largest, normal_tail, pairs_of,
+                                      runs_of, twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 

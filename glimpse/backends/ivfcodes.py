@@ -1090,7 +1090,7 @@ def distinct(scores: np.ndarray, lists: np.ndarray) -> tuple[np.ndarray, np.ndar
     (a burst of exact copies: one score in one list) are one draw of how the query lies to their photo,
     not one each. Evenly spaced rows sample a burst as often as it is large, and at 100,000 ``dups`` a
     third of a query's 48 rows were copies of 3-6 photos; counted once each, the measured spread no
-    longer leans on them (image recall@10 0.968 -> 0.974, the same lists probed otherwise)."""
+    longer leans on them (image recall@10 with the scale floor alone 0.968, with this 0.973)."""
     order = np.lexsort((scores, lists))
     scores, lists = scores[order], lists[order]
     new = np.ones(len(scores), bool)
