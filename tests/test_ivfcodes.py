@@ -9,8 +9,8 @@ import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
-from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, best_first, enough, largest, normal_tail, pairs_of, runs_of,
-                                      twin_lookup, units_explain)
+from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, best_first, distinct, enough, largest, normal_tail, pairs_of,
+                                      runs_of, twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -841,30 +841,54 @@ def test_rows_on_their_centroid_are_estimated_as_it_and_older_codes_are_mended(c
     assert IVFCodesIndex.restore(tmp_path, 2, DIM, binarizer=fit)._centred  # mended codes say so
 
 
-def test_queries_among_bursts_on_their_centroids_read_fewer_rows_and_keep_the_top_10():
-    """The ``dups`` shape, small: 20 photos in bursts of 200 rows, every other burst exact copies (each
-    on its own centroid), the rest near-copies at cosine 0.999; queries at 20 other photos. The copies'
-    one wrong estimate each (FAISS's code of a residual near 0) was the sample's spread for every row, and
-    each query read a median 426 rows; scored as their centroid, 218 (measured), at the same top 10."""
+def centred_bursts(bursts: int, size: int):
+    """The ``dups`` shape, small: ``bursts`` photos in bursts of ``size`` rows, every other burst exact
+    copies (each on its own centroid), the rest near-copies at cosine 0.999; 20 other photos as queries.
+    (rows, queries, index, the reader's counts of rows read.)"""
     rng = np.random.default_rng(7)
     basis = np.linalg.qr(rng.standard_normal((DIM, 24)))[0]
-    photos = rng.standard_normal((40, 24)) @ basis.T
+    photos = rng.standard_normal((bursts + 20, 24)) @ basis.T
     photos /= np.linalg.norm(photos, axis=1, keepdims=True)
-    rows = np.repeat(photos[:20], 200, axis=0)
-    noisy = np.repeat(np.arange(20) % 2 == 1, 200)
+    rows = np.repeat(photos[:bursts], size, axis=0)
+    noisy = np.repeat(np.arange(bursts) % 2 == 1, size)
     noise = rng.standard_normal((int(noisy.sum()), DIM))
     rows[noisy] += np.sqrt(1 / 0.999**2 - 1) * noise / np.linalg.norm(noise, axis=1, keepdims=True)
     rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
     fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows)
-    index, read = burst_index(fit, rows)
+    return (rows, photos[bursts:].astype(np.float32), *burst_index(fit, rows))
+
+
+def test_queries_among_bursts_on_their_centroids_read_fewer_rows_and_keep_the_top_10():
+    """20 bursts of 200 rows: the copies' one wrong estimate each (FAISS's code of a residual near 0) was
+    the sample's spread for every row, and each query read a median 426 rows; scored as their centroid,
+    218 (measured), at the same top 10."""
+    rows, queries, index, read = centred_bursts(20, 200)
     counts, hits = [], []
-    for query in photos[20:].astype(np.float32):
+    for query in queries:
         read.clear()
         scores, _ = index.search(query[None], K)
         counts.append(sum(read))
         hits.append(np.mean(scores[0] >= np.sort(rows @ query)[-K] - 1e-5))
     assert np.median(counts) < 320, counts
     assert np.mean(hits) >= 0.95
+
+
+def test_lists_of_exact_copies_do_not_widen_the_lists_probed_past_the_first():
+    """A list of exact copies spreads by float16 rounding (4e-5): misses of that size (its copies' exact
+    scores against the centroid's) measured 1.4 of its units, and each copy sampled counted again, so the
+    spread for every list was inflated and 3 of 20 queries probed 4-90 lists past their first 64. Units
+    floored at ``ON_CENTROID`` and a burst's copies counted once, none does, at the same top 10."""
+    rows, queries, index, _ = centred_bursts(20, 200)
+    assert lists_probed(index, queries) == [index.probes] * len(queries)
+    assert index._scales().min() >= ON_CENTROID
+    for query in queries:
+        scores, _ = index.search(query[None], K)
+        np.testing.assert_allclose(scores[0], np.sort(rows @ query)[::-1][:K], atol=1e-3)
+
+
+def test_distinct_counts_each_list_and_score_once():
+    scores, lists = distinct(np.array([0.5, 0.2, 0.5, 0.5, 0.2]), np.array([3, 1, 3, 4, 1]))
+    assert sorted(zip(lists.tolist(), scores.tolist())) == [(1, 0.2), (3, 0.5), (4, 0.5)]
 
 
 def test_rows_that_share_a_code_but_differ_are_not_twins(copies):

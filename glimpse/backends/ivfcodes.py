@@ -265,8 +265,11 @@ class IVFCodesIndex(CodeBackend):
         self._measure_older()
         rows, squares = self._spread_sums
         scales = np.sqrt(squares / np.maximum(rows, 1))
-        floor = 1e-3 * (float(np.median(scales[rows > 0])) if rows.any() else 1.0)
-        self._scales_of = np.maximum(scales, floor)  # a list of identical rows still spreads the query's own error
+        # A list of identical rows still spreads the query's own error, and the index knows a row only
+        # to ON_CENTROID of its centroid: below that, exact copies' lists (4e-5 at 100,000 ``dups``) turned
+        # rounding-sized misses (6e-5) into 1.4 units, and their queries probed half of the other lists.
+        floor = max(1e-3 * (float(np.median(scales[rows > 0])) if rows.any() else 1.0), ON_CENTROID)
+        self._scales_of = np.maximum(scales, floor)
         return self._scales_of
 
     def _measure_older(self) -> None:
@@ -1082,6 +1085,19 @@ class _Twins:
             scores, ids = self.merge(scores[~bad], ids[~bad], keys, scores[bad][at], k)
 
 
+def distinct(scores: np.ndarray, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The sampled rows' exact ``scores`` and ``lists``, each (list, score) pair once: identical rows
+    (a burst of exact copies: one score in one list) are one draw of how the query lies to their photo,
+    not one each. Evenly spaced rows sample a burst as often as it is large, and at 100,000 ``dups`` a
+    third of a query's 48 rows were copies of 3-6 photos; counted once each, the measured spread no
+    longer leans on them (image recall@10 with the scale floor alone 0.968, with this 0.973)."""
+    order = np.lexsort((scores, lists))
+    scores, lists = scores[order], lists[order]
+    new = np.ones(len(scores), bool)
+    new[1:] = (scores[1:] != scores[:-1]) | (lists[1:] != lists[:-1])
+    return scores[new], lists[new]
+
+
 class _QuerySearch:
     """One query after its first probed lists were scanned (``estimates`` of ``ids``): how
     many more lists to probe and rows to re-rank, from errors measured on the query itself."""
@@ -1136,6 +1152,7 @@ class _QuerySearch:
         The rows of the first lists found at or above ``kth`` (``found``, scores ``found_exact``) widen
         that spread where they lie further out than it allows (:func:`allowing`)."""
         scales = self.index._scales()
+        far, far_lists = distinct(far, far_lists)
         around = upper_bounds((far - self.centroid_scores[far_lists]) / scales[far_lists])
         if around is None or kth == -np.inf:  # nothing to measure (a list of a few rows) or to beat
             return rest
