@@ -157,11 +157,12 @@ class RaBitQFit(Binarizer):
         shift, tail, code = self.error_parts(queries)
         return shift, np.sqrt(tail**2 + code**2)
 
-    def error_parts(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def error_parts(self, queries: np.ndarray, inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per query: the shift of ``exact - estimate`` over the stored rows, and the deviations of
-        its two parts: the part of ``q . x`` outside the projection, and the code's error."""
+        its two parts: the part of ``q . x`` outside the projection, and the code's error. ``inside``:
+        the queries' projection, where the caller has it (a search: one product fewer per query)."""
         queries = self._checked(queries, "error_model")
-        inside = queries @ self.projection
+        inside = queries @ self.projection if inside is None else inside
         outside = np.maximum(0.0, (queries**2).sum(axis=1) - (inside**2).sum(axis=1))
         along = queries @ self.tail_directions
         tail = (along**2) @ self.tail_spread**2 + self.tail_rest**2 * np.maximum(0.0, outside - (along**2).sum(axis=1))
