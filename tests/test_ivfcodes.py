@@ -9,8 +9,8 @@ import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
-from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, best_first, distinct, enough, largest, normal_tail, pairs_of,
-                                      runs_of, twin_lookup, units_explain)
+from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, deviation, distinct, enough, largest,
+                                      normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -252,6 +252,27 @@ def test_normal_tail_is_the_formula_written_out_and_the_normal_tail():
         np.testing.assert_array_equal(normal_tail(values), np.where(values >= 0, upper, 1 - upper))  # bit for bit
     want = np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])
     np.testing.assert_allclose(normal_tail(z), want, rtol=2e-7, atol=1e-300)
+
+
+def test_among_answers_as_np_isin():
+    rng = np.random.default_rng(4)
+    cases = [(rng.integers(-50, 50, 300), rng.integers(-50, 50, 40)), (rng.integers(0, 10**13, 30), rng.integers(0, 10**13, 5)),
+             (np.arange(5), np.zeros(0, np.int64)), (np.zeros(0, np.int64), np.arange(5)), (np.array([7, 7, 3]), np.array([7, 7]))]
+    for values, pool in cases:
+        np.testing.assert_array_equal(among(values, pool), np.isin(values, pool))
+
+
+def test_deviation_is_np_std_bit_for_bit_on_float64():
+    rng = np.random.default_rng(6)
+    for values in (rng.standard_normal(48) * 0.01 + 0.3, rng.standard_normal(8) / rng.uniform(1, 3, 8), np.full(9, 0.25)):
+        assert deviation(values) == float(np.std(values))
+
+
+def test_the_error_parts_take_the_querys_projection_as_made():
+    fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(near_copies(20, 30))
+    queries = near_copies(3, 2, seed=9)
+    for got, want in zip(fit.error_parts(queries, queries @ fit.projection), fit.error_parts(queries)):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_enough_sums_float32_chances_in_float64():

@@ -434,7 +434,8 @@ class IVFCodesIndex(CodeBackend):
         of beating the k-th score): mean 9,430 with one spread, 4,208 with these units (p90 15,029
         and 7,452); an image query's 361 and 263."""
         table, square = self._outside_stats()
-        _, tail, code = (float(v[0]) for v in self.binarizer.error_parts(query[None], None if projected is None else projected[None]))
+        inside = None if projected is None else projected[None]
+        _, tail, code = (float(v[0]) for v in self.binarizer.error_parts(query[None], inside))
         if square <= 0 or tail**2 + code**2 <= 0:
             return None
         weight = tail**2 / square

@@ -157,7 +157,8 @@ class RaBitQFit(Binarizer):
         shift, tail, code = self.error_parts(queries)
         return shift, np.sqrt(tail**2 + code**2)
 
-    def error_parts(self, queries: np.ndarray, inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def error_parts(self, queries: np.ndarray,
+                    inside: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per query: the shift of ``exact - estimate`` over the stored rows, and the deviations of
         its two parts: the part of ``q . x`` outside the projection, and the code's error. ``inside``:
         the queries' projection, where the caller has it (a search: one product fewer per query)."""
