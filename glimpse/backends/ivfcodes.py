@@ -1224,7 +1224,7 @@ class _QuerySearch:
         exact = np.full(len(wanted), np.nan)  # in wanted's (sorted) order, as float64 for the error sums; NaN: damaged
         exact[np.searchsorted(wanted, scored_ids)] = scored
         if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
-            passed = among(scored_ids, allowed)
+            passed = np.isin(scored_ids, allowed, assume_unique=True)
             top_scores, top_ids = scored[passed][:k], scored_ids[passed][:k]
         else:
             top_scores, top_ids = scored[:k], scored_ids[:k]
