@@ -83,8 +83,12 @@ MIN_SAMPLE = 8
 #: RaBitQ scan with an id selector took 30-60 ns per 36-byte code at 50,000 vectors, the fp16
 #: re-rank 1-2 us per 3,328-byte row (benchmarks/SEARCH_RESULTS.md), about 2x per byte.
 CODE_COST = 2.0
-#: Rows in the first step of the re-rank past the first candidates (steps double).
-STEP = 64
+#: Rows in the first step of the re-rank past the first candidates (steps double). A step's fixed work
+#: (a call of the exact re-rank: the read's set-up, the scorer, the top's check; the chances of the rest)
+#: took 130-250 us of CPU at 50,000 rows, as much as reading and scoring 100-300 rows: steps from 64 spent
+#: on calls what they spared in rows (caption queries on 50,000 ``mix`` and ``iso0.79`` and 100,000
+#: ``dups``: 0.36-0.50 ms less CPU each from 256, image queries level; a superset of the rows read).
+STEP = 256
 #: A step re-ranks every candidate still wanted when they number at most this many steps (>= 1): a
 #: superset of what smaller steps would re-rank (the k-th exact score only rises, so the rows wanted
 #: only shrink), and a step's fixed work (a read, a scan, a merge: 40 us with hot caches) costs as
@@ -581,8 +585,8 @@ class IVFCodesIndex(CodeBackend):
         and the rest, ``beta c . x``, is added back exactly from the code's own factor: the text
         error's deviation fell to 0.0085 (an image query's from 0.0158 to 0.0140). Otherwise
         FAISS's own estimate (with a filter, the rows a selector passes would not line up with
-        the codes' factors). ``across``: FAISS's threads take whole queries (a batch), else a
-        query's lists."""
+        the codes' factors). ``across``: FAISS's threads take whole queries (a batch; always the
+        pseudo-queries of ``least``), else a query's lists."""
         if not lists.shape[1]:
             return [(np.zeros(0, np.float32), np.zeros(0, np.int64))] * len(projected)
         if not least:
