@@ -48,9 +48,21 @@ FIT_ROWS = 100_000
 QUERY_BITS = 4
 
 
-def default_lists(rows: int) -> int:
-    """Coarse lists for a fit on ``rows`` vectors: ~4 sqrt(rows), a power of two in [8, 4096]."""
-    return int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, 4096))
+#: The most coarse lists: each list probed costs FAISS a set-up of about 24 us of CPU (140 rows' scan),
+#: and at 1,000,000 ``mix`` rows 4,096 lists (244 rows each) lost to 2,048 (a query probed 1,200 more
+#: lists past its first, against tens): CPU p50 57-72 ms against 27-30 (benchmarks/SEARCH_RESULTS.md).
+MAX_LISTS = 2048
+
+
+def default_lists(rows: int, sample: int | None = None) -> int:
+    """Coarse lists for a collection of ``rows`` vectors: ~4 sqrt(rows), a power of two in [8,
+    ``MAX_LISTS``], and at most the ``sample`` rows the k-means is fitted on (default ``rows``).
+    From the collection's size, not the fit's sample (at most 100,000 rows), which held every
+    collection past 32,768 rows at 1,024 lists: at 1,000,000 ``mix`` rows 2,048 lists (256 probed
+    first) took a CPU p50 of 27.2-30.3 ms against 35.1-35.4 for 1,024 (128 first) in the same runs,
+    at image / text recall@10 0.972 / 0.972 against 0.984 / 0.972 (benchmarks/SEARCH_RESULTS.md)."""
+    lists = int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, MAX_LISTS))
+    return lists if sample is None else min(lists, 2 ** int(np.log2(max(8, sample))))
 
 
 class RaBitQFit(Binarizer):
@@ -97,7 +109,7 @@ class RaBitQFit(Binarizer):
         self._fit_tail(moment - np.outer(mean, mean), mean, top)
         self._report(1)
         projected = np.ascontiguousarray(x @ self.projection)
-        kmeans = faiss.Kmeans(self.bits, default_lists(len(x)), niter=10, seed=self.seed, min_points_per_centroid=1)
+        kmeans = faiss.Kmeans(self.bits, default_lists(self._fit_population, len(x)), niter=10, seed=self.seed, min_points_per_centroid=1)
         kmeans.train(projected)
         self.centroids = kmeans.centroids
         self._report(2)
