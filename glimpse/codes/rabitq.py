@@ -48,9 +48,10 @@ FIT_ROWS = 100_000
 QUERY_BITS = 4
 
 
-#: The most coarse lists: each list probed costs FAISS a set-up of about 24 us of CPU (140 rows' scan),
-#: and at 1,000,000 ``mix`` rows 4,096 lists (244 rows each) lost to 2,048 (a query probed 1,200 more
-#: lists past its first, against tens): CPU p50 57-72 ms against 27-30 (benchmarks/SEARCH_RESULTS.md).
+#: The most coarse lists: each list a query probes costs FAISS a set-up (about 24 us of CPU, as much
+#: as scanning 140 rows), and finer lists are probed in greater numbers past the first: at 1,000,000
+#: ``mix`` rows 4,096 lists (512 first) took a CPU p50 of 56.7 ms against 26.0-30.0 for 2,048 (256
+#: first) in the same run, and 62-72 ms with 64-256 first (benchmarks/SEARCH_RESULTS.md).
 MAX_LISTS = 2048
 
 
@@ -59,8 +60,11 @@ def default_lists(rows: int, sample: int | None = None) -> int:
     ``MAX_LISTS``], and at most the ``sample`` rows the k-means is fitted on (default ``rows``).
     From the collection's size, not the fit's sample (at most 100,000 rows), which held every
     collection past 32,768 rows at 1,024 lists: at 1,000,000 ``mix`` rows 2,048 lists (256 probed
-    first) took a CPU p50 of 27.2-30.3 ms against 35.1-35.4 for 1,024 (128 first) in the same runs,
-    at image / text recall@10 0.972 / 0.972 against 0.984 / 0.972 (benchmarks/SEARCH_RESULTS.md)."""
+    first) took 0.75-0.91x the CPU p50 of 1,024 (128 first) in the same runs (26.0-30.3 ms against
+    33.4-39.8; a query read a median 959 float16 rows instead of 1,785), at image / text recall@10
+    0.972 / 0.972 against 0.984 / 0.972; on isotropic copies (``iso0.79``, 300,000 and 1M) 1.02-1.06x
+    for image queries, 0.73-0.86x for captions, at image recall 0.999 against 0.995-0.996
+    (benchmarks/SEARCH_RESULTS.md)."""
     lists = int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, MAX_LISTS))
     return lists if sample is None else min(lists, 2 ** int(np.log2(max(8, sample))))
 
