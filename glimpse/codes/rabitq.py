@@ -62,7 +62,8 @@ def default_lists(rows: int, sample: int | None = None) -> int:
     collection past 32,768 rows at 1,024 lists: at 1,000,000 ``mix`` rows 2,048 lists (256 probed
     first) took 0.75-0.91x the CPU p50 of 1,024 (128 first) in the same runs (26.0-30.3 ms against
     33.4-39.8; a query read a median 959 float16 rows instead of 1,785), at image / text recall@10
-    0.972 / 0.972 against 0.984 / 0.972; on isotropic copies (``iso0.79``, 300,000 and 1M) 1.02-1.06x
+    0.972 / 0.972 against 0.984 / 0.972; at 300,000 ``mix`` even (0.83-1.04x, recall 0.972 / 0.982
+    against 0.980 / 0.994); on isotropic copies (``iso0.79``, 300,000 and 1M) 1.02-1.06x
     for image queries, 0.73-0.86x for captions, at image recall 0.999 against 0.995-0.996
     (benchmarks/SEARCH_RESULTS.md)."""
     lists = int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, MAX_LISTS))
