@@ -48,10 +48,12 @@ FIT_ROWS = 100_000
 QUERY_BITS = 4
 
 
-#: The most coarse lists: each list a query probes costs FAISS a set-up (about 24 us of CPU, as much
-#: as scanning 140 rows), and finer lists are probed in greater numbers past the first: at 1,000,000
-#: ``mix`` rows 4,096 lists (512 first) took a CPU p50 of 56.7 ms against 26.0-30.0 for 2,048 (256
-#: first) in the same run, and 62-72 ms with 64-256 first (benchmarks/SEARCH_RESULTS.md).
+#: The most coarse lists: finer lists are probed in greater numbers past the first (at 1,000,000 ``mix``
+#: rows, 4,096 lists with 128 first: a median 1,244 more, more rows than 1,024 lists scan), and each costs
+#: a set-up (one thread: 1.5 us with FAISS's estimate, 11 us where each list is scanned for the query's
+#: own residual, as for captions, against 40 ns a row). There 4,096 lists (512 first) took a CPU p50 of
+#: 56.7 ms against 26.0-30.0 for 2,048 (256 first) in the same run, and 62-72 ms with 64-256 first
+#: (benchmarks/SEARCH_RESULTS.md).
 MAX_LISTS = 2048
 
 
