@@ -7,6 +7,7 @@ import pytest
 
 import glimpse
 from glimpse.codes import create_binarizer, load_binarizer
+from glimpse.codes.rabitq import MAX_LISTS, RaBitQFit, default_lists
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
 from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, deviation, distinct, enough, largest,
@@ -727,6 +728,32 @@ def test_the_fit_measures_what_new_rows_of_its_distribution_leave_out_of_its_pro
     assert own < 0.9 * fresh  # the fit's own rows would set the bar too low
     assert abs(fit.outside_reference - fresh) < 0.1 * fresh
     assert load_binarizer(fit.save(tmp_path / "fit.npz")).outside_reference == fit.outside_reference
+
+
+def test_lists_grow_with_the_collection_not_with_the_fit_sample(tmp_path, monkeypatch):
+    """A collection's fit sample stops at 100,000 rows, which held its lists at 1,024 at any size: the
+    lists follow the rows the sample stands for (at most MAX_LISTS, and no more than the sample
+    holds), and a query scans 1/8 of them first."""
+    assert [default_lists(n) for n in (120, 50_000, 100_000, 300_000, 1_000_000, 10**8)] == [32, 1024, 1024, 2048, 2048, MAX_LISTS]
+    assert default_lists(1_000_000, sample=100_000) == 2048 and default_lists(1_000_000, sample=1500) == 1024
+    rows = two_kinds(4000, 0, seed=1)
+    alone = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows)
+    sampled = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows, population=1_000_000)
+    assert (alone.lists, sampled.lists) == (256, 2048)
+    assert (IVFCodesIndex(alone).probes, IVFCodesIndex(sampled).probes) == (64, 256)
+    with pytest.raises(ValueError, match="population"):
+        create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows, population=3999)
+    populations = []
+    fit = RaBitQFit.fit
+    monkeypatch.setattr(RaBitQFit, "fit", lambda self, vectors, progress=None, population=None:
+                        populations.append(population) or fit(self, vectors, progress, population))
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=DIM)
+    try:
+        col.add_vectors(rows[:600], keys=[f"a/{i}" for i in range(600)])
+        col.use_codes(bits=BITS)
+        assert populations == [600]  # the collection says how many rows its sample stands for
+    finally:
+        col.close()
 
 
 def test_rows_of_another_distribution_refit_the_codes_before_the_collection_doubles(tmp_path):

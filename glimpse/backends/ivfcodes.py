@@ -161,7 +161,11 @@ def default_probes(lists: int) -> int:
     300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth round) 64 first lists kept
     0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept 0.963 / 0.974
     at 10.26 ms; on 300,000 isotropic copies 128 cost 5.25 ms against 3.26 (recall 0.997 / 0.996
-    against 0.990 / 0.996)."""
+    against 0.990 / 0.996). Fewer first lists do not make a query cheaper: the lists next in line,
+    where the spread past the first is measured, lie nearer the query and spread more, and the query
+    probes more of them. At 1,000,000 ``mix`` rows in 2,048 lists (CPU p50, same runs) 128 first
+    lists took 44.3 ms against 27.3 for 256, and 384 / 512 took 30.5 / 38.5 against 30.3; in 1,024
+    lists 64 took 44.4 ms against 32.3 for 128."""
     return min(lists, max(64, lists // 8))
 
 

@@ -97,6 +97,7 @@ class Binarizer(ABC):
         #: Input dimension; None until fitted.
         self.dim: int | None = None
         self._fit_progress: FitProgress | None = None
+        self._fit_population = 0  # while fitting: the rows the fit's vectors were sampled from
 
     # -- public API ---------------------------------------------------------------------------
 
@@ -119,8 +120,10 @@ class Binarizer(ABC):
         """Constructor options beyond bits and seed (JSON-serialisable); saved with the file."""
         return {}
 
-    def fit(self, vectors: np.ndarray, progress: FitProgress | None = None) -> Binarizer:
-        """Learn the code from float vectors (n, dim); returns self. Deterministic for a seed."""
+    def fit(self, vectors: np.ndarray, progress: FitProgress | None = None, population: int | None = None) -> Binarizer:
+        """Learn the code from float vectors (n, dim); returns self. Deterministic for a seed.
+        ``population``: how many rows the vectors were sampled from (default n), for fits whose
+        structure grows with the collection (``ivf-rabitq``'s lists)."""
         x = self._as_matrix(vectors, "fit")
         n, dim = x.shape
         self.check_dim(dim)
@@ -130,11 +133,14 @@ class Binarizer(ABC):
                 f"{self.name}: fit needs at least {need} vectors for {self.bits} bits "
                 f"in {dim} dimensions, got {n}"
             )
-        self._fit_progress = progress
+        population = n if population is None else population
+        if isinstance(population, bool) or not isinstance(population, (int, np.integer)) or population < n:
+            raise ValueError(f"{self.name}: population must be an int of at least the {n} vectors given, got {population!r}")
+        self._fit_progress, self._fit_population = progress, int(population)
         try:
             self._fit(x)
         finally:
-            self._fit_progress = None
+            self._fit_progress, self._fit_population = None, 0
         self._set_params(self._stored_params(), dim)  # compute with what the file will hold
         self.dim = dim
         return self

@@ -48,9 +48,28 @@ FIT_ROWS = 100_000
 QUERY_BITS = 4
 
 
-def default_lists(rows: int) -> int:
-    """Coarse lists for a fit on ``rows`` vectors: ~4 sqrt(rows), a power of two in [8, 4096]."""
-    return int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, 4096))
+#: The most coarse lists: finer lists are probed in greater numbers past the first (at 1,000,000 ``mix``
+#: rows, 4,096 lists with 128 first: a median 1,244 more, more rows than 1,024 lists scan), and each costs
+#: a set-up (one thread: 1.5 us with FAISS's estimate, 11 us where each list is scanned for the query's
+#: own residual, as for captions, against 40 ns a row). There 4,096 lists (512 first) took a CPU p50 of
+#: 56.7 ms against 26.0-30.0 for 2,048 (256 first) in the same run, and 62-72 ms with 64-256 first
+#: (benchmarks/SEARCH_RESULTS.md).
+MAX_LISTS = 2048
+
+
+def default_lists(rows: int, sample: int | None = None) -> int:
+    """Coarse lists for a collection of ``rows`` vectors: ~4 sqrt(rows), a power of two in [8,
+    ``MAX_LISTS``], and at most the ``sample`` rows the k-means is fitted on (default ``rows``).
+    From the collection's size, not the fit's sample (at most 100,000 rows), which held every
+    collection past 32,768 rows at 1,024 lists: at 1,000,000 ``mix`` rows 2,048 lists (256 probed
+    first) took 0.75-0.91x the CPU p50 of 1,024 (128 first) in the same runs (26.0-30.3 ms against
+    33.4-39.8; a query read a median 959 float16 rows instead of 1,785), at image / text recall@10
+    0.972 / 0.972 against 0.984 / 0.972; at 300,000 ``mix`` even (0.83-1.04x, recall 0.972 / 0.982
+    against 0.980 / 0.994); on isotropic copies (``iso0.79``, 300,000 and 1M) 1.02-1.06x
+    for image queries, 0.73-0.86x for captions, at image recall 0.999 against 0.995-0.996
+    (benchmarks/SEARCH_RESULTS.md)."""
+    lists = int(np.clip(2 ** round(np.log2(4 * np.sqrt(rows))), 8, MAX_LISTS))
+    return lists if sample is None else min(lists, 2 ** int(np.log2(max(8, sample))))
 
 
 class RaBitQFit(Binarizer):
@@ -97,7 +116,7 @@ class RaBitQFit(Binarizer):
         self._fit_tail(moment - np.outer(mean, mean), mean, top)
         self._report(1)
         projected = np.ascontiguousarray(x @ self.projection)
-        kmeans = faiss.Kmeans(self.bits, default_lists(len(x)), niter=10, seed=self.seed, min_points_per_centroid=1)
+        kmeans = faiss.Kmeans(self.bits, default_lists(self._fit_population, len(x)), niter=10, seed=self.seed, min_points_per_centroid=1)
         kmeans.train(projected)
         self.centroids = kmeans.centroids
         self._report(2)

@@ -100,7 +100,7 @@ class CodeStages:
         if reason is not None:
             rng = np.random.default_rng(settings.seed)
             sample = np.sort(rng.choice(pool, size=min(len(pool), 100_000), replace=False))
-            binarizer.fit(self._read_vectors(sample), progress)
+            binarizer.fit(self._read_vectors(sample), progress, population=len(pool))
             name = BINARIZER_FILE.format(fit=binarizer.fit_id)
             binarizer.save(self.path / name)
             settings = settings.fitted(binarizer.fit_id, name, len(pool), reason)
