@@ -1213,9 +1213,15 @@ class _QuerySearch:
         chances = np.concatenate([normal_tail((kth - self.estimates - shift * own) / (spread * own)),
                                   normal_tail((kth - far_exact) / (spread * theirs))])
         weights = np.concatenate([np.ones(len(own)), np.full(len(far), rows / len(far))])
+        # Rows whose chance is under an equal share of the budget over every row's weight are among the
+        # lowest and together within it: left out before the sort, their sum taken off the budget (at
+        # 1M ``mix`` the sort of every candidate, 200,000, was 14% of an image query's CPU).
+        low = chances <= index.misses / 2 / float(weights.sum())
+        budget = index.misses / 2 - float((chances[low] * weights[low]).sum(dtype=np.float64))
+        chances, weights = chances[~low], weights[~low]
         order = np.argsort(-chances, kind="stable")
         rest = np.cumsum((chances * weights)[order][::-1])[::-1]  # the chances from each row on
-        return float(weights[order][rest > index.misses / 2].sum()) >= WHOLE_SHARE * index.count()
+        return float(weights[order][rest > budget].sum()) >= WHOLE_SHARE * index.count()
 
     def reranked(self, k: int, cap: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
