@@ -242,6 +242,44 @@ def test_import_with_a_keys_file(tmp_path):
         assert [col.search(vector=v, k=1)[0].path for v in vectors] == ["alpha", "béta", "gamma"]
 
 
+def test_import_with_codes_fits_them_once_on_every_vector(tmp_path):
+    np.save(tmp_path / "v.npy", unit_rows(400))
+    result = invoke("import-vectors", tmp_path / "v.npy", "--codes", "ivf-rabitq", "--bits", "8", "-c", tmp_path / "col")
+    assert result.exit_code == 0, result.output
+    assert "search: ivf-rabitq codes, 8 bits, fitted on 400 vectors" in said(result)
+    codes = json.loads(invoke("info", "-c", tmp_path / "col", "--json").output)["stats"]["codes"]
+    assert (codes["binarizer"], codes["bits"], codes["fitted_on"]) == ("ivf-rabitq", 8, 400)
+    with glimpse.open(tmp_path / "col") as col:
+        assert col.search(vector=unit_rows(400)[3], k=1)[0].path == "v.npy/3"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--codes", "ivf-rabitq", "--bits", "64"], "at most 16 bits, not 64"),  # known only once the file is read
+    (["--codes", "bogus"], "unknown binarizer 'bogus'"),
+    (["--codes", "ivf-rabitq", "--oversample", "0"], "oversample"),
+])
+def test_import_refuses_code_options_before_anything_is_written(tmp_path, options, message):
+    np.save(tmp_path / "v.npy", unit_rows(300))
+    result = invoke("import-vectors", tmp_path / "v.npy", *options, "-c", tmp_path / "col")
+    assert result.exit_code == 2 and message in said(result) and "Traceback" not in result.output
+    assert not (tmp_path / "col").exists()
+
+
+def test_index_sets_the_codes_of_a_precomputed_collection_and_refuses_folders(tmp_path, image_dir):
+    np.save(tmp_path / "v.npy", unit_rows(300))
+    col = tmp_path / "col"
+    assert invoke("import-vectors", tmp_path / "v.npy", "-c", col).exit_code == 0
+    refused = invoke("index", image_dir, "--codes", "ivf-rabitq", "-c", col)
+    assert refused.exit_code == 2 and "holds precomputed vectors" in said(refused) and "import-vectors" in said(refused)
+    assert json.loads(invoke("info", "-c", col, "--json").output)["stats"]["codes"] is None  # nothing changed
+    assert invoke("index", "-c", col).exit_code == 2  # nothing to index, no codes asked for
+    chosen = invoke("index", "--codes", "ivf-rabitq", "--bits", "8", "-c", col)
+    assert chosen.exit_code == 0 and "fitted on 300 vectors" in said(chosen)
+    assert json.loads(invoke("info", "-c", col, "--json").output)["stats"]["codes"]["binarizer"] == "ivf-rabitq"
+    off = invoke("index", "--codes", "none", "-c", col)
+    assert off.exit_code == 0 and "search: exact float" in said(off)
+
+
 @pytest.mark.parametrize("setup, message", [
     (lambda d: np.save(d / "v.npy", unit_rows(3)) or (d / "k.txt").write_text("a\nb\n"), "2 keys for 3 vectors"),
     (lambda d: np.save(d / "v.npy", np.ones((3, 4), np.int64)), "int64 values, not floating-point"),

@@ -113,6 +113,13 @@ ModelOpt = Annotated[Optional[str], typer.Option(help="open_clip: architecture (
 PretrainedOpt = Annotated[Optional[str], typer.Option(help="open_clip weights: a tag (laion2b_s34b_b79k), hf-hub:org/name, a checkpoint file or a folder.")]
 DeviceOpt = Annotated[Optional[str], typer.Option(help="open_clip/hf: cpu, cuda or cuda:N (default: CUDA when present).")]
 
+# The code options of `index` and `import-vectors` (see Collection.use_codes).
+CodesOpt = Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search). Default: the collection's setting; a new one searches exact float.")]
+BitsOpt = Annotated[Optional[int], typer.Option(help="Bits per image code (with --codes; default 224 for ivf-rabitq, else 256).")]
+OversampleOpt = Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 2000 for ivf-rabitq, else 30).")]
+ScoringOpt = Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")]
+RerankOpt = Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")]
+
 
 def open_existing(path: str, create: bool = False, encoder: str | None = None, **options):
     import glimpse

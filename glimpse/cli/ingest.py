@@ -8,7 +8,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .common import CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, PrecisionOpt, PretrainedOpt, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
+from ..ingest.names import shown
+from .common import BitsOpt, CodesOpt, CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, OversampleOpt, PrecisionOpt, PretrainedOpt, RerankOpt, ScoringOpt, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
 @app.command(short_help="Index folders: embed new and changed images, drop gone ones.", epilog=(
@@ -30,34 +31,37 @@ def index(
     device: DeviceOpt = None,
     batch_size: Annotated[int, typer.Option(help="Images per model batch.")] = 32,
     workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
-    codes: Annotated[Optional[str], typer.Option(help="Search through codes: ivf-rabitq (coarse lists + residual codes), learned, itq or sign; none switches them off (exact float search). Default: the collection's setting; a new one searches exact float.")] = None,
-    bits: Annotated[Optional[int], typer.Option(help="Bits per image code (with --codes; default 224 for ivf-rabitq, else 256).")] = None,
-    oversample: Annotated[Optional[int], typer.Option(help="Code candidates per result to re-rank, at most (with --codes; default 2000 for ivf-rabitq, else 30).")] = None,
-    scoring: Annotated[str, typer.Option(help="Code scan: auto (asymmetric for text, cascade for images), hamming, cascade or asymmetric.")] = "auto",
-    rerank: Annotated[bool, typer.Option(help="Re-rank code candidates with the float vectors (with --codes).")] = True,
+    codes: CodesOpt = None,
+    bits: BitsOpt = None,
+    oversample: OversampleOpt = None,
+    scoring: ScoringOpt = "auto",
+    rerank: RerankOpt = True,
     ocr: Annotated[bool, typer.Option("--ocr", help="Then read the words in the images (glimpse enrich --ocr).")] = False,
     shard: Annotated[Optional[str], typer.Option(help="i/n: index shard i of n of the files (several workers on one Milvus collection).")] = None,
 ) -> None:
     """Index images: new and changed files are embedded, unchanged ones skipped, gone ones dropped."""
     from ..collection import DB_NAME
-    from ..settings import CodeSettings, check_ingest
+    from ..settings import check_ingest
 
     check_ingest(batch_size, workers, include, exclude)  # every option is checked before anything is created or saved
-    if codes and codes != "none":
-        CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate()
+    _check_codes(codes, bits, oversample, scoring, rerank)
     where = Path(collection).expanduser()
     existed, fresh = where.exists(), not (where / DB_NAME).exists()
     col = open_existing(collection, create=True, encoder=encoder, precision=precision, model=model, pretrained=pretrained,
                 device=device)
     try:
+        if not col.has_files:  # embeddings computed elsewhere: no files to index, but its codes can be chosen here
+            if paths or not codes:
+                raise fail(ValueError(f"{shown(str(col.path))} holds precomputed vectors and has no model to embed images: "
+                                      f"add vectors with glimpse import-vectors FILE -c {shown(str(col.path))}"))
+            _use_codes(col, codes, bits, oversample, scoring, rerank)
+            return
         try:
             col.use_shard(shard)
         except ValueError as exc:
             raise fail(exc) from None
         if codes:
-            with progress_bars() as bar:
-                col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank,
-                              progress=fit_progress(bar))
+            _use_codes(col, codes, bits, oversample, scoring, rerank)
         run_index(
             col, paths and [unshown(p) for p in paths], prune, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
             batch_size=batch_size, workers=workers,
@@ -68,6 +72,30 @@ def index(
         raise
     if ocr:
         run_enrich(col)
+
+
+def _check_codes(codes: str | None, bits: int | None, oversample: int | None, scoring: str, rerank: bool,
+                 dim: int | None = None) -> None:
+    """Refuse bad code options (for ``dim``-d vectors, when known) before anything is created or saved."""
+    from ..codes import default_bits
+    from ..settings import CodeSettings
+
+    if codes and codes != "none":
+        if bits is None and dim is not None:
+            bits = default_bits(codes, dim)
+        try:
+            CodeSettings(codes, bits, oversample, scoring=scoring, rerank=rerank).validate(dim)
+        except ValueError as exc:
+            raise fail(exc) from None
+
+
+def _use_codes(col, codes: str, bits: int | None, oversample: int | None, scoring: str, rerank: bool) -> None:
+    """Switch ``col`` to ``codes`` (fitting them, with a progress bar), and say what search now uses."""
+    with progress_bars() as bar:
+        col.use_codes(codes, bits=bits, oversample=oversample, scoring=scoring, rerank=rerank, progress=fit_progress(bar))
+    now = col.settings().codes
+    console.print("search: exact float" if now is None else f"search: {now.binarizer} codes, {now.bits} bits, "
+                  + (f"fitted on {now.fitted_on:,} vectors" if now.fitted_on else "not fitted yet (too few vectors: exact meanwhile)"))
 
 
 def _discard_if_empty(col, remove_folder: bool) -> None:
@@ -93,6 +121,11 @@ def import_vectors(
     key_column: Annotated[Optional[str], typer.Option("--key-column", help="A .parquet string column holding the keys.")] = None,
     collection: CollectionOpt = DEFAULT_COLLECTION,
     batch_size: Annotated[int, typer.Option(help="Vectors per commit.")] = 16384,
+    codes: CodesOpt = None,
+    bits: BitsOpt = None,
+    oversample: OversampleOpt = None,
+    scoring: ScoringOpt = "auto",
+    rerank: RerankOpt = True,
 ) -> None:
     """Add embeddings computed elsewhere to a collection without a model (made with encoder precomputed when new).
 
@@ -110,6 +143,7 @@ def import_vectors(
         if key_column is not None and file.suffix.lower() != ".parquet":
             raise ValueError("--key-column is for .parquet files: give a .npy file's keys with --keys FILE")
         vectors = read_vectors(file, column)
+        _check_codes(codes, bits, oversample, scoring, rerank, vectors.shape[1])
         names = (read_keys(keys) if keys is not None else parquet_keys(file, key_column) if key_column is not None
                  else [f"{file.name}/{row}" for row in range(len(vectors))])
         if len(names) != len(vectors):
@@ -125,9 +159,11 @@ def import_vectors(
             if fresh:
                 _discard_if_empty(col, remove_folder=not existed)
             raise
+        console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
+        if codes:  # fitted once, on every vector imported
+            _use_codes(col, codes, bits, oversample, scoring, rerank)
     except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
         raise fail(exc) from None
-    console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
 
 
 def run_enrich(col) -> None:
