@@ -253,6 +253,20 @@ def test_import_with_codes_fits_them_once_on_every_vector(tmp_path):
         assert col.search(vector=unit_rows(400)[3], k=1)[0].path == "v.npy/3"
 
 
+def test_a_large_collection_searched_exactly_gets_a_hint_to_choose_codes(tmp_path, monkeypatch):
+    from glimpse.cli import common
+
+    monkeypatch.setattr(common, "CODES_HINT", 300)
+    np.save(tmp_path / "v.npy", unit_rows(300))
+    exact = invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "exact")
+    assert exact.exit_code == 0 and "hint: 300 vectors are searched exactly" in said(exact)
+    assert "glimpse index --codes ivf-rabitq -c" in said(exact)
+    coded = invoke("import-vectors", tmp_path / "v.npy", "--codes", "ivf-rabitq", "--bits", "8", "-c", tmp_path / "coded")
+    assert coded.exit_code == 0 and "hint" not in said(coded)
+    monkeypatch.setattr(common, "CODES_HINT", 301)
+    assert "hint" not in said(invoke("import-vectors", tmp_path / "v.npy", "-c", tmp_path / "small"))
+
+
 @pytest.mark.parametrize("options, message", [
     (["--codes", "ivf-rabitq", "--bits", "64"], "at most 16 bits, not 64"),  # known only once the file is read
     (["--codes", "bogus"], "unknown binarizer 'bogus'"),

@@ -214,6 +214,20 @@ def run_index(col, paths: list[str] | None, prune: bool, **options) -> None:
     if not report.scanned and not report.removed:  # "0 indexed, 0 unchanged" alone reads like a silent failure
         line += ": no image files there (.jpg, .png, .webp, .heic and the like; --include/--exclude choose which)"
     console.print(line)
+    hint_codes(col)
+
+
+#: From this many images, a collection searched exactly gets a hint to choose codes: a query reads every
+#: float16 vector (at 1M 1664-d ones, 1.3 s of CPU against 26 ms through ivf-rabitq codes).
+CODES_HINT = 200_000
+
+
+def hint_codes(col) -> None:
+    """Say how to search a large collection faster when it has no codes (codes stay the user's choice:
+    they take minutes to fit at this size, and re-rank from the same vectors)."""
+    if col.settings().codes is None and col.location == str(col.path) and len(col) >= CODES_HINT:
+        console.print(f"hint: {len(col):,} vectors are searched exactly, every one per query; compact codes are "
+                      f"about 50x faster at this size: glimpse index --codes ivf-rabitq -c {shown(str(col.path))}")
 
 
 def print_results(results, title: str, empty: str | None = None) -> None:

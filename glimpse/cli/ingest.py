@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..ingest.names import shown
-from .common import BitsOpt, CodesOpt, CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, OversampleOpt, PrecisionOpt, PretrainedOpt, RerankOpt, ScoringOpt, app, close_now, closed_after_command, console, fail, fit_progress, open_existing, progress_bars, rate_progress, run_index, unshown
+from .common import BitsOpt, CodesOpt, CollectionOpt, DEFAULT_COLLECTION, DeviceOpt, ModelOpt, OversampleOpt, PrecisionOpt, PretrainedOpt, RerankOpt, ScoringOpt, app, close_now, closed_after_command, console, fail, fit_progress, hint_codes, open_existing, progress_bars, rate_progress, run_index, unshown
 
 
 @app.command(short_help="Index folders: embed new and changed images, drop gone ones.", epilog=(
@@ -162,6 +162,7 @@ def import_vectors(
         console.print(f"{len(names):,} vectors imported ({vectors.shape[1]} dims); the collection holds {len(col):,}")
         if codes:  # fitted once, on every vector imported
             _use_codes(col, codes, bits, oversample, scoring, rerank)
+        hint_codes(col)
     except (CollectionLockedError, ValueError) as exc:  # EncoderMismatchError is a ValueError
         raise fail(exc) from None
 
