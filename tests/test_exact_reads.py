@@ -1,0 +1,60 @@
+"""exact_top and exact_scan read scattered rows a bounded copy at a time, with the same top and checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glimpse.backends import exact
+from glimpse.backends.exact import exact_scan, exact_top, lengths_only, read_parts
+
+DIM = 16
+
+
+@pytest.fixture
+def stored():
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((400, DIM)).astype(np.float32)
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+
+
+def test_scattered_ids_are_read_in_copies_of_bounded_size_and_runs_whole(monkeypatch):
+    monkeypatch.setattr(exact, "GATHER_BYTES", 2 * DIM * 32)  # 32 rows a copy
+    scattered = np.arange(0, 400, 3)
+    parts = read_parts(scattered, DIM)
+    assert [len(p) for p in parts] == [32, 32, 32, 32, 6] and np.array_equal(np.concatenate(parts), scattered)
+    assert [len(p) for p in read_parts(np.arange(100, 300), DIM)] == [200]  # consecutive: one read, in place
+
+
+@pytest.mark.parametrize("k", [10, 133])
+def test_a_top_read_in_parts_is_the_top_of_every_row(stored, monkeypatch, k):
+    monkeypatch.setattr(exact, "GATHER_BYTES", 2 * DIM * 32)
+    ids = np.random.default_rng(1).permutation(np.arange(0, 400, 3))  # any order: read sorted
+    query = stored[7].astype(np.float32)
+    scores, found = exact_top(lambda i: stored[i], query, ids, k)
+    truth = stored[np.sort(ids)].astype(np.float32) @ query
+    order = np.argsort(-truth, kind="stable")[:k]
+    assert np.array_equal(found, np.sort(ids)[order])
+    np.testing.assert_allclose(scores, truth[order], rtol=1e-3, atol=1e-3)
+    whole_scores, whole_found = exact_scan(lambda i: stored[i], query[None], np.sort(ids), k)
+    assert np.array_equal(whole_found[0], found)
+
+
+def test_a_damaged_row_in_one_part_is_left_out_and_reported(stored, monkeypatch):
+    monkeypatch.setattr(exact, "GATHER_BYTES", 2 * DIM * 32)
+    damaged = stored.copy()
+    query = stored[9].astype(np.float32)
+    damaged[9] *= 2  # the query's own row, the best score: its length gives it away
+    reported = []
+
+    def check(ids, rows):
+        whole = lengths_only(ids, rows)
+        reported.extend(ids[~whole].tolist())
+        return whole
+
+    ids = np.arange(0, 400, 3)
+    scores, found = exact_top(lambda i: damaged[i], query, ids, 5, check)
+    assert 9 not in found and 9 in reported and len(found) == 5
+    truth = stored[ids].astype(np.float32) @ query
+    truth[ids == 9] = -np.inf
+    assert np.array_equal(found, ids[np.argsort(-truth, kind="stable")[:5]])
