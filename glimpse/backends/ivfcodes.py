@@ -187,6 +187,7 @@ class IVFCodesIndex(CodeBackend):
         self._index = self._empty()
         self._ids_of: list[np.ndarray] | None = None  # each list's ids (see _list_ids)
         self._factors_of: list[np.ndarray] | None = None  # and their codes' factors (see _list_factors)
+        self._list_of: np.ndarray | None = None  # and the list of each id (see _list_map)
         self._centroid_squares: np.ndarray | None = None
         self._size_of = np.zeros(0, np.int64)
         self._top_id: int | None = None
@@ -699,13 +700,28 @@ class IVFCodesIndex(CodeBackend):
         with ThreadPoolExecutor(max(1, min(len(queries), CORES))) as pool:
             return list(pool.map(one, range(len(queries))))
     def _lists_holding(self, ids: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them)."""
-        ids_of = self._list_ids()
+        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them):
+        dense ids look it up (:meth:`_list_map`), others search the lists' ids."""
+        ids_of, owner = self._list_ids(), self._list_map()
+        if owner is not None:
+            return owner[ids].astype(np.int64)
         held = np.concatenate([ids_of[i] for i in lists.tolist()])
         at = np.flatnonzero(_marked(held, ids, self._id_top))  # in the lists' order
         owners = lists[np.searchsorted(np.cumsum(self._sizes[lists]), at, side="right")]
         order = np.argsort(held[at])
         return owners[order[np.searchsorted(held[at][order], ids)]]
+
+    def _list_map(self) -> np.ndarray | None:
+        """Per id below :attr:`_id_top`, the list holding it (built once per add or remove, 2 B per id):
+        the list of a query's found rows, where gathering its first lists' ids took 0.1 ms at 50,000 rows.
+        None for sparse or negative ids."""
+        ids_of, top = self._list_ids(), self._id_top
+        if self._list_of is None and top is not None:
+            owner = np.zeros(top, np.uint16 if self.lists <= 1 << 16 else np.int32)
+            for number, ids in enumerate(ids_of):
+                owner[ids] = number
+            self._list_of = owner  # whole before it is set: a batch's threads may read it
+        return self._list_of
 
     def _list_ids(self) -> list[np.ndarray]:
         """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
@@ -718,7 +734,7 @@ class IVFCodesIndex(CodeBackend):
             low = min((int(ids.min()) for ids in held), default=0)
             top = max((int(ids.max()) for ids in held), default=-1) + 1
             self._top_id = top if low >= 0 and top <= max(1 << 20, 8 * self.count()) else None  # a bitmap of <= 8 B per code
-            self._factors_of = None
+            self._factors_of = self._list_of = None
         return self._ids_of
 
     def _list_factors(self) -> list[np.ndarray]:
