@@ -444,7 +444,7 @@ class IVFCodesIndex(CodeBackend):
         and 7,452); an image query's 361 and 263."""
         table, square = self._outside_stats()
         inside = None if projected is None else projected[None]
-        _, tail, code = (float(v[0]) for v in self.binarizer.error_parts(query[None], inside))
+        _, tail, code = (float(v[0]) for v in self.binarizer.error_parts_unchecked(query[None], inside))
         if square <= 0 or tail**2 + code**2 <= 0:
             return None
         weight = tail**2 / square
@@ -603,7 +603,9 @@ class IVFCodesIndex(CodeBackend):
         squares = self._squares()[flat]
         scores = np.take_along_axis(centroid_scores, lists, 1).reshape(-1)
         shift = 1 - scores / squares  # 1 - beta
-        pseudo = np.repeat(projected, width, axis=0) + shift[:, None] * centroids  # minus c: q - beta c
+        pseudo = (shift[:, None] * centroids).reshape(len(projected), width, -1)  # minus c: q - beta c
+        pseudo += projected[:, None]  # each query added in place to its lists' terms (no repeated copy)
+        pseudo = pseudo.reshape(len(flat), -1)
         # Each pseudo-query is one list: FAISS's threads take the pseudo-queries, as a batch's queries (its
         # per-query loop over one list cost 100 us more per 128 lists, on one thread as a query's plan runs).
         limits, estimates, ids = self._scan(pseudo, flat[:, None], (scores + shift * squares)[:, None], None, True)
