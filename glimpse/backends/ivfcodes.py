@@ -188,6 +188,7 @@ class IVFCodesIndex(CodeBackend):
         self._ids_of: list[np.ndarray] | None = None  # each list's ids (see _list_ids)
         self._factors_of: list[np.ndarray] | None = None  # and their codes' factors (see _list_factors)
         self._list_of: np.ndarray | None = None  # and the list of each id (see _list_map)
+        self._params_of: dict[int, faiss.IVFRaBitQSearchParameters] = {}  # unfiltered scans' parameters, per width
         self._centroid_squares: np.ndarray | None = None
         self._size_of = np.zeros(0, np.int64)
         self._top_id: int | None = None
@@ -637,16 +638,22 @@ class IVFCodesIndex(CodeBackend):
         """(limits, estimates, ids) of FAISS's range search over each query's ``lists``: the rows
         estimated above ``floor`` (FAISS's threads over the queries with ``across``, else over each
         query's lists)."""
-        params = faiss.IVFRaBitQSearchParameters(nprobe=lists.shape[1], qb=QUERY_BITS)
-        if selector is not None:
-            params.sel = selector
+        params = self._params_of.get(lists.shape[1]) if selector is None else None
+        if params is None:
+            params = faiss.IVFRaBitQSearchParameters(nprobe=lists.shape[1], qb=QUERY_BITS)
+            if selector is None:  # made once per width (12 us each, 1-2 a query): read only, a batch's threads share it
+                self._params_of[lists.shape[1]] = params
+            else:
+                params.sel = selector
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         lists = np.ascontiguousarray(lists, dtype=np.int64)
         coarse = np.ascontiguousarray(coarse, dtype=np.float32)
         found = faiss.RangeSearchResult(len(queries))
         # A batch's first lists: FAISS's threads take whole queries. Otherwise a query's lists (each
         # pseudo-query is one list, scanned serially; a batch's queries run in threads of their own).
-        self._ivf.parallel_mode = 0 if across else 1
+        mode = 0 if across else 1
+        if self._ivf.parallel_mode != mode:  # FAISS's checking setter: 3 us
+            self._ivf.parallel_mode = mode
         # FAISS's Python wrapper of this call refuses search parameters; the C++ call takes them.
         self._ivf.range_search_preassigned_c(len(queries), faiss.swig_ptr(queries), floor, faiss.swig_ptr(lists),
                                              faiss.swig_ptr(coarse), found, False, params, None)
