@@ -211,6 +211,24 @@ def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
         np.testing.assert_array_equal(index.search(queries[row][None], K, allowed=allowed)[1][0], batch[row])
 
 
+def test_the_list_of_each_id_follows_adds_and_removals(data):
+    vectors, ids, reader, fit, _, _ = data
+    index = IVFCodesIndex(fit, reader)
+
+    def holding_is_right() -> bool:
+        owner = {int(i): at for at, held in enumerate(index._list_ids()) for i in held}
+        held = index.ids()
+        return index._lists_holding(held, np.arange(index.lists)).tolist() == [owner[int(i)] for i in held]
+
+    half = len(ids) // 2
+    index.add(ids[:half], vectors[:half])
+    assert index._list_map() is not None and holding_is_right()
+    index.add(ids[half:], vectors[half:])  # rows into the lists mapped, and ids past the map's end
+    assert holding_is_right()
+    index.remove(ids[: half // 2])
+    assert holding_is_right()
+
+
 def test_ids_too_sparse_for_a_bitmap_give_the_same_results(data):
     vectors, ids, reader, fit, _, queries = data
     far = 10**13  # the candidates scored are found without a bitmap over 10^13 ids
