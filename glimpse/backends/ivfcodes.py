@@ -527,6 +527,7 @@ class IVFCodesIndex(CodeBackend):
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
             self._twin_table()
+            self._list_map()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
