@@ -187,7 +187,6 @@ class IVFCodesIndex(CodeBackend):
         self._index = self._empty()
         self._ids_of: list[np.ndarray] | None = None  # each list's ids (see _list_ids)
         self._factors_of: list[np.ndarray] | None = None  # and their codes' factors (see _list_factors)
-        self._list_of: np.ndarray | None = None  # and the list of each id (see _list_map)
         self._params_of: dict[int, faiss.IVFRaBitQSearchParameters] = {}  # unfiltered scans' parameters, per width
         self._centroid_squares: np.ndarray | None = None
         self._size_of = np.zeros(0, np.int64)
@@ -527,7 +526,6 @@ class IVFCodesIndex(CodeBackend):
             self._scales()  # measured here, once, before a batch's threads need it (older codes)
             self._outside_stats()
             self._twin_table()
-            self._list_map()
         self._list_factors()  # and the lists' views, before the threads read them
 
         # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
@@ -709,29 +707,27 @@ class IVFCodesIndex(CodeBackend):
 
         with ThreadPoolExecutor(max(1, min(len(queries), CORES))) as pool:
             return list(pool.map(one, range(len(queries))))
-    def _lists_holding(self, ids: np.ndarray, lists: np.ndarray) -> np.ndarray:
-        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them):
-        dense ids look it up (:meth:`_list_map`), others search the lists' ids."""
-        ids_of, owner = self._list_ids(), self._list_map()
-        if owner is not None:
-            return owner[ids].astype(np.int64)
-        held = np.concatenate([ids_of[i] for i in lists.tolist()])
-        at = np.flatnonzero(_marked(held, ids, self._id_top))  # in the lists' order
-        owners = lists[np.searchsorted(np.cumsum(self._sizes[lists]), at, side="right")]
-        order = np.argsort(held[at])
-        return owners[order[np.searchsorted(held[at][order], ids)]]
-
-    def _list_map(self) -> np.ndarray | None:
-        """Per id below :attr:`_id_top`, the list holding it (built once per add or remove, 2 B per id):
-        the list of a query's found rows, where gathering its first lists' ids took 0.1 ms at 50,000 rows.
-        None for sparse or negative ids."""
-        ids_of, top = self._list_ids(), self._id_top
-        if self._list_of is None and top is not None:
-            owner = np.zeros(top, np.uint16 if self.lists <= 1 << 16 else np.int32)
-            for number, ids in enumerate(ids_of):
-                owner[ids] = number
-            self._list_of = owner  # whole before it is set: a batch's threads may read it
-        return self._list_of
+    def _lists_holding(self, ids: np.ndarray, lists: np.ndarray, scanned: np.ndarray | None = None) -> np.ndarray:
+        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them).
+        ``scanned``: the ids of the lists' rows as an unfiltered scan of them returned them, each list whole and
+        in order (a query's own: gathering the ids of its 128 first lists took 0.15-0.2 ms of CPU at 50,000
+        rows); each id's list by that order is taken only where that list holds it at that place."""
+        ids_of, sizes = self._list_ids(), self._sizes[lists]
+        ends = np.cumsum(sizes)
+        orders = [scanned] if scanned is not None and len(scanned) == int(sizes.sum()) else []
+        for held in orders + [None]:
+            if held is None:  # the lists' ids gathered
+                held = np.concatenate([ids_of[i] for i in lists.tolist()])
+            at = np.flatnonzero(_marked(held, ids, self._id_top))
+            if len(at) != len(ids):
+                continue
+            order = np.argsort(held[at])
+            at = at[order[np.searchsorted(held[at][order], ids)]]  # each id's place
+            which = np.searchsorted(ends, at, side="right")
+            places = (at - ends[which] + self._sizes[lists[which]]).tolist()
+            if all(ids_of[number][place] == i for number, place, i in zip(lists[which].tolist(), places, ids.tolist())):
+                return lists[which]
+        raise ValueError("an id is not held by the lists given")
 
     def _list_ids(self) -> list[np.ndarray]:
         """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
@@ -744,7 +740,7 @@ class IVFCodesIndex(CodeBackend):
             low = min((int(ids.min()) for ids in held), default=0)
             top = max((int(ids.max()) for ids in held), default=-1) + 1
             self._top_id = top if low >= 0 and top <= max(1 << 20, 8 * self.count()) else None  # a bitmap of <= 8 B per code
-            self._factors_of = self._list_of = None
+            self._factors_of = None
         return self._ids_of
 
     def _list_factors(self) -> list[np.ndarray]:
@@ -1210,7 +1206,7 @@ class _QuerySearch:
             return rest
         shift, spread = around
         if len(found):  # rows like the query's neighbours lie further out than the sample's: see allowing
-            lists = self.index._lists_holding(found, self.first)
+            lists = self.index._lists_holding(found, self.first, self.ids)  # only the first lists' rows yet
             furthest = float(((found_exact - self.centroid_scores[lists]) / scales[lists]).max()) - shift
             spread = allowing(spread, furthest, float(self.index._sizes[self.first].sum()) * self.share)
         chances = self.index._sizes[rest] * self.share * normal_tail(
