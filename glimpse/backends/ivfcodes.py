@@ -708,7 +708,7 @@ class IVFCodesIndex(CodeBackend):
         with ThreadPoolExecutor(max(1, min(len(queries), CORES))) as pool:
             return list(pool.map(one, range(len(queries))))
     def _lists_holding(self, ids: np.ndarray, lists: np.ndarray, scanned: np.ndarray | None = None) -> np.ndarray:
-        """The list of ``lists`` that holds each of ``ids`` (a few distinct ids, each held by one of them).
+        """The list of ``lists`` that holds each of ``ids`` (a few ids, each held by one of them).
         ``scanned``: the ids of the lists' rows as an unfiltered scan of them returned them, each list whole and
         in order (a query's own: gathering the ids of its 128 first lists took 0.15-0.2 ms of CPU at 50,000
         rows); each id's list by that order is taken only where that list holds it at that place."""
@@ -719,10 +719,11 @@ class IVFCodesIndex(CodeBackend):
             if held is None:  # the lists' ids gathered
                 held = np.concatenate([ids_of[i] for i in lists.tolist()])
             at = np.flatnonzero(_marked(held, ids, self._id_top))
-            if len(at) != len(ids):
+            if len(at):
+                order = np.argsort(held[at])
+                at = at[order[np.minimum(np.searchsorted(held[at][order], ids), len(at) - 1)]]  # each id's place
+            if len(at) != len(ids) or (held[at] != ids).any():
                 continue
-            order = np.argsort(held[at])
-            at = at[order[np.searchsorted(held[at][order], ids)]]  # each id's place
             which = np.searchsorted(ends, at, side="right")
             places = (at - ends[which] + self._sizes[lists[which]]).tolist()
             if all(ids_of[number][place] == i for number, place, i in zip(lists[which].tolist(), places, ids.tolist())):
