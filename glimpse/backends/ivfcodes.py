@@ -725,7 +725,7 @@ class IVFCodesIndex(CodeBackend):
             if len(at) != len(ids) or (held[at] != ids).any():
                 continue
             which = np.searchsorted(ends, at, side="right")
-            places = (at - ends[which] + self._sizes[lists[which]]).tolist()
+            places = (at - ends[which] + sizes[which]).tolist()
             if all(ids_of[number][place] == i for number, place, i in zip(lists[which].tolist(), places, ids.tolist())):
                 return lists[which]
         raise ValueError("an id is not held by the lists given")
