@@ -237,3 +237,29 @@ def test_the_rerank_scores_float16_rows_in_place_as_a_copy_would(monkeypatch):
         scorer = exact.fp16_scorer(rows)
         assert scorer.codes.is_owned == (views is None)
     assert all(np.array_equal(found[False, k], found[True, k]) for k in (10, 2053))
+
+
+@pytest.mark.parametrize("k", [5, 30, 40])
+def test_exact_top_leaves_out_and_reports_a_damaged_row_whether_or_not_every_row_read_is_its_top(k):
+    """k under the rows read checks the top gathered; k at or past them checks the rows where they lie."""
+    from glimpse.backends.exact import exact_top, lengths_only
+
+    rng = np.random.default_rng(4)
+    rows = rng.standard_normal((30, 48)).astype(np.float32)
+    rows = (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
+    query = rows[7].astype(np.float32)
+    rows[7] *= 2  # a damaged row (length 2), the best score
+    reported: list[int] = []
+
+    def check(ids: np.ndarray, read: np.ndarray) -> np.ndarray:
+        whole = lengths_only(ids, read)
+        reported.extend(ids[~whole].tolist())
+        return whole
+
+    ids = np.arange(100, 130)
+    scores, top = exact_top(lambda wanted: rows[wanted - 100], query, ids[::-1], k, check)
+    truth = np.delete(rows.astype(np.float32) @ query, 7)
+    want = np.delete(ids, 7)[np.argsort(-truth, kind="stable")[:k]]
+    assert set(reported) == {107}
+    np.testing.assert_array_equal(top, want)
+    np.testing.assert_allclose(scores, np.sort(truth)[::-1][:k], rtol=1e-4, atol=1e-4)

@@ -211,6 +211,23 @@ def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
         np.testing.assert_array_equal(index.search(queries[row][None], K, allowed=allowed)[1][0], batch[row])
 
 
+def test_the_lists_holding_ids_are_found_from_a_scans_order_only_where_it_is_the_lists(data):
+    vectors, ids, reader, fit, _, _ = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids, vectors)
+    index.remove(ids[:100])  # FAISS moves a list's last rows into the removed rows' places
+    owner = {int(i): at for at, held in enumerate(index._list_ids()) for i in held}
+    lists = np.flatnonzero(index._sizes)[::3]
+    held = np.concatenate([index._list_ids()[i] for i in lists])
+    found = held[np.random.default_rng(1).choice(len(held), 10, replace=False)][[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 3]]
+    want = [owner[int(i)] for i in found]
+    scanned = np.concatenate([index._list_ids()[i] for i in lists[::-1]])  # another order: the lists' ids gathered
+    for hint in (None, held, scanned, held[::-1], held[1:]):
+        assert index._lists_holding(found, lists, hint).tolist() == want
+    with pytest.raises(ValueError):
+        index._lists_holding(ids[:1], lists, held)  # a removed id
+
+
 def test_ids_too_sparse_for_a_bitmap_give_the_same_results(data):
     vectors, ids, reader, fit, _, queries = data
     far = 10**13  # the candidates scored are found without a bitmap over 10^13 ids

@@ -123,7 +123,9 @@ def _read_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
     """:func:`exact_top` of sorted ``ids`` in one read."""
     rows = reader(ids)
     scores, best = _top_inner_products(rows, query, k)
-    if not check(ids[best], rows[best]).all():  # rare: every row read checked, the top scored again without the damaged
+    # A top of every row read (a plan's first rows) is checked where the rows lie, not gathered in its order
+    top = (ids, rows) if len(best) == len(ids) else (ids[best], rows[best])
+    if not check(*top).all():  # rare: every row read checked, the top scored again without the damaged
         whole = check(ids, rows)
         ids, rows = ids[whole], rows[whole]
         scores, best = _top_inner_products(rows, query, k)
