@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmark_scripts import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def search():
-    path = REPO / "benchmarks" / "search.py"
-    if not path.is_file():
-        pytest.skip("benchmarks/search.py is in a source checkout only (the tests were copied without it)")
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("bench_search", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search")
 
 
 def test_identical_rows_tied_at_the_kth_score_count_as_found(search):
