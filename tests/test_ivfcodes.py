@@ -870,9 +870,14 @@ def test_rows_on_their_centroid_are_estimated_as_it_and_older_codes_are_mended(c
     vectors, _, queries = copies
     rows = np.concatenate([vectors, np.repeat(vectors[:1], 2000, axis=0)]).astype(np.float16).astype(np.float32)
     fit = create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(rows)
-    index, _ = burst_index(fit, rows)
     burst = rows[-1] @ fit.projection
-    assert np.min(np.linalg.norm(fit.centroids - burst, axis=1)) < ON_CENTROID  # the premise: on its centroid
+    near = np.linalg.norm(fit.centroids - burst, axis=1)
+    # k-means can leave several centroids within float32's reach of the burst (three on an AVX-512 CPU), and
+    # FAISS's L2 quantiser then files it by rounding: one is kept there, the others sent away.
+    fit.centroids[np.setdiff1d(np.flatnonzero(near < 0.01), [near.argmin()])] *= -1
+    index, _ = burst_index(fit, rows)
+    assert near.min() < ON_CENTROID  # the premise: on its centroid
+    assert set(np.flatnonzero([np.isin(len(vectors), held) for held in index._list_ids()])) == {near.argmin()}
 
     def worst(index) -> float:
         errors = []
