@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 import zlib
 from collections.abc import Callable, Iterator
@@ -11,6 +12,11 @@ import pytest
 from milvus_fixtures import client as milvus_client
 from milvus_fixtures import lite_server, milvus23_server  # noqa: F401 - fixtures for every module
 from PIL import Image
+
+# Off a terminal Rich prints at 80 columns and folds a word longer than that mid-word: a message naming a
+# deep temporary path (pytest-xdist's per-worker folders add 10 characters) would then not read as written.
+# Set before any test module imports glimpse's consoles, and inherited by the commands tests run.
+os.environ["COLUMNS"] = "1000"
 
 #: What the collection suite runs on: a local directory, and Milvus Lite 2.5.1, started once per
 #: session on a loopback port (one process serves it; each test gets collections of its own).
