@@ -211,7 +211,11 @@ def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
         np.testing.assert_array_equal(index.search(queries[row][None], K, allowed=allowed)[1][0], batch[row])
 
 
-def test_the_lists_holding_ids_are_found_from_a_scans_order_only_where_it_is_the_lists(data):
+@pytest.mark.parametrize("gathered", [1, 32])
+def test_the_lists_holding_ids_are_found_from_a_scans_order_only_where_it_is_the_lists(data, gathered, monkeypatch):
+    from glimpse.backends import ivfcodes
+
+    monkeypatch.setattr(ivfcodes, "GATHER_LISTS", gathered)  # lists gathered 1, 2, 4, ... at a time, or 32 first
     vectors, ids, reader, fit, _, _ = data
     index = IVFCodesIndex(fit, reader)
     index.add(ids, vectors)

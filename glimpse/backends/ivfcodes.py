@@ -137,6 +137,8 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 #: Candidates further below the k-th exact score than this many deviations are never re-ranked
 #: (a normal error exceeds 8 deviations with probability 6e-16).
 FAR = 8.0
+#: Lists whose ids are gathered first when finding the lists that hold a few rows (then twice as many, ...).
+GATHER_LISTS = 32
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -711,24 +713,39 @@ class IVFCodesIndex(CodeBackend):
         """The list of ``lists`` that holds each of ``ids`` (a few ids, each held by one of them).
         ``scanned``: the ids of the lists' rows as an unfiltered scan of them returned them, each list whole and
         in order (a query's own: gathering the ids of its 128 first lists took 0.15-0.2 ms of CPU at 50,000
-        rows); each id's list by that order is taken only where that list holds it at that place."""
+        rows); each id's list by that order is taken only where that list holds it at that place. Otherwise
+        the lists' ids are gathered in doubling runs, best list first, until every id is found: a query's
+        best rows lie in its first lists (a filtered query's 427 first lists took 0.4 ms at 50,000 rows)."""
         ids_of, sizes = self._list_ids(), self._sizes[lists]
-        ends = np.cumsum(sizes)
-        orders = [scanned] if scanned is not None and len(scanned) == int(sizes.sum()) else []
-        for held in orders + [None]:
-            if held is None:  # the lists' ids gathered
-                held = np.concatenate([ids_of[i] for i in lists.tolist()])
-            at = np.flatnonzero(_marked(held, ids, self._id_top))
+        if scanned is not None and len(scanned) == int(sizes.sum()):
+            ends = np.cumsum(sizes)
+            at = np.flatnonzero(_marked(scanned, ids, self._id_top))
             if len(at):
-                order = np.argsort(held[at])
-                at = at[order[np.minimum(np.searchsorted(held[at][order], ids), len(at) - 1)]]  # each id's place
-            if len(at) != len(ids) or (held[at] != ids).any():
-                continue
-            which = np.searchsorted(ends, at, side="right")
-            places = (at - ends[which] + sizes[which]).tolist()
-            if all(ids_of[number][place] == i for number, place, i in zip(lists[which].tolist(), places, ids.tolist())):
-                return lists[which]
-        raise ValueError("an id is not held by the lists given")
+                order = np.argsort(scanned[at])
+                at = at[order[np.minimum(np.searchsorted(scanned[at][order], ids), len(at) - 1)]]  # each id's place
+            if len(at) == len(ids) and (scanned[at] == ids).all():
+                which = np.searchsorted(ends, at, side="right")
+                places = (at - ends[which] + sizes[which]).tolist()
+                if all(ids_of[number][place] == i for number, place, i in zip(lists[which].tolist(), places, ids.tolist())):
+                    return lists[which]
+        wanted = np.unique(ids)
+        holding = np.full(len(wanted), -1, np.int64)
+        top = self._id_top
+        if top is not None:
+            bits = np.zeros(top, bool)
+            bits[wanted[(wanted >= 0) & (wanted < top)]] = True
+        start, step = 0, GATHER_LISTS
+        while start < len(lists) and (holding < 0).any():
+            part = lists[start : start + step]
+            held = np.concatenate([ids_of[i] for i in part.tolist()])
+            at = np.flatnonzero(bits[held] if top is not None else among(held, wanted))
+            if len(at):
+                which = np.searchsorted(np.cumsum(self._sizes[part]), at, side="right")
+                holding[np.searchsorted(wanted, held[at])] = part[which]
+            start, step = start + step, 2 * step
+        if (holding < 0).any():
+            raise ValueError("an id is not held by the lists given")
+        return holding[np.searchsorted(wanted, ids)]
 
     def _list_ids(self) -> list[np.ndarray]:
         """Each list's ids, as views of FAISS's arrays (cached until the next add or remove)."""
