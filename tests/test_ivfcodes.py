@@ -1156,3 +1156,29 @@ def test_lists_are_probed_until_the_spread_allows_the_rows_a_far_query_found(mon
     before, never_before = searched()
     assert never_before >= 5 and 2 * never < never_before  # 7 before, 3 now
     assert now >= 0.99 and now > before  # 0.9825 before, 0.9925 now
+
+
+def test_the_sample_grows_with_the_rows_of_the_sampled_lists(data, monkeypatch):
+    """SAMPLE rows while the lists hold up to SAMPLE_ROWS rows, then more as rows^(2/3), at most
+    MAX_SAMPLE; each query's samples (first lists and those next in line) take that many, distinct."""
+    from glimpse.backends import ivfcodes
+    from glimpse.backends.ivfcodes import MAX_SAMPLE, SAMPLE, SAMPLE_ROWS, sample_size
+
+    sizes = [sample_size(rows) for rows in (0, SAMPLE_ROWS, 2 * SAMPLE_ROWS, 4 * SAMPLE_ROWS, 100 * SAMPLE_ROWS)]
+    assert sizes[:2] == [SAMPLE, SAMPLE] and sizes == sorted(sizes) and sizes[-1] == MAX_SAMPLE
+    assert sizes[2] == int(SAMPLE * 2 ** (2 / 3))
+    vectors, ids, reader, fit, _, queries = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids, vectors)
+    monkeypatch.setattr(ivfcodes, "SAMPLE_ROWS", 200)  # this small index's lists past it
+    taken, original = [], ivfcodes._QuerySearch._sample
+
+    def sample(search, lists):
+        got, held = original(search, lists)
+        taken.append((len(got), len(np.unique(got)), int(index._sizes[lists].sum())))
+        return got, held
+
+    monkeypatch.setattr(ivfcodes._QuerySearch, "_sample", sample)
+    index.search(queries[:3], K)
+    assert taken and all(count == distinct == min(sample_size(rows), rows) for count, distinct, rows in taken)
+    assert max(count for count, _, _ in taken) > SAMPLE
