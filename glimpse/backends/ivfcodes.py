@@ -82,7 +82,7 @@ SAMPLE = 48
 #: Rows of the sampled lists up to which ``SAMPLE`` rows are sampled: the first lists of 200,000
 #: ``iso0.79`` rows (25,000); 96 rows there cost 7% more CPU per query, and 6% at 50,000 ``mix``.
 SAMPLE_ROWS = 25_000
-#: The most rows sampled: 128 at 1,000,000 ``mix`` (125,000 rows in the first lists) took 14% less CPU
+#: The most rows sampled: 128 at 1,000,000 ``mix`` (125,000 rows in the first lists) took 14-20% less CPU
 #: per query than 48 and 96 took 11% less, at the same recall; 192 cost recall there (0.961 / 0.966).
 MAX_SAMPLE = 128
 #: Fewer sampled rows than this measure nothing: the fit's error model (or every list) instead.
