@@ -17,7 +17,6 @@ benchmarks/QUALITY_NOTES.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,11 +27,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from adapt import extrapolated_r10  # noqa: E402
-from hubness import per_query  # noqa: E402
+from hubness import captioned_arguments, captioned_vectors, per_query  # noqa: E402
 
-from glimpse.encoders import create_encoder  # noqa: E402
-from glimpse.eval.datasets import load_captioned  # noqa: E402
-from glimpse.eval.embed import EmbeddingCache  # noqa: E402
 from glimpse.metrics import median_of_ranks, ranks  # noqa: E402
 from glimpse.query.adapt import Contrastive, fit_adapter, held_out_split  # noqa: E402
 
@@ -73,18 +69,7 @@ def report(label: str, q: np.ndarray, photos: np.ndarray, target: np.ndarray) ->
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "captioned-dev")
-    ap.add_argument("--cache", type=Path, default=None, help="glimpse eval's cache (default: its default)")
-    ap.add_argument("--encoder", default="lite0-minilm", help="NAME or NAME@PRECISION (int8, fp32)")
-    args = ap.parse_args()
-    name, _, precision = args.encoder.partition("@")
-    encoder = create_encoder(name, **({"precision": precision} if precision else {}))
-    task = load_captioned(args.data).tasks[0]
-    cache = EmbeddingCache(encoder, args.cache)
-    photos = cache.images(task.database.paths)[0].astype(np.float16).astype(np.float32)  # as a collection stores them
-    texts = cache.texts(list(task.queries.texts))[0].astype(np.float32)
-    owner = np.array([int(p[0]) for p in task.judgements[""].positives])
+    _, photos, texts, owner = captioned_vectors(captioned_arguments(__doc__).parse_args())
     print(f"{len(GRID) - 1} settings\n\n| queries | feedback | R@1 / R@10, median | R@10 at 2,582 | change ± paired SE |\n"
           "|---|---|---|---|---|")
     report(f"zero-shot, all {len(texts)} captions", texts, photos, owner)
