@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 class HeldIds:
     """A set of item ids as one sorted array: at 10M items a Python set took 1-2 s to build, and as
     long to compare with the live ids at each refresh (a Milvus collection's ids are spread over
-    63 bits, so no bitmap). Commits add ids above those held, which append."""
+    63 bits, so no bitmap). Commits add ids above those held: they append, into room kept ahead."""
 
     def __init__(self, ids: Iterable[int] | np.ndarray = ()):
-        self._ids = self._ascending(ids)
+        self._buffer = np.array(self._ascending(ids))  # its own copy: appends write into it
+        self._count = len(self._buffer)
 
     @staticmethod
     def _array(ids: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -50,29 +51,38 @@ class HeldIds:
 
     def update(self, ids: Iterable[int] | np.ndarray) -> None:
         ids = self._ascending(ids)
-        if len(ids) and len(self._ids) and ids[0] <= self._ids[-1]:
-            self._ids = np.union1d(self._ids, ids)
-        elif len(ids):
-            self._ids = np.concatenate([self._ids, ids])
+        if not len(ids):
+            return
+        if self._count and ids[0] <= self._buffer[self._count - 1]:
+            self._buffer = np.union1d(self.ids(), ids)
+            self._count = len(self._buffer)
+            return
+        if self._count + len(ids) > len(self._buffer):  # room for as many again: appends stay linear
+            grown = np.empty(2 * (self._count + len(ids)), np.int64)
+            grown[: self._count] = self.ids()
+            self._buffer = grown
+        self._buffer[self._count : self._count + len(ids)] = ids
+        self._count += len(ids)
 
     def difference_update(self, ids: Iterable[int] | np.ndarray) -> None:
         ids = self._array(ids)
-        self._ids = np.delete(self._ids, np.searchsorted(self._ids, ids[self.holds(ids)]))
+        self._buffer = np.delete(self.ids(), np.searchsorted(self.ids(), ids[self.holds(ids)]))
+        self._count = len(self._buffer)
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
         """Which of ``ids`` are held (bool per id)."""
-        ids = self._array(ids)
-        if not len(self._ids):
+        ids, held = self._array(ids), self.ids()
+        if not len(held):
             return np.zeros(len(ids), bool)
-        at = np.searchsorted(self._ids, ids).clip(max=len(self._ids) - 1)
-        return self._ids[at] == ids
+        at = np.searchsorted(held, ids).clip(max=len(held) - 1)
+        return held[at] == ids
 
     def __contains__(self, item_id: int) -> bool:
         return bool(self.holds(np.array([item_id]))[0])
 
     def ids(self) -> np.ndarray:
-        """The ids held, ascending."""
-        return self._ids
+        """The ids held, ascending (a view: read only)."""
+        return self._buffer[: self._count]
 
 
 class LiveIndex:
