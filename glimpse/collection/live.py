@@ -16,6 +16,7 @@ from ..backends.exact import whole_rows
 from ..settings import CodeSettings
 from ..storage.vectors import DamagedVectorError, sums_path
 from .layout import VECTORS_FILE, VECTORS_NAME
+from .reports import ProgressFn
 
 
 #: A write compacts the vector file once removed images hold more than this share of its rows
@@ -127,8 +128,9 @@ class LiveIndex:
             self._live, self._seen = table[:, 0], int(meta.get("generation", 0))
             return
 
-    def _refresh(self) -> None:
-        """Bring the loaded index up to the committed state (other processes may write)."""
+    def _refresh(self, progress: ProgressFn | None = None) -> None:
+        """Bring the loaded index up to the committed state (other processes may write);
+        ``progress`` gets (rows added, rows to add) as the rows new to the index are coded."""
         self._sync()
         if self._index is None or self._index_generation == self._seen:
             return
@@ -145,6 +147,8 @@ class LiveIndex:
             whole = self._check_rows(ids, vectors)  # every row loaded is checked (a fraction of the float32 copy's cost)
             left_out += ids[~whole].tolist()
             self._add_to_index(ids[whole], vectors[whole].astype(np.float32))
+            if progress is not None:
+                progress(chunk + len(ids), len(new))
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()
@@ -152,7 +156,9 @@ class LiveIndex:
         self._index_ids.difference_update(left_out)
         self._index_generation = self._seen
 
-    def _ensure_index(self) -> SearchBackend:
+    def _ensure_index(self, progress: ProgressFn | None = None) -> SearchBackend:
+        """The loaded index, up to date (loaded, or built from the vector file, first; ``progress``:
+        see :meth:`_refresh`)."""
         self._sync()  # first: an upgrade may have switched the encoder, which drops the index
         settings = self._code_settings()
         if self._index is not None and settings != self._index_settings:
@@ -161,7 +167,7 @@ class LiveIndex:
             self._sync()
             self._index, self._index_ids = self._open_backend(settings)
             self._index_generation, self._index_settings, self._rewrite_mark = -1, settings, None
-        self._refresh()
+        self._refresh(progress)
         return self._index
 
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
