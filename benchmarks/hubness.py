@@ -196,27 +196,39 @@ def choose(data: Data, photos: np.ndarray, kind: str, adapted: bool, depth: int)
     return max(GRID, key=scores.get), scores
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def captioned_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of the captioned-dev studies: ``--data``, ``--cache`` and ``--encoder``."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "captioned-dev")
     ap.add_argument("--cache", type=Path, default=None, help="glimpse eval's cache (default: its default)")
-    ap.add_argument("--depth", type=int, default=200, help="the top N of a query that is re-ranked")
-    ap.add_argument("--banks", default="prompts,pairs,captions,adapted,adapted-prompts")
     ap.add_argument("--encoder", default="lite0-minilm", help="NAME or NAME@PRECISION (int8, fp32)")
-    args = ap.parse_args()
+    return ap
+
+
+def captioned_vectors(args: argparse.Namespace):
+    """(encoder, photo vectors as a collection stores them (float16, read as float32), caption vectors
+    (float32), each caption's photo) of ``args.data`` (cached as ``glimpse eval`` caches them)."""
     name, _, precision = args.encoder.partition("@")
     encoder = create_encoder(name, **({"precision": precision} if precision else {}))
     task = load_captioned(args.data).tasks[0]
     cache = EmbeddingCache(encoder, args.cache)
     images, _ = cache.images(task.database.paths)
     texts, _ = cache.texts(list(task.queries.texts))
+    owner = np.array([int(p[0]) for p in task.judgements[""].positives])
+    return encoder, images.astype(np.float16).astype(np.float32), texts.astype(np.float32), owner
+
+
+def main() -> None:
+    ap = captioned_arguments(__doc__)
+    ap.add_argument("--depth", type=int, default=200, help="the top N of a query that is re-ranked")
+    ap.add_argument("--banks", default="prompts,pairs,captions,adapted,adapted-prompts")
+    args = ap.parse_args()
+    encoder, images, texts, owner = captioned_vectors(args)
     names = load_prompt_names()
     pairs = np.random.default_rng(0).choice(len(names), (2000, 2))
     prompts = {"prompts": encoder.encode_texts([f"a photo of a {name}." for name in names]),
                "pairs": encoder.encode_texts([f"a photo of a {names[a]} and a {names[b]}." for a, b in pairs])}
-    owner = np.array([int(p[0]) for p in task.judgements[""].positives])
-    # float16, as a collection stores image vectors
-    data = Data(texts.astype(np.float32), images.astype(np.float16).astype(np.float32), owner, prompts)
+    data = Data(texts, images, owner, prompts)
     csls = Setting("csls", 1, 0.25)
     hub = data.bank("prompts", np.arange(0), None).hub(data.images, np.arange(len(images)), csls)
     for setting in (NONE, csls):

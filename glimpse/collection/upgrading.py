@@ -111,11 +111,10 @@ class Upgrading:
         return self._dual[1]
 
     def _dual_at(self) -> DualSpace | None:
-        meta, pairs = self._meta.snapshot()
+        meta, table = self._meta.snapshot()
         state = upgrade_state.active(meta)
         if not upgrade_state.switched(meta):
             return None
-        table = np.array(pairs, np.int64).reshape(-1, 2)
         order = upgrade_state.read_order(self.path, state)
         pending = np.intersect1d(order[int(state["done"]):], table[:, 0])
         if not len(pending):  # every vector is real: the new space alone

@@ -37,6 +37,7 @@ import numpy as np
 
 from ..collection import Collection, CollectionStats, EncoderMismatchError
 from ..collection.layout import DB_NAME
+from ..collection.live import HeldIds
 from ..collection.opening import URI_OPENERS, open_directory
 from ..encoders import Encoder
 from ..collection.ingest import _is_under
@@ -194,7 +195,7 @@ class MilvusCollection(Collection):
         for source in sources:
             index.copy_from(source, np.union1d(self._live, index.ids()))
 
-    def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, set[int]]:
+    def _open_backend(self, settings: CodeSettings | None) -> tuple[MilvusIndex, HeldIds]:
         """The Milvus collection for this fit; of its rows, those this worker holds count as
         pushed (rows of other workers are never removed on this worker's behalf). Removals
         recorded by other workers are honoured first, so their rows are not pushed back; then
@@ -205,7 +206,9 @@ class MilvusCollection(Collection):
         self._sync()
         index = self._milvus_index(settings)
         index.remove(np.array(self._meta.reconcile_files(), dtype=np.int64))
-        return index, set(np.intersect1d(index.ids(), self._live).tolist()) | unpushable
+        held = HeldIds(np.intersect1d(index.ids(), self._live))
+        held.update(unpushable)
+        return index, held
 
     def _prepare_codes(self, codes: dict | None) -> None:
         """Before a code setting is written: its Milvus collection holds every row (copied

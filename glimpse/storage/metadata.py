@@ -11,12 +11,17 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
+
 from .records import ErrorRecord, FileError, FileLink, FileRecord, ItemConditions, ItemInfo, NewItem
 
 #: 2: paths are stored as their bytes (``os.fsencode``), so names that are not UTF-8 fit.
 SCHEMA_VERSION = 2
 #: The columns behind ItemConditions' fields: a capture time, where known, stands for the file's mtime.
 _COLUMNS = {"date_ns": "COALESCE(i.taken_ns, f.mtime_ns)", "width": "i.width", "height": "i.height", "bytes": "f.size"}
+#: Items per part of a snapshot: each part is one string SQLite joins (about 16 bytes an item, far under its
+#: 1 GB limit on a string).
+SNAPSHOT_ITEMS = 1 << 20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -123,16 +128,31 @@ class Metadata:
         rows = self._query("SELECT value FROM meta WHERE key='generation'")
         return json.loads(rows[0][0]) if rows else 0
 
-    def snapshot(self) -> tuple[dict, list[tuple[int, int]]]:
-        """The collection facts and every item's (id, vector row), ascending by id, as of one commit."""
+    def snapshot(self) -> tuple[dict, np.ndarray]:
+        """The collection facts and every item's (id, vector row), ascending by id, as of one commit:
+        an (items, 2) int64 array. SQLite joins each part's numbers in strings, which numpy parses:
+        a Python tuple per item took 7-8 s at 10M items (fetching, then converting), this 2.5-3."""
+        parts = []
         with self._lock:
             self._db.execute("BEGIN")  # one read transaction: one consistent snapshot of the WAL
             try:
                 meta = {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
-                rows = self._db.execute("SELECT id, COALESCE(row, id) FROM items ORDER BY id").fetchall()
+                after = -(1 << 63)
+                while True:  # two joined columns: joining each pair first took 1.5x as long
+                    ids, rows, count, last = self._db.execute(
+                        "SELECT group_concat(id), group_concat(COALESCE(row, id)), COUNT(*), MAX(id) FROM "
+                        "(SELECT id, row FROM items WHERE id > ? ORDER BY id LIMIT ?)", (after, SNAPSHOT_ITEMS)).fetchone()
+                    if count:
+                        parts.append(np.stack([np.fromstring(text, dtype=np.int64, sep=",") for text in (ids, rows)], 1))
+                    if count < SNAPSHOT_ITEMS:
+                        break
+                    after = last
             finally:
                 self._db.execute("COMMIT")
-        return meta, rows
+        table = np.concatenate(parts) if parts else np.zeros((0, 2), np.int64)
+        if len(table) > 1 and not (np.diff(table[:, 0]) > 0).all():  # SQLite keeps the subquery's order; not promised
+            table = table[np.argsort(table[:, 0], kind="stable")]
+        return meta, table
 
     def move_rows(self, moves: Sequence[tuple[int, int]], vectors: str, rows: int, next_id: int) -> int:
         """Point items at their rows in a new vector file, in one transaction; returns the generation."""

@@ -238,8 +238,7 @@ class _Run:
         col = self.col
         forward, reverse, quality, candidates = self._fit(state, new)  # without the lock: ingest goes on meanwhile
         with col._lock:
-            meta, pairs = col._meta.snapshot()
-            table = np.array(pairs, np.int64).reshape(-1, 2)
+            meta, table = col._meta.snapshot()
             live, rows_of = table[:, 0], dict(zip(table[:, 0].tolist(), table[:, 1].tolist()))
             rows = int(meta.get("rows", 0))
             # The order's leading batches, as the sample embedded them: a switch killed after it saved the
@@ -283,8 +282,7 @@ class _Run:
     def _fit(self, state: dict, new: Encoder) -> tuple[SpaceMap, SpaceMap, MapQuality | None, dict]:
         """The maps old->new and new->old, fitted on the sample's pairs (:mod:`.views`), the first's quality
         and every candidate's figures."""
-        meta, pairs = self.col._meta.snapshot()
-        table = np.array(pairs, np.int64).reshape(-1, 2)
+        meta, table = self.col._meta.snapshot()
         rows = int(meta.get("rows", 0))
         sampled = st.read_order(self.folder, state)[: int(state["sample"])]
         sampled = sampled[np.isin(sampled, table[:, 0])]
@@ -385,11 +383,10 @@ class _Run:
             except CollectionLockedError:
                 time.sleep(LOCK_RETRY_S)
         try:
-            meta, pairs = col._meta.snapshot()
+            meta, table = col._meta.snapshot()
             current = st.active(meta)
             if current is None or current["order"] != state["order"] or int(current["done"]) != start:
                 return None
-            table = np.array(pairs, np.int64).reshape(-1, 2)
             rows_of = dict(zip(table[:, 0].tolist(), table[:, 1].tolist()))
             kept = [(item, vector) for item, vector in batch if item in rows_of]
             if kept:
@@ -426,8 +423,7 @@ class _Run:
         """Back to the old encoder: items added since the switch get their vectors mapped back."""
         col = self.col
         if state["phase"] == "backfilling":
-            meta, pairs = col._meta.snapshot()
-            table = np.array(pairs, np.int64).reshape(-1, 2)
+            meta, table = col._meta.snapshot()
             rows = int(meta.get("rows", 0))
             added = table[~np.isin(table[:, 0], st.read_order(self.folder, state))]
             if len(added):
