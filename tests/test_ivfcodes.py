@@ -10,8 +10,8 @@ from glimpse.codes import create_binarizer, load_binarizer
 from glimpse.codes.rabitq import MAX_LISTS, RaBitQFit, default_lists
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
-from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, deviation, distinct, enough, largest,
-                                      normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
+from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, default_probes, deviation, distinct, enough,
+                                      largest, normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -749,6 +749,20 @@ def test_the_fit_measures_what_new_rows_of_its_distribution_leave_out_of_its_pro
     assert own < 0.9 * fresh  # the fit's own rows would set the bar too low
     assert abs(fit.outside_reference - fresh) < 0.1 * fresh
     assert load_binarizer(fit.save(tmp_path / "fit.npz")).outside_reference == fit.outside_reference
+
+
+def test_first_lists_hold_at_most_an_eighth_of_a_million_rows_on_average():
+    """1/8 of the lists (at least 64) up to 1,000,000 rows; past that as many lists as hold 125,000 rows
+    on average (at least 64), since the lists stop at 2,048 and 1/8 of them would scan 1/8 of every row."""
+    assert [default_probes(2048, n) for n in (0, 300_000, 1_000_000, 2_000_000, 4_000_000, 10_000_000)] == [
+        256, 256, 256, 128, 64, 64]
+    assert [default_probes(lists, 5_000_000) for lists in (32, 256, 1024)] == [32, 64, 64]
+    index = IVFCodesIndex(create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(two_kinds(4000, 0, seed=1)))
+    assert index.probes == 64  # 256 lists, none held: 1/8, at least 64
+    index.probes = 7  # set: kept whatever the rows
+    assert index.probes == 7
+    index.probes = None
+    assert index.probes == default_probes(index.lists, index.count())
 
 
 def test_lists_grow_with_the_collection_not_with_the_fit_sample(tmp_path, monkeypatch):

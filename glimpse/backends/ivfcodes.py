@@ -147,6 +147,9 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 FAR = 8.0
 #: Lists whose ids are gathered first when finding the lists that hold a few rows (then twice as many, ...).
 GATHER_LISTS = 32
+#: Rows a query's first lists hold on average, at most: 1/8 of 1,000,000, where 1/8 of the lists was chosen
+#: (see :func:`default_probes`).
+FIRST_ROWS = 125_000
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -164,9 +167,13 @@ def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
     return selector
 
 
-def default_probes(lists: int) -> int:
-    """Lists a query scans first: 1/8 of them, at least 64 (all of a small index); each query
-    then probes more as its measured errors ask. The first lists are where the query's error is
+def default_probes(lists: int, rows: int = 0) -> int:
+    """Lists a query scans first: 1/8 of them, at least 64 (all of a small index), and past
+    1,000,000 ``rows`` (``FIRST_ROWS`` x 8) only as many as hold ``FIRST_ROWS`` on average, at least 64;
+    each query then probes more as its measured errors ask. The lists stop at ``MAX_LISTS``, so 1/8
+    of them would scan 1/8 of every row: 1.25M codes a query at 10,000,000 rows (256-d clusters,
+    ``docs/search.md``), where 256 / 128 / 64 / 32 first lists took a CPU p50 of 101 / 56 / 39 / 19 ms
+    (paired, 120 queries; recall@10 0.990 / 0.997 / 0.998 / 0.994). The first lists are where the query's error is
     measured, and on clustered data a narrow start misses rows in lists of other photos: at
     300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth round) 64 first lists kept
     0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept 0.963 / 0.974
@@ -176,7 +183,10 @@ def default_probes(lists: int) -> int:
     probes more of them. At 1,000,000 ``mix`` rows in 2,048 lists (CPU p50, same runs) 128 first
     lists took 44.3 ms against 27.3 for 256, and 384 / 512 took 30.5 / 38.5 against 30.3; in 1,024
     lists 64 took 44.4 ms against 32.3 for 128."""
-    return min(lists, max(64, lists // 8))
+    eighth = min(lists, max(64, lists // 8))
+    if rows <= FIRST_ROWS * 8:
+        return eighth
+    return min(eighth, max(64, math.ceil(FIRST_ROWS * lists / rows)))
 
 
 class IVFCodesIndex(CodeBackend):
@@ -191,7 +201,7 @@ class IVFCodesIndex(CodeBackend):
         if not fit.fitted:
             raise ValueError("the ivf-rabitq fit must be fitted before it can index codes")
         super().__init__(fit, reader, oversample, rerank)
-        self.probes = default_probes(fit.lists) if probes is None else probes
+        self._probes = probes  # None: default_probes at the rows held when searched
         self.misses = misses
         self._ivf_of: tuple[faiss.IndexPreTransform, faiss.IndexIVFRaBitQ] | None = None
         self._index = self._empty()
@@ -235,6 +245,15 @@ class IVFCodesIndex(CodeBackend):
     @property
     def lists(self) -> int:
         return int(self._ivf.nlist)
+
+    @property
+    def probes(self) -> int:
+        """Lists a query scans first (:func:`default_probes` of the rows held, unless set)."""
+        return default_probes(self.lists, self.count()) if self._probes is None else self._probes
+
+    @probes.setter
+    def probes(self, value: int | None) -> None:
+        self._probes = value
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids):
