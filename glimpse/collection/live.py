@@ -54,8 +54,8 @@ class HeldIds:
         ids = self._ascending(ids)
         if not len(ids):
             return
-        if self._count and ids[0] <= self._buffer[self._count - 1]:
-            self._buffer = np.union1d(self.ids(), ids)
+        if self._count and ids[0] <= self._buffer[self._count - 1]:  # among those held: merged (a sort, as above)
+            self._buffer = self._ascending(np.concatenate([self.ids(), ids]))
             self._count = len(self._buffer)
             return
         if self._count + len(ids) > len(self._buffer):  # room for as many again: appends stay linear
