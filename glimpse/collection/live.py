@@ -134,12 +134,12 @@ class LiveIndex:
         self._sync()
         if self._index is None or self._index_generation == self._seen:
             return
-        held = self._index_ids.ids()
+        held, live = self._index_ids.ids(), HeldIds(self._live)
         if np.array_equal(held, self._live):  # the usual case, as an index is opened: nothing to do
             new = gone = held[:0]
         else:
             new = self._live[~self._index_ids.holds(self._live)]  # ascending, as the live ids
-            gone = held[~HeldIds(self._live).holds(held)]
+            gone = held[~live.holds(held)]
         left_out: list[int] = []  # damaged rows: read again at each refresh (a repair elsewhere moves them)
         for chunk in range(0, len(new), 65536):
             ids = new[chunk : chunk + 65536]
@@ -152,8 +152,8 @@ class LiveIndex:
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()
-        self._index_ids = HeldIds(self._live)
-        self._index_ids.difference_update(left_out)
+        live.difference_update(left_out)
+        self._index_ids = live
         self._index_generation = self._seen
 
     def _ensure_index(self, progress: ProgressFn | None = None) -> SearchBackend:
