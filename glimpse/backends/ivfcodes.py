@@ -172,8 +172,9 @@ def default_probes(lists: int, rows: int = 0) -> int:
     1,000,000 ``rows`` (``FIRST_ROWS`` x 8) only as many as hold ``FIRST_ROWS`` on average, at least 64;
     each query then probes more as its measured errors ask. The lists stop at ``MAX_LISTS``, so 1/8
     of them would scan 1/8 of every row: 1.25M codes a query at 10,000,000 rows (256-d clusters,
-    ``docs/search.md``), where 256 / 128 / 64 / 32 first lists took a CPU p50 of 101 / 56 / 39 / 19 ms
-    (paired, 120 queries; recall@10 0.990 / 0.997 / 0.998 / 0.994). The first lists are where the query's error is
+    ``docs/search.md``), where 256 / 128 / 64 first lists took a CPU p50 of 101 / 56 / 39 ms in one paired run
+    and 128 / 64 / 32 took 41 / 26 / 19 ms in another (120 queries; recall@10 0.990 / 0.997 / 0.998, and 0.994
+    at 32). The first lists are where the query's error is
     measured, and on clustered data a narrow start misses rows in lists of other photos: at
     300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth round) 64 first lists kept
     0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept 0.963 / 0.974
