@@ -109,7 +109,9 @@ def _changed(table: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.nda
     new = changes[(changes[:, 1] >= 0) & ~np.isin(changes[:, 0], removed)]
     at = np.searchsorted(table[:, 0], removed).clip(max=max(0, len(table) - 1))
     held = (table[at, 0] == removed) if len(table) else np.zeros(len(removed), bool)
-    table = np.concatenate([np.delete(table, at[held], axis=0), new])
+    if held.any():
+        table = np.delete(table, at[held], axis=0)
+    table = np.concatenate([table, new]) if len(new) else table
     joined = table[max(0, len(table) - len(new) - 1):, 0]
     if not (np.diff(joined) > 0).all():  # ids not above those held (glimpse.milvus' come from content)
         table = table[np.argsort(table[:, 0], kind="stable")]
