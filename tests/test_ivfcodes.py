@@ -360,6 +360,19 @@ def test_per_list_spreads_persist_and_codes_without_them_measure_them_from_the_v
     np.testing.assert_array_equal(restored.search(queries, K)[1], index.search(queries, K)[1])
 
 
+def test_rows_added_after_the_outside_norms_were_measured_count_in_as_a_new_measure_would(data):
+    vectors, ids, reader, fit, _, queries = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:2000], vectors[:2000])
+    index.search(queries[:1], K)  # measures the mean square and range of the norms outside the projection
+    index.add(ids[2000:], vectors[2000:])
+    whole = index_of(data)
+    whole._outside_stats()
+    assert index._outside_square == pytest.approx(whole._outside_square, rel=1e-5)
+    assert index._outside_range == pytest.approx(whole._outside_range, rel=1e-6)
+    assert index._outside_count == whole._outside_count == len(ids)
+
+
 def test_ram_per_image_is_code_factors_id_and_norm(data):
     index = index_of(data)
     # and a float16 norm per id up to the largest held (ids 10,000-28,000 here; a collection's are its rows)

@@ -1,5 +1,6 @@
 """The live ids as a collection loads them: every item and its vector row in one snapshot (read in
-parts), and the ids the loaded index holds, kept as one sorted array."""
+parts) or, for a process that follows another's commits, from the commits' log of added and removed
+items; and the ids the loaded index holds, kept as one sorted array."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 import glimpse
-from glimpse.collection.live import HeldIds
+from glimpse.collection.live import HeldIds, _changed, _Pending
 
 
 def stored_pairs(col) -> np.ndarray:
@@ -52,3 +53,86 @@ def test_held_ids_take_ids_spread_over_63_bits():
     np.testing.assert_array_equal(held.ids(), np.sort(big))
     held.difference_update([12])
     assert (1 << 62) + 17 in held and 12 not in held and len(held.ids()) == 2
+
+
+def keys(start: int, stop: int) -> list[str]:
+    return [f"k{i}" for i in range(start, stop)]
+
+
+def test_the_log_holds_what_each_commit_added_and_removed_until_a_compaction_restarts_it(tmp_path):
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    start = col._meta.generation()
+    ids = col.add_vectors(np.random.default_rng(0).standard_normal((10, 8)), keys(0, 10), batch_size=4)
+    _, changes = col._meta.changes_since(start)
+    np.testing.assert_array_equal(changes, stored_pairs(col))  # three commits, in order
+    added = col._meta.generation()
+    col.remove(keys(2, 4))
+    _, changes = col._meta.changes_since(added)
+    np.testing.assert_array_equal(changes, [[ids[2], -1], [ids[3], -1]])
+    assert col._meta.changes_since(col._meta.generation())[1].shape == (0, 2)
+    assert len(col._meta.changes_since(start)[1]) == 12
+
+    col.compact()  # rows move: no log tells that, so every process behind it reads a snapshot
+    assert col._meta.changes_since(added)[1] is None
+    assert col._meta.changes_since(col._meta.generation())[1].shape == (0, 2)
+    assert col._meta._query("SELECT COUNT(*) FROM changes")[0][0] == 0
+
+
+def test_the_log_keeps_so_many_commits_and_no_commit_it_missed(tmp_path, monkeypatch):
+    monkeypatch.setattr("glimpse.storage.metadata.CHANGES_KEPT", 3)
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    vectors = np.random.default_rng(0).standard_normal((5, 8))
+    first = col._meta.generation()
+    col.add_vectors(vectors, keys(0, 5), batch_size=1)  # five commits
+    now = col._meta.generation()
+    assert col._meta.changes_since(now - 4)[1] is None
+    assert len(col._meta.changes_since(now - 3)[1]) == 3 and first == now - 5
+    assert col._meta._query("SELECT COUNT(*) FROM changes")[0][0] == 3
+
+    # A writer that keeps no log (an older glimpse) commits: nothing before it can be followed by the log.
+    with col._meta._tx() as db:
+        db.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(now + 1),))
+    assert col._meta.changes_since(now)[1] is None
+    col.remove(keys(0, 1))
+    assert col._meta.changes_since(now)[1] is None
+    assert len(col._meta.changes_since(now + 1)[1]) == 1
+
+
+def test_a_follower_takes_the_log_and_finds_what_a_fresh_open_finds(tmp_path, monkeypatch):
+    rng = np.random.default_rng(1)
+    vectors = rng.standard_normal((400, 16)).astype(np.float32)
+    writer = glimpse.open(tmp_path / "col", encoder="precomputed", dim=16)
+    writer.add_vectors(vectors[:300], keys(0, 300), batch_size=100)
+    follower = glimpse.open(tmp_path / "col")  # another process's view: its own SQLite connection
+    follower.search(vector=vectors[0], k=5)  # its index is loaded
+
+    def found(col):
+        return [[r.path for r in col.search(vector=v, k=5)] for v in vectors[::23]]
+
+    snapshots = []
+    real = follower._meta.snapshot
+    monkeypatch.setattr(follower._meta, "snapshot", lambda: snapshots.append(1) or real())
+    writer.add_vectors(vectors[300:], keys(300, 400), batch_size=40)
+    writer.remove(keys(0, 400, )[::7])  # old rows and rows just added
+    assert found(follower) == found(glimpse.open(tmp_path / "col")) and not snapshots
+    assert len(follower) == 400 - len(keys(0, 400)[::7])
+    np.testing.assert_array_equal(follower._index_ids.ids(), stored_pairs(writer)[:, 0])
+
+    writer.compact()  # moved rows: the follower reads a snapshot and still finds the same
+    writer.remove(keys(1, 3))
+    assert found(follower) == found(glimpse.open(tmp_path / "col")) and snapshots
+    np.testing.assert_array_equal(follower._index_ids.ids(), stored_pairs(writer)[:, 0])
+
+
+def test_logged_changes_keep_the_table_ascending_and_cancel_an_added_then_removed_id():
+    table = np.array([[2, 0], [5, 1], [9, 2]], np.int64)
+    changes = np.array([[12, 3], [7, 4], [5, -1], [12, -1], [13, 5]], np.int64)  # ids from content (Milvus): any order
+    after, added, removed = _changed(table, changes)
+    np.testing.assert_array_equal(after, [[2, 0], [7, 4], [9, 2], [13, 5]])
+    np.testing.assert_array_equal(added, [7, 13])
+    np.testing.assert_array_equal(removed, [5, 12])
+
+    pending = _Pending(4, np.array([20, 21]), np.array([3])).then(np.array([22]), np.array([21, 8]))
+    assert pending.since == 4
+    np.testing.assert_array_equal(pending.added, [20, 22])
+    np.testing.assert_array_equal(pending.removed, [3, 8])

@@ -74,3 +74,24 @@ def test_add_vectors_refuses_complex_or_text_vectors_and_keys_that_are_no_list(t
     with pytest.raises(ValueError, match="batch_size must be a whole number"):
         col.add_vectors(np.eye(4), keys, batch_size="2")
     assert len(col.item_ids()) == 0
+
+
+def test_removing_a_key_takes_the_keys_under_it_and_no_key_that_only_starts_like_it(tmp_path):
+    keys = ["shop", "shop/1", "shop/2/x", "shop1", "shop0", "shop.", "shop-a", "sho", "a/shop", "shopping/1"]
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=16)
+    col.add_vectors(np.eye(16, dtype=np.float32)[: len(keys)], keys)
+    assert sorted(col._meta.file_records(["shop/", "sho", "shop0"])) == ["sho", "shop/1", "shop/2/x", "shop0"]
+    assert col.remove(["shop", "shop"]) == 3
+    assert sorted(col._meta.file_records()) == sorted(set(keys) - {"shop", "shop/1", "shop/2/x"})
+    assert col.remove(["shop1", "a"]) == 2
+
+
+def test_the_targets_a_removal_matches_are_those_with_a_path_at_or_under_them():
+    from glimpse.collection.ingest import _holding, _is_under
+
+    rng = np.random.default_rng(4)
+    words = ["", "a", "b", "/", "//", ".", "-", "0", "a/b", "ab", "a0", "/a"]
+    paths = sorted({"".join(rng.choice(words, 3)) for _ in range(300)})
+    targets = sorted({"".join(rng.choice(words, 2)) for _ in range(200)})
+    expected = {t for t in targets if any(_is_under(p, [t]) for p in paths)}
+    assert _holding(targets, paths) == expected and 0 < len(expected) < len(targets)

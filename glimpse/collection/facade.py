@@ -56,7 +56,11 @@ class Collection(Ingesting, Importing, LiveIndex, CodeStages, Adapting, Searchin
         self._index_lock = ReaderWriterLock()
         self._rows = 0  # committed vector rows, as last seen
         self._seen = -1  # generation whose vector layout and live ids were last loaded
-        self._live = np.zeros(0, np.int64)  # live item ids as of ``_seen``
+        self._table = np.zeros((0, 2), np.int64)  # (id, vector row) of each live item as of ``_seen``, ascending
+        self._live = self._table[:, 0]  # live item ids as of ``_seen``
+        self._vectors_name = VECTORS_NAME  # the vector file as of ``_seen``
+        self._pending = None  # the log's changes since the loaded index's generation (live._Pending)
+        self._left_out = np.zeros(0, np.int64)  # ids whose rows were damaged at the last refresh
         self._adapter: tuple[int, TextAdapter] | None = None  # (version, map) of the loaded adaptation
         self._words = WordIndex(path / DB_NAME)  # words read in the images (glimpse.enrich.ocr)
         self._encoder_facts = encoder_facts(meta.get_meta())  # as recorded when self.encoder was built (upgrading)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -153,11 +154,11 @@ class Ingesting:
                 e.path for e in self._meta.error_records() if _is_under(e.path, targets)
             ]
             # Remembered when under a folder still indexed, and real (not a mistyped path).
+            holding_doomed = _holding(targets, doomed)
             excluded |= {t for t in targets if any(t != r and _is_under(t, [r]) for r in roots)
-                         and (os.path.lexists(t) or any(_is_under(d, [t]) for d in doomed))}
-            known = [*doomed, *settings.roots, *settings.excluded]
-            unmatched = self._unmatched([t for t in targets if t not in excluded
-                                         and not any(_is_under(k, [t]) for k in known)])
+                         and (os.path.lexists(t) or t in holding_doomed)}
+            matched = _holding(targets, [*doomed, *settings.roots, *settings.excluded])
+            unmatched = self._unmatched([t for t in targets if t not in excluded and t not in matched])
             if unmatched:
                 raise ValueError(f"not in this collection: {', '.join(shown(t)[:120] for t in unmatched[:3])}"
                                  + (f" and {len(unmatched) - 3:,} more" if len(unmatched) > 3 else "")
@@ -416,6 +417,20 @@ def batched(items: Iterable, n: int):
 
 def _is_under(path: str, roots: Sequence[str]) -> bool:
     return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+def _holding(targets: Sequence[str], paths: Sequence[str]) -> set[str]:
+    """The ``targets`` that some of ``paths`` is at or under (as :func:`_is_under`): the paths under a
+    target sort together, so each target is two binary searches (testing each pair took 1 s to
+    remove 1,000 keys)."""
+    paths = sorted(paths)
+    found = set()
+    for target in targets:
+        folder = target.rstrip("/") + "/"
+        at, under = bisect_left(paths, target), bisect_left(paths, folder)
+        if (at < len(paths) and paths[at] == target) or (under < len(paths) and paths[under].startswith(folder)):
+            found.add(target)
+    return found
 
 
 def _depth(path: str, above: Sequence[str]) -> int:

@@ -23,6 +23,9 @@ from .reports import ProgressFn
 #: and at least ``COMPACT_MIN_ROWS`` rows (below that the space is not worth a rewrite).
 COMPACT_SHARE = 0.5
 COMPACT_MIN_ROWS = 1000
+#: Changes since the loaded index a refresh takes from the commits' log while they stay under
+#: this many or an eighth of the ids (a diff of every id took 2 s at 10M items); past that, the diff.
+PENDING_MIN = 65536
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,35 @@ class HeldIds:
         return self._buffer[: self._count]
 
 
+class _Pending:
+    """The items added and removed since generation ``since``, by the commits' log (see
+    Metadata.changes_since), not yet in the loaded index."""
+
+    def __init__(self, since: int, added: np.ndarray, removed: np.ndarray):
+        self.since, self.added, self.removed = since, added, removed
+
+    def then(self, added: np.ndarray, removed: np.ndarray) -> _Pending:
+        """These changes followed by later ones (ids are never reused: an id added, then removed, is gone)."""
+        return _Pending(self.since, np.concatenate([self.added[~np.isin(self.added, removed)], added]),
+                        np.concatenate([self.removed, removed[~np.isin(removed, self.added)]]))
+
+
+def _changed(table: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The (id, row) ``table`` (ascending ids) after logged ``changes`` ((id, row; -1: removed), in
+    commit order), and the ids they added and removed."""
+    removed = changes[changes[:, 1] < 0, 0]
+    new = changes[(changes[:, 1] >= 0) & ~np.isin(changes[:, 0], removed)]
+    at = np.searchsorted(table[:, 0], removed).clip(max=max(0, len(table) - 1))
+    held = (table[at, 0] == removed) if len(table) else np.zeros(len(removed), bool)
+    if held.any():
+        table = np.delete(table, at[held], axis=0)
+    table = np.concatenate([table, new]) if len(new) else table
+    joined = table[max(0, len(table) - len(new) - 1):, 0]
+    if not (np.diff(joined) > 0).all():  # ids not above those held (glimpse.milvus' come from content)
+        table = table[np.argsort(table[:, 0], kind="stable")]
+    return table, new[:, 0], removed
+
+
 class LiveIndex:
     """The in-memory backend and the vector file behind it, as of the last commit."""
 
@@ -110,36 +142,61 @@ class LiveIndex:
 
     def _sync(self) -> None:
         """Follow the committed state (other processes write): the vector file, each item's row
-        in it and the live ids, read in one snapshot. A compaction may delete the file just
-        named before it is opened: then the snapshot is read again."""
+        in it and the live ids: from the commits' log of added and removed items where it reaches
+        back to the generation seen (at 10M items a whole snapshot takes 3 s), else read in one
+        snapshot. A compaction may delete the file just named before it is opened: then the
+        snapshot is read again."""
         if self._meta.generation() == self._seen:
             return
         for attempt in range(3):
-            meta, table = self._meta.snapshot()
-            self._follow_upgrade(meta)
-            self._vectors.locate(self.path / meta.get("vectors", VECTORS_NAME), table[:, 0], table[:, 1])
+            seen = self._seen
+            meta, changes = self._meta.changes_since(seen) if seen >= 0 else (None, None)
+            if meta is not None:
+                self._follow_upgrade(meta)  # may drop what was seen: then a snapshot is read
+            if changes is not None and self._seen == seen and meta.get("vectors", VECTORS_NAME) == self._vectors_name:
+                table, added, removed = _changed(self._table, changes)
+                pending = (_Pending(seen, added, removed) if self._pending is None
+                           else self._pending.then(added, removed))
+                # Kept for a loaded index only, and while far smaller than the ids (a process that
+                # follows a long ingest but never searches would copy ever more at each sync).
+                small = len(pending.added) + len(pending.removed) <= max(PENDING_MIN, len(table) // 8)
+                self._pending = pending if self._index is not None and small else None
+            else:
+                meta, table = self._meta.snapshot()
+                self._follow_upgrade(meta)
+                self._pending = None
+            self._vectors_name = meta.get("vectors", VECTORS_NAME)
+            self._vectors.locate(self.path / self._vectors_name, table[:, 0], table[:, 1])
             self._rows = int(meta.get("rows", 0))
             try:
                 self._vectors.view(self._rows)
             except FileNotFoundError:
                 if attempt == 2:
                     raise
+                self._seen, self._pending = -1, None  # read the snapshot again
                 continue
-            self._live, self._seen = table[:, 0], int(meta.get("generation", 0))
+            self._table, self._live, self._seen = table, table[:, 0], int(meta.get("generation", 0))
             return
 
     def _refresh(self, progress: ProgressFn | None = None) -> None:
         """Bring the loaded index up to the committed state (other processes may write);
         ``progress`` gets (rows added, rows to add) as the rows new to the index are coded."""
         self._sync()
+        pending, self._pending = self._pending, None
         if self._index is None or self._index_generation == self._seen:
             return
-        held, live = self._index_ids.ids(), HeldIds(self._live)
-        if np.array_equal(held, self._live):  # the usual case, as an index is opened: nothing to do
-            new = gone = held[:0]
+        live = None  # the ids the index holds after: by the log's changes (None), or the live ids
+        if pending is not None and pending.since == self._index_generation:
+            held = self._index_ids
+            new = np.union1d(pending.added, self._left_out[np.isin(self._left_out, self._live)])
+            new, gone = new[~held.holds(new)], pending.removed[held.holds(pending.removed)]
         else:
-            new = self._live[~self._index_ids.holds(self._live)]  # ascending, as the live ids
-            gone = held[~live.holds(held)]
+            held, live = self._index_ids.ids(), HeldIds(self._live)
+            if np.array_equal(held, self._live):  # the usual case, as an index is opened: nothing to do
+                new = gone = held[:0]
+            else:
+                new = self._live[~self._index_ids.holds(self._live)]  # ascending, as the live ids
+                gone = held[~live.holds(held)]
         left_out: list[int] = []  # damaged rows: read again at each refresh (a repair elsewhere moves them)
         for chunk in range(0, len(new), 65536):
             ids = new[chunk : chunk + 65536]
@@ -152,8 +209,13 @@ class LiveIndex:
         if len(gone):
             self._index.remove(gone)
         self._reread_rewritten()
-        live.difference_update(left_out)
-        self._index_ids = live
+        if live is None:
+            live = self._index_ids
+            live.difference_update(gone)
+            live.update(new[~np.isin(new, left_out)])
+        else:
+            live.difference_update(left_out)
+        self._index_ids, self._left_out = live, np.array(left_out, np.int64)
         self._index_generation = self._seen
 
     def _ensure_index(self, progress: ProgressFn | None = None) -> SearchBackend:
