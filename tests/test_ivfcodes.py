@@ -11,7 +11,7 @@ from glimpse.codes.rabitq import MAX_LISTS, RaBitQFit, default_lists
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
 from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, default_probes, deviation, distinct, enough,
-                                      largest, normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
+                                      first_words, largest, normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -371,6 +371,15 @@ def test_rows_added_after_the_outside_norms_were_measured_count_in_as_a_new_meas
     assert index._outside_square == pytest.approx(whole._outside_square, rel=1e-5)
     assert index._outside_range == pytest.approx(whole._outside_range, rel=1e-6)
     assert index._outside_count == whole._outside_count == len(ids)
+
+
+@pytest.mark.parametrize("signs", [3, 8, 28])
+def test_rows_with_equal_bits_have_equal_first_words_whatever_follows_the_bits(signs):
+    codes = np.random.default_rng(signs).integers(0, 256, (50, signs + 12), dtype=np.uint8)
+    codes[7, :signs] = codes[3, :signs]  # equal bits, other float factors after them
+    words = first_words(codes, signs)
+    assert words.dtype == np.uint64 and words.shape == (50,)
+    assert words[7] == words[3] and len(set(words.tolist())) == 49
 
 
 def test_ram_per_image_is_code_factors_id_and_norm(data):
