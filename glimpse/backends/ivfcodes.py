@@ -887,22 +887,22 @@ class IVFCodesIndex(CodeBackend):
         path = codes_path(directory, generation, binarizer.fit_id) if isinstance(binarizer, RaBitQFit) else None
         if path is None or binarizer.dim != dim:
             return None
-        f = read_codes(path)
-        if f is None:
+
+        def parse(f) -> tuple:
+            index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+            parts = []
+            try:  # codes of an older version lack some of these: measured at the first search
+                for _ in range(4):  # the spreads, the outside norms, the twins, the mark of centred rows
+                    parts.append(np.load(f))
+            except (ValueError, EOFError):
+                pass
+            return index, *parts, *[None] * (4 - len(parts))
+
+        parsed = read_codes(path, parse)
+        if parsed is None:
             return None
         backend = cls(binarizer)
-        try:
-            backend._index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
-        except RuntimeError:  # cut short
-            return None
-        spread, outside, twins, centred = None, None, None, None
-        try:  # codes of an older version lack some of these: measured at the first search
-            spread = np.load(f)
-            outside = np.load(f)
-            twins = np.load(f)
-            centred = np.load(f)
-        except (ValueError, EOFError):
-            pass
+        backend._index, spread, outside, twins, centred = parsed
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
         backend._outside = outside.astype(np.float16) if usable else None
