@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import glimpse  # noqa: E402
-from follow import build  # noqa: E402
+from follow import collection_of, collection_options  # noqa: E402
 
 CHILD = """
 import sys, time
@@ -63,17 +63,11 @@ def first_search(path: Path, query: Path, way: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=256)
+    collection_options(parser)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--collection", type=Path, help="an existing collection")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.collection
-        if path is None:
-            path = Path(tmp) / "col"
-            print(f"building {args.rows:,} random {args.dim}-d vectors in {path} (not timed)", flush=True)
-            build(path, args.rows, args.dim)
+        path = collection_of(args, tmp)
         with glimpse.open(path) as col:
             col._sync()
             items = len(col._live)
