@@ -56,6 +56,22 @@ def test_held_ids_take_ids_spread_over_63_bits():
     assert (1 << 62) + 17 in held and 12 not in held and len(held.ids()) == 2
 
 
+@pytest.mark.parametrize("bitmap_from", [1, 1 << 40])
+def test_held_ids_by_bitmap_and_by_binary_search_agree(monkeypatch, bitmap_from):
+    """Dense ids, many at once, go through a bitmap; sparse ones, or few, through a sort and binary search."""
+    monkeypatch.setattr("glimpse.collection.live.BITMAP_FROM", bitmap_from)
+    rng = np.random.default_rng(5)
+    dense = rng.permutation(np.arange(1000, 4000))[:2500]  # a loaded index's ids: list by list, not sorted
+    dense = np.concatenate([dense, dense[:40]])  # and some twice
+    held = HeldIds(dense)
+    np.testing.assert_array_equal(held.ids(), np.unique(dense))
+    asked = rng.integers(0, 5000, 3000)
+    np.testing.assert_array_equal(held.holds(asked), np.isin(asked, dense))
+    sparse = HeldIds(np.array([5, 1 << 40, 7, 3], np.int64))  # spread far wider than 8 per id: no bitmap
+    np.testing.assert_array_equal(sparse.ids(), [3, 5, 7, 1 << 40])
+    np.testing.assert_array_equal(sparse.holds(np.array([7, 6, 1 << 40])), [True, False, True])
+
+
 def keys(start: int, stop: int) -> list[str]:
     return [f"k{i}" for i in range(start, stop)]
 

@@ -49,10 +49,16 @@ class HeldIds:
     @classmethod
     def _ascending(cls, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """``ids`` sorted, each once (live ids come so: no sort). Not ``np.unique``: its hash table took
-        5 s for 10M ids here, a sort 0.3 s."""
+        5 s for 10M ids here, a sort 0.3-0.7 s; many dense ids (a loaded index's, list by list) are
+        marked in a bitmap instead (0.04 s)."""
         ids = cls._array(ids)
         if (np.diff(ids) > 0).all():
             return ids
+        low, span = int(ids.min()), int(ids.max() - ids.min()) + 1
+        if len(ids) >= BITMAP_FROM and span <= 8 * len(ids):
+            marks = np.zeros(span, bool)
+            marks[ids - low] = True
+            return np.flatnonzero(marks) + low
         ids = np.sort(ids)
         return ids[np.concatenate([[True], ids[1:] != ids[:-1]])]
 
