@@ -1001,6 +1001,27 @@ def test_distinct_counts_each_list_and_score_once():
     assert sorted(zip(lists.tolist(), scores.tolist())) == [(1, 0.2), (3, 0.5), (4, 0.5)]
 
 
+def test_a_copy_added_alone_joins_the_row_it_copies_whichever_add_brought_that(copies):
+    """Each add finds twins among the rows it appended (FAISS appends them to each list) and the rows held:
+    a copy added alone, its list's only new row, still joins the row it copies; and rows added in one batch
+    with a copy before and after them in their lists keep every pair."""
+    vectors, fit, others = copies
+    stored = np.concatenate([vectors, others]).astype(np.float16)  # the rows, then rows added below
+    index = IVFCodesIndex(fit, lambda wanted: stored[wanted])
+    n = len(vectors)
+    index.add(np.arange(n), stored[:n].astype(np.float32))
+    stored = np.concatenate([stored[:n], stored[[7, 7, 123, 4000, 123, 4000, 10, n, 10]]])
+    for step in range(5):  # one copy an add
+        index.add(np.array([n + step]), stored[n + step : n + step + 1].astype(np.float32))
+    held, keys = pairs_of(index._twin_table())
+    assert dict(zip(held.tolist(), keys.tolist())) == {7: 7, 123: 123, 4000: 4000, n: 7, n + 1: 7, n + 2: 123,
+                                                       n + 3: 4000, n + 4: 123}
+    # One add: a copy of a held row, then two copies of another around a row that copies nothing
+    index.add(np.arange(n + 5, n + 9), stored[n + 5 : n + 9].astype(np.float32))
+    groups = dict(zip(*(part.tolist() for part in pairs_of(index._twin_table()))))
+    assert groups[n + 5] == 4000 and groups[n + 6] == groups[n + 8] == 10 and n + 7 not in groups
+
+
 def test_rows_that_share_a_code_but_differ_are_not_twins(copies):
     """Two rows with the same part in the projection (so the same code, list and factors) but
     different parts outside it score differently: the float16 rows decide, and each is read."""
