@@ -195,7 +195,8 @@ def test_a_snapshot_is_kept_from_kept_from_items_on(tmp_path, monkeypatch):
     assert len(kept_files(col)) == 1
 
 
-@pytest.mark.parametrize("spoil", ["damaged", "another database", "rows moved", "too many changes", "unwritable"])
+@pytest.mark.parametrize("spoil", ["damaged", "another database", "ahead of the database", "rows moved", "too many changes",
+                                   "unwritable"])
 def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, spoil):
     col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
     vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
@@ -211,6 +212,9 @@ def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, 
         other.add_vectors(vectors[:20], [f"k{i}" for i in range(20)])
         kept.rename(other.path / kept.name)
         col = other
+    elif spoil == "ahead of the database":  # taken at a generation this database has not reached
+        meta, table = fresh_meta(col)._read_snapshot()
+        fresh_meta(col)._keep_snapshot({**meta, "generation": meta["generation"] + 100}, table)
     elif spoil == "rows moved":  # the log restarts: the file kept before cannot be brought up to date
         saved = kept.read_bytes()
         col.remove([f"k{i}" for i in range(12)])
@@ -236,6 +240,6 @@ def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(table, stored_pairs(col))
     if spoil == "unwritable":
         assert kept_files(col) == []
-    else:  # read from SQLite and kept again, at the generation read; older files are gone, half-written ones too
+    else:  # read from SQLite and kept again, at the generation read; the others are gone, half-written ones too
         assert kept_files(col) == [f"items-{meta['generation']}.npz"] and not list(col.path.glob(".items-*"))
         assert fresh_meta(col)._kept_snapshot() is not None

@@ -214,10 +214,11 @@ class Metadata:
             write_atomic(target, lambda f: np.savez(f, items=table, facts=np.frombuffer(json.dumps(facts).encode(), np.uint8)))
         except OSError:
             return
-        # older kept files, and older ones half-written by killed processes (".items-7.npz.x1y2.tmp")
+        # The others: older, or not of this database's commits (a newer one would be tried first at each
+        # snapshot); and those half-written by killed processes (".items-7.npz.x1y2.tmp"). One a process
+        # writes meanwhile fails its rename or is kept again by the next snapshot.
         for old in [*self.path.parent.glob(KEPT_FILE.format(generation="*")), *self.path.parent.glob(".items-*.tmp")]:
-            number = old.name.lstrip(".")[6:].split(".")[0]
-            if number.isdigit() and int(number) < generation:
+            if old != target:
                 old.unlink(missing_ok=True)
 
     def changes_since(self, generation: int, most: int | None = None) -> tuple[dict, np.ndarray | None]:
