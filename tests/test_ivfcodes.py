@@ -373,6 +373,23 @@ def test_rows_added_after_the_outside_norms_were_measured_count_in_as_a_new_meas
     assert index._outside_count == whole._outside_count == len(ids)
 
 
+def test_the_outside_norms_statistics_persist_with_the_codes(data, tmp_path):
+    """Kept as rows were added (removals leave them), they come back as they were, not measured again."""
+    vectors, ids, reader, fit, _, queries = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:2000], vectors[:2000])
+    index.search(queries[:1], K)
+    index.remove(ids[:500])  # left as they were: a fresh measure would differ
+    index.persist(tmp_path, 4)
+    restored = IVFCodesIndex.restore(tmp_path, 4, DIM, binarizer=fit)
+    assert (restored._outside_square, restored._outside_range, restored._outside_count) == (
+        index._outside_square, index._outside_range, index._outside_count) and index._outside_count == 2000
+    fresh = IVFCodesIndex(fit, reader)  # not measured yet: none persisted, measured at the first search
+    fresh.add(ids[:100], vectors[:100])
+    fresh.persist(tmp_path, 5)
+    assert IVFCodesIndex.restore(tmp_path, 5, DIM, binarizer=fit)._outside_square is None
+
+
 @pytest.mark.parametrize("signs", [3, 8, 28])
 def test_rows_with_equal_bits_have_equal_first_words_whatever_follows_the_bits(signs):
     codes = np.random.default_rng(signs).integers(0, 256, (50, signs + 12), dtype=np.uint8)

@@ -884,6 +884,8 @@ class IVFCodesIndex(CodeBackend):
                         np.save(f, twins)
                         if self._centred:  # a mark: rows on their centroid are scored as it (see _centre)
                             np.save(f, np.ones(1, np.int8))
+                            if self._outside_square is not None:  # _outside_stats: 0.15 s to measure at 10M rows
+                                np.save(f, np.array([self._outside_square, *self._outside_range, self._outside_count]))
 
         write_codes(directory, generation, self.binarizer.fit_id, write)
 
@@ -900,23 +902,26 @@ class IVFCodesIndex(CodeBackend):
             index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
             parts = []
             try:  # codes of an older version lack some of these: measured at the first search
-                for _ in range(4):  # the spreads, the outside norms, the twins, the mark of centred rows
+                for _ in range(5):  # the spreads, the outside norms, the twins, the mark of centred rows, their stats
                     parts.append(np.load(f))
             except (ValueError, EOFError):
                 pass
-            return index, *parts, *[None] * (4 - len(parts))
+            return index, *parts, *[None] * (5 - len(parts))
 
         parsed = read_codes(path, parse)
         if parsed is None:
             return None
         backend = cls(binarizer)
-        backend._index, spread, outside, twins, centred = parsed
+        backend._index, spread, outside, twins, centred, stats = parsed
         backend._spread_sums = spread if spread is not None and spread.shape == (2, backend.lists) else None
         usable = backend._spread_sums is not None and outside is not None and outside.ndim == 1
         backend._outside = outside.astype(np.float16) if usable else None
         whole = usable and twins is not None and twins.ndim == 2 and len(twins) == 3
         backend._twins = twins.astype(np.int64) if whole else None
         backend._centred = whole and centred is not None and centred.shape == (1,)
+        if backend._centred and stats is not None and stats.shape == (4,):
+            backend._outside_square, low, high, count = stats.tolist()
+            backend._outside_range, backend._outside_count = (low, high), int(count)
         return backend
 
 
