@@ -55,6 +55,23 @@ def build(path: Path, rows: int, dim: int) -> None:
     col.close()
 
 
+def collection_options(parser: argparse.ArgumentParser) -> None:
+    """The options that name the collection measured, or the random one to build."""
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--dim", type=int, default=256)
+    parser.add_argument("--collection", type=Path, help="an existing collection of precomputed vectors")
+
+
+def collection_of(args: argparse.Namespace, tmp: str) -> Path:
+    """``--collection``, or ``--rows`` random ``--dim``-d unit vectors built in ``tmp`` (not timed)."""
+    if args.collection is not None:
+        return args.collection
+    path = Path(tmp) / "col"
+    print(f"building {args.rows:,} random {args.dim}-d vectors in {path} (not timed)", flush=True)
+    build(path, args.rows, args.dim)
+    return path
+
+
 def refreshed(col, everything: bool) -> float:
     """Seconds ``col`` takes to bring its loaded index up to the last commit; ``everything``: reading
     every item and diffing every id, as without the log."""
@@ -67,18 +84,12 @@ def refreshed(col, everything: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--dim", type=int, default=256)
+    collection_options(parser)
     parser.add_argument("--change", type=int, default=1000, help="rows each commit adds, then removes")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--collection", type=Path, help="an existing collection of precomputed vectors")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        path = args.collection
-        if path is None:
-            path = Path(tmp) / "col"
-            print(f"building {args.rows:,} random {args.dim}-d vectors in {path} (not timed)", flush=True)
-            build(path, args.rows, args.dim)
+        path = collection_of(args, tmp)
         follower, everything = glimpse.open(path), glimpse.open(path)
         for col in (follower, everything):
             col._ensure_index()

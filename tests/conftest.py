@@ -18,6 +18,14 @@ from PIL import Image
 # Set before any test module imports glimpse's consoles, and inherited by the commands tests run.
 os.environ["COLUMNS"] = "1000"
 
+
+@pytest.fixture(autouse=True)
+def snapshots_kept_from_the_first_item(monkeypatch):
+    """Every test's collections keep their snapshots (glimpse keeps them from 262,144 items on), so the
+    later snapshots of each test come from the kept file and the commits' log, which must agree with SQLite."""
+    monkeypatch.setattr("glimpse.storage.metadata.KEPT_FROM", 0)
+
+
 #: What the collection suite runs on: a local directory, and Milvus Lite 2.5.1, started once per
 #: session on a loopback port (one process serves it; each test gets collections of its own).
 BACKENDS = ("local", "milvus-lite")

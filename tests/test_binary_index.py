@@ -263,3 +263,33 @@ def test_exact_top_leaves_out_and_reports_a_damaged_row_whether_or_not_every_row
     assert set(reported) == {107}
     np.testing.assert_array_equal(top, want)
     np.testing.assert_allclose(scores, np.sort(truth)[::-1][:k], rtol=1e-4, atol=1e-4)
+
+
+def test_a_codes_file_is_checked_whole_whatever_its_parser_reads(tmp_path):
+    """read_codes sums each byte once as the parser reads, seeks back (np.load peeks) or skips, and the
+    unread rest: a flipped byte anywhere fails the seal; the parser never sees the seal."""
+    from glimpse.backends.binary import read_codes, write_codes
+
+    payload = np.arange(4000, dtype=np.uint8).tobytes()
+    write_codes(tmp_path, 3, "fit", lambda f: f.write(payload))
+    path = next(tmp_path.glob("codes-3-fit.faissbin"))
+
+    def parse(f):
+        head = f.read(100)
+        f.seek(-40, 1)  # back, as np.load does after its magic
+        again = f.read(40)
+        f.seek(3000)  # forward past bytes not read
+        return head, again, f.read(), f.tell()
+
+    head, again, tail, end = read_codes(path, parse)
+    assert head == payload[:100] and again == payload[60:100] and tail == payload[3000:] and end == 4000
+    assert read_codes(path, lambda f: f.read(10)) == payload[:10]  # the rest is summed all the same
+    whole = path.read_bytes()
+    for at in (5, 2000, 3999, len(whole) - 1):  # read, skipped, the last payload byte, the seal's CRC
+        damaged = bytearray(whole)
+        damaged[at] ^= 0x10
+        path.write_bytes(bytes(damaged))
+        assert read_codes(path, parse) is None and read_codes(path, lambda f: f.read(10)) is None
+    path.write_bytes(payload)  # a file of an earlier version: no seal, read as it is
+    assert read_codes(path, lambda f: f.read()) == payload
+    assert read_codes(tmp_path / "gone.faissbin", lambda f: f.read()) is None

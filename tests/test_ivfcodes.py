@@ -373,6 +373,23 @@ def test_rows_added_after_the_outside_norms_were_measured_count_in_as_a_new_meas
     assert index._outside_count == whole._outside_count == len(ids)
 
 
+def test_the_outside_norms_statistics_persist_with_the_codes(data, tmp_path):
+    """Kept as rows were added (removals leave them), they come back as they were, not measured again."""
+    vectors, ids, reader, fit, _, queries = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:2000], vectors[:2000])
+    index.search(queries[:1], K)
+    index.remove(ids[:500])  # left as they were: a fresh measure would differ
+    index.persist(tmp_path, 4)
+    restored = IVFCodesIndex.restore(tmp_path, 4, DIM, binarizer=fit)
+    assert (restored._outside_square, restored._outside_range, restored._outside_count) == (
+        index._outside_square, index._outside_range, index._outside_count) and index._outside_count == 2000
+    fresh = IVFCodesIndex(fit, reader)  # not measured yet: none persisted, measured at the first search
+    fresh.add(ids[:100], vectors[:100])
+    fresh.persist(tmp_path, 5)
+    assert IVFCodesIndex.restore(tmp_path, 5, DIM, binarizer=fit)._outside_square is None
+
+
 @pytest.mark.parametrize("signs", [3, 8, 28])
 def test_rows_with_equal_bits_have_equal_first_words_whatever_follows_the_bits(signs):
     codes = np.random.default_rng(signs).integers(0, 256, (50, signs + 12), dtype=np.uint8)
@@ -999,6 +1016,27 @@ def test_lists_of_exact_copies_do_not_widen_the_lists_probed_past_the_first():
 def test_distinct_counts_each_list_and_score_once():
     scores, lists = distinct(np.array([0.5, 0.2, 0.5, 0.5, 0.2]), np.array([3, 1, 3, 4, 1]))
     assert sorted(zip(lists.tolist(), scores.tolist())) == [(1, 0.2), (3, 0.5), (4, 0.5)]
+
+
+def test_a_copy_added_alone_joins_the_row_it_copies_whichever_add_brought_that(copies):
+    """Each add finds twins among the rows it appended (FAISS appends them to each list) and the rows held:
+    a copy added alone, its list's only new row, still joins the row it copies; and rows added in one batch
+    with a copy before and after them in their lists keep every pair."""
+    vectors, fit, others = copies
+    stored = np.concatenate([vectors, others]).astype(np.float16)  # the rows, then rows added below
+    index = IVFCodesIndex(fit, lambda wanted: stored[wanted])
+    n = len(vectors)
+    index.add(np.arange(n), stored[:n].astype(np.float32))
+    stored = np.concatenate([stored[:n], stored[[7, 7, 123, 4000, 123, 4000, 10, n, 10]]])
+    for step in range(5):  # one copy an add
+        index.add(np.array([n + step]), stored[n + step : n + step + 1].astype(np.float32))
+    held, keys = pairs_of(index._twin_table())
+    assert dict(zip(held.tolist(), keys.tolist())) == {7: 7, 123: 123, 4000: 4000, n: 7, n + 1: 7, n + 2: 123,
+                                                       n + 3: 4000, n + 4: 123}
+    # One add: a copy of a held row, then two copies of another around a row that copies nothing
+    index.add(np.arange(n + 5, n + 9), stored[n + 5 : n + 9].astype(np.float32))
+    groups = dict(zip(*(part.tolist() for part in pairs_of(index._twin_table()))))
+    assert groups[n + 5] == 4000 and groups[n + 6] == groups[n + 8] == 10 and n + 7 not in groups
 
 
 def test_rows_that_share_a_code_but_differ_are_not_twins(copies):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import glimpse
-from glimpse.collection.live import HeldIds, _changed, _Pending
+from glimpse.collection.live import HeldIds, _Pending
+from glimpse.storage.metadata import apply_changes
 
 
 def stored_pairs(col) -> np.ndarray:
@@ -53,6 +54,22 @@ def test_held_ids_take_ids_spread_over_63_bits():
     np.testing.assert_array_equal(held.ids(), np.sort(big))
     held.difference_update([12])
     assert (1 << 62) + 17 in held and 12 not in held and len(held.ids()) == 2
+
+
+@pytest.mark.parametrize("bitmap_from", [1, 1 << 40])
+def test_held_ids_by_bitmap_and_by_binary_search_agree(monkeypatch, bitmap_from):
+    """Dense ids, many at once, go through a bitmap; sparse ones, or few, through a sort and binary search."""
+    monkeypatch.setattr("glimpse.collection.live.BITMAP_FROM", bitmap_from)
+    rng = np.random.default_rng(5)
+    dense = rng.permutation(np.arange(1000, 4000))[:2500]  # a loaded index's ids: list by list, not sorted
+    dense = np.concatenate([dense, dense[:40]])  # and some twice
+    held = HeldIds(dense)
+    np.testing.assert_array_equal(held.ids(), np.unique(dense))
+    asked = rng.integers(0, 5000, 3000)
+    np.testing.assert_array_equal(held.holds(asked), np.isin(asked, dense))
+    sparse = HeldIds(np.array([5, 1 << 40, 7, 3], np.int64))  # spread far wider than 8 per id: no bitmap
+    np.testing.assert_array_equal(sparse.ids(), [3, 5, 7, 1 << 40])
+    np.testing.assert_array_equal(sparse.holds(np.array([7, 6, 1 << 40])), [True, False, True])
 
 
 def keys(start: int, stop: int) -> list[str]:
@@ -127,7 +144,7 @@ def test_a_follower_takes_the_log_and_finds_what_a_fresh_open_finds(tmp_path, mo
 def test_logged_changes_keep_the_table_ascending_and_cancel_an_added_then_removed_id():
     table = np.array([[2, 0], [5, 1], [9, 2]], np.int64)
     changes = np.array([[12, 3], [7, 4], [5, -1], [12, -1], [13, 5]], np.int64)  # ids from content (Milvus): any order
-    after, added, removed = _changed(table, changes)
+    after, added, removed = apply_changes(table, changes)
     np.testing.assert_array_equal(after, [[2, 0], [7, 4], [9, 2], [13, 5]])
     np.testing.assert_array_equal(added, [7, 13])
     np.testing.assert_array_equal(removed, [5, 12])
@@ -136,3 +153,93 @@ def test_logged_changes_keep_the_table_ascending_and_cancel_an_added_then_remove
     assert pending.since == 4
     np.testing.assert_array_equal(pending.added, [20, 22])
     np.testing.assert_array_equal(pending.removed, [3, 8])
+
+
+def fresh_meta(col):
+    """The collection's metadata as a new process opens it (no snapshot read yet)."""
+    from glimpse.collection.layout import DB_NAME
+    from glimpse.storage.metadata import Metadata
+
+    return Metadata(col.path / DB_NAME)
+
+
+def kept_files(col) -> list[str]:
+    return sorted(p.name for p in col.path.glob("items-*.npz"))
+
+
+def test_a_kept_snapshot_and_the_log_since_give_what_sqlite_holds(tmp_path):
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    vectors = np.random.default_rng(0).standard_normal((60, 8)).astype(np.float32)
+    col.add_vectors(vectors[:40], [f"k{i}" for i in range(40)], batch_size=16)
+    fresh_meta(col).snapshot()
+    assert len(kept_files(col)) == 1
+    col.add_vectors(vectors[40:], [f"k{i}" for i in range(40, 60)])
+    col.remove([f"k{i}" for i in range(0, 60, 7)])
+    reader = fresh_meta(col)
+    kept = reader._kept_snapshot()
+    assert kept is not None  # the kept file and the log serve: SQLite's items are not read
+    meta, table = reader._read_snapshot()
+    assert kept[0]["generation"] == meta["generation"] and len(table) == 51
+    np.testing.assert_array_equal(kept[1], table)
+    np.testing.assert_array_equal(table, stored_pairs(col))
+
+
+def test_a_snapshot_is_kept_from_kept_from_items_on(tmp_path, monkeypatch):
+    monkeypatch.setattr("glimpse.storage.metadata.KEPT_FROM", 41)
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    col.add_vectors(np.eye(8, dtype=np.float32).repeat(5, 0)[:40] + 0.1, [f"k{i}" for i in range(40)])
+    fresh_meta(col).snapshot()
+    assert kept_files(col) == []
+    col.add_vectors(np.ones((1, 8), np.float32), ["k40"])
+    fresh_meta(col).snapshot()
+    assert len(kept_files(col)) == 1
+
+
+@pytest.mark.parametrize("spoil", ["damaged", "another database", "ahead of the database", "rows moved", "too many changes",
+                                   "unwritable"])
+def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, spoil):
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
+    col.add_vectors(vectors[:20], [f"k{i}" for i in range(20)])
+    fresh_meta(col).snapshot()
+    (kept,) = col.path.glob("items-*.npz")
+    if spoil == "damaged":
+        data = bytearray(kept.read_bytes())
+        data[len(data) // 2] ^= 0x01  # inside the items' array
+        kept.write_bytes(bytes(data))
+    elif spoil == "another database":  # a new collection where one was deleted, its kept file left behind
+        other = glimpse.open(tmp_path / "other", encoder="precomputed", dim=8)
+        other.add_vectors(vectors[:20], [f"k{i}" for i in range(20)])
+        kept.rename(other.path / kept.name)
+        col = other
+    elif spoil == "ahead of the database":  # taken at a generation this database has not reached
+        meta, table = fresh_meta(col)._read_snapshot()
+        fresh_meta(col)._keep_snapshot({**meta, "generation": meta["generation"] + 100}, table)
+    elif spoil == "rows moved":  # the log restarts: the file kept before cannot be brought up to date
+        saved = kept.read_bytes()
+        col.remove([f"k{i}" for i in range(12)])
+        col.compact()
+        for newer in col.path.glob("items-*.npz"):  # kept by the compacting process itself
+            newer.unlink()
+        kept.write_bytes(saved)
+    elif spoil == "too many changes":
+        monkeypatch.setattr("glimpse.storage.metadata.KEPT_CHANGES", 5)
+    col.add_vectors(vectors[20:], [f"k{i}" for i in range(20, 30)])
+    (col.path / ".items-1.npz.k1ll3d.tmp").write_bytes(b"half")  # a kept snapshot's write, killed
+    reader = fresh_meta(col)
+    if spoil == "unwritable":  # a reader that may not write the folder: no error, nothing kept
+        def denied(*args):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr("glimpse.storage.metadata.write_atomic", denied)
+        for old in col.path.glob("items-*.npz"):
+            old.unlink()
+    else:
+        assert reader._kept_snapshot() is None
+    meta, table = reader.snapshot()
+    np.testing.assert_array_equal(table, stored_pairs(col))
+    if spoil == "unwritable":
+        assert kept_files(col) == []
+    else:  # read from SQLite and kept again, at the generation read; the others are gone, half-written ones too
+        assert kept_files(col) == [f"items-{meta['generation']}.npz"] and not list(col.path.glob(".items-*"))
+        assert fresh_meta(col)._kept_snapshot() is not None

@@ -189,6 +189,23 @@ def test_removal_takes_keys_as_given(col):
     assert len(col) == 3
 
 
+def test_vectors_added_after_a_compaction_get_new_ids_and_their_own_rows(col):
+    """A compaction moves rows down; later adds take rows after them but ids never used before."""
+    vectors = unit_rows(40, seed=3)
+    first = col.add_vectors(vectors[:20], keys_for(20))
+    col.remove(keys_for(12))
+    if hasattr(col, "compact"):
+        assert col.compact() == 12
+    later = col.add_vectors(vectors[20:], keys_for(40)[20:])
+    assert not set(later.tolist()) & set(first.tolist()) and len(set(later.tolist())) == 20
+    assert sorted(col.item_ids()) == sorted(first[12:].tolist() + later.tolist())
+    for i in (12, 19, 20, 39):
+        top = col.search(vector=vectors[i], k=1)[0]
+        assert top.path == f"doc/{i}" and top.score == pytest.approx(1.0, abs=2e-3)
+    col.remove(keys_for(40)[20:25])
+    assert len(col) == 23 and col.search(vector=vectors[22], k=1)[0].path != "doc/22"
+
+
 def test_codes_fit_on_imported_vectors_and_search_through_them(col):
     col.use_codes("itq", bits=16, oversample=4)
     vectors = unit_rows(300, seed=2)

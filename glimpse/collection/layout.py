@@ -9,4 +9,4 @@ THUMBNAIL_DIR = "thumbnails"  # made by glimpse serve; never indexed, even when 
 #: (deleted, lost), they are refused rather than built over, since a new collection's rows and ids
 #: would mix with theirs (thumbnails are named by item id). The -wal file would be replayed into a new database.
 LEFT_BEHIND = ("vectors*.f16", "vectors*.sums", "codes-*.faissbin", "binarizer-*.npz", "adapt-*.npz", "upgrade-*",
-               f"{DB_NAME}-wal", THUMBNAIL_DIR)
+               "items-*.npz", f"{DB_NAME}-wal", THUMBNAIL_DIR)

@@ -14,6 +14,7 @@ import numpy as np
 from ..backends import SearchBackend, open_backend
 from ..backends.exact import whole_rows
 from ..settings import CodeSettings
+from ..storage.metadata import apply_changes
 from ..storage.vectors import DamagedVectorError, sums_path
 from .layout import VECTORS_FILE, VECTORS_NAME
 from .reports import ProgressFn
@@ -26,6 +27,8 @@ COMPACT_MIN_ROWS = 1000
 #: Changes since the loaded index a refresh takes from the commits' log while they stay under
 #: this many or an eighth of the ids (a diff of every id took 2 s at 10M items); past that, the diff.
 PENDING_MIN = 65536
+#: Ids tested at once from which ``HeldIds.holds`` marks the ids held in a bitmap (where they are dense).
+BITMAP_FROM = 65536
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +49,16 @@ class HeldIds:
     @classmethod
     def _ascending(cls, ids: Iterable[int] | np.ndarray) -> np.ndarray:
         """``ids`` sorted, each once (live ids come so: no sort). Not ``np.unique``: its hash table took
-        5 s for 10M ids here, a sort 0.3 s."""
+        5 s for 10M ids here, a sort 0.3-0.7 s; many dense ids (a loaded index's, list by list) are
+        marked in a bitmap instead (0.04 s)."""
         ids = cls._array(ids)
         if (np.diff(ids) > 0).all():
             return ids
+        low, span = int(ids.min()), int(ids.max() - ids.min()) + 1
+        if len(ids) >= BITMAP_FROM and span <= 8 * len(ids):
+            marks = np.zeros(span, bool)
+            marks[ids - low] = True
+            return np.flatnonzero(marks) + low
         ids = np.sort(ids)
         return ids[np.concatenate([[True], ids[1:] != ids[:-1]])]
 
@@ -74,10 +83,19 @@ class HeldIds:
         self._count = len(self._buffer)
 
     def holds(self, ids: np.ndarray) -> np.ndarray:
-        """Which of ``ids`` are held (bool per id)."""
+        """Which of ``ids`` are held (bool per id). Many ids against ids held densely: one bitmap (at 10M
+        ids a binary search of each took 0.2 s, the bitmap 0.03)."""
         ids, held = self._array(ids), self.ids()
         if not len(held):
             return np.zeros(len(ids), bool)
+        low, span = int(held[0]), int(held[-1] - held[0]) + 1
+        if len(ids) >= BITMAP_FROM and span <= 8 * len(held):
+            marks = np.zeros(span, bool)
+            marks[held - low] = True
+            inside = (ids >= low) & (ids < low + span)
+            found = np.zeros(len(ids), bool)
+            found[inside] = marks[ids[inside] - low]
+            return found
         at = np.searchsorted(held, ids).clip(max=len(held) - 1)
         return held[at] == ids
 
@@ -100,22 +118,6 @@ class _Pending:
         """These changes followed by later ones (ids are never reused: an id added, then removed, is gone)."""
         return _Pending(self.since, np.concatenate([self.added[~np.isin(self.added, removed)], added]),
                         np.concatenate([self.removed, removed[~np.isin(removed, self.added)]]))
-
-
-def _changed(table: np.ndarray, changes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The (id, row) ``table`` (ascending ids) after logged ``changes`` ((id, row; -1: removed), in
-    commit order), and the ids they added and removed."""
-    removed = changes[changes[:, 1] < 0, 0]
-    new = changes[(changes[:, 1] >= 0) & ~np.isin(changes[:, 0], removed)]
-    at = np.searchsorted(table[:, 0], removed).clip(max=max(0, len(table) - 1))
-    held = (table[at, 0] == removed) if len(table) else np.zeros(len(removed), bool)
-    if held.any():
-        table = np.delete(table, at[held], axis=0)
-    table = np.concatenate([table, new]) if len(new) else table
-    joined = table[max(0, len(table) - len(new) - 1):, 0]
-    if not (np.diff(joined) > 0).all():  # ids not above those held (glimpse.milvus' come from content)
-        table = table[np.argsort(table[:, 0], kind="stable")]
-    return table, new[:, 0], removed
 
 
 class LiveIndex:
@@ -154,7 +156,7 @@ class LiveIndex:
             if meta is not None:
                 self._follow_upgrade(meta)  # may drop what was seen: then a snapshot is read
             if changes is not None and self._seen == seen and meta.get("vectors", VECTORS_NAME) == self._vectors_name:
-                table, added, removed = _changed(self._table, changes)
+                table, added, removed = apply_changes(self._table, changes)
                 pending = (_Pending(seen, added, removed) if self._pending is None
                            else self._pending.then(added, removed))
                 # Kept for a loaded index only, and while far smaller than the ids (a process that

@@ -58,11 +58,13 @@ class Importing:
         ids = np.empty(len(keys), np.int64)
         with self._lock:
             self._refresh()
-            rows = int(self._meta.get_meta().get("rows", 0))
+            meta = self._meta.get_meta()
+            rows = int(meta.get("rows", 0))
+            serial = int(meta.get("next_id", rows))  # never reused; rows are, after a compaction
             for start in range(0, len(keys), batch_size):
                 batch = _unit_rows(vectors[start : start + batch_size], start)
-                items = [NewItem(self._vector_item_id(key, rows + i), f"vector:{rows + i}", 0, 0, row=rows + i)
-                         for i, key in enumerate(keys[start : start + len(batch)])]
+                made = [self._vector_item_id(key, serial + start + i) for i, key in enumerate(keys[start : start + len(batch)])]
+                items = [NewItem(item_id, f"vector:{item_id}", 0, 0, row=rows + i) for i, item_id in enumerate(made)]
                 links = [FileLink(key, item.hash, 0, 0) for key, item in zip(keys[start : start + len(batch)], items)]
                 ids[start : start + len(batch)] = [item.id for item in items]
                 rows, _ = self._commit_rows(rows, items, batch, links)
@@ -72,9 +74,9 @@ class Importing:
             self._persist_index()
         return ids
 
-    def _vector_item_id(self, key: str, row: int) -> int:
-        """The id of a precomputed vector stored at ``row`` (another backend may derive it from the key)."""
-        return row
+    def _vector_item_id(self, key: str, serial: int) -> int:
+        """The id of a precomputed vector, the ``serial``-th added (another backend may derive it from the key)."""
+        return serial
 
     @property
     def has_files(self) -> bool:

@@ -425,9 +425,9 @@ class MilvusCollection(Collection):
     def _new_item_id(self, content_hash: str) -> int:
         return content_id(content_hash)
 
-    def _vector_item_id(self, key: str, row: int) -> int:
-        """From the key and this worker's row: workers adding different keys never share an id."""
-        return content_id(hashlib.blake2b(f"{key}\0{row}".encode("utf-8", "surrogateescape"), digest_size=8).hexdigest())
+    def _vector_item_id(self, key: str, serial: int) -> int:
+        """From the key and this worker's serial number: workers adding different keys never share an id."""
+        return content_id(hashlib.blake2b(f"{key}\0{serial}".encode("utf-8", "surrogateescape"), digest_size=8).hexdigest())
 
     def _attributes(self, ids: np.ndarray) -> dict[str, list]:
         """Each item's first file (by path): path, bytes, date (capture, else modification), pixels."""
