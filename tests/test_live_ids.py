@@ -58,7 +58,7 @@ def test_held_ids_take_ids_spread_over_63_bits():
 
 @pytest.mark.parametrize("bitmap_from", [1, 1 << 40])
 def test_held_ids_by_bitmap_and_by_binary_search_agree(monkeypatch, bitmap_from):
-    """Dense ids, many at once, go through a bitmap; sparse ones, or few, through a sort and binary search."""
+    """Many ids tested against ids held densely go through a bitmap; against sparse ones, or few, a binary search."""
     monkeypatch.setattr("glimpse.collection.live.BITMAP_FROM", bitmap_from)
     rng = np.random.default_rng(5)
     dense = rng.permutation(np.arange(1000, 4000))[:2500]  # a loaded index's ids: list by list, not sorted
