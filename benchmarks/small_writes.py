@@ -14,18 +14,16 @@ open and first query (a stored row), wall seconds.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from follow import collection_of, collection_options  # noqa: E402
+from follow import written_collection  # noqa: E402
 
 CHILD = """
 import sys, time
@@ -62,13 +60,7 @@ def timed(path: Path, way: str, step: str, round_: int, change: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    collection_options(parser)
-    parser.add_argument("--change", type=int, default=1000, help="rows each write adds, then removes")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = collection_of(args, tmp)
+    with written_collection(__doc__, "write") as (args, path):
         times: dict[tuple[str, str], list[float]] = {}
         for round_ in range(args.rounds):
             for way in ("now", "before") if round_ % 2 == 0 else ("before", "now"):
