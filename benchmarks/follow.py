@@ -16,11 +16,13 @@ own times (its open of the collection included) are printed too.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +64,19 @@ def collection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collection", type=Path, help="an existing collection of precomputed vectors")
 
 
+@contextlib.contextmanager
+def written_collection(doc: str, write: str) -> Iterator[tuple[argparse.Namespace, Path]]:
+    """The command line (``doc`` its help): the collection's options, the rows each ``write`` adds, then
+    removes, and the rounds; and the collection they name (or build, in a temporary folder)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    collection_options(parser)
+    parser.add_argument("--change", type=int, default=1000, help=f"rows each {write} adds, then removes")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        yield args, collection_of(args, tmp)
+
+
 def collection_of(args: argparse.Namespace, tmp: str) -> Path:
     """``--collection``, or ``--rows`` random ``--dim``-d unit vectors built in ``tmp`` (not timed)."""
     if args.collection is not None:
@@ -83,13 +98,7 @@ def refreshed(col, everything: bool) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    collection_options(parser)
-    parser.add_argument("--change", type=int, default=1000, help="rows each commit adds, then removes")
-    parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = collection_of(args, tmp)
+    with written_collection(__doc__, "commit") as (args, path):
         follower, everything = glimpse.open(path), glimpse.open(path)
         for col in (follower, everything):
             col._ensure_index()

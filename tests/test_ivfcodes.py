@@ -411,6 +411,93 @@ def test_fit_rejects_more_bits_than_dimensions():
         create_binarizer("ivf-rabitq", bits=64).fit(np.ones((300, 32), np.float32))
 
 
+def held_codes(index: IVFCodesIndex) -> dict[int, tuple[int, bytes]]:
+    """Each id held: its list and its code's bytes (factors included) as FAISS holds them."""
+    import faiss
+
+    ivf, out = index._ivf, {}
+    for number in range(index.lists):
+        n = ivf.invlists.list_size(number)
+        if n:
+            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(number), n)
+            codes = faiss.rev_swig_ptr(ivf.invlists.get_codes(number), n * ivf.code_size).reshape(n, -1)
+            out.update({int(i): (number, code.tobytes()) for i, code in zip(ids, codes)})
+    return out
+
+
+def assert_same_index(restored: IVFCodesIndex, index: IVFCodesIndex) -> None:
+    assert restored.count() == index.count() and held_codes(restored) == held_codes(index)
+    for table in ("_spread_sums", "_twins"):
+        np.testing.assert_array_equal(getattr(restored, table), getattr(index, table))
+    held = np.array(sorted(held_codes(index)))
+    np.testing.assert_array_equal(restored._outside[held], index._outside[held])  # a removed row's norm is not used
+    assert (restored._outside_square, restored._outside_range, restored._outside_count) == (
+        index._outside_square, index._outside_range, index._outside_count)
+
+
+def test_a_save_after_few_changes_writes_a_delta_that_restores_the_same_index(data, tmp_path):
+    vectors, ids, rows, fit, _, queries = data
+    copies = {1: vectors[0].astype(np.float16), 2: vectors[1].astype(np.float16)}  # exact copies of ids[0], ids[1]
+    reader = lambda wanted: np.stack([copies[int(i)] if int(i) in copies else rows([i])[0] for i in wanted])  # noqa: E731
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:5000], vectors[:5000])
+    index.persist(tmp_path, 1)
+    full = tmp_path / f"codes-1-{fit.fit_id}.faissbin"
+    written = full.read_bytes()
+    index.add(ids[5000:5200], vectors[5000:5200])
+    index.add(np.array([1, 2]), vectors[:2].astype(np.float16).astype(np.float32))  # the twins table changes too
+    index.remove(ids[100:150])  # rows of the full file
+    index.remove(ids[5100:5110])  # and rows added since
+    index.search(queries[:1], K)  # the norms' statistics, measured after the full file
+    index.persist(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.glob("codes-*")) == [full.name, f"codes-2-{fit.fit_id}.delta"]
+    assert full.read_bytes() == written  # the full file is not written again
+    restored = IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit)
+    restored.reader = reader
+    assert_same_index(restored, index)
+    assert {1, 2} <= set(pairs_of(restored._twins)[0].tolist())  # the copies added since, with their twins
+    np.testing.assert_array_equal(restored.search(queries, K)[1], index.search(queries, K)[1])
+
+    restored.add(ids[5202:5250], vectors[5202:5250])  # a later delta holds every change since the full file
+    restored.persist(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.glob("codes-*")) == [full.name, f"codes-3-{fit.fit_id}.delta"]
+    again = IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit)
+    assert_same_index(again, restored)
+
+    again.add(ids[5250:], vectors[5250:])  # more than DELTA_SHARE of the codes changed: a full file again
+    again.persist(tmp_path, 4)
+    assert sorted(p.name for p in tmp_path.glob("codes-*")) == [f"codes-4-{fit.fit_id}.faissbin"]
+    assert_same_index(IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit), again)
+
+
+@pytest.mark.parametrize("spoil", ["damaged", "another full file", "cut short"])
+def test_a_delta_that_does_not_serve_is_ignored_and_its_rows_are_left_to_the_refresh(data, tmp_path, spoil):
+    vectors, ids, reader, fit, _, queries = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:3000], vectors[:3000])
+    index.persist(tmp_path, 1)
+    base = IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit)
+    index.add(ids[3000:3100], vectors[3000:3100])
+    index.remove(ids[:20])
+    index.persist(tmp_path, 2)
+    (delta,) = tmp_path.glob("codes-*.delta")
+    saved = delta.read_bytes()
+    if spoil == "damaged":
+        data_ = bytearray(saved)
+        data_[len(data_) // 2] ^= 0x01  # inside the codes' array
+        delta.write_bytes(bytes(data_))
+    elif spoil == "cut short":
+        delta.write_bytes(saved[: len(saved) // 2])
+    else:  # the full file written again since (the same rows in another order): the delta names the old one
+        again = IVFCodesIndex(fit, reader)
+        again.add(ids[:3000][::-1], vectors[:3000][::-1])
+        again.persist(tmp_path, 1)
+        delta.write_bytes(saved)
+        base = again
+    restored = IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit)
+    assert_same_index(restored, base)  # the full file alone: the collection's refresh adds and removes the rest
+
+
 def test_a_collection_of_precomputed_vectors_searches_through_the_codes(data, tmp_path):
     vectors, _, _, _, _, queries = data
     col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=DIM)
@@ -429,6 +516,31 @@ def test_a_collection_of_precomputed_vectors_searches_through_the_codes(data, tm
         assert [[r.id for r in reopened.search(vector=q, k=K)] for q in queries] == got
     finally:
         reopened.close()
+
+
+def test_a_collection_saves_small_writes_as_deltas_and_a_new_process_codes_none_of_them(data, tmp_path, monkeypatch):
+    vectors, _, _, _, _, queries = data
+    keys = [f"v{i}" for i in range(len(vectors))]
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=DIM)
+    col.add_vectors(vectors[:5000], keys=keys[:5000])
+    col.use_codes(bits=BITS)
+    col.add_vectors(vectors[5000:5100], keys=keys[5000:5100])
+    col.remove(["v7", "v5050"])  # removals are saved too
+    assert len(list(col.path.glob("codes-*.faissbin"))) == len(list(col.path.glob("codes-*.delta"))) == 1
+    want = [[r.path for r in col.search(vector=q, k=K)] for q in queries]
+    col.close()
+
+    def coded(self, ids, vectors):
+        raise AssertionError("rows were coded again on opening")
+
+    monkeypatch.setattr(IVFCodesIndex, "add", coded)
+    reopened = glimpse.open(tmp_path / "col")
+    try:
+        got = [[r.path for r in reopened.search(vector=q, k=K)] for q in queries]
+        assert reopened.backend_info()["codes"] == 5098
+    finally:
+        reopened.close()
+    assert got == want and not {"v7", "v5050"} & {path for paths in got for path in paths}
 
 
 def test_default_codes_fit_vectors_of_fewer_dimensions_than_the_default_bits(tmp_path):

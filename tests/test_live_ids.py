@@ -198,6 +198,7 @@ def test_a_snapshot_is_kept_from_kept_from_items_on(tmp_path, monkeypatch):
 @pytest.mark.parametrize("spoil", ["damaged", "another database", "ahead of the database", "rows moved", "too many changes",
                                    "unwritable"])
 def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, spoil):
+    monkeypatch.setattr("glimpse.storage.metadata.Metadata.keep_items", lambda *args: None)  # writers would replace it
     col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
     vectors = np.random.default_rng(1).standard_normal((30, 8)).astype(np.float32)
     col.add_vectors(vectors[:20], [f"k{i}" for i in range(20)])
@@ -243,3 +244,30 @@ def test_a_kept_snapshot_that_does_not_serve_is_not_used(tmp_path, monkeypatch, 
     else:  # read from SQLite and kept again, at the generation read; the others are gone, half-written ones too
         assert kept_files(col) == [f"items-{meta['generation']}.npz"] and not list(col.path.glob(".items-*"))
         assert fresh_meta(col)._kept_snapshot() is not None
+
+
+def test_a_writer_keeps_the_items_where_the_next_snapshot_would_read_sqlite(tmp_path, monkeypatch):
+    monkeypatch.setattr("glimpse.storage.metadata.KEPT_FROM", 41)
+    monkeypatch.setattr("glimpse.storage.metadata.KEPT_CHANGES", 12)
+    col = glimpse.open(tmp_path / "col", encoder="precomputed", dim=8)
+    vectors = np.random.default_rng(2).standard_normal((80, 8)).astype(np.float32)
+    col.add_vectors(vectors[:40], [f"k{i}" for i in range(40)])
+    assert kept_files(col) == []  # under KEPT_FROM items
+    col.add_vectors(vectors[40:50], [f"k{i}" for i in range(40, 50)], batch_size=4)
+    generation = fresh_meta(col).generation()
+    assert kept_files(col) == [f"items-{generation}.npz"]  # kept at the write's last commit
+    col.add_vectors(vectors[50:55], [f"k{i}" for i in range(50, 55)])
+    col.remove(["k3", "k4"])
+    assert kept_files(col) == [f"items-{generation}.npz"]  # the log since serves: not written again
+    col.add_vectors(vectors[55:80], [f"k{i}" for i in range(55, 80)])  # 32 changes since: more than 12
+    assert kept_files(col) == [f"items-{fresh_meta(col).generation()}.npz"]
+
+    def no_sqlite(self):
+        raise AssertionError("the items were read from SQLite")
+
+    monkeypatch.setattr("glimpse.storage.metadata.Metadata._read_snapshot", no_sqlite)
+    reopened = glimpse.open(col.path)  # as a new process: its snapshot is the kept file and the log
+    assert reopened.search(vector=vectors[60], k=1)[0].path == "k60"
+    table = fresh_meta(col).snapshot()[1]
+    monkeypatch.undo()
+    np.testing.assert_array_equal(table, stored_pairs(col))

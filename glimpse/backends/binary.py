@@ -20,9 +20,10 @@ Two ways to scan the codes for the shortlist:
 from __future__ import annotations
 
 import io
+import json
 import zlib
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
@@ -32,6 +33,7 @@ import numpy as np
 from ..atomic import write_atomic
 from ..codes import Binarizer, load_binarizer
 from ..settings import check_oversample, check_scoring
+from ..storage.arrays import read_arrays
 from .base import CodeStage, SearchBackend
 from .exact import RowCheck, VectorReader, exact_scan, exact_top, held_ids, lengths_only
 
@@ -48,6 +50,9 @@ CODES_FILE = "codes-{generation}-{fit}.faissbin"
 #: that fails the check is rebuilt from the vector file instead. Files of earlier versions end
 #: without the seal and are read as before.
 CODES_SEAL = b"GLC1"
+#: The rows added to and removed from the codes of a full file since it was written, as of generation N
+#: (see IVFCodesIndex.persist): it names that file and its seal, and serves no other.
+DELTA_FILE = "codes-{generation}-{fit}.delta"
 #: A fitted binarizer, named by its ``fit_id`` (its content), so a new fit never replaces the
 #: file that the committed settings still name.
 BINARIZER_FILE = "binarizer-{fit}.npz"
@@ -331,8 +336,9 @@ class BinaryIndex(CodeBackend):
         return cls._read(binarizer, path, faiss.read_index_binary) if binarizer.dim == dim else None
 
 
-def write_codes(directory: Path, generation: int, fit: str, write: Callable[[BinaryIO], None]) -> None:
-    """Write a generation's codes file with ``write(open binary file)``, atomically, and drop the others."""
+def write_codes(directory: Path, generation: int, fit: str, write: Callable[[BinaryIO], None]) -> Path:
+    """Write a generation's codes file with ``write(open binary file)``, atomically, and drop the others
+    (and every delta); returns its path."""
     directory = Path(directory)
     target = directory / CODES_FILE.format(generation=generation, fit=fit)
 
@@ -342,9 +348,48 @@ def write_codes(directory: Path, generation: int, fit: str, write: Callable[[Bin
         f.write(CODES_SEAL + summed.crc.to_bytes(4, "little"))
 
     write_atomic(target, sealed)
-    for old in directory.glob("codes-*.faissbin"):  # other generations and fits, and the unnamed ones of old versions
+    for old in directory.glob("codes-*"):  # other generations and fits, the unnamed ones of old versions, deltas
         if old != target:
             old.unlink(missing_ok=True)
+    return target
+
+
+def seal_of(path: Path) -> bytes | None:
+    """The seal a codes file ends with (its CRC-32 with ``CODES_SEAL``), or None: none (an earlier
+    version's file), or no file."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, io.SEEK_END) - 8))
+            tail = f.read(8)
+    except OSError:
+        return None
+    return tail if len(tail) == 8 and tail.startswith(CODES_SEAL) else None
+
+
+def write_delta(directory: Path, generation: int, fit: str, base: Path, seal: bytes, arrays: dict[str, np.ndarray]) -> None:
+    """Write the delta of generation ``generation`` over the full codes file ``base`` (sealed ``seal``), atomically,
+    and drop the other deltas."""
+    target = Path(directory) / DELTA_FILE.format(generation=generation, fit=fit)
+    facts = np.frombuffer(json.dumps({"base": base.name, "seal": seal.hex()}).encode(), np.uint8)
+    write_atomic(target, lambda f: np.savez(f, facts=facts, **arrays))
+    for old in Path(directory).glob(DELTA_FILE.format(generation="*", fit="*")):
+        if old != target:
+            old.unlink(missing_ok=True)
+
+
+def read_delta(base: Path, seal: bytes, fit: str, keys: Sequence[str]) -> dict[str, np.ndarray] | None:
+    """The newest delta of ``fit`` over the full codes file ``base`` as sealed ``seal``, its arrays read whole
+    and checked; None where there is none, or it is damaged, lacks any of ``keys``, or names another file."""
+    found = {int(number): path for path in base.parent.glob(DELTA_FILE.format(generation="*", fit=fit))
+             if (number := path.name.split("-")[1]).isdigit()}
+    if not found:
+        return None
+    try:
+        arrays = read_arrays(found[max(found)], ["facts", *keys], "")
+        facts = json.loads(arrays.pop("facts").tobytes())
+    except (OSError, ValueError):
+        return None
+    return arrays if isinstance(facts, dict) and facts == {"base": base.name, "seal": seal.hex()} else None
 
 
 class _Summed:
@@ -414,6 +459,11 @@ class _Checked:
 
     def tell(self) -> int:
         return self._pos
+
+    @property
+    def seal(self) -> bytes | None:
+        """The seal the file ends with (None: an earlier version's file)."""
+        return None if self._seal is None else CODES_SEAL + self._seal.to_bytes(4, "little")
 
     def intact(self) -> bool:
         """Whether the whole file matches its seal (a file of an earlier version has none to fail)."""

@@ -169,6 +169,8 @@ class Ingesting:
                 folder_options={r: settings.folders[r].to_json() for r in roots})
             self._apply(generation, [], None, dropped)
             self._compact_if_due()
+            self._persist_index()  # a delta of the codes, mostly: a new process need not remove them again
+            self._keep_items()
         return len(doomed)
 
     def _unmatched(self, targets: list[str]) -> list[str]:
@@ -199,6 +201,7 @@ class Ingesting:
             self._fit_codes(progress=fit_progress)
             self._meta.set_meta(last_indexed=time.time())
             self._persist_index()
+            self._keep_items()
         return report
 
     def _remember(self, targets: list[tuple[str, ScanOptions]]) -> list[str]:

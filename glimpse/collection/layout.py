@@ -8,5 +8,5 @@ THUMBNAIL_DIR = "thumbnails"  # made by glimpse serve; never indexed, even when 
 #: What a collection leaves in its folder besides its database (globs): met without the database
 #: (deleted, lost), they are refused rather than built over, since a new collection's rows and ids
 #: would mix with theirs (thumbnails are named by item id). The -wal file would be replayed into a new database.
-LEFT_BEHIND = ("vectors*.f16", "vectors*.sums", "codes-*.faissbin", "binarizer-*.npz", "adapt-*.npz", "upgrade-*",
+LEFT_BEHIND = ("vectors*.f16", "vectors*.sums", "codes-*.faissbin", "codes-*.delta", "binarizer-*.npz", "adapt-*.npz", "upgrade-*",
                "items-*.npz", f"{DB_NAME}-wal", THUMBNAIL_DIR)

@@ -259,6 +259,12 @@ class LiveIndex:
         if self._index is not None:
             self._index.persist(self.path, self._index_generation)
 
+    def _keep_items(self) -> None:
+        """At a write's end, under the lock: the items as of its last commit kept for the next process's
+        snapshot, where it would read SQLite otherwise (:meth:`Metadata.keep_items`)."""
+        self._sync()
+        self._meta.keep_items(self._table, self._seen)
+
     def compact(self) -> int:
         """Rewrite the vector file without the rows of removed images; returns the rows reclaimed.
 

@@ -72,6 +72,7 @@ class Importing:
                     progress(start + len(batch), len(keys))
             self._fit_codes()
             self._persist_index()
+            self._keep_items()
         return ids
 
     def _vector_item_id(self, key: str, serial: int) -> int:

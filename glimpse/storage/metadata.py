@@ -184,12 +184,33 @@ class Metadata:
             table = table[np.argsort(table[:, 0], kind="stable")]
         return meta, table
 
+    def keep_items(self, table: np.ndarray, generation: int) -> None:
+        """After a write, by the writer (holding the collection's lock): keep ``table``, every item as of
+        ``generation``, where the next :meth:`snapshot` would read SQLite, which the first search after a
+        large import paid (7 s at 10M items, against about 1 s to keep here)."""
+        if len(table) < KEPT_FROM:
+            return
+        kept = self._kept_files()
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                meta = {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
+                serves = bool(kept) and self._log_covers(meta, max(kept), _kept_changes(len(table)))
+            finally:
+                self._db.execute("COMMIT")
+        if not serves and meta.get("generation", 0) == generation:
+            self._keep_snapshot(meta, table)
+
+    def _kept_files(self) -> dict[int, Path]:
+        """The kept snapshots, by generation."""
+        return {int(name[6:-4]): path for path in self.path.parent.glob(KEPT_FILE.format(generation="*"))
+                if (name := path.name)[6:-4].isdigit()}
+
     def _kept_snapshot(self) -> tuple[dict, np.ndarray] | None:
         """The newest kept snapshot brought up to date by the log, or None where none serves: none kept, one
         damaged or deleted meanwhile, of another database (its creation time), of another vector file, or
         too far behind (the log does not cover it, or holds too many changes: ``KEPT_CHANGES``)."""
-        found = {int(name[6:-4]): path for path in self.path.parent.glob(KEPT_FILE.format(generation="*"))
-                 if (name := path.name)[6:-4].isdigit()}
+        found = self._kept_files()
         if not found:
             return None
         try:
@@ -199,7 +220,7 @@ class Metadata:
             return None
         if table.dtype != np.int64 or table.ndim != 2 or table.shape[1] != 2 or not isinstance(facts, dict):
             return None
-        meta, changes = self.changes_since(int(facts.get("generation", -1)), most=max(KEPT_CHANGES, len(table) // 32))
+        meta, changes = self.changes_since(int(facts.get("generation", -1)), most=_kept_changes(len(table)))
         if changes is None or [meta.get(key) for key in ("created", "vectors")] != [facts.get("created"), facts.get("vectors")]:
             return None
         return meta, apply_changes(table, changes)[0]
@@ -230,17 +251,22 @@ class Metadata:
             self._db.execute("BEGIN")
             try:
                 meta = {k: json.loads(v) for k, v in self._db.execute("SELECT key, value FROM meta")}
-                start, end = meta.get("changes", (None, None))
-                if start is None or not start <= generation <= end or end != meta.get("generation", 0):
-                    return meta, None
-                if most is not None and self._db.execute("SELECT COUNT(*) FROM changes WHERE generation > ?",
-                                                         (generation,)).fetchone()[0] > most:
+                if not self._log_covers(meta, generation, most):
                     return meta, None
                 changes = self._db.execute("SELECT id, COALESCE(row, -1) FROM changes WHERE generation > ? "
                                            "ORDER BY generation, id", (generation,)).fetchall()
             finally:
                 self._db.execute("COMMIT")
         return meta, np.array(changes, np.int64).reshape(-1, 2)
+
+    def _log_covers(self, meta: dict, generation: int, most: int | None) -> bool:
+        """Whether the log (as of ``meta``, in the open read transaction) holds every change since
+        ``generation``, and at most ``most`` of them."""
+        start, end = meta.get("changes", (None, None))
+        if start is None or not start <= generation <= end or end != meta.get("generation", 0):
+            return False
+        return most is None or self._db.execute("SELECT COUNT(*) FROM changes WHERE generation > ?",
+                                                (generation,)).fetchone()[0] <= most
 
     def move_rows(self, moves: Sequence[tuple[int, int]], vectors: str, rows: int, next_id: int) -> int:
         """Point items at their rows in a new vector file, in one transaction; returns the generation."""
@@ -500,3 +526,8 @@ def _set_meta(db: sqlite3.Connection, values: dict) -> None:
         "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
         [(k, json.dumps(v)) for k, v in values.items()],
     )
+
+
+def _kept_changes(items: int) -> int:
+    """The most changes of the log a kept snapshot of ``items`` items is brought up to date with."""
+    return max(KEPT_CHANGES, items // 32)

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..encoders import Encoder, create_encoder
 from ..encoders.precomputed import PRECOMPUTED
-from ..backends.binary import CODES_FILE
+from ..backends.binary import CODES_FILE, DELTA_FILE
 from ..storage import VectorStore, WriteLock
 from ..storage.vectors import sums_path
 from ..storage.lock import CollectionLockedError
@@ -397,7 +397,8 @@ class _Run:
             self.unreadable = 0
             col._meta.remove_paths([], **{st.KEY: current})
             # Saved codes now hold stale rows and do not say which: a reader opening later rebuilds them.
-            for saved in self.folder.glob(CODES_FILE.format(generation="*", fit="*")):
+            for saved in [*self.folder.glob(CODES_FILE.format(generation="*", fit="*")),
+                          *self.folder.glob(DELTA_FILE.format(generation="*", fit="*"))]:
                 saved.unlink(missing_ok=True)
             col._refresh()
             return current
