@@ -448,6 +448,8 @@ def test_a_save_after_few_changes_writes_a_delta_that_restores_the_same_index(da
     index.add(np.array([1, 2]), vectors[:2].astype(np.float16).astype(np.float32))  # the twins table changes too
     index.remove(ids[100:150])  # rows of the full file
     index.remove(ids[5100:5110])  # and rows added since
+    index.remove(ids[200:210])  # a repair: rows of the full file removed, then added again with new vectors
+    index.add(ids[200:210], vectors[300:310])
     index.search(queries[:1], K)  # the norms' statistics, measured after the full file
     index.persist(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.glob("codes-*")) == [full.name, f"codes-2-{fit.fit_id}.delta"]

@@ -895,10 +895,9 @@ class IVFCodesIndex(CodeBackend):
         projection and the rows with identical twins, in one file (written atomically). Where this
         index is a full file on disk but for at most ``DELTA_SHARE`` of its rows added and removed
         since, those instead, with the small tables whole, in a delta beside that file."""
-        delta = self._delta() if self._delta_serves(directory) else None
-        if delta is not None:
+        if self._delta_serves(directory):
             base, seal = self._base  # type: ignore[misc]
-            write_delta(directory, generation, self.binarizer.fit_id, base, seal, delta)
+            write_delta(directory, generation, self.binarizer.fit_id, base, seal, self._delta())
             return
         spread, outside, twins = self._spread_sums, self._outside, self._twins
 
@@ -943,26 +942,23 @@ class IVFCodesIndex(CodeBackend):
             return False
         return self._changes() <= DELTA_SHARE * self.count() and seal_of(self._base[0]) == self._base[1]
 
-    def _delta(self) -> dict[str, np.ndarray] | None:
-        """The rows added since the full file (their ids, lists and codes as FAISS holds them now, rows on
-        their centroid marked), the ids removed since, and the small tables whole; None where a row noted is
-        not where it was added (then a full file is written)."""
+    def _delta(self) -> dict[str, np.ndarray]:
+        """The ids removed since the full file, then the rows added since and held now (their ids, lists and
+        codes as FAISS holds them, rows on their centroid marked: a restore removes, then adds, so a row
+        removed and added again, as a repair does, comes back), and the small tables whole."""
         none = np.zeros(0, np.int64)
         added, lists, removed = (np.concatenate(part) if part else none for part in self._since)
-        kept = ~np.isin(added, removed)
-        added, lists = added[kept], lists[kept]
-        size = self._ivf.code_size
-        codes = np.zeros((len(added), size), np.uint8)
-        invlists, ids_of = self._ivf.invlists, self._list_ids()
+        _, last = np.unique(added[::-1], return_index=True)  # an id added again: its last list
+        added, lists = added[len(added) - 1 - last], lists[len(added) - 1 - last]
+        size, invlists, ids_of = self._ivf.code_size, self._ivf.invlists, self._list_ids()
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         for number in np.unique(lists).tolist():
-            mine = np.flatnonzero(lists == number)
             held = ids_of[number]
-            at = np.flatnonzero(np.isin(held, added[mine]))  # FAISS moves rows within a list on a removal
-            if len(at) != len(mine):
-                return None
-            at = at[np.argsort(held[at], kind="stable")]
-            mine = mine[np.argsort(added[mine], kind="stable")]
-            codes[mine] = faiss.rev_swig_ptr(invlists.get_codes(number), len(held) * size).reshape(-1, size)[at]
+            at = np.flatnonzero(np.isin(held, added[lists == number]))  # rows removed since are not held
+            codes = faiss.rev_swig_ptr(invlists.get_codes(number), len(held) * size).reshape(-1, size)
+            parts.append((held[at], np.full(len(at), number, np.int64), codes[at]))
+        added, lists, codes = (np.concatenate(part) for part in zip(*parts)) if parts else (
+            none, none, np.zeros((0, size), np.uint8))
         outside_ids = added[added < len(self._outside)]
         return {"ids": added, "lists": lists, "codes": codes, "removed": removed, "spreads": self._spread_sums,
                 "outside_ids": outside_ids, "outside": self._outside[outside_ids], "twins": self._twins,
@@ -981,6 +977,8 @@ class IVFCodesIndex(CodeBackend):
                 and outside.shape == outside_ids.shape and outside.dtype == np.float16)
         if not fits:
             return False
+        if len(removed):  # first: a row removed and added again is added back below
+            self._index.remove_ids(faiss.IDSelectorBatch(removed))
         invlists = self._ivf.invlists
         order = np.argsort(lists, kind="stable")
         ids, lists, codes = np.ascontiguousarray(ids[order]), lists[order], np.ascontiguousarray(codes[order])
@@ -989,8 +987,6 @@ class IVFCodesIndex(CodeBackend):
             invlists.add_entries(number, count, faiss.swig_ptr(ids[start:]), faiss.swig_ptr(codes[start:]))
         self._ivf.ntotal += len(ids)
         self._index.ntotal = self._ivf.ntotal
-        if len(removed):
-            self._index.remove_ids(faiss.IDSelectorBatch(removed))
         self._ids_of = self._scales_of = None
         self._spread_sums, self._twins = spreads, twins
         self._outside = self._put_outside(self._outside, outside_ids, outside)
