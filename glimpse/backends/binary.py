@@ -348,8 +348,8 @@ def write_codes(directory: Path, generation: int, fit: str, write: Callable[[Bin
         f.write(CODES_SEAL + summed.crc.to_bytes(4, "little"))
 
     write_atomic(target, sealed)
-    for old in directory.glob("codes-*"):  # other generations and fits, the unnamed ones of old versions, deltas
-        if old != target:
+    for old in [*directory.glob("codes-*.faissbin"), *directory.glob(DELTA_FILE.format(generation="*", fit="*"))]:
+        if old != target:  # other generations and fits, the unnamed ones of old versions, and every delta
             old.unlink(missing_ok=True)
     return target
 

@@ -141,5 +141,5 @@ class CodeStages:
         for half_written in [*self.path.glob(".binarizer*.tmp"), *self.path.glob(".codes-*.tmp")]:  # killed saves
             half_written.unlink(missing_ok=True)
         if keep is None:
-            for old in self.path.glob("codes-*"):  # full files and deltas
+            for old in [*self.path.glob("codes-*.faissbin"), *self.path.glob("codes-*.delta")]:
                 old.unlink(missing_ok=True)
