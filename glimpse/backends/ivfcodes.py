@@ -112,6 +112,10 @@ LEAST_SHARE = 0.8
 #: cost about twice a row of one pass (20,000 isotropic 768-d vectors, one thread: 35 ms of CPU for a
 #: plan re-ranking 19,422 rows in steps, 18.6 ms to score 19,400 rows at once).
 WHOLE_SHARE = 0.5
+#: A batch's queries whose first lists are scanned at once, per thread, before their plans run: all 64 of a
+#: batch at once left each plan's estimates cold (1M `mix`, 2 threads, 6 alternating rounds of 192 queries: a
+#: median 58 q/s; in parts of 2 / 4 / 8 per thread 54 / 63 / 64; `iso0.79` 140 -> 155 with 4).
+BATCH_PART = 4
 #: A save writes the rows added and removed since the last full codes file as a delta beside it while they are
 #: at most this share of the codes held (at 10M codes the full file, 462 MB, took 0.73 s of a 1.22 s add of 1,000
 #: rows); past it, a full file again.
@@ -615,23 +619,26 @@ class IVFCodesIndex(CodeBackend):
             self._twin_table()
         self._list_factors()  # and the lists' views, before the threads read them
 
-        # Every query's first lists in one FAISS call per estimator, threaded over the queries by FAISS
-        # (a batch's Python threads hold the GIL for their numpy work; FAISS's do not).
-        found: list[tuple[np.ndarray, np.ndarray]] = [None] * len(queries)  # type: ignore[list-item]
-        with one_thread() if len(queries) == 1 else contextlib.nullcontext():
-            for flag in (False, True):
-                rows = np.flatnonzero(least == flag)
-                if len(rows):
-                    for row, got in zip(rows.tolist(), self._range(projected[rows], centroid_scores[rows], first[rows],
-                                                                   selector, flag, across=len(queries) > 1)):
-                        found[row] = got
-
         # A batch's queries that want every row scored share one pass (see _exact_pass): their plans defer it.
         shared = len(queries) >= SHARED_PASS
+        found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(queries)
+
+        def scan(rows: np.ndarray) -> None:
+            """The first lists of the queries ``rows``, in one FAISS call per estimator, threaded over the
+            queries by FAISS (a batch's Python threads hold the GIL for their numpy work; FAISS's do not)."""
+            with one_thread() if len(queries) == 1 else contextlib.nullcontext():
+                for flag in (False, True):
+                    these = rows[least[rows] == flag]
+                    if len(these):
+                        for row, got in zip(these.tolist(), self._range(projected[these], centroid_scores[these],
+                                                                        first[these], selector, flag,
+                                                                        across=len(queries) > 1)):
+                            found[row] = got
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray] | None:
             search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], order[row], probes,
                                   selector, share, bool(least[row]), *found[row])
+            found[row] = None  # its estimates are the search's now: a part's are freed as its plans end
             if shared:
                 search.whole = lambda query, k: None
             with one_thread():
@@ -640,11 +647,14 @@ class IVFCodesIndex(CodeBackend):
         scores = np.full((len(queries), k), -np.inf, np.float32)
         ids = np.full((len(queries), k), -1, np.int64)
         workers = min(len(queries), CORES)
-        if workers > 1:  # a batch: the queries' re-ranks in parallel (FAISS and the reads release the GIL)
-            with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(one, range(len(queries))))
-        else:
-            results = [one(row) for row in range(len(queries))]
+        results: list[tuple[np.ndarray, np.ndarray] | None] = []
+        # A batch in parts (BATCH_PART): each part's first lists, then its plans, while its estimates are warm.
+        with ThreadPoolExecutor(workers) if workers > 1 else contextlib.nullcontext() as pool:
+            for start in range(0, len(queries), BATCH_PART * workers):
+                rows = np.arange(start, min(len(queries), start + BATCH_PART * workers))
+                scan(rows)
+                # the queries' re-ranks in parallel (FAISS and the reads release the GIL)
+                results += list(pool.map(one, rows.tolist()) if pool is not None else map(one, rows.tolist()))
         deferred = [row for row, got in enumerate(results) if got is None]
         if deferred:
             for row, got in zip(deferred, self._exact_pass(queries[deferred], k)):
