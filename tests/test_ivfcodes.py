@@ -535,7 +535,11 @@ def test_a_collection_saves_small_writes_as_deltas_and_a_new_process_codes_none_
     def coded(self, ids, vectors):
         raise AssertionError("rows were coded again on opening")
 
+    def removed(self, ids):
+        raise AssertionError("rows were removed again on opening")
+
     monkeypatch.setattr(IVFCodesIndex, "add", coded)
+    monkeypatch.setattr(IVFCodesIndex, "remove", removed)
     reopened = glimpse.open(tmp_path / "col")
     try:
         got = [[r.path for r in reopened.search(vector=q, k=K)] for q in queries]
@@ -543,6 +547,24 @@ def test_a_collection_saves_small_writes_as_deltas_and_a_new_process_codes_none_
     finally:
         reopened.close()
     assert got == want and not {"v7", "v5050"} & {path for paths in got for path in paths}
+
+
+def test_a_removal_saves_a_delta_only_where_one_serves(data, tmp_path):
+    """A few rows removed: a delta. More than DELTA_SHARE of the codes, or codes without a full file: nothing
+    (a whole codes file for a removal would cost more than the next process's removing them)."""
+    vectors, ids, reader, fit, _, _ = data
+    index = IVFCodesIndex(fit, reader)
+    index.add(ids[:3000], vectors[:3000])
+    index.persist_changes(tmp_path, 1)
+    assert not list(tmp_path.glob("codes-*"))  # no full file yet: nothing to hold a delta against
+    index.persist(tmp_path, 1)
+    index.remove(ids[:10])
+    index.persist_changes(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.glob("codes-*")) == [f"codes-1-{fit.fit_id}.faissbin", f"codes-2-{fit.fit_id}.delta"]
+    index.remove(ids[10:1000])
+    index.persist_changes(tmp_path, 3)
+    assert sorted(p.name for p in tmp_path.glob("codes-*")) == [f"codes-1-{fit.fit_id}.faissbin", f"codes-2-{fit.fit_id}.delta"]
+    assert IVFCodesIndex.restore(tmp_path, None, DIM, binarizer=fit).count() == 2990
 
 
 def test_default_codes_fit_vectors_of_fewer_dimensions_than_the_default_bits(tmp_path):

@@ -69,6 +69,10 @@ class SearchBackend(ABC):
     def persist(self, directory: Path, generation: int) -> None:
         """Save what is worth saving for ``generation``, atomically (write, then rename)."""
 
+    def persist_changes(self, directory: Path, generation: int) -> None:
+        """Save the changes since the last :meth:`persist` where that is cheap (a few rows written, not
+        everything again); else nothing: a later process brings what it restores up to date itself."""
+
     @classmethod
     def restore(cls, directory: Path, generation: int | None, dim: int, **options) -> SearchBackend | None:
         """The copy persisted for ``generation`` (None: the newest), or None when there is none."""

@@ -929,6 +929,11 @@ class IVFCodesIndex(CodeBackend):
         self._base = (written, seal) if seal is not None and self._whole() else None
         self._since = ([], [], [])
 
+    def persist_changes(self, directory: Path, generation: int) -> None:
+        """A delta where one serves (see :meth:`persist`); never the whole file."""
+        if self._delta_serves(directory):
+            self.persist(directory, generation)
+
     def _changed(self, added: np.ndarray | None, lists: np.ndarray | None, removed: np.ndarray | None) -> None:
         """Note rows added (in ``lists``) or ``removed`` for the next delta, while one could hold them."""
         if self._base is None:

@@ -169,7 +169,7 @@ class Ingesting:
                 folder_options={r: settings.folders[r].to_json() for r in roots})
             self._apply(generation, [], None, dropped)
             self._compact_if_due()
-            self._persist_index()  # a delta of the codes, mostly: a new process need not remove them again
+            self._persist_changes()  # a delta of the codes: a new process need not remove those rows again
             self._keep_items()
         return len(doomed)
 

@@ -259,6 +259,12 @@ class LiveIndex:
         if self._index is not None:
             self._index.persist(self.path, self._index_generation)
 
+    def _persist_changes(self) -> None:
+        """:meth:`SearchBackend.persist_changes` of the loaded index (a removal: a whole codes file for a few
+        rows gone would cost more than the next process's removing them)."""
+        if self._index is not None:
+            self._index.persist_changes(self.path, self._index_generation)
+
     def _keep_items(self) -> None:
         """At a write's end, under the lock: the items as of its last commit kept for the next process's
         snapshot, where it would read SQLite otherwise (:meth:`Metadata.keep_items`)."""
