@@ -30,7 +30,8 @@ Baselines, measured in this run:
 Data models against the anchors (issue 15), ``--models structured,iso0.79,iso0.93,real
 --size N``: per data model, a collection built as a user would (``glimpse.open(dir,
 encoder="precomputed", dim=D)``, ``add_vectors`` of the float16 rows, ``use_codes()`` with the
-defaults), against exact search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
+defaults; its vector file preloaded first, as ``glimpse serve`` has it, unless ``--cold``), against exact
+search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
 IVF-RaBitQ (1 bit per dimension) and ScaNN (tree + anisotropic 32-byte codes), each re-ranking
 its top candidates from the same float16 vector file with the same fp16 scan, and FAISS HNSW32
 on floats; each swept (probes, re-rank depth, efSearch). ``structured`` is the tiling above;
