@@ -30,7 +30,8 @@ Baselines, measured in this run:
 Data models against the anchors (issue 15), ``--models structured,iso0.79,iso0.93,real
 --size N``: per data model, a collection built as a user would (``glimpse.open(dir,
 encoder="precomputed", dim=D)``, ``add_vectors`` of the float16 rows, ``use_codes()`` with the
-defaults), against exact search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
+defaults; its vector file preloaded first, as ``glimpse serve`` has it, unless ``--cold``), against exact
+search and the anchors run in the same process: FAISS IVF-PQ32, FAISS
 IVF-RaBitQ (1 bit per dimension) and ScaNN (tree + anisotropic 32-byte codes), each re-ranking
 its top candidates from the same float16 vector file with the same fp16 scan, and FAISS HNSW32
 on floats; each swept (probes, re-rank depth, efSearch). ``structured`` is the tiling above;
@@ -694,6 +695,8 @@ def models_benchmark(args) -> None:
         sources = hashlib.blake2b((vectors if model == "file" else real).tobytes(), digest_size=6).hexdigest()
         with model_collection(args, f"{model}-{size}", make_rows, sources) as (col, built):
             index = col._ensure_index()
+            # As a server has them (see Collection.preload): a first read of each row costs no page fault.
+            preloaded = 0 if args.cold else col.preload().result()
             n = index.count()
             stored = col._vectors.view(n)
             dim = stored.shape[1]
@@ -715,7 +718,9 @@ def models_benchmark(args) -> None:
                 anchors._scann()  # before the floats are in RAM: its build holds rows of its own
             flat = anchors.exact()
             truth = flat.search(queries, K)[1]
-            print(f"\n### {model}: {n:,} vectors; {built}; {index.describe()}; load average {os.getloadavg()[0]:.1f}")
+            print(f"\n### {model}: {n:,} vectors; {built}; {index.describe()}; vector file "
+                  + (f"preloaded ({preloaded / 1e9:.2f} GB)" if preloaded else "not preloaded")
+                  + f"; load average {os.getloadavg()[0]:.1f}")
             print("| method | B/img | " + " | ".join(f"p50 ms {kind}" for kind in kinds) + " | p50 ms all | "
                   + " | ".join(f"{kind} R@10" for kind in kinds) + " |")
             print("|---|---|" + "---|" * (2 * len(kinds) + 1))
@@ -921,6 +926,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fit-first", type=float, default=0.0, metavar="F",
                     help="with --models/--vectors: fit the codes on the first F of the rows (0 < F < 1), then add the "
                          "rest (drift: a collection that grows after its codes were fitted)")
+    ap.add_argument("--cold", action="store_true",
+                    help="with --models/--vectors: leave the vector file unmapped, as in a fresh process (by default it is "
+                         "preloaded first, as `glimpse serve` does: Collection.preload)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="with --models: batch-1 timings in wall time or this process's CPU time")
     args = ap.parse_args(argv)
