@@ -159,3 +159,13 @@ def test_the_preload_benchmark_times_both_states_of_the_map(tmp_path, capsys):
         pytest.skip(str(exc))
     out = capsys.readouterr().out
     assert "| emptied |" in out and "| populated |" in out and "emptied / populated" in out
+
+
+def test_a_missing_vector_file_is_the_preloads_error_not_the_callers(tmp_path):
+    _collection(tmp_path / "c", rows=64)
+    with glimpse.open(tmp_path / "c") as col:
+        col._vectors.close()
+        (tmp_path / "c" / "vectors.f16").unlink()
+        done = col.preload()  # returns, as a server's start goes on
+        with pytest.raises(FileNotFoundError, match="vector file"):
+            done.result(timeout=10)

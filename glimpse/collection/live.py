@@ -234,10 +234,15 @@ class LiveIndex:
         """Map the vector file's pages into this process in the background, as a server does at start:
         a search then reads the rows it re-ranks without a page fault each. Its result: the bytes mapped
         (0 where the file is over half of the machine's memory, or the system cannot; see
-        ``VectorStore.populate``). Searches run meanwhile; a write that maps the file again ends it."""
-        self._sync()
-        maps = self._vectors.mapped(self._rows)
+        ``VectorStore.populate``; an unreadable file: its error). Searches run meanwhile; a write that maps the
+        file again ends it."""
         done: Future[int] = Future()
+        try:  # mapped in the caller's thread: a search there may map the file at the same time
+            self._sync()
+            maps = self._vectors.mapped(self._rows)
+        except OSError as exc:  # the searches that read it report it too; the preload only says so
+            done.set_exception(exc)
+            return done
 
         def run() -> None:
             try:
