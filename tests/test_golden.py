@@ -3,7 +3,9 @@
 tests/golden/make_golden.py holds the queries (text, image, composed, filtered, terms,
 more-like-this, refined; codes off, on with each scoring, exact, without re-rank) and wrote
 tests/golden/captioned_dev.json (first from the code before the search path was restructured; recorded
-again on an AVX2 machine, whose bf16 vectors differ from the first machine's, with probe.json beside it).
+again on an AVX2 machine, whose bf16 vectors differ from the first machine's, with probe.json beside it; the
+code queries recorded again with `sign` codes, whose fit is the same on every CPU, where the `learned` fit's
+torch training gave other codes on an Intel Xeon than on the AMD EPYC that recorded them).
 """
 
 from __future__ import annotations

@@ -100,8 +100,10 @@ def run(workdir: Path) -> dict[str, list[list]]:
             out[f"{prefix}{name}"] = [[hit.id, round(hit.score, 5)] for hit in hits]
 
     record("flat/", {})
-    # A shortlist of k x 2 of 120 photos, so the code scan decides what the re-rank sees.
-    col.use_codes("learned", bits=64, oversample=2)
+    # A shortlist of k x 2 of 120 photos, so the code scan decides what the re-rank sees. `sign` codes: their fit
+    # is the mean and a seeded rotation, the same on every CPU; the `learned` fit (torch training) is not (recorded
+    # on an AMD EPYC, 36 of its code queries gave other results on an Intel Xeon whose image vectors matched).
+    col.use_codes("sign", bits=64, oversample=2)
     for variant, extra in CODE_VARIANTS.items():
         record(f"codes{'-' + variant if variant else ''}/", extra)
     col.close()
