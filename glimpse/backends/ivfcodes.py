@@ -1417,7 +1417,7 @@ class _QuerySearch:
         """The top ``k`` estimates (no re-rank); too few allowed rows probed: every list."""
         if len(self.ids) < k:
             self._probe(self.rest)
-        best = np.argsort(-self.estimates, kind="stable")[:k]
+        best = best_first(self.estimates, k)  # a stable argsort of 190,000 estimates (1M rows): 13 ms of a 20 ms search
         return self.estimates[best], self.ids[best]
 
     def _sample(self, lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
