@@ -93,7 +93,7 @@ import glimpse  # noqa: E402
 from glimpse.codes import load_binarizer  # noqa: E402
 from glimpse.storage import VectorStore  # noqa: E402
 from glimpse.backends.binary import IVF_FROM, BinaryIndex, ivf_lists  # noqa: E402
-from glimpse.backends.exact import _top_inner_products  # noqa: E402
+from glimpse.backends.exact import exact_top  # noqa: E402
 from glimpse.backends.base import CodeStage  # noqa: E402
 from glimpse.backends.ivfcodes import MISSES  # noqa: E402
 
@@ -414,12 +414,12 @@ def isotropic_rows(real: np.ndarray, n: int, cosine: float, seed: int = 7) -> np
 
 def rerank_fixed(reader, queries: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """The anchors' re-rank: their top candidates scored exactly from the float16 vector file,
-    with the same fp16 scan the glimpse backends use, so only the candidate stage differs."""
+    with the same fp16 scan the glimpse backends use (a caption on the columns where it is not
+    zero, as theirs), so only the candidate stage differs; no row check (the anchors have none)."""
     out = np.full((len(queries), K), -1, np.int64)
     for row, (query, found) in enumerate(zip(queries, candidates)):
-        found = np.sort(found[found >= 0])
-        _, best = _top_inner_products(reader(found), query, K)
-        out[row, : len(best)] = found[best]
+        _, best = exact_top(reader, query, found[found >= 0], K, lambda ids, rows: np.ones(len(ids), bool))
+        out[row, : len(best)] = best
     return out
 
 

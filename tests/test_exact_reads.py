@@ -58,3 +58,50 @@ def test_a_damaged_row_in_one_part_is_left_out_and_reported(stored, monkeypatch)
     truth = stored[ids].astype(np.float32) @ query
     truth[ids == 9] = -np.inf
     assert np.array_equal(found, ids[np.argsort(-truth, kind="stable")[:5]])
+
+
+def column_reader(rows: np.ndarray, calls: list):
+    """A reader that also reads a column slice (``reads_columns``), recording the columns it read."""
+
+    def read(ids, columns=slice(None)):
+        calls.append(columns)
+        return rows[ids][:, columns]
+
+    read.reads_columns = True
+    return read
+
+
+def test_a_query_zero_outside_a_span_reads_and_scores_that_span_with_the_same_top(stored, monkeypatch):
+    """A query that is zero outside some columns (the default encoder's text, zero on the visual half) is
+    scored on those columns alone, in parts as before: the same top as reading whole rows."""
+    monkeypatch.setattr(exact, "GATHER_BYTES", 2 * DIM * 32)
+    query = np.zeros(DIM, np.float32)
+    query[4:10] = np.random.default_rng(2).standard_normal(6)
+    ids = np.arange(0, 400, 3)
+    calls = []
+    scores, found = exact_top(column_reader(stored, calls), query, ids, 10)
+    whole_scores, whole = exact_top(lambda i: stored[i], query, ids, 10)
+    assert np.array_equal(found, whole)
+    np.testing.assert_allclose(scores, whole_scores, rtol=1e-6, atol=1e-6)
+    assert slice(4, 10) in calls and len(calls) > 1  # the span, then the top's rows whole for their check
+    calls.clear()
+    exact_top(column_reader(stored, calls), stored[7].astype(np.float32), ids, 10)  # a dense query: whole rows
+    assert calls and all(columns == slice(None) for columns in calls)
+
+
+def test_a_row_damaged_outside_the_span_is_still_left_out_and_reported(stored):
+    """The span's scores cannot see damage in the other columns: the top's rows are read whole and checked."""
+    query = np.zeros(DIM, np.float32)
+    query[8:] = stored[9, 8:]
+    damaged = stored.copy()
+    damaged[9, 0] = 3.0  # outside the span: its score there is unchanged, its length is not
+    reported = []
+
+    def check(ids, rows):
+        whole = lengths_only(ids, rows)
+        reported.extend(ids[~whole].tolist())
+        return whole
+
+    ids = np.arange(0, 400, 3)
+    _, found = exact_top(column_reader(damaged, []), query, ids, 5, check)
+    assert 9 not in found and 9 in reported and len(found) == 5

@@ -20,8 +20,9 @@ import numpy as np
 
 from .base import SearchBackend
 
-#: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given.
-VectorReader = Callable[[np.ndarray], np.ndarray]
+#: Reads the float vectors (float16 as stored, or float32) of int64 ids, in the order given. A reader whose
+#: ``reads_columns`` attribute is true also takes a column slice, ``reader(ids, columns)``, and reads only those.
+VectorReader = Callable[..., np.ndarray]
 #: Which stored rows are whole: given item ids and the rows read for them, one bool per row; it
 #: reports the damaged ones (they are left out of results either way).
 RowCheck = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -46,6 +47,10 @@ CHECK_ROWS = 2048
 GATHER_BYTES = 4 << 20
 #: Rows of consecutive ids one read takes: the reader lends them in place, no copy.
 RUN_ROWS = 65536
+#: A query whose non-zero coordinates span at most this share of the dimensions is scored on that span alone,
+#: where the reader can read columns: the default encoder's text vectors are zero on the 1,280 visual
+#: dimensions, and 15,000 rows of 1M x 1,664 took 15.0 ms read and scored whole, 2.2 ms on their 384.
+SPAN_SHARE = 0.5
 
 
 def held_ids(backend: SearchBackend, allowed: np.ndarray | None) -> np.ndarray:
@@ -109,27 +114,43 @@ def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
     ``query``: (scores, ids), best first, a read at a time (:func:`read_parts`). Damaged rows among
     a read's top (by ``check``) are left out: the top then holds fewer than ``k`` only where fewer
     whole rows were read."""
-    parts = read_parts(np.sort(ids), len(query))  # sorted reads are kinder to the memory map
+    span = nonzero_span(query) if getattr(reader, "reads_columns", False) else None
+    parts = read_parts(np.sort(ids), len(query) if span is None else span.stop - span.start)  # sorted: kinder to the map
     if len(parts) <= 1:
-        return _read_top(reader, query, parts[0] if parts else np.zeros(0, np.int64), k, check)
-    tops = [_read_top(reader, query, part, k, check) for part in parts]
+        return _read_top(reader, query, parts[0] if parts else np.zeros(0, np.int64), k, check, span)
+    tops = [_read_top(reader, query, part, k, check, span) for part in parts]
     scores, found = np.concatenate([top[0] for top in tops]), np.concatenate([top[1] for top in tops])
     best = np.argsort(-scores, kind="stable")[:k]
     return scores[best], found[best]
 
 
 def _read_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
-              check: RowCheck) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`exact_top` of sorted ``ids`` in one read."""
-    rows = reader(ids)
-    scores, best = _top_inner_products(rows, query, k)
-    # A top of every row read (a plan's first rows) is checked where the rows lie, not gathered in its order
-    top = (ids, rows) if len(best) == len(ids) else (ids[best], rows[best])
-    if not check(*top).all():  # rare: every row read checked, the top scored again without the damaged
+              check: RowCheck, span: slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`exact_top` of sorted ``ids`` in one read; with ``span``, the columns where ``query`` is not
+    zero are read and scored (the same scores), and the top's rows are read whole to be checked."""
+    if span is None:
+        rows = reader(ids)
+        scores, best = _top_inner_products(rows, query, k)
+        # A top of every row read (a plan's first rows) is checked where the rows lie, not gathered in its order
+        top = (ids, rows) if len(best) == len(ids) else (ids[best], rows[best])
+    else:
+        scores, best = _top_inner_products(reader(ids, span), np.ascontiguousarray(query[span]), k)
+        top = (ids[best], reader(ids[best]))
+    if not check(*top).all():  # rare: every row read and checked, the top scored again without the damaged
+        rows = reader(ids) if span is not None else rows
         whole = check(ids, rows)
         ids, rows = ids[whole], rows[whole]
         scores, best = _top_inner_products(rows, query, k)
     return scores, ids[best]
+
+
+def nonzero_span(query: np.ndarray) -> slice | None:
+    """The columns from ``query``'s first non-zero coordinate to its last, where they are at most
+    ``SPAN_SHARE`` of them (else None: the whole row is read)."""
+    where = np.flatnonzero(query)
+    if not len(where) or where[-1] + 1 - where[0] > SPAN_SHARE * len(query):
+        return None
+    return slice(int(where[0]), int(where[-1]) + 1)
 
 
 def whole_rows(rows: np.ndarray) -> np.ndarray:

@@ -257,9 +257,12 @@ class LiveIndex:
     def _read_vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vectors.read(ids, self._rows)
 
-    def _read_stored(self, ids: np.ndarray) -> np.ndarray:
-        """float16 as stored: the re-rank scores them without a float32 copy."""
-        return self._vectors.read(ids, self._rows, np.float16)
+    def _read_stored(self, ids: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """float16 as stored: the re-rank scores them without a float32 copy (only ``columns``, where a
+        query is zero elsewhere: see glimpse.backends.exact.SPAN_SHARE)."""
+        return self._vectors.read(ids, self._rows, np.float16, columns)
+
+    _read_stored.reads_columns = True  # type: ignore[attr-defined]
 
     def _check_rows(self, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The backends' ``RowCheck``: which ``rows`` read for ``ids`` are whole (unit length, and the
