@@ -18,6 +18,17 @@ def stored():
     return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float16)
 
 
+def reporting(reported: list):
+    """A ``RowCheck`` by length that adds the damaged rows' ids to ``reported``."""
+
+    def check(ids, rows):
+        whole = lengths_only(ids, rows)
+        reported.extend(ids[~whole].tolist())
+        return whole
+
+    return check
+
+
 def test_scattered_ids_are_read_in_copies_of_bounded_size_and_runs_whole(monkeypatch):
     monkeypatch.setattr(exact, "GATHER_BYTES", 2 * DIM * 32)  # 32 rows a copy
     scattered = np.arange(0, 400, 3)
@@ -46,12 +57,7 @@ def test_a_damaged_row_in_one_part_is_left_out_and_reported(stored, monkeypatch)
     query = stored[9].astype(np.float32)
     damaged[9] *= 2  # the query's own row, the best score: its length gives it away
     reported = []
-
-    def check(ids, rows):
-        whole = lengths_only(ids, rows)
-        reported.extend(ids[~whole].tolist())
-        return whole
-
+    check = reporting(reported)
     ids = np.arange(0, 400, 3)
     scores, found = exact_top(lambda i: damaged[i], query, ids, 5, check)
     assert 9 not in found and 9 in reported and len(found) == 5
@@ -96,12 +102,6 @@ def test_a_row_damaged_outside_the_span_is_still_left_out_and_reported(stored):
     damaged = stored.copy()
     damaged[9, 0] = 3.0  # outside the span: its score there is unchanged, its length is not
     reported = []
-
-    def check(ids, rows):
-        whole = lengths_only(ids, rows)
-        reported.extend(ids[~whole].tolist())
-        return whole
-
     ids = np.arange(0, 400, 3)
-    _, found = exact_top(column_reader(damaged, []), query, ids, 5, check)
+    _, found = exact_top(column_reader(damaged, []), query, ids, 5, reporting(reported))
     assert 9 not in found and 9 in reported and len(found) == 5
