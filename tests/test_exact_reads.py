@@ -90,6 +90,14 @@ def test_a_query_zero_outside_a_span_reads_and_scores_that_span_with_the_same_to
     assert np.array_equal(found, whole)
     np.testing.assert_allclose(scores, whole_scores, rtol=1e-6, atol=1e-6)
     assert slice(4, 10) in calls and len(calls) > 1  # the span, then the top's rows whole for their check
+    calls.clear()  # the exact scan of several queries: the span of them all
+    other = np.zeros(DIM, np.float32)
+    other[6:12] = 1.0
+    scanned_scores, scanned = exact_scan(column_reader(stored, calls), np.stack([query, other]), ids, 10)
+    whole_scores, whole = exact_scan(lambda i: stored[i], np.stack([query, other]), ids, 10)
+    assert np.array_equal(scanned, whole)
+    np.testing.assert_allclose(scanned_scores, whole_scores, rtol=1e-6, atol=1e-6)
+    assert slice(4, 12) in calls
     calls.clear()
     exact_top(column_reader(stored, calls), stored[7].astype(np.float32), ids, 10)  # a dense query: whole rows
     assert calls and all(columns == slice(None) for columns in calls)
@@ -105,3 +113,6 @@ def test_a_row_damaged_outside_the_span_is_still_left_out_and_reported(stored):
     ids = np.arange(0, 400, 3)
     _, found = exact_top(column_reader(damaged, []), query, ids, 5, reporting(reported))
     assert 9 not in found and 9 in reported and len(found) == 5
+    reported.clear()
+    _, scanned = exact_scan(column_reader(damaged, []), query[None], ids, 5, reporting(reported))
+    assert 9 not in scanned[0] and 9 in reported and (scanned[0] >= 0).all()

@@ -76,17 +76,21 @@ def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: in
                check: RowCheck = lengths_only) -> tuple[np.ndarray, np.ndarray]:
     """The rows of sorted ``ids`` scored exactly for all queries (the reference a code stage is
     measured against), a read at a time (:func:`read_parts`) so the float copies stay small. Damaged
-    rows found among a scan's top (by ``check``) are left out."""
+    rows found among a scan's top (by ``check``) are left out. Where the reader reads columns and every
+    query is zero outside a span of them (see :func:`nonzero_span`), only that span is read and scored."""
     k = min(k, len(ids))
     scores = np.full((len(queries), k), -np.inf, np.float32)
     found = np.full((len(queries), k), -1, np.int64)
-    for chunk in read_parts(ids, queries.shape[1]) if k else []:  # FAISS takes no k = 0
-        rows = reader(chunk)
-        got_scores, positions = _scan_rows(rows, queries, k)
+    span = nonzero_span(np.abs(queries).max(axis=0)) if getattr(reader, "reads_columns", False) and k else None
+    scored = queries if span is None else np.ascontiguousarray(queries[:, span])
+    for chunk in read_parts(ids, scored.shape[1]) if k else []:  # FAISS takes no k = 0
+        rows = reader(chunk) if span is None else reader(chunk, span)
+        got_scores, positions = _scan_rows(rows, scored, k)
         top = np.unique(positions[positions >= 0])
-        if check(chunk[top], rows[top]).all():
+        if check(chunk[top], rows[top] if span is None else reader(chunk[top])).all():  # whole rows checked
             got = np.where(positions >= 0, chunk[np.maximum(positions, 0)], -1)
         else:  # rare: every row of the chunk checked, the damaged left out, the rest scanned again
+            rows = rows if span is None else reader(chunk)
             whole = check(chunk, rows)
             chunk, rows = chunk[whole], rows[whole]
             got_scores, positions = _scan_rows(rows, queries, k) if len(chunk) else (scores[:, :0], found[:, :0])
