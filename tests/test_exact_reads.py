@@ -35,6 +35,8 @@ def test_scattered_ids_are_read_in_copies_of_bounded_size_and_runs_whole(monkeyp
     parts = read_parts(scattered, DIM)
     assert [len(p) for p in parts] == [32, 32, 32, 32, 6] and np.array_equal(np.concatenate(parts), scattered)
     assert [len(p) for p in read_parts(np.arange(100, 300), DIM)] == [200]  # consecutive: one read, in place
+    # a span of columns is a copy even of a run: bounded copies as well
+    assert [len(p) for p in read_parts(np.arange(100, 300), DIM, copied=True)] == [32] * 6 + [8]
 
 
 @pytest.mark.parametrize("k", [10, 133])

@@ -64,10 +64,11 @@ def lengths_only(ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return whole_rows(rows)
 
 
-def read_parts(ids: np.ndarray, dim: int) -> list[np.ndarray]:
+def read_parts(ids: np.ndarray, dim: int, copied: bool = False) -> list[np.ndarray]:
     """Sorted ``ids`` in the parts one read takes: ``RUN_ROWS`` of a run of consecutive ids (read in
-    place), else ``GATHER_BYTES`` of ``dim``-d float16 rows (a copy)."""
-    run = len(ids) > 0 and int(ids[-1]) - int(ids[0]) == len(ids) - 1
+    place), else, or where every read is ``copied`` (a span of columns), ``GATHER_BYTES`` of ``dim``-d
+    float16 rows (a copy)."""
+    run = not copied and len(ids) > 0 and int(ids[-1]) - int(ids[0]) == len(ids) - 1
     step = RUN_ROWS if run else max(1, GATHER_BYTES // (2 * max(1, dim)))
     return [ids[start : start + step] for start in range(0, len(ids), step)]
 
@@ -83,7 +84,7 @@ def exact_scan(reader: VectorReader, queries: np.ndarray, ids: np.ndarray, k: in
     found = np.full((len(queries), k), -1, np.int64)
     span = nonzero_span(np.abs(queries).max(axis=0)) if getattr(reader, "reads_columns", False) and k else None
     scored = queries if span is None else np.ascontiguousarray(queries[:, span])
-    for chunk in read_parts(ids, scored.shape[1]) if k else []:  # FAISS takes no k = 0
+    for chunk in read_parts(ids, scored.shape[1], span is not None) if k else []:  # FAISS takes no k = 0
         rows = reader(chunk) if span is None else reader(chunk, span)
         got_scores, positions = _scan_rows(rows, scored, k)
         top = np.unique(positions[positions >= 0])
@@ -119,7 +120,8 @@ def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
     a read's top (by ``check``) are left out: the top then holds fewer than ``k`` only where fewer
     whole rows were read."""
     span = nonzero_span(query) if getattr(reader, "reads_columns", False) else None
-    parts = read_parts(np.sort(ids), len(query) if span is None else span.stop - span.start)  # sorted: kinder to the map
+    width = len(query) if span is None else span.stop - span.start
+    parts = read_parts(np.sort(ids), width, span is not None)  # sorted: kinder to the map
     if len(parts) <= 1:
         return _read_top(reader, query, parts[0] if parts else np.zeros(0, np.int64), k, check, span)
     tops = [_read_top(reader, query, part, k, check, span) for part in parts]
