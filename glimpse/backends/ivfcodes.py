@@ -72,9 +72,10 @@ from .exact import NORM_TOLERANCE, RowCheck, VectorReader, exact_scan, exact_top
 #: evenly spaced, nearly all unrelated to the query; a query's true neighbours err upward, the part of their
 #: score outside the projection adding to it (at 1M ``mix`` an image query's true top-10 were estimated a mean
 #: 1.5-6.7 of the sample's deviations low), so their chances were too small, and 46 of the 51 rows missed by 200
-#: image queries lay in lists the plan had probed. 16 x k read there, in one process (CPU p50, 100 image and 50
-#: caption queries, 2 rounds): recall@10 0.968 / 0.984 -> 0.989 / 0.986 at 13.89 -> 13.85 ms (the higher k-th
-#: score it starts from spares later steps); `structured` 35.5 -> 32.0 ms, `iso0.93` 9.64 -> 9.21 ms.
+#: image queries lay in lists the plan had probed. 16 x k read there, paired in one process (CPU p50, 100 image and
+#: 50 caption queries, the second of 2 rounds): recall@10 0.968 / 0.984 -> 0.989 / 0.986 at 14.04 -> 14.01 ms (the
+#: higher k-th score it starts from spares later steps); ``structured`` 34.04 -> 32.16 ms, ``iso0.79`` 6.77 -> 7.02,
+#: ``iso0.93`` 9.37 -> 9.38 (benchmarks/SEARCH_RESULTS.md, s39).
 FIRST = 16
 #: The chance a search may take, under its measured error model, of leaving out one of the
 #: true top k: half for the lists it does not probe, half for the candidates it does not
