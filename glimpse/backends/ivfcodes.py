@@ -1422,7 +1422,8 @@ class _QuerySearch:
         self.centroid_scores = centroid_scores
         self.first, self.rest = order[:probes], order[probes:]  # the lists probed first and the others, best first
         self.widest = widest  # the most lists the first may grow to (see reranked)
-        self.read = (np.zeros(0, np.float32), np.zeros(0, np.int64))  # rows scored exactly so far: (scores, ids)
+        self.read = (np.zeros(0, np.float32), np.zeros(0, np.int64))  # rows scored exactly: (scores best first, ids)
+        self.tried = np.zeros(0, np.int64)  # the ids asked for, sorted (damaged rows too: in none of read)
         self.estimates, self.ids = estimates, ids
         self.whole = index._exact_all  # the one exact pass over every row (a batch defers it: _search_codes)
 
@@ -1433,6 +1434,33 @@ class _QuerySearch:
             estimates, ids = self.index._range(self.projected[None], self.centroid_scores[None], lists[None],
                                                self.selector, self.least, floor=floor)[0]
             self.estimates, self.ids = np.concatenate([self.estimates, estimates]), np.concatenate([self.ids, ids])
+
+    def _read(self, ids: np.ndarray) -> None:
+        """Score ``ids`` exactly into ``read``, each row once a query (a plan that grows its first lists
+        asks again for rows it read)."""
+        unread = np.setdiff1d(ids, self.tried)
+        got, got_ids = exact_top(self.index.reader, self.query, unread, len(unread), self.index.check)
+        self.tried = np.union1d(self.tried, unread)
+        scores, ids = np.concatenate([self.read[0], got]), np.concatenate([self.read[1], got_ids])
+        best = np.argsort(-scores, kind="stable")
+        self.read = scores[best], ids[best]
+
+    def _kth(self, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+        """The exact top ``k`` of the rows read (those ``allowed``: sampled rows the filter does not pass
+        measure, but are no results) and its k-th score (-inf: fewer)."""
+        scored, scored_ids = self.read
+        if allowed is not None:
+            passed = np.isin(scored_ids, allowed, assume_unique=True)
+            scored, scored_ids = scored[passed], scored_ids[passed]
+        top_scores, top_ids = scored[:k], scored_ids[:k]
+        return top_scores, top_ids, float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+
+    def _exact(self, ids: np.ndarray) -> np.ndarray:
+        """The exact scores of ``ids`` (asked for already), as float64 for the error sums; NaN: damaged."""
+        scored, scored_ids = self.read
+        exact = np.full(len(self.tried), np.nan)
+        exact[np.searchsorted(self.tried, scored_ids)] = scored
+        return exact[np.searchsorted(self.tried, ids)]
 
     def estimated(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` estimates (no re-rank); too few allowed rows probed: every list."""
@@ -1523,33 +1551,47 @@ class _QuerySearch:
         where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
         rest = self.rest
-        sample, _ = self._sample(self.first)
         far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
         first = largest(self.estimates, FIRST * k)
         if index._twin_table().shape[1]:  # a burst of identical rows fills the best estimates: one read each
             first = first[np.unique(index._twin_keys(self.ids[first]), return_index=True)[1]]
-        known_scores, known = self.read  # read before the first lists grew: not read again
-        wanted = np.unique(np.concatenate([self.ids[first], sample, far, known]))
-        unread = wanted[~np.isin(wanted, known, assume_unique=True)]
-        scored, scored_ids = exact_top(index.reader, self.query, unread, len(unread), index.check)
-        if len(known):
-            scored, scored_ids = np.concatenate([scored, known_scores]), np.concatenate([scored_ids, known])
-            best = np.argsort(-scored, kind="stable")
-            scored, scored_ids = scored[best], scored_ids[best]
-        exact = np.full(len(wanted), np.nan)  # in wanted's (sorted) order, as float64 for the error sums; NaN: damaged
-        exact[np.searchsorted(wanted, scored_ids)] = scored
-        if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
-            passed = np.isin(scored_ids, allowed, assume_unique=True)
-            top_scores, top_ids = scored[passed][:k], scored_ids[passed][:k]
-        else:
-            top_scores, top_ids = scored[:k], scored_ids[:k]
-        kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+        growing = len(self.first) < self.widest and len(rest) > 0
+        # A plan that may grow its first lists reads their sample only once it does not (a grown plan samples its
+        # grown lists): at 1M ``mix`` the first round's work was 2 ms of a 16 ms image query.
+        sample = np.zeros(0, np.int64) if growing else self._sample(self.first)[0]
+        self._read(np.concatenate([self.ids[first], sample, far]))
+        top_scores, top_ids, kth = self._kth(k, allowed)
+
+        def more_lists() -> np.ndarray:
+            exact = self._exact(far)
+            whole = ~np.isnan(exact)
+            held = ~among(top_ids, far)  # the exact top k so far that the first lists hold
+            return (self._more_lists(rest, kth, exact[whole], far_lists[whole], top_ids[held], top_scores[held])
+                    if len(rest) else rest)
+
+        more = more_lists()
+        if growing:
+            if len(more) >= len(self.first):
+                # Wanting as many lists again as were scanned first: those are scanned as first lists too, and the
+                # plan starts again past them, where its lists' spread is measured on lists further out (narrower);
+                # with the next lists probed as more, 128 first lists at 1M `mix` took 15.45 ms, 13.99 grown so.
+                grown = rest[: self.widest - len(self.first)][: len(self.first)]
+                self._probe(grown)
+                self.first, self.rest = np.concatenate([self.first, grown]), rest[len(grown) :]
+                return self.reranked(k, cap, allowed)
+            sample, _ = self._sample(self.first)
+            self._read(sample)
+            before = kth
+            top_scores, top_ids, kth = self._kth(k, allowed)
+            if kth != before:
+                more = more_lists()
+        scored, scored_ids = self.read
         # The errors of the sampled rows (of the first lists: measured before more are probed), in
         # each row's own unit (see IVFCodesIndex._row_units); a bitmap finds them (a binary search
         # of every candidate took 0.5 ms for 15,000).
         row_units = index._row_units(self.query, self.projected)
         in_sample = np.flatnonzero(_marked(self.ids, sample, index._id_top))
-        measured = exact[np.searchsorted(wanted, self.ids[in_sample])] - self.estimates[in_sample]
+        measured = self._exact(self.ids[in_sample]) - self.estimates[in_sample]
         in_sample, measured = in_sample[~np.isnan(measured)], measured[~np.isnan(measured)]  # damaged rows measure nothing
         sample_units = None if row_units is None else row_units[0](self.ids[in_sample])
         if sample_units is not None and not units_explain(measured, sample_units):
@@ -1564,19 +1606,8 @@ class _QuerySearch:
         reach = shift + FAR * spread  # in units: no candidate further under the k-th score is needed
         low, high = (1.0, 1.0) if row_units is None else row_units[1:]
         bound = high if reach > 0 else low  # the unit that reaches furthest
-        far_exact = exact[np.searchsorted(wanted, far)]
+        far_exact = self._exact(far)
         whole = ~np.isnan(far_exact)
-        held = ~among(top_ids, far)  # the exact top k so far that the first lists hold
-        more = (self._more_lists(rest, kth, far_exact[whole], far_lists[whole], top_ids[held], top_scores[held])
-                if len(rest) else rest)
-        if len(more) >= len(self.first) and len(self.first) < self.widest:
-            # Wanting as many lists again as were scanned first: those are scanned as first lists too, and the
-            # plan starts again past them, where its lists' spread is measured on lists further out (narrower);
-            # with the next lists probed as more, 128 first lists at 1M `mix` took 15.45 ms, 13.99 grown so.
-            grown = rest[: self.widest - len(self.first)][: len(self.first)]
-            self._probe(grown)
-            self.first, self.rest, self.read = np.concatenate([self.first, grown]), rest[len(grown) :], (scored, scored_ids)
-            return self.reranked(k, cap, allowed)
         if allowed is None and self._wants_most(kth, more, far[whole], far_exact[whole], shift, spread, row_units):
             return self.whole(self.query, k)
         # the lists probed next keep only rows that can pass the test below (the margin: rounding)
@@ -1585,7 +1616,7 @@ class _QuerySearch:
         # error, could reach the k-th score: the test over every estimate is one pass, the rest
         # works on those that pass it.
         pre = np.flatnonzero(self.estimates + reach * bound >= kth)
-        pre = pre[~_marked(self.ids[pre], wanted, index._id_top)]
+        pre = pre[~_marked(self.ids[pre], self.tried, index._id_top)]
         # Rows identical to one read, or to another candidate, are one row to the plan: their exact
         # scores are its (one chance in the budget, where each copy of a burst took its own).
         pre, twins = _Twins.split(index, self.ids, pre, scored_ids)
