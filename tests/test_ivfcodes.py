@@ -11,7 +11,8 @@ from glimpse.codes.rabitq import MAX_LISTS, RaBitQFit, default_lists
 from glimpse.backends import BinaryIndex, CodeStage, FlatIndex, IVFCodesIndex
 from glimpse.backends.exact import lengths_only
 from glimpse.backends.ivfcodes import (ON_CENTROID, _marked, among, best_first, default_probes, deviation, distinct, enough,
-                                      first_words, largest, normal_tail, pairs_of, runs_of, twin_lookup, units_explain)
+                                      first_words, largest, normal_tail, pairs_of, runs_of, twin_lookup, units_explain,
+                                      widest_probes)
 
 DIM, BITS, K = 128, 64, 10
 
@@ -831,8 +832,45 @@ def test_the_probe_plan_measures_each_lists_own_spread_past_the_first_lists(zipf
     assert np.mean(lists_probed(index, queries)) < 1.5 * index.probes
 
 
+def test_first_lists_grow_where_the_list_model_wants_as_many_more_and_no_row_is_read_twice(zipf, monkeypatch):
+    """A plan whose list model wants at least as many more lists as it scanned first scans those as first
+    lists too (doubling, up to ``widest_probes``: 64 of 512 lists here) and starts again past them, where the
+    lists' spread is measured further out; the rows it read before are not read again, and the top 10 holds."""
+    from glimpse.backends import ivfcodes
+
+    index, queries, truth = zipf
+    plan, top = ivfcodes._QuerySearch.reranked, ivfcodes.exact_top
+    firsts: list[list[int]] = []
+    reads: list[list[np.ndarray]] = []
+
+    def reranked(search, *given):
+        firsts[-1].append(len(search.first))
+        return plan(search, *given)
+
+    def scored(reader, query, ids, k, *damaged):
+        reads[-1].append(np.asarray(ids))
+        return top(reader, query, ids, k, *damaged)
+
+    monkeypatch.setattr(ivfcodes._QuerySearch, "reranked", reranked)
+    monkeypatch.setattr(ivfcodes, "exact_top", scored)
+    monkeypatch.setattr(index, "probes", 4)
+    found = []
+    for query in queries:
+        firsts.append([])
+        reads.append([])
+        found.append(index.search(query[None], K)[1][0])
+    assert recall(np.array(found), truth) == 1.0
+    widest = widest_probes(index.lists)
+    grown = [sizes for sizes in firsts if len(sizes) > 1]
+    assert len(grown) >= len(queries) // 4, firsts
+    assert all(sizes == [min(widest, 4 * 2**i) for i in range(len(sizes))] for sizes in grown), firsts
+    for read in reads:
+        ids = np.concatenate(read)
+        assert len(np.unique(ids)) == len(ids)
+
+
 def planned_with_floor(index, queries, floor: bool, monkeypatch) -> tuple[list, list, int]:
-    """With 4 first lists (so that plans probe more), the lists probed later keeping only rows within
+    """With 4 first lists that do not grow (so that plans probe more), the lists probed later keeping only rows within
     reach (``floor``) or every row: what each plan computed (every array of deviations whose normal
     tail it took, every set of ids it scored exactly, its answers) and the rows held after each such
     probe, summed."""
@@ -858,6 +896,7 @@ def planned_with_floor(index, queries, floor: bool, monkeypatch) -> tuple[list, 
         patch.setattr(ivfcodes, "normal_tail", tails)
         patch.setattr(ivfcodes, "exact_top", scored)
         patch.setattr(index, "probes", 4)
+        patch.setattr(ivfcodes, "widest_probes", lambda lists: 4)
         for query in queries:  # one at a time: a batch's plans run in threads, in no set order
             seen.extend(index.search(query[None], K))
     return seen, sum(rows)
@@ -962,12 +1001,14 @@ def test_the_fit_measures_what_new_rows_of_its_distribution_leave_out_of_its_pro
     assert load_binarizer(fit.save(tmp_path / "fit.npz")).outside_reference == fit.outside_reference
 
 
-def test_first_lists_hold_at_most_an_eighth_of_a_million_rows_on_average():
-    """1/8 of the lists (at least 64) up to 1,000,000 rows; past that as many lists as hold 125,000 rows
-    on average (at least 64), since the lists stop at 2,048 and 1/8 of them would scan 1/8 of every row."""
-    assert [default_probes(2048, n) for n in (0, 300_000, 1_000_000, 2_000_000, 4_000_000, 10_000_000)] == [
+def test_first_lists_start_at_a_sixteenth_of_a_million_rows_and_grow_to_an_eighth_of_the_lists():
+    """1/8 of the lists (at least 64) up to 500,000 rows; past that as many lists as hold 62,500 rows
+    on average (at least 64), since the lists stop at 2,048 and 1/8 of them would scan 1/8 of every row;
+    a query may grow its first lists to 1/8 of them (``widest_probes``)."""
+    assert [default_probes(2048, n) for n in (0, 300_000, 500_000, 1_000_000, 2_000_000, 10_000_000)] == [
         256, 256, 256, 128, 64, 64]
     assert [default_probes(lists, 5_000_000) for lists in (32, 256, 1024)] == [32, 64, 64]
+    assert [widest_probes(lists) for lists in (32, 256, 1024, 2048)] == [32, 64, 128, 256]
     index = IVFCodesIndex(create_binarizer("ivf-rabitq", bits=BITS, seed=0).fit(two_kinds(4000, 0, seed=1)))
     assert index.probes == 64  # 256 lists, none held: 1/8, at least 64
     index.probes = 7  # set: kept whatever the rows
@@ -1397,6 +1438,7 @@ def test_lists_are_probed_until_the_spread_allows_the_rows_a_far_query_found(mon
         return recall(np.array(found), truth), never
 
     assert np.mean(truth < len(photos)) > 0.5  # the neighbours are mostly photos, not copies
+    monkeypatch.setattr(ivfcodes, "widest_probes", lambda lists: 8)  # 8 first lists that do not grow: the rule tested
     now, never = searched()
     monkeypatch.setattr(ivfcodes, "allowing", lambda spread, furthest, rows: spread)
     before, never_before = searched()

@@ -15,7 +15,8 @@ within their list, from their residuals (as IVF-PQ and BEBR do):
   residual to the centroid.
 * The lists probed and the rows re-ranked are sized per query, from errors measured on the
   query itself (``_QuerySearch``): the first ``probes`` lists are scanned (one FAISS range
-  search returns every row's estimate), their best ``FIRST`` x k estimates, a sample of rows evenly spaced
+  search returns every row's estimate; past 500,000 rows fewer, doubled where the query's list model
+  wants as many more), their best ``FIRST`` x k estimates, a sample of rows evenly spaced
   over them and one of the lists next in line (``sample_size``: more rows as the lists hold more)
   are scored exactly. The first sample gives the spread of (exact - estimate) in each row's own unit
   (its norm outside the projection weighs in: see ``IVFCodesIndex._row_units``), the second that of
@@ -164,9 +165,10 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 FAR = 8.0
 #: Lists whose ids are gathered first when finding the lists that hold a few rows (then twice as many, ...).
 GATHER_LISTS = 32
-#: Rows a query's first lists hold on average, at most: 1/8 of 1,000,000, where 1/8 of the lists was chosen
-#: (see :func:`default_probes`).
-FIRST_ROWS = 125_000
+#: Rows a query's first lists hold on average, at most, to start with: 1/16 of 1,000,000, where 1/8 of the
+#: lists is the most first lists (see :func:`default_probes`); a query whose list model then wants at least as
+#: many more lists scans those as first lists too (``_QuerySearch.reranked``).
+FIRST_ROWS = 62_500
 
 
 def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -184,27 +186,36 @@ def id_selector(allowed: np.ndarray) -> faiss.IDSelector:
     return selector
 
 
+def widest_probes(lists: int) -> int:
+    """The most lists a query scans first: 1/8 of them, at least 64 (all of a small index)."""
+    return min(lists, max(64, lists // 8))
+
+
 def default_probes(lists: int, rows: int = 0) -> int:
-    """Lists a query scans first: 1/8 of them, at least 64 (all of a small index), and past
-    1,000,000 ``rows`` (``FIRST_ROWS`` x 8) only as many as hold ``FIRST_ROWS`` on average, at least 64;
-    each query then probes more as its measured errors ask. The lists stop at ``MAX_LISTS``, so 1/8
-    of them would scan 1/8 of every row: 1.25M codes a query at 10,000,000 rows (256-d clusters,
-    ``docs/search.md``), where 256 / 128 / 64 first lists took a CPU p50 of 101 / 56 / 39 ms in one paired run
-    and 128 / 64 / 32 took 41 / 26 / 19 ms in another (120 queries; recall@10 0.990 / 0.997 / 0.998, and 0.994
-    at 32). The first lists are where the query's error is
-    measured, and on clustered data a narrow start misses rows in lists of other photos: at
-    300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth round) 64 first lists kept
-    0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept 0.963 / 0.974
-    at 10.26 ms; on 300,000 isotropic copies 128 cost 5.25 ms against 3.26 (recall 0.997 / 0.996
-    against 0.990 / 0.996). Fewer first lists do not make a query cheaper: the lists next in line,
-    where the spread past the first is measured, lie nearer the query and spread more, and the query
-    probes more of them. At 1,000,000 ``mix`` rows in 2,048 lists (CPU p50, same runs) 128 first
-    lists took 44.3 ms against 27.3 for 256, and 384 / 512 took 30.5 / 38.5 against 30.3; in 1,024
-    lists 64 took 44.4 ms against 32.3 for 128."""
-    eighth = min(lists, max(64, lists // 8))
+    """Lists a query scans first: :func:`widest_probes`, and past 500,000 ``rows`` (``FIRST_ROWS`` x 8)
+    only as many as hold ``FIRST_ROWS`` on average, at least 64; a query whose list model wants at least
+    as many more lists scans those as first lists too (doubling, up to :func:`widest_probes`), and each
+    query then probes more as its measured errors ask.
+
+    Why a narrower start on large collections: the first lists' codes are every query's fixed cost, where
+    data whose neighbours lie in a few lists (copies of a photo) needs few of them; data that wants more
+    (clustered photos) asks for them and gets them scanned as first lists, its errors and spreads then
+    measured past them. At 1,000,000 rows (2,048 lists, paired, second rounds of 100 image and 50 caption
+    queries, CPU p50) 128 first lists doubling to 256 against 256 took ``iso0.79`` 6.34 -> 4.06 ms, ``iso0.93``
+    9.10 -> 6.83, ``mix`` 13.58 -> 13.99, ``structured`` 31.18 -> 32.57 at recall level or higher (128 without
+    the doubling: ``mix`` 15.45); at 100,000 rows (1,024 lists) 1/16 first cost up to 30% more on
+    ``benchmarks/shapes.py``'s shapes, so they keep 1/8 (benchmarks/SEARCH_RESULTS.md, s39 and s40). The
+    lists stop at ``MAX_LISTS``, so 1/8 of them would scan 1/8 of every row: 1.25M codes a query at
+    10,000,000 rows (256-d clusters, ``docs/search.md``), where 256 / 128 / 64 first lists took a CPU p50 of
+    101 / 56 / 39 ms in one paired run and 128 / 64 / 32 took 41 / 26 / 19 ms in another (120 queries;
+    recall@10 0.990 / 0.997 / 0.998, and 0.994 at 32). On clustered data a narrow start with no doubling
+    misses rows in lists of other photos: at 300,000 ``mix`` vectors (benchmarks/SEARCH_RESULTS.md, eighth
+    round) 64 first lists kept 0.938 / 0.974 of the image / text top-10 at a CPU p50 of 10.76 ms, 128 kept
+    0.963 / 0.974 at 10.26 ms."""
+    widest = widest_probes(lists)
     if rows <= FIRST_ROWS * 8:
-        return eighth
-    return min(eighth, max(64, math.ceil(FIRST_ROWS * lists / rows)))
+        return widest
+    return min(widest, max(64, math.ceil(FIRST_ROWS * lists / rows)))
 
 
 class IVFCodesIndex(CodeBackend):
@@ -616,6 +627,7 @@ class IVFCodesIndex(CodeBackend):
         # slower and no closer: at 1M `mix` with 30% allowed, image p50 19.6 -> 15.2 ms, captions 40.2 -> 31.4 (recall
         # 0.985 / 0.956 -> 0.993 / 0.964) with 1 / sqrt(share); the plan probes more where its errors ask.
         probes = min(self.lists, math.ceil(self.probes / math.sqrt(share)))
+        widest = max(probes, min(self.lists, math.ceil(widest_probes(self.lists) / math.sqrt(share))))
         order = np.argsort(-centroid_scores, axis=1, kind="stable")  # every list, best centroid first
         first = order[:, :probes]
         least = self._least(projected, centroid_scores, first) if selector is None else np.zeros(len(queries), bool)
@@ -644,7 +656,7 @@ class IVFCodesIndex(CodeBackend):
 
         def one(row: int) -> tuple[np.ndarray, np.ndarray] | None:
             search = _QuerySearch(self, queries[row], projected[row], centroid_scores[row], order[row], probes,
-                                  selector, share, bool(least[row]), *found[row])
+                                  widest, selector, share, bool(least[row]), *found[row])
             found[row] = None  # its estimates are the search's now: a part's are freed as its plans end
             if shared:
                 search.whole = lambda query, k: None
@@ -1403,12 +1415,15 @@ class _QuerySearch:
     many more lists to probe and rows to re-rank, from errors measured on the query itself."""
 
     def __init__(self, index: IVFCodesIndex, query: np.ndarray, projected: np.ndarray, centroid_scores: np.ndarray,
-                 order: np.ndarray, probes: int, selector, share: float, least: bool, estimates: np.ndarray,
-                 ids: np.ndarray):
+                 order: np.ndarray, probes: int, widest: int, selector, share: float, least: bool,
+                 estimates: np.ndarray, ids: np.ndarray):
         self.index, self.query, self.projected, self.selector, self.share = index, query, projected, selector, share
         self.least = least  # the estimator of IVFCodesIndex._range, one for all of the query's lists
         self.centroid_scores = centroid_scores
         self.first, self.rest = order[:probes], order[probes:]  # the lists probed first and the others, best first
+        self.widest = widest  # the most lists the first may grow to (see reranked)
+        self.read = (np.zeros(0, np.float32), np.zeros(0, np.int64))  # rows scored exactly: (scores best first, ids)
+        self.tried = np.zeros(0, np.int64)  # the ids asked for, sorted (damaged rows too: in none of read)
         self.estimates, self.ids = estimates, ids
         self.whole = index._exact_all  # the one exact pass over every row (a batch defers it: _search_codes)
 
@@ -1419,6 +1434,33 @@ class _QuerySearch:
             estimates, ids = self.index._range(self.projected[None], self.centroid_scores[None], lists[None],
                                                self.selector, self.least, floor=floor)[0]
             self.estimates, self.ids = np.concatenate([self.estimates, estimates]), np.concatenate([self.ids, ids])
+
+    def _read(self, ids: np.ndarray) -> None:
+        """Score ``ids`` exactly into ``read``, each row once a query (a plan that grows its first lists
+        asks again for rows it read)."""
+        unread = np.setdiff1d(ids, self.tried)
+        got, got_ids = exact_top(self.index.reader, self.query, unread, len(unread), self.index.check)
+        self.tried = np.union1d(self.tried, unread)
+        scores, ids = np.concatenate([self.read[0], got]), np.concatenate([self.read[1], got_ids])
+        best = np.argsort(-scores, kind="stable")
+        self.read = scores[best], ids[best]
+
+    def _kth(self, k: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+        """The exact top ``k`` of the rows read (those ``allowed``: sampled rows the filter does not pass
+        measure, but are no results) and its k-th score (-inf: fewer)."""
+        scored, scored_ids = self.read
+        if allowed is not None:
+            passed = np.isin(scored_ids, allowed, assume_unique=True)
+            scored, scored_ids = scored[passed], scored_ids[passed]
+        top_scores, top_ids = scored[:k], scored_ids[:k]
+        return top_scores, top_ids, float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+
+    def _exact(self, ids: np.ndarray) -> np.ndarray:
+        """The exact scores of ``ids`` (asked for already), as float64 for the error sums; NaN: damaged."""
+        scored, scored_ids = self.read
+        exact = np.full(len(self.tried), np.nan)
+        exact[np.searchsorted(self.tried, scored_ids)] = scored
+        return exact[np.searchsorted(self.tried, ids)]
 
     def estimated(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The top ``k`` estimates (no re-rank); too few allowed rows probed: every list."""
@@ -1501,33 +1543,55 @@ class _QuerySearch:
     def reranked(self, k: int, cap: int, allowed: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """The exact top ``k``: the best ``FIRST`` x k estimates and the sampled rows scored
         first; then every further list whose centroid score, plus the measured spread of rows
-        around their centroid, could reach the k-th exact score; then every candidate whose
+        around their centroid, could reach the k-th exact score (where that is as many lists as were
+        scanned first, up to ``widest``, those are scanned as first lists and the plan starts again, the
+        rows read so far kept); then every candidate whose
         estimate, plus the measured estimate error in its unit, could, best chance first in doubling steps, each
         step's k-th exact score raising the bar (at most ``cap`` rows; a step takes the rest
         where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
         rest = self.rest
-        sample, _ = self._sample(self.first)
         far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
         first = largest(self.estimates, FIRST * k)
         if index._twin_table().shape[1]:  # a burst of identical rows fills the best estimates: one read each
             first = first[np.unique(index._twin_keys(self.ids[first]), return_index=True)[1]]
-        wanted = np.unique(np.concatenate([self.ids[first], sample, far]))
-        scored, scored_ids = exact_top(index.reader, self.query, wanted, len(wanted), index.check)
-        exact = np.full(len(wanted), np.nan)  # in wanted's (sorted) order, as float64 for the error sums; NaN: damaged
-        exact[np.searchsorted(wanted, scored_ids)] = scored
-        if allowed is not None:  # sampled rows the filter does not pass measure, but are no results
-            passed = np.isin(scored_ids, allowed, assume_unique=True)
-            top_scores, top_ids = scored[passed][:k], scored_ids[passed][:k]
-        else:
-            top_scores, top_ids = scored[:k], scored_ids[:k]
-        kth = float(top_scores[k - 1]) if len(top_scores) >= k else -np.inf
+        growing = len(self.first) < self.widest and len(rest) > 0
+        # A plan that may grow its first lists reads their sample only once it does not (a grown plan samples its
+        # grown lists): at 1M ``mix`` the first round's work was 2 ms of a 16 ms image query.
+        sample = np.zeros(0, np.int64) if growing else self._sample(self.first)[0]
+        self._read(np.concatenate([self.ids[first], sample, far]))
+        top_scores, top_ids, kth = self._kth(k, allowed)
+
+        def more_lists() -> np.ndarray:
+            exact = self._exact(far)
+            whole = ~np.isnan(exact)
+            held = ~among(top_ids, far)  # the exact top k so far that the first lists hold
+            return (self._more_lists(rest, kth, exact[whole], far_lists[whole], top_ids[held], top_scores[held])
+                    if len(rest) else rest)
+
+        more = more_lists()
+        if growing:
+            if len(more) >= len(self.first):
+                # Wanting as many lists again as were scanned first: those are scanned as first lists too, and the
+                # plan starts again past them, where its lists' spread is measured on lists further out (narrower);
+                # with the next lists probed as more, 128 first lists at 1M `mix` took 15.45 ms, 13.99 grown so.
+                grown = rest[: self.widest - len(self.first)][: len(self.first)]
+                self._probe(grown)
+                self.first, self.rest = np.concatenate([self.first, grown]), rest[len(grown) :]
+                return self.reranked(k, cap, allowed)
+            sample, _ = self._sample(self.first)
+            self._read(sample)
+            before = kth
+            top_scores, top_ids, kth = self._kth(k, allowed)
+            if kth != before:
+                more = more_lists()
+        scored, scored_ids = self.read
         # The errors of the sampled rows (of the first lists: measured before more are probed), in
         # each row's own unit (see IVFCodesIndex._row_units); a bitmap finds them (a binary search
         # of every candidate took 0.5 ms for 15,000).
         row_units = index._row_units(self.query, self.projected)
         in_sample = np.flatnonzero(_marked(self.ids, sample, index._id_top))
-        measured = exact[np.searchsorted(wanted, self.ids[in_sample])] - self.estimates[in_sample]
+        measured = self._exact(self.ids[in_sample]) - self.estimates[in_sample]
         in_sample, measured = in_sample[~np.isnan(measured)], measured[~np.isnan(measured)]  # damaged rows measure nothing
         sample_units = None if row_units is None else row_units[0](self.ids[in_sample])
         if sample_units is not None and not units_explain(measured, sample_units):
@@ -1542,11 +1606,8 @@ class _QuerySearch:
         reach = shift + FAR * spread  # in units: no candidate further under the k-th score is needed
         low, high = (1.0, 1.0) if row_units is None else row_units[1:]
         bound = high if reach > 0 else low  # the unit that reaches furthest
-        far_exact = exact[np.searchsorted(wanted, far)]
+        far_exact = self._exact(far)
         whole = ~np.isnan(far_exact)
-        held = ~among(top_ids, far)  # the exact top k so far that the first lists hold
-        more = (self._more_lists(rest, kth, far_exact[whole], far_lists[whole], top_ids[held], top_scores[held])
-                if len(rest) else rest)
         if allowed is None and self._wants_most(kth, more, far[whole], far_exact[whole], shift, spread, row_units):
             return self.whole(self.query, k)
         # the lists probed next keep only rows that can pass the test below (the margin: rounding)
@@ -1555,7 +1616,7 @@ class _QuerySearch:
         # error, could reach the k-th score: the test over every estimate is one pass, the rest
         # works on those that pass it.
         pre = np.flatnonzero(self.estimates + reach * bound >= kth)
-        pre = pre[~_marked(self.ids[pre], wanted, index._id_top)]
+        pre = pre[~_marked(self.ids[pre], self.tried, index._id_top)]
         # Rows identical to one read, or to another candidate, are one row to the plan: their exact
         # scores are its (one chance in the budget, where each copy of a burst took its own).
         pre, twins = _Twins.split(index, self.ids, pre, scored_ids)
