@@ -1440,8 +1440,6 @@ class _QuerySearch:
         """Score ``ids`` exactly into ``read``, each row once a query (a plan that grows its first lists
         asks again for rows it read)."""
         unread = np.setdiff1d(ids, self.tried)
-        if not len(unread):
-            return
         got, got_ids = exact_top(self.index.reader, self.query, unread, len(unread), self.index.check)
         self.tried = np.union1d(self.tried, unread)
         scores, ids = np.concatenate([self.read[0], got]), np.concatenate([self.read[1], got_ids])
