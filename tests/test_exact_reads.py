@@ -118,3 +118,16 @@ def test_a_row_damaged_outside_the_span_is_still_left_out_and_reported(stored):
     reported.clear()
     _, scanned = exact_scan(column_reader(damaged, []), query[None], ids, 5, reporting(reported))
     assert 9 not in scanned[0] and 9 in reported and (scanned[0] >= 0).all()
+
+
+def test_no_ids_read_nothing_and_score_nothing(tmp_path):
+    """A plan may ask for rows it read already (none left to read): a collection's reader and its row check are
+    not called on no rows, which they do not take."""
+    import glimpse
+
+    rows = np.random.default_rng(1).standard_normal((50, DIM)).astype(np.float32)
+    col = glimpse.open(tmp_path / "c", encoder="precomputed", dim=DIM)
+    col.add_vectors(rows, [f"v/{i}" for i in range(len(rows))])
+    for k in (0, 10):
+        scores, found = exact_top(col._read_stored, rows[0], np.zeros(0, np.int64), k, col._check_rows)
+        assert scores.shape == found.shape == (0,) and found.dtype == np.int64

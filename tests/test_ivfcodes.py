@@ -139,8 +139,9 @@ def test_filter_of_rows_outside_the_probed_lists_still_fills_k(data):
     assert (got >= 0).sum() == K and np.all(np.isin(got, far[0]))
 
 
-def test_batches_match_single_queries(data):
-    index = index_of(data)
+@pytest.mark.parametrize("probes", [None, 2])  # 2: first lists that grow where the plans want more
+def test_batches_match_single_queries(data, probes):
+    index = index_of(data, probes=probes)
     queries = np.tile(data[5], (2, 1))[:64]  # image-like and text-like queries: both estimators in one batch
     batch_scores, batch_ids = index.search(queries, K)
     for row in range(0, 40, 2):
@@ -205,8 +206,9 @@ def test_a_shared_pass_keeps_every_row_of_each_querys_fp16_top_k_ties_and_damage
         np.testing.assert_array_equal(got_scores, want_scores)
 
 
-def test_a_filtered_batch_matches_single_queries_and_keeps_k(data):
-    index = index_of(data)
+@pytest.mark.parametrize("probes", [None, 2])
+def test_a_filtered_batch_matches_single_queries_and_keeps_k(data, probes):
+    index = index_of(data, probes=probes)
     _, ids, _, _, _, queries = data
     allowed = np.sort(np.random.default_rng(2).choice(ids, size=len(ids) // 3, replace=False))
     _, batch = index.search(queries, K, allowed=allowed)

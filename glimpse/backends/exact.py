@@ -119,11 +119,13 @@ def exact_top(reader: VectorReader, query: np.ndarray, ids: np.ndarray, k: int,
     ``query``: (scores, ids), best first, a read at a time (:func:`read_parts`). Damaged rows among
     a read's top (by ``check``) are left out: the top then holds fewer than ``k`` only where fewer
     whole rows were read."""
+    if not len(ids):  # nothing to read (a reader and a check need not take none)
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
     span = nonzero_span(query) if getattr(reader, "reads_columns", False) else None
     width = len(query) if span is None else span.stop - span.start
     parts = read_parts(np.sort(ids), width, span is not None)  # sorted: kinder to the map
     if len(parts) <= 1:
-        return _read_top(reader, query, parts[0] if parts else np.zeros(0, np.int64), k, check, span)
+        return _read_top(reader, query, parts[0], k, check, span)
     tops = [_read_top(reader, query, part, k, check, span) for part in parts]
     scores, found = np.concatenate([top[0] for top in tops]), np.concatenate([top[1] for top in tops])
     best = np.argsort(-scores, kind="stable")[:k]

@@ -203,7 +203,8 @@ def default_probes(lists: int, rows: int = 0) -> int:
     measured past them. At 1,000,000 rows (2,048 lists, paired, second rounds of 100 image and 50 caption
     queries, CPU p50) 128 first lists doubling to 256 against 256 took ``iso0.79`` 6.34 -> 4.06 ms, ``iso0.93``
     9.10 -> 6.83, ``mix`` 13.58 -> 13.99, ``structured`` 31.18 -> 32.57 at recall level or higher (128 without
-    the doubling: ``mix`` 15.45); at 100,000 rows (1,024 lists) 1/16 first cost up to 30% more on
+    the doubling: ``mix`` 15.45); at 2,000,000 clustered 256-d rows 64 first lists, growing, against 128 took
+    14.8-15.8 ms against 18.3-18.4 at recall@10 0.997; at 100,000 rows (1,024 lists) 1/16 first cost up to 30% more on
     ``benchmarks/shapes.py``'s shapes, so they keep 1/8 (benchmarks/SEARCH_RESULTS.md, s39 and s40). The
     lists stop at ``MAX_LISTS``, so 1/8 of them would scan 1/8 of every row: 1.25M codes a query at
     10,000,000 rows (256-d clusters, ``docs/search.md``), where 256 / 128 / 64 first lists took a CPU p50 of
