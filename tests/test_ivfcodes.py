@@ -1472,3 +1472,62 @@ def test_the_sample_grows_with_the_rows_of_the_sampled_lists(data, monkeypatch):
     index.search(queries[:3], K)
     assert taken and all(count == distinct == min(sample_size(rows), rows) for count, distinct, rows in taken)
     assert max(count for count, _, _ in taken) > SAMPLE
+
+
+def small_index(rows: np.ndarray, **options) -> IVFCodesIndex:
+    stored = rows.astype(np.float16)
+    fit = create_binarizer("ivf-rabitq", bits=min(64, rows.shape[1]), seed=0).fit(rows)
+    index = IVFCodesIndex(fit, lambda wanted: stored[wanted], **options)
+    index.add(np.arange(len(rows)), rows)
+    return index
+
+
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("k", [10, 728, 2184])
+def test_a_collection_of_copies_of_three_vectors_answers_every_k_with_each_row_once(k):
+    """2,184 rows, all exact copies of three vectors: every row sits on its list's centroid, so the sampled
+    errors and list spreads are all zero (a log of zero and a division by zero stopped the search), and a
+    group's own row and one of its twins could be read in one step, its other twins then merged into the top
+    twice (a top of 2,184 held 726 rows twice)."""
+    rng = np.random.default_rng(4)
+    rows = unit_rows(np.tile(rng.standard_normal((3, 64)), (728, 1)))
+    index = small_index(rows, probes=2, oversample=1)
+    queries = unit_rows(rng.standard_normal((9, 64)))
+    scores, ids = index.search(queries, k)
+    exact = queries @ rows.T
+    for row in range(len(queries)):
+        assert len(np.unique(ids[row])) == k and (ids[row] >= 0).all()
+        assert np.allclose(np.sort(scores[row])[::-1], np.sort(exact[row])[::-1][:k], atol=2e-3)
+
+
+def test_a_filter_and_a_small_cap_still_give_k_results():
+    """With one first list (a few allowed rows in it) and a cap of k x 1 rows, the first reads used up the cap
+    and a top of 50 came back with 33-42 rows though 1,833 rows passed the filter."""
+    rng = np.random.default_rng(3)
+    rows = unit_rows(rng.standard_normal((2438, 8)))
+    index = small_index(rows, probes=1, oversample=1)
+    allowed = np.sort(rng.choice(len(rows), 1833, replace=False))
+    queries = unit_rows(rng.standard_normal((3, 8)))
+    for grows in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            if not grows:
+                patch.setattr("glimpse.backends.ivfcodes.widest_probes", lambda lists: 1)
+            _, ids = index.search(queries, 50, allowed=allowed)
+        assert (ids >= 0).all() and np.isin(ids, allowed).all()
+        assert all(len(np.unique(found)) == 50 for found in ids)
+
+
+def test_rows_read_past_lists_that_did_not_grow_are_not_taken_for_rows_of_the_first():
+    """First lists that grow by fewer lists than the sample of the next ones spans (to 1/8 of them) leave
+    sampled rows past the first lists among the rows read: the list model took them for the first lists' own
+    rows and stopped (an id is not held by the lists given)."""
+    rng = np.random.default_rng(66)
+    rows = unit_rows(rng.standard_normal((2827, 64)))
+    index = small_index(rows, probes=3, oversample=3)
+    queries = unit_rows(rng.standard_normal((7, 64)))
+    _, ids = index.search(queries, 50)
+    truth = np.argsort(-(queries @ rows.T), axis=1)[:, :50]
+    assert recall(ids, truth) >= 0.95

@@ -163,6 +163,10 @@ CONFIDENT = NormalDist().inv_cdf(0.95)
 #: Candidates further below the k-th exact score than this many deviations are never re-ranked
 #: (a normal error exceeds 8 deviations with probability 6e-16).
 FAR = 8.0
+#: The least deviation a sample measures: rows that are all copies on their centroids (estimated from their
+#: centroid, scored from the same float16 rows) can err alike to the last bit, and a zero deviation divides the
+#: plan's chances by zero; far under the float16 rounding of a score (about 1e-4 of a unit vector's).
+LEAST_SPREAD = 1e-7
 #: Lists whose ids are gathered first when finding the lists that hold a few rows (then twice as many, ...).
 GATHER_LISTS = 32
 #: Rows a query's first lists hold on average, at most, to start with: 1/16 of 1,000,000, where 1/8 of the
@@ -1192,7 +1196,7 @@ def upper_bounds(errors: np.ndarray) -> tuple[float, float] | None:
     mean = float(np.add.reduce(errors)) / len(errors)  # np.mean and np.std: 10 us of wrappers per query
     deviation = math.sqrt(float(np.add.reduce((errors - mean) ** 2)) / free)
     low = (1 - 2 / (9 * free) - CONFIDENT * math.sqrt(2 / (9 * free))) ** 3  # chi-square 5% quantile / free
-    return mean + CONFIDENT * deviation / math.sqrt(len(errors)), deviation / math.sqrt(low)
+    return mean + CONFIDENT * deviation / math.sqrt(len(errors)), max(LEAST_SPREAD, deviation / math.sqrt(low))
 
 
 def units_explain(errors: np.ndarray, units: np.ndarray) -> bool:
@@ -1205,11 +1209,12 @@ def units_explain(errors: np.ndarray, units: np.ndarray) -> bool:
     spread serves better."""
     if len(errors) < MIN_SAMPLE or not (units > 0).all():
         return len(errors) < MIN_SAMPLE
-    scaled = errors / units
+    scaled, alone = deviation(errors / units), deviation(errors)
+    if not scaled or not alone:  # a sample with no spread either way (rows that are copies): the one it has none in
+        return not scaled and bool(alone)
     # the normal log-likelihoods at their maximum differ by n log(deviation) + sum log(unit) terms
-    with np.errstate(divide="ignore"):
-        own = len(errors) * math.log(deviation(scaled)) + float(np.log(units).sum())
-        one = len(errors) * math.log(deviation(errors))
+    own = len(errors) * math.log(scaled) + float(np.log(units).sum())
+    one = len(errors) * math.log(alone)
     return own <= one
 
 
@@ -1344,13 +1349,16 @@ class _Twins:
         if not index._twin_table().shape[1] or not len(candidates):
             return candidates, None
         keys = index._twin_keys(ids[candidates])
-        twin = np.flatnonzero(keys != ids[candidates])  # the others are their own group: kept
+        own = keys == ids[candidates]  # a group's own row (its key): kept
+        twin = np.flatnonzero(~own)
         if not len(twin):
             return candidates, None
         _, first = np.unique(keys[twin], return_index=True)
         left = np.ones(len(twin), bool)
         left[first] = False
-        left |= among(keys[twin], index._twin_keys(read))
+        # a group read already, or whose own row is a candidate, keeps none (two of a group read in one step
+        # merged its twins twice: a top k with rows in it twice)
+        left |= among(keys[twin], np.concatenate([index._twin_keys(read), keys[own]]))
         out = twin[left]
         kept = np.ones(len(candidates), bool)
         kept[out] = False
@@ -1425,6 +1433,7 @@ class _QuerySearch:
         self.widest = widest  # the most lists the first may grow to (see reranked)
         self.read = (np.zeros(0, np.float32), np.zeros(0, np.int64))  # rows scored exactly: (scores best first, ids)
         self.tried = np.zeros(0, np.int64)  # the ids asked for, sorted (damaged rows too: in none of read)
+        self.beyond = np.zeros(0, np.int64)  # rows read that lie past the first lists (a sample of lists not grown)
         self.estimates, self.ids = estimates, ids
         self.whole = index._exact_all  # the one exact pass over every row (a batch defers it: _search_codes)
 
@@ -1566,7 +1575,7 @@ class _QuerySearch:
         def more_lists() -> np.ndarray:
             exact = self._exact(far)
             whole = ~np.isnan(exact)
-            held = ~among(top_ids, far)  # the exact top k so far that the first lists hold
+            held = ~among(top_ids, np.concatenate([far, self.beyond]))  # the exact top k so far the first lists hold
             return (self._more_lists(rest, kth, exact[whole], far_lists[whole], top_ids[held], top_scores[held])
                     if len(rest) else rest)
 
@@ -1577,6 +1586,7 @@ class _QuerySearch:
                 # plan starts again past them, where its lists' spread is measured on lists further out (narrower);
                 # with the next lists probed as more, 128 first lists at 1M `mix` took 15.45 ms, 13.99 grown so.
                 grown = rest[: self.widest - len(self.first)][: len(self.first)]
+                self.beyond = np.concatenate([self.beyond, far[~np.isin(far_lists, grown)]])
                 self._probe(grown)
                 self.first, self.rest = np.concatenate([self.first, grown]), rest[len(grown) :]
                 return self.reranked(k, cap, allowed)
@@ -1644,7 +1654,9 @@ class _QuerySearch:
                 return self.whole(self.query, k)
         # Best chance first, at the k-th score so far (with one unit: best estimate first).
         standing = (self.estimates[near] + shift * units - kth) / (spread * units)
-        order = best_first(standing, max(0, cap - len(scored_ids)))
+        # at most the cap's rows, but as many as fill a top k the rows read so far do not (a filter's rows: their
+        # first lists may hold fewer than k of them, and the first reads can use up a small cap)
+        order = best_first(standing, max(0, cap - len(scored_ids), k - len(top_ids)))
         near, units, below = near[order], units[order], -standing[order]  # below: ascending
         estimates, ids = self.estimates[near], self.ids[near]
         first_kth, widest = kth, spread * float(units.max()) if len(units) else 1.0
