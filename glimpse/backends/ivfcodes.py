@@ -205,9 +205,9 @@ def default_probes(lists: int, rows: int = 0) -> int:
     data whose neighbours lie in a few lists (copies of a photo) needs few of them; data that wants more
     (clustered photos) asks for them and gets them scanned as first lists, its errors and spreads then
     measured past them. At 1,000,000 rows (2,048 lists, paired, second rounds of 100 image and 50 caption
-    queries, CPU p50) 128 first lists doubling to 256 against 256 took ``iso0.79`` 6.34 -> 4.06 ms, ``iso0.93``
-    9.10 -> 6.83, ``mix`` 13.58 -> 13.99, ``structured`` 31.18 -> 32.57 at recall level or higher (128 without
-    the doubling: ``mix`` 15.45); at 2,000,000 clustered 256-d rows 64 first lists, growing, against 128 took
+    queries, CPU p50) 128 first lists doubling to 256 against 256 took ``iso0.79`` 7.29 -> 4.64 ms, ``iso0.93``
+    10.02 -> 7.14, ``mix`` 14.99 -> 15.11 (images 12.96 -> 14.73, captions 20.44 -> 16.80), ``structured`` 33.28
+    -> 34.42 at recall level or higher (128 without the doubling: ``mix`` 15.45 against 13.58); at 2,000,000 clustered 256-d rows 64 first lists, growing, against 128 took
     14.8-15.8 ms against 18.3-18.4 at recall@10 0.997; at 100,000 rows (1,024 lists) 1/16 first cost up to 30% more on
     ``benchmarks/shapes.py``'s shapes, so they keep 1/8 (benchmarks/SEARCH_RESULTS.md, s39 and s40). The
     lists stop at ``MAX_LISTS``, so 1/8 of them would scan 1/8 of every row: 1.25M codes a query at
@@ -1557,8 +1557,8 @@ class _QuerySearch:
         scanned first, up to ``widest``, those are scanned as first lists and the plan starts again, the
         rows read so far kept); then every candidate whose
         estimate, plus the measured estimate error in its unit, could, best chance first in doubling steps, each
-        step's k-th exact score raising the bar (at most ``cap`` rows; a step takes the rest
-        where it is at most ``WHOLE`` steps)."""
+        step's k-th exact score raising the bar (at most ``cap`` rows, past it only as many as fill a top k
+        the rows read do not; a step takes the rest where it is at most ``WHOLE`` steps)."""
         index, misses = self.index, self.index.misses
         rest = self.rest
         far, far_lists = self._sample(rest[: len(self.first)])  # the lists next in line
